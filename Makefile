@@ -1,0 +1,32 @@
+# appguard -- PGXS build
+EXTENSION = appguard
+EXTVERSION = 0.1.0
+
+MODULE_big = appguard
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+HEADERS = $(wildcard src/*.h)
+
+DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+
+# pg_regress: every sql/*.sql that is not an extension script, outputs in expected/
+REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+
+PG_CPPFLAGS = $(shell pkg-config --cflags libcares openssl libpsl libidn2)
+SHLIB_LINK = $(shell pkg-config --libs libcares openssl libpsl libidn2)
+
+# CI builds with -Werror (make WERROR=1)
+ifdef WERROR
+PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+endif
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# TAP tests live in test/t and use test/perl
+TAP_TESTS = 1
+PROVE_TESTS ?= test/t/*.pl
+PROVE_FLAGS += -I ./test/perl
+
+.PHONY: prove_installcheck_appguard

@@ -1,0 +1,96 @@
+-- appguard 0.1.0
+-- Every object lives in schema appguard; nothing is executable by PUBLIC.
+
+\echo Use "CREATE EXTENSION appguard" to load this file. \quit
+
+---------------------------------------------------------------------------
+-- Roles
+---------------------------------------------------------------------------
+
+-- Roles are cluster-wide: create the operator role once, keep it on DROP.
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'appguard_operator') THEN
+		CREATE ROLE appguard_operator NOLOGIN;
+	END IF;
+END
+$$;
+
+---------------------------------------------------------------------------
+-- Snapshots: one row per measurement of one host
+---------------------------------------------------------------------------
+
+CREATE TABLE appguard.snapshots (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	host		text NOT NULL,
+	port		integer NOT NULL CHECK (port BETWEEN 1 AND 65535),
+	taken_at	timestamptz NOT NULL,
+	status		text NOT NULL CHECK (status IN ('ok', 'dns_failed', 'connect_failed',
+											  'tls_failed', 'timeout', 'blocked')),
+	facts		jsonb NOT NULL,
+	chain		bytea[] NOT NULL DEFAULT '{}'	-- DER of each certificate as sent
+);
+COMMENT ON TABLE appguard.snapshots IS 'One measurement of a host''s DNS and TLS facts';
+CREATE INDEX snapshots_host_taken_at ON appguard.snapshots (host, port, taken_at DESC);
+SELECT pg_catalog.pg_extension_config_dump('appguard.snapshots', '');
+
+---------------------------------------------------------------------------
+-- Measuring
+---------------------------------------------------------------------------
+
+CREATE FUNCTION appguard.appguard_probe(host text, port integer DEFAULT 443)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'appguard_probe'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION appguard.appguard_probe(text, integer) IS
+	'Measure a host''s DNS and TLS facts now; stores nothing';
+
+CREATE FUNCTION appguard.appguard_snapshot(host text, port integer DEFAULT 443)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'appguard_snapshot'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION appguard.appguard_snapshot(text, integer) IS
+	'Measure a host and store the snapshot; returns the facts with "id"';
+
+CREATE FUNCTION appguard.appguard_snapshot_many(hosts text[], ports integer[] DEFAULT NULL)
+RETURNS SETOF jsonb
+AS 'MODULE_PATHNAME', 'appguard_snapshot_many'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION appguard.appguard_snapshot_many(text[], integer[]) IS
+	'Measure many hosts concurrently and store a snapshot of each';
+
+CREATE FUNCTION appguard.appguard_normalize_host(host text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'appguard_normalize_host'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION appguard.appguard_normalize_host(text) IS
+	'The host name as appguard measures it (lower-case A-labels), or an error saying why it is refused';
+
+CREATE FUNCTION appguard.appguard_address_class(addr inet)
+RETURNS text
+AS 'MODULE_PATHNAME', 'appguard_address_class'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION appguard.appguard_address_class(inet) IS
+	'The class the address guard gives an address: public, loopback, private, ...';
+
+-- @@DRIFT@@ (drift rules: appguard_facts_diff and policy)
+
+-- @@LIFECYCLE@@ (clients, tokens, suspensions)
+
+---------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC; operators measure and read
+---------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA appguard FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA appguard FROM PUBLIC;
+GRANT USAGE ON SCHEMA appguard TO appguard_operator;
+GRANT EXECUTE ON FUNCTION
+	appguard.appguard_probe(text, integer),
+	appguard.appguard_snapshot(text, integer),
+	appguard.appguard_snapshot_many(text[], integer[]),
+	appguard.appguard_normalize_host(text),
+	appguard.appguard_address_class(inet)
+TO appguard_operator;
+GRANT SELECT ON appguard.snapshots TO appguard_operator;

@@ -1,0 +1,235 @@
+/*-------------------------------------------------------------------------
+ *
+ * facts_dns.c
+ *	  The "dns" object of the facts document, from a probe's answers.
+ *
+ * Sets (addresses, name servers, TXT strings, CAA records) are written
+ * sorted and without duplicates, so that two snapshots of an unchanged
+ * zone produce the same document whatever order the server answered in.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+
+#include "appguard.h"
+#include "dns.h"
+#include "dnswire.h"
+
+#define MAX_CNAME_CHAIN 16
+
+static const char *const query_type_names[QUERY_KIND_COUNT] = {
+	[QUERY_A] = "A",
+	[QUERY_AAAA] = "AAAA",
+	[QUERY_NS] = "NS",
+	[QUERY_TXT] = "TXT",
+	[QUERY_CAA] = "CAA",
+};
+
+/* The rcode a query ended with, as the facts document spells it */
+static const char *
+query_rcode_name(const QueryResult *r)
+{
+	switch (r->outcome)
+	{
+		case QUERY_ANSWERED:
+			{
+				const char *name = dns_rcode_name(r->rcode);
+
+				return name ? name : psprintf("RCODE%d", r->rcode);
+			}
+		case QUERY_TIMED_OUT:
+		case QUERY_PENDING:
+			return "TIMEOUT";
+		case QUERY_FAILED:
+			return "ERROR";
+		case QUERY_NOT_ASKED:
+			return NULL;
+	}
+	return NULL;
+}
+
+static bool
+query_noerror(const QueryResult *r)
+{
+	return r->outcome == QUERY_ANSWERED && r->rcode == DNS_RCODE_NOERROR;
+}
+
+/* rcode of the host itself: NOERROR if either address query said so */
+static const char *
+host_rcode_name(Probe *probe)
+{
+	if (query_noerror(&probe->results[QUERY_A]) ||
+		query_noerror(&probe->results[QUERY_AAAA]))
+		return "NOERROR";
+	return query_rcode_name(&probe->results[QUERY_A]);
+}
+
+static int
+cmp_cstring(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Sort, drop duplicates and write an array of strings */
+static void
+write_string_set(JsonWriter *jw, const char *key, char **values, int n)
+{
+	qsort(values, n, sizeof(char *), cmp_cstring);
+	jw_begin_array(jw, key);
+	for (int i = 0; i < n; i++)
+		if (i == 0 || strcmp(values[i], values[i - 1]) != 0)
+			jw_string(jw, NULL, values[i]);
+	jw_end_array(jw);
+}
+
+/* Items of one type in a result, as strings */
+static char **
+item_strings(const QueryResult *r, uint16 type, int *count)
+{
+	char	  **out = palloc((r->nitems + 1) * sizeof(char *));
+	int			n = 0;
+
+	for (int i = 0; i < r->nitems; i++)
+	{
+		const DnsItem *item = &r->items[i];
+		char		text[INET6_ADDRSTRLEN];
+
+		if (item->type != type)
+			continue;
+		switch (type)
+		{
+			case DNS_TYPE_A:
+				out[n++] = pstrdup(inet_ntop(AF_INET, item->addr, text, sizeof(text)));
+				break;
+			case DNS_TYPE_AAAA:
+				out[n++] = pstrdup(inet_ntop(AF_INET6, item->addr, text, sizeof(text)));
+				break;
+			case DNS_TYPE_NS:
+				out[n++] = item->target;
+				break;
+			case DNS_TYPE_TXT:
+				out[n++] = item->bytes;
+				break;
+		}
+	}
+	*count = n;
+	return out;
+}
+
+static void
+write_items(JsonWriter *jw, const char *key, const QueryResult *r, uint16 type)
+{
+	int			n;
+	char	  **values = item_strings(r, type, &n);
+
+	write_string_set(jw, key, values, n);
+}
+
+/* Follow CNAMEs from the question name through the answer section */
+static void
+write_cname_chain(JsonWriter *jw, Probe *probe)
+{
+	const QueryResult *r = &probe->results[QUERY_A];
+	const char *current = probe->host;
+
+	if (r->nitems == 0)
+		r = &probe->results[QUERY_AAAA];
+	jw_begin_array(jw, "cname");
+	for (int hops = 0; hops < MAX_CNAME_CHAIN; hops++)
+	{
+		const char *next = NULL;
+
+		for (int i = 0; i < r->nitems && next == NULL; i++)
+			if (r->items[i].type == DNS_TYPE_CNAME &&
+				pg_strcasecmp(r->items[i].owner, current) == 0)
+				next = r->items[i].target;
+		if (next == NULL)
+			break;
+		jw_string(jw, NULL, next);
+		current = next;
+	}
+	jw_end_array(jw);
+}
+
+static int
+cmp_caa(const void *a, const void *b)
+{
+	const DnsItem *x = *(DnsItem *const *) a;
+	const DnsItem *y = *(DnsItem *const *) b;
+	int			c = strcmp(x->caa_tag, y->caa_tag);
+
+	if (c == 0)
+		c = strcmp(x->bytes, y->bytes);
+	if (c == 0)
+		c = x->caa_flags - y->caa_flags;
+	return c;
+}
+
+static void
+write_caa(JsonWriter *jw, Probe *probe)
+{
+	const QueryResult *r = &probe->results[QUERY_CAA];
+	DnsItem   **caa = palloc((r->nitems + 1) * sizeof(DnsItem *));
+	int			n = 0;
+
+	for (int i = 0; i < r->nitems; i++)
+		if (r->items[i].type == DNS_TYPE_CAA)
+			caa[n++] = &r->items[i];
+	qsort(caa, n, sizeof(DnsItem *), cmp_caa);
+	jw_begin_array(jw, "caa");
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0 && cmp_caa(&caa[i], &caa[i - 1]) == 0)
+			continue;
+		jw_begin_object(jw, NULL);
+		jw_int(jw, "flags", caa[i]->caa_flags);
+		jw_string(jw, "tag", caa[i]->caa_tag);
+		jw_string_bytes(jw, "value", caa[i]->bytes, caa[i]->bytes_len);
+		jw_end_object(jw);
+	}
+	jw_end_array(jw);
+	jw_string(jw, "caa_domain", probe->caa_found ? probe->caa_found_at : NULL);
+}
+
+/* TXT strings at the registrable domain, and the client ids they claim */
+static void
+write_txt_and_ownership(JsonWriter *jw, Probe *probe)
+{
+	const QueryResult *r = &probe->results[QUERY_TXT];
+	int			n;
+	char	  **txt = item_strings(r, DNS_TYPE_TXT, &n);
+	char	  **ids = palloc((n + 1) * sizeof(char *));
+	int			nids = 0;
+	char	   *prefix = psprintf("%s=", appguard_ownership_prefix);
+	size_t		prefix_len = strlen(prefix);
+
+	write_string_set(jw, "txt", txt, n);
+	for (int i = 0; i < n; i++)
+		if (strncmp(txt[i], prefix, prefix_len) == 0 && txt[i][prefix_len] != '\0')
+			ids[nids++] = txt[i] + prefix_len;
+	write_string_set(jw, "ownership_ids", ids, nids);
+}
+
+void
+facts_dns(JsonWriter *jw, Probe *probe)
+{
+	jw_begin_object(jw, "dns");
+	jw_string(jw, "rcode", host_rcode_name(probe));
+	jw_begin_object(jw, "queries");
+	for (int k = 0; k < QUERY_KIND_COUNT; k++)
+		jw_string(jw, query_type_names[k], query_rcode_name(&probe->results[k]));
+	jw_end_object(jw);
+	jw_bool(jw, "ad", probe->results[QUERY_A].outcome == QUERY_ANSWERED &&
+			probe->results[QUERY_A].ad);
+	write_cname_chain(jw, probe);
+	write_items(jw, "a", &probe->results[QUERY_A], DNS_TYPE_A);
+	write_items(jw, "aaaa", &probe->results[QUERY_AAAA], DNS_TYPE_AAAA);
+	jw_string(jw, "registrable_domain",
+			  probe->registrable_domain[0] ? probe->registrable_domain : NULL);
+	write_items(jw, "ns", &probe->results[QUERY_NS], DNS_TYPE_NS);
+	write_caa(jw, probe);
+	write_txt_and_ownership(jw, probe);
+	jw_end_object(jw);
+}

@@ -1,0 +1,540 @@
+/*-------------------------------------------------------------------------
+ *
+ * facts_tls.c
+ *	  Certificate facts: verification against the trust store, stapled
+ *	  OCSP, the chain as sent, and the leaf's identity.
+ *
+ * Verification runs after the handshake with a callback that records the
+ * first error and carries on, so a certificate that fails verification is
+ * still described in full.  The verification level is 2 (RSA keys of at
+ * least 2048 bits): a weak key is a verification error, while the
+ * handshake that preceded it was allowed to complete.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509v3.h>
+
+#include "tls.h"
+
+/* Policy OIDs of the CA/Browser Forum validation classes */
+#define OID_EV "2.23.140.1.1"
+#define OID_DV "2.23.140.1.2.1"
+#define OID_OV "2.23.140.1.2.2"
+#define OID_IV "2.23.140.1.2.3"
+
+/* Leeway for OCSP thisUpdate/nextUpdate, as in `openssl ocsp` */
+#define OCSP_VALIDITY_LEEWAY_SECONDS 300
+
+typedef struct VerifyResult
+{
+	bool		verified;
+	int			code;			/* first X509_V_ERR_*, 0 when verified */
+	int			depth;
+	bool		hostname_match;
+	X509	   *issuer;			/* leaf's issuer (own reference) or NULL */
+	const char *ocsp;			/* good, revoked, unknown, or NULL */
+	const char *ocsp_error;
+} VerifyResult;
+
+/* OpenSSL objects that must be freed even if an ERROR unwinds */
+typedef struct TlsScratch
+{
+	X509_STORE_CTX *vctx;
+	OCSP_RESPONSE *resp;
+	OCSP_BASICRESP *basic;
+	OCSP_CERTID *certid;
+	GENERAL_NAMES *sans;
+	CERTIFICATEPOLICIES *policies;
+	BIO		   *bio;
+	unsigned char *der;
+} TlsScratch;
+
+static void
+scratch_free(TlsScratch *s)
+{
+	X509_STORE_CTX_free(s->vctx);
+	OCSP_RESPONSE_free(s->resp);
+	OCSP_BASICRESP_free(s->basic);
+	OCSP_CERTID_free(s->certid);
+	GENERAL_NAMES_free(s->sans);
+	CERTIFICATEPOLICIES_free(s->policies);
+	BIO_free(s->bio);
+	OPENSSL_free(s->der);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Keep the first error; returning 1 lets verification see the whole chain */
+static int
+record_first_error(int ok, X509_STORE_CTX *ctx)
+{
+	VerifyResult *result = X509_STORE_CTX_get_app_data(ctx);
+
+	if (!ok && result->code == 0)
+	{
+		result->code = X509_STORE_CTX_get_error(ctx);
+		result->depth = X509_STORE_CTX_get_error_depth(ctx);
+	}
+	return 1;
+}
+
+static X509 *
+find_issuer_in_chain(STACK_OF(X509) *chain, X509 *cert)
+{
+	for (int i = 0; i < sk_X509_num(chain); i++)
+	{
+		X509	   *candidate = sk_X509_value(chain, i);
+
+		if (candidate != cert && X509_check_issued(candidate, cert) == X509_V_OK)
+		{
+			X509_up_ref(candidate);
+			return candidate;
+		}
+	}
+	return NULL;
+}
+
+static void
+verify_chain(TlsScratch *s, STACK_OF(X509) *chain, X509_STORE *store,
+			 const char *host, VerifyResult *result)
+{
+	X509	   *leaf = sk_X509_value(chain, 0);
+	X509_VERIFY_PARAM *param;
+	int			rc;
+
+	result->hostname_match = X509_check_host(leaf, host, 0, 0, NULL) == 1;
+	s->vctx = X509_STORE_CTX_new();
+	if (s->vctx == NULL || !X509_STORE_CTX_init(s->vctx, store, leaf, chain))
+	{
+		result->code = X509_V_ERR_UNSPECIFIED;
+		return;
+	}
+	param = X509_STORE_CTX_get0_param(s->vctx);
+	X509_VERIFY_PARAM_set1_host(param, host, 0);
+	X509_VERIFY_PARAM_set_auth_level(param, 2);
+	X509_STORE_CTX_set_purpose(s->vctx, X509_PURPOSE_SSL_SERVER);
+	X509_STORE_CTX_set_app_data(s->vctx, result);
+	X509_STORE_CTX_set_verify_cb(s->vctx, record_first_error);
+	rc = X509_verify_cert(s->vctx);
+	if (rc <= 0 && result->code == 0)
+		result->code = X509_STORE_CTX_get_error(s->vctx);
+	if (rc <= 0 && result->code == 0)
+		result->code = X509_V_ERR_UNSPECIFIED;
+	result->verified = (result->code == 0);
+
+	/* the issuer as verification found it, else as the chain says */
+	{
+		STACK_OF(X509) *built = X509_STORE_CTX_get0_chain(s->vctx);
+
+		if (built != NULL && sk_X509_num(built) > 1)
+		{
+			result->issuer = sk_X509_value(built, 1);
+			X509_up_ref(result->issuer);
+		}
+		else
+			result->issuer = find_issuer_in_chain(chain, leaf);
+	}
+	X509_STORE_CTX_free(s->vctx);
+	s->vctx = NULL;
+	ERR_clear_error();
+}
+
+/* Read a stapled OCSP response; a revocation makes the leaf unverified */
+static void
+check_ocsp_staple(TlsScratch *s, STACK_OF(X509) *chain, X509_STORE *store,
+				  const unsigned char *der, long len, VerifyResult *result)
+{
+	const unsigned char *p = der;
+	int			status,
+				reason;
+	ASN1_GENERALIZEDTIME *revoked_at,
+			   *this_update,
+			   *next_update;
+
+	if (der == NULL || len <= 0)
+		return;					/* nothing stapled: ocsp stays null */
+	result->ocsp = "unknown";
+	s->resp = d2i_OCSP_RESPONSE(NULL, &p, len);
+	if (s->resp == NULL)
+	{
+		result->ocsp_error = "malformed OCSP response";
+		goto done;
+	}
+	if (OCSP_response_status(s->resp) != OCSP_RESPONSE_STATUS_SUCCESSFUL)
+	{
+		result->ocsp_error = OCSP_response_status_str(OCSP_response_status(s->resp));
+		goto done;
+	}
+	s->basic = OCSP_response_get1_basic(s->resp);
+	if (s->basic == NULL || result->issuer == NULL)
+	{
+		result->ocsp_error = s->basic ? "issuer of the certificate not known" : "OCSP response has no basic response";
+		goto done;
+	}
+	if (OCSP_basic_verify(s->basic, chain, store, 0) <= 0)
+	{
+		result->ocsp_error = "OCSP response signature does not verify";
+		goto done;
+	}
+	s->certid = OCSP_cert_to_id(NULL, sk_X509_value(chain, 0), result->issuer);
+	if (s->certid == NULL ||
+		!OCSP_resp_find_status(s->basic, s->certid, &status, &reason,
+							   &revoked_at, &this_update, &next_update))
+	{
+		result->ocsp_error = "OCSP response does not cover this certificate";
+		goto done;
+	}
+	if (!OCSP_check_validity(this_update, next_update,
+							 OCSP_VALIDITY_LEEWAY_SECONDS, -1))
+	{
+		result->ocsp_error = "OCSP response is outside its validity period";
+		goto done;
+	}
+	if (status == V_OCSP_CERTSTATUS_GOOD)
+		result->ocsp = "good";
+	else if (status == V_OCSP_CERTSTATUS_REVOKED)
+	{
+		result->ocsp = "revoked";
+		if (result->verified)
+		{
+			result->verified = false;
+			result->code = X509_V_ERR_CERT_REVOKED;
+			result->depth = 0;
+		}
+	}
+done:
+	ERR_clear_error();
+}
+
+static char *
+hex_string(const unsigned char *bytes, unsigned int len)
+{
+	char	   *out = palloc(len * 2 + 1);
+
+	for (unsigned int i = 0; i < len; i++)
+		sprintf(out + i * 2, "%02x", bytes[i]);
+	out[len * 2] = '\0';
+	return out;
+}
+
+static char *
+sha256_hex(const unsigned char *data, size_t len)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	if (!EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL))
+		return NULL;
+	return hex_string(md, mdlen);
+}
+
+/*
+ * Find the TBSCertificate inside a certificate's DER: the first element of
+ * the outer SEQUENCE.  Hashing these bytes, not a re-encoding, is what a
+ * pin on the to-be-signed part means.
+ */
+static bool
+der_first_inner_element(const unsigned char *der, long len,
+						const unsigned char **elem, long *elem_len)
+{
+	const unsigned char *p = der;
+	long		outer_len,
+				inner_len;
+	int			tag,
+				xclass;
+
+	if (ASN1_get_object(&p, &outer_len, &tag, &xclass, len) & 0x80)
+		return false;
+	*elem = p;
+	if (ASN1_get_object(&p, &inner_len, &tag, &xclass, outer_len) & 0x80)
+		return false;
+	*elem_len = (p - *elem) + inner_len;
+	return *elem_len <= len - (*elem - der);
+}
+
+static char *
+name_rfc2253(TlsScratch *s, X509_NAME *name)
+{
+	char	   *data;
+	long		len;
+	char	   *copy;
+
+	s->bio = BIO_new(BIO_s_mem());
+	if (s->bio == NULL)
+		return NULL;
+	X509_NAME_print_ex(s->bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+	len = BIO_get_mem_data(s->bio, &data);
+	copy = palloc(len + 1);
+	memcpy(copy, data, len);
+	copy[len] = '\0';
+	BIO_free(s->bio);
+	s->bio = NULL;
+	return copy;
+}
+
+static void
+write_name_parts(JsonWriter *jw, const char *key, X509_NAME *name)
+{
+	static const struct
+	{
+		int			nid;
+		const char *key;
+	}			parts[] = {
+		{NID_commonName, "CN"},
+		{NID_organizationName, "O"},
+		{NID_organizationalUnitName, "OU"},
+		{NID_countryName, "C"},
+		{NID_stateOrProvinceName, "ST"},
+		{NID_localityName, "L"},
+	};
+
+	jw_begin_object(jw, key);
+	for (int i = 0; i < lengthof(parts); i++)
+	{
+		int			idx = X509_NAME_get_index_by_NID(name, parts[i].nid, -1);
+		ASN1_STRING *value;
+
+		if (idx < 0)
+			continue;
+		value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+		if (value != NULL)
+			jw_string_bytes(jw, parts[i].key,
+							(const char *) ASN1_STRING_get0_data(value),
+							ASN1_STRING_length(value));
+	}
+	jw_end_object(jw);
+}
+
+static void
+write_time(JsonWriter *jw, const char *key, const ASN1_TIME *t)
+{
+	struct tm	tm;
+
+	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
+	{
+		jw_null(jw, key);
+		return;
+	}
+	jw_string(jw, key, psprintf("%04d-%02d-%02dT%02d:%02d:%02dZ",
+								tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+								tm.tm_hour, tm.tm_min, tm.tm_sec));
+}
+
+static void
+write_serial(JsonWriter *jw, X509 *cert)
+{
+	BIGNUM	   *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	char	   *hex = bn ? BN_bn2hex(bn) : NULL;
+
+	BN_free(bn);
+	if (hex == NULL)
+	{
+		jw_null(jw, "serial");
+		return;
+	}
+	PG_TRY();
+	{
+		jw_string(jw, "serial", hex);
+	}
+	PG_FINALLY();
+	{
+		OPENSSL_free(hex);
+	}
+	PG_END_TRY();
+}
+
+static void
+write_sans(TlsScratch *s, JsonWriter *jw, X509 *cert)
+{
+	jw_begin_array(jw, "san_dns");
+	s->sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; i < sk_GENERAL_NAME_num(s->sans); i++)
+	{
+		GENERAL_NAME *gn = sk_GENERAL_NAME_value(s->sans, i);
+
+		if (gn->type == GEN_DNS)
+			jw_string_bytes(jw, NULL,
+							(const char *) ASN1_STRING_get0_data(gn->d.dNSName),
+							ASN1_STRING_length(gn->d.dNSName));
+	}
+	GENERAL_NAMES_free(s->sans);
+	s->sans = NULL;
+	jw_end_array(jw);
+}
+
+/* Write the policy OIDs and return the validation class they imply */
+static const char *
+write_policies(TlsScratch *s, JsonWriter *jw, X509 *cert)
+{
+	bool		ev = false,
+				ov = false,
+				iv = false,
+				dv = false;
+
+	jw_begin_array(jw, "policies");
+	s->policies = X509_get_ext_d2i(cert, NID_certificate_policies, NULL, NULL);
+	for (int i = 0; i < sk_POLICYINFO_num(s->policies); i++)
+	{
+		POLICYINFO *pi = sk_POLICYINFO_value(s->policies, i);
+		char		oid[128];
+
+		if (OBJ_obj2txt(oid, sizeof(oid), pi->policyid, 1) <= 0)
+			continue;
+		jw_string(jw, NULL, oid);
+		ev |= strcmp(oid, OID_EV) == 0;
+		ov |= strcmp(oid, OID_OV) == 0;
+		iv |= strcmp(oid, OID_IV) == 0;
+		dv |= strcmp(oid, OID_DV) == 0;
+	}
+	CERTIFICATEPOLICIES_free(s->policies);
+	s->policies = NULL;
+	jw_end_array(jw);
+	return ev ? "EV" : ov ? "OV" : iv ? "IV" : dv ? "DV" : NULL;
+}
+
+static const char *
+key_type_name(EVP_PKEY *key)
+{
+	switch (EVP_PKEY_get_base_id(key))
+	{
+		case EVP_PKEY_RSA:
+			return "RSA";
+		case EVP_PKEY_RSA_PSS:
+			return "RSA-PSS";
+		case EVP_PKEY_EC:
+			return "EC";
+		case EVP_PKEY_DSA:
+			return "DSA";
+		case EVP_PKEY_ED25519:
+			return "Ed25519";
+		case EVP_PKEY_ED448:
+			return "Ed448";
+		default:
+			return OBJ_nid2sn(EVP_PKEY_get_base_id(key));
+	}
+}
+
+/* The DER-derived digests: certificate, SubjectPublicKeyInfo, TBS */
+static void
+write_digests(TlsScratch *s, JsonWriter *jw, X509 *cert)
+{
+	int			len;
+	const unsigned char *tbs;
+	long		tbs_len;
+
+	len = i2d_X509(cert, &s->der);
+	jw_string(jw, "sha256", len > 0 ? sha256_hex(s->der, len) : NULL);
+	if (len > 0 && der_first_inner_element(s->der, len, &tbs, &tbs_len))
+		jw_string(jw, "tbs_sha256", sha256_hex(tbs, tbs_len));
+	else
+		jw_null(jw, "tbs_sha256");
+	OPENSSL_free(s->der);
+	s->der = NULL;
+
+	len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &s->der);
+	jw_string(jw, "spki_sha256", len > 0 ? sha256_hex(s->der, len) : NULL);
+	OPENSSL_free(s->der);
+	s->der = NULL;
+}
+
+static void
+write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf)
+{
+	EVP_PKEY   *key = X509_get0_pubkey(leaf);
+	int			signid = X509_get_signature_nid(leaf);
+	const char *validation;
+
+	jw_begin_object(jw, "leaf");
+	write_name_parts(jw, "subject", X509_get_subject_name(leaf));
+	write_name_parts(jw, "issuer", X509_get_issuer_name(leaf));
+	write_sans(s, jw, leaf);
+	write_serial(jw, leaf);
+	write_time(jw, "not_before", X509_get0_notBefore(leaf));
+	write_time(jw, "not_after", X509_get0_notAfter(leaf));
+	write_digests(s, jw, leaf);
+	jw_string(jw, "key_type", key ? key_type_name(key) : NULL);
+	if (key)
+		jw_int(jw, "key_bits", EVP_PKEY_get_bits(key));
+	else
+		jw_null(jw, "key_bits");
+	jw_string(jw, "signature_algorithm",
+			  signid != NID_undef ? OBJ_nid2ln(signid) : NULL);
+	validation = write_policies(s, jw, leaf);
+	jw_string(jw, "validation", validation);
+	jw_end_object(jw);
+}
+
+static void
+write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
+{
+	bool		in_order = true;
+	int			n = sk_X509_num(chain);
+
+	for (int i = 0; i + 1 < n; i++)
+		if (X509_NAME_cmp(X509_get_issuer_name(sk_X509_value(chain, i)),
+						  X509_get_subject_name(sk_X509_value(chain, i + 1))) != 0)
+			in_order = false;
+	jw_bool(jw, "chain_in_order", in_order);
+
+	jw_begin_array(jw, "chain");
+	for (int i = 0; i < n; i++)
+	{
+		X509	   *cert = sk_X509_value(chain, i);
+		int			len;
+
+		jw_begin_object(jw, NULL);
+		jw_string(jw, "subject", name_rfc2253(s, X509_get_subject_name(cert)));
+		jw_string(jw, "issuer", name_rfc2253(s, X509_get_issuer_name(cert)));
+		len = i2d_X509(cert, &s->der);
+		jw_string(jw, "sha256", len > 0 ? sha256_hex(s->der, len) : NULL);
+		OPENSSL_free(s->der);
+		s->der = NULL;
+		jw_end_object(jw);
+	}
+	jw_end_array(jw);
+}
+
+void
+facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
+					   X509_STORE *store, const char *host,
+					   const unsigned char *ocsp, long ocsp_len)
+{
+	TlsScratch	scratch;
+	VerifyResult result;
+
+	memset(&scratch, 0, sizeof(scratch));
+	memset(&result, 0, sizeof(result));
+	if (chain == NULL || sk_X509_num(chain) == 0)
+	{
+		jw_bool(jw, "verified", false);
+		jw_int(jw, "verify_code", X509_V_ERR_UNSPECIFIED);
+		jw_string(jw, "verify_error", "the server sent no certificate");
+		return;
+	}
+	PG_TRY();
+	{
+		verify_chain(&scratch, chain, store, host, &result);
+		check_ocsp_staple(&scratch, chain, store, ocsp, ocsp_len, &result);
+
+		jw_bool(jw, "verified", result.verified);
+		jw_int(jw, "verify_code", result.code);
+		jw_string(jw, "verify_error", result.verified ? NULL :
+				  X509_verify_cert_error_string(result.code));
+		jw_int(jw, "verify_depth", result.verified ? 0 : result.depth);
+		jw_bool(jw, "hostname_match", result.hostname_match);
+		jw_string(jw, "ocsp", result.ocsp);
+		jw_string(jw, "ocsp_error", result.ocsp_error);
+		write_chain(&scratch, jw, chain);
+		write_leaf(&scratch, jw, sk_X509_value(chain, 0));
+	}
+	PG_FINALLY();
+	{
+		scratch_free(&scratch);
+		X509_free(result.issuer);
+		ERR_clear_error();
+	}
+	PG_END_TRY();
+}

@@ -1,0 +1,290 @@
+/*-------------------------------------------------------------------------
+ *
+ * functions.c
+ *	  SQL-callable entry points for measuring hosts: appguard_probe,
+ *	  appguard_snapshot, appguard_snapshot_many, and the pure helpers the
+ *	  tests and operators use (host-name normalisation, address classes).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "appguard.h"
+#include "catalog/pg_type.h"
+#include "engine.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "guard.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/inet.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(appguard_probe);
+PG_FUNCTION_INFO_V1(appguard_snapshot);
+PG_FUNCTION_INFO_V1(appguard_snapshot_many);
+PG_FUNCTION_INFO_V1(appguard_normalize_host);
+PG_FUNCTION_INFO_V1(appguard_address_class);
+
+/* Validate a host argument; ERROR 22023 with the reason when it is bad */
+static char *
+host_argument(text *arg)
+{
+	char	   *out = palloc(GUARD_MAX_HOST_LEN + 2);
+	const char *problem = guard_normalize_host(VARDATA_ANY(arg),
+											   VARSIZE_ANY_EXHDR(arg),
+											   out, GUARD_MAX_HOST_LEN + 2);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid host name \"%s\"",
+						pnstrdup(VARDATA_ANY(arg),
+								 Min(VARSIZE_ANY_EXHDR(arg), 300))),
+				 errdetail("%c%s.", pg_toupper(problem[0]), problem + 1),
+				 errhint("Give a DNS host name such as app.example.org, without scheme, port or path.")));
+	return out;
+}
+
+static int
+port_argument(int32 port)
+{
+	if (port < 1 || port > 65535)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid port %d", port),
+				 errdetail("A port is a number from 1 to 65535.")));
+	return port;
+}
+
+static void
+require_args(FunctionCallInfo fcinfo, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument %d of %s must not be null", i + 1,
+							get_func_name(fcinfo->flinfo->fn_oid))));
+}
+
+/* ---- probing without storing ---- */
+
+static void
+keep_facts(Probe *probe, Jsonb *facts, void *arg)
+{
+	Jsonb	  **result = (Jsonb **) arg;
+	MemoryContext cxt = GetMemoryChunkContext(result);
+
+	*result = (Jsonb *) MemoryContextAlloc(cxt, VARSIZE(facts));
+	memcpy(*result, facts, VARSIZE(facts));
+}
+
+Datum
+appguard_probe(PG_FUNCTION_ARGS)
+{
+	ProbeTarget target;
+	Jsonb	  **result;
+
+	require_args(fcinfo, 2);
+	target.host = host_argument(PG_GETARG_TEXT_PP(0));
+	target.port = port_argument(PG_GETARG_INT32(1));
+	result = palloc0(sizeof(Jsonb *));
+	engine_run(&target, 1, 1, 0, keep_facts, result);
+	PG_RETURN_JSONB_P(*result);
+}
+
+/* ---- probing and storing ---- */
+
+static Datum
+chain_array(Probe *probe)
+{
+	Datum	   *elems = palloc((probe->chain_len + 1) * sizeof(Datum));
+	int			n = 0;
+
+	for (int i = 0; i < probe->chain_len; i++)
+	{
+		bytea	   *der;
+
+		if (probe->chain_der[i] == NULL)
+			continue;
+		der = palloc(VARHDRSZ + probe->chain_der_len[i]);
+		SET_VARSIZE(der, VARHDRSZ + probe->chain_der_len[i]);
+		memcpy(VARDATA(der), probe->chain_der[i], probe->chain_der_len[i]);
+		elems[n++] = PointerGetDatum(der);
+	}
+	return PointerGetDatum(construct_array(elems, n, BYTEAOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * Insert one snapshot row (the triggers on appguard.snapshots fire here)
+ * and return the facts with "id" added, in the caller's memory context.
+ */
+static Jsonb *
+store_snapshot(Probe *probe, Jsonb *facts, MemoryContext result_cxt)
+{
+	static const char *sql =
+		"INSERT INTO appguard.snapshots (host, port, taken_at, status, facts, chain) "
+		"VALUES ($1, $2, $3, $4, $5, $6) "
+		"RETURNING facts || pg_catalog.jsonb_build_object('id', id)";
+	Oid			types[6] = {TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID, JSONBOID, BYTEAARRAYOID};
+	Datum		values[6];
+	bool		isnull;
+	Datum		stored;
+	Jsonb	   *result;
+	MemoryContext old;
+
+	values[0] = CStringGetTextDatum(probe->host);
+	values[1] = Int32GetDatum(probe->port);
+	values[2] = TimestampTzGetDatum(probe->started_at);
+	values[3] = CStringGetTextDatum(probe_status_name(probe->status));
+	values[4] = JsonbPGetDatum(facts);
+	values[5] = chain_array(probe);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql, 6, types, values, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "could not store the snapshot of %s", probe->host);
+	stored = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	old = MemoryContextSwitchTo(result_cxt);
+	result = DatumGetJsonbPCopy(stored);
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	return result;
+}
+
+typedef struct StoreOne
+{
+	MemoryContext cxt;
+	Jsonb	   *result;
+} StoreOne;
+
+static void
+store_one(Probe *probe, Jsonb *facts, void *arg)
+{
+	StoreOne   *state = (StoreOne *) arg;
+
+	state->result = store_snapshot(probe, facts, state->cxt);
+}
+
+Datum
+appguard_snapshot(PG_FUNCTION_ARGS)
+{
+	ProbeTarget target;
+	StoreOne	state;
+
+	require_args(fcinfo, 2);
+	target.host = host_argument(PG_GETARG_TEXT_PP(0));
+	target.port = port_argument(PG_GETARG_INT32(1));
+	state.cxt = CurrentMemoryContext;
+	state.result = NULL;
+	engine_run(&target, 1, 1, 0, store_one, &state);
+	PG_RETURN_JSONB_P(state.result);
+}
+
+typedef struct StoreMany
+{
+	Tuplestorestate *tupstore;
+	TupleDesc	tupdesc;
+	MemoryContext cxt;
+} StoreMany;
+
+static void
+store_many(Probe *probe, Jsonb *facts, void *arg)
+{
+	StoreMany  *state = (StoreMany *) arg;
+	Datum		value;
+	bool		isnull = false;
+
+	value = JsonbPGetDatum(store_snapshot(probe, facts, CurrentMemoryContext));
+	tuplestore_putvalues(state->tupstore, state->tupdesc, &value, &isnull);
+}
+
+/* appguard_snapshot_many(hosts text[], ports int[] DEFAULT NULL) */
+Datum
+appguard_snapshot_many(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *hosts;
+	Datum	   *host_values;
+	bool	   *host_nulls;
+	int			nhosts;
+	int32	   *ports = NULL;
+	int			nports = 0;
+	ProbeTarget *targets;
+	StoreMany	state;
+
+	require_args(fcinfo, 1);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC | MAT_SRF_BLESS);
+	hosts = PG_GETARG_ARRAYTYPE_P(0);
+	deconstruct_array(hosts, TEXTOID, -1, false, TYPALIGN_INT,
+					  &host_values, &host_nulls, &nhosts);
+	if (!PG_ARGISNULL(1))
+	{
+		ArrayType  *port_array = PG_GETARG_ARRAYTYPE_P(1);
+
+		if (ARR_NDIM(port_array) > 1 || ARR_HASNULL(port_array))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("ports must be a one-dimensional array without nulls")));
+		nports = ArrayGetNItems(ARR_NDIM(port_array), ARR_DIMS(port_array));
+		ports = (int32 *) ARR_DATA_PTR(port_array);
+		if (nports != nhosts)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("ports has %d elements but hosts has %d", nports, nhosts),
+					 errhint("Give one port per host, or none for port 443 everywhere.")));
+	}
+	targets = palloc0(sizeof(ProbeTarget) * (nhosts + 1));
+	for (int i = 0; i < nhosts; i++)
+	{
+		if (host_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("hosts must not contain nulls")));
+		targets[i].host = host_argument(DatumGetTextPP(host_values[i]));
+		targets[i].port = ports ? port_argument(ports[i]) : APPGUARD_DEFAULT_PORT;
+	}
+	state.tupstore = rsinfo->setResult;
+	state.tupdesc = rsinfo->setDesc;
+	state.cxt = CurrentMemoryContext;
+	engine_run(targets, nhosts, appguard_sweep_concurrency, 0, store_many, &state);
+	return (Datum) 0;
+}
+
+/* ---- pure helpers ---- */
+
+Datum
+appguard_normalize_host(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(host_argument(PG_GETARG_TEXT_PP(0))));
+}
+
+Datum
+appguard_address_class(PG_FUNCTION_ARGS)
+{
+	inet	   *addr = PG_GETARG_INET_PP(0);
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (ip_family(addr) == PGSQL_AF_INET)
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, ip_addr(addr), 4);
+	}
+	else
+	{
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, ip_addr(addr), 16);
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(guard_address_class_name(
+												guard_classify_address((struct sockaddr *) &ss))));
+}

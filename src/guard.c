@@ -1,0 +1,370 @@
+/*-------------------------------------------------------------------------
+ *
+ * guard.c
+ *	  Host-name validation, port allow-list and address classification.
+ *
+ * Everything here is a pure function of its arguments (no PostgreSQL calls,
+ * no allocation visible to the caller), so the same code runs inside the
+ * backend, in the pg_regress tests through thin SQL wrappers, and under the
+ * fuzzers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <idn2.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "guard.h"
+
+static const char *const address_class_names[ADDR_CLASS_COUNT] = {
+	[ADDR_PUBLIC] = "public",
+	[ADDR_LOOPBACK] = "loopback",
+	[ADDR_PRIVATE] = "private",
+	[ADDR_LINK_LOCAL] = "link_local",
+	[ADDR_CGNAT] = "cgnat",
+	[ADDR_UNIQUE_LOCAL] = "unique_local",
+	[ADDR_SITE_LOCAL] = "site_local",
+	[ADDR_METADATA] = "metadata",
+	[ADDR_THIS_NETWORK] = "this_network",
+	[ADDR_MULTICAST] = "multicast",
+	[ADDR_BROADCAST] = "broadcast",
+	[ADDR_RESERVED] = "reserved",
+	[ADDR_DOCUMENTATION] = "documentation",
+	[ADDR_BENCHMARK] = "benchmark",
+};
+
+const char *
+guard_address_class_name(AddressClass cls)
+{
+	if (cls < 0 || cls >= ADDR_CLASS_COUNT)
+		return "unknown";
+	return address_class_names[cls];
+}
+
+bool
+guard_class_allowed(AddressClass cls, bool allow_private)
+{
+	switch (cls)
+	{
+		case ADDR_PUBLIC:
+			return true;
+		case ADDR_LOOPBACK:
+		case ADDR_PRIVATE:
+		case ADDR_LINK_LOCAL:
+		case ADDR_CGNAT:
+		case ADDR_UNIQUE_LOCAL:
+		case ADDR_SITE_LOCAL:
+			return allow_private;
+		default:
+			/* no real app lives on these: never connect */
+			return false;
+	}
+}
+
+/* Does the 32-bit host-order address a lie in prefix/len? */
+static bool
+in4(uint32_t a, uint32_t prefix, int len)
+{
+	uint32_t	mask = len == 0 ? 0 : 0xffffffffu << (32 - len);
+
+	return (a & mask) == (prefix & mask);
+}
+
+#define IP4(a, b, c, d) (((uint32_t) (a) << 24) | ((b) << 16) | ((c) << 8) | (d))
+
+static AddressClass
+classify_ipv4(uint32_t a)
+{
+	if (a == IP4(169, 254, 169, 254) || a == IP4(100, 100, 100, 200) ||
+		a == IP4(192, 0, 0, 192))
+		return ADDR_METADATA;	/* AWS/GCP/Azure, Alibaba, Oracle */
+	if (in4(a, IP4(0, 0, 0, 0), 8))
+		return ADDR_THIS_NETWORK;
+	if (in4(a, IP4(127, 0, 0, 0), 8))
+		return ADDR_LOOPBACK;
+	if (in4(a, IP4(10, 0, 0, 0), 8) || in4(a, IP4(172, 16, 0, 0), 12) ||
+		in4(a, IP4(192, 168, 0, 0), 16))
+		return ADDR_PRIVATE;
+	if (in4(a, IP4(169, 254, 0, 0), 16))
+		return ADDR_LINK_LOCAL;
+	if (in4(a, IP4(100, 64, 0, 0), 10))
+		return ADDR_CGNAT;
+	if (a == IP4(255, 255, 255, 255))
+		return ADDR_BROADCAST;
+	if (in4(a, IP4(224, 0, 0, 0), 4))
+		return ADDR_MULTICAST;
+	if (in4(a, IP4(240, 0, 0, 0), 4) || in4(a, IP4(192, 0, 0, 0), 24) ||
+		in4(a, IP4(192, 88, 99, 0), 24))
+		return ADDR_RESERVED;
+	if (in4(a, IP4(192, 0, 2, 0), 24) || in4(a, IP4(198, 51, 100, 0), 24) ||
+		in4(a, IP4(203, 0, 113, 0), 24))
+		return ADDR_DOCUMENTATION;
+	if (in4(a, IP4(198, 18, 0, 0), 15))
+		return ADDR_BENCHMARK;
+	return ADDR_PUBLIC;
+}
+
+static uint32_t
+ipv4_at(const uint8_t *p)
+{
+	return IP4(p[0], p[1], p[2], p[3]);
+}
+
+static bool
+bytes_zero(const uint8_t *p, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
+static AddressClass
+classify_ipv6(const uint8_t *b)
+{
+	static const uint8_t nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+	static const uint8_t aws_metadata[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0x54};
+
+	/* ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated) */
+	if (bytes_zero(b, 10) && b[10] == 0xff && b[11] == 0xff)
+		return classify_ipv4(ipv4_at(b + 12));
+	if (bytes_zero(b, 12))
+	{
+		if (bytes_zero(b + 12, 3) && b[15] <= 1)
+			return b[15] == 1 ? ADDR_LOOPBACK : ADDR_THIS_NETWORK;
+		return classify_ipv4(ipv4_at(b + 12));
+	}
+	/* NAT64 well-known prefix 64:ff9b::/96 and local-use 64:ff9b:1::/48 */
+	if (memcmp(b, nat64, 12) == 0)
+		return classify_ipv4(ipv4_at(b + 12));
+	if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b &&
+		b[4] == 0x00 && b[5] == 0x01)
+		return ADDR_PRIVATE;
+	/* 6to4 2002::/16 carries an IPv4 address in bits 16..47 */
+	if (b[0] == 0x20 && b[1] == 0x02)
+		return classify_ipv4(ipv4_at(b + 2));
+	if (memcmp(b, aws_metadata, 16) == 0)
+		return ADDR_METADATA;
+	if (b[0] == 0xff)
+		return ADDR_MULTICAST;
+	if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+		return ADDR_LINK_LOCAL;
+	if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0)
+		return ADDR_SITE_LOCAL;
+	if ((b[0] & 0xfe) == 0xfc)
+		return ADDR_UNIQUE_LOCAL;
+	if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
+		return ADDR_DOCUMENTATION;
+	/* 2001::/23 IETF protocol assignments, Teredo among them */
+	if (b[0] == 0x20 && b[1] == 0x01 && (b[2] & 0xfe) == 0x00)
+		return ADDR_RESERVED;
+	if (b[0] == 0x01 && bytes_zero(b + 1, 7))
+		return ADDR_RESERVED;	/* discard-only 100::/64 */
+	if ((b[0] & 0xe0) != 0x20)
+		return ADDR_RESERVED;	/* outside global unicast 2000::/3 */
+	return ADDR_PUBLIC;
+}
+
+AddressClass
+guard_classify_address(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+	{
+		const struct sockaddr_in *sin = (const struct sockaddr_in *) sa;
+
+		return classify_ipv4(ntohl(sin->sin_addr.s_addr));
+	}
+	if (sa->sa_family == AF_INET6)
+	{
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *) sa;
+
+		return classify_ipv6(sin6->sin6_addr.s6_addr);
+	}
+	return ADDR_RESERVED;
+}
+
+bool
+guard_is_ip_literal(const char *text)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	char		buf[64];
+	size_t		len = strlen(text);
+
+	/* inet_aton also accepts 2130706433, 0x7f.1 and 0177.0.0.1 */
+	if (inet_aton(text, &a4) || inet_pton(AF_INET6, text, &a6) == 1)
+		return true;
+	if (len >= 2 && len < sizeof(buf) && text[0] == '[' && text[len - 1] == ']')
+	{
+		memcpy(buf, text + 1, len - 2);
+		buf[len - 2] = '\0';
+		if (inet_pton(AF_INET6, buf, &a6) == 1)
+			return true;
+	}
+	return false;
+}
+
+/* Check LDH syntax of an ASCII name already lower-cased, without final dot */
+static const char *
+check_ldh_labels(const char *name)
+{
+	const char *label = name;
+	const char *last_label = name;
+
+	for (;;)
+	{
+		const char *end = strchr(label, '.');
+		size_t		len = end ? (size_t) (end - label) : strlen(label);
+
+		if (len == 0)
+			return "host name has an empty label";
+		if (len > GUARD_MAX_LABEL_LEN)
+			return "host name has a label longer than 63 characters";
+		if (label[0] == '-' || label[len - 1] == '-')
+			return "host name label starts or ends with a hyphen";
+		for (size_t i = 0; i < len; i++)
+		{
+			unsigned char c = (unsigned char) label[i];
+
+			if (!(isdigit(c) || (c >= 'a' && c <= 'z') || c == '-'))
+				return "host name contains a character that is not a letter, digit, hyphen or dot";
+		}
+		last_label = label;
+		if (!end)
+			break;
+		label = end + 1;
+	}
+	if (strspn(last_label, "0123456789") == strlen(last_label))
+		return "host name ends in a numeric label, which looks like an IP address";
+	if (last_label == name)
+		return "host name must have at least two labels";
+	return NULL;
+}
+
+const char *
+guard_normalize_host(const char *input, size_t input_len,
+					 char *out, size_t outsize)
+{
+	char		work[1024];
+	bool		ascii = true;
+	size_t		len = input_len;
+
+	if (len == 0)
+		return "host name is empty";
+	if (memchr(input, '\0', len) != NULL)
+		return "host name contains a NUL byte";
+	if (len >= sizeof(work))
+		return "host name is longer than 253 characters";
+	memcpy(work, input, len);
+	work[len] = '\0';
+	if (guard_is_ip_literal(work))
+		return "an IP address is not accepted where a host name is needed";
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) work[i];
+
+		if (c <= ' ' || c == 0x7f)
+			return "host name contains white space or a control character";
+		if (c >= 0x80)
+			ascii = false;
+		else
+			work[i] = (char) tolower(c);
+	}
+	if (len > 1 && work[len - 1] == '.')
+		work[--len] = '\0';
+
+	if (!ascii)
+	{
+		char	   *alabels = NULL;
+
+		/* IDNA 2008 with UTS#46 mapping: Unicode -> lower-case A-labels */
+		if (idn2_to_ascii_8z(work, &alabels,
+							 IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
+			return "host name is not a valid internationalized domain name";
+		len = strlen(alabels);
+		if (len >= sizeof(work))
+		{
+			idn2_free(alabels);
+			return "host name is longer than 253 characters";
+		}
+		memcpy(work, alabels, len + 1);
+		idn2_free(alabels);
+		if (len > 1 && work[len - 1] == '.')
+			work[--len] = '\0';
+	}
+	if (len > GUARD_MAX_HOST_LEN)
+		return "host name is longer than 253 characters";
+	{
+		const char *problem = check_ldh_labels(work);
+
+		if (problem)
+			return problem;
+	}
+	if (len + 1 > outsize)
+		return "host name is longer than 253 characters";
+	memcpy(out, work, len + 1);
+	return NULL;
+}
+
+/*
+ * Walk a port list; with port < 0 only validate it.  Returns 1 when port is
+ * listed, 0 when not, -1 when the list is malformed.
+ */
+static int
+scan_port_list(int port, const char *list)
+{
+	const char *p = list;
+	int			found = 0;
+
+	for (;;)
+	{
+		char	   *end;
+		long		lo,
+					hi;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			return found;
+		if (!isdigit((unsigned char) *p))
+			return -1;
+		lo = strtol(p, &end, 10);
+		hi = lo;
+		p = end;
+		if (*p == '-')
+		{
+			p++;
+			if (!isdigit((unsigned char) *p))
+				return -1;
+			hi = strtol(p, &end, 10);
+			p = end;
+		}
+		if (lo < 1 || hi > 65535 || lo > hi)
+			return -1;
+		if (port >= lo && port <= hi)
+			found = 1;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == ',')
+			p++;
+		else if (*p != '\0')
+			return -1;
+	}
+}
+
+bool
+guard_port_in_list(int port, const char *list)
+{
+	return list != NULL && scan_port_list(port, list) == 1;
+}
+
+bool
+guard_port_list_valid(const char *list)
+{
+	return list != NULL && scan_port_list(-1, list) >= 0;
+}

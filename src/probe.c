@@ -1,0 +1,533 @@
+/*-------------------------------------------------------------------------
+ *
+ * probe.c
+ *	  The state machine of one host's measurement.
+ *
+ *	  RESOLVING   A, AAAA, NS, TXT and CAA questions are out; we wait for
+ *	              A and AAAA only.
+ *	  CONNECTING  a non-blocking connect() to the first address DNS gave
+ *	              that the address policy allows (never a second lookup).
+ *	  HANDSHAKING SSL_do_handshake() steps as the socket becomes ready.
+ *	  FINISHING   TLS is measured; NS, TXT or the CAA climb still running.
+ *	  DONE        everything answered, failed or timed out.
+ *
+ * The engine calls in when DNS answers arrive, when the socket is ready
+ * and when time passes; nothing here waits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "appguard.h"
+#include "dns.h"
+#include "dnswire.h"
+#include "engine.h"
+#include "guard.h"
+#include "tls.h"
+#include "utils/timestamp.h"
+
+static const char *const probe_status_names[] = {
+	[PROBE_OK] = "ok",
+	[PROBE_DNS_FAILED] = "dns_failed",
+	[PROBE_CONNECT_FAILED] = "connect_failed",
+	[PROBE_TLS_FAILED] = "tls_failed",
+	[PROBE_TIMEOUT] = "timeout",
+	[PROBE_BLOCKED] = "blocked",
+};
+
+static const char *const phase_names[] = {
+	[PHASE_QUEUED] = "waiting to start",
+	[PHASE_RESOLVING] = "resolving the host name",
+	[PHASE_CONNECTING] = "connecting",
+	[PHASE_HANDSHAKING] = "in the TLS handshake",
+	[PHASE_FINISHING] = "waiting for DNS answers",
+	[PHASE_DONE] = "done",
+};
+
+static const int query_types[QUERY_KIND_COUNT] = {
+	[QUERY_A] = DNS_TYPE_A,
+	[QUERY_AAAA] = DNS_TYPE_AAAA,
+	[QUERY_NS] = DNS_TYPE_NS,
+	[QUERY_TXT] = DNS_TYPE_TXT,
+	[QUERY_CAA] = DNS_TYPE_CAA,
+};
+
+const char *
+probe_status_name(ProbeStatus status)
+{
+	return probe_status_names[status];
+}
+
+static void
+ask(Engine *engine, Probe *probe, QueryKind kind, const char *name)
+{
+	QueryResult *result = &probe->results[kind];
+	QuerySlot  *slot;
+
+	if (probe->slots[kind] == NULL)
+		probe->slots[kind] = engine_slot_get(engine);
+	slot = probe->slots[kind];
+
+	strlcpy(result->qname, name, sizeof(result->qname));
+	result->outcome = QUERY_PENDING;
+	slot->probe = probe;
+	slot->kind = kind;
+	slot->generation++;
+	dns_send(engine->channel, slot, result->qname, query_types[kind]);
+}
+
+void
+probe_begin(Engine *engine, Probe *probe)
+{
+	probe->started_at = GetCurrentTimestamp();
+	probe->deadline = TimestampTzPlusMilliseconds(probe->started_at,
+												  appguard_timeout_ms);
+	probe->sock = -1;
+	probe->phase = PHASE_RESOLVING;
+	probe->status = PROBE_OK;
+	for (int k = 0; k < QUERY_KIND_COUNT; k++)
+		probe->results[k].outcome = QUERY_NOT_ASKED;
+
+	if (!guard_port_in_list(probe->port, appguard_allowed_ports))
+	{
+		probe->status = PROBE_BLOCKED;
+		probe->error = psprintf("port %d is not in appguard.allowed_ports (%s)",
+								probe->port, appguard_allowed_ports);
+		probe->phase = PHASE_DONE;
+		return;
+	}
+	if (!dns_registrable_domain(probe->host, probe->registrable_domain,
+								sizeof(probe->registrable_domain)))
+		probe->registrable_domain[0] = '\0';
+
+	ask(engine, probe, QUERY_A, probe->host);
+	ask(engine, probe, QUERY_AAAA, probe->host);
+	if (probe->registrable_domain[0])
+	{
+		ask(engine, probe, QUERY_NS, probe->registrable_domain);
+		ask(engine, probe, QUERY_TXT, probe->registrable_domain);
+	}
+	probe->caa_name = probe->host;
+	ask(engine, probe, QUERY_CAA, probe->caa_name);
+}
+
+static void
+finish(Probe *probe, ProbeStatus status, char *error)
+{
+	probe->status = status;
+	probe->error = error;
+}
+
+static void
+close_connection(Engine *engine, Probe *probe)
+{
+	if (probe->ssl)
+	{
+		tls_close(probe->ssl);
+		probe->ssl = NULL;
+	}
+	if (probe->sock >= 0)
+	{
+		engine_unwatch(engine, probe);
+		close(probe->sock);
+		probe->sock = -1;
+	}
+}
+
+static bool
+dns_all_done(Probe *probe)
+{
+	for (int k = 0; k < QUERY_KIND_COUNT; k++)
+		if (probe->results[k].outcome == QUERY_PENDING)
+			return false;
+	return true;
+}
+
+/* Leave FINISHING (or a failed phase) for DONE once DNS is complete */
+static void
+maybe_done(Probe *probe)
+{
+	if (probe->phase == PHASE_FINISHING && dns_all_done(probe))
+		probe->phase = PHASE_DONE;
+}
+
+static bool
+caa_set_present(const QueryResult *r)
+{
+	for (int i = 0; i < r->nitems; i++)
+		if (r->items[i].type == DNS_TYPE_CAA)
+			return true;
+	return false;
+}
+
+/*
+ * RFC 8659 tree climbing: when a name has no CAA set, ask its parent, up to
+ * the top-level domain.  An error (SERVFAIL, REFUSED, timeout) ends the
+ * climb: the answer is then unknown, which the rcode records.
+ */
+static void
+caa_climb(Engine *engine, Probe *probe)
+{
+	const QueryResult *r = &probe->results[QUERY_CAA];
+	const char *dot;
+
+	if (r->outcome != QUERY_ANSWERED)
+		return;
+	if (caa_set_present(r))
+	{
+		probe->caa_found = true;
+		strlcpy(probe->caa_found_at, probe->caa_name, sizeof(probe->caa_found_at));
+		return;
+	}
+	if (r->rcode != DNS_RCODE_NOERROR && r->rcode != DNS_RCODE_NXDOMAIN)
+		return;
+	dot = strchr(probe->caa_name, '.');
+	if (dot == NULL || dot[1] == '\0')
+		return;
+	probe->caa_name = dot + 1;
+	ask(engine, probe, QUERY_CAA, probe->caa_name);
+}
+
+static int
+cmp_addr4(const void *a, const void *b)
+{
+	return memcmp(((const DnsItem *) a)->addr, ((const DnsItem *) b)->addr, 4);
+}
+
+static int
+cmp_addr16(const void *a, const void *b)
+{
+	return memcmp(((const DnsItem *) a)->addr, ((const DnsItem *) b)->addr, 16);
+}
+
+static void
+fill_sockaddr(Probe *probe, const DnsItem *item)
+{
+	memset(&probe->addr, 0, sizeof(probe->addr));
+	if (item->type == DNS_TYPE_A)
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *) &probe->addr;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(probe->port);
+		memcpy(&sin->sin_addr, item->addr, 4);
+		probe->addrlen = sizeof(*sin);
+		inet_ntop(AF_INET, item->addr, probe->addr_text, sizeof(probe->addr_text));
+	}
+	else
+	{
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &probe->addr;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(probe->port);
+		memcpy(&sin6->sin6_addr, item->addr, 16);
+		probe->addrlen = sizeof(*sin6);
+		inet_ntop(AF_INET6, item->addr, probe->addr_text, sizeof(probe->addr_text));
+	}
+}
+
+/*
+ * Pick the first address, IPv4 before IPv6, each in sorted order, that the
+ * address policy allows.  Returns false, with the refusal recorded, when
+ * there are addresses but none is allowed.
+ */
+static bool
+choose_address(Probe *probe, bool *any)
+{
+	static const struct
+	{
+		QueryKind	kind;
+		uint16		type;
+		int			(*cmp) (const void *, const void *);
+	}			families[] = {
+		{QUERY_A, DNS_TYPE_A, cmp_addr4},
+		{QUERY_AAAA, DNS_TYPE_AAAA, cmp_addr16},
+	};
+	char	   *refused = NULL;
+
+	*any = false;
+	for (int f = 0; f < lengthof(families); f++)
+	{
+		QueryResult *r = &probe->results[families[f].kind];
+
+		qsort(r->items, r->nitems, sizeof(DnsItem), families[f].cmp);
+		for (int i = 0; i < r->nitems; i++)
+		{
+			AddressClass cls;
+
+			if (r->items[i].type != families[f].type)
+				continue;
+			*any = true;
+			fill_sockaddr(probe, &r->items[i]);
+			cls = guard_classify_address((struct sockaddr *) &probe->addr);
+			if (guard_class_allowed(cls, appguard_allow_private_addresses))
+				return true;
+			if (refused == NULL)
+				refused = psprintf("%s is a %s address", probe->addr_text,
+								   guard_address_class_name(cls));
+		}
+	}
+	if (*any)
+	{
+		probe->addr_text[0] = '\0';
+		finish(probe, PROBE_BLOCKED,
+			   psprintf("refused by the address policy: %s%s", refused,
+						appguard_allow_private_addresses ? "" :
+						" (appguard.allow_private_addresses is off)"));
+	}
+	return false;
+}
+
+static void
+start_connect(Engine *engine, Probe *probe)
+{
+	int			sock;
+
+	probe->phase = PHASE_CONNECTING;
+	probe->connect_deadline =
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), appguard_connect_timeout_ms);
+	sock = socket(probe->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+	{
+		finish(probe, PROBE_CONNECT_FAILED,
+			   psprintf("could not create a socket: %m"));
+		probe->phase = PHASE_FINISHING;
+		return;
+	}
+	probe->sock = sock;
+	engine_watch(engine, probe, sock, WL_SOCKET_WRITEABLE);
+	if (connect(sock, (struct sockaddr *) &probe->addr, probe->addrlen) < 0 &&
+		errno != EINPROGRESS)
+	{
+		finish(probe, PROBE_CONNECT_FAILED,
+			   psprintf("could not connect to %s port %d: %m",
+						probe->addr_text, probe->port));
+		close_connection(engine, probe);
+		probe->phase = PHASE_FINISHING;
+	}
+}
+
+void
+probe_on_dns(Engine *engine, Probe *probe)
+{
+	for (int k = 0; k < QUERY_KIND_COUNT; k++)
+	{
+		QuerySlot  *slot = probe->slots[k];
+
+		if (probe->results[k].outcome != QUERY_PENDING || !slot->completed)
+			continue;
+		slot->completed = false;
+		dns_take_answer(slot, &probe->results[k]);
+		if (k == QUERY_CAA)
+			caa_climb(engine, probe);
+	}
+
+	if (probe->phase == PHASE_RESOLVING &&
+		probe->results[QUERY_A].outcome != QUERY_PENDING &&
+		probe->results[QUERY_AAAA].outcome != QUERY_PENDING)
+	{
+		bool		any;
+
+		if (choose_address(probe, &any))
+			start_connect(engine, probe);
+		else
+		{
+			if (!any)
+				finish(probe, PROBE_DNS_FAILED,
+					   psprintf("%s has no IPv4 or IPv6 address", probe->host));
+			probe->phase = PHASE_FINISHING;
+		}
+	}
+	maybe_done(probe);
+}
+
+/* Copy the certificates as sent, for the snapshot's chain column */
+static void
+keep_chain_der(Probe *probe, STACK_OF(X509) *chain)
+{
+	int			n = chain ? sk_X509_num(chain) : 0;
+
+	probe->chain_len = n;
+	probe->chain_der = palloc0((n + 1) * sizeof(char *));
+	probe->chain_der_len = palloc0((n + 1) * sizeof(int));
+	for (int i = 0; i < n; i++)
+	{
+		unsigned char *der = NULL;
+		int			len = i2d_X509(sk_X509_value(chain, i), &der);
+
+		if (len <= 0)
+			continue;
+		probe->chain_der[i] = palloc(len);
+		memcpy(probe->chain_der[i], der, len);
+		probe->chain_der_len[i] = len;
+		OPENSSL_free(der);
+	}
+}
+
+static void
+write_tls_connection(JsonWriter *jw, Probe *probe)
+{
+	jw_string(jw, "address", probe->addr_text);
+	jw_string(jw, "sni", probe->host);
+}
+
+/* The handshake is done: measure, then hang up */
+static void
+measure_tls(Engine *engine, Probe *probe)
+{
+	JsonWriter	jw;
+	STACK_OF(X509) *chain = SSL_get_peer_cert_chain(probe->ssl);
+	const unsigned char *ocsp = NULL;
+	long		ocsp_len = SSL_get_tlsext_status_ocsp_resp(probe->ssl, &ocsp);
+
+	initStringInfo(&probe->tls_json);
+	jw_init(&jw, &probe->tls_json);
+	jw_begin_object(&jw, NULL);
+	write_tls_connection(&jw, probe);
+	jw_string(&jw, "version", SSL_get_version(probe->ssl));
+	jw_string(&jw, "cipher", SSL_get_cipher_name(probe->ssl));
+	facts_tls_certificates(&jw, chain, engine->trust_store, probe->host,
+						   ocsp, ocsp_len);
+	jw_end_object(&jw);
+	keep_chain_der(probe, chain);
+	probe->handshake_done = true;
+	close_connection(engine, probe);
+	probe->phase = PHASE_FINISHING;
+}
+
+static void
+fail_connection(Engine *engine, Probe *probe, ProbeStatus status, char *error)
+{
+	JsonWriter	jw;
+
+	finish(probe, status, error);
+	if (probe->phase == PHASE_HANDSHAKING)
+	{
+		/* connected but no TLS: say where we were, nothing more */
+		initStringInfo(&probe->tls_json);
+		jw_init(&jw, &probe->tls_json);
+		jw_begin_object(&jw, NULL);
+		write_tls_connection(&jw, probe);
+		jw_end_object(&jw);
+	}
+	close_connection(engine, probe);
+	probe->phase = PHASE_FINISHING;
+}
+
+static void
+handshake(Engine *engine, Probe *probe)
+{
+	char	   *error = NULL;
+
+	switch (tls_handshake_step(probe->ssl, &error))
+	{
+		case TLS_STEP_DONE:
+			measure_tls(engine, probe);
+			break;
+		case TLS_STEP_WANT_READ:
+			engine_watch(engine, probe, probe->sock, WL_SOCKET_READABLE);
+			break;
+		case TLS_STEP_WANT_WRITE:
+			engine_watch(engine, probe, probe->sock, WL_SOCKET_WRITEABLE);
+			break;
+		case TLS_STEP_FAILED:
+			fail_connection(engine, probe, PROBE_TLS_FAILED, error);
+			break;
+	}
+}
+
+static void
+connected(Engine *engine, Probe *probe)
+{
+	int			err = 0;
+	socklen_t	len = sizeof(err);
+	char	   *error = NULL;
+
+	if (getsockopt(probe->sock, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0)
+	{
+		fail_connection(engine, probe, PROBE_CONNECT_FAILED,
+						psprintf("could not connect to %s port %d: %s",
+								 probe->addr_text, probe->port, strerror(err)));
+		return;
+	}
+	probe->phase = PHASE_HANDSHAKING;
+	probe->ssl = tls_start(engine->ssl_ctx, probe->sock, probe->host, &error);
+	if (probe->ssl == NULL)
+	{
+		fail_connection(engine, probe, PROBE_TLS_FAILED, error);
+		return;
+	}
+	handshake(engine, probe);
+}
+
+void
+probe_on_socket(Engine *engine, Probe *probe, int wl_events)
+{
+	if (probe->phase == PHASE_CONNECTING)
+		connected(engine, probe);
+	else if (probe->phase == PHASE_HANDSHAKING)
+		handshake(engine, probe);
+	maybe_done(probe);
+}
+
+/* Stop waiting for a query: it counts as timed out */
+static void
+abandon_query(QueryResult *result)
+{
+	if (result->outcome == QUERY_PENDING)
+		result->outcome = QUERY_TIMED_OUT;
+}
+
+void
+probe_on_time(Engine *engine, Probe *probe, TimestampTz now)
+{
+	if (probe->phase == PHASE_DONE)
+		return;
+	if (now >= probe->deadline)
+	{
+		if (probe->phase != PHASE_FINISHING)
+			fail_connection(engine, probe, PROBE_TIMEOUT,
+							psprintf("no answer within %d ms while %s",
+									 appguard_timeout_ms, phase_names[probe->phase]));
+		for (int k = 0; k < QUERY_KIND_COUNT; k++)
+			abandon_query(&probe->results[k]);
+		probe->phase = PHASE_DONE;
+		return;
+	}
+	if (probe->phase == PHASE_CONNECTING && now >= probe->connect_deadline)
+		fail_connection(engine, probe, PROBE_CONNECT_FAILED,
+						psprintf("could not connect to %s port %d within %d ms",
+								 probe->addr_text, probe->port,
+								 appguard_connect_timeout_ms));
+	maybe_done(probe);
+}
+
+TimestampTz
+probe_next_deadline(Probe *probe)
+{
+	if (probe->phase == PHASE_CONNECTING && probe->connect_deadline < probe->deadline)
+		return probe->connect_deadline;
+	return probe->deadline;
+}
+
+void
+probe_release(Engine *engine, Probe *probe)
+{
+	close_connection(engine, probe);
+	for (int k = 0; k < QUERY_KIND_COUNT; k++)
+	{
+		abandon_query(&probe->results[k]);
+		if (probe->slots[k] != NULL)
+			engine_slot_put(engine, probe->slots[k]);
+		probe->slots[k] = NULL;
+	}
+}

@@ -1,0 +1,152 @@
+/*-------------------------------------------------------------------------
+ *
+ * probe.h
+ *	  One host's measurement: the DNS queries, the connection, the TLS
+ *	  handshake and what they found.  A probe is a state machine driven by
+ *	  the engine (engine.c); it never waits by itself.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef APPGUARD_PROBE_H
+#define APPGUARD_PROBE_H
+
+#include "postgres.h"
+
+#include <sys/socket.h>
+#include <openssl/ssl.h>
+
+#include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
+
+typedef enum ProbeStatus
+{
+	PROBE_OK = 0,
+	PROBE_DNS_FAILED,
+	PROBE_CONNECT_FAILED,
+	PROBE_TLS_FAILED,
+	PROBE_TIMEOUT,
+	PROBE_BLOCKED
+} ProbeStatus;
+
+typedef enum ProbePhase
+{
+	PHASE_QUEUED = 0,
+	PHASE_RESOLVING,			/* waiting for A and AAAA */
+	PHASE_CONNECTING,
+	PHASE_HANDSHAKING,
+	PHASE_FINISHING,			/* TLS done, other DNS queries outstanding */
+	PHASE_DONE
+} ProbePhase;
+
+/* The DNS questions one probe asks */
+typedef enum QueryKind
+{
+	QUERY_A = 0,
+	QUERY_AAAA,
+	QUERY_NS,					/* at the registrable domain */
+	QUERY_TXT,					/* at the registrable domain */
+	QUERY_CAA,					/* climbing from the host to the TLD */
+	QUERY_KIND_COUNT
+} QueryKind;
+
+/* How a query ended; an answer carries its own rcode */
+typedef enum QueryOutcome
+{
+	QUERY_PENDING = 0,
+	QUERY_ANSWERED,
+	QUERY_TIMED_OUT,
+	QUERY_FAILED,				/* no usable answer: unreachable, bad reply */
+	QUERY_NOT_ASKED
+} QueryOutcome;
+
+typedef struct Probe Probe;
+
+/*
+ * What c-ares hands back, written by its callback.  The callback runs
+ * inside ares_process_fd(), where a PostgreSQL ERROR would unwind through
+ * c-ares, so it only copies the answer with malloc(); the engine parses it
+ * afterwards.
+ */
+typedef struct QuerySlot
+{
+	Probe	   *probe;			/* NULL once the probe stopped listening */
+	struct QuerySlot *next;		/* engine's free and orphan lists */
+	QueryKind	kind;
+	int			generation;		/* CAA climbs reuse the slot */
+	bool		in_flight;		/* c-ares still owns the query */
+	bool		completed;		/* answered, not yet read */
+	int			ares_status;
+	unsigned char *answer;		/* malloc'd copy, freed by the engine */
+	int			answer_len;
+} QuerySlot;
+
+typedef struct DnsItem
+{
+	uint16		type;
+	char	   *owner;
+	char	   *target;			/* CNAME, NS */
+	uint8		addr[16];		/* A, AAAA */
+	int			caa_flags;
+	char	   *caa_tag;
+	char	   *bytes;			/* TXT joined strings, CAA value */
+	int			bytes_len;
+} DnsItem;
+
+typedef struct QueryResult
+{
+	QueryOutcome outcome;
+	char		qname[256];
+	int			rcode;			/* valid when answered */
+	bool		ad;
+	char	   *error;			/* parse or transport problem */
+	int			nitems;
+	DnsItem    *items;
+} QueryResult;
+
+struct Probe
+{
+	/* what to measure */
+	char		host[256];
+	int			port;
+	char		registrable_domain[256];
+	int			index;			/* position in the engine's target list */
+
+	ProbePhase	phase;
+	TimestampTz started_at;
+	TimestampTz deadline;
+	TimestampTz connect_deadline;
+
+	MemoryContext cxt;			/* everything of this probe; freed when done */
+
+	/*
+	 * DNS.  Slots come from the engine, not from the probe's memory: c-ares
+	 * may still answer a query after its probe has been freed.
+	 */
+	QuerySlot  *slots[QUERY_KIND_COUNT];
+	QueryResult results[QUERY_KIND_COUNT];
+	const char *caa_name;		/* the name the current CAA query asks */
+	char		caa_found_at[256];	/* where the relevant CAA set was found */
+	bool		caa_found;
+
+	/* connection */
+	int			sock;
+	struct sockaddr_storage addr;
+	socklen_t	addrlen;
+	char		addr_text[64];
+	SSL		   *ssl;
+	int			wait_events;	/* WL_SOCKET_* the socket waits for, 0 if none */
+	bool		holds_fd;		/* AcquireExternalFD() succeeded for the socket */
+
+	/* outcome */
+	ProbeStatus status;
+	char	   *error;
+	bool		handshake_done;
+	StringInfoData tls_json;	/* the "tls" object once measured */
+	char	  **chain_der;		/* certificates as sent (palloc'd DER) */
+	int		   *chain_der_len;
+	int			chain_len;
+};
+
+extern const char *probe_status_name(ProbeStatus status);
+
+#endif							/* APPGUARD_PROBE_H */

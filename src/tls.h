@@ -1,0 +1,44 @@
+/*-------------------------------------------------------------------------
+ *
+ * tls.h
+ *	  Client-side TLS for probes: a permissive context (weak servers are
+ *	  recorded, not refused), non-blocking handshakes, and the trust store
+ *	  that certificates are verified against afterwards.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef APPGUARD_TLS_H
+#define APPGUARD_TLS_H
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "jsonw.h"
+
+typedef enum TlsStep
+{
+	TLS_STEP_DONE,
+	TLS_STEP_WANT_READ,
+	TLS_STEP_WANT_WRITE,
+	TLS_STEP_FAILED
+} TlsStep;
+
+/* Both ereport(ERROR) on failure, before anything else is allocated */
+extern SSL_CTX *tls_client_context(void);
+extern X509_STORE *tls_trust_store(const char *ca_file);
+
+/* NULL on failure, with *error set (palloc'd) */
+extern SSL *tls_start(SSL_CTX *ctx, int sock, const char *sni, char **error);
+extern TlsStep tls_handshake_step(SSL *ssl, char **error);
+extern void tls_close(SSL *ssl);
+
+/*
+ * Append the certificate facts of a TLS connection to an open "tls" object:
+ * verification, OCSP, the chain as sent and the leaf.  Pure function of its
+ * arguments, so that the fuzzers can feed it arbitrary chains.
+ */
+extern void facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
+								   X509_STORE *store, const char *host,
+								   const unsigned char *ocsp, long ocsp_len);
+
+#endif							/* APPGUARD_TLS_H */
