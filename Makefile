@@ -6,7 +6,11 @@ MODULE_big = appguard
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 HEADERS = $(wildcard src/*.h)
 
-DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+# The install script is assembled from sql/parts/ (one file per concern,
+# in name order); upgrade scripts sql/$(EXTENSION)--A--B.sql are kept as is.
+SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
 
 # pg_regress: every sql/*.sql that is not an extension script, outputs in expected/
 REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))
@@ -20,6 +24,11 @@ ifdef WERROR
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 endif
 
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	( echo '-- $(EXTENSION) $(EXTVERSION): generated from sql/parts/ by make; edit those files'; \
+	  printf '%s\n' '\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit'; \
+	  for f in $(SQL_PARTS); do echo; echo "-- ==== $$f"; cat $$f; done ) > $@
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -28,5 +37,3 @@ include $(PGXS)
 TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 PROVE_FLAGS += -I ./test/perl
-
-.PHONY: prove_installcheck_appguard

@@ -1,21 +1,3 @@
--- appguard 0.1.0
--- Every object lives in schema appguard; nothing is executable by PUBLIC.
-
-\echo Use "CREATE EXTENSION appguard" to load this file. \quit
-
----------------------------------------------------------------------------
--- Roles
----------------------------------------------------------------------------
-
--- Roles are cluster-wide: create the operator role once, keep it on DROP.
-DO $$
-BEGIN
-	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'appguard_operator') THEN
-		CREATE ROLE appguard_operator NOLOGIN;
-	END IF;
-END
-$$;
-
 ---------------------------------------------------------------------------
 -- Snapshots: one row per measurement of one host
 ---------------------------------------------------------------------------
@@ -75,17 +57,6 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION appguard.appguard_address_class(inet) IS
 	'The class the address guard gives an address: public, loopback, private, ...';
 
--- @@DRIFT@@ (drift rules: appguard_facts_diff and policy)
-
--- @@LIFECYCLE@@ (clients, tokens, suspensions)
-
----------------------------------------------------------------------------
--- Privileges: nothing for PUBLIC; operators measure and read
----------------------------------------------------------------------------
-
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA appguard FROM PUBLIC;
-REVOKE ALL ON ALL TABLES IN SCHEMA appguard FROM PUBLIC;
-GRANT USAGE ON SCHEMA appguard TO appguard_operator;
 GRANT EXECUTE ON FUNCTION
 	appguard.appguard_probe(text, integer),
 	appguard.appguard_snapshot(text, integer),
