@@ -27,6 +27,14 @@ char	   *appguard_allowed_ports = NULL;
 bool		appguard_allow_private_addresses = false;
 char	   *appguard_ownership_prefix = NULL;
 int			appguard_sweep_concurrency = 128;
+int			appguard_baseline_max_age_s = 3600;
+int			appguard_baseline_timeout_ms = 500;
+int			appguard_confirmations = 1;
+char	   *appguard_error_uri_template = NULL;
+double		appguard_mass_drift_threshold = 0.2;
+int			appguard_mass_drift_min_hosts = 10;
+int			appguard_unreachable_grace_s = 0;
+int			appguard_refresh_max_age_s = 0;
 
 void		_PG_init(void);
 
@@ -56,6 +64,60 @@ check_ownership_prefix(char **newval, void **extra, GucSource source)
 			return false;
 		}
 	return true;
+}
+
+static bool
+check_error_uri_template(char **newval, void **extra, GucSource source)
+{
+	if (*newval != NULL && strstr(*newval, "{suspension_id}") != NULL)
+		return true;
+	GUC_check_errdetail("The template must contain {suspension_id}.");
+	return false;
+}
+
+/*
+ * Settings of the drift and suspension lifecycle.  They decide whether
+ * patients' tokens keep working, so only superusers change them.
+ */
+static void
+define_lifecycle_settings(void)
+{
+	DefineCustomIntVariable("appguard.baseline_max_age",
+							"How old the client's latest successful snapshot may be to serve as a new grant's baseline.",
+							"Older than this, the baseline is measured live.",
+							&appguard_baseline_max_age_s, 3600, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("appguard.baseline_timeout_ms",
+							"Deadline of the live snapshot taken when a grant is created.",
+							"If it fails, the grant is created with its baseline pending.",
+							&appguard_baseline_timeout_ms, 500, 50, 600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("appguard.confirmations",
+							"How many consecutive drifting snapshots suspend a grant.",
+							NULL, &appguard_confirmations, 1, 1, 100,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("appguard.error_uri_template",
+							   "Template of the error_uri given to suspended grants.",
+							   "{suspension_id} and {client_id} are replaced, URL-encoded.",
+							   &appguard_error_uri_template,
+							   "https://auth.example.org/appguard/suspensions/{suspension_id}?client={client_id}",
+							   PGC_SUSET, 0, check_error_uri_template, NULL, NULL);
+	DefineCustomRealVariable("appguard.mass_drift_threshold",
+							 "Share of a sweep's hosts drifting at suspend level above which suspensions are held.",
+							 NULL, &appguard_mass_drift_threshold, 0.2, 0.0, 1.0,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("appguard.mass_drift_min_hosts",
+							"Fewest hosts a sweep must measure before the mass-drift breaker can trip.",
+							NULL, &appguard_mass_drift_min_hosts, 10, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("appguard.unreachable_grace",
+							"How long a host may stay unmeasurable before that counts as drift (0 = never).",
+							NULL, &appguard_unreachable_grace_s, 0, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("appguard.refresh_max_age",
+							"How old the client's latest snapshot may be at a refresh check before a live one is taken (0 = never).",
+							NULL, &appguard_refresh_max_age_s, 0, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 static void
@@ -100,6 +162,7 @@ define_settings(void)
 							"How many hosts a sweep or appguard_snapshot_many measures at once.",
 							NULL, &appguard_sweep_concurrency, 128, 1, 1024,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	define_lifecycle_settings();
 	MarkGUCPrefixReserved("appguard");
 }
 

@@ -23,5 +23,13 @@ extern char *appguard_allowed_ports;
 extern bool appguard_allow_private_addresses;
 extern char *appguard_ownership_prefix;
 extern int	appguard_sweep_concurrency;
+extern int	appguard_baseline_max_age_s;
+extern int	appguard_baseline_timeout_ms;
+extern int	appguard_confirmations;
+extern char *appguard_error_uri_template;
+extern double appguard_mass_drift_threshold;
+extern int	appguard_mass_drift_min_hosts;
+extern int	appguard_unreachable_grace_s;
+extern int	appguard_refresh_max_age_s;
 
 #endif							/* APPGUARD_H */

@@ -18,6 +18,7 @@
 #include "guard.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/inet.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -28,6 +29,8 @@ PG_FUNCTION_INFO_V1(appguard_snapshot);
 PG_FUNCTION_INFO_V1(appguard_snapshot_many);
 PG_FUNCTION_INFO_V1(appguard_normalize_host);
 PG_FUNCTION_INFO_V1(appguard_address_class);
+PG_FUNCTION_INFO_V1(appguard_setting);
+PG_FUNCTION_INFO_V1(appguard_url_encode);
 
 /* Validate a host argument; ERROR 22023 with the reason when it is bad */
 static char *
@@ -287,4 +290,44 @@ appguard_address_class(PG_FUNCTION_ARGS)
 	}
 	PG_RETURN_TEXT_P(cstring_to_text(guard_address_class_name(
 												guard_classify_address((struct sockaddr *) &ss))));
+}
+
+/*
+ * appguard_setting(name): the value of an appguard.* setting.  SQL code
+ * calls this rather than current_setting() because calling it loads the
+ * library, and with it the definitions of the settings.
+ */
+Datum
+appguard_setting(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strncmp(name, "appguard.", 9) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is not an appguard setting", name)));
+	PG_RETURN_TEXT_P(cstring_to_text(GetConfigOptionByName(name, NULL, false)));
+}
+
+/* Percent-encode everything but RFC 3986 unreserved characters */
+Datum
+appguard_url_encode(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(in);
+	int			len = VARSIZE_ANY_EXHDR(in);
+	StringInfoData out;
+
+	initStringInfo(&out);
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = p[i];
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			(c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~')
+			appendStringInfoChar(&out, (char) c);
+		else
+			appendStringInfo(&out, "%%%02X", c);
+	}
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }

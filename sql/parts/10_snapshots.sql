@@ -57,6 +57,20 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION appguard.appguard_address_class(inet) IS
 	'The class the address guard gives an address: public, loopback, private, ...';
 
+CREATE FUNCTION appguard.appguard_setting(name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'appguard_setting'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION appguard.appguard_setting(text) IS
+	'Value of an appguard.* setting (loads the library, so the setting is defined)';
+
+CREATE FUNCTION appguard.appguard_url_encode(value text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'appguard_url_encode'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION appguard.appguard_url_encode(text) IS
+	'Percent-encode all but RFC 3986 unreserved characters';
+
 GRANT EXECUTE ON FUNCTION
 	appguard.appguard_probe(text, integer),
 	appguard.appguard_snapshot(text, integer),
