@@ -128,7 +128,7 @@ classify_ipv6(const uint8_t *b)
 {
 	static const uint8_t nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 	static const uint8_t aws_metadata[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
-	0, 0, 0, 0, 0, 0, 0, 0x54};
+	0, 0, 0, 0, 0, 0, 0x02, 0x54};	/* fd00:ec2::254 */
 
 	/* ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated) */
 	if (bytes_zero(b, 10) && b[10] == 0xff && b[11] == 0xff)
@@ -351,7 +351,13 @@ scan_port_list(int port, const char *list)
 		while (*p == ' ' || *p == '\t')
 			p++;
 		if (*p == ',')
+		{
 			p++;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (!isdigit((unsigned char) *p))
+				return -1;		/* an empty element */
+		}
 		else if (*p != '\0')
 			return -1;
 	}

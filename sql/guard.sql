@@ -1,0 +1,129 @@
+-- The SQL surface of measuring, without any network traffic:
+-- host-name validation, the address classes of the SSRF guard, the port
+-- allow-list, and who may call what.
+SET search_path = appguard, public;
+
+-- Host names are normalised: lower case, no final dot, IDN to A-labels
+SELECT appguard_normalize_host('App.Example.ORG.');
+SELECT appguard_normalize_host('bücher.example');
+SELECT appguard_normalize_host('xn--bcher-kva.example');
+SELECT appguard_normalize_host('a-b.c-d.example');
+
+-- Everything else is refused with SQLSTATE 22023 and the reason
+\set VERBOSITY default
+SELECT appguard_normalize_host('');
+SELECT appguard_normalize_host('example');
+SELECT appguard_normalize_host('127.0.0.1');
+SELECT appguard_normalize_host('2130706433');
+SELECT appguard_normalize_host('0x7f.1');
+SELECT appguard_normalize_host('0177.0.0.1');
+SELECT appguard_normalize_host('::1');
+SELECT appguard_normalize_host('[::1]');
+SELECT appguard_normalize_host('host.123');
+SELECT appguard_normalize_host('has space.example');
+SELECT appguard_normalize_host(E'tab\there.example');
+SELECT appguard_normalize_host('under_score.example');
+SELECT appguard_normalize_host('-lead.example');
+SELECT appguard_normalize_host('trail-.example');
+SELECT appguard_normalize_host('double..dot.example');
+SELECT appguard_normalize_host('https://app.example.org/');
+SELECT appguard_normalize_host('app.example.org:443');
+SELECT appguard_normalize_host(repeat('a', 64) || '.example');
+SELECT appguard_normalize_host(repeat('abcdefghi.', 26) || 'example');
+SELECT length(appguard_normalize_host(repeat('abcdefghi.', 24) || 'example'));
+SELECT appguard_normalize_host('ex!ample.org');
+\set VERBOSITY terse
+
+-- The SQLSTATE is 22023 (invalid_parameter_value)
+DO $$
+BEGIN
+	PERFORM appguard.appguard_normalize_host('127.0.0.1');
+EXCEPTION WHEN invalid_parameter_value THEN
+	RAISE NOTICE 'refused with %', SQLSTATE;
+END
+$$;
+
+-- Address classes: every range the guard knows
+SELECT addr, appguard_address_class(addr::inet) AS class
+FROM (VALUES
+	('8.8.8.8'), ('1.1.1.1'), ('2606:4700::1111'),
+	('127.0.0.1'), ('127.77.0.5'), ('::1'),
+	('10.1.2.3'), ('172.16.0.1'), ('172.31.255.255'), ('172.32.0.1'),
+	('192.168.1.1'),
+	('169.254.1.1'), ('fe80::1'),
+	('169.254.169.254'), ('fd00:ec2::254'), ('100.100.100.200'), ('192.0.0.192'),
+	('100.64.0.1'), ('100.127.255.255'), ('100.128.0.1'),
+	('0.0.0.0'), ('0.1.2.3'), ('::'),
+	('224.0.0.1'), ('239.255.255.250'), ('ff02::1'),
+	('255.255.255.255'), ('240.0.0.1'), ('192.0.0.8'),
+	('192.0.2.1'), ('198.51.100.7'), ('203.0.113.9'), ('2001:db8::1'),
+	('198.18.0.1'), ('198.19.255.255'),
+	('fc00::1'), ('fd12:3456::1'), ('fec0::1'),
+	('::ffff:127.0.0.1'), ('::ffff:10.0.0.1'), ('::ffff:8.8.8.8'),
+	('::127.0.0.1'), ('::10.0.0.1'),
+	('64:ff9b::7f00:1'), ('64:ff9b::a00:1'), ('64:ff9b::808:808'), ('64:ff9b:1::1'),
+	('2002:7f00:1::1'), ('2002:c0a8:101::1'), ('2002:808:808::1'),
+	('2001::1'), ('100::1'), ('4000::1')
+) AS t(addr);
+
+-- Ports: only those in appguard.allowed_ports (default 443).  A probe to
+-- another port is refused before any packet is sent, and says why.
+SET appguard.allowed_ports = '443';
+SELECT p->>'status' AS status, p->>'error' AS error, p->'dns'->>'rcode' AS rcode, p->'tls' AS tls
+FROM appguard_probe('app.example.org', 22) AS p;
+SELECT appguard_probe('app.example.org', 0);
+SELECT appguard_probe('app.example.org', 70000);
+SELECT appguard_probe(NULL, 443) IS NULL AS strict_null;
+
+-- The port list is validated when set
+SET appguard.allowed_ports = '443, 8443-8450';
+SHOW appguard.allowed_ports;
+SET appguard.allowed_ports = '443,';
+SET appguard.allowed_ports = '';
+SET appguard.allowed_ports = '0';
+SET appguard.allowed_ports = '9000-8000';
+SET appguard.allowed_ports = 'https';
+RESET appguard.allowed_ports;
+
+-- Settings that widen the guard are superuser-only
+CREATE ROLE appguard_regress_nobody;
+CREATE ROLE appguard_regress_operator IN ROLE appguard_operator;
+SET ROLE appguard_regress_nobody;
+SET appguard.allow_private_addresses = on;
+SET appguard.allowed_ports = '22';
+SET appguard.dns_servers = '192.0.2.53';
+SET appguard.ca_file = '/etc/passwd';
+SET appguard.timeout_ms = 2000;		-- harmless: allowed
+RESET appguard.timeout_ms;
+
+-- A role without grants can call nothing
+SELECT appguard.appguard_probe('app.example.org');
+SELECT appguard.appguard_snapshot('app.example.org');
+SELECT count(*) FROM appguard.snapshots;
+RESET ROLE;
+
+-- Not even with the schema: EXECUTE is not granted to PUBLIC
+GRANT USAGE ON SCHEMA appguard TO appguard_regress_nobody;
+SET ROLE appguard_regress_nobody;
+SELECT appguard.appguard_probe('app.example.org', 22);
+SELECT appguard.appguard_normalize_host('app.example.org');
+RESET ROLE;
+REVOKE USAGE ON SCHEMA appguard FROM appguard_regress_nobody;
+
+-- The operator role may measure and read snapshots
+SET ROLE appguard_regress_operator;
+SELECT appguard.appguard_probe('app.example.org', 22)->>'status' AS status;
+SELECT appguard.appguard_normalize_host('Operator.Example.org');
+SELECT count(*) >= 0 AS can_read FROM appguard.snapshots;
+INSERT INTO appguard.snapshots (host, port, taken_at, status, facts)
+VALUES ('forged.example.org', 443, now(), 'ok', '{}');
+RESET ROLE;
+
+-- No function in the schema is executable by PUBLIC
+SELECT p.oid::regprocedure AS function
+FROM pg_proc p
+WHERE p.pronamespace = 'appguard'::regnamespace
+  AND has_function_privilege('public', p.oid, 'EXECUTE');
+
+DROP ROLE appguard_regress_operator;
+DROP ROLE appguard_regress_nobody;
