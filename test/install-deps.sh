@@ -1,0 +1,36 @@
+#!/bin/bash
+# Install every Debian package appguard's build, tests and demo need.
+# Run as root on Debian 12.  Daemons the packages ship (nginx, knot) are not
+# started: the tests run their own instances on loopback addresses.
+set -euo pipefail
+
+PACKAGES=(
+	build-essential pkg-config rsync procps iproute2 openssl ca-certificates
+	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-contrib
+	libssl-dev libc-ares-dev libpsl-dev libidn2-dev publicsuffix
+	libipc-run-perl
+	nginx-light knot knot-dnsutils python3 python3-dnslib
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps: all ${#PACKAGES[@]} packages present"
+	exit 0
+fi
+
+# Keep package scripts from starting system daemons (removed afterwards).
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' > "$policy"
+	chmod 755 "$policy"
+	own_policy=1
+fi
+trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"

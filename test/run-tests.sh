@@ -1,0 +1,83 @@
+#!/bin/bash
+# Build appguard with warnings as errors and run every test suite:
+#   pg_regress (sql/, expected/)         the SQL surface, no network
+#   isolation (test/isolation/)          concurrency, several sessions
+#   TAP (test/t/*.pl)                    real DNS and TLS servers on loopback
+# Run as root on Debian 12; the servers and clusters run as the postgres
+# user in a temporary directory that is removed at the end.
+#   AG_KEEP=1      keep the temporary directory (logs, clusters' data)
+#   AG_TAP="..."   run only these TAP files (e.g. "test/t/010_snapshot_tls.pl")
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ "$(id -u)" != 0 ]; then
+	echo "run-tests: run me as root (I install packages and switch to the postgres user)" >&2
+	exit 2
+fi
+bash "$ROOT/test/install-deps.sh"
+
+cd "$ROOT"
+make -s clean
+make -s WERROR=1
+make -s install
+
+WORK=$(mktemp -d /tmp/appguard-test.XXXXXX)
+PORT=${AG_PGPORT:-55400}
+rsync -a --exclude .git "$ROOT/" "$WORK/tree/"
+chown -R postgres:postgres "$WORK"
+chmod 755 "$WORK"
+
+as_postgres() {
+	runuser -u postgres -- env PATH="$(pg_config --bindir):$PATH" "$@"
+}
+cleanup() {
+	as_postgres bash "$WORK/tree/test/cluster.sh" stop "$WORK/pg" || true
+	if [ "${AG_KEEP:-0}" = 1 ]; then
+		echo "run-tests: kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+count() {		# count SUITE PASSED FAILED
+	echo "run-tests: $1: $2 passed, $3 failed"
+	passed=$((passed + $2))
+	failed=$((failed + $3))
+}
+
+# ---- pg_regress and isolation, against one throwaway cluster ----
+as_postgres bash "$WORK/tree/test/cluster.sh" start "$WORK/pg" "$PORT"
+cd "$WORK/tree"
+set +e
+as_postgres make -s installcheck TAP_TESTS= PGHOST="$WORK/pg" PGPORT="$PORT" 2>&1 | tee "$WORK/regress.log"
+regress_rc=${PIPESTATUS[0]}
+set -e
+ok=$(grep -cE '^(ok|test) .* \.\.\. ok' "$WORK/regress.log" || true)
+ok2=$(grep -cE '^ok [0-9]+ ' "$WORK/regress.log" || true)
+bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/regress.log" || true)
+if [ "$regress_rc" != 0 ] && [ "$bad" = 0 ]; then
+	bad=1		# make failed before any test could fail
+fi
+count "pg_regress+isolation" $((ok + ok2)) "$bad"
+if [ -s "$WORK/tree/regression.diffs" ]; then
+	cat "$WORK/tree/regression.diffs"
+fi
+
+# ---- TAP: each test starts its own servers and clusters ----
+set +e
+as_postgres make -s prove_installcheck PROVE_FLAGS="-I ./test/perl" \
+	${AG_TAP:+PROVE_TESTS="$AG_TAP"} 2>&1 | tee "$WORK/tap.log"
+tap_rc=${PIPESTATUS[0]}
+set -e
+tests=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$WORK/tap.log" | tail -1)
+tap_failed=$(grep -cE '^not ok ' "$WORK/tap.log" || true)
+if [ "$tap_rc" != 0 ] || ! grep -q '^Result: PASS' "$WORK/tap.log"; then
+	tap_failed=$((tap_failed > 0 ? tap_failed : 1))
+fi
+count "TAP" $(( ${tests:-0} - tap_failed )) "$tap_failed"
+
+echo "appguard: $passed passed, $failed failed"
+[ "$failed" = 0 ]
