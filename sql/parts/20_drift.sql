@@ -1,0 +1,181 @@
+---------------------------------------------------------------------------
+-- Drift: what changed between two snapshots of a host, and how much that
+-- matters.  The rules are in C (src/drift_rules.c, whose header comment
+-- says what counts as a change); the severity of each reason is policy:
+-- a client's override in appguard.client_policy, else appguard.policy,
+-- else the built-in default.
+---------------------------------------------------------------------------
+
+CREATE FUNCTION appguard.appguard_drift_reasons()
+RETURNS TABLE (reason text, default_severity text, description text)
+AS 'MODULE_PATHNAME', 'appguard_drift_reasons'
+LANGUAGE C IMMUTABLE PARALLEL SAFE ROWS 20;
+COMMENT ON FUNCTION appguard.appguard_drift_reasons() IS
+	'Every drift reason appguard reports, with its built-in severity and a description';
+
+CREATE FUNCTION appguard.appguard_facts_diff(old jsonb, new jsonb, client_id text DEFAULT NULL)
+RETURNS TABLE (reason text, field text, old_value text, new_value text)
+AS 'MODULE_PATHNAME', 'appguard_facts_diff'
+LANGUAGE C IMMUTABLE PARALLEL SAFE ROWS 5;
+COMMENT ON FUNCTION appguard.appguard_facts_diff(jsonb, jsonb, text) IS
+	'Differences between two facts documents, one row per reason and field; with client_id, ownership is about that client only';
+
+---------------------------------------------------------------------------
+-- Policy: the severity of each reason (suspend, warn, ignore)
+---------------------------------------------------------------------------
+
+CREATE TABLE appguard.policy (
+	reason		text PRIMARY KEY,
+	severity	text NOT NULL CHECK (severity IN ('suspend', 'warn', 'ignore')),
+	description	text NOT NULL
+);
+COMMENT ON TABLE appguard.policy IS
+	'Severity of each drift reason for every client; INSERT of an existing reason updates it';
+
+CREATE TABLE appguard.client_policy (
+	client_id	text NOT NULL,
+	reason		text NOT NULL,
+	severity	text NOT NULL CHECK (severity IN ('suspend', 'warn', 'ignore')),
+	PRIMARY KEY (client_id, reason)
+);
+COMMENT ON TABLE appguard.client_policy IS
+	'Per-client severity of a drift reason, overriding appguard.policy';
+
+-- Unknown reasons and severities are refused with 22023 and the valid
+-- values, before any constraint would give a less helpful message.
+CREATE FUNCTION appguard.policy_check_row()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM appguard.appguard_drift_reasons() AS r
+				   WHERE r.reason = NEW.reason) THEN
+		RAISE EXCEPTION 'unknown drift reason %', quote_nullable(NEW.reason)
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('%I.%I holds only reasons that appguard reports.',
+								  TG_TABLE_SCHEMA, TG_TABLE_NAME),
+				  HINT = 'Valid reasons: '
+					  || (SELECT string_agg(r.reason, ', ' ORDER BY r.reason)
+						  FROM appguard.appguard_drift_reasons() AS r)
+					  || '.';
+	END IF;
+	IF NEW.severity IS NULL OR NEW.severity NOT IN ('suspend', 'warn', 'ignore') THEN
+		RAISE EXCEPTION 'unknown severity % for drift reason %',
+				quote_nullable(NEW.severity), NEW.reason
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Valid severities: suspend, warn, ignore.';
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+-- appguard.policy is configuration that pg_dump keeps, but on restore
+-- CREATE EXTENSION has already seeded every reason and the dumped rows
+-- would collide with the seed.  So an INSERT of a reason that exists
+-- updates that row instead, and the dump restores the operator's values.
+CREATE FUNCTION appguard.policy_insert_updates()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE appguard.policy AS p
+	SET severity = NEW.severity,
+		description = coalesce(NEW.description, p.description)
+	WHERE p.reason = NEW.reason;
+	IF FOUND THEN
+		RETURN NULL;
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+-- triggers of one event fire in name order: check first
+CREATE TRIGGER policy_10_check
+	BEFORE INSERT OR UPDATE ON appguard.policy
+	FOR EACH ROW EXECUTE FUNCTION appguard.policy_check_row();
+CREATE TRIGGER policy_20_insert_updates
+	BEFORE INSERT ON appguard.policy
+	FOR EACH ROW EXECUTE FUNCTION appguard.policy_insert_updates();
+CREATE TRIGGER client_policy_10_check
+	BEFORE INSERT OR UPDATE ON appguard.client_policy
+	FOR EACH ROW EXECUTE FUNCTION appguard.policy_check_row();
+
+INSERT INTO appguard.policy (reason, severity, description)
+SELECT r.reason, r.default_severity, r.description
+FROM appguard.appguard_drift_reasons() AS r;
+
+SELECT pg_catalog.pg_extension_config_dump('appguard.policy', '');
+SELECT pg_catalog.pg_extension_config_dump('appguard.client_policy', '');
+
+---------------------------------------------------------------------------
+-- Comparing two stored snapshots, with severities
+---------------------------------------------------------------------------
+
+CREATE FUNCTION appguard.appguard_diff(old_snapshot bigint, new_snapshot bigint,
+									   client_id text DEFAULT NULL)
+RETURNS TABLE (reason text, severity text, field text, old_value text, new_value text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old_row		record;
+	new_row		record;
+BEGIN
+	IF old_snapshot IS NULL OR new_snapshot IS NULL THEN
+		RAISE EXCEPTION 'snapshot ids must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT s.host, s.port, s.facts INTO old_row
+	FROM appguard.snapshots AS s WHERE s.id = old_snapshot;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'snapshot % does not exist', old_snapshot
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'Pass ids of appguard.snapshots.';
+	END IF;
+	SELECT s.host, s.port, s.facts INTO new_row
+	FROM appguard.snapshots AS s WHERE s.id = new_snapshot;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'snapshot % does not exist', new_snapshot
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'Pass ids of appguard.snapshots.';
+	END IF;
+	IF old_row.host <> new_row.host OR old_row.port <> new_row.port THEN
+		RAISE EXCEPTION 'snapshots % and % are not of the same host', old_snapshot, new_snapshot
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('Snapshot %s is of %s port %s, snapshot %s of %s port %s.',
+								  old_snapshot, old_row.host, old_row.port,
+								  new_snapshot, new_row.host, new_row.port);
+	END IF;
+
+	RETURN QUERY
+	SELECT d.reason,
+		   coalesce(cp.severity, p.severity, r.default_severity),
+		   d.field, d.old_value, d.new_value
+	FROM appguard.appguard_facts_diff(old_row.facts, new_row.facts,
+									  appguard_diff.client_id) WITH ORDINALITY AS d
+	LEFT JOIN appguard.client_policy AS cp
+		ON cp.client_id = appguard_diff.client_id AND cp.reason = d.reason
+	LEFT JOIN appguard.policy AS p ON p.reason = d.reason
+	LEFT JOIN appguard.appguard_drift_reasons() AS r ON r.reason = d.reason
+	ORDER BY d.ordinality;
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_diff(bigint, bigint, text) IS
+	'Differences between two snapshots of one host, with the severity the policy gives each (client override, else global)';
+
+REVOKE ALL ON FUNCTION
+	appguard.appguard_drift_reasons(),
+	appguard.appguard_facts_diff(jsonb, jsonb, text),
+	appguard.appguard_diff(bigint, bigint, text),
+	appguard.policy_check_row(),
+	appguard.policy_insert_updates()
+FROM PUBLIC;
+REVOKE ALL ON appguard.policy, appguard.client_policy FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	appguard.appguard_drift_reasons(),
+	appguard.appguard_facts_diff(jsonb, jsonb, text),
+	appguard.appguard_diff(bigint, bigint, text)
+TO appguard_operator;
+GRANT SELECT ON appguard.policy, appguard.client_policy TO appguard_operator;
