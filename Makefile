@@ -37,3 +37,8 @@ include $(PGXS)
 TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 PROVE_FLAGS += -I ./test/perl
+
+# TAP tests alone (they start their own clusters and servers)
+.PHONY: prove_installcheck
+prove_installcheck:
+	$(prove_installcheck)
