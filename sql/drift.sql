@@ -591,7 +591,10 @@ SELECT pg_temp.diff_error(:baseline_id, -1);
 SELECT pg_temp.diff_error(-1, :current_id);
 SELECT pg_temp.diff_error(NULL, :current_id);
 SELECT pg_temp.diff_error(:baseline_id, NULL);
-SELECT pg_temp.diff_error(:baseline_id, :other_host_id);
+
+-- Snapshots of different hosts compare too: the client moved its redirect
+-- host to one run by someone else (health-app's overrides still apply)
+SELECT * FROM appguard_diff(:baseline_id, :other_host_id, 'health-app');
 
 ---------------------------------------------------------------------------
 -- Who may call what

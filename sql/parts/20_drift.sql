@@ -113,6 +113,9 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.client_policy', '');
 -- Comparing two stored snapshots, with severities
 ---------------------------------------------------------------------------
 
+-- The snapshots may be of different hosts: a client whose redirect host
+-- moved is compared with what its patients consented to.
+
 CREATE FUNCTION appguard.appguard_diff(old_snapshot bigint, new_snapshot bigint,
 									   client_id text DEFAULT NULL)
 RETURNS TABLE (reason text, severity text, field text, old_value text, new_value text)
@@ -120,40 +123,33 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	old_row		record;
-	new_row		record;
+	old_facts	jsonb;
+	new_facts	jsonb;
 BEGIN
 	IF old_snapshot IS NULL OR new_snapshot IS NULL THEN
 		RAISE EXCEPTION 'snapshot ids must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	SELECT s.host, s.port, s.facts INTO old_row
+	SELECT s.facts INTO old_facts
 	FROM appguard.snapshots AS s WHERE s.id = old_snapshot;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'snapshot % does not exist', old_snapshot
 			USING ERRCODE = 'no_data_found',
 				  HINT = 'Pass ids of appguard.snapshots.';
 	END IF;
-	SELECT s.host, s.port, s.facts INTO new_row
+	SELECT s.facts INTO new_facts
 	FROM appguard.snapshots AS s WHERE s.id = new_snapshot;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'snapshot % does not exist', new_snapshot
 			USING ERRCODE = 'no_data_found',
 				  HINT = 'Pass ids of appguard.snapshots.';
 	END IF;
-	IF old_row.host <> new_row.host OR old_row.port <> new_row.port THEN
-		RAISE EXCEPTION 'snapshots % and % are not of the same host', old_snapshot, new_snapshot
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('Snapshot %s is of %s port %s, snapshot %s of %s port %s.',
-								  old_snapshot, old_row.host, old_row.port,
-								  new_snapshot, new_row.host, new_row.port);
-	END IF;
 
 	RETURN QUERY
 	SELECT d.reason,
 		   coalesce(cp.severity, p.severity, r.default_severity),
 		   d.field, d.old_value, d.new_value
-	FROM appguard.appguard_facts_diff(old_row.facts, new_row.facts,
+	FROM appguard.appguard_facts_diff(old_facts, new_facts,
 									  appguard_diff.client_id) WITH ORDINALITY AS d
 	LEFT JOIN appguard.client_policy AS cp
 		ON cp.client_id = appguard_diff.client_id AND cp.reason = d.reason
