@@ -84,7 +84,7 @@ write_string_set(JsonWriter *jw, const char *key, char **values, int n)
 	jw_end_array(jw);
 }
 
-/* Items of one type in a result, as strings */
+/* Items of one type in a result (NS or TXT), as strings */
 static char **
 item_strings(const QueryResult *r, uint16 type, int *count)
 {
@@ -94,18 +94,11 @@ item_strings(const QueryResult *r, uint16 type, int *count)
 	for (int i = 0; i < r->nitems; i++)
 	{
 		const DnsItem *item = &r->items[i];
-		char		text[INET6_ADDRSTRLEN];
 
 		if (item->type != type)
 			continue;
 		switch (type)
 		{
-			case DNS_TYPE_A:
-				out[n++] = pstrdup(inet_ntop(AF_INET, item->addr, text, sizeof(text)));
-				break;
-			case DNS_TYPE_AAAA:
-				out[n++] = pstrdup(inet_ntop(AF_INET6, item->addr, text, sizeof(text)));
-				break;
 			case DNS_TYPE_NS:
 				out[n++] = item->target;
 				break;
@@ -125,6 +118,43 @@ write_items(JsonWriter *jw, const char *key, const QueryResult *r, uint16 type)
 	char	  **values = item_strings(r, type, &n);
 
 	write_string_set(jw, key, values, n);
+}
+
+static int
+cmp_address_item(const void *a, const void *b)
+{
+	const DnsItem *x = *(DnsItem *const *) a;
+	const DnsItem *y = *(DnsItem *const *) b;
+
+	return memcmp(x->addr, y->addr, x->type == DNS_TYPE_A ? 4 : 16);
+}
+
+/*
+ * An address set, sorted by address value as the probe sorts it when it
+ * chooses where to connect (10.0.0.9 before 10.0.0.10, ::1 before 2001::),
+ * not by text, and without duplicates.
+ */
+static void
+write_addresses(JsonWriter *jw, const char *key, const QueryResult *r, uint16 type)
+{
+	const DnsItem **items = palloc((r->nitems + 1) * sizeof(DnsItem *));
+	int			n = 0;
+
+	for (int i = 0; i < r->nitems; i++)
+		if (r->items[i].type == type)
+			items[n++] = &r->items[i];
+	qsort(items, n, sizeof(DnsItem *), cmp_address_item);
+	jw_begin_array(jw, key);
+	for (int i = 0; i < n; i++)
+	{
+		char		text[INET6_ADDRSTRLEN];
+
+		if (i > 0 && cmp_address_item(&items[i], &items[i - 1]) == 0)
+			continue;
+		jw_string(jw, NULL, inet_ntop(type == DNS_TYPE_A ? AF_INET : AF_INET6,
+									  items[i]->addr, text, sizeof(text)));
+	}
+	jw_end_array(jw);
 }
 
 /* Follow CNAMEs from the question name through the answer section */
@@ -224,8 +254,8 @@ facts_dns(JsonWriter *jw, Probe *probe)
 	jw_bool(jw, "ad", probe->results[QUERY_A].outcome == QUERY_ANSWERED &&
 			probe->results[QUERY_A].ad);
 	write_cname_chain(jw, probe);
-	write_items(jw, "a", &probe->results[QUERY_A], DNS_TYPE_A);
-	write_items(jw, "aaaa", &probe->results[QUERY_AAAA], DNS_TYPE_AAAA);
+	write_addresses(jw, "a", &probe->results[QUERY_A], DNS_TYPE_A);
+	write_addresses(jw, "aaaa", &probe->results[QUERY_AAAA], DNS_TYPE_AAAA);
 	jw_string(jw, "registrable_domain",
 			  probe->registrable_domain[0] ? probe->registrable_domain : NULL);
 	write_items(jw, "ns", &probe->results[QUERY_NS], DNS_TYPE_NS);
