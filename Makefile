@@ -24,6 +24,9 @@ ifdef WERROR
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 endif
 
+# PGXS's "all" stays the default goal despite the rule below
+.DEFAULT_GOAL := all
+
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	( echo '-- $(EXTENSION) $(EXTVERSION): generated from sql/parts/ by make; edit those files'; \
 	  printf '%s\n' '\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit'; \
