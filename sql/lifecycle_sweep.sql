@@ -1,0 +1,289 @@
+-- Sweeps and the mass-drift breaker without network: a sweep is driven
+-- by hand (appguard_sweep_begin, snapshots stored inside it,
+-- appguard_sweep_finish), and the real procedure runs with no port
+-- allowed, so every measurement is 'blocked' at once.  Then holds
+-- (release, discard), operators' views, retention, privileges, and a
+-- hostile search_path.
+\set ECHO none
+\i sql/lifecycle_helpers.inc
+\set ECHO all
+SET search_path = appguard, public;
+SELECT appguard_setting('appguard.allowed_ports') IS NOT NULL AS loaded;
+SET appguard.allowed_ports = '';
+
+-- twelve apps, each with a baseline and a token
+SELECT count(appguard_register_client(c, 'Breaker ' || c, ARRAY['https://' || c || '.breaker.test/cb'])) AS registered
+FROM (SELECT 'b' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 12) i) s;
+SELECT count(snap(c || '.breaker.test')) AS baselines
+FROM (SELECT 'b' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 12) i) s;
+INSERT INTO refresh_tokens (token_id, client_id, subject)
+SELECT 'tok-' || c, c, 'patient' FROM (SELECT 'b' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 12) i) s;
+
+-- ---------------------------------------------------------------------
+-- A sweep in which 4 of 12 hosts drift (more than 20%): held
+-- ---------------------------------------------------------------------
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep \gset
+SELECT planned, state FROM sweeps WHERE id = :sweep;
+SELECT set_config('appguard_lifecycle.sweep_id', :'sweep', false) IS NOT NULL AS in_sweep;
+SELECT count(snap(c || '.breaker.test', 443,
+				  CASE WHEN c <= 'b04' THEN '{"tls.verified": false}'::jsonb ELSE '{}' END)) AS measured
+FROM (SELECT 'b' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 12) i) s;
+SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
+-- nothing is suspended before the sweep ends
+SELECT count(*) FILTER (WHERE status = 'active') AS active FROM refresh_tokens WHERE client_id LIKE 'b%';
+SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
+SELECT id = :sweep AS this_sweep, measured, failed, drifted, suspended, held, tokens_suspended, hold_id IS NOT NULL AS held_by
+FROM sweeps WHERE id = :sweep;
+SELECT hold_id AS hold FROM sweeps WHERE id = :sweep \gset
+SELECT client_id, name, host, reasons, active_grants FROM held_suspensions ORDER BY client_id;
+SELECT state, hosts_measured, hosts_drifted, threshold FROM holds WHERE id = :hold;
+-- held grants keep working
+SELECT appguard_check_refresh('tok-b01');
+SELECT client_id, drift_state, held_suspensions FROM client_status WHERE client_id IN ('b01', 'b05') ORDER BY 1;
+-- while the hold is open, a new suspension outside a sweep joins it
+SELECT snap('b05.breaker.test', 443, '{"tls.leaf.validation": "DV"}') IS NOT NULL AS drifted_alone;
+SELECT (tok('tok-b05')).status, (SELECT count(*) FROM held_suspensions WHERE hold_id = :hold) AS held;
+-- bad input
+SELECT try(sql) FROM (VALUES
+	($$SELECT appguard_release_hold(NULL)$$),
+	($$SELECT appguard_release_hold(-1)$$),
+	($$SELECT appguard_release_hold($$ || :hold || $$, 'b11')$$),
+	($$SELECT appguard_discard_hold(NULL, 'b01')$$)
+) AS t(sql);
+-- release one client's suspension
+SELECT appguard_release_hold(:hold, 'b01') - 'hold_id' AS released;
+SELECT (tok('tok-b01')).status, (tok('tok-b02')).status;
+-- b02's host is fine again before the operator decides: its suspension is superseded
+SELECT snap('b02.breaker.test') IS NOT NULL AS fine_again;
+SELECT appguard_release_hold(:hold) - 'hold_id' AS released;
+SELECT t.client_id, t.status, s.state FROM refresh_tokens t
+	JOIN suspensions s ON s.client_id = t.client_id AND s.hold_id = :hold
+WHERE t.client_id BETWEEN 'b01' AND 'b05' ORDER BY 1;
+SELECT state, closed_at IS NOT NULL AS closed FROM holds WHERE id = :hold;
+SELECT try($$SELECT appguard_release_hold($$ || :hold || $$)$$);
+SELECT kind, client_id, detail - 'hold_id' AS detail FROM events
+WHERE hold_id = :hold AND kind LIKE 'hold_%' ORDER BY id;
+
+-- ---------------------------------------------------------------------
+-- Another mass drift, discarded: nothing is suspended; if the drift
+-- persists, the next evaluation (no hold open) suspends
+-- ---------------------------------------------------------------------
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep \gset
+SELECT set_config('appguard_lifecycle.sweep_id', :'sweep', false) IS NOT NULL AS in_sweep;
+SELECT count(snap(c || '.breaker.test', 443,
+				  CASE WHEN c >= 'b09' THEN '{"dns.ns": ["ns.other.test"], "tls.leaf.subject.O": "Mass Corp"}'::jsonb ELSE '{}' END))
+FROM (SELECT 'b' || lpad(i::text, 2, '0') AS c FROM generate_series(6, 12) i) s;
+SELECT count(snap(c || '.breaker.test', 443, '{}'))
+FROM (SELECT 'b' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 5) i) s;
+SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
+SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
+SELECT hold_id AS hold FROM sweeps WHERE id = :sweep \gset
+SELECT appguard_discard_hold(:hold) - 'hold_id' AS discarded;
+SELECT count(*) FILTER (WHERE status = 'active') AS active FROM refresh_tokens WHERE client_id >= 'b09';
+SELECT state FROM holds WHERE id = :hold;
+SELECT snap('b09.breaker.test', 443, '{"dns.ns": ["ns.other.test"], "tls.leaf.subject.O": "Mass Corp"}') IS NOT NULL AS persists;
+SELECT client_id, (tok(token_id)).status FROM refresh_tokens WHERE client_id >= 'b09' ORDER BY 1;
+
+-- ---------------------------------------------------------------------
+-- Below the threshold, or fewer hosts than mass_drift_min_hosts:
+-- applied when the sweep ends
+-- ---------------------------------------------------------------------
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep \gset
+SELECT set_config('appguard_lifecycle.sweep_id', :'sweep', false) IS NOT NULL AS in_sweep;
+SELECT count(snap(c || '.breaker.test', 443,
+				  CASE WHEN c = 'b10' THEN '{"tls.leaf.subject.C": "KP"}'::jsonb ELSE '{}' END))
+FROM (SELECT 'b' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 12) i) s;
+SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
+SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
+SELECT (tok('tok-b10')).status;
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep \gset
+SELECT set_config('appguard_lifecycle.sweep_id', :'sweep', false) IS NOT NULL AS in_sweep;
+SELECT count(snap(c || '.breaker.test', 443, '{"tls.verified": false}'))
+FROM (VALUES ('b06'), ('b07'), ('b08')) s(c);
+SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
+SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
+SELECT client_id, (tok(token_id)).status FROM refresh_tokens WHERE client_id IN ('b06', 'b07', 'b08') ORDER BY 1;
+
+-- with confirmations = 2 a first mass drift is only a warning
+SET appguard.confirmations = 2;
+SELECT appguard_register_client(c, 'Confirm ' || c, ARRAY['https://' || c || '.c2.test/']) IS NOT NULL
+FROM (SELECT 'k' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 10) i) s;
+SELECT count(snap(c || '.c2.test')) FROM (SELECT 'k' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 10) i) s;
+INSERT INTO refresh_tokens (token_id, client_id, subject)
+SELECT 'tok-' || c, c, 'patient' FROM (SELECT 'k' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 10) i) s;
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep \gset
+SELECT set_config('appguard_lifecycle.sweep_id', :'sweep', false) IS NOT NULL AS in_sweep;
+SELECT count(snap(c || '.c2.test', 443, '{"tls.verified": false}'))
+FROM (SELECT 'k' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 10) i) s;
+SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
+SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
+RESET appguard.confirmations;
+
+-- ---------------------------------------------------------------------
+-- The procedure itself, as pg_cron calls it
+-- ---------------------------------------------------------------------
+-- every watched host is due (max_age 0); no port is allowed, so every
+-- measurement is stored as 'blocked' at once: failed, never drift
+SELECT count(DISTINCT (host, port)) AS hosts FROM clients \gset
+CALL appguard_sweep('0', '1 minute');
+SELECT state, planned = :hosts AS all_planned, measured = planned AS all_measured,
+	   failed = measured AS all_failed, drifted, suspended, held
+FROM sweeps ORDER BY id DESC LIMIT 1;
+SELECT count(*) FILTER (WHERE evaluated) = count(*) AS evaluated,
+	   count(*) FILTER (WHERE status = 'blocked') = count(*) AS blocked
+FROM sweep_hosts WHERE sweep_id = (SELECT max(id) FROM sweeps);
+-- in batches measured concurrently by appguard_snapshot_many
+CALL appguard_sweep('0', '1 minute', 5);
+SELECT state, measured = planned AS all_measured, failed = measured AS all_failed, batch_size
+FROM sweeps ORDER BY id DESC LIMIT 1;
+-- nothing is due
+CALL appguard_sweep('1 hour', '1 minute');
+SELECT state, planned, measured FROM sweeps ORDER BY id DESC LIMIT 1;
+-- the budget runs out: the rest waits for the next run, oldest first
+CALL appguard_sweep('0', '1 microsecond');
+SELECT state, measured, planned = :hosts AS all_planned FROM sweeps ORDER BY id DESC LIMIT 1;
+-- a sweep left running by this backend is finished as aborted by the next one
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep \gset
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep2 \gset
+SELECT id = :sweep AS first, state FROM sweeps WHERE id IN (:sweep, :sweep2) ORDER BY id;
+SELECT appguard_sweep_finish(:sweep2) ->> 'state' AS state;
+SELECT try(sql) FROM (VALUES
+	($$CALL appguard_sweep(NULL, '1 minute')$$),
+	($$SELECT appguard_sweep_begin('-1 hour', '1 minute')$$),
+	($$SELECT appguard_sweep_begin('1 hour', '0')$$),
+	($$SELECT appguard_sweep_begin('1 hour', '1 minute', 0)$$),
+	($$SELECT appguard_sweep_step(NULL)$$),
+	($$SELECT appguard_sweep_step(-1)$$),
+	($$SELECT appguard_sweep_finish(-1)$$)
+) AS t(sql);
+SELECT kind, count(*) FROM events WHERE kind LIKE 'sweep_%' GROUP BY kind ORDER BY kind;
+
+-- ---------------------------------------------------------------------
+-- Operators' views
+-- ---------------------------------------------------------------------
+SELECT appguard_register_client('exp', 'Expiring App', ARRAY['https://exp.breaker.test/']) IS NOT NULL;
+SELECT snap('exp.breaker.test', 443, jsonb_build_object('tls.leaf.not_after', now() + interval '5 days 1 hour')) IS NOT NULL;
+SELECT client_id, name, host, days_left, verified FROM appguard_expiring_certificates(30)
+WHERE client_id IN ('exp', 'b01');
+SELECT client_id, days_left FROM expiring_certificates WHERE client_id = 'exp';
+SELECT count(*) AS none FROM appguard_expiring_certificates(3) WHERE client_id = 'exp';
+SELECT try($$SELECT appguard_expiring_certificates(-1)$$);
+SELECT client_id, latest_status, verified,
+	   CASE WHEN days_until_expiry > 365 THEN 'years' ELSE days_until_expiry::text END AS expires_in,
+	   drift_state, active_grants, suspended_grants,
+	   pending_baselines, held_suspensions
+FROM client_status WHERE client_id IN ('exp', 'b01', 'b03', 'b06', 'b11') ORDER BY client_id;
+SELECT client_id, reasons, still_suspended FROM open_suspensions WHERE client_id LIKE 'b%' ORDER BY client_id, reasons;
+SELECT count(*) AS held FROM held_suspensions;
+
+-- ---------------------------------------------------------------------
+-- Retention
+-- ---------------------------------------------------------------------
+SELECT try($$SELECT appguard_prune(NULL)$$), try($$SELECT appguard_prune('-1 day')$$);
+SELECT (appguard_prune('1 day') ->> 'snapshots')::int AS nothing_old_enough;
+SELECT (appguard_prune('0') ->> 'snapshots')::int > 0 AS pruned;
+-- every baseline, everything a suspension points to, every client's latest
+-- snapshot is still there
+SELECT count(*) AS missing FROM (
+	SELECT baseline_snapshot_id AS id FROM grants WHERE baseline_snapshot_id IS NOT NULL
+	UNION SELECT baseline_snapshot_id FROM suspensions
+	UNION SELECT snapshot_id FROM suspensions
+	UNION SELECT first_drift_snapshot_id FROM suspensions WHERE first_drift_snapshot_id IS NOT NULL
+	UNION SELECT last_snapshot_id FROM clients WHERE last_snapshot_id IS NOT NULL
+	UNION SELECT last_ok_snapshot_id FROM clients WHERE last_ok_snapshot_id IS NOT NULL) r
+WHERE NOT EXISTS (SELECT FROM snapshots s WHERE s.id = r.id);
+SELECT count(*) AS events_left, bool_and(kind = 'pruned') AS only_the_prune FROM events;
+SELECT appguard_explain(suspension_id) ->> 'app_name' AS still_explained FROM refresh_tokens
+WHERE token_id = 'tok-b01';
+
+-- ---------------------------------------------------------------------
+-- Privileges: the auth server's role and the operators' role
+-- ---------------------------------------------------------------------
+DO $$
+BEGIN
+	IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'lc_test_auth') THEN
+		DROP OWNED BY lc_test_auth; DROP ROLE lc_test_auth;
+	END IF;
+	IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'lc_test_operator') THEN
+		DROP OWNED BY lc_test_operator; DROP ROLE lc_test_operator;
+	END IF;
+END
+$$;
+CREATE TABLE public.grants_x (id int PRIMARY KEY, c text, s text);
+CREATE ROLE lc_test_auth IN ROLE appguard_auth_server;
+CREATE ROLE lc_test_operator IN ROLE appguard_operator;
+GRANT USAGE ON SCHEMA public TO lc_test_auth, lc_test_operator;
+SET ROLE lc_test_auth;
+SELECT appguard.appguard_register_client('authapp', 'Auth App', ARRAY['https://authapp.breaker.test/']) ->> 'host' AS host;
+INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('auth-1', 'authapp', 'amy');
+SELECT appguard.appguard_check_refresh('auth-1');
+UPDATE appguard.refresh_tokens SET status = 'revoked' WHERE token_id = 'auth-1';
+SELECT appguard.appguard_explain(suspension_id) ->> 'app_name' AS app FROM appguard.refresh_tokens
+WHERE token_id = 'tok-b01';
+SELECT try(sql) FROM (VALUES
+	($$UPDATE appguard.refresh_tokens SET baseline_snapshot_id = 1 WHERE token_id = 'auth-1'$$),
+	($$SELECT count(*) FROM appguard.events$$),
+	($$SELECT count(*) FROM appguard.snapshots$$),
+	($$INSERT INTO appguard.snapshots (host, port, taken_at, status, facts) VALUES ('x.test', 443, now(), 'ok', '{}')$$),
+	($$SELECT appguard.appguard_prune('1 day')$$),
+	($$SELECT appguard.appguard_release_hold(1)$$),
+	($$SELECT appguard.appguard_snapshot('authapp.breaker.test')$$),
+	($$SELECT appguard.appguard_protect('public.grants_x', 'c', 's')$$),
+	($$CALL appguard.appguard_sweep('1 hour', '1 minute')$$)
+) AS t(sql);
+RESET ROLE;
+SET ROLE lc_test_operator;
+SELECT count(*) > 0 AS sees_clients FROM appguard.client_status;
+SELECT count(*) > 0 AS sees_events FROM appguard.events;
+SELECT (appguard.appguard_prune('100 years') ->> 'snapshots')::int AS pruned;
+CALL appguard.appguard_sweep('100 years', '1 minute');
+SELECT try(sql) FROM (VALUES
+	($$INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('op', 'authapp', 'x')$$),
+	($$SELECT appguard.appguard_protect('public.grants_x', 'c', 's')$$),
+	($$SELECT appguard.appguard_unprotect('public.grants_x')$$),
+	($$DELETE FROM appguard.suspensions$$)
+) AS t(sql);
+RESET ROLE;
+DROP OWNED BY lc_test_auth;
+DROP OWNED BY lc_test_operator;
+DROP TABLE public.grants_x;
+DROP ROLE lc_test_auth;
+DROP ROLE lc_test_operator;
+
+-- ---------------------------------------------------------------------
+-- A hostile search_path: objects planted before pg_catalog are never called
+-- ---------------------------------------------------------------------
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.boom(text, text) RETURNS boolean LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'evil operator called'; END$$;
+CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.boom);
+CREATE OPERATOR evil.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.boom);
+CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'evil now() called'; END$$;
+CREATE FUNCTION evil.clock_timestamp() RETURNS timestamptz LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'evil clock_timestamp() called'; END$$;
+CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'evil lower() called'; END$$;
+CREATE FUNCTION evil.appguard_setting(text) RETURNS text LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'evil appguard_setting() called'; END$$;
+CREATE FUNCTION evil.jsonb_build_object(text, text) RETURNS jsonb LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'evil jsonb_build_object() called'; END$$;
+CREATE FUNCTION evil.log_event(text) RETURNS bigint LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'evil log_event() called'; END$$;
+SET search_path = evil, appguard, public, pg_catalog;
+SELECT appguard.appguard_register_client('evil-app', 'Evil Test', ARRAY['https://evil.breaker.test/']) ->> 'host';
+SELECT public.snap('evil.breaker.test') IS NOT NULL;
+INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('ev1', 'evil-app', 'eve');
+SELECT appguard.appguard_check_refresh('ev1');
+SELECT public.snap('evil.breaker.test', 443, '{"tls.leaf.subject.ST": "Nevada"}') IS NOT NULL;
+SELECT appguard.appguard_check_refresh('ev1') -> 'error' ->> 'error';
+SELECT appguard.appguard_explain((SELECT t.suspension_id FROM appguard.refresh_tokens t
+								  WHERE t.token_id OPERATOR(pg_catalog.=) 'ev1')) ->> 'app_name';
+SELECT appguard.appguard_reapprove('ev1') ->> 'reapproved';
+SELECT count(*) FROM appguard.appguard_drift('evil-app');
+SELECT appguard.appguard_update_client('evil-app', 'Evil Test 2') ->> 'name';
+CALL appguard.appguard_sweep('100 years', '1 minute');
+SELECT appguard.appguard_prune('100 years') IS NOT NULL;
+SELECT count(*) FROM appguard.appguard_expiring_certificates(1);
+RESET search_path;
+DROP SCHEMA evil CASCADE;

@@ -1,0 +1,592 @@
+---------------------------------------------------------------------------
+-- Lifecycle, part 4: drift evaluation and suspension
+--
+-- When a snapshot of a host is stored, every client watching that host
+-- (host and port) is evaluated (appguard.evaluate_client):
+--   1. the client's cached latest snapshot is updated; a snapshot older
+--      than the client's latest one is stored but not evaluated;
+--   2. if the snapshot succeeded, grants with a pending baseline get it;
+--   3. the snapshot is compared (appguard_diff, with the client's policy)
+--      with every DISTINCT baseline of the client's active grants, in
+--      appguard.refresh_tokens and every protected table; the verdict per
+--      (client, baseline) is kept in appguard.baseline_state;
+--   4. appguard.confirmations: a baseline is confirmed drifted when that
+--      many consecutive snapshots drift from it at suspend level.  A
+--      successful snapshot without suspend-level drift resets the count;
+--      a failed measurement neither confirms nor resets it (it is an
+--      unknown: it yields no difference but dns_domain_gone, an
+--      authoritative NXDOMAIN, which is a real answer and confirms);
+--   5. each confirmed baseline gets one suspension record (reasons,
+--      field-level diff, snapshot ids, error_uri), and all the client's
+--      active grants on those baselines are suspended by one UPDATE per
+--      token table (set-based: 100,000 tokens are one statement), then
+--      NOTIFY appguard_suspension, payload the suspension id.
+-- Differences that changed since the previous evaluation of a baseline
+-- are recorded in appguard.drifts (warn ones included), so persisting
+-- drift is not recorded again at every sweep.
+--
+-- Where suspensions go instead of being applied:
+--   * during a sweep they are 'pending' and decided at the end of the
+--     sweep by the mass-drift breaker (part 7);
+--   * while a hold is open (the breaker tripped and no operator has
+--     released or discarded it yet) every new suspension joins that hold:
+--     the breaker stays open until an operator closes it.
+--
+-- Concurrency: every evaluation of a client first locks the client's row
+-- (FOR NO KEY UPDATE), so evaluations, re-approvals and hold releases of
+-- one client are serialised.  Locks are always taken in the order: the
+-- open hold (if any) -> client rows (in client_id order) -> token rows
+-- (host row -> appguard row for protected tables, which is also the order
+-- of the host's own statements through the triggers).
+-- Issuing a token takes no lock: a grant that commits while a drifting
+-- snapshot is being evaluated may miss that evaluation; the refresh check
+-- catches it (part 5: a grant is only allowed once its baseline has been
+-- compared with the client's latest snapshot).
+---------------------------------------------------------------------------
+
+-- Verdict of the latest comparison of one baseline of a client.
+CREATE TABLE appguard.baseline_state (
+	client_id				text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
+	baseline_snapshot_id	bigint NOT NULL,
+	evaluated_snapshot_id	bigint NOT NULL,
+	evaluated_at			timestamptz NOT NULL,
+	streak					integer NOT NULL,	-- consecutive snapshots drifting at suspend level
+	drifting				boolean NOT NULL,	-- the latest known verdict
+	first_drift_snapshot_id	bigint,				-- first snapshot of the current streak
+	last_diff				jsonb NOT NULL,		-- warn and suspend differences of the latest verdict
+	PRIMARY KEY (client_id, baseline_snapshot_id)
+);
+COMMENT ON TABLE appguard.baseline_state IS 'Latest comparison of each baseline of a client with the client''s snapshots; the confirmation count';
+SELECT pg_catalog.pg_extension_config_dump('appguard.baseline_state', '');
+
+CREATE TABLE appguard.drifts (
+	id						bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	detected_at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	client_id				text NOT NULL,
+	baseline_snapshot_id	bigint NOT NULL,
+	snapshot_id				bigint NOT NULL,
+	reason					text NOT NULL,
+	severity				text NOT NULL,
+	field					text,
+	old_value				jsonb,
+	new_value				jsonb
+);
+COMMENT ON TABLE appguard.drifts IS 'Differences (warn and suspend) found between a baseline and a snapshot, recorded when they change';
+CREATE INDEX drifts_client ON appguard.drifts (client_id, detected_at);
+SELECT pg_catalog.pg_extension_config_dump('appguard.drifts', '');
+
+-- A hold: suspensions the mass-drift breaker kept from being applied.  At
+-- most one hold is open at a time; new suspensions join it.
+CREATE TABLE appguard.holds (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	opened_at		timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	sweep_id		bigint,
+	hosts_measured	integer NOT NULL,
+	hosts_drifted	integer NOT NULL,
+	threshold		double precision NOT NULL,
+	min_hosts		integer NOT NULL,
+	state			text NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'released', 'discarded')),
+	closed_at		timestamptz,
+	closed_by		text
+);
+COMMENT ON TABLE appguard.holds IS 'Suspensions held by the mass-drift breaker until an operator releases or discards them';
+CREATE UNIQUE INDEX holds_one_open ON appguard.holds ((true)) WHERE state = 'open';
+SELECT pg_catalog.pg_extension_config_dump('appguard.holds', '');
+
+-- One suspension = one drifted baseline of one client, confirmed by one
+-- snapshot.  state: pending (found by a running sweep), held (by the
+-- breaker), applied, discarded (an operator discarded the hold),
+-- superseded (released after the drift had gone away).
+CREATE SEQUENCE appguard.suspensions_id_seq;
+CREATE TABLE appguard.suspensions (
+	id						bigint PRIMARY KEY DEFAULT pg_catalog.nextval('appguard.suspensions_id_seq'),
+	client_id				text NOT NULL,
+	baseline_snapshot_id	bigint NOT NULL REFERENCES appguard.snapshots (id),
+	snapshot_id				bigint NOT NULL REFERENCES appguard.snapshots (id),
+	first_drift_snapshot_id	bigint REFERENCES appguard.snapshots (id),
+	reasons					text[] NOT NULL,
+	diff					jsonb NOT NULL,
+	state					text NOT NULL
+							CHECK (state IN ('pending', 'held', 'applied', 'discarded', 'superseded')),
+	created_at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	applied_at				timestamptz,
+	resolved_at				timestamptz,
+	sweep_id				bigint,
+	hold_id					bigint REFERENCES appguard.holds (id),
+	error_uri				text NOT NULL,
+	tokens_suspended		bigint NOT NULL DEFAULT 0
+);
+ALTER SEQUENCE appguard.suspensions_id_seq OWNED BY appguard.suspensions.id;
+COMMENT ON TABLE appguard.suspensions IS 'Suspensions: a client''s baseline confirmed drifted, with reasons, field-level diff and error_uri';
+CREATE INDEX suspensions_client ON appguard.suspensions (client_id, created_at);
+CREATE INDEX suspensions_baseline ON appguard.suspensions (baseline_snapshot_id);
+CREATE INDEX suspensions_snapshot ON appguard.suspensions (snapshot_id);
+CREATE INDEX suspensions_first_drift ON appguard.suspensions (first_drift_snapshot_id);
+CREATE INDEX suspensions_hold ON appguard.suspensions (hold_id) WHERE hold_id IS NOT NULL;
+CREATE INDEX suspensions_sweep ON appguard.suspensions (sweep_id) WHERE state = 'pending';
+-- one undecided suspension per drifted baseline
+CREATE UNIQUE INDEX suspensions_undecided ON appguard.suspensions (client_id, baseline_snapshot_id)
+	WHERE state IN ('pending', 'held');
+SELECT pg_catalog.pg_extension_config_dump('appguard.suspensions', '');
+SELECT pg_catalog.pg_extension_config_dump('appguard.suspensions_id_seq', '');
+
+-- error_uri from appguard.error_uri_template, every value URL-encoded.
+CREATE FUNCTION appguard.error_uri(p_suspension_id bigint, p_client_id text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.replace(
+			   pg_catalog.replace(appguard.appguard_setting('appguard.error_uri_template'),
+								  '{suspension_id}', appguard.appguard_url_encode($1::text)),
+			   '{client_id}', appguard.appguard_url_encode($2))
+$$;
+
+-- Suspend the active grants of the given suspensions' baselines, in
+-- appguard.refresh_tokens and in every protected table, and mark the
+-- suspensions applied.  The caller holds the clients' rows.  Returns the
+-- number of tokens suspended.  Applying an applied suspension again
+-- suspends the grants on its baseline that were missed (see
+-- appguard.verify_grant).
+CREATE FUNCTION appguard.apply_suspensions(p_ids bigint[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	total bigint := 0;
+	n bigint;
+	pt record;
+	cfg record;
+	rec record;
+	already bigint[];
+BEGIN
+	IF p_ids IS NULL OR pg_catalog.cardinality(p_ids) = 0 THEN
+		RETURN 0;
+	END IF;
+	PERFORM appguard.set_applying(true);
+
+	IF pg_catalog.cardinality(p_ids) = 1 THEN
+		-- the usual case, and the 100,000-token one: a single UPDATE
+		UPDATE appguard.refresh_tokens t
+		SET status = 'suspended', suspended_at = pg_catalog.clock_timestamp(),
+			suspension_id = s.id, error_uri = s.error_uri
+		FROM appguard.suspensions s
+		WHERE s.id = p_ids[1] AND t.client_id = s.client_id
+		  AND t.baseline_snapshot_id = s.baseline_snapshot_id AND t.status = 'active';
+		GET DIAGNOSTICS n = ROW_COUNT;
+		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
+		WHERE s.id = p_ids[1];
+	ELSE
+		WITH u AS (
+			UPDATE appguard.refresh_tokens t
+			SET status = 'suspended', suspended_at = pg_catalog.clock_timestamp(),
+				suspension_id = s.id, error_uri = s.error_uri
+			FROM appguard.suspensions s
+			WHERE s.id = ANY (p_ids) AND t.client_id = s.client_id
+			  AND t.baseline_snapshot_id = s.baseline_snapshot_id AND t.status = 'active'
+			RETURNING s.id AS sid
+		), c AS (
+			SELECT u.sid, pg_catalog.count(*) AS n FROM u GROUP BY u.sid
+		)
+		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + c.n
+		FROM c WHERE s.id = c.sid;
+	END IF;
+
+	-- Protected tables: the host row first, then appguard's row (the
+	-- order of the host's own statements, through its triggers).  The
+	-- host row is suspended only if it still has the active value.
+	FOR pt IN
+		SELECT DISTINCT r.tbl
+		FROM appguard.suspensions s
+			 JOIN appguard.protected_rows r ON r.client_id = s.client_id
+										   AND r.baseline_snapshot_id = s.baseline_snapshot_id
+										   AND r.state = 'active'
+		WHERE s.id = ANY (p_ids)
+	LOOP
+		SELECT * INTO cfg FROM appguard.protected_table_columns(pt.tbl);
+		IF cfg.table_name IS NULL THEN
+			CONTINUE;
+		END IF;
+		EXECUTE pg_catalog.format($sql$
+			WITH k AS (
+				SELECT r.row_key, s.id AS sid, s.error_uri
+				FROM appguard.protected_rows r
+					 JOIN appguard.suspensions s ON s.client_id = r.client_id
+												AND s.baseline_snapshot_id = r.baseline_snapshot_id
+				WHERE s.id = ANY ($1) AND r.tbl = $2 AND r.state = 'active'
+			), h AS (
+				UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
+				FROM k
+				WHERE h.%6$I = k.row_key::%7$s AND h.%2$I = %8$L::%4$s
+				RETURNING k.row_key, k.sid, k.error_uri
+			), p AS (
+				UPDATE appguard.protected_rows r
+				SET state = 'suspended', suspension_id = h.sid,
+					suspended_at = pg_catalog.clock_timestamp(), error_uri = h.error_uri
+				FROM h
+				WHERE r.tbl = $2 AND r.row_key = h.row_key
+				RETURNING h.sid
+			), c AS (
+				SELECT p.sid, pg_catalog.count(*) AS n FROM p GROUP BY p.sid
+			)
+			UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + c.n
+			FROM c WHERE s.id = c.sid
+			$sql$,
+			pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
+			cfg.status_name, cfg.suspended_value, cfg.status_type,
+			CASE WHEN cfg.error_uri_name IS NOT NULL
+				 THEN pg_catalog.format(', %I = k.error_uri', cfg.error_uri_name) ELSE '' END,
+			cfg.key_name, cfg.key_type, cfg.active_value)
+			USING p_ids, pt.tbl;
+	END LOOP;
+
+	PERFORM appguard.set_applying(false);
+
+	SELECT pg_catalog.array_agg(s.id) INTO already FROM appguard.suspensions s
+	WHERE s.id = ANY (p_ids) AND s.state = 'applied';
+	UPDATE appguard.suspensions s
+	SET state = 'applied', applied_at = coalesce(s.applied_at, pg_catalog.clock_timestamp()),
+		resolved_at = coalesce(s.resolved_at, pg_catalog.clock_timestamp())
+	WHERE s.id = ANY (p_ids);
+	FOR rec IN
+		SELECT s.id, s.client_id, s.tokens_suspended, s.reasons, s.snapshot_id, s.sweep_id, s.hold_id
+		FROM appguard.suspensions s WHERE s.id = ANY (p_ids) ORDER BY s.id
+	LOOP
+		total := total + rec.tokens_suspended;
+		PERFORM appguard.log_event(CASE WHEN rec.id = ANY (already) THEN 'suspension_extended'
+									   ELSE 'suspension_applied' END, rec.client_id,
+			pg_catalog.jsonb_build_object('reasons', pg_catalog.to_jsonb(rec.reasons),
+										  'tokens_suspended', rec.tokens_suspended),
+			snapshot_id => rec.snapshot_id, suspension_id => rec.id,
+			sweep_id => rec.sweep_id, hold_id => rec.hold_id);
+		PERFORM pg_catalog.pg_notify('appguard_suspension', rec.id::text);
+	END LOOP;
+	RETURN total;
+END
+$$;
+
+-- Compare snapshot p_snapshot_id with the baselines of client p_client_id
+-- (all distinct baselines of its active grants, or only p_baselines) and
+-- act on the verdicts, as described at the top of this part.
+-- p_sweep_id: the running sweep this evaluation belongs to (suspensions
+-- are left pending for the breaker), or NULL.
+-- Returns true when the snapshot drifts at suspend level from at least
+-- one baseline (confirmed or not): the breaker counts such hosts.
+CREATE FUNCTION appguard.evaluate_client(p_client_id text, p_snapshot_id bigint,
+										 p_sweep_id bigint DEFAULT NULL,
+										 p_baselines bigint[] DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	snap record;
+	cli record;
+	baselines bigint[];
+	confirmations integer;
+	grace interval;
+	filled bigint;
+	filled_protected bigint;
+	confirmed bigint[];
+	any_drift boolean;
+	hold bigint;
+	new_ids bigint[];
+BEGIN
+	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
+	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	-- An open hold takes this evaluation's suspensions.  Locked before the
+	-- client (the order of appguard_release_hold and of a sweep's end), so
+	-- that a hold being closed is not joined after its release.
+	IF p_sweep_id IS NULL THEN
+		SELECT h.id INTO hold FROM appguard.holds h WHERE h.state = 'open' FOR SHARE;
+	END IF;
+	SELECT * INTO cli FROM appguard.clients c WHERE c.client_id = p_client_id FOR NO KEY UPDATE;
+	IF NOT FOUND OR cli.host <> snap.host OR cli.port <> snap.port THEN
+		RETURN false;
+	END IF;
+
+	IF p_baselines IS NULL THEN
+		IF cli.last_snapshot_id IS NOT NULL AND cli.last_snapshot_id <> snap.id
+		   AND (cli.last_snapshot_at, cli.last_snapshot_id) > (snap.taken_at, snap.id) THEN
+			RETURN false;		-- older than what the client has seen: stored, not evaluated
+		END IF;
+		UPDATE appguard.clients c
+		SET last_snapshot_id = snap.id, last_snapshot_at = snap.taken_at, last_status = snap.status,
+			last_ok_snapshot_id = CASE WHEN snap.status = 'ok' THEN snap.id ELSE c.last_ok_snapshot_id END,
+			last_ok_at = CASE WHEN snap.status = 'ok' THEN snap.taken_at ELSE c.last_ok_at END,
+			registrable_domain = coalesce(c.registrable_domain,
+										  snap.facts -> 'dns' ->> 'registrable_domain')
+		WHERE c.client_id = p_client_id;
+
+		IF snap.status = 'ok' THEN
+			UPDATE appguard.refresh_tokens t SET baseline_snapshot_id = snap.id
+			WHERE t.client_id = p_client_id AND t.status = 'active' AND t.baseline_snapshot_id IS NULL;
+			GET DIAGNOSTICS filled = ROW_COUNT;
+			UPDATE appguard.protected_rows r SET baseline_snapshot_id = snap.id
+			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NULL;
+			GET DIAGNOSTICS filled_protected = ROW_COUNT;
+			IF filled + filled_protected > 0 THEN
+				PERFORM appguard.log_event('baselines_assigned', p_client_id,
+					pg_catalog.jsonb_build_object('tokens', filled, 'protected_rows', filled_protected),
+					snapshot_id => snap.id, sweep_id => p_sweep_id);
+			END IF;
+		END IF;
+
+		baselines := ARRAY(
+			SELECT DISTINCT b.id FROM (
+				SELECT t.baseline_snapshot_id AS id FROM appguard.refresh_tokens t
+				WHERE t.client_id = p_client_id AND t.status = 'active'
+				  AND t.baseline_snapshot_id IS NOT NULL
+				UNION
+				SELECT r.baseline_snapshot_id FROM appguard.protected_rows r
+				WHERE r.client_id = p_client_id AND r.state = 'active'
+				  AND r.baseline_snapshot_id IS NOT NULL) b
+			WHERE b.id <> snap.id ORDER BY b.id);
+	ELSE
+		baselines := ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(p_baselines) b
+						   WHERE b IS NOT NULL AND b <> snap.id ORDER BY b);
+	END IF;
+	IF pg_catalog.cardinality(baselines) = 0 THEN
+		RETURN false;
+	END IF;
+
+	confirmations := appguard.appguard_setting('appguard.confirmations')::integer;
+	grace := appguard.appguard_setting('appguard.unreachable_grace')::interval;
+
+	WITH d AS (
+		SELECT b.id AS baseline,
+			   coalesce(x.diff, '[]') AS diff,
+			   coalesce(x.drifting, false) AS drifting
+		FROM pg_catalog.unnest(baselines) AS b(id)
+			 LEFT JOIN LATERAL (
+				SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+							'reason', r.reason, 'severity', r.severity, 'field', r.field,
+							'old', pg_catalog.to_jsonb(r.old_value), 'new', pg_catalog.to_jsonb(r.new_value))
+						ORDER BY r.severity = 'suspend' DESC, r.reason, r.field)
+						FILTER (WHERE r.severity <> 'ignore') AS diff,
+					   pg_catalog.bool_or(r.severity = 'suspend') AS drifting
+				FROM (SELECT df.reason::text AS reason, df.severity::text AS severity, df.field::text AS field,
+							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
+					  FROM appguard.appguard_diff(b.id, snap.id, p_client_id) df
+					  UNION ALL
+					  -- appguard.unreachable_grace: a host that has not been
+					  -- measured successfully for longer than the grace counts
+					  -- as drifted (off by default)
+					  SELECT 'host_unreachable', 'suspend', 'status', '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
+					  WHERE grace > interval '0' AND snap.status <> 'ok'
+						AND snap.taken_at - coalesce(cli.last_ok_at, snap.taken_at) > grace) r
+			 ) x ON true
+	), o AS (
+		SELECT bs.* FROM appguard.baseline_state bs
+		WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (baselines)
+	), n AS (
+		-- (a baseline already compared with this snapshot keeps its verdict:
+		-- the refresh check may evaluate a straggler's baseline again)
+		SELECT d.baseline, d.drifting,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.streak
+					WHEN d.drifting THEN coalesce(o.streak, 0) + 1
+					WHEN snap.status = 'ok' THEN 0
+					ELSE coalesce(o.streak, 0) END AS streak,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.drifting
+					WHEN d.drifting THEN true
+					WHEN snap.status = 'ok' THEN false
+					ELSE coalesce(o.drifting, false) END AS drifting_now,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.first_drift_snapshot_id
+					WHEN d.drifting AND coalesce(o.streak, 0) = 0 THEN snap.id
+					WHEN d.drifting THEN o.first_drift_snapshot_id
+					WHEN snap.status = 'ok' THEN NULL
+					ELSE o.first_drift_snapshot_id END AS first_drift,
+			   CASE WHEN snap.status = 'ok' OR d.diff <> '[]' THEN d.diff
+					ELSE coalesce(o.last_diff, '[]') END AS last_diff,
+			   o.last_diff AS old_diff
+		FROM d LEFT JOIN o ON o.baseline_snapshot_id = d.baseline
+	), up AS (
+		INSERT INTO appguard.baseline_state AS bs
+			(client_id, baseline_snapshot_id, evaluated_snapshot_id, evaluated_at,
+			 streak, drifting, first_drift_snapshot_id, last_diff)
+		SELECT p_client_id, n.baseline, snap.id, pg_catalog.clock_timestamp(),
+			   n.streak, n.drifting_now, n.first_drift, n.last_diff
+		FROM n
+		ON CONFLICT (client_id, baseline_snapshot_id) DO UPDATE
+		SET evaluated_snapshot_id = EXCLUDED.evaluated_snapshot_id,
+			evaluated_at = EXCLUDED.evaluated_at, streak = EXCLUDED.streak,
+			drifting = EXCLUDED.drifting, first_drift_snapshot_id = EXCLUDED.first_drift_snapshot_id,
+			last_diff = EXCLUDED.last_diff
+	), dr AS (
+		INSERT INTO appguard.drifts (client_id, baseline_snapshot_id, snapshot_id,
+									 reason, severity, field, old_value, new_value)
+		SELECT p_client_id, n.baseline, snap.id, e ->> 'reason', e ->> 'severity', e ->> 'field',
+			   e -> 'old', e -> 'new'
+		FROM n, pg_catalog.jsonb_array_elements(n.last_diff) e
+		WHERE n.last_diff IS DISTINCT FROM coalesce(n.old_diff, '[]')
+	)
+	SELECT coalesce(pg_catalog.array_agg(n.baseline ORDER BY n.baseline)
+						FILTER (WHERE n.drifting AND n.streak >= confirmations), '{}'),
+		   coalesce(pg_catalog.bool_or(n.drifting), false)
+	INTO confirmed, any_drift
+	FROM n;
+
+	IF pg_catalog.cardinality(confirmed) = 0 THEN
+		RETURN any_drift;
+	END IF;
+
+	WITH ins AS (
+		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
+										  first_drift_snapshot_id, reasons, diff, state,
+										  sweep_id, hold_id, error_uri)
+		SELECT x.id, p_client_id, x.baseline_snapshot_id, snap.id, x.first_drift_snapshot_id,
+			   ARRAY(SELECT DISTINCT e ->> 'reason'
+					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
+					 WHERE e ->> 'severity' = 'suspend' ORDER BY 1),
+			   x.last_diff,
+			   CASE WHEN hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
+			   p_sweep_id,
+			   CASE WHEN p_sweep_id IS NULL THEN hold END,
+			   appguard.error_uri(x.id, p_client_id)
+		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, bs.*
+			  FROM appguard.baseline_state bs
+			  WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (confirmed)
+				AND NOT EXISTS (SELECT FROM appguard.suspensions u
+								WHERE u.client_id = p_client_id
+								  AND u.baseline_snapshot_id = bs.baseline_snapshot_id
+								  AND u.state IN ('pending', 'held'))
+			  ORDER BY bs.baseline_snapshot_id) x
+		RETURNING id
+	)
+	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
+
+	IF pg_catalog.cardinality(new_ids) = 0 THEN
+		RETURN any_drift;
+	END IF;
+	IF p_sweep_id IS NOT NULL THEN
+		RETURN any_drift;		-- the end of the sweep decides
+	END IF;
+	IF hold IS NOT NULL THEN
+		PERFORM appguard.log_event('suspension_held', p_client_id,
+			pg_catalog.jsonb_build_object('detail', 'a hold is open: new suspensions join it',
+										  'suspensions', pg_catalog.to_jsonb(new_ids)),
+			snapshot_id => snap.id, hold_id => hold);
+		PERFORM pg_catalog.pg_notify('appguard_hold', hold::text);
+		RETURN any_drift;
+	END IF;
+	PERFORM appguard.apply_suspensions(new_ids);
+	RETURN any_drift;
+END
+$$;
+
+-- Evaluate a snapshot for every client watching its host.  Returns true
+-- when it drifts at suspend level for any of them.
+CREATE FUNCTION appguard.evaluate_snapshot(p_snapshot_id bigint, p_sweep_id bigint DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c record;
+	drifted boolean := false;
+BEGIN
+	FOR c IN
+		SELECT cl.client_id
+		FROM appguard.snapshots s JOIN appguard.clients cl ON cl.host = s.host AND cl.port = s.port
+		WHERE s.id = p_snapshot_id
+		ORDER BY cl.client_id
+	LOOP
+		IF appguard.evaluate_client(c.client_id, p_snapshot_id, p_sweep_id) THEN
+			drifted := true;
+		END IF;
+	END LOOP;
+	RETURN drifted;
+END
+$$;
+
+-- AFTER INSERT on appguard.snapshots: evaluate now, or, inside a sweep,
+-- record the snapshot for the sweep to evaluate after its batch.
+CREATE FUNCTION appguard.snapshot_inserted()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	sweep bigint;
+BEGIN
+	sweep := appguard.current_sweep();
+	IF sweep IS NOT NULL THEN
+		INSERT INTO appguard.sweep_hosts AS h (sweep_id, host, port, ord, planned,
+											   snapshot_id, status, measured_at)
+		VALUES (sweep, NEW.host, NEW.port, 2147483647, false, NEW.id, NEW.status,
+				pg_catalog.clock_timestamp())
+		ON CONFLICT (sweep_id, host, port) DO UPDATE
+		SET snapshot_id = EXCLUDED.snapshot_id, status = EXCLUDED.status,
+			measured_at = EXCLUDED.measured_at, error = NULL, evaluated = false;
+		RETURN NULL;
+	END IF;
+	PERFORM appguard.evaluate_snapshot(NEW.id, NULL);
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER appguard_evaluate AFTER INSERT ON appguard.snapshots
+	FOR EACH ROW EXECUTE FUNCTION appguard.snapshot_inserted();
+
+---------------------------------------------------------------------------
+-- Asking about drift
+---------------------------------------------------------------------------
+
+-- Every warn and suspend difference between the client's latest snapshot
+-- and each distinct baseline of its active grants (computed now, without
+-- confirmations), with the number of active grants on that baseline.
+CREATE FUNCTION appguard.appguard_drift(client_id text)
+RETURNS TABLE (baseline_snapshot_id bigint, snapshot_id bigint, active_grants bigint,
+			   reason text, severity text, field text, old_value jsonb, new_value jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cli record;
+	latest bigint;
+BEGIN
+	PERFORM appguard.check_client_id(client_id);
+	SELECT c.client_id, c.host, c.port INTO cli FROM appguard.clients c
+	WHERE c.client_id = appguard_drift.client_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'client "%" is not registered', client_id USING ERRCODE = 'P0002';
+	END IF;
+	SELECT s.id INTO latest FROM appguard.snapshots s
+	WHERE s.host = cli.host AND s.port = cli.port
+	ORDER BY s.taken_at DESC, s.id DESC LIMIT 1;
+	IF latest IS NULL THEN
+		RETURN;
+	END IF;
+	RETURN QUERY
+	WITH b AS (
+		SELECT g.baseline, pg_catalog.count(*) AS n FROM (
+			SELECT t.baseline_snapshot_id AS baseline FROM appguard.refresh_tokens t
+			WHERE t.client_id = cli.client_id AND t.status = 'active' AND t.baseline_snapshot_id IS NOT NULL
+			UNION ALL
+			SELECT r.baseline_snapshot_id FROM appguard.protected_rows r
+			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL) g
+		WHERE g.baseline <> latest
+		GROUP BY g.baseline
+	)
+	SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
+		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value)
+	FROM b, appguard.appguard_diff(b.baseline, latest, cli.client_id) d
+	WHERE d.severity <> 'ignore'
+	ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_drift(text) IS
+	'Differences between the client''s latest snapshot and each baseline of its active grants';
+
+CREATE FUNCTION appguard.appguard_drifted(client_id text)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM appguard.appguard_drift($1) d WHERE d.severity = 'suspend')
+$$;
+COMMENT ON FUNCTION appguard.appguard_drifted(text) IS
+	'True when the client''s latest snapshot drifts at suspend level from the baseline of any active grant';

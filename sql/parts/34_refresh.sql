@@ -1,0 +1,458 @@
+---------------------------------------------------------------------------
+-- Lifecycle, part 5: the refresh check, the explanation, re-approval
+---------------------------------------------------------------------------
+
+-- The OAuth body of a refused refresh (RFC 6749, section 5.2).  Only a
+-- refusal appguard caused carries an error_uri.
+CREATE FUNCTION appguard.refusal(p_suspended boolean, p_error_uri text, p_why text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.jsonb_build_object('allowed', false, 'error',
+		CASE WHEN $1 THEN
+			pg_catalog.jsonb_build_object(
+				'error', 'invalid_grant',
+				'error_description', 'Access for this app has been suspended because its security information changed since you approved it.',
+				'error_uri', $2)
+		ELSE
+			pg_catalog.jsonb_build_object(
+				'error', 'invalid_grant',
+				'error_description', coalesce($3, 'The refresh token is not active.'))
+		END)
+$$;
+
+-- Make sure an active grant's baseline has been compared with its
+-- client's latest snapshot, and found not confirmed drifted, before the
+-- grant is allowed to refresh:
+--   * appguard.refresh_max_age > 0 and the latest snapshot is older: a live
+--     snapshot first (within appguard.baseline_timeout_ms; its evaluation
+--     suspends what drifted);
+--   * a grant the fan-out missed (issued while the latest snapshot was
+--     being evaluated) gets what the other grants on its baseline got: the
+--     applied suspension is applied to it too; a pending or held one
+--     covers it; a discarded or superseded one leaves it alone;
+--   * a baseline never compared with the latest snapshot is compared now,
+--     which suspends the grant when it should be (during a running sweep
+--     that measured the snapshot, the suspension waits for the sweep's
+--     end like the sweep's own).
+-- The caller re-reads the grant's status afterwards.
+CREATE FUNCTION appguard.verify_grant(p_client_id text, p_baseline bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cli record;
+	max_age interval;
+	sweep bigint;
+	verdict record;
+	decided record;
+BEGIN
+	IF p_client_id IS NULL OR p_baseline IS NULL THEN
+		RETURN;				-- baseline pending: nothing to compare with yet
+	END IF;
+	SELECT c.last_snapshot_id, c.last_snapshot_at INTO cli
+	FROM appguard.clients c WHERE c.client_id = p_client_id;
+	IF NOT FOUND THEN
+		RETURN;				-- unregistered client: left alone
+	END IF;
+	max_age := appguard.appguard_setting('appguard.refresh_max_age')::interval;
+	IF max_age > interval '0'
+	   AND (cli.last_snapshot_at IS NULL OR cli.last_snapshot_at < pg_catalog.clock_timestamp() - max_age) THEN
+		PERFORM appguard.live_snapshot(p_client_id, 'refresh');
+		SELECT c.last_snapshot_id, c.last_snapshot_at INTO cli
+		FROM appguard.clients c WHERE c.client_id = p_client_id;
+	END IF;
+	IF cli.last_snapshot_id IS NULL OR cli.last_snapshot_id = p_baseline THEN
+		RETURN;
+	END IF;
+	SELECT bs.evaluated_snapshot_id, bs.drifting, bs.streak INTO verdict
+	FROM appguard.baseline_state bs
+	WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = p_baseline;
+	IF FOUND AND verdict.evaluated_snapshot_id = cli.last_snapshot_id THEN
+		IF NOT (verdict.drifting
+				AND verdict.streak >= appguard.appguard_setting('appguard.confirmations')::integer) THEN
+			RETURN;			-- compared, and not (yet) to be suspended
+		END IF;
+		-- Confirmed drifted: what was decided for this baseline's grants
+		-- holds for this one too.  Applied: apply it to this grant as well.
+		-- Pending or held: the sweep or the operator decides for it too.
+		-- Discarded or superseded: the operator's decision stands until
+		-- the next snapshot.
+		SELECT s.id, s.state INTO decided FROM appguard.suspensions s
+		WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = p_baseline
+		ORDER BY s.id DESC LIMIT 1;
+		IF FOUND THEN
+			IF decided.state = 'applied' THEN
+				PERFORM FROM appguard.clients c WHERE c.client_id = p_client_id FOR NO KEY UPDATE;
+				PERFORM appguard.apply_suspensions(ARRAY[decided.id]);
+			END IF;
+			RETURN;
+		END IF;
+	END IF;
+	-- Not compared with the latest snapshot yet: compare now.
+	SELECT h.sweep_id INTO sweep
+	FROM appguard.sweep_hosts h JOIN appguard.sweeps w ON w.id = h.sweep_id
+	WHERE h.snapshot_id = cli.last_snapshot_id AND w.state = 'running';
+	PERFORM appguard.evaluate_client(p_client_id, cli.last_snapshot_id, sweep, ARRAY[p_baseline]);
+END
+$$;
+
+-- The refresh check for appguard.refresh_tokens.  An allowed refresh is
+-- recorded (last_refreshed_at) by an UPDATE that re-checks the status, so
+-- a suspension committing concurrently is waited for and honoured.
+CREATE FUNCTION appguard.appguard_check_refresh(token_id text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	tok record;
+BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null' USING ERRCODE = '22023';
+	END IF;
+	SELECT t.client_id, t.status, t.baseline_snapshot_id, t.error_uri INTO tok
+	FROM appguard.refresh_tokens t WHERE t.token_id = appguard_check_refresh.token_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown refresh token'
+			USING ERRCODE = 'P0002',
+				  DETAIL = 'No row of appguard.refresh_tokens has this token_id.';
+	END IF;
+	IF tok.status = 'active' THEN
+		PERFORM appguard.verify_grant(tok.client_id, tok.baseline_snapshot_id);
+		UPDATE appguard.refresh_tokens t SET last_refreshed_at = pg_catalog.now()
+		WHERE t.token_id = appguard_check_refresh.token_id AND t.status = 'active';
+		IF FOUND THEN
+			RETURN '{"allowed": true}'::jsonb;
+		END IF;
+		SELECT t.client_id, t.status, t.baseline_snapshot_id, t.error_uri INTO tok
+		FROM appguard.refresh_tokens t WHERE t.token_id = appguard_check_refresh.token_id;
+		IF NOT FOUND THEN
+			RETURN appguard.refusal(false, NULL, 'The refresh token does not exist.');
+		END IF;
+	END IF;
+	IF tok.status = 'suspended' THEN
+		RETURN appguard.refusal(true, tok.error_uri);
+	END IF;
+	RETURN appguard.refusal(false, NULL, 'The refresh token has been revoked.');
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_check_refresh(text) IS
+	'At refresh: {"allowed": true}, or {"allowed": false, "error": <the OAuth invalid_grant body>}';
+
+CREATE FUNCTION appguard.protected_row(p_tbl regclass, p_row_key text)
+RETURNS appguard.protected_rows
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r appguard.protected_rows;
+BEGIN
+	IF p_tbl IS NULL THEN
+		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
+	END IF;
+	IF p_row_key IS NULL THEN
+		RAISE EXCEPTION 'row_key must not be null' USING ERRCODE = '22023';
+	END IF;
+	IF NOT EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = p_tbl) THEN
+		RAISE EXCEPTION 'table % is not protected by appguard', p_tbl
+			USING ERRCODE = '22023',
+				  HINT = 'Protect it with appguard_protect.';
+	END IF;
+	SELECT * INTO r FROM appguard.protected_rows pr WHERE pr.tbl = p_tbl AND pr.row_key = p_row_key;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(p_row_key, 100), p_tbl
+			USING ERRCODE = 'P0002',
+				  HINT = 'Give the row''s primary key as text.';
+	END IF;
+	RETURN r;
+END
+$$;
+
+-- The refresh check for a row of a protected table (row_key: the primary
+-- key as text).  Reads appguard's state of the row only, which the
+-- triggers keep in step with the host's status column.
+CREATE FUNCTION appguard.appguard_check_refresh(tbl regclass, row_key text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r appguard.protected_rows;
+BEGIN
+	r := appguard.protected_row(tbl, row_key);
+	IF r.state = 'active' THEN
+		PERFORM appguard.verify_grant(r.client_id, r.baseline_snapshot_id);
+		r := appguard.protected_row(tbl, row_key);
+		IF r.state = 'active' THEN
+			RETURN '{"allowed": true}'::jsonb;
+		END IF;
+	END IF;
+	IF r.state = 'suspended' THEN
+		RETURN appguard.refusal(true, r.error_uri);
+	END IF;
+	RETURN appguard.refusal(false, NULL);
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_check_refresh(regclass, text) IS
+	'At refresh of a protected table''s row: the same answer as appguard_check_refresh(token_id)';
+
+-- What a difference means, in words.
+CREATE FUNCTION appguard.field_label(field text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE $1
+		WHEN 'tls.leaf.subject.O' THEN 'organization in the certificate'
+		WHEN 'tls.leaf.subject.OU' THEN 'organizational unit in the certificate'
+		WHEN 'tls.leaf.subject.C' THEN 'country in the certificate'
+		WHEN 'tls.leaf.subject.ST' THEN 'state or province in the certificate'
+		WHEN 'tls.leaf.subject.L' THEN 'locality in the certificate'
+		WHEN 'tls.leaf.issuer.O' THEN 'certificate authority'
+		WHEN 'tls.leaf.validation' THEN 'validation class of the certificate'
+		WHEN 'tls.verified' THEN 'certificate trust'
+		WHEN 'tls.verify_error' THEN 'certificate trust'
+		WHEN 'tls.version' THEN 'TLS version'
+		WHEN 'dns.ownership_ids' THEN 'ownership record in DNS'
+		WHEN 'dns.rcode' THEN 'domain in DNS'
+		WHEN 'dns.ns' THEN 'name servers of the domain'
+		WHEN 'dns.cname' THEN 'alias (CNAME) of the host'
+		WHEN 'dns.caa' THEN 'certificate authorities allowed by the domain (CAA)'
+		WHEN 'dns.ad' THEN 'DNSSEC validation'
+		WHEN 'status' THEN 'reachability of the app'
+		ELSE $1 END
+$$;
+
+CREATE FUNCTION appguard.value_text(v jsonb, field text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN ($1 IS NULL OR $1 = 'null'::jsonb) AND $2 = 'tls.verify_error' THEN 'trusted'
+				WHEN ($1 IS NULL OR $1 = 'null'::jsonb) AND $2 = 'dns.ownership_ids' THEN 'absent'
+				WHEN $2 = 'dns.ownership_ids' THEN 'present for ' || ($1 #>> '{}')
+				WHEN $2 = 'dns.rcode' AND $1 = '"NOERROR"'::jsonb THEN 'exists'
+				WHEN $2 = 'dns.rcode' AND $1 = '"NXDOMAIN"'::jsonb THEN 'does not exist'
+				WHEN $1 IS NULL OR $1 = 'null'::jsonb THEN '(none)'
+				WHEN pg_catalog.jsonb_typeof($1) = 'string' THEN $1 #>> '{}'
+				WHEN pg_catalog.jsonb_typeof($1) = 'array' AND pg_catalog.jsonb_array_length($1) = 0 THEN '(none)'
+				WHEN pg_catalog.jsonb_typeof($1) = 'array'
+					THEN (SELECT pg_catalog.string_agg(CASE WHEN pg_catalog.jsonb_typeof(e) = 'string'
+															THEN e #>> '{}' ELSE e::text END, ', ')
+						  FROM pg_catalog.jsonb_array_elements($1) e)
+				ELSE $1::text END
+$$;
+
+-- Everything the error_uri page shows, as jsonb: the app, its domain,
+-- each change in words with old -> new, when, and how to re-approve.
+CREATE FUNCTION appguard.appguard_explain(suspension_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s record;
+	changes jsonb;
+	app text;
+	app_domain text;
+BEGIN
+	IF suspension_id IS NULL THEN
+		RAISE EXCEPTION 'suspension_id must not be null' USING ERRCODE = '22023';
+	END IF;
+	SELECT su.*, c.name, c.host, c.port, c.registrable_domain,
+		   b.taken_at AS baseline_taken_at, n.taken_at AS snapshot_taken_at,
+		   f.taken_at AS first_drift_taken_at,
+		   coalesce(b.facts -> 'dns' ->> 'registrable_domain', n.facts -> 'dns' ->> 'registrable_domain') AS facts_domain
+	INTO s
+	FROM appguard.suspensions su
+		 LEFT JOIN appguard.clients c ON c.client_id = su.client_id
+		 LEFT JOIN appguard.snapshots b ON b.id = su.baseline_snapshot_id
+		 LEFT JOIN appguard.snapshots n ON n.id = su.snapshot_id
+		 LEFT JOIN appguard.snapshots f ON f.id = su.first_drift_snapshot_id
+	WHERE su.id = appguard_explain.suspension_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'suspension % does not exist', suspension_id USING ERRCODE = 'P0002';
+	END IF;
+	app := coalesce(s.name, s.client_id);
+	app_domain := coalesce(s.registrable_domain, s.facts_domain, s.host);
+
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+			   'reason', e ->> 'reason',
+			   'severity', e ->> 'severity',
+			   'field', e ->> 'field',
+			   'what', appguard.field_label(e ->> 'field'),
+			   'description', p.description,
+			   'old', e -> 'old',
+			   'new', e -> 'new',
+			   'text', pg_catalog.format('%s (%s): %s → %s',
+										 coalesce(p.description, 'Something changed'),
+										 appguard.field_label(e ->> 'field'),
+										 appguard.value_text(e -> 'old', e ->> 'field'),
+										 appguard.value_text(e -> 'new', e ->> 'field')))
+			   ORDER BY e ->> 'severity' = 'suspend' DESC, e ->> 'reason',
+						e ->> 'field' = 'tls.leaf.subject.O' DESC, e ->> 'field'), '[]')
+	INTO changes
+	FROM pg_catalog.jsonb_array_elements(s.diff) e
+		 LEFT JOIN appguard.policy p ON p.reason = e ->> 'reason';
+
+	RETURN pg_catalog.jsonb_build_object(
+		'suspension_id', s.id,
+		'state', s.state,
+		'client_id', s.client_id,
+		'app_name', app,
+		'domain', app_domain,
+		'host', s.host,
+		'reasons', pg_catalog.to_jsonb(s.reasons),
+		'changes', changes,
+		'consented_at', s.baseline_taken_at,
+		'first_detected_at', coalesce(s.first_drift_taken_at, s.snapshot_taken_at),
+		'confirmed_at', s.snapshot_taken_at,
+		'suspended_at', s.applied_at,
+		'baseline_snapshot_id', s.baseline_snapshot_id,
+		'snapshot_id', s.snapshot_id,
+		'error_uri', s.error_uri,
+		'summary', pg_catalog.format(
+			'The security information of %s (%s) changed after you approved it, so its access was suspended: %s.',
+			app, app_domain,
+			(SELECT pg_catalog.string_agg(c ->> 'text', '; ') FROM pg_catalog.jsonb_array_elements(changes) c
+			 WHERE c ->> 'severity' = 'suspend')),
+		'how_to_reapprove', pg_catalog.format(
+			'If you still trust %s, open it and sign in again: you will be asked to approve its access once more, '
+			'and your new approval is recorded against what %s shows now. If you do not recognise these changes, do nothing: '
+			'the app cannot use your data while its access is suspended.', app, app_domain));
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_explain(bigint) IS
+	'Everything the error_uri page shows about a suspension, as jsonb';
+
+-- Re-approval of appguard.refresh_tokens' token: reactivates a token
+-- appguard suspended, with a new baseline (the client's current snapshot,
+-- taken live if none is recent enough; pending if that fails).  A revoked
+-- token stays revoked.  Re-approving an active token changes nothing.
+CREATE FUNCTION appguard.appguard_reapprove(token_id text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	tok record;
+	new_baseline bigint;
+BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id must not be null' USING ERRCODE = '22023';
+	END IF;
+	SELECT t.client_id INTO tok FROM appguard.refresh_tokens t
+	WHERE t.token_id = appguard_reapprove.token_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown refresh token'
+			USING ERRCODE = 'P0002',
+				  DETAIL = 'No row of appguard.refresh_tokens has this token_id.';
+	END IF;
+	-- the client's row first, as every evaluation does
+	PERFORM FROM appguard.clients c WHERE c.client_id = tok.client_id FOR NO KEY UPDATE;
+	SELECT t.client_id, t.status, t.baseline_snapshot_id, t.suspension_id INTO tok
+	FROM appguard.refresh_tokens t WHERE t.token_id = appguard_reapprove.token_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown refresh token' USING ERRCODE = 'P0002';
+	END IF;
+	IF tok.status = 'active' THEN
+		RETURN pg_catalog.jsonb_build_object('reapproved', false, 'status', 'active',
+											 'baseline_snapshot_id', tok.baseline_snapshot_id);
+	END IF;
+	IF tok.status <> 'suspended' THEN
+		RAISE EXCEPTION 'refresh token is %, not suspended by appguard', tok.status
+			USING ERRCODE = '55000',
+				  DETAIL = 'appguard re-enables only tokens it suspended.';
+	END IF;
+	new_baseline := appguard.baseline_for(tok.client_id);
+	PERFORM appguard.set_applying(true);
+	UPDATE appguard.refresh_tokens t
+	SET status = 'active', baseline_snapshot_id = new_baseline, suspended_at = NULL,
+		suspension_id = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
+	WHERE t.token_id = appguard_reapprove.token_id;
+	PERFORM appguard.set_applying(false);
+	PERFORM appguard.log_event('reapproved', tok.client_id,
+		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', tok.baseline_snapshot_id,
+									  'baseline_snapshot_id', new_baseline),
+		snapshot_id => new_baseline, suspension_id => tok.suspension_id,
+		token_key => appguard_reapprove.token_id);
+	RETURN pg_catalog.jsonb_build_object('reapproved', true, 'status', 'active',
+										 'baseline_snapshot_id', new_baseline,
+										 'baseline_pending', new_baseline IS NULL,
+										 'suspension_id', tok.suspension_id);
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_reapprove(text) IS
+	'Reactivate a token appguard suspended, with a new baseline; recorded';
+
+-- Re-approval of a protected table's row: sets the host's status back to
+-- the active value only if appguard suspended the row and the host has
+-- not written its status since.
+CREATE FUNCTION appguard.appguard_reapprove(tbl regclass, row_key text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r appguard.protected_rows;
+	cfg record;
+	new_baseline bigint;
+	done boolean;
+BEGIN
+	r := appguard.protected_row(tbl, row_key);
+	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
+	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
+	-- the host's row, then appguard's: the order of the triggers
+	EXECUTE pg_catalog.format('SELECT true FROM %I.%I h WHERE h.%I = $1::%s FOR UPDATE',
+							  cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type)
+		USING row_key;
+	SELECT * INTO r FROM appguard.protected_rows pr
+	WHERE pr.tbl = appguard_reapprove.tbl AND pr.row_key = appguard_reapprove.row_key FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(row_key, 100), tbl
+			USING ERRCODE = 'P0002';
+	END IF;
+	IF r.state = 'active' THEN
+		RETURN pg_catalog.jsonb_build_object('reapproved', false, 'status', 'active',
+											 'baseline_snapshot_id', r.baseline_snapshot_id);
+	END IF;
+	IF r.state <> 'suspended' THEN
+		RAISE EXCEPTION 'row "%" of % was disabled by the host, not suspended by appguard',
+			pg_catalog.left(row_key, 100), tbl
+			USING ERRCODE = '55000',
+				  DETAIL = 'appguard re-enables only rows it suspended.';
+	END IF;
+	new_baseline := appguard.baseline_for(r.client_id);
+	PERFORM appguard.set_applying(true);
+	EXECUTE pg_catalog.format(
+		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I = %L::%s RETURNING true',
+		cfg.schema_name, cfg.table_name, cfg.status_name, cfg.active_value, cfg.status_type,
+		CASE WHEN cfg.error_uri_name IS NOT NULL
+			 THEN pg_catalog.format(', %I = NULL', cfg.error_uri_name) ELSE '' END,
+		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type)
+		INTO done USING row_key;
+	PERFORM appguard.set_applying(false);
+	IF done IS NULL THEN
+		RAISE EXCEPTION 'row "%" of % no longer has the suspended value', pg_catalog.left(row_key, 100), tbl
+			USING ERRCODE = '55000';
+	END IF;
+	UPDATE appguard.protected_rows pr
+	SET state = 'active', baseline_snapshot_id = new_baseline, suspension_id = NULL,
+		suspended_at = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
+	WHERE pr.tbl = appguard_reapprove.tbl AND pr.row_key = appguard_reapprove.row_key;
+	PERFORM appguard.log_event('reapproved', r.client_id,
+		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', r.baseline_snapshot_id,
+									  'baseline_snapshot_id', new_baseline),
+		snapshot_id => new_baseline, suspension_id => r.suspension_id,
+		token_table => tbl::text, token_key => row_key);
+	RETURN pg_catalog.jsonb_build_object('reapproved', true, 'status', 'active',
+										 'baseline_snapshot_id', new_baseline,
+										 'baseline_pending', new_baseline IS NULL,
+										 'suspension_id', r.suspension_id);
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_reapprove(regclass, text) IS
+	'Re-enable a protected table''s row appguard suspended, with a new baseline; recorded';

@@ -1,0 +1,403 @@
+---------------------------------------------------------------------------
+-- Lifecycle, part 7: sweeps
+--
+--   CALL appguard.appguard_sweep(max_age interval, budget interval
+--                                [, batch_size integer DEFAULT 1]);
+-- measures every watched host (the primary redirect host and port of each
+-- registered client) whose latest snapshot is older than max_age, oldest
+-- first, until the hosts or the budget run out, and commits after every
+-- batch (batch_size hosts, measured concurrently by
+-- appguard_snapshot_many; the default 1 commits after each host).  pg_cron
+-- can CALL it; it must not be called inside a transaction block.
+--
+-- A sweep is one row of appguard.sweeps (counts visible while it runs) and
+-- one row per host in appguard.sweep_hosts.  Its snapshots are recorded
+-- there by the snapshot trigger and evaluated after each batch (so no lock
+-- taken by an evaluation waits for another host's network I/O); the
+-- suspensions they confirm stay pending until the end of the sweep, when
+-- the mass-drift breaker (part 6) applies them or holds them all.
+-- Deferring costs at most one budget of delay and is what lets the
+-- breaker see the whole batch before anything is suspended.
+--
+-- The procedure is only a loop of COMMITs around three functions, which
+-- are callable on their own (tests drive a sweep without network that
+-- way; an operator may finish an interrupted sweep with the third):
+--   appguard_sweep_begin(max_age, budget, batch_size) -> sweep id
+--   appguard_sweep_step(sweep_id) -> true while hosts and budget remain
+--   appguard_sweep_finish(sweep_id) -> the sweep's counts, as jsonb
+-- Inside a session, the placeholder setting appguard_lifecycle.sweep_id
+-- names the running sweep a stored snapshot belongs to; it only counts
+-- for a running sweep started by the same backend.  A sweep whose backend
+-- is gone is finished ('aborted') by the next sweep_begin.
+---------------------------------------------------------------------------
+
+CREATE TABLE appguard.sweeps (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	started_at		timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	finished_at		timestamptz,
+	state			text NOT NULL DEFAULT 'running'
+					CHECK (state IN ('running', 'finished', 'budget_exhausted', 'aborted')),
+	pid				integer NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
+	run_by			text NOT NULL DEFAULT session_user,
+	max_age			interval NOT NULL,
+	budget			interval NOT NULL,
+	batch_size		integer NOT NULL,
+	deadline		timestamptz NOT NULL,
+	planned			integer NOT NULL DEFAULT 0,		-- hosts due
+	measured		integer NOT NULL DEFAULT 0,		-- hosts measured (failures included)
+	failed			integer NOT NULL DEFAULT 0,		-- measurements that failed
+	drifted			integer NOT NULL DEFAULT 0,		-- hosts drifting at suspend level
+	suspended		integer NOT NULL DEFAULT 0,		-- suspensions applied at the end
+	held			integer NOT NULL DEFAULT 0,		-- suspensions held by the breaker
+	tokens_suspended bigint NOT NULL DEFAULT 0,
+	hold_id			bigint
+);
+COMMENT ON TABLE appguard.sweeps IS 'One row per sweep run, with its counts (updated while it runs)';
+SELECT pg_catalog.pg_extension_config_dump('appguard.sweeps', '');
+
+CREATE TABLE appguard.sweep_hosts (
+	sweep_id		bigint NOT NULL REFERENCES appguard.sweeps ON DELETE CASCADE,
+	host			text NOT NULL,
+	port			integer NOT NULL,
+	ord				integer NOT NULL,			-- measuring order, oldest snapshot first
+	planned			boolean NOT NULL DEFAULT true,
+	snapshot_id		bigint,
+	status			text,
+	error			text,						-- the measurement raised an error
+	measured_at		timestamptz,
+	evaluated		boolean NOT NULL DEFAULT false,
+	drifted			boolean NOT NULL DEFAULT false,
+	PRIMARY KEY (sweep_id, host, port)
+);
+COMMENT ON TABLE appguard.sweep_hosts IS 'Hosts of a sweep: planned, measured, drifted';
+CREATE INDEX sweep_hosts_snapshot ON appguard.sweep_hosts (snapshot_id) WHERE snapshot_id IS NOT NULL;
+SELECT pg_catalog.pg_extension_config_dump('appguard.sweep_hosts', '');
+
+-- The running sweep of this backend that stored snapshots belong to, or NULL.
+CREATE FUNCTION appguard.current_sweep()
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v text := pg_catalog.current_setting('appguard_lifecycle.sweep_id', true);
+BEGIN
+	IF v IS NULL OR v !~ '^[0-9]{1,18}$' THEN
+		RETURN NULL;
+	END IF;
+	RETURN (SELECT w.id FROM appguard.sweeps w
+			WHERE w.id = v::bigint AND w.state = 'running' AND w.pid = pg_catalog.pg_backend_pid());
+END
+$$;
+
+CREATE FUNCTION appguard.running_sweep(p_sweep_id bigint)
+RETURNS appguard.sweeps
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w appguard.sweeps;
+BEGIN
+	IF p_sweep_id IS NULL THEN
+		RAISE EXCEPTION 'sweep_id must not be null' USING ERRCODE = '22023';
+	END IF;
+	SELECT * INTO w FROM appguard.sweeps s WHERE s.id = p_sweep_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'sweep % does not exist', p_sweep_id USING ERRCODE = 'P0002';
+	END IF;
+	RETURN w;
+END
+$$;
+
+-- Evaluate the snapshots a sweep recorded and refresh its counts.
+CREATE FUNCTION appguard.sweep_evaluate(p_sweep_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	h record;
+	host_drifted boolean;
+BEGIN
+	FOR h IN
+		SELECT sh.host, sh.port, sh.snapshot_id FROM appguard.sweep_hosts sh
+		WHERE sh.sweep_id = p_sweep_id AND sh.snapshot_id IS NOT NULL AND NOT sh.evaluated
+		ORDER BY sh.ord, sh.host, sh.port
+	LOOP
+		host_drifted := appguard.evaluate_snapshot(h.snapshot_id, p_sweep_id);
+		UPDATE appguard.sweep_hosts sh
+		SET evaluated = true, drifted = host_drifted
+		WHERE sh.sweep_id = p_sweep_id AND sh.host = h.host AND sh.port = h.port;
+	END LOOP;
+	UPDATE appguard.sweeps w
+	SET measured = c.measured, failed = c.failed, drifted = c.drifted
+	FROM (SELECT pg_catalog.count(*) FILTER (WHERE sh.snapshot_id IS NOT NULL OR sh.error IS NOT NULL) AS measured,
+				 pg_catalog.count(*) FILTER (WHERE sh.error IS NOT NULL OR sh.status <> 'ok') AS failed,
+				 pg_catalog.count(*) FILTER (WHERE sh.drifted) AS drifted
+		  FROM appguard.sweep_hosts sh WHERE sh.sweep_id = p_sweep_id) c
+	WHERE w.id = p_sweep_id;
+END
+$$;
+
+-- End a sweep: evaluate what is left, then the breaker decides whether
+-- the sweep's pending suspensions are applied or held.
+CREATE FUNCTION appguard.sweep_close(p_sweep_id bigint, p_state text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w appguard.sweeps;
+	pending bigint[];
+	threshold double precision;
+	min_hosts integer;
+	tripped boolean;
+	hold bigint;
+	n_applied integer := 0;
+	n_held integer := 0;
+	n_tokens bigint := 0;
+BEGIN
+	w := appguard.running_sweep(p_sweep_id);
+	IF w.state <> 'running' THEN
+		RETURN appguard.sweep_summary(p_sweep_id);
+	END IF;
+	-- the open hold before any client row (see part 4)
+	SELECT h.id INTO hold FROM appguard.holds h WHERE h.state = 'open' FOR UPDATE;
+	PERFORM appguard.sweep_evaluate(p_sweep_id);
+	SELECT * INTO w FROM appguard.sweeps s WHERE s.id = p_sweep_id;
+
+	threshold := appguard.appguard_setting('appguard.mass_drift_threshold')::double precision;
+	min_hosts := appguard.appguard_setting('appguard.mass_drift_min_hosts')::integer;
+	tripped := w.measured >= min_hosts AND w.drifted > threshold * w.measured;
+	pending := ARRAY(SELECT s.id FROM appguard.suspensions s
+					 WHERE s.sweep_id = p_sweep_id AND s.state = 'pending' ORDER BY s.id);
+
+	IF pg_catalog.cardinality(pending) > 0 THEN
+		IF tripped OR hold IS NOT NULL THEN
+			IF hold IS NULL THEN
+				INSERT INTO appguard.holds (sweep_id, hosts_measured, hosts_drifted, threshold, min_hosts)
+				VALUES (p_sweep_id, w.measured, w.drifted, threshold, min_hosts)
+				RETURNING id INTO hold;
+				PERFORM appguard.log_event('hold_opened', detail => pg_catalog.jsonb_build_object(
+					'hosts_measured', w.measured, 'hosts_drifted', w.drifted,
+					'threshold', threshold, 'min_hosts', min_hosts), hold_id => hold, sweep_id => p_sweep_id);
+			END IF;
+			UPDATE appguard.suspensions s SET state = 'held', hold_id = hold
+			WHERE s.id = ANY (pending);
+			n_held := pg_catalog.cardinality(pending);
+			PERFORM appguard.log_event('suspensions_held',
+				detail => pg_catalog.jsonb_build_object('suspensions', pg_catalog.to_jsonb(pending),
+														'breaker_tripped', tripped),
+				hold_id => hold, sweep_id => p_sweep_id);
+			RAISE WARNING 'appguard: % suspension(s) found by sweep % are held (hold %)', n_held, p_sweep_id, hold
+				USING DETAIL = CASE WHEN tripped
+					THEN pg_catalog.format('%s of the %s hosts measured drifted, more than the mass-drift threshold of %s.',
+										   w.drifted, w.measured, threshold)
+					ELSE 'An earlier hold is still open; new suspensions join it.' END,
+					  HINT = pg_catalog.format('Inspect appguard.held_suspensions, then call appguard.appguard_release_hold(%s) to apply them or appguard.appguard_discard_hold(%s) to drop them.', hold, hold);
+			PERFORM pg_catalog.pg_notify('appguard_hold', hold::text);
+		ELSE
+			PERFORM FROM appguard.clients c
+			WHERE c.client_id IN (SELECT s.client_id FROM appguard.suspensions s WHERE s.id = ANY (pending))
+			ORDER BY c.client_id FOR NO KEY UPDATE;
+			n_tokens := appguard.apply_suspensions(pending);
+			n_applied := pg_catalog.cardinality(pending);
+		END IF;
+	ELSIF tripped THEN
+		RAISE WARNING 'appguard: % of the % hosts measured by sweep % drifted', w.drifted, w.measured, p_sweep_id
+			USING DETAIL = 'Nothing is confirmed yet (appguard.confirmations); the next sweep may hold suspensions.';
+	END IF;
+
+	UPDATE appguard.sweeps s
+	SET state = p_state, finished_at = pg_catalog.clock_timestamp(),
+		suspended = n_applied, held = n_held, tokens_suspended = n_tokens,
+		hold_id = CASE WHEN n_held > 0 THEN hold END
+	WHERE s.id = p_sweep_id;
+	PERFORM appguard.log_event('sweep_finished', detail => appguard.sweep_summary(p_sweep_id),
+							   sweep_id => p_sweep_id, hold_id => CASE WHEN n_held > 0 THEN hold END);
+	RETURN appguard.sweep_summary(p_sweep_id);
+END
+$$;
+
+CREATE FUNCTION appguard.sweep_summary(p_sweep_id bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.jsonb_build_object(
+		'sweep_id', w.id, 'state', w.state, 'planned', w.planned, 'measured', w.measured,
+		'failed', w.failed, 'drifted', w.drifted, 'suspended', w.suspended, 'held', w.held,
+		'tokens_suspended', w.tokens_suspended, 'hold_id', w.hold_id,
+		'skipped', (SELECT pg_catalog.count(*) FROM appguard.sweep_hosts sh
+					WHERE sh.sweep_id = w.id AND sh.planned AND sh.snapshot_id IS NULL AND sh.error IS NULL))
+	FROM appguard.sweeps w WHERE w.id = $1
+$$;
+
+CREATE FUNCTION appguard.appguard_sweep_begin(max_age interval, budget interval, batch_size integer DEFAULT 1)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stale record;
+	sweep bigint;
+	n integer;
+BEGIN
+	IF max_age IS NULL OR max_age < interval '0' THEN
+		RAISE EXCEPTION 'max_age must be an interval of zero or more' USING ERRCODE = '22023';
+	END IF;
+	IF budget IS NULL OR budget <= interval '0' THEN
+		RAISE EXCEPTION 'budget must be a positive interval' USING ERRCODE = '22023';
+	END IF;
+	IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 1024 THEN
+		RAISE EXCEPTION 'batch_size must be between 1 and 1024' USING ERRCODE = '22023';
+	END IF;
+	-- One sweep at a time.  A running sweep whose backend is gone, idle
+	-- (its CALL ended without finishing it) or this one is finished as
+	-- 'aborted': its pending suspensions go through the breaker with the
+	-- counts it reached.
+	LOCK TABLE appguard.sweeps IN SHARE ROW EXCLUSIVE MODE;
+	FOR stale IN
+		SELECT w.id FROM appguard.sweeps w
+		WHERE w.state = 'running'
+		  AND (w.pid = pg_catalog.pg_backend_pid()
+			   OR NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
+							  WHERE a.pid = w.pid AND a.backend_start <= w.started_at
+								AND a.state IS DISTINCT FROM 'idle'))
+		ORDER BY w.id
+	LOOP
+		PERFORM appguard.sweep_close(stale.id, 'aborted');
+	END LOOP;
+	SELECT w.id, w.pid INTO stale FROM appguard.sweeps w WHERE w.state = 'running' LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'sweep % is still running (backend pid %)', stale.id, stale.pid
+			USING ERRCODE = '55000',
+				  HINT = 'Let it finish; schedule sweeps further apart than their budget.';
+	END IF;
+
+	INSERT INTO appguard.sweeps (max_age, budget, batch_size, deadline)
+	VALUES (max_age, budget, batch_size, pg_catalog.clock_timestamp() + budget)
+	RETURNING id INTO sweep;
+	INSERT INTO appguard.sweep_hosts (sweep_id, host, port, ord)
+	SELECT sweep, t.host, t.port,
+		   pg_catalog.row_number() OVER (ORDER BY l.taken_at NULLS FIRST, t.host, t.port)
+	FROM (SELECT DISTINCT c.host, c.port FROM appguard.clients c) t
+		 LEFT JOIN LATERAL (SELECT s.taken_at FROM appguard.snapshots s
+							WHERE s.host = t.host AND s.port = t.port
+							ORDER BY s.taken_at DESC LIMIT 1) l ON true
+	WHERE l.taken_at IS NULL OR l.taken_at < pg_catalog.clock_timestamp() - max_age;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE appguard.sweeps w SET planned = n WHERE w.id = sweep;
+	PERFORM appguard.log_event('sweep_started',
+		detail => pg_catalog.jsonb_build_object('max_age', max_age, 'budget', budget,
+												'batch_size', batch_size, 'planned', n),
+		sweep_id => sweep);
+	RETURN sweep;
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_sweep_begin(interval, interval, integer) IS
+	'Start a sweep: plan the hosts whose latest snapshot is older than max_age';
+
+CREATE FUNCTION appguard.appguard_sweep_step(sweep_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w appguard.sweeps;
+	hosts text[];
+	ports integer[];
+	problem text;
+BEGIN
+	w := appguard.running_sweep(sweep_id);
+	IF w.state <> 'running' THEN
+		RETURN false;
+	END IF;
+	IF w.pid <> pg_catalog.pg_backend_pid() THEN
+		RAISE EXCEPTION 'sweep % is run by another backend (pid %)', sweep_id, w.pid
+			USING ERRCODE = '55000';
+	END IF;
+	IF pg_catalog.clock_timestamp() >= w.deadline THEN
+		RETURN false;
+	END IF;
+	SELECT pg_catalog.array_agg(b.host ORDER BY b.ord), pg_catalog.array_agg(b.port ORDER BY b.ord)
+	INTO hosts, ports
+	FROM (SELECT sh.host, sh.port, sh.ord FROM appguard.sweep_hosts sh
+		  WHERE sh.sweep_id = appguard_sweep_step.sweep_id AND sh.planned
+			AND sh.snapshot_id IS NULL AND sh.error IS NULL
+		  ORDER BY sh.ord LIMIT w.batch_size) b;
+	IF hosts IS NULL THEN
+		RETURN false;
+	END IF;
+
+	PERFORM pg_catalog.set_config('appguard_lifecycle.sweep_id', sweep_id::text, true);
+	BEGIN
+		IF pg_catalog.cardinality(hosts) = 1 THEN
+			PERFORM appguard.appguard_snapshot(hosts[1], ports[1]);
+		ELSE
+			PERFORM appguard.appguard_snapshot_many(hosts, ports);
+		END IF;
+	EXCEPTION WHEN OTHERS THEN
+		problem := SQLERRM;
+	END;
+	PERFORM pg_catalog.set_config('appguard_lifecycle.sweep_id', '', true);
+	IF problem IS NOT NULL THEN
+		UPDATE appguard.sweep_hosts sh
+		SET error = problem, measured_at = pg_catalog.clock_timestamp()
+		WHERE sh.sweep_id = appguard_sweep_step.sweep_id AND sh.snapshot_id IS NULL
+		  AND (sh.host, sh.port) IN (SELECT * FROM pg_catalog.unnest(hosts, ports));
+	END IF;
+	PERFORM appguard.sweep_evaluate(sweep_id);
+
+	RETURN pg_catalog.clock_timestamp() < w.deadline
+		AND EXISTS (SELECT FROM appguard.sweep_hosts sh
+					WHERE sh.sweep_id = appguard_sweep_step.sweep_id AND sh.planned
+					  AND sh.snapshot_id IS NULL AND sh.error IS NULL);
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_sweep_step(bigint) IS
+	'Measure and evaluate the next batch of a sweep''s hosts; false when done or out of budget';
+
+CREATE FUNCTION appguard.appguard_sweep_finish(sweep_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w appguard.sweeps;
+BEGIN
+	w := appguard.running_sweep(sweep_id);
+	RETURN appguard.sweep_close(sweep_id,
+		CASE WHEN EXISTS (SELECT FROM appguard.sweep_hosts sh
+						  WHERE sh.sweep_id = appguard_sweep_finish.sweep_id AND sh.planned
+							AND sh.snapshot_id IS NULL AND sh.error IS NULL)
+			 THEN 'budget_exhausted' ELSE 'finished' END);
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_sweep_finish(bigint) IS
+	'End a sweep: the mass-drift breaker applies or holds its suspensions; returns its counts';
+
+-- Not SECURITY DEFINER and without a SET clause: PostgreSQL allows
+-- COMMIT only in such procedures.  It calls nothing but the functions
+-- above (SECURITY DEFINER, search_path pinned), schema-qualified, and uses
+-- no operator, so the caller's search_path cannot reach into it.
+CREATE PROCEDURE appguard.appguard_sweep(max_age interval, budget interval, batch_size integer DEFAULT 1)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	sweep bigint;
+	more boolean;
+BEGIN
+	sweep := appguard.appguard_sweep_begin(max_age, budget, batch_size);
+	COMMIT;
+	LOOP
+		more := appguard.appguard_sweep_step(sweep);
+		COMMIT;
+		EXIT WHEN NOT more;
+	END LOOP;
+	PERFORM appguard.appguard_sweep_finish(sweep);
+	COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) IS
+	'Snapshot every watched host older than max_age within budget, committing after each batch (pg_cron: CALL it)';

@@ -1,0 +1,251 @@
+---------------------------------------------------------------------------
+-- Lifecycle, part 8: operators' views, retention, privileges
+---------------------------------------------------------------------------
+
+-- Grants of all token tables in one shape: appguard.refresh_tokens and
+-- every protected table (token_table NULL for appguard.refresh_tokens).
+CREATE VIEW appguard.grants AS
+	SELECT NULL::text AS token_table, t.token_id AS token_key, t.client_id,
+		   t.status AS state, t.baseline_snapshot_id, t.suspension_id, t.suspended_at, t.error_uri
+	FROM appguard.refresh_tokens t
+	UNION ALL
+	SELECT r.tbl::text, r.row_key, r.client_id, r.state, r.baseline_snapshot_id,
+		   r.suspension_id, r.suspended_at, r.error_uri
+	FROM appguard.protected_rows r;
+COMMENT ON VIEW appguard.grants IS 'Every guarded grant: appguard.refresh_tokens (token_table NULL) and the rows of protected tables';
+
+-- Per client: the latest snapshot, trust, certificate expiry, drift state
+-- and grant counts.  drift_state: unmeasured (no successful snapshot
+-- yet), ok,
+-- warn (warn-level differences only), drifting (active grants drift at
+-- suspend level: awaiting confirmation, pending in a sweep or held).
+CREATE VIEW appguard.client_status AS
+	SELECT c.client_id, c.name, c.host, c.port, c.registrable_domain,
+		   c.last_snapshot_id AS latest_snapshot_id, c.last_snapshot_at AS latest_snapshot_at,
+		   c.last_status AS latest_status,
+		   c.last_ok_snapshot_id AS latest_ok_snapshot_id, c.last_ok_at AS latest_ok_at,
+		   (o.facts -> 'tls' ->> 'verified')::boolean AS verified,
+		   (o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz AS certificate_expires_at,
+		   pg_catalog.floor(pg_catalog.date_part('epoch',
+				(o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz - pg_catalog.now()) / 86400)::integer
+				AS days_until_expiry,
+		   CASE WHEN c.last_ok_snapshot_id IS NULL THEN 'unmeasured'
+				WHEN d.drifting THEN 'drifting'
+				WHEN d.warn THEN 'warn'
+				ELSE 'ok' END AS drift_state,
+		   coalesce(g.active, 0) AS active_grants,
+		   coalesce(g.suspended, 0) AS suspended_grants,
+		   coalesce(g.pending, 0) AS pending_baselines,
+		   (SELECT pg_catalog.count(*) FROM appguard.suspensions s
+			WHERE s.client_id = c.client_id AND s.state = 'held') AS held_suspensions
+	FROM appguard.clients c
+		 LEFT JOIN appguard.snapshots o ON o.id = c.last_ok_snapshot_id
+		 LEFT JOIN LATERAL (
+			SELECT pg_catalog.bool_or(bs.drifting) AS drifting,
+				   pg_catalog.bool_or(bs.last_diff @> '[{"severity": "warn"}]') AS warn
+			FROM appguard.baseline_state bs
+			WHERE bs.client_id = c.client_id
+			  AND bs.baseline_snapshot_id IN (SELECT gr.baseline_snapshot_id FROM appguard.grants gr
+											  WHERE gr.client_id = c.client_id AND gr.state = 'active')
+		 ) d ON true
+		 LEFT JOIN LATERAL (
+			SELECT pg_catalog.count(*) FILTER (WHERE gr.state = 'active') AS active,
+				   pg_catalog.count(*) FILTER (WHERE gr.state = 'suspended') AS suspended,
+				   pg_catalog.count(*) FILTER (WHERE gr.state = 'active' AND gr.baseline_snapshot_id IS NULL) AS pending
+			FROM appguard.grants gr WHERE gr.client_id = c.client_id
+		 ) g ON true;
+COMMENT ON VIEW appguard.client_status IS 'Per client: latest snapshot, trust, days until the certificate expires, drift state, grant counts';
+
+-- Certificates (of each client's latest successful snapshot) that expire
+-- within the given number of days, soonest first; expired ones included.
+CREATE FUNCTION appguard.appguard_expiring_certificates(within_days integer DEFAULT 30)
+RETURNS TABLE (client_id text, name text, host text, port integer, snapshot_id bigint,
+			   not_after timestamptz, days_left integer, verified boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF within_days IS NULL OR within_days < 0 THEN
+		RAISE EXCEPTION 'within_days must be zero or more' USING ERRCODE = '22023';
+	END IF;
+	RETURN QUERY
+	SELECT cs.client_id, cs.name, cs.host, cs.port, cs.latest_ok_snapshot_id,
+		   cs.certificate_expires_at, cs.days_until_expiry, cs.verified
+	FROM appguard.client_status cs
+	WHERE cs.certificate_expires_at < pg_catalog.now() + pg_catalog.make_interval(days => within_days)
+	ORDER BY cs.certificate_expires_at, cs.client_id;
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_expiring_certificates(integer) IS
+	'Clients whose certificate expires within N days (default 30)';
+
+CREATE VIEW appguard.expiring_certificates AS
+	SELECT * FROM appguard.appguard_expiring_certificates(30);
+COMMENT ON VIEW appguard.expiring_certificates IS 'Certificates expiring within 30 days (appguard_expiring_certificates(N) for another horizon)';
+
+-- Applied suspensions that still keep grants suspended.
+CREATE VIEW appguard.open_suspensions AS
+	SELECT s.id AS suspension_id, s.client_id, c.name, s.reasons, s.applied_at AS suspended_at,
+		   s.baseline_snapshot_id, s.snapshot_id, s.error_uri, s.tokens_suspended,
+		   n.still_suspended
+	FROM appguard.suspensions s
+		 JOIN (SELECT gr.suspension_id, pg_catalog.count(*) AS still_suspended
+			   FROM appguard.grants gr
+			   WHERE gr.state = 'suspended' AND gr.suspension_id IS NOT NULL
+			   GROUP BY gr.suspension_id) n ON n.suspension_id = s.id
+		 LEFT JOIN appguard.clients c ON c.client_id = s.client_id
+	WHERE s.state = 'applied';
+COMMENT ON VIEW appguard.open_suspensions IS 'Suspensions whose grants are still suspended';
+
+-- Suspensions the mass-drift breaker holds, with the grants they would suspend.
+CREATE VIEW appguard.held_suspensions AS
+	SELECT h.id AS hold_id, h.opened_at, h.hosts_measured, h.hosts_drifted, h.threshold,
+		   s.id AS suspension_id, s.client_id, c.name, c.host, s.reasons, s.diff,
+		   s.created_at AS detected_at, s.sweep_id,
+		   (SELECT pg_catalog.count(*) FROM appguard.grants gr
+			WHERE gr.client_id = s.client_id AND gr.state = 'active'
+			  AND gr.baseline_snapshot_id = s.baseline_snapshot_id) AS active_grants
+	FROM appguard.suspensions s
+		 JOIN appguard.holds h ON h.id = s.hold_id
+		 LEFT JOIN appguard.clients c ON c.client_id = s.client_id
+	WHERE s.state = 'held';
+COMMENT ON VIEW appguard.held_suspensions IS 'Suspensions held by the mass-drift breaker, awaiting release or discard';
+
+-- Active grants appguard leaves alone because their client is not registered.
+CREATE VIEW appguard.unregistered_grants AS
+	SELECT coalesce(gr.token_table, 'appguard.refresh_tokens') AS token_table, gr.client_id,
+		   pg_catalog.count(*) AS active_grants
+	FROM appguard.grants gr
+	WHERE gr.state = 'active'
+	  AND NOT EXISTS (SELECT FROM appguard.clients c WHERE c.client_id = gr.client_id)
+	GROUP BY 1, 2;
+COMMENT ON VIEW appguard.unregistered_grants IS 'Active grants of clients that are not registered: not guarded';
+
+-- Retention: delete history older than keep, but never a baseline of any
+-- grant, anything a suspension or an undecided suspension points to, the
+-- latest snapshots of the clients, or what a kept sweep refers to.
+CREATE FUNCTION appguard.appguard_prune(keep interval)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cutoff timestamptz;
+	n_state bigint;
+	n_drifts bigint;
+	n_sweeps bigint;
+	n_suspensions bigint;
+	n_holds bigint;
+	n_events bigint;
+	n_snapshots bigint;
+	result jsonb;
+BEGIN
+	IF keep IS NULL OR keep < interval '0' THEN
+		RAISE EXCEPTION 'keep must be an interval of zero or more' USING ERRCODE = '22023';
+	END IF;
+	cutoff := pg_catalog.now() - keep;
+
+	-- verdicts of baselines no grant uses any more
+	DELETE FROM appguard.baseline_state bs
+	WHERE bs.evaluated_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = bs.client_id AND gr.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
+					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
+						AND s.state IN ('pending', 'held'));
+	GET DIAGNOSTICS n_state = ROW_COUNT;
+	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
+	GET DIAGNOSTICS n_drifts = ROW_COUNT;
+	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
+	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
+	-- decided suspensions no grant points to any more
+	DELETE FROM appguard.suspensions s
+	WHERE s.created_at < cutoff AND s.state IN ('applied', 'discarded', 'superseded')
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr WHERE gr.suspension_id = s.id);
+	GET DIAGNOSTICS n_suspensions = ROW_COUNT;
+	DELETE FROM appguard.holds h
+	WHERE h.state <> 'open' AND h.closed_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s WHERE s.hold_id = h.id);
+	GET DIAGNOSTICS n_holds = ROW_COUNT;
+	DELETE FROM appguard.events e WHERE e.at < cutoff;
+	GET DIAGNOSTICS n_events = ROW_COUNT;
+	DELETE FROM appguard.snapshots s
+	WHERE s.taken_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.refresh_tokens t WHERE t.baseline_snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.protected_rows r WHERE r.baseline_snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
+					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.baseline_state bs
+					  WHERE s.id IN (bs.baseline_snapshot_id, bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.clients c
+					  WHERE s.id IN (c.last_snapshot_id, c.last_ok_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.sweep_hosts sh WHERE sh.snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.drifts d
+					  WHERE s.id IN (d.baseline_snapshot_id, d.snapshot_id));
+	GET DIAGNOSTICS n_snapshots = ROW_COUNT;
+
+	result := pg_catalog.jsonb_build_object(
+		'keep', keep, 'snapshots', n_snapshots, 'drifts', n_drifts, 'baseline_states', n_state,
+		'suspensions', n_suspensions, 'holds', n_holds, 'sweeps', n_sweeps, 'events', n_events);
+	PERFORM appguard.log_event('pruned', detail => result);
+	RETURN result;
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_prune(interval) IS
+	'Delete history older than keep; baselines and everything a suspension points to are kept';
+
+---------------------------------------------------------------------------
+-- Privileges of the lifecycle (99_privileges revokes everything from PUBLIC)
+---------------------------------------------------------------------------
+
+REVOKE ALL ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) FROM PUBLIC;
+GRANT USAGE ON SCHEMA appguard TO appguard_auth_server;
+
+-- The auth server: clients, its tokens, the refresh path, the error_uri
+-- page, re-approval.  Not: protect, sweeps, holds, prune.
+GRANT EXECUTE ON FUNCTION
+	appguard.appguard_register_client(text, text, text[]),
+	appguard.appguard_update_client(text, text, text[]),
+	appguard.appguard_check_refresh(text),
+	appguard.appguard_check_refresh(regclass, text),
+	appguard.appguard_explain(bigint),
+	appguard.appguard_reapprove(text),
+	appguard.appguard_reapprove(regclass, text),
+	appguard.appguard_drifted(text),
+	appguard.appguard_drift(text)
+TO appguard_auth_server;
+GRANT SELECT, DELETE ON appguard.refresh_tokens TO appguard_auth_server;
+GRANT INSERT (token_id, client_id, subject, scope, status, created_at) ON appguard.refresh_tokens
+	TO appguard_auth_server;
+GRANT UPDATE (status, scope, last_refreshed_at) ON appguard.refresh_tokens TO appguard_auth_server;
+
+-- Operators: everything above plus sweeps, holds, retention and the views.
+-- appguard_protect / appguard_unprotect attach triggers to other roles'
+-- tables and stay with superusers.
+GRANT EXECUTE ON FUNCTION
+	appguard.appguard_register_client(text, text, text[]),
+	appguard.appguard_update_client(text, text, text[]),
+	appguard.appguard_unregister_client(text),
+	appguard.appguard_check_refresh(text),
+	appguard.appguard_check_refresh(regclass, text),
+	appguard.appguard_explain(bigint),
+	appguard.appguard_reapprove(text),
+	appguard.appguard_reapprove(regclass, text),
+	appguard.appguard_drifted(text),
+	appguard.appguard_drift(text),
+	appguard.appguard_release_hold(bigint, text),
+	appguard.appguard_discard_hold(bigint, text),
+	appguard.appguard_prune(interval),
+	appguard.appguard_expiring_certificates(integer),
+	appguard.appguard_sweep_begin(interval, interval, integer),
+	appguard.appguard_sweep_step(bigint),
+	appguard.appguard_sweep_finish(bigint)
+TO appguard_operator;
+GRANT EXECUTE ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) TO appguard_operator;
+GRANT SELECT ON
+	appguard.clients, appguard.events, appguard.refresh_tokens, appguard.protected_tables,
+	appguard.protected_rows, appguard.baseline_state, appguard.drifts, appguard.suspensions,
+	appguard.holds, appguard.sweeps, appguard.sweep_hosts,
+	appguard.grants, appguard.client_status, appguard.expiring_certificates,
+	appguard.open_suspensions, appguard.held_suspensions, appguard.unregistered_grants
+TO appguard_operator;
