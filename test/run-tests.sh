@@ -61,10 +61,22 @@ bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/regress.log" || true)
 if [ "$regress_rc" != 0 ] && [ "$bad" = 0 ]; then
 	bad=1		# make failed before any test could fail
 fi
-count "pg_regress+isolation" $((ok + ok2)) "$bad"
+count "pg_regress" $((ok + ok2)) "$bad"
 if [ -s "$WORK/tree/regression.diffs" ]; then
 	cat "$WORK/tree/regression.diffs"
 fi
+
+set +e
+as_postgres env PGHOST="$WORK/pg" PGPORT="$PORT" AG_OUTPUT="$WORK/isolation" \
+	bash "$WORK/tree/test/isolation/run.sh" 2>&1 | tee "$WORK/isolation.log"
+iso_rc=${PIPESTATUS[0]}
+set -e
+ok=$(grep -cE '^(ok|test) .* \.\.\. ok' "$WORK/isolation.log" || true)
+bad=$(grep -cE '\.\.\. FAILED' "$WORK/isolation.log" || true)
+if [ "$iso_rc" != 0 ] && [ "$bad" = 0 ]; then
+	bad=1
+fi
+count "isolation" "$ok" "$bad"
 
 # ---- TAP: each test starts its own servers and clusters ----
 set +e
