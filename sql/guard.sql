@@ -9,6 +9,11 @@ SELECT appguard_normalize_host('bücher.example');
 SELECT appguard_normalize_host('xn--bcher-kva.example');
 SELECT appguard_normalize_host('a-b.c-d.example');
 
+-- Registrable domains by the public suffix list
+SELECT h, appguard_registrable_domain(h)
+FROM (VALUES ('app.example.org'), ('a.b.example.co.uk'), ('example.co.uk'),
+			 ('co.uk'), ('app.example.test'), ('x.y.github.io')) AS t(h);
+
 -- Everything else is refused with SQLSTATE 22023 and the reason
 \set VERBOSITY default
 SELECT appguard_normalize_host('');

@@ -15,6 +15,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "dns.h"
 #include "guard.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -29,6 +30,7 @@ PG_FUNCTION_INFO_V1(appguard_snapshot);
 PG_FUNCTION_INFO_V1(appguard_snapshot_many);
 PG_FUNCTION_INFO_V1(appguard_normalize_host);
 PG_FUNCTION_INFO_V1(appguard_address_class);
+PG_FUNCTION_INFO_V1(appguard_registrable_domain);
 PG_FUNCTION_INFO_V1(appguard_setting);
 PG_FUNCTION_INFO_V1(appguard_url_encode);
 
@@ -265,6 +267,18 @@ Datum
 appguard_normalize_host(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(host_argument(PG_GETARG_TEXT_PP(0))));
+}
+
+/* The registrable domain (eTLD+1) of a host, or NULL for a public suffix */
+Datum
+appguard_registrable_domain(PG_FUNCTION_ARGS)
+{
+	char	   *host = host_argument(PG_GETARG_TEXT_PP(0));
+	char		regdom[GUARD_MAX_HOST_LEN + 2];
+
+	if (!dns_registrable_domain(host, regdom, sizeof(regdom)))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(regdom));
 }
 
 Datum

@@ -50,6 +50,13 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION appguard.appguard_normalize_host(text) IS
 	'The host name as appguard measures it (lower-case A-labels), or an error saying why it is refused';
 
+CREATE FUNCTION appguard.appguard_registrable_domain(host text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'appguard_registrable_domain'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION appguard.appguard_registrable_domain(text) IS
+	'The registrable domain (eTLD+1) of a host by the public suffix list; NULL for a public suffix itself';
+
 CREATE FUNCTION appguard.appguard_address_class(addr inet)
 RETURNS text
 AS 'MODULE_PATHNAME', 'appguard_address_class'
@@ -76,6 +83,7 @@ GRANT EXECUTE ON FUNCTION
 	appguard.appguard_snapshot(text, integer),
 	appguard.appguard_snapshot_many(text[], integer[]),
 	appguard.appguard_normalize_host(text),
+	appguard.appguard_registrable_domain(text),
 	appguard.appguard_address_class(inet)
 TO appguard_operator;
 GRANT SELECT ON appguard.snapshots TO appguard_operator;

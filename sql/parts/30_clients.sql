@@ -225,25 +225,12 @@ BEGIN
 END
 $$;
 
--- The registrable domain (eTLD+1) of a host.  When the C function
--- appguard_registrable_domain(text) exists it is used; otherwise the
--- domain comes from the facts of the client's first snapshot
--- (dns.registrable_domain) and stays NULL until then.
+-- The registrable domain (eTLD+1) of a host, by the public suffix list.
 CREATE FUNCTION appguard.registrable_domain_of(host text)
 RETURNS text
-LANGUAGE plpgsql STABLE
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	result text;
-BEGIN
-	IF pg_catalog.to_regprocedure('appguard.appguard_registrable_domain(text)') IS NULL THEN
-		RETURN NULL;
-	END IF;
-	EXECUTE 'SELECT appguard.appguard_registrable_domain($1)' INTO result USING host;
-	RETURN result;
-END
-$$;
+RETURN appguard.appguard_registrable_domain(host);
 
 CREATE FUNCTION appguard.check_client_id(client_id text)
 RETURNS void
