@@ -75,6 +75,13 @@
  *	each), tls_intermediate_changed (chain[1].sha256, the intermediate as
  *	sent): plain comparison, hexadecimal without regard to case.
  *
+ * Not a rule of this comparison: host_unreachable.  Two facts documents
+ * cannot show that a host stayed unreachable for long (one failed
+ * measurement is an unknown, see 1); the lifecycle reports the reason when
+ * a host's snapshots have failed for longer than appguard.unreachable_grace
+ * (off by default).  It is listed with the reasons so that policy can give
+ * it a severity like any other.
+ *
  * Not a rule: "certificate issuer not permitted by CAA".  CAA issue tags
  * name a CA by a domain (letsencrypt.org), a certificate names its issuer
  * by a DN (O=Let's Encrypt, CN=R3), and nothing in the facts maps one onto
@@ -140,6 +147,10 @@ static const DriftReasonInfo reason_info[DRIFT_REASON_COUNT] = {
 	[DRIFT_DNS_DOMAIN_GONE] = {
 		"dns_domain_gone", DRIFT_SEVERITY_SUSPEND,
 		"The app's domain name no longer exists"
+	},
+	[DRIFT_HOST_UNREACHABLE] = {
+		"host_unreachable", DRIFT_SEVERITY_SUSPEND,
+		"The app could not be reached for longer than the grace period"
 	},
 	[DRIFT_TLS_ISSUER_ORG_CHANGED] = {
 		"tls_issuer_org_changed", DRIFT_SEVERITY_WARN,

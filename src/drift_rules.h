@@ -30,6 +30,7 @@ typedef enum DriftReason
 	DRIFT_TLS_IDENTITY_CHANGED,
 	DRIFT_DNS_OWNERSHIP_LOST,
 	DRIFT_DNS_DOMAIN_GONE,
+	DRIFT_HOST_UNREACHABLE,		/* reported by the lifecycle, not compared */
 	/* default severity: warn */
 	DRIFT_TLS_ISSUER_ORG_CHANGED,
 	DRIFT_DNS_NS_CHANGED,
