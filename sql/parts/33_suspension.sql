@@ -375,8 +375,14 @@ BEGIN
 					  UNION ALL
 					  -- appguard.unreachable_grace: a host that has not been
 					  -- measured successfully for longer than the grace counts
-					  -- as drifted (off by default)
-					  SELECT 'host_unreachable', 'suspend', 'status', '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
+					  -- as drifted (off by default), at the severity the
+					  -- policy gives host_unreachable (suspend by default)
+					  SELECT 'host_unreachable', coalesce(cp.severity, p.severity, 'suspend'), 'status',
+							 '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
+					  FROM (SELECT) AS one
+						   LEFT JOIN appguard.client_policy AS cp
+							   ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
+						   LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable'
 					  WHERE grace > interval '0' AND snap.status <> 'ok'
 						AND snap.taken_at - coalesce(cli.last_ok_at, snap.taken_at) > grace) r
 			 ) x ON true
