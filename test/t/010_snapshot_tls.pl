@@ -14,6 +14,7 @@ use Test::More;
 use Time::HiRes qw(time);
 
 use AppGuard::TestEnv;
+use AppGuard::TestNode qw(start_node sql_literal);
 
 my $t0   = time;
 my $env  = AppGuard::TestEnv->new;
@@ -83,21 +84,12 @@ $env->start;
 note sprintf 'environment up in %.1f s', time - $t0;
 
 # ---------------------------------------------------------------- cluster
-my $node = PostgreSQL::Test::Cluster->new('snapshot_tls');
-$node->init;
-$node->append_conf('postgresql.conf', $env->postgresql_conf);
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION appguard');
-
-sub sql_literal { return q{'} . ($_[0] =~ s/'/''/gr) . q{'} }
+my $node = start_node('snapshot_tls', $env);
 
 sub probe
 {
 	my ($host, %o) = @_;
-	my $fn = $o{store} ? 'appguard_snapshot' : 'appguard_probe';
-	my $out = $node->safe_psql('postgres',
-		"SELECT appguard.$fn(" . sql_literal($host) . ', ' . ($o{port} // $port) . ')');
-	return $json->decode($out);
+	return AppGuard::TestNode::probe($node, $host, port => $port, %o);
 }
 
 sub snapshot_count

@@ -13,6 +13,7 @@ use Test::More;
 use Time::HiRes qw(time);
 
 use AppGuard::TestEnv;
+use AppGuard::TestNode qw(start_node);
 
 my $t0   = time;
 my $env  = AppGuard::TestEnv->new;
@@ -77,23 +78,12 @@ my $silent = $env->silent_dns;
 note sprintf 'environment up in %.1f s', time - $t0;
 
 # ---------------------------------------------------------------- cluster
-my $node = PostgreSQL::Test::Cluster->new('snapshot_dns');
-$node->init;
-$node->append_conf('postgresql.conf', $env->postgresql_conf);
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION appguard');
+my $node = start_node('snapshot_dns', $env);
 
 sub probe
 {
 	my ($host, %o) = @_;
-	my $fn = $o{store} ? 'appguard_snapshot' : 'appguard_probe';
-	my $set = join '', map { "SET appguard.$_ = '$o{set}{$_}';\n" } sort keys %{ $o{set} // {} };
-	my $start = time;
-	my $out = $node->safe_psql('postgres',
-		"${set}SELECT appguard.$fn('$host', " . ($o{port} // $port) . ')');
-	my $f = $json->decode($out);
-	$f->{_wall} = time - $start;
-	return $f;
+	return AppGuard::TestNode::probe($node, $host, port => $port, %o);
 }
 
 my %ALL_NOERROR = map { $_ => 'NOERROR' } qw(A AAAA NS TXT CAA);
@@ -218,7 +208,7 @@ sub check_dns_failed
 	like($f->{error}, qr/has no IPv4 or IPv6 address/, "$what: error says why");
 }
 {
-	my $f = probe('missing.example.test');
+	my ($f, $wall) = probe('missing.example.test');
 	check_dns_failed($f, 'NXDOMAIN', 'NXDOMAIN');
 	is($f->{dns}{queries}{A}, 'NXDOMAIN', 'NXDOMAIN: A');
 	is($f->{dns}{queries}{AAAA}, 'NXDOMAIN', 'NXDOMAIN: AAAA');
@@ -251,7 +241,7 @@ sub check_dns_failed
 		'no answer: every question TIMEOUT');
 	cmp_ok($f->{elapsed_ms}, '>=', 500, "no answer: waited for the DNS timeout ($f->{elapsed_ms} ms)");
 	cmp_ok($f->{elapsed_ms}, '<', 5000, 'no answer: ended below the probe timeout');
-	cmp_ok($f->{_wall}, '<', 5, sprintf('no answer: the call returned in %.2f s', $f->{_wall}));
+	cmp_ok($wall, '<', 5, sprintf('no answer: the call returned in %.2f s', $wall));
 }
 
 # ---------------------------------------------------------------- stored
@@ -261,7 +251,6 @@ sub check_dns_failed
 	for my $host ('alias.example.test', 'missing.example.test', 'www.nozone.test')
 	{
 		my $f = probe($host, store => 1);
-		delete $f->{_wall};
 		my $id = delete $f->{id};
 		my $row = $node->safe_psql('postgres',
 			"SELECT json_build_object('facts', facts, 'status', status, 'n', cardinality(chain)) "

@@ -17,6 +17,7 @@ use Test::More;
 use Time::HiRes qw(time);
 
 use AppGuard::TestEnv;
+use AppGuard::TestNode qw(start_node);
 
 my $t0   = time;
 my $env  = AppGuard::TestEnv->new;
@@ -59,23 +60,12 @@ $env->start;
 note sprintf 'environment up in %.1f s', time - $t0;
 
 # ---------------------------------------------------------------- cluster
-my $node = PostgreSQL::Test::Cluster->new('snapshot_faults');
-$node->init;
-$node->append_conf('postgresql.conf', $env->postgresql_conf);
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION appguard');
+my $node = start_node('snapshot_faults', $env);
 
 sub probe
 {
 	my ($host, %o) = @_;
-	my $fn = $o{store} ? 'appguard_snapshot' : 'appguard_probe';
-	my $set = join '', map { "SET appguard.$_ = '$o{set}{$_}';\n" } sort keys %{ $o{set} // {} };
-	my $start = time;
-	my $out = $node->safe_psql('postgres',
-		"${set}SELECT appguard.$fn('$host', " . ($o{port} // $port) . ')');
-	my $f = $json->decode($out);
-	$f->{_wall} = time - $start;
-	return $f;
+	return AppGuard::TestNode::probe($node, $host, port => $port, %o);
 }
 
 sub check_failed
@@ -103,17 +93,17 @@ sub check_connected_only
 
 # ---------------------------------------------------------------- connect
 {
-	my $f = probe('refused.example.test');
+	my ($f, $wall) = probe('refused.example.test');
 	check_failed($f, 'connect_failed', qr/^could not connect to \Q$addr{'refused.example.test'}\E port $port: Connection refused$/,
 		'TCP refused');
 	is($f->{tls}, undef, 'TCP refused: tls null');
-	is_deeply([ sort keys %$f ], [qw(_wall dns elapsed_ms error host port schema status taken_at tls)],
+	is_deeply([ sort keys %$f ], [qw(dns elapsed_ms error host port schema status taken_at tls)],
 		'TCP refused: every top-level key present');
 	is_deeply([ sort keys %{ $f->{dns} } ],
 		[qw(a aaaa ad caa caa_domain cname ns ownership_ids queries rcode registrable_domain txt)],
 		'TCP refused: every dns key present');
 	is_deeply($f->{dns}{a}, [ $addr{'refused.example.test'} ], 'TCP refused: dns.a kept');
-	cmp_ok($f->{_wall}, '<', 3, sprintf('TCP refused: returned at once (%.2f s)', $f->{_wall}));
+	cmp_ok($wall, '<', 3, sprintf('TCP refused: returned at once (%.2f s)', $wall));
 }
 
 # A full accept queue makes Linux drop new SYNs: the connect never
@@ -148,14 +138,14 @@ sub check_connected_only
 # ---------------------------------------------------------------- stall
 # The server accepts and never answers: the probe ends at appguard.timeout_ms.
 {
-	my $f = probe('stall.example.test', set => { timeout_ms => 1500 });
+	my ($f, $wall) = probe('stall.example.test', set => { timeout_ms => 1500 });
 	check_failed($f, 'timeout', qr/^no answer within 1500 ms while in the TLS handshake$/,
 		'accept-then-stall');
 	check_connected_only($f, 'stall.example.test', 'accept-then-stall');
 	cmp_ok($f->{elapsed_ms}, '>=', 1500, "accept-then-stall: elapsed_ms $f->{elapsed_ms} >= 1500");
 	cmp_ok($f->{elapsed_ms}, '<', 2500, 'accept-then-stall: elapsed_ms not much more than the deadline');
-	cmp_ok($f->{_wall}, '>=', 1.5, sprintf('accept-then-stall: the call took %.2f s', $f->{_wall}));
-	cmp_ok($f->{_wall}, '<', 3.5, 'accept-then-stall: and returned soon after the deadline');
+	cmp_ok($wall, '>=', 1.5, sprintf('accept-then-stall: the call took %.2f s', $wall));
+	cmp_ok($wall, '<', 3.5, 'accept-then-stall: and returned soon after the deadline');
 }
 
 # A server that trickles one byte a second never finishes a handshake
@@ -293,7 +283,6 @@ my %OFF = (allow_private_addresses => 'off');
 	for my $host (qw(refused.example.test garbage.example.test stall.example.test))
 	{
 		my $f = probe($host, store => 1, set => { timeout_ms => 1000 });
-		delete $f->{_wall};
 		my $id = delete $f->{id};
 		my $row = $node->safe_psql('postgres',
 			"SELECT json_build_object('facts', facts, 'status', status, 'n', cardinality(chain)) "
