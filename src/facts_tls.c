@@ -268,7 +268,8 @@ name_rfc2253(TlsScratch *s, X509_NAME *name)
 	X509_NAME_print_ex(s->bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
 	len = BIO_get_mem_data(s->bio, &data);
 	copy = palloc(len + 1);
-	memcpy(copy, data, len);
+	if (len > 0)				/* an empty name leaves data NULL */
+		memcpy(copy, data, len);
 	copy[len] = '\0';
 	BIO_free(s->bio);
 	s->bio = NULL;

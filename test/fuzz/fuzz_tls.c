@@ -1,0 +1,87 @@
+/*-------------------------------------------------------------------------
+ *
+ * fuzz_tls.c
+ *	  libFuzzer harness: a certificate chain as a server sends it -> facts.
+ *
+ * facts_tls_certificates() is what a probe runs on the chain and stapled
+ * OCSP response a server sent: verification against the trust store with
+ * the first error kept, OCSP, the chain as sent, and the leaf's names,
+ * SANs, serial, dates, digests, key and policies.  Its output must be
+ * valid UTF-8 and valid JSON whatever the certificates hold.
+ *
+ * Input: byte 0: bit 0 trusts the last certificate of the chain (so that
+ * verification can succeed and reach the OCSP checks), bits 1-2 choose
+ * the host name checked; then certificates, each as a 3-byte big-endian
+ * length and that much DER (those OpenSSL cannot read are left out, as
+ * the TLS stack would refuse them); what follows the last one is the
+ * stapled OCSP response.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "jsonw.h"
+#include "shim.h"
+#include "tls.h"
+
+#define MAX_CERTS 16
+
+static const char *const hosts[] = {
+	"www.example.test", "example.test", "xn--bcher-kva.example.test", "a.b",
+};
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	STACK_OF(X509) *chain;
+	X509_STORE *store;
+	StringInfoData buf;
+	JsonWriter	jw;
+	size_t		off = 1;
+	uint8_t		flags;
+	int			n;
+
+	if (size < 1)
+		return 0;
+	flags = data[0];
+	chain = sk_X509_new_null();
+	while (sk_X509_num(chain) < MAX_CERTS && off + 3 <= size)
+	{
+		size_t		len = ((size_t) data[off] << 16) | (data[off + 1] << 8) | data[off + 2];
+		const unsigned char *p = data + off + 3;
+		X509	   *cert;
+
+		if (len > size - off - 3)
+			break;
+		cert = d2i_X509(NULL, &p, (long) len);
+		off += 3 + len;
+		if (cert != NULL)
+			sk_X509_push(chain, cert);
+	}
+	n = sk_X509_num(chain);
+	ERR_clear_error();			/* what d2i_X509 refused is not the code's */
+	store = X509_STORE_new();
+	if ((flags & 1) && n > 0)
+		X509_STORE_add_cert(store, sk_X509_value(chain, n - 1));
+
+	initStringInfo(&buf);
+	jw_init(&jw, &buf);
+	jw_begin_object(&jw, NULL);
+	facts_tls_certificates(&jw, chain, store, hosts[(flags >> 1) & 3],
+						   off < size ? data + off : NULL, (long) (size - off));
+	jw_end_object(&jw);
+	if (jw.depth != 0)
+		fuzz_fail("unbalanced JSON writer depth %d", jw.depth);
+	check_json(buf.data, buf.len, "tls facts");
+	if (ERR_peek_error() != 0)
+		fuzz_fail("facts_tls_certificates left an OpenSSL error queued");
+
+	X509_STORE_free(store);
+	sk_X509_pop_free(chain, X509_free);
+	ERR_clear_error();
+	shim_reset();
+	return 0;
+}
