@@ -209,6 +209,20 @@ guard_is_ip_literal(const char *text)
 	return false;
 }
 
+/*
+ * Whether a label is a number as IPv4 parsers read one: decimal, or "0x"
+ * and hexadecimal digits (WHATWG URL's "ends in a number").  A name whose
+ * last label is one of these is an address spelling to inet_aton() and to
+ * browsers ("0x7f.0x1" is 127.0.0.1), whatever the other labels hold.
+ */
+static bool
+numeric_label(const char *label)
+{
+	if (label[0] == '0' && label[1] == 'x')
+		return strspn(label + 2, "0123456789abcdef") == strlen(label + 2);
+	return strspn(label, "0123456789") == strlen(label);
+}
+
 /* Check LDH syntax of an ASCII name already lower-cased, without final dot */
 static const char *
 check_ldh_labels(const char *name)
@@ -239,7 +253,7 @@ check_ldh_labels(const char *name)
 			break;
 		label = end + 1;
 	}
-	if (strspn(last_label, "0123456789") == strlen(last_label))
+	if (numeric_label(last_label))
 		return "host name ends in a numeric label, which looks like an IP address";
 	if (last_label == name)
 		return "host name must have at least two labels";
