@@ -35,7 +35,17 @@ query_rcode_name(const QueryResult *r)
 	{
 		case QUERY_ANSWERED:
 			{
-				const char *name = dns_rcode_name(r->rcode);
+				const char *name;
+
+				/*
+				 * An answer whose records do not parse is no usable answer,
+				 * whatever rcode its header claims: a NOERROR here would
+				 * say "no such records", and an empty TXT set read that way
+				 * would count as a lost ownership record.
+				 */
+				if (r->error != NULL)
+					return "ERROR";
+				name = dns_rcode_name(r->rcode);
 
 				return name ? name : psprintf("RCODE%d", r->rcode);
 			}
@@ -53,7 +63,8 @@ query_rcode_name(const QueryResult *r)
 static bool
 query_noerror(const QueryResult *r)
 {
-	return r->outcome == QUERY_ANSWERED && r->rcode == DNS_RCODE_NOERROR;
+	return r->outcome == QUERY_ANSWERED && r->error == NULL &&
+		r->rcode == DNS_RCODE_NOERROR;
 }
 
 /* rcode of the host itself: NOERROR if either address query said so */

@@ -180,6 +180,8 @@ caa_climb(Engine *engine, Probe *probe)
 
 	if (r->outcome != QUERY_ANSWERED)
 		return;
+	if (r->error != NULL)
+		return;					/* a malformed answer ends the climb: unknown */
 	if (caa_set_present(r))
 	{
 		probe->caa_found = true;

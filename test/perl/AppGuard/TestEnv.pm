@@ -1132,6 +1132,73 @@ sub _slurp_quiet
 	return scalar <$fh>;
 }
 
+# ---------------------------------------------------------------- hardening (issue 6)
+
+# The scripted DNS server of test/env/dnsfault.py on $net.0.55 (dns_port),
+# for the DNS faults knotd cannot produce; its answers depend on the name
+# asked (www.CASE.test, see that file).  Returns 'addr:port' for
+# appguard.dns_servers.  target: the address names resolve to.
+sub dns_fault_server
+{
+	my ($self, %o) = @_;
+	my $addr = "$self->{net}.0.55";
+	my $name = 'dnsfault';
+	unless ($self->_running($name))
+	{
+		my $base = "$self->{dir}/faultd/$name";
+		_write_file("$base.json", JSON::PP->new->canonical->encode({
+			host    => $addr,
+			port    => $self->{dns_port} + 0,
+			target  => _check_addr($o{target} // '127.0.0.1'),
+			late_ms => ($o{late_ms} // 3000) + 0 }));
+		$self->_spawn($name, $PYTHON, "$ENV_DIR/dnsfault.py", "$base.json", "$base.ready");
+		$self->_wait_for("$name listening", sub { -e "$base.ready" }, $name);
+	}
+	return "$addr:$self->{dns_port}";
+}
+
+# The private key of a test CA, to sign certificates a test makes itself.
+sub ca_key
+{
+	my ($self, $id) = @_;
+	my $ca = $self->{cas}{$id} or croak "unknown CA '$id'";
+	return $ca->{key};
+}
+
+# Use a certificate made outside cert() (odd serials, raw extensions,
+# patched bytes) as NAME for tls_host.  cert: a PEM file, which may hold
+# more certificates after the leaf (all are sent); key: its key; issuer:
+# the CA whose chain is sent after it (default intermediate).
+sub add_cert
+{
+	my ($self, $name, %o) = @_;
+	croak "bad cert name '$name'" unless $name =~ /^[\w.-]+$/;
+	my $issuer = $o{issuer} // 'intermediate';
+	croak "unknown issuer '$issuer'" unless $self->{cas}{$issuer};
+	$self->{certs}{$name} = {
+		name => $name, key => $o{key}, key_type => $o{key_type} // 'ec256',
+		cert => $o{cert}, chain => $o{cert}, issuer => $issuer, ocsp => undef };
+	return { %{ $self->{certs}{$name} } };
+}
+
+# An `openssl s_server` on a new address (tls_port), for behaviour nginx
+# has no setting for.  ARGS are s_server options after -accept; returns
+# the address.  Stopped with the env.
+sub openssl_server
+{
+	my ($self, $name, @args) = @_;
+	croak "bad server name '$name'" unless $name =~ /^[\w-]+$/;
+	my $addr = $self->_next_addr;
+	$self->_spawn("s_server-$name", 'openssl', 's_server', '-accept', $self->_hostport($addr),
+		'-quiet', @args);
+	$self->_wait_for("s_server $name listening", sub {
+			my $s = IO::Socket::INET->new(PeerAddr => $addr, PeerPort => $self->{tls_port}, Timeout => 1);
+			close $s if $s;
+			return defined $s;
+		}, "s_server-$name");
+	return $addr;
+}
+
 1;
 
 __END__
@@ -1268,4 +1335,25 @@ process groups (TERM, then KILL).
 
 =back
 
+=head2 Hardening (issue 6)
+
+=over
+
+=item dns_fault_server(target => addr, late_ms => ms) -> 'addr:port'
+
+test/env/dnsfault.py on C<$net.0.55>: truncated UDP with TCP fallback,
+garbage, wrong query id, late answers, CNAME loops and long chains, 1,000
+records, oversized TXT, chosen by the name asked (www.CASE.test).
+
+=item ca_key($id); add_cert($name, cert => pem, key => file, issuer => id)
+
+Sign certificates in a test, and serve them with C<tls_host>.
+
+=item openssl_server($name, @s_server_args) -> address
+
+An C<openssl s_server> on a new address, stopped with the env.
+
+=back
+
 =cut
+
