@@ -160,6 +160,8 @@ DECLARE
 	cfg record;
 	rec record;
 	already bigint[];
+	keys text[];
+	uris text[];
 BEGIN
 	IF p_ids IS NULL OR pg_catalog.cardinality(p_ids) = 0 THEN
 		RETURN 0;
@@ -208,37 +210,42 @@ BEGIN
 		IF cfg.table_name IS NULL THEN
 			CONTINUE;
 		END IF;
-		EXECUTE pg_catalog.format($sql$
-			WITH k AS (
-				SELECT r.row_key, s.id AS sid, s.error_uri
-				FROM appguard.protected_rows r
-					 JOIN appguard.suspensions s ON s.client_id = r.client_id
-												AND s.baseline_snapshot_id = r.baseline_snapshot_id
-				WHERE s.id = ANY ($1) AND r.tbl = $2 AND r.state = 'active'
-			), h AS (
-				UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-				FROM k
-				WHERE h.%6$I = k.row_key::%7$s AND h.%2$I = %8$L::%4$s
-				RETURNING k.row_key, k.sid, k.error_uri
-			), p AS (
-				UPDATE appguard.protected_rows r
-				SET state = 'suspended', suspension_id = h.sid,
-					suspended_at = pg_catalog.clock_timestamp(), error_uri = h.error_uri
-				FROM h
-				WHERE r.tbl = $2 AND r.row_key = h.row_key
-				RETURNING h.sid
-			), c AS (
-				SELECT p.sid, pg_catalog.count(*) AS n FROM p GROUP BY p.sid
-			)
-			UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + c.n
-			FROM c WHERE s.id = c.sid
+		-- The rows to suspend and their suspension, as appguard sees them
+		SELECT pg_catalog.array_agg(r.row_key), pg_catalog.array_agg(s.error_uri)
+		INTO keys, uris
+		FROM appguard.protected_rows r
+			 JOIN appguard.suspensions s ON s.client_id = r.client_id
+										AND s.baseline_snapshot_id = r.baseline_snapshot_id
+		WHERE s.id = ANY (p_ids) AND r.tbl = pt.tbl AND r.state = 'active';
+		-- The host's rows, as the table's owner (its triggers never run as
+		-- appguard's owner); only rows that still have the active value.
+		keys := appguard.as_table_owner(pt.tbl, pg_catalog.format($sql$
+			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
+			FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS k(k, u)
+			WHERE h.%6$I = k.k::%7$s AND h.%2$I = %8$L::%4$s
+			RETURNING k.k
 			$sql$,
 			pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
 			cfg.status_name, cfg.suspended_value, cfg.status_type,
 			CASE WHEN cfg.error_uri_name IS NOT NULL
-				 THEN pg_catalog.format(', %I = k.error_uri', cfg.error_uri_name) ELSE '' END,
-			cfg.key_name, cfg.key_type, cfg.active_value)
-			USING p_ids, pt.tbl;
+				 THEN pg_catalog.format(', %I = k.u', cfg.error_uri_name) ELSE '' END,
+			cfg.key_name, cfg.key_type, cfg.active_value),
+			ARRAY[keys::text, uris::text]);
+		-- Then appguard's rows and the suspensions' counts
+		WITH p AS (
+			UPDATE appguard.protected_rows r
+			SET state = 'suspended', suspension_id = s.id,
+				suspended_at = pg_catalog.clock_timestamp(), error_uri = s.error_uri
+			FROM appguard.suspensions s
+			WHERE r.tbl = pt.tbl AND r.row_key = ANY (keys) AND r.state = 'active'
+			  AND s.id = ANY (p_ids) AND s.client_id = r.client_id
+			  AND s.baseline_snapshot_id = r.baseline_snapshot_id
+			RETURNING s.id AS sid
+		), c AS (
+			SELECT p.sid, pg_catalog.count(*) AS n FROM p GROUP BY p.sid
+		)
+		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + c.n
+		FROM c WHERE s.id = c.sid;
 	END LOOP;
 
 	PERFORM appguard.set_applying(false);

@@ -406,9 +406,10 @@ BEGIN
 	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
 	-- the host's row, then appguard's: the order of the triggers
-	EXECUTE pg_catalog.format('SELECT true FROM %I.%I h WHERE h.%I = $1::%s FOR UPDATE',
-							  cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type)
-		USING row_key;
+	PERFORM appguard.as_table_owner(tbl,
+		pg_catalog.format('SELECT true FROM %I.%I h WHERE h.%I = $1::%s FOR UPDATE',
+						  cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type),
+		ARRAY[row_key]);
 	SELECT * INTO r FROM appguard.protected_rows pr
 	WHERE pr.tbl = appguard_reapprove.tbl AND pr.row_key = appguard_reapprove.row_key FOR UPDATE;
 	IF NOT FOUND THEN
@@ -427,15 +428,16 @@ BEGIN
 	END IF;
 	new_baseline := appguard.baseline_for(r.client_id);
 	PERFORM appguard.set_applying(true);
-	EXECUTE pg_catalog.format(
+	-- as the table's owner: its triggers never run as appguard's owner
+	done := pg_catalog.cardinality(appguard.as_table_owner(tbl, pg_catalog.format(
 		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I = %L::%s RETURNING true',
 		cfg.schema_name, cfg.table_name, cfg.status_name, cfg.active_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
 			 THEN pg_catalog.format(', %I = NULL', cfg.error_uri_name) ELSE '' END,
-		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type)
-		INTO done USING row_key;
+		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type),
+		ARRAY[row_key])) > 0;
 	PERFORM appguard.set_applying(false);
-	IF done IS NULL THEN
+	IF NOT done THEN
 		RAISE EXCEPTION 'row "%" of % no longer has the suspended value', pg_catalog.left(row_key, 100), tbl
 			USING ERRCODE = '55000';
 	END IF;

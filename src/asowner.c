@@ -1,0 +1,138 @@
+/*-------------------------------------------------------------------------
+ *
+ * asowner.c
+ *	  Run a statement on a protected table as that table's owner.
+ *
+ * appguard's functions are SECURITY DEFINER and run as the extension's
+ * owner, a superuser.  When they update an auth server's token table
+ * (suspending or re-approving a row), that table's own triggers, rules,
+ * defaults and index expressions run too -- code its owner may change at
+ * any time.  Run as the superuser, that code would be a way for the table
+ * owner to act as superuser.  So, like VACUUM, ANALYZE and REFRESH
+ * MATERIALIZED VIEW do in the server, these statements run with the table
+ * owner's identity inside a security-restricted operation: whatever the
+ * owner's code does, it does with the owner's own rights.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+
+PG_FUNCTION_INFO_V1(appguard_as_table_owner);
+
+static Oid
+table_owner(Oid relid)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+/*
+ * Execute query with text parameters $1..$n; return the first column of
+ * every row it returns, as text[] (NULLs kept).
+ */
+static ArrayType *
+execute_returning_texts(const char *query, ArrayType *args)
+{
+	Datum	   *arg_values = NULL;
+	bool	   *arg_nulls = NULL;
+	int			nargs = 0;
+	Oid		   *types;
+	char	   *nulls;
+	Datum	   *results;
+	bool	   *result_nulls;
+	int			nresults;
+	ArrayType  *out;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	if (args != NULL)
+		deconstruct_array(args, TEXTOID, -1, false, TYPALIGN_INT,
+						  &arg_values, &arg_nulls, &nargs);
+	types = palloc((nargs + 1) * sizeof(Oid));
+	nulls = palloc(nargs + 1);
+	for (int i = 0; i < nargs; i++)
+	{
+		types[i] = TEXTOID;
+		nulls[i] = arg_nulls[i] ? 'n' : ' ';
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(query, nargs, types, arg_values, nulls, false, 0) < 0)
+		elog(ERROR, "could not run a statement on a protected table");
+	nresults = SPI_tuptable ? (int) SPI_processed : 0;
+	results = palloc((nresults + 1) * sizeof(Datum));
+	result_nulls = palloc(nresults + 1);
+	for (int i = 0; i < nresults; i++)
+	{
+		char	   *value = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		result_nulls[i] = (value == NULL);
+		results[i] = value ? PointerGetDatum(cstring_to_text(value)) : (Datum) 0;
+	}
+	dims[0] = nresults;
+	out = construct_md_array(results, result_nulls, 1, dims, lbs,
+							 TEXTOID, -1, false, TYPALIGN_INT);
+	/* copy out of SPI's memory before it goes away */
+	out = (ArrayType *) SPI_datumTransfer(PointerGetDatum(out), false, -1);
+	SPI_finish();
+	return out;
+}
+
+/*
+ * appguard.as_table_owner(tbl regclass, query text, args text[])
+ *		RETURNS text[]
+ *
+ * For appguard's own SQL only (granted to nobody): query must touch tbl and
+ * nothing of appguard's, since the owner has no rights on appguard's
+ * tables.
+ */
+Datum
+appguard_as_table_owner(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	ArrayType  *args = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	ArrayType  *result;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(table_owner(relid),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	/* the owner's code must not see or keep our search_path */
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	result = execute_returning_texts(query, args);
+
+	/*
+	 * On an ERROR, (sub)transaction abort restores the user and the
+	 * settings, as for any SECURITY DEFINER function.
+	 */
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	PG_RETURN_ARRAYTYPE_P(result);
+}
