@@ -10,6 +10,7 @@ PACKAGES=(
 	libssl-dev libc-ares-dev libpsl-dev libidn2-dev publicsuffix
 	libipc-run-perl
 	nginx-light knot knot-dnsutils python3 python3-dnslib
+	clang libclang-rt-dev
 )
 
 missing=()
