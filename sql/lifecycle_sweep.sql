@@ -123,19 +123,57 @@ RESET appguard.confirmations;
 -- The procedure itself, as pg_cron calls it
 -- ---------------------------------------------------------------------
 -- every watched host is due (max_age 0); no port is allowed, so every
--- measurement is stored as 'blocked' at once: failed, never drift
+-- measurement is stored as 'blocked' at once: failed, never drift.  The
+-- hosts are measured by the event loop of appguard.sweep_run, 32 snapshots
+-- per commit by default.
 SELECT count(DISTINCT (host, port)) AS hosts FROM clients \gset
 CALL appguard_sweep('0', '1 minute');
 SELECT state, planned = :hosts AS all_planned, measured = planned AS all_measured,
-	   failed = measured AS all_failed, drifted, suspended, held
+	   failed = measured AS all_failed, drifted, suspended, held, batch_size
 FROM sweeps ORDER BY id DESC LIMIT 1;
 SELECT count(*) FILTER (WHERE evaluated) = count(*) AS evaluated,
-	   count(*) FILTER (WHERE status = 'blocked') = count(*) AS blocked
+	   count(*) FILTER (WHERE status = 'blocked') = count(*) AS blocked,
+	   count(*) FILTER (WHERE snapshot_id IS NOT NULL) = count(*) AS stored
 FROM sweep_hosts WHERE sweep_id = (SELECT max(id) FROM sweeps);
--- in batches measured concurrently by appguard_snapshot_many
+-- in batches of 5
 CALL appguard_sweep('0', '1 minute', 5);
 SELECT state, measured = planned AS all_measured, failed = measured AS all_failed, batch_size
 FROM sweeps ORDER BY id DESC LIMIT 1;
+-- the measuring procedure on its own: only with CALL outside a
+-- transaction block, for a running sweep of this backend
+SELECT max(id) AS done_sweep FROM sweeps \gset
+\set VERBOSITY terse
+BEGIN;
+CALL appguard.sweep_run(:done_sweep);
+ROLLBACK;
+CALL appguard.sweep_run(NULL);
+CALL appguard.sweep_run(-1);
+\set VERBOSITY default
+-- a finished sweep: nothing to do
+CALL appguard.sweep_run(:done_sweep);
+SELECT id = :done_sweep AS same, state, measured = planned AS all_measured FROM sweeps ORDER BY id DESC LIMIT 1;
+-- step by step: each step measures batch_size hosts together, in the
+-- caller's transaction
+SELECT appguard_sweep_begin('0', '1 minute', 7) AS sweep \gset
+SELECT appguard_sweep_step(:sweep) AS more;
+SELECT count(*) AS stored FROM sweep_hosts WHERE sweep_id = :sweep AND snapshot_id IS NOT NULL;
+-- a host that cannot be measured (here planted by hand: registration
+-- refuses such names) fails its whole step, which is recorded
+INSERT INTO sweep_hosts (sweep_id, host, port, ord) VALUES (:sweep, 'not a host', 443, 0);
+SELECT appguard_sweep_step(:sweep) AS more;
+SELECT host = 'not a host' AS planted, error FROM sweep_hosts
+WHERE sweep_id = :sweep AND error IS NOT NULL ORDER BY ord, host LIMIT 2;
+SELECT count(*) FILTER (WHERE error IS NOT NULL) AS failed_step, count(*) FILTER (WHERE snapshot_id IS NOT NULL) AS stored
+FROM sweep_hosts WHERE sweep_id = :sweep;
+SELECT appguard_sweep_finish(:sweep) - 'sweep_id' - 'hold_id' AS sweep;
+-- the measuring loop records such a host alone, and measures the others
+SELECT appguard_sweep_begin('0', '1 minute') AS sweep \gset
+INSERT INTO sweep_hosts (sweep_id, host, port, ord) VALUES (:sweep, 'not a host', 443, 0);
+CALL appguard.sweep_run(:sweep);
+SELECT host, error FROM sweep_hosts WHERE sweep_id = :sweep AND error IS NOT NULL;
+SELECT count(*) FILTER (WHERE snapshot_id IS NOT NULL) = count(*) - 1 AS others_stored
+FROM sweep_hosts WHERE sweep_id = :sweep;
+SELECT appguard_sweep_finish(:sweep) ->> 'state' AS state;
 -- nothing is due
 CALL appguard_sweep('1 hour', '1 minute');
 SELECT state, planned, measured FROM sweeps ORDER BY id DESC LIMIT 1;

@@ -11,16 +11,31 @@
  * wake-up; the inner epoll set makes each change one call and each wake-up
  * independent of how many hosts are in flight.
  *
+ * The work of a wake-up is proportional to what happened, not to the
+ * number of probes in flight: a probe is touched when its socket is ready
+ * (epoll hands us the probe), when it has a DNS question out (the list
+ * awaiting_dns, short in practice: a window bounds the probes waiting for
+ * their addresses) or when its deadline has come (a pairing heap ordered
+ * by each probe's next deadline, whose top gives the time to wait).
+ *
  * Waits use the nearest of every probe's deadline and c-ares's own
  * timeout; the latch wakes us for cancel, statement_timeout and shutdown,
  * and CHECK_FOR_INTERRUPTS() turns those into the usual ERROR, after which
  * PG_FINALLY releases every socket and library object.
+ *
+ * Descriptors: PostgreSQL lets extensions hold about a third of
+ * max_files_per_process (AcquireExternalFD); the engine reserves one for
+ * its epoll set and two per DNS server (c-ares keeps one UDP socket per
+ * server, and a TCP one after a truncated answer) up front, then one per
+ * probe as it starts.  When none is left, probes wait for a running one to
+ * finish, so any appguard.sweep_concurrency works on a stock cluster.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "appguard.h"
@@ -35,6 +50,9 @@
 
 #define EPOLL_BATCH 256
 
+/* What c-ares's UDP sockets ask the kernel to buffer (it may grant less) */
+#define DNS_RECEIVE_BUFFER (1024 * 1024)
+
 /*
  * epoll data: a probe pointer (even), or a c-ares socket tagged with the
  * low bit.
@@ -42,6 +60,23 @@
 #define ARES_TAG(fd)	((((uint64) (fd)) << 1) | 1)
 #define IS_ARES_TAG(u)	(((u) & 1) != 0)
 #define ARES_FD(u)		((ares_socket_t) ((u) >> 1))
+
+/*
+ * A probe in flight and the engine's books on it.  The Probe comes first,
+ * so that the Probe * that probe.c hands to engine_watch() is the Flight *.
+ */
+struct Flight
+{
+	Probe		probe;
+	pairingheap_node heap_node; /* in engine->deadlines */
+	TimestampTz deadline;		/* its key: probe_next_deadline() */
+	dlist_node	dns_node;		/* in engine->awaiting_dns */
+	bool		awaiting_dns;
+	bool		resolving;		/* counted in engine->nresolving */
+	bool		done;			/* on engine->finished */
+	int			slot;			/* position in engine->active */
+	Flight	   *next_finished;
+};
 
 static uint32
 epoll_events_for(int wl_events)
@@ -107,6 +142,21 @@ ares_socket_changed(void *data, ares_socket_t fd, int readable, int writable)
 		engine->nsockets++;
 }
 
+/*
+ * A larger receive buffer for c-ares's UDP sockets: answers to a window of
+ * probes arrive together while the backend may be busy with a handshake.
+ * Called from inside c-ares; failure only means the default size.
+ */
+static int
+ares_socket_configure(ares_socket_t fd, int type, void *data)
+{
+	int			size = DNS_RECEIVE_BUFFER;
+
+	if (type == SOCK_DGRAM)
+		(void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	return 0;
+}
+
 QuerySlot *
 engine_slot_get(Engine *engine)
 {
@@ -158,30 +208,78 @@ reclaim_orphans(Engine *engine)
 	}
 }
 
+/* The nearest deadline at the top */
+static int
+deadline_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	const Flight *fa = pairingheap_const_container(Flight, heap_node, a);
+	const Flight *fb = pairingheap_const_container(Flight, heap_node, b);
+
+	if (fa->deadline < fb->deadline)
+		return 1;
+	if (fa->deadline > fb->deadline)
+		return -1;
+	return 0;
+}
+
+static void
+reserve_fds(Engine *engine, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if (!AcquireExternalFD())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("no file descriptor is available for appguard's DNS resolver"),
+					 errdetail("Extensions may hold about a third of max_files_per_process (%d) descriptors, and other code holds them.",
+							   max_files_per_process),
+					 errhint("Raise max_files_per_process or the open-files limit.")));
+		engine->reserved_fds++;
+	}
+}
+
+static int
+dns_server_count(ares_channel channel)
+{
+	struct ares_addr_port_node *servers = NULL;
+	int			n = 0;
+
+	if (ares_get_servers_ports(channel, &servers) == ARES_SUCCESS)
+		for (struct ares_addr_port_node *s = servers; s != NULL; s = s->next)
+			n++;
+	ares_free_data(servers);
+	return Max(n, 1);
+}
+
 static void
 engine_open(Engine *engine)
 {
 	engine->ssl_ctx = tls_client_context();
 	engine->trust_store = tls_trust_store(appguard_ca_file);
+	reserve_fds(engine, 1);
 	engine->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (engine->epoll_fd < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not create an epoll set: %m")));
 	engine->channel = dns_channel_create(ares_socket_changed, engine);
+	ares_set_socket_configure_callback(engine->channel, ares_socket_configure, engine);
+	reserve_fds(engine, 2 * dns_server_count(engine->channel));
 	engine->wait_set = CreateWaitEventSet(engine->cxt, 3);
 	AddWaitEventToSet(engine->wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(engine->wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(engine->wait_set, WL_SOCKET_READABLE, engine->epoll_fd, NULL, NULL);
+	engine->deadlines = pairingheap_allocate(deadline_cmp, NULL);
+	dlist_init(&engine->awaiting_dns);
 }
 
 static void
-release_probe(Engine *engine, Probe *probe)
+release_flight(Engine *engine, Flight *flight)
 {
-	probe_release(engine, probe);
-	if (probe->holds_fd)
+	probe_release(engine, &flight->probe);
+	if (flight->probe.holds_fd)
 		ReleaseExternalFD();
-	MemoryContextDelete(probe->cxt);
+	MemoryContextDelete(flight->probe.cxt);
 }
 
 /* Release everything, in an order that keeps each callback's data alive */
@@ -189,7 +287,7 @@ static void
 engine_close(Engine *engine)
 {
 	for (int i = 0; i < engine->nactive; i++)
-		release_probe(engine, engine->active[i]);
+		release_flight(engine, engine->active[i]);
 	engine->nactive = 0;
 	if (engine->channel)
 		ares_destroy(engine->channel);	/* calls back with ARES_EDESTRUCTION */
@@ -197,6 +295,11 @@ engine_close(Engine *engine)
 		FreeWaitEventSet(engine->wait_set);
 	if (engine->epoll_fd >= 0)
 		close(engine->epoll_fd);
+	while (engine->reserved_fds > 0)
+	{
+		ReleaseExternalFD();
+		engine->reserved_fds--;
+	}
 	if (engine->ssl_ctx)
 		SSL_CTX_free(engine->ssl_ctx);
 	if (engine->trust_store)
@@ -206,10 +309,64 @@ engine_close(Engine *engine)
 }
 
 static bool
+probe_awaits_dns(const Probe *probe)
+{
+	for (int k = 0; k < QUERY_KIND_COUNT; k++)
+		if (probe->results[k].outcome == QUERY_PENDING)
+			return true;
+	return false;
+}
+
+/*
+ * After every call into a probe's state machine: bring the engine's books
+ * (DNS window, DNS list, deadline heap, finished list) up to date with it.
+ */
+static void
+track(Engine *engine, Flight *flight)
+{
+	Probe	   *probe = &flight->probe;
+	bool		awaiting;
+	TimestampTz deadline;
+
+	if (flight->done)
+		return;
+	if (flight->resolving && probe->phase != PHASE_RESOLVING)
+	{
+		flight->resolving = false;
+		engine->nresolving--;
+	}
+	awaiting = probe->phase != PHASE_DONE && probe_awaits_dns(probe);
+	if (awaiting != flight->awaiting_dns)
+	{
+		if (awaiting)
+			dlist_push_tail(&engine->awaiting_dns, &flight->dns_node);
+		else
+			dlist_delete(&flight->dns_node);
+		flight->awaiting_dns = awaiting;
+	}
+	if (probe->phase == PHASE_DONE)
+	{
+		pairingheap_remove(engine->deadlines, &flight->heap_node);
+		flight->done = true;
+		flight->next_finished = engine->finished;
+		engine->finished = flight;
+		return;
+	}
+	deadline = probe_next_deadline(probe);
+	if (deadline != flight->deadline)
+	{
+		pairingheap_remove(engine->deadlines, &flight->heap_node);
+		flight->deadline = deadline;
+		pairingheap_add(engine->deadlines, &flight->heap_node);
+	}
+}
+
+static bool
 start_probe(Engine *engine, const ProbeTarget *target, int index)
 {
 	MemoryContext cxt;
 	MemoryContext old;
+	Flight	   *flight;
 	Probe	   *probe;
 
 	/* one socket per probe; stay within what fd.c lets extensions hold */
@@ -224,68 +381,160 @@ start_probe(Engine *engine, const ProbeTarget *target, int index)
 	}
 	cxt = AllocSetContextCreate(engine->cxt, "appguard probe", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	probe = palloc0(sizeof(Probe));
+	flight = palloc0(sizeof(Flight));
+	probe = &flight->probe;
 	probe->cxt = cxt;
 	probe->holds_fd = true;
 	probe->index = index;
 	probe->sock = -1;
 	strlcpy(probe->host, target->host, sizeof(probe->host));
 	probe->port = target->port;
-	engine->active[engine->nactive++] = probe;
+	flight->slot = engine->nactive;
+	engine->active[engine->nactive++] = flight;
+
 	probe_begin(engine, probe);
+	flight->deadline = probe_next_deadline(probe);
+	pairingheap_add(engine->deadlines, &flight->heap_node);
+	if (probe->phase == PHASE_RESOLVING)
+	{
+		flight->resolving = true;
+		engine->nresolving++;
+	}
+	track(engine, flight);
 	MemoryContextSwitchTo(old);
 	return true;
 }
 
-/* Let each probe see new DNS answers and the time; hand over finished ones */
+/*
+ * Start probes while there is room: in the concurrency bound, in the DNS
+ * window and in the descriptors.  Once the budget is spent, no more start.
+ */
 static void
-advance_probes(Engine *engine, ProbeDoneCallback done, void *arg)
+start_probes(Engine *engine, EngineRun *run, int *next)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	int			i = 0;
-
-	while (i < engine->nactive)
+	while (*next < run->ntargets &&
+		   engine->nactive < engine->concurrency &&
+		   engine->nresolving < ENGINE_DNS_WINDOW)
 	{
-		Probe	   *probe = engine->active[i];
-		MemoryContext old = MemoryContextSwitchTo(probe->cxt);
-
-		probe_on_dns(engine, probe);
-		probe_on_time(engine, probe, now);
-		if (probe->phase == PHASE_DONE)
+		if (run->budget_deadline != 0 && GetCurrentTimestamp() >= run->budget_deadline)
 		{
-			Jsonb	   *facts = facts_document(engine, probe);
-
-			probe_release(engine, probe);
-			MemoryContextSwitchTo(old);
-			done(probe, facts, arg);
-			engine->active[i] = engine->active[--engine->nactive];
-			if (probe->holds_fd)
-				ReleaseExternalFD();
-			MemoryContextDelete(probe->cxt);
-			continue;
+			*next = run->ntargets;	/* out of budget: start no more */
+			break;
 		}
+		if (!start_probe(engine, &run->targets[*next], *next))
+			break;
+		(*next)++;
+		run->started++;
+	}
+	run->most_in_flight = Max(run->most_in_flight, engine->nactive);
+}
+
+/* Let the probes that have a question out read their answers */
+static void
+read_dns_answers(Engine *engine)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &engine->awaiting_dns)
+	{
+		Flight	   *flight = dlist_container(Flight, dns_node, iter.cur);
+		MemoryContext old = MemoryContextSwitchTo(flight->probe.cxt);
+
+		probe_on_dns(engine, &flight->probe);
+		track(engine, flight);
 		MemoryContextSwitchTo(old);
-		i++;
 	}
 	reclaim_orphans(engine);
 }
 
-static long
-wait_timeout_ms(Engine *engine)
+/* Every probe whose deadline has come learns the time */
+static void
+expire_deadlines(Engine *engine)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz nearest = 0;
-	struct timeval tv;
-	long		ms;
 
-	for (int i = 0; i < engine->nactive; i++)
+	while (!pairingheap_is_empty(engine->deadlines))
 	{
-		TimestampTz d = probe_next_deadline(engine->active[i]);
+		Flight	   *flight = pairingheap_container(Flight, heap_node,
+												   pairingheap_first(engine->deadlines));
+		MemoryContext old;
 
-		if (nearest == 0 || d < nearest)
-			nearest = d;
+		if (flight->deadline > now)
+			break;
+		old = MemoryContextSwitchTo(flight->probe.cxt);
+		probe_on_time(engine, &flight->probe, now);
+		track(engine, flight);
+		MemoryContextSwitchTo(old);
+		if (!flight->done && flight->deadline <= now)
+			elog(ERROR, "appguard probe of %s did not move past its deadline",
+				 flight->probe.host);
 	}
-	ms = nearest ? TimestampDifferenceMilliseconds(now, nearest) : 1000;
+}
+
+/*
+ * A finished probe: its facts, release, then the caller's callback.  Not
+ * inlined into the loop of hand_over(), where PG_TRY's state would be
+ * clobbered.
+ */
+pg_noinline static void
+hand_over_one(Engine *engine, EngineRun *run, Flight *flight)
+{
+	Probe	   *probe = &flight->probe;
+	MemoryContext old = CurrentMemoryContext;
+	Flight	   *last;
+
+	/* out of the active set first: an ERROR below must not free it twice */
+	last = engine->active[--engine->nactive];
+	engine->active[flight->slot] = last;
+	last->slot = flight->slot;
+
+	PG_TRY();
+	{
+		Jsonb	   *facts;
+
+		MemoryContextSwitchTo(probe->cxt);
+		facts = facts_document(engine, probe);
+		probe_release(engine, probe);
+		MemoryContextSwitchTo(old);
+		run->done(probe, facts, run->arg);
+	}
+	PG_CATCH();
+	{
+		release_flight(engine, flight);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	release_flight(engine, flight);
+}
+
+static void
+hand_over(Engine *engine, EngineRun *run)
+{
+	while (engine->finished != NULL)
+	{
+		Flight	   *flight = engine->finished;
+
+		engine->finished = flight->next_finished;
+		hand_over_one(engine, run, flight);
+	}
+}
+
+static long
+wait_timeout_ms(Engine *engine, TimestampTz turn_due)
+{
+	long		ms = 1000;
+	struct timeval tv;
+
+	if (!pairingheap_is_empty(engine->deadlines))
+	{
+		Flight	   *first = pairingheap_container(Flight, heap_node,
+												  pairingheap_first(engine->deadlines));
+
+		/* rounded up: the deadline has passed when we look again */
+		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), first->deadline);
+	}
+	if (turn_due != 0)
+		ms = Min(ms, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), turn_due));
 	if (ares_timeout(engine->channel, NULL, &tv) != NULL)
 		ms = Min(ms, tv.tv_sec * 1000L + (tv.tv_usec + 999) / 1000);
 	return ms;
@@ -308,25 +557,27 @@ dispatch_socket_events(Engine *engine)
 							(ev & EPOLLOUT) ? ARES_FD(tag) : ARES_SOCKET_BAD);
 		else
 		{
-			Probe	   *probe = (Probe *) (uintptr_t) tag;
-			MemoryContext old = MemoryContextSwitchTo(probe->cxt);
+			Flight	   *flight = (Flight *) (uintptr_t) tag;
+			MemoryContext old = MemoryContextSwitchTo(flight->probe.cxt);
 
-			probe_on_socket(engine, probe,
+			probe_on_socket(engine, &flight->probe,
 							((ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? WL_SOCKET_READABLE : 0) |
 							((ev & EPOLLOUT) ? WL_SOCKET_WRITEABLE : 0));
+			track(engine, flight);
 			MemoryContextSwitchTo(old);
 		}
 	}
 }
 
 static void
-wait_for_events(Engine *engine)
+wait_for_events(Engine *engine, EngineRun *run, TimestampTz turn_due)
 {
 	WaitEvent	events[3];
 	int			n;
 
-	n = WaitEventSetWait(engine->wait_set, wait_timeout_ms(engine), events,
+	n = WaitEventSetWait(engine->wait_set, wait_timeout_ms(engine, turn_due), events,
 						 lengthof(events), PG_WAIT_EXTENSION);
+	run->wakeups++;
 	for (int i = 0; i < n; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
@@ -341,21 +592,23 @@ wait_for_events(Engine *engine)
 	ares_process_fd(engine->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 }
 
-int
-engine_run(const ProbeTarget *targets, int ntargets, int concurrency,
-		   TimestampTz budget_deadline, ProbeDoneCallback done, void *arg)
+void
+engine_run(EngineRun *run)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
 											  "appguard engine",
 											  ALLOCSET_DEFAULT_SIZES);
 	Engine	   *engine = MemoryContextAllocZero(cxt, sizeof(Engine));
 	int			next = 0;
-	int			started = 0;
+	TimestampTz turn_due;
 
 	engine->cxt = cxt;
 	engine->epoll_fd = -1;
-	engine->concurrency = Max(1, Min(concurrency, ntargets));
-	engine->active = MemoryContextAllocZero(cxt, sizeof(Probe *) * engine->concurrency);
+	engine->concurrency = Max(1, Min(run->concurrency, run->ntargets));
+	engine->active = MemoryContextAllocZero(cxt, sizeof(Flight *) * engine->concurrency);
+	run->started = 0;
+	run->most_in_flight = 0;
+	run->wakeups = 0;
 
 	PG_TRY();
 	{
@@ -363,26 +616,18 @@ engine_run(const ProbeTarget *targets, int ntargets, int concurrency,
 		for (;;)
 		{
 			CHECK_FOR_INTERRUPTS();
-			while (engine->nactive < engine->concurrency && next < ntargets)
-			{
-				if (budget_deadline != 0 && GetCurrentTimestamp() >= budget_deadline)
-				{
-					next = ntargets;	/* out of budget: start no more */
-					break;
-				}
-				if (!start_probe(engine, &targets[next], next))
-					break;
-				next++;
-				started++;
-			}
-			advance_probes(engine, done, arg);
+			start_probes(engine, run, &next);
+			read_dns_answers(engine);
+			expire_deadlines(engine);
+			hand_over(engine, run);
+			turn_due = run->turn ? run->turn(run->arg) : 0;
 			if (engine->nactive == 0)
 			{
-				if (next >= ntargets)
+				if (next >= run->ntargets)
 					break;
 				continue;
 			}
-			wait_for_events(engine);
+			wait_for_events(engine, run, turn_due);
 		}
 	}
 	PG_FINALLY();
@@ -391,5 +636,6 @@ engine_run(const ProbeTarget *targets, int ntargets, int concurrency,
 		MemoryContextDelete(cxt);
 	}
 	PG_END_TRY();
-	return started;
+	elog(DEBUG1, "appguard engine: %d of %d hosts probed, at most %d at once, %lld wake-ups",
+		 run->started, run->ntargets, run->most_in_flight, (long long) run->wakeups);
 }

@@ -15,9 +15,20 @@
 #include <ares.h>
 #include <openssl/ssl.h>
 
+#include "lib/ilist.h"
+#include "lib/pairingheap.h"
 #include "probe.h"
 #include "storage/latch.h"
 #include "utils/jsonb.h"
+
+/*
+ * How many probes may wait for their first DNS answers at once.  Each
+ * sends five questions at its start; a window keeps the bursts the DNS
+ * server sees (and the answers we receive) within what one UDP socket
+ * buffers, so that no question is dropped and retried (a dropped question
+ * would make a sweep's facts differ from a single probe's).
+ */
+#define ENGINE_DNS_WINDOW 24
 
 typedef struct ProbeTarget
 {
@@ -25,8 +36,37 @@ typedef struct ProbeTarget
 	int			port;
 } ProbeTarget;
 
-/* Called once per finished probe with its facts; may use SPI, may ERROR */
+/*
+ * Called once per finished probe with its facts, in completion order; may
+ * use SPI, may ERROR.  The probe and the facts are freed when it returns.
+ */
 typedef void (*ProbeDoneCallback) (Probe *probe, Jsonb *facts, void *arg);
+
+/*
+ * Called once per turn of the loop, after the finished probes were handed
+ * over and before the loop waits again (NULL: none).  It may use SPI and
+ * even commit (the sweep does), as long as the engine's memory lives
+ * outside the transaction.  Returns when it wants to be called again at
+ * the latest, or 0 for whenever something happens.
+ */
+typedef TimestampTz (*EngineTurnCallback) (void *arg);
+
+typedef struct EngineRun
+{
+	const ProbeTarget *targets;
+	int			ntargets;
+	int			concurrency;	/* probes in flight at most */
+	TimestampTz budget_deadline;	/* start no probe after this; 0 = none */
+	ProbeDoneCallback done;
+	EngineTurnCallback turn;
+	void	   *arg;
+	/* filled in by engine_run */
+	int			started;		/* probes started (the others were skipped) */
+	int			most_in_flight;
+	int64		wakeups;
+} EngineRun;
+
+typedef struct Flight Flight;
 
 typedef struct Engine
 {
@@ -36,24 +76,29 @@ typedef struct Engine
 	X509_STORE *trust_store;
 	int			epoll_fd;		/* every probe and c-ares socket */
 	WaitEventSet *wait_set;		/* latch, postmaster death, epoll_fd */
-	Probe	  **active;			/* probes in flight */
+	int			reserved_fds;	/* AcquireExternalFD() for epoll_fd and c-ares */
+	int			nsockets;		/* sockets registered in epoll_fd */
+
+	Flight	  **active;			/* probes in flight, in no order */
 	int			nactive;
 	int			concurrency;
-	int			nsockets;		/* sockets registered in epoll_fd */
+	int			nresolving;		/* active probes waiting for A and AAAA */
+	pairingheap *deadlines;		/* active probes by their next deadline */
+	dlist_head	awaiting_dns;	/* active probes with a question pending */
+	Flight	   *finished;		/* done, to hand over */
+
 	QuerySlot  *free_slots;
 	QuerySlot  *orphan_slots;	/* still out in c-ares, owner gone */
 } Engine;
 
 /*
- * Probe every target, at most concurrency at a time, calling done for each
- * as it finishes (in completion order).  Targets not started before the
- * budget deadline (0 = none) are skipped; returns how many were probed.
- * Every socket and library object is released before it returns or
- * rethrows.
+ * Probe every target, at most run->concurrency at a time (and at most as
+ * many as there are descriptors for extensions), calling run->done for
+ * each as it finishes.  Targets not started before the budget deadline
+ * are skipped.  Every socket and library object is released before it
+ * returns or rethrows.
  */
-extern int	engine_run(const ProbeTarget *targets, int ntargets, int concurrency,
-					   TimestampTz budget_deadline,
-					   ProbeDoneCallback done, void *arg);
+extern void engine_run(EngineRun *run);
 
 /* Socket registration, used by probe.c */
 extern void engine_watch(Engine *engine, Probe *probe, int sock, int wl_events);

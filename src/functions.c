@@ -17,6 +17,7 @@
 #include "funcapi.h"
 #include "dns.h"
 #include "guard.h"
+#include "store.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -88,79 +89,35 @@ keep_facts(Probe *probe, Jsonb *facts, void *arg)
 	memcpy(*result, facts, VARSIZE(facts));
 }
 
-Datum
-appguard_probe(PG_FUNCTION_ARGS)
+/* Measure the host and port of the arguments, handing the facts to done */
+static void
+run_one(FunctionCallInfo fcinfo, ProbeDoneCallback done, void *arg)
 {
 	ProbeTarget target;
-	Jsonb	  **result;
+	EngineRun	run;
 
 	require_args(fcinfo, 2);
 	target.host = host_argument(PG_GETARG_TEXT_PP(0));
 	target.port = port_argument(PG_GETARG_INT32(1));
-	result = palloc0(sizeof(Jsonb *));
-	engine_run(&target, 1, 1, 0, keep_facts, result);
+	memset(&run, 0, sizeof(run));
+	run.targets = &target;
+	run.ntargets = 1;
+	run.concurrency = 1;
+	run.done = done;
+	run.arg = arg;
+	engine_run(&run);
+}
+
+Datum
+appguard_probe(PG_FUNCTION_ARGS)
+{
+	Jsonb	  **result = palloc0(sizeof(Jsonb *));
+
+	run_one(fcinfo, keep_facts, result);
 	PG_RETURN_JSONB_P(*result);
 }
 
 /* ---- probing and storing ---- */
-
-static Datum
-chain_array(Probe *probe)
-{
-	Datum	   *elems = palloc((probe->chain_len + 1) * sizeof(Datum));
-	int			n = 0;
-
-	for (int i = 0; i < probe->chain_len; i++)
-	{
-		bytea	   *der;
-
-		if (probe->chain_der[i] == NULL)
-			continue;
-		der = palloc(VARHDRSZ + probe->chain_der_len[i]);
-		SET_VARSIZE(der, VARHDRSZ + probe->chain_der_len[i]);
-		memcpy(VARDATA(der), probe->chain_der[i], probe->chain_der_len[i]);
-		elems[n++] = PointerGetDatum(der);
-	}
-	return PointerGetDatum(construct_array(elems, n, BYTEAOID, -1, false, TYPALIGN_INT));
-}
-
-/*
- * Insert one snapshot row (the triggers on appguard.snapshots fire here)
- * and return the facts with "id" added, in the caller's memory context.
- */
-static Jsonb *
-store_snapshot(Probe *probe, Jsonb *facts, MemoryContext result_cxt)
-{
-	static const char *sql =
-		"INSERT INTO appguard.snapshots (host, port, taken_at, status, facts, chain) "
-		"VALUES ($1, $2, $3, $4, $5, $6) "
-		"RETURNING facts || pg_catalog.jsonb_build_object('id', id)";
-	Oid			types[6] = {TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID, JSONBOID, BYTEAARRAYOID};
-	Datum		values[6];
-	bool		isnull;
-	Datum		stored;
-	Jsonb	   *result;
-	MemoryContext old;
-
-	values[0] = CStringGetTextDatum(probe->host);
-	values[1] = Int32GetDatum(probe->port);
-	values[2] = TimestampTzGetDatum(probe->started_at);
-	values[3] = CStringGetTextDatum(probe_status_name(probe->status));
-	values[4] = JsonbPGetDatum(facts);
-	values[5] = chain_array(probe);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(sql, 6, types, values, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != 1)
-		elog(ERROR, "could not store the snapshot of %s", probe->host);
-	stored = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	old = MemoryContextSwitchTo(result_cxt);
-	result = DatumGetJsonbPCopy(stored);
-	MemoryContextSwitchTo(old);
-	SPI_finish();
-	return result;
-}
 
 typedef struct StoreOne
 {
@@ -168,26 +125,30 @@ typedef struct StoreOne
 	Jsonb	   *result;
 } StoreOne;
 
+/* Insert the snapshot (its triggers fire now) and keep the facts with "id" */
 static void
 store_one(Probe *probe, Jsonb *facts, void *arg)
 {
 	StoreOne   *state = (StoreOne *) arg;
+	SnapshotRow row;
+	int64		id;
+	MemoryContext old;
 
-	state->result = store_snapshot(probe, facts, state->cxt);
+	snapshot_row_from_probe(&row, probe, facts);
+	id = store_snapshot_row(&row);
+	old = MemoryContextSwitchTo(state->cxt);
+	state->result = facts_with_id(facts, id);
+	MemoryContextSwitchTo(old);
 }
 
 Datum
 appguard_snapshot(PG_FUNCTION_ARGS)
 {
-	ProbeTarget target;
 	StoreOne	state;
 
-	require_args(fcinfo, 2);
-	target.host = host_argument(PG_GETARG_TEXT_PP(0));
-	target.port = port_argument(PG_GETARG_INT32(1));
 	state.cxt = CurrentMemoryContext;
 	state.result = NULL;
-	engine_run(&target, 1, 1, 0, store_one, &state);
+	run_one(fcinfo, store_one, &state);
 	PG_RETURN_JSONB_P(state.result);
 }
 
@@ -195,21 +156,27 @@ typedef struct StoreMany
 {
 	Tuplestorestate *tupstore;
 	TupleDesc	tupdesc;
-	MemoryContext cxt;
 } StoreMany;
 
 static void
 store_many(Probe *probe, Jsonb *facts, void *arg)
 {
 	StoreMany  *state = (StoreMany *) arg;
+	SnapshotRow row;
 	Datum		value;
 	bool		isnull = false;
 
-	value = JsonbPGetDatum(store_snapshot(probe, facts, CurrentMemoryContext));
+	snapshot_row_from_probe(&row, probe, facts);
+	value = JsonbPGetDatum(facts_with_id(facts, store_snapshot_row(&row)));
 	tuplestore_putvalues(state->tupstore, state->tupdesc, &value, &isnull);
 }
 
-/* appguard_snapshot_many(hosts text[], ports int[] DEFAULT NULL) */
+/*
+ * appguard_snapshot_many(hosts text[], ports int[] DEFAULT NULL): every
+ * host measured by one engine, appguard.sweep_concurrency at a time, each
+ * stored as it finishes (in the caller's transaction: for batches that
+ * commit as they go, see the sweep in sweep.c).
+ */
 Datum
 appguard_snapshot_many(PG_FUNCTION_ARGS)
 {
@@ -222,6 +189,7 @@ appguard_snapshot_many(PG_FUNCTION_ARGS)
 	int			nports = 0;
 	ProbeTarget *targets;
 	StoreMany	state;
+	EngineRun	run;
 
 	require_args(fcinfo, 1);
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC | MAT_SRF_BLESS);
@@ -256,8 +224,13 @@ appguard_snapshot_many(PG_FUNCTION_ARGS)
 	}
 	state.tupstore = rsinfo->setResult;
 	state.tupdesc = rsinfo->setDesc;
-	state.cxt = CurrentMemoryContext;
-	engine_run(targets, nhosts, appguard_sweep_concurrency, 0, store_many, &state);
+	memset(&run, 0, sizeof(run));
+	run.targets = targets;
+	run.ntargets = nhosts;
+	run.concurrency = appguard_sweep_concurrency;
+	run.done = store_many;
+	run.arg = &state;
+	engine_run(&run);
 	return (Datum) 0;
 }
 

@@ -2,33 +2,49 @@
 -- Lifecycle, part 7: sweeps
 --
 --   CALL appguard.appguard_sweep(max_age interval, budget interval
---                                [, batch_size integer DEFAULT 1]);
+--                                [, batch_size integer DEFAULT 32]);
 -- measures every watched host (the primary redirect host and port of each
 -- registered client) whose latest snapshot is older than max_age, oldest
--- first, until the hosts or the budget run out, and commits after every
--- batch (batch_size hosts, measured concurrently by
--- appguard_snapshot_many; the default 1 commits after each host).  pg_cron
--- can CALL it; it must not be called inside a transaction block.
+-- first, until the hosts or the budget run out.  pg_cron can CALL it; it
+-- must not be called inside a transaction block.
 --
--- A sweep is one row of appguard.sweeps (counts visible while it runs) and
--- one row per host in appguard.sweep_hosts.  Its snapshots are recorded
--- there by the snapshot trigger and evaluated after each batch (so no lock
--- taken by an evaluation waits for another host's network I/O); the
--- suspensions they confirm stay pending until the end of the sweep, when
--- the mass-drift breaker (part 6) applies them or holds them all.
--- Deferring costs at most one budget of delay and is what lets the
--- breaker see the whole batch before anything is suspended.
+-- The hosts are measured by one event loop (src/engine.c, src/sweep.c):
+-- appguard.sweep_concurrency hosts in flight at once, each with its own
+-- deadline (appguard.timeout_ms); when the budget is spent no host is
+-- started any more, and those in flight finish within their deadline.
+-- The loop never stops between batches: a finished host's snapshot waits
+-- in memory until batch_size of them are ready or the oldest has waited a
+-- second, then the batch is inserted, evaluated and committed while the
+-- other hosts stay in flight.  No transaction is open while the loop waits
+-- for the network, and a cancelled sweep keeps every batch it committed.
+-- The loop pauses while a batch is stored and evaluated (about a
+-- millisecond a host), so small batches keep every host's deadline tight
+-- and the progress fresh, and large ones commit less often.
 --
--- The procedure is only a loop of COMMITs around three functions, which
--- are callable on their own (tests drive a sweep without network that
--- way; an operator may finish an interrupted sweep with the third):
+-- A sweep is one row of appguard.sweeps (counts updated with every batch,
+-- readable from any session while it runs) and one row per host in
+-- appguard.sweep_hosts.  Its snapshots are recorded there by the snapshot
+-- trigger and evaluated with their batch; the suspensions they confirm
+-- stay pending until the end of the sweep, when the mass-drift breaker
+-- (part 6) applies them or holds them all.  Deferring costs at most one
+-- budget of delay and is what lets the breaker see the whole sweep before
+-- anything is suspended.  The end of a sweep is logged (LOG) with its
+-- counts.
+--
+-- The procedure is appguard_sweep_begin, COMMIT, CALL sweep_run, then
+-- appguard_sweep_finish.  The functions are callable on their own (tests
+-- drive a sweep without network that way; an operator may finish an
+-- interrupted sweep with the third):
 --   appguard_sweep_begin(max_age, budget, batch_size) -> sweep id
---   appguard_sweep_step(sweep_id) -> true while hosts and budget remain
+--   appguard_sweep_step(sweep_id) -> measures the next batch_size hosts
+--       together (appguard_snapshot_many) in the caller's transaction;
+--       true while hosts and budget remain
 --   appguard_sweep_finish(sweep_id) -> the sweep's counts, as jsonb
 -- Inside a session, the placeholder setting appguard_lifecycle.sweep_id
 -- names the running sweep a stored snapshot belongs to; it only counts
 -- for a running sweep started by the same backend.  A sweep whose backend
--- is gone is finished ('aborted') by the next sweep_begin.
+-- is gone or idle (a cancelled CALL) is finished ('aborted') by the next
+-- sweep_begin.
 ---------------------------------------------------------------------------
 
 CREATE TABLE appguard.sweeps (
@@ -117,18 +133,26 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	h record;
-	host_drifted boolean;
+	hosts text[] := '{}';
+	ports integer[] := '{}';
+	verdicts boolean[] := '{}';
 BEGIN
 	FOR h IN
 		SELECT sh.host, sh.port, sh.snapshot_id FROM appguard.sweep_hosts sh
 		WHERE sh.sweep_id = p_sweep_id AND sh.snapshot_id IS NOT NULL AND NOT sh.evaluated
 		ORDER BY sh.ord, sh.host, sh.port
 	LOOP
-		host_drifted := appguard.evaluate_snapshot(h.snapshot_id, p_sweep_id);
-		UPDATE appguard.sweep_hosts sh
-		SET evaluated = true, drifted = host_drifted
-		WHERE sh.sweep_id = p_sweep_id AND sh.host = h.host AND sh.port = h.port;
+		hosts := pg_catalog.array_append(hosts, h.host);
+		ports := pg_catalog.array_append(ports, h.port);
+		verdicts := pg_catalog.array_append(verdicts,
+											appguard.evaluate_snapshot(h.snapshot_id, p_sweep_id));
 	END LOOP;
+	-- one statement for the batch: a sweep evaluates thousands of hosts
+	UPDATE appguard.sweep_hosts sh
+	SET evaluated = true, drifted = v.drifted
+	FROM ROWS FROM (pg_catalog.unnest(hosts), pg_catalog.unnest(ports), pg_catalog.unnest(verdicts))
+		 AS v(host, port, drifted)
+	WHERE sh.sweep_id = p_sweep_id AND sh.host = v.host AND sh.port = v.port;
 	UPDATE appguard.sweeps w
 	SET measured = c.measured, failed = c.failed, drifted = c.drifted
 	FROM (SELECT pg_catalog.count(*) FILTER (WHERE sh.snapshot_id IS NOT NULL OR sh.error IS NOT NULL) AS measured,
@@ -156,6 +180,7 @@ DECLARE
 	n_applied integer := 0;
 	n_held integer := 0;
 	n_tokens bigint := 0;
+	summary jsonb;
 BEGIN
 	w := appguard.running_sweep(p_sweep_id);
 	IF w.state <> 'running' THEN
@@ -213,9 +238,14 @@ BEGIN
 		suspended = n_applied, held = n_held, tokens_suspended = n_tokens,
 		hold_id = CASE WHEN n_held > 0 THEN hold END
 	WHERE s.id = p_sweep_id;
-	PERFORM appguard.log_event('sweep_finished', detail => appguard.sweep_summary(p_sweep_id),
+	summary := appguard.sweep_summary(p_sweep_id);
+	PERFORM appguard.log_event('sweep_finished', detail => summary,
 							   sweep_id => p_sweep_id, hold_id => CASE WHEN n_held > 0 THEN hold END);
-	RETURN appguard.sweep_summary(p_sweep_id);
+	RAISE LOG 'appguard: sweep % %: % of % hosts measured (% failed, % drifted), % skipped, % suspension(s) applied, % held, in % s',
+		p_sweep_id, p_state, summary ->> 'measured', summary ->> 'planned', summary ->> 'failed',
+		summary ->> 'drifted', summary ->> 'skipped', n_applied, n_held,
+		pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) w.started_at)::numeric, 3);
+	RETURN summary;
 END
 $$;
 
@@ -233,7 +263,7 @@ AS $$
 	FROM appguard.sweeps w WHERE w.id = $1
 $$;
 
-CREATE FUNCTION appguard.appguard_sweep_begin(max_age interval, budget interval, batch_size integer DEFAULT 1)
+CREATE FUNCTION appguard.appguard_sweep_begin(max_age interval, budget interval, batch_size integer DEFAULT 32)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -345,7 +375,7 @@ BEGIN
 		UPDATE appguard.sweep_hosts sh
 		SET error = problem, measured_at = pg_catalog.clock_timestamp()
 		WHERE sh.sweep_id = appguard_sweep_step.sweep_id AND sh.snapshot_id IS NULL
-		  AND (sh.host, sh.port) IN (SELECT * FROM pg_catalog.unnest(hosts, ports));
+		  AND (sh.host, sh.port) IN (SELECT * FROM ROWS FROM (pg_catalog.unnest(hosts), pg_catalog.unnest(ports)));
 	END IF;
 	PERFORM appguard.sweep_evaluate(sweep_id);
 
@@ -377,27 +407,36 @@ $$;
 COMMENT ON FUNCTION appguard.appguard_sweep_finish(bigint) IS
 	'End a sweep: the mass-drift breaker applies or holds its suspensions; returns its counts';
 
+-- The measuring loop of a running sweep started by this backend: probes
+-- its hosts not measured yet and commits their snapshots in batches (see
+-- the top of this part).  A procedure in C that commits, so neither
+-- SECURITY DEFINER nor with a SET clause: it runs its SQL as its owner
+-- with search_path pinned by itself, and only between its commits.
+CREATE PROCEDURE appguard.sweep_run(sweep_id bigint)
+AS 'MODULE_PATHNAME', 'appguard_sweep_run'
+LANGUAGE C;
+COMMENT ON PROCEDURE appguard.sweep_run(bigint) IS
+	'Measure the hosts of a running sweep in one event loop, committing snapshots in batches';
+REVOKE ALL ON PROCEDURE appguard.sweep_run(bigint) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE appguard.sweep_run(bigint) TO appguard_operator;
+
 -- Not SECURITY DEFINER and without a SET clause: PostgreSQL allows
--- COMMIT only in such procedures.  It calls nothing but the functions
--- above (SECURITY DEFINER, search_path pinned), schema-qualified, and uses
--- no operator, so the caller's search_path cannot reach into it.
-CREATE PROCEDURE appguard.appguard_sweep(max_age interval, budget interval, batch_size integer DEFAULT 1)
+-- COMMIT only in such procedures.  It calls nothing but the routines
+-- above (SECURITY DEFINER or switching to the owner themselves, search_path
+-- pinned), schema-qualified, and uses no operator, so the caller's
+-- search_path cannot reach into it.
+CREATE PROCEDURE appguard.appguard_sweep(max_age interval, budget interval, batch_size integer DEFAULT 32)
 LANGUAGE plpgsql
 AS $$
 DECLARE
 	sweep bigint;
-	more boolean;
 BEGIN
 	sweep := appguard.appguard_sweep_begin(max_age, budget, batch_size);
 	COMMIT;
-	LOOP
-		more := appguard.appguard_sweep_step(sweep);
-		COMMIT;
-		EXIT WHEN NOT more;
-	END LOOP;
+	CALL appguard.sweep_run(sweep);
 	PERFORM appguard.appguard_sweep_finish(sweep);
 	COMMIT;
 END
 $$;
 COMMENT ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) IS
-	'Snapshot every watched host older than max_age within budget, committing after each batch (pg_cron: CALL it)';
+	'Snapshot every watched host older than max_age within budget, concurrently, committing in batches (pg_cron: CALL it)';

@@ -1,0 +1,358 @@
+/*-------------------------------------------------------------------------
+ *
+ * sweep.c
+ *	  The measuring part of a sweep: CALL appguard.sweep_run(sweep_id)
+ *	  probes every planned host of a running sweep in one event loop and
+ *	  commits the snapshots in batches while the loop keeps going.
+ *
+ * The engine never stops between batches: a finished probe's row waits in
+ * memory until a batch is full (the sweep's batch_size) or has waited a
+ * second, then the batch is inserted (the snapshot trigger records each
+ * row for the sweep), evaluated (appguard.sweep_evaluate, which also
+ * updates the sweep's counts) and committed.  So a slow or stalled host
+ * holds one slot of the loop, never a whole batch, and no transaction
+ * (no xid, no snapshot, no lock) is open while the loop waits for the
+ * network: each transaction is a few milliseconds of inserts.
+ *
+ * A procedure, to commit: it must be called with CALL from a context that
+ * may commit (appguard.appguard_sweep does), and so cannot be SECURITY
+ * DEFINER.  Like a SECURITY DEFINER function, it runs its SQL as its owner
+ * with search_path pinned to pg_catalog, pg_temp, and only while doing so:
+ * the user id and settings are back to the caller's before every commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "appguard.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "engine.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "guard.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "nodes/pg_list.h"
+#include "nodes/value.h"
+#include "store.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(appguard_sweep_run);
+
+/* A batch that waits this long is committed even if not full */
+#define SWEEP_BATCH_MAX_WAIT_MS 1000
+
+typedef struct Sweep
+{
+	int64		id;
+	Oid			owner;			/* the procedure's owner: SQL runs as it */
+	int			batch_size;
+	TimestampTz deadline;		/* the budget: no host starts after it */
+
+	ProbeTarget *targets;		/* planned hosts not measured yet */
+	int			ntargets;
+
+	MemoryContext batch_cxt;	/* rows waiting for the next commit */
+	SnapshotRow *rows;
+	int			nrows;
+	int			rows_space;
+	TimestampTz batch_started;	/* when the oldest waiting row came */
+
+	int64		stored;
+	int			batches;
+} Sweep;
+
+/* The caller's identity and settings while SQL runs as the owner */
+typedef struct AsOwner
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} AsOwner;
+
+static void
+become_owner(Sweep *sweep, AsOwner *as)
+{
+	GetUserIdAndSecContext(&as->save_userid, &as->save_sec_context);
+	as->save_nestlevel = NewGUCNestLevel();
+	SetUserIdAndSecContext(sweep->owner,
+						   as->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+
+	/*
+	 * A batch evaluates the same statements for every host, thousands of
+	 * times a sweep; planned anew each time (custom plans, as the plan
+	 * cache prefers for some of them) that would cost more than running
+	 * them.
+	 */
+	(void) set_config_option("plan_cache_mode", "force_generic_plan",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+static void
+stop_being_owner(AsOwner *as)
+{
+	AtEOXact_GUC(true, as->save_nestlevel);
+	SetUserIdAndSecContext(as->save_userid, as->save_sec_context);
+}
+
+static Oid
+procedure_owner(Oid procid)
+{
+	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(procid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for procedure %u", procid);
+	owner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+/* The memory that must outlive our commits must not belong to a transaction */
+static void
+check_outlives_commits(MemoryContext cxt)
+{
+	for (MemoryContext c = cxt; c != NULL; c = c->parent)
+		if (c == TopTransactionContext || c == CurTransactionContext)
+			elog(ERROR, "appguard.sweep_run was called in a transaction's memory");
+}
+
+static int64
+run_sql_int8(const char *sql, int64 arg, int expected)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+	int			rc;
+
+	values[0] = Int64GetDatum(arg);
+	rc = SPI_execute_with_args(sql, 1, types, values, NULL, false, 0);
+	if (rc != expected)
+		elog(ERROR, "appguard sweep: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* A host the sweep cannot measure counts as measured with an error */
+static void
+record_invalid_host(Sweep *sweep, const char *host, int port)
+{
+	static const char *sql =
+		"UPDATE appguard.sweep_hosts sh SET error = $3, measured_at = pg_catalog.clock_timestamp() "
+		"WHERE sh.sweep_id = $1 AND sh.host = $2 AND sh.port = $4";
+	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
+	Datum		values[4];
+
+	values[0] = Int64GetDatum(sweep->id);
+	values[1] = CStringGetTextDatum(host);
+	values[2] = CStringGetTextDatum(psprintf("invalid host name or port: \"%s\" port %d", host, port));
+	values[3] = Int32GetDatum(port);
+	if (SPI_execute_with_args(sql, 4, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the invalid host \"%s\" of a sweep", host);
+}
+
+/*
+ * Read the sweep and its hosts still to measure.  Returns false when the
+ * sweep is over already (nothing to do).
+ */
+static bool
+load_sweep(Sweep *sweep, MemoryContext cxt)
+{
+	static const char *sweep_sql =
+		"SELECT w.state, w.pid, w.deadline, w.batch_size FROM appguard.sweeps w WHERE w.id = $1";
+	static const char *hosts_sql =
+		"SELECT sh.host, sh.port FROM appguard.sweep_hosts sh "
+		"WHERE sh.sweep_id = $1 AND sh.planned AND sh.snapshot_id IS NULL AND sh.error IS NULL "
+		"ORDER BY sh.ord, sh.host, sh.port";
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *state;
+	int			pid;
+	List	   *invalid = NIL;
+	ListCell   *lc;
+
+	if (run_sql_int8(sweep_sql, sweep->id, SPI_OK_SELECT) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("sweep " INT64_FORMAT " does not exist", sweep->id)));
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	state = SPI_getvalue(tuple, desc, 1);
+	pid = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
+	sweep->deadline = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 3, &isnull));
+	sweep->batch_size = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	if (strcmp(state, "running") != 0)
+		return false;
+	if (pid != MyProcPid)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("sweep " INT64_FORMAT " is run by another backend (pid %d)",
+						sweep->id, pid)));
+
+	run_sql_int8(hosts_sql, sweep->id, SPI_OK_SELECT);
+	sweep->targets = MemoryContextAllocZero(cxt, sizeof(ProbeTarget) * (SPI_processed + 1));
+	sweep->ntargets = 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *host = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		int			port = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 2, &isnull));
+		char	   *normal = MemoryContextAlloc(cxt, GUARD_MAX_HOST_LEN + 2);
+
+		/* registration keeps host names valid; check again all the same */
+		if (guard_normalize_host(host, strlen(host), normal, GUARD_MAX_HOST_LEN + 2) != NULL ||
+			strcmp(normal, host) != 0 || port < 1 || port > 65535)
+		{
+			invalid = lappend(invalid, list_make2(makeString(pstrdup(host)), makeInteger(port)));
+			continue;
+		}
+		sweep->targets[sweep->ntargets].host = normal;
+		sweep->targets[sweep->ntargets].port = port;
+		sweep->ntargets++;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	foreach(lc, invalid)
+		record_invalid_host(sweep, strVal(linitial(lfirst(lc))), intVal(lsecond(lfirst(lc))));
+	return true;
+}
+
+/* Keep a finished probe's row for the next batch */
+static void
+keep_row(Probe *probe, Jsonb *facts, void *arg)
+{
+	Sweep	   *sweep = (Sweep *) arg;
+	MemoryContext old = MemoryContextSwitchTo(sweep->batch_cxt);
+
+	if (sweep->nrows == sweep->rows_space)
+	{
+		sweep->rows_space = Max(16, sweep->rows_space * 2);
+		sweep->rows = sweep->rows
+			? repalloc(sweep->rows, sizeof(SnapshotRow) * sweep->rows_space)
+			: palloc(sizeof(SnapshotRow) * sweep->rows_space);
+	}
+	if (sweep->nrows == 0)
+		sweep->batch_started = GetCurrentTimestamp();
+	snapshot_row_from_probe(&sweep->rows[sweep->nrows++], probe, facts);
+	MemoryContextSwitchTo(old);
+}
+
+/* Insert, evaluate and commit the waiting rows */
+static void
+commit_batch(Sweep *sweep)
+{
+	AsOwner		as;
+	char		sweep_id[32];
+
+	if (sweep->nrows == 0)
+		return;
+	snprintf(sweep_id, sizeof(sweep_id), INT64_FORMAT, sweep->id);
+	become_owner(sweep, &as);
+	/* the snapshot trigger records each row for this sweep */
+	(void) set_config_option("appguard_lifecycle.sweep_id", sweep_id,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	for (int i = 0; i < sweep->nrows; i++)
+		(void) store_snapshot_row(&sweep->rows[i]);
+	run_sql_int8("SELECT appguard.sweep_evaluate($1)", sweep->id, SPI_OK_SELECT);
+	SPI_freetuptable(SPI_tuptable);
+	stop_being_owner(&as);
+	SPI_commit();
+
+	sweep->stored += sweep->nrows;
+	sweep->batches++;
+	sweep->nrows = 0;
+	sweep->rows_space = 0;
+	sweep->rows = NULL;
+	MemoryContextReset(sweep->batch_cxt);
+}
+
+/*
+ * After each turn of the engine's loop: commit a full or old batch.  A
+ * batch not due yet asks the loop to come back when it will be.
+ */
+static TimestampTz
+commit_if_due(void *arg)
+{
+	Sweep	   *sweep = (Sweep *) arg;
+	TimestampTz due;
+
+	if (sweep->nrows == 0)
+		return 0;
+	due = TimestampTzPlusMilliseconds(sweep->batch_started, SWEEP_BATCH_MAX_WAIT_MS);
+	if (sweep->nrows < sweep->batch_size && GetCurrentTimestamp() < due)
+		return due;
+	commit_batch(sweep);
+	return 0;
+}
+
+/* CALL appguard.sweep_run(sweep_id bigint) */
+Datum
+appguard_sweep_run(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	Sweep	   *sweep;
+	AsOwner		as;
+	EngineRun	run;
+	bool		running;
+
+	if (!fcinfo->context || !IsA(fcinfo->context, CallContext) ||
+		((CallContext *) fcinfo->context)->atomic)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				 errmsg("appguard.sweep_run must be called with CALL outside a transaction block"),
+				 errhint("Run a sweep with CALL appguard.appguard_sweep(...).")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("sweep_id must not be null")));
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "appguard sweep", ALLOCSET_DEFAULT_SIZES);
+	check_outlives_commits(cxt);
+	old = MemoryContextSwitchTo(cxt);
+	sweep = palloc0(sizeof(Sweep));
+	sweep->id = PG_GETARG_INT64(0);
+	sweep->owner = procedure_owner(fcinfo->flinfo->fn_oid);
+	sweep->batch_cxt = AllocSetContextCreate(cxt, "appguard sweep batch", ALLOCSET_DEFAULT_SIZES);
+
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	become_owner(sweep, &as);
+	running = load_sweep(sweep, cxt);
+	stop_being_owner(&as);
+	/* nothing held while the network is waited for */
+	SPI_commit();
+
+	if (running)
+	{
+		memset(&run, 0, sizeof(run));
+		run.targets = sweep->targets;
+		run.ntargets = sweep->ntargets;
+		run.concurrency = appguard_sweep_concurrency;
+		run.budget_deadline = sweep->deadline;
+		run.done = keep_row;
+		run.turn = commit_if_due;
+		run.arg = sweep;
+		MemoryContextSwitchTo(cxt);
+		engine_run(&run);
+		commit_batch(sweep);
+		elog(DEBUG1, "appguard sweep " INT64_FORMAT ": %d of %d hosts started, " INT64_FORMAT " snapshots in %d batches, at most %d at once",
+			 sweep->id, run.started, run.ntargets, sweep->stored, sweep->batches,
+			 run.most_in_flight);
+	}
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	PG_RETURN_VOID();
+}

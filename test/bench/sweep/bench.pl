@@ -1,0 +1,358 @@
+#!/usr/bin/perl
+# The sweep benchmark (test/bench/sweep.sh runs it): ratios measured side by
+# side in one run, against real servers on loopback.
+#
+#   --hosts N      test hosts (default 1000), each on its own nginx address
+#   --key TYPE     key type of the hosts' certificate: rsa2048 (default), ec256
+#   --sample N     hosts measured one at a time to extrapolate the slow
+#                  ways from (default 50); --full measures all of them
+#   --delay MS     latency added per connection (default 200)
+#   --snapshots N  snapshots taken in one backend for the memory check
+#                  (default 10000)
+#   --stime S      seconds of openssl s_time (default 10)
+#
+# Latency-bound: every host behind a delay proxy (TestEnv delay_proxies):
+#   CALL appguard_sweep at the default concurrency, against the same sweep
+#   at appguard.sweep_concurrency = 1 and a DBA's shell loop of kdig and
+#   openssl s_client (test/bench/sweep/dba_loop.sh), both on a sample.
+# CPU-bound: no added latency: snapshots per second of a sweep and of
+#   appguard_snapshot_many, against openssl s_time -new handshakes per
+#   second with the same servers and certificate.
+# Memory and descriptors: one backend's private memory (RssAnon) before and
+#   after N more snapshots; its descriptors after a sweep, a cancelled
+#   sweep and a sweep where a quarter of the hosts stall or refuse.
+use strict;
+use warnings;
+
+# PostgreSQL::Test::Utils sends STDOUT and STDERR to its log file when the
+# program starts (INIT); the figures go to the terminal.
+our ($OUT, $ERR);
+BEGIN
+{
+	open $OUT, '>&', \*STDOUT or die "dup STDOUT: $!";
+	open $ERR, '>&', \*STDERR or die "dup STDERR: $!";
+	$OUT->autoflush(1);
+	$SIG{__DIE__} = sub { print $ERR "bench: ", @_ unless $^S };
+}
+
+use FindBin;
+use lib "$FindBin::Bin/../../perl";
+use Getopt::Long;
+use IPC::Run ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils ();
+use Test::More ();
+use Time::HiRes qw(time sleep);
+
+use AppGuard::TestEnv;
+
+my %o = (hosts => 1000, key => 'rsa2048', sample => 50, delay => 200,
+	snapshots => 10000, stime => 10);
+GetOptions(\%o, 'hosts=i', 'key=s', 'sample=i', 'full', 'delay=i', 'snapshots=i', 'stime=i')
+  or die "usage: bench.pl [--hosts N] [--key rsa2048|ec256] [--sample N] [--full] [--delay MS] [--snapshots N] [--stime S]\n";
+$o{sample} = $o{hosts} if $o{full} || $o{sample} > $o{hosts};
+
+# ... and so do the notes of PostgreSQL::Test::BackgroundPsql
+Test::More->builder->$_(\*STDOUT) for qw(output failure_output todo_output);
+
+my $t0 = time;
+sub say { printf $OUT "[%6.1f s] %s\n", time - $t0, join '', @_ }
+sub loadavg { my $l = `cat /proc/loadavg`; return (split ' ', $l)[0] }
+
+# ---------------------------------------------------------------- servers
+my $env = AppGuard::TestEnv->new;
+my $port = $env->tls_port;
+$env->cert('wild', cn => '*.bench.test', san => ['*.bench.test'], key => $o{key});
+my (@direct, @names_h, @names_d, @names_s, @names_r, @records);
+for my $i (1 .. $o{hosts})
+{
+	my $h = sprintf 'h%04d', $i;
+	push @direct, $env->tls_host("$h.bench.test", cert => 'wild');
+	push @names_h, "$h.bench.test";
+	push @records, "$h A $direct[-1]";
+}
+my @delayed = $env->delay_proxies($o{delay}, \@direct);
+for my $i (1 .. $o{hosts})
+{
+	my $d = sprintf 'd%04d', $i;
+	push @names_d, "$d.bench.test";
+	push @records, "$d A $delayed[ $i - 1 ]";
+}
+my $stall = $env->fault_server('stall');
+my $refused = $env->fault_server('refuse');
+for my $i (1 .. $o{hosts})
+{
+	push @names_s, sprintf('s%04d.bench.test', $i);
+	push @names_r, sprintf('r%04d.bench.test', $i);
+	push @records, sprintf('s%04d A %s', $i, $stall), sprintf('r%04d A %s', $i, $refused);
+}
+$env->zone('bench.test', \@records);
+$env->start;
+say "$o{hosts} hosts on nginx ($o{key}), $o{hosts} behind $o{delay} ms delay proxies, up";
+
+my $node = PostgreSQL::Test::Cluster->new('bench');
+$node->init;
+# durable commits, as in production
+$node->append_conf('postgresql.conf', $env->postgresql_conf . "fsync = on\n");
+$node->start;
+say 'PostgreSQL ', $node->safe_psql('postgres', 'SHOW server_version'),
+  ', max_files_per_process ', $node->safe_psql('postgres', 'SHOW max_files_per_process'),
+  ', appguard.sweep_concurrency default ', $node->safe_psql('postgres',
+	"CREATE EXTENSION appguard; SELECT appguard.appguard_setting('appguard.sweep_concurrency')");
+
+sub sql { my ($db, $q) = @_; return $node->safe_psql($db, $q) }
+
+# A database whose clients watch @hosts, with a grant each once measured
+sub database
+{
+	my ($db, @hosts) = @_;
+	sql('postgres', "CREATE DATABASE $db");
+	sql($db, 'CREATE EXTENSION appguard');
+	sql($db, "SELECT count(appguard.appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
+			  FROM unnest(ARRAY[" . join(',', map { "'$_'" } @hosts) . "]) WITH ORDINALITY AS t(h, i)");
+	return;
+}
+
+sub grants
+{
+	my ($db) = @_;
+	sql($db, "INSERT INTO appguard.refresh_tokens (token_id, client_id, subject)
+			  SELECT 't-' || client_id, client_id, 'patient' FROM appguard.clients");
+	return;
+}
+
+# Seconds the last sweep took, from its own row; and its counts
+sub last_sweep
+{
+	my ($db) = @_;
+	my ($secs, $state, $planned, $measured, $failed) = split /\|/, sql($db,
+		'SELECT extract(epoch FROM finished_at - started_at), state, planned, measured, failed
+		 FROM appguard.sweeps ORDER BY id DESC LIMIT 1');
+	die "sweep in $db: $state, $measured of $planned measured\n"
+	  unless $state eq 'finished' && $measured == $planned;
+	return ($secs, $failed);
+}
+
+# CPU seconds used by the env's servers and a backend during $code
+sub cpu_of
+{
+	my ($backend, $code) = @_;
+	my %kind;
+	for my $pid ($env->processes)
+	{
+		my $cmd = do { local $/; open my $f, '<', "/proc/$pid/cmdline" or next; <$f> } // '';
+		$kind{$pid} = $cmd =~ /nginx/ ? 'nginx' : $cmd =~ /knotd/ ? 'knotd'
+		  : $cmd =~ /faultd/ ? 'proxy' : next;
+	}
+	$kind{$backend} = 'backend';
+	my $read = sub {
+		my %c;
+		for my $pid (keys %kind)
+		{
+			open my $f, '<', "/proc/$pid/stat" or next;
+			my @s = split ' ', (<$f> =~ s/^.*\)\s+//r);
+			$c{ $kind{$pid} } += ($s[11] + $s[12]) / 100;
+		}
+		return \%c;
+	};
+	my $before = $read->();
+	$code->();
+	my $after = $read->();
+	return { map { $_ => $after->{$_} - ($before->{$_} // 0) } keys %$after };
+}
+
+sub cpu_text
+{
+	my ($c, $n) = @_;
+	return join ', ', map { sprintf '%s %.2f ms', $_, 1000 * $c->{$_} / $n } sort keys %$c;
+}
+
+my (@table, %figure);
+sub row { push @table, [@_]; return }
+
+# ---------------------------------------------------------------- latency-bound
+say "latency-bound: every connection delayed $o{delay} ms";
+my @sample_d = @names_d[ 0 .. $o{sample} - 1 ];
+database('lat', @names_d);
+database('sample', @sample_d);
+# first sweeps: measure everything once, so that grants get baselines
+sql($_, "CALL appguard.appguard_sweep('0', '1 hour')") for qw(lat sample);
+grants($_) for qw(lat sample);
+my $lat = $node->background_psql('lat');
+my $lat_pid = $lat->query_safe('SELECT pg_backend_pid()');
+my $cpu = cpu_of($lat_pid, sub { $lat->query_safe("CALL appguard.appguard_sweep('0', '1 hour')") });
+my ($t_default) = last_sweep('lat');
+$lat->quit;
+say sprintf '  sweep of %d hosts, default concurrency: %.2f s (%.0f hosts/s); CPU per host: %s',
+  $o{hosts}, $t_default, $o{hosts} / $t_default, cpu_text($cpu, $o{hosts});
+
+sql('sample', "ALTER DATABASE sample SET appguard.sweep_concurrency = 1");
+sql('sample', "CALL appguard.appguard_sweep('0', '1 hour')");
+my ($t_one_sample) = last_sweep('sample');
+my $t_one = $t_one_sample * $o{hosts} / $o{sample};
+say sprintf '  sweep of %d hosts at concurrency 1: %.2f s (%.1f ms a host) -> %d hosts: %.1f s%s',
+  $o{sample}, $t_one_sample, 1000 * $t_one_sample / $o{sample}, $o{hosts}, $t_one,
+  $o{sample} < $o{hosts} ? ' (extrapolated)' : '';
+
+my ($dba_out, $dba_err) = ('', '');
+my $dba_start = time;
+IPC::Run::run([ 'bash', "$FindBin::Bin/dba_loop.sh", $env->dns_addr, $env->dns_port, $env->ca_file,
+		$port, @sample_d ], '<', \undef, '>', \$dba_out, '2>', \$dba_err)
+  or die "dba_loop.sh failed: $dba_err";
+my $t_dba_sample = time - $dba_start;
+die "dba_loop.sh: $dba_err" if $dba_err =~ /failed/;
+my $t_dba = $t_dba_sample * $o{hosts} / $o{sample};
+say sprintf '  DBA loop (kdig, openssl s_client piped to openssl x509) over %d hosts: %.2f s (%.1f ms a host) -> %d hosts: %.1f s%s',
+  $o{sample}, $t_dba_sample, 1000 * $t_dba_sample / $o{sample}, $o{hosts}, $t_dba,
+  $o{sample} < $o{hosts} ? ' (extrapolated)' : '';
+my $sampled = $o{sample} < $o{hosts} ? " (extrapolated from $o{sample})" : '';
+row("latency-bound, $o{delay} ms a connection", "sweep of $o{hosts} hosts, default concurrency",
+	sprintf('%.2f s', $t_default), '', '');
+row('', "same sweep at concurrency 1$sampled", sprintf('%.1f s', $t_one),
+	sprintf('%.0fx faster', $t_one / $t_default), '>= 50x');
+row('', "DBA loop: kdig, openssl s_client piped to openssl x509, a host at a time$sampled",
+	sprintf('%.1f s', $t_dba), sprintf('%.0fx faster', $t_dba / $t_default), '>= 100x');
+
+# ---------------------------------------------------------------- CPU-bound
+say 'CPU-bound: no added latency';
+database('cpu', @names_h);
+sql('cpu', "CALL appguard.appguard_sweep('0', '1 hour')");
+grants('cpu');
+my $cpu_s = $node->background_psql('cpu');
+my $cpu_pid = $cpu_s->query_safe('SELECT pg_backend_pid()');
+$cpu = cpu_of($cpu_pid, sub { $cpu_s->query_safe("CALL appguard.appguard_sweep('0', '1 hour')") });
+my ($t_cpu) = last_sweep('cpu');
+my $rate_sweep = $o{hosts} / $t_cpu;
+say sprintf '  sweep of %d hosts: %.2f s, %.0f snapshots/s; CPU per host: %s', $o{hosts}, $t_cpu,
+  $rate_sweep, cpu_text($cpu, $o{hosts});
+sql('postgres', 'CREATE DATABASE many');
+sql('many', 'CREATE EXTENSION appguard');
+my $many = $node->background_psql('many');
+my $many_pid = $many->query_safe('SELECT pg_backend_pid()');
+$many->query_safe('\timing on');
+my $hosts_array = 'ARRAY[' . join(',', map { "'$_'" } @names_h) . ']';
+my $ports_array = "array_fill($port, ARRAY[$o{hosts}])";
+my $t_many;
+$cpu = cpu_of($many_pid, sub {
+	my $out = $many->query_safe("SELECT count(*) FROM appguard.appguard_snapshot_many($hosts_array, $ports_array)");
+	($t_many) = $out =~ /Time: ([0-9.]+) ms/;
+	$t_many /= 1000;
+});
+$many->quit;
+my $rate_many = $o{hosts} / $t_many;
+say sprintf '  appguard_snapshot_many of %d hosts: %.2f s, %.0f snapshots/s; CPU per host: %s', $o{hosts},
+  $t_many, $rate_many, cpu_text($cpu, $o{hosts});
+
+my ($st_out, $st_err) = ('', '');
+my $stime_start = time;
+IPC::Run::run([ 'openssl', 's_time', '-connect', "$direct[0]:$port", '-new', '-time', $o{stime} ],
+	'<', \undef, '>', \$st_out, '2>', \$st_err);
+my $stime_wall = time - $stime_start;
+my ($conns) = $st_out =~ /(\d+) connections in [0-9.]+s;/ or die "openssl s_time: $st_out$st_err";
+my $rate_stime = $conns / $stime_wall;
+say sprintf '  openssl s_time -new against %s:%d: %d handshakes in %.2f s, %.0f/s', $direct[0], $port,
+  $conns, $stime_wall, $rate_stime;
+row('CPU-bound, no added latency', "openssl s_time -new, same servers and $o{key} certificate",
+	sprintf('%.0f handshakes/s', $rate_stime), '', '');
+row('', "sweep of $o{hosts} hosts (measure, store, evaluate)", sprintf('%.0f snapshots/s', $rate_sweep),
+	sprintf('%.2f of s_time', $rate_sweep / $rate_stime), '>= 0.5');
+row('', "appguard_snapshot_many of $o{hosts} hosts (measure, store)", sprintf('%.0f snapshots/s', $rate_many),
+	sprintf('%.2f of s_time', $rate_many / $rate_stime), '>= 0.5');
+
+# ---------------------------------------------------------------- memory
+say "memory: one backend, $o{snapshots} more snapshots";
+my $mem = $node->background_psql('cpu');
+my $mem_pid = $mem->query_safe('SELECT pg_backend_pid()');
+sub status_kb
+{
+	my ($pid) = @_;
+	open my $f, '<', "/proc/$pid/status" or die "/proc/$pid/status: $!";
+	my %kb = map { /^(\w+):\s+(\d+) kB/ ? ($1 => $2) : () } <$f>;
+	return \%kb;
+}
+$mem->query_safe("CALL appguard.appguard_sweep('0', '1 hour')");    # warm
+my $m0 = status_kb($mem_pid);
+my $taken = 0;
+while ($taken < $o{snapshots})
+{
+	$mem->query_safe("CALL appguard.appguard_sweep('0', '1 hour')");
+	$taken += $o{hosts};
+}
+my $m1 = status_kb($mem_pid);
+$mem->quit;
+my $anon = ($m1->{RssAnon} - $m0->{RssAnon}) / 1024;
+say sprintf '  after %d snapshots: private memory (RssAnon) %+.1f MB (%.1f -> %.1f MB); VmRSS %+.1f MB, of which shared buffers touched (RssShmem) %+.1f MB',
+  $taken, $anon, $m0->{RssAnon} / 1024, $m1->{RssAnon} / 1024,
+  ($m1->{VmRSS} - $m0->{VmRSS}) / 1024, ($m1->{RssShmem} - $m0->{RssShmem}) / 1024;
+row('memory', "backend private memory (RssAnon) growth over $taken snapshots",
+	sprintf('%+.1f MB', $anon), '', '<= 16 MB');
+
+# ---------------------------------------------------------------- descriptors
+say 'descriptors of one backend';
+my $pgdata = $node->data_dir;
+sub fds
+{
+	my ($pid) = @_;
+	opendir(my $dh, "/proc/$pid/fd") or die "/proc/$pid/fd: $!";
+	my @fds = grep { !/^\./ } readdir($dh);
+	closedir($dh);
+	return scalar grep { (readlink("/proc/$pid/fd/$_") // '') !~ m{^\Q$pgdata\E/} } @fds;
+}
+my $quarter = int($o{hosts} / 8);
+database('fd', @names_h[ 0 .. $o{hosts} - 2 * $quarter - 1 ], @names_s[ 0 .. $quarter - 1 ],
+	@names_r[ 0 .. $quarter - 1 ]);
+sql('postgres', 'CREATE DATABASE stalled');
+sql('stalled', 'CREATE EXTENSION appguard');
+sql('stalled', "SELECT count(appguard.appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
+				FROM unnest(ARRAY[" . join(',', map { "'$_'" } @names_s) . "]) WITH ORDINALITY AS t(h, i)");
+my $fd = $node->background_psql('fd', on_error_stop => 0);
+my $fd_pid = $fd->query_safe('SELECT pg_backend_pid()');
+$fd->query_safe("SET appguard.timeout_ms = 1000");
+$fd->query_safe("SELECT appguard.appguard_probe('$names_h[0]', $port)");    # warm
+my $fd0 = fds($fd_pid);
+$fd->query_safe("CALL appguard.appguard_sweep('0', '1 hour')");
+my $fd1 = fds($fd_pid);
+my ($t_quarter, $failed_quarter) = last_sweep('fd');
+# a cancelled sweep: every host stalls; cancel once 128 are in flight
+$fd->query_safe('\c stalled');
+$fd_pid = $fd->query_safe('SELECT pg_backend_pid()');
+$fd->query_safe("SET appguard.timeout_ms = 60000");
+$fd->query_safe("SELECT appguard.appguard_probe('$names_h[0]', $port)");    # warm
+my $fd2a = fds($fd_pid);
+$fd->{stdin} .= "CALL appguard.appguard_sweep('0', '1 hour');\n\\warn __done__\n";
+$fd->{run}->pump_nb() while length $fd->{stdin};
+my $in_flight = 0;
+for (1 .. 500)
+{
+	$in_flight = fds($fd_pid) - $fd2a;
+	last if $in_flight >= 128;
+	sleep 0.01;
+}
+sql('postgres', "SELECT pg_cancel_backend($fd_pid)");
+$fd->{run}->pump() until $fd->{stderr} =~ /__done__/;
+my $cancelled = $fd->{stderr} =~ /canceling statement due to user request/;
+$fd->{stderr} = '';
+my $fd2 = fds($fd_pid);
+$fd->quit;
+say sprintf '  sweep with a quarter stalling or refusing (%d of %d failed, %.2f s): %d descriptors before, %d after',
+  $failed_quarter, $o{hosts}, $t_quarter, $fd0, $fd1;
+say sprintf '  cancelled sweep (%s, %d descriptors open while it ran): %d before, %d after',
+  $cancelled ? '57014' : 'NOT cancelled', $in_flight, $fd2a, $fd2;
+row('descriptors', 'after a sweep where a quarter of the hosts stall or refuse', "$fd0 -> $fd1",
+	$fd0 == $fd1 ? 'back to the start' : 'LEAK', 'back to the start');
+row('', "after a cancelled sweep ($in_flight open while it ran)", "$fd2a -> $fd2",
+	$fd2a == $fd2 && $cancelled ? 'back to the start' : 'LEAK', 'back to the start');
+
+# ---------------------------------------------------------------- report
+$node->stop;
+$env->stop;
+say sprintf 'done; load average now %s (2 cores, shared)', loadavg();
+print $OUT "\n";
+my @w = (0, 0, 0, 0, 0);
+for my $r (@table) { $w[$_] = length $r->[$_] > $w[$_] ? length $r->[$_] : $w[$_] for 0 .. 4 }
+my @head = ('', 'measured', 'result', 'ratio', 'goal');
+for my $r (\@head, [ map { '-' x $_ } @w ], @table)
+{
+	printf $OUT "| %-*s | %-*s | %*s | %*s | %-*s |\n", $w[0], $r->[0], $w[1], $r->[1], $w[2], $r->[2],
+	  $w[3], $r->[3], $w[4], $r->[4];
+}
