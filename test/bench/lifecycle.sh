@@ -1,0 +1,135 @@
+#!/bin/bash
+# appguard lifecycle benchmark: what appguard adds to an auth server's hot
+# paths, as ratios measured side by side in one run (not a test: it asserts
+# nothing, it prints figures and whether each goal is met).
+#
+#   sudo bash test/bench/lifecycle.sh
+#
+# As root it builds and installs appguard first; as any user it expects
+# appguard installed.  It starts a throwaway cluster (test/cluster.sh, as
+# the postgres user), loads the data of test/bench/lifecycle/setup.sql (no
+# network: snapshots are stored as appguard_snapshot stores them, which
+# fires the same triggers) and measures, side by side: each pgbench run
+# executes the script with appguard and the one without, interleaved on
+# the same connections (see pair below); the fan-out rounds alternate
+# which statement runs first.
+#
+#   refresh   pgbench: a refresh transaction on a protected table with
+#             appguard_check_refresh (refresh_guarded.sql) vs the same
+#             transaction on the same table unprotected (refresh_plain.sql);
+#             goal: TPS ratio >= 0.95.  Also the check asked in the
+#             statement that reads the grant (one round trip less:
+#             refresh_guarded_one_statement.sql) and, for information,
+#             appguard's own table (refresh_own.sql vs refresh_own_plain.sql).
+#   consent   pgbench: token INSERT into appguard.refresh_tokens, whose
+#             BEFORE INSERT trigger takes the client's cached snapshot as
+#             baseline (insert_guarded.sql), vs the same INSERT into a copy
+#             of the table without triggers (insert_plain.sql); goal >= 0.8.
+#   fan-out   one drifting snapshot suspending 100,000 tokens of one client
+#             vs a bare UPDATE ... SET status of the same rows (fanout.sql);
+#             goal: time ratio <= 1.5.
+#
+# Settings: AG_BENCH_ROUNDS (3), AG_BENCH_SECONDS per pgbench run (10),
+# AG_BENCH_CLIENTS (1), AG_BENCH_TOKENS (100000), AG_BENCH_PORT (55491),
+# AG_KEEP=1 keeps the work directory.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ROUNDS=${AG_BENCH_ROUNDS:-3}
+SECONDS_PER_RUN=${AG_BENCH_SECONDS:-10}
+CLIENTS=${AG_BENCH_CLIENTS:-1}
+TOKENS=${AG_BENCH_TOKENS:-100000}
+PORT=${AG_BENCH_PORT:-55491}
+BIN=$(pg_config --bindir)
+
+if [ "$(id -u)" = 0 ]; then
+	make -s -C "$ROOT" WERROR=1 >/dev/null
+	make -s -C "$ROOT" install >/dev/null
+	as_pg() { runuser -u postgres -- env PATH="$BIN:$PATH" "$@"; }
+else
+	as_pg() { env PATH="$BIN:$PATH" "$@"; }
+fi
+
+WORK=$(mktemp -d /tmp/appguard-bench.XXXXXX)
+chmod 755 "$WORK"
+cp -a "$HERE/lifecycle" "$ROOT/test/cluster.sh" "$WORK/"
+[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK"
+cleanup() {
+	as_pg bash "$WORK/cluster.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
+	if [ "${AG_KEEP:-0}" = 1 ]; then echo "bench: kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+as_pg bash "$WORK/cluster.sh" start "$WORK/pg" "$PORT"
+PSQL=(psql -X -q -h "$WORK/pg" -p "$PORT" -d postgres -v ON_ERROR_STOP=1)
+as_pg "${PSQL[@]}" -f "$WORK/lifecycle/setup.sql" >"$WORK/setup.log"
+
+PGBENCH=(pgbench -n -h "$WORK/pg" -p "$PORT" -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN")
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+verdict() {	# verdict VALUE OP GOAL
+	awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >= g : v <= g; print ok ? "goal met" : "GOAL MISSED" }'
+}
+
+# Side by side: one pgbench run executes both scripts, each transaction
+# picking one at random (weights 1:1), on the same connections at the same
+# time, so both see the same machine (other load, caches, frequency).  With
+# a fixed number of clients a script's TPS is clients / its latency, so the
+# TPS ratio is latency(without) / latency(with), per round; the median of
+# the rounds is reported.
+pair() {	# pair NAME GUARDED_SCRIPT PLAIN_SCRIPT
+	local name=$1 a=$2 b=$3 r lat ratios=()
+	for r in $(seq 1 "$ROUNDS"); do
+		lat=($(as_pg "${PGBENCH[@]}" -f "$WORK/lifecycle/$a@1" -f "$WORK/lifecycle/$b@1" postgres 2>&1 |
+			sed -nE 's/^ - latency average = ([0-9.]+) ms$/\1/p'))
+		if [ ${#lat[@]} != 2 ]; then
+			echo "bench: pgbench gave no per-script latencies for $a and $b" >&2
+			exit 1
+		fi
+		ratios+=("$(awk -v g="${lat[0]}" -v p="${lat[1]}" 'BEGIN { printf "%.3f", p / g }')")
+		printf '  %-10s round %d: %.3f ms with appguard, %.3f ms without, TPS ratio %s\n' \
+			"$name" "$r" "${lat[0]}" "${lat[1]}" "${ratios[-1]}" >&2
+	done
+	printf '%s\n' "${ratios[@]}" | median
+}
+
+echo "appguard lifecycle benchmark: PostgreSQL $(as_pg "${PSQL[@]}" -Atc 'SHOW server_version'), $(nproc) CPUs," \
+	"$ROUNDS rounds"
+echo "pgbench: ${PGBENCH[*]/#$WORK/WORK} -f WITH.sql@1 -f WITHOUT.sql@1 postgres"
+echo "         (both scripts in one run, interleaved; scripts in test/bench/lifecycle/)"
+echo
+
+refresh=$(pair refresh refresh_guarded.sql refresh_plain.sql)
+one=$(pair refresh-1 refresh_guarded_one_statement.sql refresh_plain.sql)
+own=$(pair own-table refresh_own.sql refresh_own_plain.sql)
+consent=$(pair consent insert_guarded.sql insert_plain.sql)
+
+fan_ratios=()
+for r in $(seq 1 "$ROUNDS"); do
+	first=$([ $((r % 2)) = 1 ] && echo true || echo false)
+	line=$(as_pg "${PSQL[@]}" -At -F ' ' -v round="$r" -v tokens="$TOKENS" -v appguard_first="$first" \
+		-f "$WORK/lifecycle/fanout.sql")
+	read -r ag bare suspended updated reasons <<<"$line"
+	if [ "$suspended" != "$TOKENS" ] || [ "$updated" != "$TOKENS" ]; then
+		echo "bench: fan-out round $r suspended $suspended and updated $updated rows, not $TOKENS" >&2
+		exit 1
+	fi
+	fan_ratios+=("$(awk -v a="$ag" -v b="$bare" 'BEGIN { printf "%.3f", a / b }')")
+	printf '  %-10s round %d: %.1f ms with appguard (%s tokens suspended, %s), %.1f ms bare UPDATE, ratio %s\n' \
+		fan-out "$r" "$ag" "$suspended" "$reasons" "$bare" "${fan_ratios[-1]}" >&2
+done
+fanout=$(printf '%s\n' "${fan_ratios[@]}" | median)
+
+echo
+printf '%-64s %8s  %-6s %s\n' "measure (median of $ROUNDS rounds)" ratio goal verdict
+printf '%-64s %8s  %-6s %s\n' "refresh TPS, protected table + appguard_check_refresh / unprotected" \
+	"$refresh" ">=0.95" "$(verdict "$refresh" '>=' 0.95)"
+printf '%-64s %8s  %-6s %s\n' "  the same, check asked in the SELECT ... FOR UPDATE of the grant" \
+	"$one" ">=0.95" "$(verdict "$one" '>=' 0.95)"
+printf '%-64s %8s  %-6s %s\n' "refresh TPS, appguard.refresh_tokens / copy without appguard" \
+	"$own" "" "(for information)"
+printf '%-64s %8s  %-6s %s\n' "token INSERT TPS, baseline trigger (cached snapshot) / plain" \
+	"$consent" ">=0.8" "$(verdict "$consent" '>=' 0.8)"
+printf '%-64s %8s  %-6s %s\n' "fan-out time, drifting snapshot suspending $TOKENS / bare UPDATE" \
+	"$fanout" "<=1.5" "$(verdict "$fanout" '<=' 1.5)"
