@@ -139,6 +139,26 @@ FROM sweep_hosts WHERE sweep_id = (SELECT max(id) FROM sweeps);
 CALL appguard_sweep('0', '1 minute', 5);
 SELECT state, measured = planned AS all_measured, failed = measured AS all_failed, batch_size
 FROM sweeps ORDER BY id DESC LIMIT 1;
+-- a batch that cannot be stored costs its own hosts, recorded with the
+-- error, not the sweep
+CREATE FUNCTION public.refuse_b03() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.host = 'b03.breaker.test' THEN
+		RAISE EXCEPTION 'refused by a test trigger';
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER refuse_b03 BEFORE INSERT ON appguard.snapshots
+	FOR EACH ROW EXECUTE FUNCTION public.refuse_b03();
+CALL appguard_sweep('0', '1 minute', 5);
+SELECT state, measured = planned AS all_measured FROM sweeps ORDER BY id DESC LIMIT 1;
+SELECT count(*) FILTER (WHERE error = 'refused by a test trigger') AS batch_failed,
+	   bool_or(host = 'b03.breaker.test' AND error IS NOT NULL) AS with_b03,
+	   count(*) FILTER (WHERE snapshot_id IS NOT NULL) AS stored, count(*) AS hosts
+FROM sweep_hosts WHERE sweep_id = (SELECT max(id) FROM sweeps);
+DROP TRIGGER refuse_b03 ON appguard.snapshots;
+DROP FUNCTION public.refuse_b03();
 -- the measuring procedure on its own: only with CALL outside a
 -- transaction block, for a running sweep of this backend
 SELECT max(id) AS done_sweep FROM sweeps \gset

@@ -348,8 +348,12 @@ track(Engine *engine, Flight *flight)
 	{
 		pairingheap_remove(engine->deadlines, &flight->heap_node);
 		flight->done = true;
-		flight->next_finished = engine->finished;
-		engine->finished = flight;
+		flight->next_finished = NULL;
+		if (engine->finished == NULL)
+			engine->finished = flight;
+		else
+			engine->finished_tail->next_finished = flight;
+		engine->finished_tail = flight;
 		return;
 	}
 	deadline = probe_next_deadline(probe);

@@ -85,7 +85,8 @@ typedef struct Engine
 	int			nresolving;		/* active probes waiting for A and AAAA */
 	pairingheap *deadlines;		/* active probes by their next deadline */
 	dlist_head	awaiting_dns;	/* active probes with a question pending */
-	Flight	   *finished;		/* done, to hand over */
+	Flight	   *finished;		/* done, to hand over in the order they finished */
+	Flight	   *finished_tail;
 
 	QuerySlot  *free_slots;
 	QuerySlot  *orphan_slots;	/* still out in c-ares, owner gone */

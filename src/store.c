@@ -54,6 +54,19 @@ snapshot_row_from_probe(SnapshotRow *row, Probe *probe, Jsonb *facts)
 	row->chain = chain_array(probe);
 }
 
+void
+snapshot_row_copy(SnapshotRow *dst, const SnapshotRow *src)
+{
+	dst->host = pstrdup(src->host);
+	dst->port = src->port;
+	dst->taken_at = src->taken_at;
+	dst->status = src->status;	/* a constant */
+	dst->facts = (Jsonb *) palloc(VARSIZE(src->facts));
+	memcpy(dst->facts, src->facts, VARSIZE(src->facts));
+	dst->chain = (ArrayType *) palloc(VARSIZE(src->chain));
+	memcpy(dst->chain, src->chain, VARSIZE(src->chain));
+}
+
 static void
 prepare_insert(void)
 {

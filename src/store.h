@@ -29,6 +29,9 @@ typedef struct SnapshotRow
 /* Copy what is to be stored of a finished probe, in CurrentMemoryContext */
 extern void snapshot_row_from_probe(SnapshotRow *row, Probe *probe, Jsonb *facts);
 
+/* Copy a row, in CurrentMemoryContext */
+extern void snapshot_row_copy(SnapshotRow *dst, const SnapshotRow *src);
+
 /*
  * Insert the row (the triggers on appguard.snapshots fire) and return its
  * id.  Runs as the current user with the current search_path: callers

@@ -26,6 +26,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "appguard.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -51,6 +52,7 @@ PG_FUNCTION_INFO_V1(appguard_sweep_run);
 
 typedef struct Sweep
 {
+	MemoryContext cxt;			/* outlives the sweep's commits */
 	int64		id;
 	Oid			owner;			/* the procedure's owner: SQL runs as it */
 	int			batch_size;
@@ -59,14 +61,15 @@ typedef struct Sweep
 	ProbeTarget *targets;		/* planned hosts not measured yet */
 	int			ntargets;
 
-	MemoryContext batch_cxt;	/* rows waiting for the next commit */
-	SnapshotRow *rows;
+	MemoryContext rows_cxt;		/* rows waiting to be committed */
+	SnapshotRow *rows;			/* in the order the probes finished */
 	int			nrows;
 	int			rows_space;
-	TimestampTz batch_started;	/* when the oldest waiting row came */
+	TimestampTz oldest_row;		/* when the oldest waiting row came */
 
 	int64		stored;
 	int			batches;
+	int			failed_batches;
 } Sweep;
 
 /* The caller's identity and settings while SQL runs as the owner */
@@ -227,72 +230,185 @@ load_sweep(Sweep *sweep, MemoryContext cxt)
 	return true;
 }
 
+static SnapshotRow *
+new_row(Sweep *sweep)
+{
+	if (sweep->nrows == sweep->rows_space)
+	{
+		sweep->rows_space = Max(2 * sweep->batch_size, sweep->rows_space * 2);
+		sweep->rows = sweep->rows
+			? repalloc(sweep->rows, sizeof(SnapshotRow) * sweep->rows_space)
+			: MemoryContextAlloc(sweep->rows_cxt, sizeof(SnapshotRow) * sweep->rows_space);
+	}
+	return &sweep->rows[sweep->nrows++];
+}
+
 /* Keep a finished probe's row for the next batch */
 static void
 keep_row(Probe *probe, Jsonb *facts, void *arg)
 {
 	Sweep	   *sweep = (Sweep *) arg;
-	MemoryContext old = MemoryContextSwitchTo(sweep->batch_cxt);
+	MemoryContext old = MemoryContextSwitchTo(sweep->rows_cxt);
 
-	if (sweep->nrows == sweep->rows_space)
-	{
-		sweep->rows_space = Max(16, sweep->rows_space * 2);
-		sweep->rows = sweep->rows
-			? repalloc(sweep->rows, sizeof(SnapshotRow) * sweep->rows_space)
-			: palloc(sizeof(SnapshotRow) * sweep->rows_space);
-	}
 	if (sweep->nrows == 0)
-		sweep->batch_started = GetCurrentTimestamp();
-	snapshot_row_from_probe(&sweep->rows[sweep->nrows++], probe, facts);
+		sweep->oldest_row = GetCurrentTimestamp();
+	snapshot_row_from_probe(new_row(sweep), probe, facts);
 	MemoryContextSwitchTo(old);
 }
 
-/* Insert, evaluate and commit the waiting rows */
+/*
+ * Forget the first n rows (committed).  The others move to a fresh memory
+ * context, so that the memory of committed rows is always given back.
+ */
 static void
-commit_batch(Sweep *sweep)
+drop_rows(Sweep *sweep, int n)
+{
+	MemoryContext old_cxt = sweep->rows_cxt;
+	SnapshotRow *old_rows = sweep->rows;
+	int			left = sweep->nrows - n;
+	MemoryContext old;
+
+	sweep->rows_cxt = AllocSetContextCreate(sweep->cxt, "appguard sweep rows",
+											ALLOCSET_DEFAULT_SIZES);
+	sweep->rows = NULL;
+	sweep->nrows = 0;
+	sweep->rows_space = 0;
+	old = MemoryContextSwitchTo(sweep->rows_cxt);
+	for (int i = 0; i < left; i++)
+		snapshot_row_copy(new_row(sweep), &old_rows[n + i]);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(old_cxt);
+}
+
+/* Insert n rows (the trigger records each for the sweep) and evaluate them */
+static void
+store_batch(Sweep *sweep, int n)
 {
 	AsOwner		as;
 	char		sweep_id[32];
 
-	if (sweep->nrows == 0)
-		return;
 	snprintf(sweep_id, sizeof(sweep_id), INT64_FORMAT, sweep->id);
 	become_owner(sweep, &as);
-	/* the snapshot trigger records each row for this sweep */
 	(void) set_config_option("appguard_lifecycle.sweep_id", sweep_id,
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
-	for (int i = 0; i < sweep->nrows; i++)
+	for (int i = 0; i < n; i++)
 		(void) store_snapshot_row(&sweep->rows[i]);
 	run_sql_int8("SELECT appguard.sweep_evaluate($1)", sweep->id, SPI_OK_SELECT);
 	SPI_freetuptable(SPI_tuptable);
 	stop_being_owner(&as);
-	SPI_commit();
+}
 
-	sweep->stored += sweep->nrows;
-	sweep->batches++;
-	sweep->nrows = 0;
-	sweep->rows_space = 0;
-	sweep->rows = NULL;
-	MemoryContextReset(sweep->batch_cxt);
+/* A batch that could not be stored: its hosts are measured, with the error */
+static void
+record_batch_error(Sweep *sweep, int n, const char *message)
+{
+	static const char *sql =
+		"UPDATE appguard.sweep_hosts sh SET error = $2, measured_at = pg_catalog.clock_timestamp() "
+		"WHERE sh.sweep_id = $1 AND sh.host = $3 AND sh.port = $4 AND sh.snapshot_id IS NULL";
+	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
+	Datum		values[4];
+	AsOwner		as;
+
+	become_owner(sweep, &as);
+	values[0] = Int64GetDatum(sweep->id);
+	values[1] = CStringGetTextDatum(message);
+	for (int i = 0; i < n; i++)
+	{
+		values[2] = CStringGetTextDatum(sweep->rows[i].host);
+		values[3] = Int32GetDatum(sweep->rows[i].port);
+		if (SPI_execute_with_args(sql, 4, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not record the error of a sweep's batch");
+	}
+	stop_being_owner(&as);
 }
 
 /*
- * After each turn of the engine's loop: commit a full or old batch.  A
- * batch not due yet asks the loop to come back when it will be.
+ * Store n rows in a subtransaction, as a PL/pgSQL exception block would: a
+ * batch that fails (a lock timeout, a deadlock with a refresh check, a bug)
+ * costs its own hosts, recorded with the error, not the whole sweep.
+ * Cancel and statement_timeout still end the sweep.
+ */
+static bool
+store_batch_or_record_error(Sweep *sweep, int n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool stored = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		store_batch(sweep, n);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		ereport(WARNING,
+				(errmsg("appguard sweep " INT64_FORMAT ": a batch of %d snapshots could not be stored: %s",
+						sweep->id, n, edata->message),
+				 errdetail("Its hosts are recorded with this error; the sweep goes on.")));
+		record_batch_error(sweep, n, edata->message);
+		FreeErrorData(edata);
+		stored = false;
+	}
+	PG_END_TRY();
+	return stored;
+}
+
+/* Store and commit the oldest batch_size rows (or fewer) */
+static void
+commit_batch(Sweep *sweep)
+{
+	int			n = Min(sweep->nrows, sweep->batch_size);
+
+	if (n == 0)
+		return;
+	if (store_batch_or_record_error(sweep, n))
+		sweep->stored += n;
+	else
+		sweep->failed_batches++;
+	SPI_commit();
+	sweep->batches++;
+	drop_rows(sweep, n);
+}
+
+/*
+ * After each turn of the engine's loop: commit a batch when batch_size rows
+ * wait or the oldest has waited long enough.  One batch a turn, so that
+ * the loop looks at its sockets between batches; with more waiting, it
+ * asks to be called again at once, else when the oldest row will be due.
  */
 static TimestampTz
 commit_if_due(void *arg)
 {
 	Sweep	   *sweep = (Sweep *) arg;
+	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz due;
 
 	if (sweep->nrows == 0)
 		return 0;
-	due = TimestampTzPlusMilliseconds(sweep->batch_started, SWEEP_BATCH_MAX_WAIT_MS);
-	if (sweep->nrows < sweep->batch_size && GetCurrentTimestamp() < due)
+	due = TimestampTzPlusMilliseconds(sweep->oldest_row, SWEEP_BATCH_MAX_WAIT_MS);
+	if (sweep->nrows < sweep->batch_size && now < due)
 		return due;
 	commit_batch(sweep);
+	if (sweep->nrows >= sweep->batch_size)
+		return now;
+	if (sweep->nrows > 0)
+		return due;				/* the rest came after the oldest */
 	return 0;
 }
 
@@ -324,7 +440,8 @@ appguard_sweep_run(PG_FUNCTION_ARGS)
 	sweep = palloc0(sizeof(Sweep));
 	sweep->id = PG_GETARG_INT64(0);
 	sweep->owner = procedure_owner(fcinfo->flinfo->fn_oid);
-	sweep->batch_cxt = AllocSetContextCreate(cxt, "appguard sweep batch", ALLOCSET_DEFAULT_SIZES);
+	sweep->cxt = cxt;
+	sweep->rows_cxt = AllocSetContextCreate(cxt, "appguard sweep rows", ALLOCSET_DEFAULT_SIZES);
 
 	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -346,10 +463,11 @@ appguard_sweep_run(PG_FUNCTION_ARGS)
 		run.arg = sweep;
 		MemoryContextSwitchTo(cxt);
 		engine_run(&run);
-		commit_batch(sweep);
-		elog(DEBUG1, "appguard sweep " INT64_FORMAT ": %d of %d hosts started, " INT64_FORMAT " snapshots in %d batches, at most %d at once",
+		while (sweep->nrows > 0)
+			commit_batch(sweep);
+		elog(DEBUG1, "appguard sweep " INT64_FORMAT ": %d of %d hosts started, " INT64_FORMAT " snapshots stored in %d batches (%d failed), at most %d at once",
 			 sweep->id, run.started, run.ntargets, sweep->stored, sweep->batches,
-			 run.most_in_flight);
+			 sweep->failed_batches, run.most_in_flight);
 	}
 	SPI_finish();
 	MemoryContextSwitchTo(old);

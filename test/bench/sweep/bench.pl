@@ -273,12 +273,15 @@ sub status_kb
 $mem->query_safe("CALL appguard.appguard_sweep('0', '1 hour')");    # warm
 my $m0 = status_kb($mem_pid);
 my $taken = 0;
+my @trend;
 while ($taken < $o{snapshots})
 {
 	$mem->query_safe("CALL appguard.appguard_sweep('0', '1 hour')");
 	$taken += $o{hosts};
+	push @trend, sprintf '%.1f', status_kb($mem_pid)->{RssAnon} / 1024;
 }
 my $m1 = status_kb($mem_pid);
+say "  RssAnon (MB) after each sweep of $o{hosts}: @trend";
 $mem->quit;
 my $anon = ($m1->{RssAnon} - $m0->{RssAnon}) / 1024;
 say sprintf '  after %d snapshots: private memory (RssAnon) %+.1f MB (%.1f -> %.1f MB); VmRSS %+.1f MB, of which shared buffers touched (RssShmem) %+.1f MB',
