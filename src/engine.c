@@ -373,29 +373,33 @@ start_probe(Engine *engine, const ProbeTarget *target, int index)
 	Flight	   *flight;
 	Probe	   *probe;
 
+	cxt = AllocSetContextCreate(engine->cxt, "appguard probe", ALLOCSET_SMALL_SIZES);
 	/* one socket per probe; stay within what fd.c lets extensions hold */
 	if (!AcquireExternalFD())
 	{
+		MemoryContextDelete(cxt);
 		if (engine->nactive == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 					 errmsg("no file descriptor is available for a probe"),
+					 errdetail("Extensions may hold about a third of max_files_per_process (%d) descriptors, and other code holds them.",
+							   max_files_per_process),
 					 errhint("Raise max_files_per_process or the open-files limit.")));
 		return false;
 	}
-	cxt = AllocSetContextCreate(engine->cxt, "appguard probe", ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	flight = palloc0(sizeof(Flight));
+	flight = MemoryContextAllocZero(cxt, sizeof(Flight));
 	probe = &flight->probe;
 	probe->cxt = cxt;
 	probe->holds_fd = true;
+	/* from here on, engine_close() releases both */
+	flight->slot = engine->nactive;
+	engine->active[engine->nactive++] = flight;
+
+	old = MemoryContextSwitchTo(cxt);
 	probe->index = index;
 	probe->sock = -1;
 	strlcpy(probe->host, target->host, sizeof(probe->host));
 	probe->port = target->port;
-	flight->slot = engine->nactive;
-	engine->active[engine->nactive++] = flight;
-
 	probe_begin(engine, probe);
 	flight->deadline = probe_next_deadline(probe);
 	pairingheap_add(engine->deadlines, &flight->heap_node);
