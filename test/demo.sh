@@ -77,8 +77,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- output helpers
+# colours only on a terminal
+if [ -t 1 ]; then
+	BOLD=$'\033[1m' GREEN=$'\033[32m' RED=$'\033[31m' PLAIN=$'\033[0m'
+else
+	BOLD='' GREEN='' RED='' PLAIN=''
+fi
+
 heading() {
-	printf '\n\033[1m== %s\033[0m\n\n' "$*"
+	printf '\n%s== %s%s\n\n' "$BOLD" "$*" "$PLAIN"
 }
 
 say() {
@@ -116,9 +123,9 @@ expect() {
 	local what=$1 got
 	got=$(value "$2") || got="(error)"
 	if [ "$got" = t ]; then
-		printf '    \033[32mok\033[0m  %s\n' "$what"
+		printf '    %sok%s  %s\n' "$GREEN" "$PLAIN" "$what"
 	else
-		printf '    \033[31mFAILED\033[0m  %s (the check returned "%s")\n' "$what" "$got"
+		printf '    %sFAILED%s  %s (the check returned "%s")\n' "$RED" "$PLAIN" "$what" "$got"
 		echo "check failed: $what: $2" >>"$LOG"
 		exit 1
 	fi
