@@ -75,7 +75,7 @@ exec valgrind --tool=memcheck --trace-children=yes --track-origins=yes \\
 	--leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \\
 	--error-limit=no --num-callers=40 --fullpath-after= --gen-suppressions=all \\
 	--suppressions="$TREE/test/valgrind/postgres.supp" \\
-	--log-file="$VGLOGS/vg.%p" "\$(dirname "\$0")/postgres.real" "\$@"
+	--log-file="$VGLOGS/vg.%p" "\$(dirname "\$0")/postgres.real" "\$@" -c log_connections=on
 WRAP
 chmod 755 "$BIN/postgres"
 export PATH="$BIN:$PATH"
@@ -104,8 +104,6 @@ bash "$TREE/test/cluster.sh" start "$CL" "$PORT" 2>/dev/null || {
 	# pg_ctl -w waits 60 s; under valgrind the start can take longer
 	for _ in $(seq 120); do pg_isready -q -h "$CL" -p "$PORT" && break; sleep 1; done
 }
-echo "log_connections = on" >>"$CL/data/postgresql.conf"
-psql -X -q -h "$CL" -p "$PORT" -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
 make -s installcheck TAP_TESTS= ${REGRESS:+REGRESS="$REGRESS"} PGHOST="$CL" PGPORT="$PORT" >"$WORK/regress.log" 2>&1
 ok=$(grep -cE '^(ok|test) .* \.\.\. ok|^ok [0-9]+ ' "$WORK/regress.log")
 bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/regress.log")
