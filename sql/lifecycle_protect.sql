@@ -142,3 +142,42 @@ SELECT tbl::text FROM protected_tables ORDER BY 1;
 SELECT kind, token_table FROM events WHERE kind LIKE 'table_%' ORDER BY id;
 DROP TABLE grants2;
 SELECT count(*) AS protected_tables FROM protected_tables;
+
+-- lastval() stays the host's.  Hosts that read the key of the row they
+-- just inserted with SELECT lastval() (Glewlwyd through libhoel, PHP's
+-- PDO) must get it even when appguard's trigger drew from its own
+-- sequences: a live snapshot (stored here as 'blocked') and its event.
+-- The host's role has no privilege on appguard's sequences.
+SELECT appguard_register_client('lv', 'Lastval App', ARRAY['https://lastval.example.org/cb']) IS NOT NULL;
+CREATE TABLE public.lv_tokens (id serial PRIMARY KEY, client text, enabled smallint DEFAULT 1);
+CREATE ROLE appguard_regress_lv_host;
+GRANT ALL ON public.lv_tokens, public.lv_tokens_id_seq TO appguard_regress_lv_host;
+SELECT appguard_protect('lv_tokens', 'client', 'enabled', NULL, '1', '0') ->> 'rows' AS adopted;
+SELECT count(*) AS snapshots, (SELECT count(*) FROM events) AS events FROM snapshots \gset lv_before_
+SET ROLE appguard_regress_lv_host;
+INSERT INTO public.lv_tokens (client) VALUES ('lv');
+SELECT lastval() = (SELECT max(id) FROM public.lv_tokens) AS lastval_is_the_new_key;
+RESET ROLE;
+SELECT count(*) - :lv_before_snapshots AS live_snapshots, (SELECT count(*) FROM events) - :lv_before_events AS events
+FROM snapshots;
+-- a second row within the minute after the failed attempt: no new attempt
+SET ROLE appguard_regress_lv_host;
+INSERT INTO public.lv_tokens (client) VALUES ('lv');
+SELECT lastval() = (SELECT max(id) FROM public.lv_tokens) AS lastval_is_the_new_key;
+RESET ROLE;
+SELECT row_key, state, baseline_snapshot_id IS NULL AS pending FROM protected_rows
+WHERE tbl = 'lv_tokens'::regclass ORDER BY row_key;
+-- the host takes over a row appguard suspended (an event): lastval() kept
+SELECT snap('lastval.example.org') IS NOT NULL AS baseline;
+SELECT snap('lastval.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS drifted;
+SELECT id, enabled FROM public.lv_tokens ORDER BY id;
+SET ROLE appguard_regress_lv_host;
+SELECT nextval('public.lv_tokens_id_seq') AS drawn \gset
+UPDATE public.lv_tokens SET enabled = 0 WHERE id = 1;
+SELECT lastval() = :drawn AS lastval_kept;
+RESET ROLE;
+SELECT kind FROM events WHERE token_table = 'public.lv_tokens' ORDER BY id;
+SELECT appguard_unprotect('lv_tokens') ->> 'rows_forgotten' AS forgotten;
+DROP TABLE public.lv_tokens;
+DROP ROLE appguard_regress_lv_host;
+SELECT appguard_unregister_client('lv');

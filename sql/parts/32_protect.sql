@@ -55,6 +55,9 @@ CREATE INDEX protected_rows_client_baseline
 SELECT pg_catalog.pg_extension_config_dump('appguard.protected_rows', '');
 
 -- Column names and types of a protected table, looked up by number.
+-- PL/pgSQL, not SQL: the row triggers call it for every host row, and a
+-- non-inlined SQL function is planned again at each call (milliseconds
+-- for this catalog join), where PL/pgSQL keeps its plan for the session.
 CREATE FUNCTION appguard.protected_table_columns(p_tbl regclass,
 	OUT schema_name name, OUT table_name name,
 	OUT key_name name, OUT key_type text,
@@ -62,15 +65,18 @@ CREATE FUNCTION appguard.protected_table_columns(p_tbl regclass,
 	OUT status_name name, OUT status_type text,
 	OUT error_uri_name name,
 	OUT active_value text, OUT suspended_value text, OUT active_json text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
 	SELECT n.nspname, c.relname,
 		   ka.attname, pg_catalog.format_type(ka.atttypid, ka.atttypmod),
 		   ca.attname,
 		   sa.attname, pg_catalog.format_type(sa.atttypid, sa.atttypmod),
 		   ea.attname,
 		   pt.active_value, pt.suspended_value, pt.active_json
+	INTO schema_name, table_name, key_name, key_type, client_name, status_name, status_type,
+		 error_uri_name, active_value, suspended_value, active_json
 	FROM appguard.protected_tables pt
 		 JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
 		 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -78,25 +84,102 @@ AS $$
 		 JOIN pg_catalog.pg_attribute ca ON ca.attrelid = pt.tbl AND ca.attnum = pt.client_attnum
 		 JOIN pg_catalog.pg_attribute sa ON sa.attrelid = pt.tbl AND sa.attnum = pt.status_attnum
 		 LEFT JOIN pg_catalog.pg_attribute ea ON ea.attrelid = pt.tbl AND ea.attnum = pt.error_uri_attnum
-	WHERE pt.tbl = $1
+	WHERE pt.tbl = p_tbl;
+END
+$$;
+
+-- lastval() belongs to the host.  Hosts that read the key of the row they
+-- just inserted with SELECT lastval() (Glewlwyd through libhoel, PHP's
+-- PDO::lastInsertId() without a sequence name) would get the value of an
+-- appguard sequence, or "permission denied for sequence", if appguard's
+-- trigger drew from a sequence in between: a live snapshot stores a
+-- snapshot and events, an event has an identity.  The trigger paths that
+-- may draw from a sequence save lastval() first and put it back after.
+CREATE FUNCTION appguard.saved_lastval()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN pg_catalog.lastval();
+EXCEPTION WHEN object_not_in_prerequisite_state OR insufficient_privilege THEN
+	RETURN NULL;			-- no nextval() in this session yet: nothing to keep
+END
+$$;
+
+-- Make lastval() return saved again.  lastval() reports the sequence last
+-- advanced by nextval() in this session, so the only way is a nextval()
+-- that returns saved: that of a session-private temporary sequence set to
+-- it.  The host's role calls lastval() on that sequence, hence its SELECT
+-- grant (a temporary object, invisible to other sessions).
+CREATE FUNCTION appguard.restore_lastval(saved bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF saved IS NULL THEN
+		RETURN;
+	END IF;
+	IF pg_catalog.to_regclass('pg_temp.appguard_lastval') IS NULL THEN
+		CREATE TEMPORARY SEQUENCE appguard_lastval AS bigint MINVALUE -9223372036854775808 NO CYCLE;
+		GRANT SELECT ON SEQUENCE pg_temp.appguard_lastval TO PUBLIC;
+	END IF;
+	PERFORM pg_catalog.setval('pg_temp.appguard_lastval', saved, false);
+	PERFORM pg_catalog.nextval('pg_temp.appguard_lastval');
+END
+$$;
+
+-- The baseline of a host row that becomes active now (appguard.baseline_for).
+-- The common case, a recent cached snapshot, reads one row and draws from
+-- no sequence; otherwise baseline_for may measure live, and the host's
+-- lastval() is kept.
+CREATE FUNCTION appguard.protected_row_baseline(p_client_id text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cached record;
+	saved bigint;
+	baseline bigint;
+BEGIN
+	SELECT c.last_ok_snapshot_id, c.last_ok_at INTO cached
+	FROM appguard.clients c WHERE c.client_id = p_client_id;
+	IF NOT FOUND THEN
+		RETURN NULL;			-- unregistered client: its rows are left alone
+	END IF;
+	IF cached.last_ok_snapshot_id IS NOT NULL
+	   AND cached.last_ok_at >= pg_catalog.clock_timestamp()
+			- appguard.appguard_setting('appguard.baseline_max_age')::interval THEN
+		RETURN cached.last_ok_snapshot_id;
+	END IF;
+	saved := appguard.saved_lastval();
+	baseline := appguard.baseline_for(p_client_id);
+	PERFORM appguard.restore_lastval(saved);
+	RETURN baseline;
+END
 $$;
 
 -- Start tracking a host row (INSERT, or a host reactivating a row).
+-- PL/pgSQL for its cached plan (see protected_table_columns).
 CREATE FUNCTION appguard.protected_row_track(p_tbl regclass, p_key text, p_client_id text,
 											 p_active boolean)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
 	INSERT INTO appguard.protected_rows AS r
 		(tbl, row_key, client_id, state, baseline_snapshot_id)
-	VALUES ($1, $2, $3, CASE WHEN $4 THEN 'active' ELSE 'inactive' END,
-			CASE WHEN $4 THEN appguard.baseline_for($3) END)
+	VALUES (p_tbl, p_key, p_client_id, CASE WHEN p_active THEN 'active' ELSE 'inactive' END,
+			CASE WHEN p_active THEN appguard.protected_row_baseline(p_client_id) END)
 	ON CONFLICT (tbl, row_key) DO UPDATE
 	SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,
 		baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,
 		suspension_id = NULL, suspended_at = NULL, error_uri = NULL,
-		created_at = pg_catalog.now(), reapproved_at = NULL
+		created_at = pg_catalog.now(), reapproved_at = NULL;
+END
 $$;
 
 -- The host wrote a row's status itself.
@@ -108,6 +191,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	r record;
+	saved bigint;
 BEGIN
 	SELECT * INTO r FROM appguard.protected_rows pr
 	WHERE pr.tbl = p_tbl AND pr.row_key = p_key FOR UPDATE;
@@ -121,21 +205,25 @@ BEGIN
 		-- again; only re-approval takes a new baseline.
 		UPDATE appguard.protected_rows pr
 		SET state = 'active',
-			baseline_snapshot_id = coalesce(pr.baseline_snapshot_id, appguard.baseline_for(pr.client_id)),
+			baseline_snapshot_id = coalesce(pr.baseline_snapshot_id, appguard.protected_row_baseline(pr.client_id)),
 			suspension_id = NULL, suspended_at = NULL, error_uri = NULL
 		WHERE pr.tbl = p_tbl AND pr.row_key = p_key;
 		IF r.state = 'suspended' THEN
+			saved := appguard.saved_lastval();
 			PERFORM appguard.log_event('host_reactivated', r.client_id,
 				pg_catalog.jsonb_build_object('detail', 'the host re-enabled a row appguard had suspended'),
 				suspension_id => r.suspension_id, token_table => p_tbl::text, token_key => p_key);
+			PERFORM appguard.restore_lastval(saved);
 		END IF;
 	ELSIF NOT p_active AND r.state <> 'inactive' THEN
 		UPDATE appguard.protected_rows pr SET state = 'inactive'
 		WHERE pr.tbl = p_tbl AND pr.row_key = p_key;
 		IF r.state = 'suspended' THEN
+			saved := appguard.saved_lastval();
 			PERFORM appguard.log_event('host_took_over', r.client_id,
 				pg_catalog.jsonb_build_object('detail', 'the host set the status of a row appguard had suspended; re-approval will not re-enable it'),
 				suspension_id => r.suspension_id, token_table => p_tbl::text, token_key => p_key);
+			PERFORM appguard.restore_lastval(saved);
 		END IF;
 	END IF;
 END

@@ -377,6 +377,8 @@ BEGIN
 		'host', s.host,
 		'reasons', pg_catalog.to_jsonb(s.reasons),
 		'changes', changes,
+		-- what the consent screen showed against what it shows now (50_consent)
+		'consent', appguard.consent_change(s.client_id, s.baseline_snapshot_id, s.snapshot_id),
 		'consented_at', s.baseline_taken_at,
 		'first_detected_at', coalesce(s.first_drift_taken_at, s.snapshot_taken_at),
 		'confirmed_at', s.snapshot_taken_at,
