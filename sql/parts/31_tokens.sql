@@ -8,9 +8,12 @@
 -- baseline *pending*: the client's next successful snapshot becomes it.
 ---------------------------------------------------------------------------
 
--- Set while appguard itself changes a token's status (suspending or
--- re-approving), so the guards below let it through.  A transaction-local
--- placeholder setting outside the reserved appguard.* prefix.
+-- Set while appguard itself changes the status of a protected table's
+-- row (suspending or re-approving), so the triggers of part 3 tell
+-- appguard's writes from the host's.  A transaction-local placeholder
+-- setting outside the reserved appguard.* prefix -- which any role can set
+-- too, so it is no guard: appguard.refresh_tokens' guard below rests on
+-- suspension_id instead, which only appguard writes.
 CREATE FUNCTION appguard.set_applying(applying boolean)
 RETURNS void
 LANGUAGE sql VOLATILE
@@ -145,8 +148,8 @@ AS $$
 DECLARE
 	cached record;
 BEGIN
-	IF NEW.status = 'suspended'
-	   AND pg_catalog.current_setting('appguard_lifecycle.applying', true) IS DISTINCT FROM 'on' THEN
+	-- a suspended row names its suspension (as a restored dump does)
+	IF NEW.status = 'suspended' AND NEW.suspension_id IS NULL THEN
 		RAISE EXCEPTION 'a refresh token cannot be created suspended'
 			USING ERRCODE = '22023',
 				  DETAIL = 'Only appguard suspends tokens, when their app''s facts drift.';
@@ -174,7 +177,11 @@ CREATE TRIGGER appguard_baseline BEFORE INSERT ON appguard.refresh_tokens
 -- Only appguard moves a token into or out of 'suspended': a suspension
 -- needs its record and error_uri, a reactivation a new baseline
 -- (appguard_reapprove).  Revoking a suspended token is the auth server's
--- right.  The WHEN clause keeps ordinary updates free of any call.
+-- right.  appguard sets suspension_id when it suspends and clears it when
+-- it re-approves; the auth server's role may not write that column
+-- (column privileges, part 8), so a status change without it is refused:
+-- no setting a session can make lets it through.  The WHEN clause keeps
+-- ordinary updates free of any call.
 CREATE FUNCTION appguard.refresh_token_status_guard()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -193,7 +200,7 @@ END
 $$;
 CREATE TRIGGER appguard_status_guard BEFORE UPDATE OF status ON appguard.refresh_tokens
 	FOR EACH ROW
-	WHEN (((NEW.status = 'suspended' AND OLD.status <> 'suspended')
-		   OR (OLD.status = 'suspended' AND NEW.status = 'active'))
-		  AND pg_catalog.current_setting('appguard_lifecycle.applying', true) IS DISTINCT FROM 'on')
+	WHEN ((NEW.status = 'suspended' AND OLD.status <> 'suspended'
+		   AND (NEW.suspension_id IS NULL OR NEW.suspension_id IS NOT DISTINCT FROM OLD.suspension_id))
+		  OR (OLD.status = 'suspended' AND NEW.status = 'active' AND NEW.suspension_id IS NOT NULL))
 	EXECUTE FUNCTION appguard.refresh_token_status_guard();
