@@ -113,6 +113,23 @@ is_deeply($lc->check_refresh('t-new'), { allowed => JSON::PP::true }, 'new token
 is_deeply($lc->json(qq{SELECT appguard.appguard_check_refresh('$tbl', '2')}), { allowed => JSON::PP::true },
 	'protected row 2: refresh allowed');
 
+# The auth server's role cannot move a token out of (or into) suspended
+# itself, whatever it sets in its session: only re-approval reactivates.
+$lc->sql('CREATE ROLE token_endpoint LOGIN IN ROLE appguard_auth_server');
+for my $case ([ 't-old', 'active', 'refresh token is suspended by appguard' ],
+	[ 't-new', 'suspended', 'only appguard suspends refresh tokens' ])
+{
+	my ($tok, $to, $msg) = @$case;
+	my (undef, $err) = $lc->try(<<"SQL");
+SET ROLE token_endpoint;
+SET appguard_lifecycle.applying = on;
+UPDATE appguard.refresh_tokens SET status = '$to' WHERE token_id = '$tok';
+SQL
+	like($err, qr/ERROR:  \Q$msg\E/, "the auth server's role cannot set $tok $to, even with appguard_lifecycle.applying on");
+}
+is($lc->sql(q{SELECT string_agg(token_id || '=' || status, ',' ORDER BY token_id) FROM appguard.refresh_tokens}),
+	't-new=active,t-old=suspended', 'both tokens unchanged');
+
 # ---------------------------------------------------------------- re-approval
 my $r = $lc->json(q{SELECT appguard.appguard_reapprove('t-old')});
 my $latest_ok = $lc->sql(q{SELECT last_ok_snapshot_id FROM appguard.clients WHERE client_id = 'grants-app'});
