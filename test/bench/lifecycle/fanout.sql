@@ -1,8 +1,13 @@
 -- One round of the fan-out benchmark (psql variables: round, tokens,
 -- appguard_first).  A client with :tokens active grants on one baseline;
 -- a snapshot that drifts from it (another organization) is stored, and
--- its trigger suspends them all: timed against a bare UPDATE ... SET
--- status of the same rows in a copy of the table without appguard.
+-- its trigger suspends them all.  Timed against bare UPDATE ... SET status
+-- statements:
+--   same rows   the same rows of appguard.refresh_tokens, its triggers
+--               off (session_replication_role = replica), before or after
+--               the suspension, with the rows set back to active between
+--               (and vacuumed) -- the order alternates between rounds;
+--   copy        a copy of the rows in a table without appguard's triggers.
 \set ON_ERROR_STOP on
 SET client_min_messages = warning;
 \set client '''fan-' :round ''''
@@ -20,21 +25,48 @@ INSERT INTO bench.fan_plain SELECT * FROM appguard.refresh_tokens WHERE client_i
 VACUUM ANALYZE appguard.refresh_tokens;
 VACUUM ANALYZE bench.fan_plain;
 
+\set suspend 'SELECT * FROM bench.time_ms(format(''SELECT bench.snap(%L, %L, %L)'', ' :host ', ''Northwind Data Brokers LLC'', ''02''))'
+\set bare 'SELECT * FROM bench.time_ms(format(''UPDATE appguard.refresh_tokens SET status = %L WHERE client_id = %L AND baseline_snapshot_id = %s AND status = %L'', ''suspended'', ' :client ', ' :base ', ''active''))'
+\set copy 'SELECT * FROM bench.time_ms(format(''UPDATE bench.fan_plain SET status = %L WHERE client_id = %L AND baseline_snapshot_id = %s AND status = %L'', ''suspended'', ' :client ', ' :base ', ''active''))'
+
 \if :appguard_first
 CHECKPOINT;
-SELECT bench.time_ms(format('SELECT bench.snap(%L, %L, %L)', :host, 'Northwind Data Brokers LLC', '02')) AS appguard_ms \gset
+:suspend \gset appguard_
+\else
+SET session_replication_role = replica;
 CHECKPOINT;
-SELECT bench.time_ms(format('UPDATE bench.fan_plain SET status = %L WHERE client_id = %L AND baseline_snapshot_id = %s AND status = %L',
-							'suspended', :client, :base, 'active')) AS bare_ms \gset
+:bare \gset bare_
+SET session_replication_role = origin;
+\endif
+SELECT count(*) AS first_count FROM appguard.refresh_tokens WHERE client_id = :client AND status = 'suspended' \gset
+
+-- back to active, untimed
+SET session_replication_role = replica;
+UPDATE appguard.refresh_tokens SET status = 'active', suspended_at = NULL, suspension_id = NULL, error_uri = NULL
+WHERE client_id = :client;
+SET session_replication_role = origin;
+VACUUM ANALYZE appguard.refresh_tokens;
+
+\if :appguard_first
+SET session_replication_role = replica;
+CHECKPOINT;
+:bare \gset bare_
+SET session_replication_role = origin;
+SELECT count(*) AS bare_count FROM appguard.refresh_tokens WHERE client_id = :client AND status = 'suspended' \gset
+\set appguard_count :first_count
 \else
 CHECKPOINT;
-SELECT bench.time_ms(format('UPDATE bench.fan_plain SET status = %L WHERE client_id = %L AND baseline_snapshot_id = %s AND status = %L',
-							'suspended', :client, :base, 'active')) AS bare_ms \gset
-CHECKPOINT;
-SELECT bench.time_ms(format('SELECT bench.snap(%L, %L, %L)', :host, 'Northwind Data Brokers LLC', '02')) AS appguard_ms \gset
+:suspend \gset appguard_
+SELECT count(*) AS appguard_count FROM appguard.refresh_tokens WHERE client_id = :client AND status = 'suspended' \gset
+\set bare_count :first_count
 \endif
 
-SELECT round(:appguard_ms::numeric, 1) AS appguard_ms, round(:bare_ms::numeric, 1) AS bare_ms,
-	   (SELECT count(*) FROM appguard.refresh_tokens WHERE client_id = :client AND status = 'suspended') AS suspended,
-	   (SELECT count(*) FROM bench.fan_plain WHERE status = 'suspended') AS updated,
+CHECKPOINT;
+:copy \gset copy_
+
+SELECT round(:appguard_wall_ms::numeric, 1) AS appguard_wall_ms, :appguard_cpu_ms AS appguard_cpu_ms,
+	   round(:bare_wall_ms::numeric, 1) AS bare_wall_ms, :bare_cpu_ms AS bare_cpu_ms,
+	   round(:copy_wall_ms::numeric, 1) AS copy_wall_ms, :copy_cpu_ms AS copy_cpu_ms,
+	   :appguard_count AS suspended, :bare_count AS bare_updated,
+	   (SELECT count(*) FROM bench.fan_plain WHERE status = 'suspended') AS copy_updated,
 	   (SELECT string_agg(array_to_string(reasons, ','), ';') FROM appguard.suspensions WHERE client_id = :client) AS reasons;
