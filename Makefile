@@ -41,6 +41,9 @@ TAP_TESTS = 1
 PROVE_TESTS ?= test/t/*.pl
 PROVE_FLAGS += -I ./test/perl
 
+# Every object is rebuilt when a header changes (PGXS does not track them)
+$(OBJS): $(wildcard src/*.h)
+
 # TAP tests alone (they start their own clusters and servers)
 .PHONY: prove_installcheck
 prove_installcheck:
