@@ -9,7 +9,7 @@
 # options are described there) as the postgres user in a temporary copy
 # of the tree, against real servers on loopback (AG_NET, default 127.77).
 # Prints each figure as it is measured, then a table of ratios, all
-# measured side by side in this one run.  Takes about two minutes.
+# measured side by side in this one run.  Takes about four minutes.
 # Not a test: it asserts nothing; read the figures.
 set -euo pipefail
 

@@ -9,7 +9,10 @@
 #   --delay MS     latency added per connection (default 200)
 #   --snapshots N  snapshots taken in one backend for the memory check
 #                  (default 10000)
-#   --stime S      seconds of openssl s_time (default 10)
+#   --stime S      seconds of openssl s_time a round (default 5)
+#   --rounds N     rounds of the latency- and CPU-bound measurements
+#                  (default 3): the table gives the median and the range of
+#                  the ratios, each measured side by side within a round
 #
 # Latency-bound: every host behind a delay proxy (TestEnv delay_proxies):
 #   CALL appguard_sweep at the default concurrency, against the same sweep
@@ -47,9 +50,9 @@ use Time::HiRes qw(time sleep);
 use AppGuard::TestEnv;
 
 my %o = (hosts => 1000, key => 'rsa2048', sample => 50, delay => 200,
-	snapshots => 10000, stime => 10);
-GetOptions(\%o, 'hosts=i', 'key=s', 'sample=i', 'full', 'delay=i', 'snapshots=i', 'stime=i')
-  or die "usage: bench.pl [--hosts N] [--key rsa2048|ec256] [--sample N] [--full] [--delay MS] [--snapshots N] [--stime S]\n";
+	snapshots => 10000, stime => 5, rounds => 3);
+GetOptions(\%o, 'hosts=i', 'key=s', 'sample=i', 'full', 'delay=i', 'snapshots=i', 'stime=i', 'rounds=i')
+  or die "usage: bench.pl [--hosts N] [--key rsa2048|ec256] [--sample N] [--full] [--delay MS] [--snapshots N] [--stime S] [--rounds N]\n";
 $o{sample} = $o{hosts} if $o{full} || $o{sample} > $o{hosts};
 
 # ... and so do the notes of PostgreSQL::Test::BackgroundPsql
@@ -170,94 +173,125 @@ sub cpu_text
 my (@table, %figure);
 sub row { push @table, [@_]; return }
 
+# The median and range of the rounds: "median unit (low-high)"
+sub median { my @v = sort { $a <=> $b } @_; return $v[ int($#v / 2) ] }
+sub spread
+{
+	my ($fmt, $unit, @v) = @_;
+	my @s = sort { $a <=> $b } @v;
+	my $text = sprintf($fmt, median(@v)) . $unit;
+	$text .= sprintf " ($fmt-$fmt)", $s[0], $s[-1] if @v > 1;
+	return $text;
+}
+
 # ---------------------------------------------------------------- latency-bound
-say "latency-bound: every connection delayed $o{delay} ms";
+# Each round: the sweep of every host at the default concurrency, the same
+# sweep at concurrency 1 on the sample, the DBA loop on the sample.
+say "latency-bound: every connection delayed $o{delay} ms; $o{rounds} rounds";
 my @sample_d = @names_d[ 0 .. $o{sample} - 1 ];
 database('lat', @names_d);
 database('sample', @sample_d);
 # first sweeps: measure everything once, so that grants get baselines
 sql($_, "CALL appguard.appguard_sweep('0', '1 hour')") for qw(lat sample);
 grants($_) for qw(lat sample);
-my $lat = $node->background_psql('lat');
-my $lat_pid = $lat->query_safe('SELECT pg_backend_pid()');
-my $cpu = cpu_of($lat_pid, sub { $lat->query_safe("CALL appguard.appguard_sweep('0', '1 hour')") });
-my ($t_default) = last_sweep('lat');
-$lat->quit;
-say sprintf '  sweep of %d hosts, default concurrency: %.2f s (%.0f hosts/s); CPU per host: %s',
-  $o{hosts}, $t_default, $o{hosts} / $t_default, cpu_text($cpu, $o{hosts});
-
 sql('sample', "ALTER DATABASE sample SET appguard.sweep_concurrency = 1");
-sql('sample', "CALL appguard.appguard_sweep('0', '1 hour')");
-my ($t_one_sample) = last_sweep('sample');
-my $t_one = $t_one_sample * $o{hosts} / $o{sample};
-say sprintf '  sweep of %d hosts at concurrency 1: %.2f s (%.1f ms a host) -> %d hosts: %.1f s%s',
-  $o{sample}, $t_one_sample, 1000 * $t_one_sample / $o{sample}, $o{hosts}, $t_one,
-  $o{sample} < $o{hosts} ? ' (extrapolated)' : '';
-
-my ($dba_out, $dba_err) = ('', '');
-my $dba_start = time;
-IPC::Run::run([ 'bash', "$FindBin::Bin/dba_loop.sh", $env->dns_addr, $env->dns_port, $env->ca_file,
-		$port, @sample_d ], '<', \undef, '>', \$dba_out, '2>', \$dba_err)
-  or die "dba_loop.sh failed: $dba_err";
-my $t_dba_sample = time - $dba_start;
-die "dba_loop.sh: $dba_err" if $dba_err =~ /failed/;
-my $t_dba = $t_dba_sample * $o{hosts} / $o{sample};
-say sprintf '  DBA loop (kdig, openssl s_client piped to openssl x509) over %d hosts: %.2f s (%.1f ms a host) -> %d hosts: %.1f s%s',
-  $o{sample}, $t_dba_sample, 1000 * $t_dba_sample / $o{sample}, $o{hosts}, $t_dba,
-  $o{sample} < $o{hosts} ? ' (extrapolated)' : '';
 my $sampled = $o{sample} < $o{hosts} ? " (extrapolated from $o{sample})" : '';
+my (@t_default, @t_one, @t_dba, @x_one, @x_dba);
+for my $round (1 .. $o{rounds})
+{
+	my $lat = $node->background_psql('lat');
+	my $lat_pid = $lat->query_safe('SELECT pg_backend_pid()');
+	my $cpu = cpu_of($lat_pid, sub { $lat->query_safe("CALL appguard.appguard_sweep('0', '1 hour')") });
+	my ($t_default) = last_sweep('lat');
+	$lat->quit;
+
+	sql('sample', "CALL appguard.appguard_sweep('0', '1 hour')");
+	my ($t_one_sample) = last_sweep('sample');
+	my $t_one = $t_one_sample * $o{hosts} / $o{sample};
+
+	my ($dba_out, $dba_err) = ('', '');
+	my $dba_start = time;
+	IPC::Run::run([ 'bash', "$FindBin::Bin/dba_loop.sh", $env->dns_addr, $env->dns_port, $env->ca_file,
+			$port, @sample_d ], '<', \undef, '>', \$dba_out, '2>', \$dba_err)
+	  or die "dba_loop.sh failed: $dba_err";
+	my $t_dba_sample = time - $dba_start;
+	die "dba_loop.sh: $dba_err" if $dba_err =~ /failed/;
+	my $t_dba = $t_dba_sample * $o{hosts} / $o{sample};
+
+	push @t_default, $t_default;
+	push @t_one, $t_one;
+	push @t_dba, $t_dba;
+	push @x_one, $t_one / $t_default;
+	push @x_dba, $t_dba / $t_default;
+	say sprintf '  round %d: sweep of %d hosts at the default concurrency %.2f s (CPU per host: %s); '
+	  . 'concurrency 1 %.1f ms a host -> %.1f s%s; DBA loop %.1f ms a host -> %.1f s; %.0fx and %.0fx',
+	  $round, $o{hosts}, $t_default, cpu_text($cpu, $o{hosts}), 1000 * $t_one_sample / $o{sample},
+	  $t_one, $sampled ? ' (extrapolated)' : '', 1000 * $t_dba_sample / $o{sample}, $t_dba,
+	  $t_one / $t_default, $t_dba / $t_default;
+}
 row("latency-bound, $o{delay} ms a connection", "sweep of $o{hosts} hosts, default concurrency",
-	sprintf('%.2f s', $t_default), '', '');
-row('', "same sweep at concurrency 1$sampled", sprintf('%.1f s', $t_one),
-	sprintf('%.0fx faster', $t_one / $t_default), '>= 50x');
+	spread('%.2f', ' s', @t_default), '', '');
+row('', "same sweep at concurrency 1$sampled", spread('%.1f', ' s', @t_one),
+	spread('%.0f', 'x', @x_one), '>= 50x faster');
 row('', "DBA loop: kdig, openssl s_client piped to openssl x509, a host at a time$sampled",
-	sprintf('%.1f s', $t_dba), sprintf('%.0fx faster', $t_dba / $t_default), '>= 100x');
+	spread('%.1f', ' s', @t_dba), spread('%.0f', 'x', @x_dba), '>= 100x faster');
 
 # ---------------------------------------------------------------- CPU-bound
-say 'CPU-bound: no added latency';
+# Each round: a sweep, appguard_snapshot_many, openssl s_time.
+say "CPU-bound: no added latency; $o{rounds} rounds";
 database('cpu', @names_h);
 sql('cpu', "CALL appguard.appguard_sweep('0', '1 hour')");
 grants('cpu');
-my $cpu_s = $node->background_psql('cpu');
-my $cpu_pid = $cpu_s->query_safe('SELECT pg_backend_pid()');
-$cpu = cpu_of($cpu_pid, sub { $cpu_s->query_safe("CALL appguard.appguard_sweep('0', '1 hour')") });
-my ($t_cpu) = last_sweep('cpu');
-my $rate_sweep = $o{hosts} / $t_cpu;
-say sprintf '  sweep of %d hosts: %.2f s, %.0f snapshots/s; CPU per host: %s', $o{hosts}, $t_cpu,
-  $rate_sweep, cpu_text($cpu, $o{hosts});
 sql('postgres', 'CREATE DATABASE many');
 sql('many', 'CREATE EXTENSION appguard');
-my $many = $node->background_psql('many');
-my $many_pid = $many->query_safe('SELECT pg_backend_pid()');
-$many->query_safe('\timing on');
 my $hosts_array = 'ARRAY[' . join(',', map { "'$_'" } @names_h) . ']';
 my $ports_array = "array_fill($port, ARRAY[$o{hosts}])";
-my $t_many;
-$cpu = cpu_of($many_pid, sub {
-	my $out = $many->query_safe("SELECT count(*) FROM appguard.appguard_snapshot_many($hosts_array, $ports_array)");
-	($t_many) = $out =~ /Time: ([0-9.]+) ms/;
-	$t_many /= 1000;
-});
-$many->quit;
-my $rate_many = $o{hosts} / $t_many;
-say sprintf '  appguard_snapshot_many of %d hosts: %.2f s, %.0f snapshots/s; CPU per host: %s', $o{hosts},
-  $t_many, $rate_many, cpu_text($cpu, $o{hosts});
+my (@r_sweep, @r_many, @r_stime, @x_sweep, @x_many);
+for my $round (1 .. $o{rounds})
+{
+	my $cpu_s = $node->background_psql('cpu');
+	my $cpu_pid = $cpu_s->query_safe('SELECT pg_backend_pid()');
+	my $cpu = cpu_of($cpu_pid, sub { $cpu_s->query_safe("CALL appguard.appguard_sweep('0', '1 hour')") });
+	$cpu_s->quit;
+	my ($t_cpu) = last_sweep('cpu');
+	my $rate_sweep = $o{hosts} / $t_cpu;
 
-my ($st_out, $st_err) = ('', '');
-my $stime_start = time;
-IPC::Run::run([ 'openssl', 's_time', '-connect', "$direct[0]:$port", '-new', '-time', $o{stime} ],
-	'<', \undef, '>', \$st_out, '2>', \$st_err);
-my $stime_wall = time - $stime_start;
-my ($conns) = $st_out =~ /(\d+) connections in [0-9.]+s;/ or die "openssl s_time: $st_out$st_err";
-my $rate_stime = $conns / $stime_wall;
-say sprintf '  openssl s_time -new against %s:%d: %d handshakes in %.2f s, %.0f/s', $direct[0], $port,
-  $conns, $stime_wall, $rate_stime;
+	my $many = $node->background_psql('many');
+	my $many_pid = $many->query_safe('SELECT pg_backend_pid()');
+	$many->query_safe('\timing on');
+	my $t_many;
+	my $cpu_many = cpu_of($many_pid, sub {
+		my $out = $many->query_safe("SELECT count(*) FROM appguard.appguard_snapshot_many($hosts_array, $ports_array)");
+		($t_many) = $out =~ /Time: ([0-9.]+) ms/;
+		$t_many /= 1000;
+	});
+	$many->quit;
+	my $rate_many = $o{hosts} / $t_many;
+
+	my ($st_out, $st_err) = ('', '');
+	my $stime_start = time;
+	IPC::Run::run([ 'openssl', 's_time', '-connect', "$direct[0]:$port", '-new', '-time', $o{stime} ],
+		'<', \undef, '>', \$st_out, '2>', \$st_err);
+	my $stime_wall = time - $stime_start;
+	my ($conns) = $st_out =~ /(\d+) connections in [0-9.]+s;/ or die "openssl s_time: $st_out$st_err";
+	my $rate_stime = $conns / $stime_wall;
+
+	push @r_sweep, $rate_sweep;
+	push @r_many, $rate_many;
+	push @r_stime, $rate_stime;
+	push @x_sweep, $rate_sweep / $rate_stime;
+	push @x_many, $rate_many / $rate_stime;
+	say sprintf '  round %d: sweep %.0f snapshots/s (CPU per host: %s); appguard_snapshot_many %.0f/s (%s); '
+	  . 'openssl s_time -new %d handshakes in %.2f s, %.0f/s; %.2f and %.2f of s_time',
+	  $round, $rate_sweep, cpu_text($cpu, $o{hosts}), $rate_many, cpu_text($cpu_many, $o{hosts}),
+	  $conns, $stime_wall, $rate_stime, $rate_sweep / $rate_stime, $rate_many / $rate_stime;
+}
 row('CPU-bound, no added latency', "openssl s_time -new, same servers and $o{key} certificate",
-	sprintf('%.0f handshakes/s', $rate_stime), '', '');
-row('', "sweep of $o{hosts} hosts (measure, store, evaluate)", sprintf('%.0f snapshots/s', $rate_sweep),
-	sprintf('%.2f of s_time', $rate_sweep / $rate_stime), '>= 0.5');
-row('', "appguard_snapshot_many of $o{hosts} hosts (measure, store)", sprintf('%.0f snapshots/s', $rate_many),
-	sprintf('%.2f of s_time', $rate_many / $rate_stime), '>= 0.5');
+	spread('%.0f', ' handshakes/s', @r_stime), '', '');
+row('', "sweep of $o{hosts} hosts (measure, store, evaluate)", spread('%.0f', ' snapshots/s', @r_sweep),
+	spread('%.2f', ' of s_time', @x_sweep), '>= 0.5');
+row('', "appguard_snapshot_many of $o{hosts} hosts (measure, store)", spread('%.0f', ' snapshots/s', @r_many),
+	spread('%.2f', ' of s_time', @x_many), '>= 0.5');
 
 # ---------------------------------------------------------------- memory
 say "memory: one backend, $o{snapshots} more snapshots";
