@@ -7,6 +7,7 @@ use warnings;
 
 use lib 'test/perl';
 use AppGuard::TestEnv;
+use AppGuard::TestNode qw(start_node backend_fds create_wait_until_idle);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -26,29 +27,12 @@ $env->zone(
 	]);
 $env->start;
 
-my $node = PostgreSQL::Test::Cluster->new('safety');
-$node->init;
-$node->append_conf('postgresql.conf', $env->postgresql_conf);
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION appguard');
+my $node = start_node('safety', $env);
+create_wait_until_idle($node);
 
-# How long after pg_cancel_backend() the backend stops being active, in ms,
-# measured inside the server so that psql start-up is not counted.
+# Until the backend has been probing for 300 ms (false after 20 s)
 $node->safe_psql(
 	'postgres', q{
-CREATE FUNCTION wait_until_idle(target int, since timestamptz) RETURNS float8
-LANGUAGE plpgsql AS $$
-BEGIN
-	LOOP
-		PERFORM pg_stat_clear_snapshot();
-		IF NOT EXISTS (SELECT FROM pg_stat_activity
-					   WHERE pid = target AND state = 'active') THEN
-			RETURN extract(epoch FROM clock_timestamp() - since) * 1000;
-		END IF;
-		PERFORM pg_sleep(0.002);
-	END LOOP;
-END
-$$;
 CREATE FUNCTION wait_until_probing(target int) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -71,24 +55,8 @@ my $session = $node->background_psql('postgres', on_error_stop => 0);
 $session->query_safe('\set VERBOSITY verbose');
 my $pid = $session->query_safe('SELECT pg_backend_pid()');
 
-# The backend's open descriptors, as "fd -> target" lines, without the
-# relation files PostgreSQL's own file cache opens and keeps as it likes.
-my $pgdata = $node->data_dir;
-
-sub fds
-{
-	opendir(my $dh, "/proc/$pid/fd") or die "cannot read /proc/$pid/fd: $!";
-	my @fds = sort { $a <=> $b } grep { !/^\./ } readdir($dh);
-	closedir($dh);
-	my @lines = map { "$_ -> " . (readlink("/proc/$pid/fd/$_") // '?') } @fds;
-	return join("\n", grep { !m{ -> \Q$pgdata\E/} } @lines);
-}
-
-sub fd_count
-{
-	my @lines = split /\n/, fds();
-	return scalar @lines;
-}
+sub fds { return join "\n", backend_fds($node, $pid) }
+sub fd_count { return scalar(my @fds = backend_fds($node, $pid)) }
 
 # Warm up: the first probe loads the library and the trust store.
 is($session->query_safe("SELECT appguard.appguard_probe('good.safety.test', 8443)->>'status'"),

@@ -14,6 +14,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 
 use AppGuard::TestEnv;
+use AppGuard::TestNode qw(start_node backend_fds create_wait_until_idle);
 
 my $t0   = time;
 my $env  = AppGuard::TestEnv->new;
@@ -34,11 +35,8 @@ $env->zone('safe.test', \@records);
 $env->start;
 note sprintf 'environment up in %.1f s', time - $t0;
 
-my $node = PostgreSQL::Test::Cluster->new('sweep_safety');
-$node->init;
-$node->append_conf('postgresql.conf', $env->postgresql_conf);
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION appguard');
+my $node = start_node('sweep_safety', $env);
+create_wait_until_idle($node);
 is($node->safe_psql('postgres', 'SHOW max_files_per_process'), '1000',
 	'a stock cluster: max_files_per_process 1000');
 
@@ -54,23 +52,8 @@ sub clients
 }
 sub names { my ($prefix, $n) = @_; return map { sprintf "$prefix%03d.safe.test", $_ } 1 .. $n }
 
-# How long after since the backend stops being active, in ms, measured
-# inside the server so that psql start-up is not counted
 $node->safe_psql(
 	'postgres', q{
-CREATE FUNCTION wait_until_idle(target int, since timestamptz) RETURNS float8
-LANGUAGE plpgsql AS $$
-BEGIN
-	LOOP
-		PERFORM pg_stat_clear_snapshot();
-		IF NOT EXISTS (SELECT FROM pg_stat_activity
-					   WHERE pid = target AND state = 'active') THEN
-			RETURN extract(epoch FROM clock_timestamp() - since) * 1000;
-		END IF;
-		PERFORM pg_sleep(0.002);
-	END LOOP;
-END
-$$;
 -- until the running sweep of backend target has committed n snapshots
 CREATE FUNCTION wait_until_measured(target int, n int) RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -90,19 +73,9 @@ $$;
 my $session = $node->background_psql('postgres', on_error_stop => 0);
 $session->query_safe('\set VERBOSITY verbose');
 my $pid = $session->query_safe('SELECT pg_backend_pid()');
-my $pgdata = $node->data_dir;
 
-# The backend's descriptors, without the relation files PostgreSQL keeps
-# open as it likes
-sub fds
-{
-	opendir(my $dh, "/proc/$pid/fd") or die "cannot read /proc/$pid/fd: $!";
-	my @fds = sort { $a <=> $b } grep { !/^\./ } readdir($dh);
-	closedir($dh);
-	return join "\n", grep { !m{ -> \Q$pgdata\E/} }
-	  map { "$_ -> " . (readlink("/proc/$pid/fd/$_") // '?') } @fds;
-}
-sub fd_count { my @lines = split /\n/, fds(); return scalar @lines }
+sub fds { return join "\n", backend_fds($node, $pid) }
+sub fd_count { return scalar(my @fds = backend_fds($node, $pid)) }
 
 # A first sweep loads the library and warms the caches.  (Hosts never
 # measured come first in a sweep, then by name: the tests below choose

@@ -18,7 +18,7 @@ use JSON::PP ();
 use PostgreSQL::Test::Cluster;
 use Time::HiRes qw(time);
 
-our @EXPORT_OK = qw(start_node probe sql_literal);
+our @EXPORT_OK = qw(start_node probe sql_literal backend_fds create_wait_until_idle);
 
 my $json = JSON::PP->new->canonical;
 
@@ -51,6 +51,44 @@ sub probe
 		"${set}SELECT appguard.$fn(" . sql_literal($host) . ', ' . ($o{port} // 443) . ')');
 	my $facts = $json->decode($out);
 	return wantarray ? ($facts, time - $start) : $facts;
+}
+
+# A backend's open descriptors, as "fd -> target" lines, without the
+# relation files PostgreSQL's own file cache opens and keeps as it likes.
+sub backend_fds
+{
+	my ($node, $pid) = @_;
+	my $pgdata = $node->data_dir;
+	opendir(my $dh, "/proc/$pid/fd") or die "cannot read /proc/$pid/fd: $!";
+	my @fds = sort { $a <=> $b } grep { !/^\./ } readdir($dh);
+	closedir($dh);
+	return grep { !m{ -> \Q$pgdata\E/} }
+	  map { "$_ -> " . (readlink("/proc/$pid/fd/$_") // '?') } @fds;
+}
+
+# wait_until_idle(target pid, since) in the node's postgres database: how
+# long after "since" backend target stops being active, in ms, measured
+# inside the server so that psql start-up is not counted.
+sub create_wait_until_idle
+{
+	my ($node) = @_;
+	$node->safe_psql(
+		'postgres', q{
+CREATE FUNCTION wait_until_idle(target int, since timestamptz) RETURNS float8
+LANGUAGE plpgsql AS $$
+BEGIN
+	LOOP
+		PERFORM pg_stat_clear_snapshot();
+		IF NOT EXISTS (SELECT FROM pg_stat_activity
+					   WHERE pid = target AND state = 'active') THEN
+			RETURN extract(epoch FROM clock_timestamp() - since) * 1000;
+		END IF;
+		PERFORM pg_sleep(0.002);
+	END LOOP;
+END
+$$;
+});
+	return;
 }
 
 1;
