@@ -181,3 +181,150 @@ SELECT appguard_unprotect('lv_tokens') ->> 'rows_forgotten' AS forgotten;
 DROP TABLE public.lv_tokens;
 DROP ROLE appguard_regress_lv_host;
 SELECT appguard_unregister_client('lv');
+
+-- appguard's own writes are told from the host's by a flag no host role
+-- can raise (appguard.set_applying, src/applying.c), where a setting
+-- (appguard_lifecycle.applying) once served, which any role could set to
+-- change a row's status behind appguard's back.  Whatever a host role
+-- does, appguard's state of a row follows the host's write.  The auth
+-- server's role owns its table here (as Glewlwyd's does); a second role
+-- only writes to it.
+SELECT appguard_register_client('hf', 'Flag App', ARRAY['https://flag.example.org/cb']) IS NOT NULL;
+SELECT appguard_register_client('hf2', 'Flag App 2', ARRAY['https://flag2.example.org/cb']) IS NOT NULL;
+SELECT snap('flag.example.org') IS NOT NULL AS baseline, snap('flag2.example.org') IS NOT NULL AS baseline2;
+CREATE ROLE appguard_regress_hf_owner IN ROLE appguard_auth_server;
+CREATE ROLE appguard_regress_hf_writer IN ROLE appguard_auth_server;
+CREATE TABLE public.hf_tokens (id int PRIMARY KEY, client text NOT NULL, enabled smallint NOT NULL DEFAULT 1);
+ALTER TABLE public.hf_tokens OWNER TO appguard_regress_hf_owner;
+GRANT SELECT, UPDATE ON public.hf_tokens TO appguard_regress_hf_writer;
+INSERT INTO public.hf_tokens VALUES (1, 'hf'), (2, 'hf'), (3, 'hf2'), (4, 'hf2'), (5, 'hf2'), (6, 'hf2');
+SELECT appguard_protect('public.hf_tokens', 'client', 'enabled', NULL, '1', '0') ->> 'rows' AS adopted;
+-- the host's status and appguard's state of each row, and whether they agree
+CREATE VIEW public.hf_state AS
+SELECT h.id, h.enabled, pr.state,
+	   CASE WHEN h.enabled = 1 THEN pr.state = 'active' ELSE pr.state <> 'active' END AS in_step
+FROM public.hf_tokens h
+	 JOIN appguard.protected_rows pr ON pr.tbl = 'public.hf_tokens'::regclass AND pr.row_key = h.id::text;
+
+-- Neither role can raise the flag, nor read it
+SET ROLE appguard_regress_hf_owner;
+SELECT try($$SELECT appguard.set_applying(true)$$);
+SELECT try($$SELECT appguard.applying()$$);
+RESET ROLE;
+SET ROLE appguard_regress_hf_writer;
+SELECT try($$SELECT appguard.set_applying(true)$$);
+RESET ROLE;
+
+-- The old setting, set by the writer: its write is still its own.  It
+-- revokes row 3, which appguard must then refuse (it answered allowed
+-- when the setting made appguard skip the write)
+SET ROLE appguard_regress_hf_writer;
+SET appguard_lifecycle.applying = on;
+UPDATE public.hf_tokens SET enabled = 0 WHERE id = 3;
+RESET appguard_lifecycle.applying;
+RESET ROLE;
+SELECT * FROM public.hf_state WHERE id = 3;
+SELECT appguard_check_refresh('public.hf_tokens', '3') -> 'error' ->> 'error_description' AS refused;
+
+-- The owner's own trigger code runs inside appguard's write (as the owner,
+-- in a security-restricted operation): when appguard suspends a row of
+-- hf, it revokes row 4 of hf2.  That nested statement is the host's write,
+-- not appguard's: appguard's state of row 4 follows it
+CREATE FUNCTION public.hf_cascade() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE public.hf_tokens SET enabled = 0 WHERE id = 4 AND enabled = 1;
+	RETURN NULL;
+END
+$$;
+ALTER FUNCTION public.hf_cascade() OWNER TO appguard_regress_hf_owner;
+CREATE TRIGGER hf_cascade AFTER UPDATE OF enabled ON public.hf_tokens
+	FOR EACH ROW WHEN (NEW.client = 'hf' AND NEW.enabled = 0) EXECUTE FUNCTION public.hf_cascade();
+SELECT snap('flag.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS drifted;
+SELECT * FROM public.hf_state ORDER BY id;
+SELECT appguard_check_refresh('public.hf_tokens', '4') -> 'error' ->> 'error_description' AS refused;
+DROP TRIGGER hf_cascade ON public.hf_tokens;
+DROP FUNCTION public.hf_cascade();
+
+-- The owner, with the old flag set, re-enables suspended row 1 and revokes
+-- row 5; the writer does the same to row 2 and row 6.  appguard follows:
+-- rows 1 and 2 active again (with the baseline that drifted, recorded as
+-- re-enabled by the host), rows 5 and 6 no longer active
+SET ROLE appguard_regress_hf_owner;
+SET appguard_lifecycle.applying = on;
+UPDATE public.hf_tokens SET enabled = CASE id WHEN 1 THEN 1 ELSE 0 END WHERE id IN (1, 5);
+RESET appguard_lifecycle.applying;
+RESET ROLE;
+SET ROLE appguard_regress_hf_writer;
+SET appguard_lifecycle.applying = on;
+UPDATE public.hf_tokens SET enabled = CASE id WHEN 2 THEN 1 ELSE 0 END WHERE id IN (2, 6);
+RESET appguard_lifecycle.applying;
+RESET ROLE;
+SELECT * FROM public.hf_state ORDER BY id;
+SELECT kind, token_key FROM events WHERE token_table = 'public.hf_tokens' AND kind LIKE 'host_%' ORDER BY id;
+SELECT appguard_check_refresh('public.hf_tokens', '5') -> 'error' ->> 'error_description' AS refused;
+
+-- The flag's lifetime, shown by the superuser (who alone can raise it).
+-- Raised, a write of the status counts as appguard's: appguard's state
+-- stays (row 6 inactive while the host has 1 -- rolled back)
+BEGIN;
+SELECT appguard.set_applying(true);
+UPDATE public.hf_tokens SET enabled = 1 WHERE id = 6;
+SELECT * FROM public.hf_state WHERE id = 6;
+ROLLBACK;
+-- a raise in a released savepoint holds until lowered
+BEGIN;
+SAVEPOINT s;
+SELECT appguard.set_applying(true);
+RELEASE SAVEPOINT s;
+UPDATE public.hf_tokens SET enabled = 1 WHERE id = 6;
+SELECT appguard.set_applying(false);
+UPDATE public.hf_tokens SET enabled = 1 WHERE id = 5;
+SELECT * FROM public.hf_state WHERE id IN (5, 6) ORDER BY id;
+ROLLBACK;
+-- rolled back to a savepoint, an error caught by an exception block, a
+-- failed or a committed transaction: lowered
+BEGIN;
+SAVEPOINT s;
+SELECT appguard.set_applying(true);
+ROLLBACK TO SAVEPOINT s;
+UPDATE public.hf_tokens SET enabled = 1 WHERE id = 6;
+SELECT * FROM public.hf_state WHERE id = 6;
+ROLLBACK;
+DO $$
+BEGIN
+	BEGIN
+		PERFORM appguard.set_applying(true);
+		PERFORM 1 / 0;
+	EXCEPTION WHEN division_by_zero THEN
+		NULL;
+	END;
+	UPDATE public.hf_tokens SET enabled = 1 WHERE id = 6;
+END
+$$;
+SELECT * FROM public.hf_state WHERE id = 6;
+UPDATE public.hf_tokens SET enabled = 0 WHERE id = 6;
+BEGIN;
+SELECT appguard.set_applying(true);
+SELECT 1 / 0;
+ROLLBACK;
+UPDATE public.hf_tokens SET enabled = 1 WHERE id = 6;
+SELECT * FROM public.hf_state WHERE id = 6;
+UPDATE public.hf_tokens SET enabled = 0 WHERE id = 6;
+SELECT appguard.set_applying(true);
+UPDATE public.hf_tokens SET enabled = 1 WHERE id = 6;
+SELECT * FROM public.hf_state WHERE id = 6;
+SELECT try($$SELECT appguard.set_applying(NULL)$$);
+
+-- appguard's own writes still leave its state to appguard: a drift of
+-- hf2 suspends its one active row (6), re-approval re-enables it
+SELECT snap('flag2.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS drifted;
+SELECT * FROM public.hf_state WHERE id IN (3, 4, 5, 6) ORDER BY id;
+SELECT appguard_reapprove('public.hf_tokens', '6') ->> 'reapproved' AS reapproved;
+SELECT * FROM public.hf_state WHERE id IN (3, 4, 5, 6) ORDER BY id;
+SELECT appguard_check_refresh('public.hf_tokens', '6');
+
+DROP VIEW public.hf_state;
+SELECT appguard_unprotect('public.hf_tokens') ->> 'rows_forgotten' AS forgotten;
+DROP TABLE public.hf_tokens;
+DROP ROLE appguard_regress_hf_owner, appguard_regress_hf_writer;
+SELECT appguard_unregister_client('hf'), appguard_unregister_client('hf2');

@@ -79,6 +79,7 @@ CREATE TABLE public.sec_tokens (id bigint PRIMARY KEY, client text, status text)
 SELECT public.try($$SELECT appguard.appguard_protect('public.sec_tokens', 'client', 'status')$$);
 SELECT public.try($$SELECT appguard.appguard_check_refresh('public.sec_tokens', '1')$$);
 SELECT public.try($$INSERT INTO appguard.snapshots (host, port, taken_at, status, facts) VALUES ('a.example.org', 443, now(), 'ok', '{}')$$);
+SELECT public.try($$SELECT appguard.set_applying(true)$$);
 RESET ROLE;
 SET ROLE ag_sec_auth;
 SELECT public.try($$SELECT appguard.appguard_protect('public.sec_tokens', 'client', 'status')$$);
@@ -88,6 +89,9 @@ SELECT public.try($$SELECT appguard.appguard_snapshot('a.example.org')$$);
 SELECT public.try($$UPDATE appguard.refresh_tokens SET baseline_snapshot_id = 1$$);
 SELECT public.try($$UPDATE appguard.refresh_tokens SET status = 'active' WHERE false$$);
 SELECT public.try($$SELECT * FROM appguard.suspensions$$);
+-- the flag that marks appguard's own writes to protected tables
+SELECT public.try($$SELECT appguard.set_applying(true)$$);
+SELECT public.try($$SELECT appguard.applying()$$);
 RESET ROLE;
 SET ROLE ag_sec_operator;
 SELECT public.try($$SELECT appguard.appguard_protect('public.sec_tokens', 'client', 'status')$$);
@@ -96,7 +100,15 @@ SELECT public.try($$INSERT INTO appguard.snapshots (host, port, taken_at, status
 SELECT public.try($$DELETE FROM appguard.events$$);
 SELECT public.try($$UPDATE appguard.policy SET severity = 'ignore'$$);
 SELECT public.try($$SELECT count(*) FROM appguard.snapshots$$);
+SELECT public.try($$SELECT appguard.set_applying(true)$$);
 RESET ROLE;
+-- set_applying is superuser-only in its C code too, should someone grant
+-- every function of the schema to a role
+GRANT EXECUTE ON FUNCTION appguard.set_applying(boolean) TO ag_sec_operator;
+SET ROLE ag_sec_operator;
+SELECT public.try($$SELECT appguard.set_applying(true)$$);
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION appguard.set_applying(boolean) FROM ag_sec_operator;
 
 -- ---------------------------------------------------------------------
 -- 2. Invariants (each query lists violations: no rows expected)

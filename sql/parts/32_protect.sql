@@ -17,7 +17,9 @@
 -- host set any other value, or wrote its status itself (an UPDATE that
 -- names the status column counts as the host's decision, even if the
 -- value stays the same: a host revoking a row appguard suspended takes it
--- over, and re-approval will not re-enable it).
+-- over, and re-approval will not re-enable it).  appguard's own writes of
+-- the status (suspension, re-approval) are told from the host's by
+-- appguard.applying(), a flag only appguard's code can raise (26_applying).
 -- Columns are remembered by number, so renaming them keeps the guard.
 ---------------------------------------------------------------------------
 
@@ -246,9 +248,10 @@ BEGIN
 		DELETE FROM appguard.protected_rows pr WHERE pr.tbl = TG_RELID;
 		RETURN NULL;
 	END IF;
-	IF TG_OP = 'UPDATE'
-	   AND pg_catalog.current_setting('appguard_lifecycle.applying', true) = 'on' THEN
-		RETURN NULL;			-- appguard's own suspension or re-approval
+	-- appguard's own suspension or re-approval (see appguard.set_applying:
+	-- a flag no host role can raise, unlike a setting)
+	IF TG_OP = 'UPDATE' AND appguard.applying() THEN
+		RETURN NULL;
 	END IF;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(TG_RELID);
 	IF cfg.key_name IS NULL THEN
