@@ -1,14 +1,28 @@
 # Concurrency soak: pgbench clients run refresh checks on random tokens of
-# appguard.refresh_tokens while another pgbench client runs sweeps whose
-# snapshots flip hosts' certificate organization (so they suspend the
-# hosts' tokens), drift found outside a sweep (suspends at once), and
-# re-approvals of suspended tokens.  No deadlock (no pgbench failure, no
-# "deadlock detected" in the server log), and no suspended token is ever
-# reported allowed: each check records its answer together with the
-# token's status read in the same transaction, after the check.  An
-# allowed check has updated the token's row (last_refreshed_at, status
-# re-checked), so a suspension cannot commit before that transaction ends:
-# the status it reads must be 'active'.
+# appguard.refresh_tokens, and others on random rows of an auth server's
+# own token table protected with appguard_protect (another schema, other
+# column names, a 1/0 status, owned by the auth server's role), while
+# another pgbench client runs sweeps whose snapshots flip hosts'
+# certificate organization (so they suspend the hosts' tokens and rows),
+# drift found outside a sweep (suspends at once), and re-approvals of
+# suspended tokens and rows.  No deadlock (no pgbench failure, no
+# "deadlock detected" in the server log), and no suspended token or row is
+# ever reported allowed: each check records its answer together with the
+# status read in the same transaction, after the check.
+#   appguard.refresh_tokens: an allowed check has updated the token's row
+#   (last_refreshed_at, status re-checked), so a suspension cannot commit
+#   before that transaction ends: the status it reads must be 'active'.
+#   The protected table: the auth server's refresh transaction, as the
+#   auth server's role -- SELECT ... FOR UPDATE its row, the check, its
+#   UPDATE of the row when allowed, then its status column read again.
+#   appguard suspends a host row by updating it, which waits for the row
+#   lock, so the status read after the check is the status the check was
+#   made against: an allowed answer with the suspended value (0) is wrong.
+# At the end, appguard's state of every row agrees with the host's status.
+# AG_SOAK_HOST_NO_LOCK=1 runs the host's transaction without FOR UPDATE (a
+# control: then the oracle must report wrong answers).
+# AG_SOAK_HOST_REENABLE=1 adds a host client that re-enables suspended rows
+# itself (appguard follows; the next check suspends them again).
 #
 # Snapshots are handcrafted (sql/lifecycle_helpers.inc), so no network is
 # used and the soak measures appguard's locking alone.
@@ -26,6 +40,9 @@ my $seconds = $ENV{AG_SOAK_SECONDS} // 20;
 my $hosts = 20;
 my $per_host = 5;
 my $tokens = $hosts * $per_host;
+my $rows = $hosts * $per_host;		# rows of the protected table
+my $host_lock = $ENV{AG_SOAK_HOST_NO_LOCK} ? '' : ' FOR UPDATE';
+my $host_reenable = $ENV{AG_SOAK_HOST_REENABLE} // 0;
 
 my $node = PostgreSQL::Test::Cluster->new('soak');
 $node->init;
@@ -59,10 +76,48 @@ CREATE TABLE public.soak_answers (
 									-- by the next statement of its transaction
 	at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE TABLE public.soak_sweeps (id bigserial PRIMARY KEY, kind text NOT NULL, result jsonb);
+
+-- The auth server: its role owns its schema and token table, which
+-- appguard protects; every change of a row's status is logged by the
+-- auth server's own trigger (it also runs inside appguard's writes, as
+-- the table's owner)
+CREATE ROLE soak_idp LOGIN IN ROLE appguard_auth_server;
+CREATE SCHEMA idp AUTHORIZATION soak_idp;
+SET ROLE soak_idp;
+CREATE TABLE idp.oauth_grants (
+	grant_no bigint PRIMARY KEY,
+	app_ref text NOT NULL,
+	live smallint NOT NULL DEFAULT 1,		-- 1 usable, 0 suspended
+	why_uri text,
+	used_at timestamptz);
+CREATE TABLE idp.live_changes (grant_no bigint NOT NULL, old_live smallint, new_live smallint);
+CREATE FUNCTION idp.log_live() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+	INSERT INTO idp.live_changes VALUES (NEW.grant_no, OLD.live, NEW.live);
+	RETURN NULL;
+END
+\$\$;
+CREATE TRIGGER log_live AFTER UPDATE OF live ON idp.oauth_grants
+	FOR EACH ROW WHEN (OLD.live IS DISTINCT FROM NEW.live) EXECUTE FUNCTION idp.log_live();
+INSERT INTO idp.oauth_grants (grant_no, app_ref)
+SELECT (i - 1) * $per_host + j, 'c' || i FROM generate_series(1, $hosts) i, generate_series(1, $per_host) j;
+CREATE TABLE idp.soak_answers (
+	id bigserial PRIMARY KEY,
+	grant_no bigint NOT NULL,
+	allowed boolean NOT NULL,
+	answer jsonb NOT NULL,
+	live smallint,					-- the host's status, read after the check
+	at timestamptz NOT NULL DEFAULT clock_timestamp());
+RESET ROLE;
+SELECT appguard.appguard_protect('idp.oauth_grants', 'app_ref', 'live', 'why_uri', '1', '0') ->> 'active_rows';
 });
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM appguard.refresh_tokens WHERE status = 'active' AND baseline_snapshot_id IS NOT NULL}),
 	$tokens, "$tokens active tokens with a baseline");
+is($node->safe_psql('postgres',
+	q{SELECT count(*) FROM appguard.protected_rows WHERE tbl = 'idp.oauth_grants'::regclass
+	  AND state = 'active' AND baseline_snapshot_id IS NOT NULL}),
+	$rows, "$rows active rows of the protected table idp.oauth_grants with a baseline");
 
 my $dir = PostgreSQL::Test::Utils::tempdir;
 # a refresh check and the token's status, in one transaction
@@ -75,6 +130,26 @@ RETURNING id \\gset
 UPDATE public.soak_answers s SET status = t.status
 FROM appguard.refresh_tokens t WHERE s.id = :id AND t.token_id = s.token_id;
 COMMIT;
+});
+# the auth server's refresh transaction on its own table, as its role:
+# lock the row, ask appguard, use the grant if allowed, read the status
+# again (the status the check was made against, under the row lock)
+write_file("$dir/host_check.sql", qq{\\set n random(1, $rows)
+BEGIN;
+SELECT live FROM idp.oauth_grants WHERE grant_no = :n$host_lock;
+INSERT INTO idp.soak_answers (grant_no, allowed, answer)
+SELECT :n, (a ->> 'allowed')::boolean, a
+FROM appguard.appguard_check_refresh('idp.oauth_grants', :n::text) a
+RETURNING id \\gset
+UPDATE idp.oauth_grants g SET used_at = now()
+FROM idp.soak_answers s WHERE s.id = :id AND s.allowed AND g.grant_no = s.grant_no;
+UPDATE idp.soak_answers s SET live = g.live
+FROM idp.oauth_grants g WHERE s.id = :id AND g.grant_no = s.grant_no;
+COMMIT;
+});
+# the auth server re-enables a suspended row itself (its own decision)
+write_file("$dir/host_reenable.sql", q{UPDATE idp.oauth_grants SET live = 1
+WHERE grant_no = (SELECT grant_no FROM idp.oauth_grants WHERE live = 0 ORDER BY random() LIMIT 1);
 });
 # a sweep: every host measured, one in four with its organization flipped
 # (drift from the baseline of tokens issued or re-approved before the flip)
@@ -96,18 +171,29 @@ SELECT 'drift', jsonb_build_object('snapshot', public.snap('h' || :h || '.soak.t
 FROM (SELECT s.facts #>> '{tls,leaf,subject,O}' AS o FROM appguard.snapshots s
 	  WHERE s.host = 'h' || :h || '.soak.test' ORDER BY s.id DESC LIMIT 1) x;
 });
-# re-approval of the suspended tokens, one at a time in random order
+# re-approval of the suspended tokens and rows, one at a time in random order
 write_file("$dir/reapprove.sql", q{INSERT INTO public.soak_sweeps (kind, result)
 SELECT 'reapprove', jsonb_build_object('reapproved',
 	count(*) FILTER (WHERE (appguard.appguard_reapprove(token_id) ->> 'reapproved')::boolean))
 FROM (SELECT token_id FROM appguard.refresh_tokens WHERE status = 'suspended' ORDER BY random()) x;
+INSERT INTO public.soak_sweeps (kind, result)
+SELECT 'reapprove_rows', jsonb_build_object('reapproved',
+	count(*) FILTER (WHERE (appguard.appguard_reapprove('idp.oauth_grants', row_key) ->> 'reapproved')::boolean))
+FROM (SELECT row_key FROM appguard.protected_rows
+	  WHERE tbl = 'idp.oauth_grants'::regclass AND state = 'suspended' ORDER BY random()) x;
 });
 
 my @conn = ('-h', $node->host, '-p', $node->port, 'postgres');
-my ($check_out, $check_err, $sweep_out, $sweep_err) = ('', '', '', '');
+my ($check_out, $check_err, $host_out, $host_err, $sweep_out, $sweep_err) = ('', '', '', '', '', '');
 my $checks = IPC::Run::start(
 	[ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', $seconds, '-f', "$dir/check.sql", @conn ],
 	'>', \$check_out, '2>', \$check_err);
+my $host_checks = IPC::Run::start(
+	[
+		'pgbench', '-n', '-c', '3', '-j', '1', '-T', $seconds, '-f', "$dir/host_check.sql\@20",
+		($host_reenable ? ('-f', "$dir/host_reenable.sql\@1") : ()), '-U', 'soak_idp', @conn
+	],
+	'>', \$host_out, '2>', \$host_err);
 my $sweeps = IPC::Run::start(
 	[
 		'pgbench', '-n', '-c', '1', '-T', $seconds,
@@ -115,8 +201,10 @@ my $sweeps = IPC::Run::start(
 	],
 	'>', \$sweep_out, '2>', \$sweep_err);
 my $check_ok = $checks->finish;
+my $host_ok = $host_checks->finish;
 my $sweep_ok = $sweeps->finish;
 note "checks:\n$check_out$check_err";
+note "checks on the protected table:\n$host_out$host_err";
 note "sweeps:\n$sweep_out$sweep_err";
 
 sub pgbench_figures
@@ -127,12 +215,17 @@ sub pgbench_figures
 	return ($done // 0, $failed);
 }
 my ($check_tx, $check_failed) = pgbench_figures($check_out);
+my ($host_tx, $host_failed) = pgbench_figures($host_out);
+# with a second script, the refresh transactions are the first script's
+$host_tx = $1 if $host_out =~ /SQL script 1: \S+host_check\.sql\n - weight: [^\n]*\n - (\d+) transactions/;
 my ($sweep_tx, $sweep_failed) = pgbench_figures($sweep_out);
 ok($check_ok, 'pgbench with the refresh checks exits 0');
+ok($host_ok, 'pgbench with the refresh checks on the protected table exits 0');
 ok($sweep_ok, 'pgbench with the sweeps and re-approvals exits 0');
 is($check_failed, 0, 'no refresh check transaction failed');
+is($host_failed, 0, 'no refresh transaction on the protected table failed');
 is($sweep_failed, 0, 'no sweep, drift or re-approval transaction failed');
-unlike($check_err . $sweep_err, qr/deadlock|ERROR/i, 'pgbench reports no error');
+unlike($check_err . $host_err . $sweep_err, qr/deadlock|ERROR/i, 'pgbench reports no error');
 my $log = slurp_file($node->logfile);
 my $deadlocks = () = $log =~ /deadlock detected/g;
 is($deadlocks, 0, 'no "deadlock detected" in the server log');
@@ -146,14 +239,31 @@ SELECT 'answers|' || count(*) || '|allowed|' || count(*) FILTER (WHERE allowed)
 	|| '|wrong_other|' || count(*) FILTER (WHERE allowed AND status <> 'active')
 	|| '|refusal_without_uri|' || count(*) FILTER (WHERE NOT allowed AND answer #>> '{error,error_uri}' IS NULL)
 FROM public.soak_answers});
+my %h = split /\|/, $node->safe_psql('postgres', q{
+SELECT 'answers|' || count(*) || '|allowed|' || count(*) FILTER (WHERE allowed)
+	|| '|refused_suspended|' || count(*) FILTER (WHERE NOT allowed AND answer #>> '{error,error_uri}' IS NOT NULL)
+	|| '|wrong|' || count(*) FILTER (WHERE allowed AND live = 0)
+	|| '|wrong_other|' || count(*) FILTER (WHERE allowed AND live IS DISTINCT FROM 1)
+	|| '|refused_live|' || count(*) FILTER (WHERE NOT allowed AND live = 1)
+	|| '|refusal_without_uri|' || count(*) FILTER (WHERE NOT allowed AND answer #>> '{error,error_uri}' IS NULL)
+	|| '|used|' || (SELECT count(*) FROM idp.oauth_grants WHERE used_at IS NOT NULL)
+	|| '|suspended|' || (SELECT count(*) FROM idp.live_changes WHERE old_live = 1 AND new_live = 0)
+	|| '|reenabled|' || (SELECT count(*) FROM idp.live_changes WHERE old_live = 0 AND new_live = 1)
+	|| '|out_of_step|' || (SELECT count(*) FROM idp.oauth_grants g
+						   JOIN appguard.protected_rows pr ON pr.tbl = 'idp.oauth_grants'::regclass
+															AND pr.row_key = g.grant_no::text
+						   WHERE (g.live, pr.state) NOT IN ((1, 'active'), (0, 'suspended')))
+FROM idp.soak_answers});
 my %s = split /\|/, $node->safe_psql('postgres', q{
 SELECT 'sweeps|' || count(*) FILTER (WHERE kind = 'sweep')
 	|| '|drifts|' || count(*) FILTER (WHERE kind = 'drift')
-	|| '|reapproved|' || coalesce(sum((result ->> 'reapproved')::int), 0)
+	|| '|reapproved|' || coalesce(sum((result ->> 'reapproved')::int) FILTER (WHERE kind = 'reapprove'), 0)
+	|| '|reapproved_rows|' || coalesce(sum((result ->> 'reapproved')::int) FILTER (WHERE kind = 'reapprove_rows'), 0)
 	|| '|suspended_by_sweeps|' || coalesce(sum((result ->> 'tokens_suspended')::int), 0)
 	|| '|suspensions|' || (SELECT count(*) FROM appguard.suspensions WHERE state = 'applied')
 FROM public.soak_sweeps});
 note join ', ', map { "$_ $f{$_}" } sort keys %f;
+note 'protected table: ' . join ', ', map { "$_ $h{$_}" } sort keys %h;
 note join ', ', map { "$_ $s{$_}" } sort keys %s;
 
 is($f{answers}, $check_tx, 'every committed check recorded its answer');
@@ -166,15 +276,39 @@ cmp_ok($s{sweeps}, '>', 0, 'sweeps ran');
 cmp_ok($s{suspended_by_sweeps}, '>', 0, 'sweeps suspended tokens');
 cmp_ok($s{drifts}, '>', 0, 'drift outside a sweep ran');
 cmp_ok($s{reapproved}, '>', 0, 'suspended tokens were re-approved');
+
+is($h{answers}, $host_tx, 'protected table: every committed check recorded its answer');
+cmp_ok($h{allowed}, '>', 0, 'protected table: some checks were allowed');
+cmp_ok($h{refused_suspended}, '>', 0, 'protected table: some checks were refused as suspended');
+is($h{wrong}, 0, 'protected table: no row was reported allowed while its status was the suspended value');
+is($h{wrong_other}, 0, 'protected table: no row reported allowed had any status but the active value');
+is($h{refusal_without_uri}, 0, 'protected table: every refusal is a suspension (with its error_uri)');
+is($h{refused_live}, 0, 'protected table: no row was refused while the host had it active');
+cmp_ok($h{suspended}, '>', 0, 'protected table: sweeps and drifts suspended rows (the host saw 1 -> 0)');
+cmp_ok($s{reapproved_rows}, '>', 0, 'protected table: suspended rows were re-approved');
+if ($host_reenable)
+{
+	cmp_ok($h{reenabled}, '>', $s{reapproved_rows}, 'protected table: the host re-enabled rows too');
+}
+else
+{
+	is($h{reenabled}, $s{reapproved_rows}, 'protected table: every row re-enabled was re-enabled by a re-approval');
+}
+is($h{out_of_step}, 0, "protected table: at the end, appguard's state of every row agrees with the host's status");
 is($node->safe_psql('postgres', q{SELECT count(*) FROM appguard.sweeps WHERE state = 'running'}),
 	0, 'no sweep left running');
 
 my $elapsed = time - $t0;
 note sprintf('soak: %d s, %d refresh checks (%d allowed, %d refused as suspended), '
-	  . '%d sweep-client transactions (%d sweeps, %d drifts outside a sweep, %d tokens suspended by sweeps, '
-	  . '%d re-approvals), %d deadlocks, %d wrong answers; test %.1f s',
-	$seconds, $check_tx, $f{allowed}, $f{refused_suspended}, $sweep_tx, $s{sweeps}, $s{drifts},
-	$s{suspended_by_sweeps}, $s{reapproved}, $deadlocks, $f{wrong}, $elapsed);
+	  . '%d refresh transactions on the protected table (%d allowed, %d refused as suspended), '
+	  . '%d sweep-client transactions (%d sweeps, %d drifts outside a sweep, %d tokens and rows suspended by sweeps, '
+	  . '%d applied suspensions, %d token re-approvals; protected rows: %d suspended, %d re-approved), '
+	  . '%d deadlocks, %d wrong answers (%d on the protected table), %d rows out of step; test %.1f s',
+	$seconds, $check_tx, $f{allowed}, $f{refused_suspended},
+	$host_tx, $h{allowed}, $h{refused_suspended},
+	$sweep_tx, $s{sweeps}, $s{drifts}, $s{suspended_by_sweeps}, $s{suspensions}, $s{reapproved},
+	$h{suspended}, $s{reapproved_rows},
+	$deadlocks, $f{wrong} + $h{wrong}, $h{wrong}, $h{out_of_step}, $elapsed);
 cmp_ok($elapsed, '<', 120, 'the soak stays bounded');
 
 $node->stop;
