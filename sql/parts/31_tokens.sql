@@ -123,39 +123,17 @@ CREATE INDEX refresh_tokens_client_baseline
 	ON appguard.refresh_tokens (client_id, baseline_snapshot_id) WHERE status = 'active';
 SELECT pg_catalog.pg_extension_config_dump('appguard.refresh_tokens', '');
 
--- BEFORE INSERT: give a new active token its baseline.  Never fails the
--- INSERT because a measurement failed (the baseline stays pending then).
+-- BEFORE INSERT: give a new active token its baseline -- the client's
+-- latest successful snapshot when younger than appguard.baseline_max_age,
+-- else appguard.baseline_for -- and refuse a suspended row that names no
+-- suspension.  Never fails the INSERT because a measurement failed (the
+-- baseline stays pending then).  In C (src/refresh.c): it runs on every
+-- consent.
 CREATE FUNCTION appguard.refresh_token_issue()
 RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	cached record;
-BEGIN
-	-- a suspended row names its suspension (as a restored dump does)
-	IF NEW.status = 'suspended' AND NEW.suspension_id IS NULL THEN
-		RAISE EXCEPTION 'a refresh token cannot be created suspended'
-			USING ERRCODE = '22023',
-				  DETAIL = 'Only appguard suspends tokens, when their app''s facts drift.';
-	END IF;
-	IF NEW.status = 'active' AND NEW.baseline_snapshot_id IS NULL THEN
-		-- appguard.baseline_for, with its common case inline (consent path)
-		SELECT c.last_ok_snapshot_id, c.last_ok_at INTO cached
-		FROM appguard.clients c WHERE c.client_id = NEW.client_id;
-		IF FOUND THEN
-			IF cached.last_ok_snapshot_id IS NOT NULL
-			   AND cached.last_ok_at >= pg_catalog.clock_timestamp()
-					- appguard.appguard_setting('appguard.baseline_max_age')::interval THEN
-				NEW.baseline_snapshot_id := cached.last_ok_snapshot_id;
-			ELSE
-				NEW.baseline_snapshot_id := appguard.baseline_for(NEW.client_id);
-			END IF;
-		END IF;
-	END IF;
-	RETURN NEW;
-END
-$$;
+AS 'MODULE_PATHNAME', 'appguard_refresh_token_issue'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 CREATE TRIGGER appguard_baseline BEFORE INSERT ON appguard.refresh_tokens
 	FOR EACH ROW EXECUTE FUNCTION appguard.refresh_token_issue();
 

@@ -22,31 +22,6 @@ AS $$
 		END)
 $$;
 
--- Whether an active grant needs nothing of appguard.verify_grant (below):
--- its baseline is pending, its client is not registered, or no live
--- snapshot is due (appguard.refresh_max_age) and the baseline is the
--- client's latest snapshot, or has been compared with it and is not
--- confirmed drifted.  False whenever verify_grant might act.  The refresh
--- checks pass what they read in the same query as the grant, so their
--- common case is one query.  No SET clause: this body is parsed when the
--- extension is created (names and operators are resolved then, so no
--- caller's search_path reaches into it) and inlined into the callers'
--- queries, which costs nothing per call.
-CREATE FUNCTION appguard.grant_verified(baseline bigint, registered boolean,
-										latest bigint, latest_at timestamptz,
-										evaluated bigint, drifting boolean, streak integer)
-RETURNS boolean
-LANGUAGE sql VOLATILE
-RETURN coalesce(baseline IS NULL OR NOT registered
-				OR ((appguard.appguard_setting('appguard.refresh_max_age')::interval <= interval '0'
-					 OR latest_at >= pg_catalog.clock_timestamp()
-									 - appguard.appguard_setting('appguard.refresh_max_age')::interval)
-					AND (latest IS NULL OR latest = baseline
-						 OR (evaluated = latest
-							 AND NOT (drifting
-									  AND streak >= appguard.appguard_setting('appguard.confirmations')::integer)))),
-				false);
-
 -- Make sure an active grant's baseline has been compared with its
 -- client's latest snapshot, and found not confirmed drifted, before the
 -- grant is allowed to refresh:
@@ -124,12 +99,17 @@ BEGIN
 END
 $$;
 
--- The refresh check for appguard.refresh_tokens.  An allowed refresh is
--- recorded (last_refreshed_at) by an UPDATE that re-checks the status, so
--- a suspension committing concurrently is waited for and honoured.
-CREATE FUNCTION appguard.appguard_check_refresh(token_id text)
+-- The refresh check for appguard.refresh_tokens, in full: what the fast
+-- path of appguard_check_refresh (src/refresh.c) does not answer itself
+-- -- a token that is not active or not known, a grant whose baseline has
+-- not been compared with its client's latest snapshot, a live snapshot
+-- due -- and every error.  An allowed refresh is recorded
+-- (last_refreshed_at) by an UPDATE that re-checks the status, so a
+-- suspension committing concurrently is waited for and honoured.
+-- Called by appguard_check_refresh only (no one may execute it).
+CREATE FUNCTION appguard.check_refresh_full(token_id text)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -138,29 +118,8 @@ BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id must not be null' USING ERRCODE = '22023';
 	END IF;
-	-- The common case in one statement: an active grant that needs
-	-- nothing of appguard.verify_grant (see grant_verified) is allowed, and
-	-- its refresh recorded.  LATERAL ... LIMIT 1: a lookup for this one
-	-- grant, never a hash join over every client, however few the planner
-	-- thinks they are.
-	UPDATE appguard.refresh_tokens t SET last_refreshed_at = pg_catalog.now()
-	WHERE t.token_id = appguard_check_refresh.token_id AND t.status = 'active'
-	  AND (SELECT appguard.grant_verified(t.baseline_snapshot_id, c.client_id IS NOT NULL,
-										  c.last_snapshot_id, c.last_snapshot_at,
-										  bs.evaluated_snapshot_id, bs.drifting, bs.streak)
-		   FROM (SELECT) AS one
-				LEFT JOIN LATERAL (SELECT c.client_id, c.last_snapshot_id, c.last_snapshot_at
-								   FROM appguard.clients c WHERE c.client_id = t.client_id LIMIT 1) c ON true
-				LEFT JOIN LATERAL (SELECT bs.evaluated_snapshot_id, bs.drifting, bs.streak
-								   FROM appguard.baseline_state bs
-								   WHERE bs.client_id = t.client_id
-									 AND bs.baseline_snapshot_id = t.baseline_snapshot_id LIMIT 1) bs ON true);
-	IF FOUND THEN
-		RETURN '{"allowed": true}'::jsonb;
-	END IF;
-
 	SELECT t.client_id, t.status, t.baseline_snapshot_id, t.error_uri INTO tok
-	FROM appguard.refresh_tokens t WHERE t.token_id = appguard_check_refresh.token_id;
+	FROM appguard.refresh_tokens t WHERE t.token_id = check_refresh_full.token_id;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'unknown refresh token'
 			USING ERRCODE = 'P0002',
@@ -169,12 +128,12 @@ BEGIN
 	IF tok.status = 'active' THEN
 		PERFORM appguard.verify_grant(tok.client_id, tok.baseline_snapshot_id);
 		UPDATE appguard.refresh_tokens t SET last_refreshed_at = pg_catalog.now()
-		WHERE t.token_id = appguard_check_refresh.token_id AND t.status = 'active';
+		WHERE t.token_id = check_refresh_full.token_id AND t.status = 'active';
 		IF FOUND THEN
 			RETURN '{"allowed": true}'::jsonb;
 		END IF;
 		SELECT t.client_id, t.status, t.baseline_snapshot_id, t.error_uri INTO tok
-		FROM appguard.refresh_tokens t WHERE t.token_id = appguard_check_refresh.token_id;
+		FROM appguard.refresh_tokens t WHERE t.token_id = check_refresh_full.token_id;
 		IF NOT FOUND THEN
 			RETURN appguard.refusal(false, NULL, 'The refresh token does not exist.');
 		END IF;
@@ -185,6 +144,18 @@ BEGIN
 	RETURN appguard.refusal(false, NULL, 'The refresh token has been revoked.');
 END
 $$;
+
+-- The refresh check for appguard.refresh_tokens.  Its common case -- an
+-- active grant whose baseline is pending, whose client is not registered,
+-- or whose baseline has been compared with the client's latest snapshot
+-- and is not confirmed drifted, with no live snapshot due -- is answered
+-- in C after a few primary-key lookups, and the refresh recorded; the
+-- rest by appguard.check_refresh_full.
+CREATE FUNCTION appguard.appguard_check_refresh(token_id text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'appguard_check_refresh_token'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION appguard.appguard_check_refresh(text) IS
 	'At refresh: {"allowed": true}, or {"allowed": false, "error": <the OAuth invalid_grant body>}';
 
@@ -217,41 +188,19 @@ BEGIN
 END
 $$;
 
--- The refresh check for a row of a protected table (row_key: the primary
--- key as text).  Reads appguard's state of the row only, which the
--- triggers keep in step with the host's status column.
-CREATE FUNCTION appguard.appguard_check_refresh(tbl regclass, row_key text)
+-- The refresh check for a row of a protected table, in full (see
+-- check_refresh_full).  Reads appguard's state of the row only, which the
+-- triggers keep in step with the host's status column.  SECURITY DEFINER:
+-- appguard_check_refresh(regclass, text), which calls it, runs as its
+-- caller.
+CREATE FUNCTION appguard.check_row_refresh_full(tbl regclass, row_key text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	r appguard.protected_rows;
-	fast record;
 BEGIN
-	-- The common cases in one query (see grant_verified and the other
-	-- appguard_check_refresh); anything else, errors included, takes the
-	-- full path below
-	SELECT pr.state, pr.error_uri,
-		   appguard.grant_verified(pr.baseline_snapshot_id, c.client_id IS NOT NULL,
-								   c.last_snapshot_id, c.last_snapshot_at,
-								   bs.evaluated_snapshot_id, bs.drifting, bs.streak) AS verified
-	INTO fast
-	FROM appguard.protected_rows pr
-		 LEFT JOIN LATERAL (SELECT c.client_id, c.last_snapshot_id, c.last_snapshot_at
-							FROM appguard.clients c WHERE c.client_id = pr.client_id LIMIT 1) c ON true
-		 LEFT JOIN LATERAL (SELECT bs.evaluated_snapshot_id, bs.drifting, bs.streak
-							FROM appguard.baseline_state bs
-							WHERE bs.client_id = pr.client_id
-							  AND bs.baseline_snapshot_id = pr.baseline_snapshot_id LIMIT 1) bs ON true
-	WHERE pr.tbl = appguard_check_refresh.tbl AND pr.row_key = appguard_check_refresh.row_key;
-	IF FOUND AND fast.state = 'active' AND fast.verified THEN
-		RETURN '{"allowed": true}'::jsonb;
-	END IF;
-	IF FOUND AND fast.state = 'suspended' THEN
-		RETURN appguard.refusal(true, fast.error_uri);
-	END IF;
-
 	r := appguard.protected_row(tbl, row_key);
 	IF r.state = 'active' THEN
 		PERFORM appguard.verify_grant(r.client_id, r.baseline_snapshot_id);
@@ -266,6 +215,24 @@ BEGIN
 	RETURN appguard.refusal(false, NULL);
 END
 $$;
+
+-- The refresh check for a row of a protected table (row_key: the primary
+-- key as text): the same answer as appguard_check_refresh(token_id), the
+-- common case in C, the rest by appguard.check_row_refresh_full.  The
+-- host's refresh transaction is fastest when it asks in the statement
+-- that reads and locks the grant:
+--   SELECT status, appguard.appguard_check_refresh('tbl', id::text)
+--   FROM tbl WHERE id = $1 FOR UPDATE;
+-- Not SECURITY DEFINER, and no SET clause, which would cost a fifth of
+-- the check: the fast path reads appguard's tables by primary key, which
+-- takes no privilege and resolves no name through the search_path
+-- (src/keyread.c), and answers only "allowed"; everything else is
+-- check_row_refresh_full's, which is SECURITY DEFINER with its
+-- search_path pinned.
+CREATE FUNCTION appguard.appguard_check_refresh(tbl regclass, row_key text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'appguard_check_refresh_row'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION appguard.appguard_check_refresh(regclass, text) IS
 	'At refresh of a protected table''s row: the same answer as appguard_check_refresh(token_id)';
 

@@ -1,0 +1,246 @@
+/*-------------------------------------------------------------------------
+ *
+ * keyread.c
+ *	  Reading one row of an appguard table by its primary key, straight
+ *	  through the index: no parser, planner or executor.
+ *
+ * The refresh check runs inside the auth server's refresh transaction and
+ * the consent trigger inside its token INSERT.  Through SPI, even a
+ * prepared single-row lookup costs more than the host's own statement;
+ * an index scan costs a few microseconds.
+ *
+ * Tables, indexes and column numbers are looked up by name the first time
+ * and kept until a relcache invalidation names one of them (ALTER, DROP,
+ * ALTER EXTENSION UPDATE).  Every lookup is schema-qualified (schema
+ * "appguard", the extension's fixed schema), so no search_path matters,
+ * and the index is checked to be the one on the expected key columns.
+ * Locks are those the executor takes for a read (AccessShareLock, held to
+ * the end of the transaction).  Reading needs no privilege on the tables:
+ * the SQL functions that call this decide who may.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_index.h"
+#include "executor/tuptable.h"
+#include "keyread.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#define KEYREAD_MAX_KEYS 2
+
+typedef struct KeyedTableDef
+{
+	const char *relname;
+	const char *indexname;
+	int			nkeys;
+	const char *keycolumns[KEYREAD_MAX_KEYS];
+	RegProcedure keyeq[KEYREAD_MAX_KEYS];	/* equality of each key column */
+	int			ncolumns;
+	const char *columns[KEYREAD_MAX_COLUMNS];	/* in the order of keyread.h */
+} KeyedTableDef;
+
+static const KeyedTableDef table_defs[KT_COUNT] = {
+	[KT_PROTECTED_ROWS] = {
+		"protected_rows", "protected_rows_pkey",
+		2, {"tbl", "row_key"}, {F_OIDEQ, F_TEXTEQ},
+		PR_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id"}
+	},
+	[KT_REFRESH_TOKENS] = {
+		"refresh_tokens", "refresh_tokens_pkey",
+		1, {"token_id"}, {F_TEXTEQ},
+		RT_NCOLUMNS, {"status", "client_id", "baseline_snapshot_id"}
+	},
+	[KT_CLIENTS] = {
+		"clients", "clients_pkey",
+		1, {"client_id"}, {F_TEXTEQ},
+		CL_NCOLUMNS, {"last_snapshot_id", "last_snapshot_at", "last_ok_snapshot_id", "last_ok_at"}
+	},
+	[KT_BASELINE_STATE] = {
+		"baseline_state", "baseline_state_pkey",
+		2, {"client_id", "baseline_snapshot_id"}, {F_TEXTEQ, F_INT8EQ},
+		BS_NCOLUMNS, {"evaluated_snapshot_id", "drifting", "streak"}
+	},
+};
+
+typedef struct ResolvedTable
+{
+	Oid			relid;
+	Oid			indexid;
+	AttrNumber	attnums[KEYREAD_MAX_COLUMNS];
+} ResolvedTable;
+
+static ResolvedTable resolved[KT_COUNT];
+static bool resolved_valid = false;
+static bool callback_registered = false;
+
+static void
+forget_resolved(Datum arg, Oid relid)
+{
+	if (!resolved_valid)
+		return;
+	if (relid == InvalidOid)
+	{
+		resolved_valid = false;
+		return;
+	}
+	for (int t = 0; t < KT_COUNT; t++)
+		if (resolved[t].relid == relid || resolved[t].indexid == relid)
+			resolved_valid = false;
+}
+
+static Oid
+appguard_relation(Oid nsp, const char *name)
+{
+	Oid			relid = get_relname_relid(name, nsp);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation appguard.%s does not exist", name),
+				 errhint("The appguard library and its SQL objects do not match: "
+						 "ALTER EXTENSION appguard UPDATE, or reinstall.")));
+	return relid;
+}
+
+static AttrNumber
+appguard_column(Oid relid, const char *relname, const char *column)
+{
+	AttrNumber	attnum = get_attnum(relid, column);
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column %s of appguard.%s does not exist", column, relname),
+				 errhint("The appguard library and its SQL objects do not match: "
+						 "ALTER EXTENSION appguard UPDATE, or reinstall.")));
+	return attnum;
+}
+
+/* The index must be the unique one on the key columns, in order */
+static void
+check_key_index(const KeyedTableDef *def, Oid relid, Oid indexid)
+{
+	Relation	index = index_open(indexid, AccessShareLock);
+	Form_pg_index form = index->rd_index;
+	bool		ok = form->indrelid == relid && form->indisunique
+		&& form->indnkeyatts == def->nkeys;
+
+	for (int k = 0; ok && k < def->nkeys; k++)
+		ok = form->indkey.values[k] == appguard_column(relid, def->relname, def->keycolumns[k]);
+	index_close(index, NoLock);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("index appguard.%s is not the primary key appguard expects", def->indexname)));
+}
+
+static void
+resolve_tables(void)
+{
+	Oid			nsp = get_namespace_oid("appguard", false);
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_resolved, (Datum) 0);
+		callback_registered = true;
+	}
+	for (int t = 0; t < KT_COUNT; t++)
+	{
+		const KeyedTableDef *def = &table_defs[t];
+		ResolvedTable *res = &resolved[t];
+
+		res->relid = appguard_relation(nsp, def->relname);
+		res->indexid = appguard_relation(nsp, def->indexname);
+		check_key_index(def, res->relid, res->indexid);
+		for (int c = 0; c < def->ncolumns; c++)
+			res->attnums[c] = appguard_column(res->relid, def->relname, def->columns[c]);
+	}
+	resolved_valid = true;
+}
+
+/*
+ * Open the table, resolving names first if needed.  Taking the lock
+ * processes pending invalidations, which may tell that the names now
+ * point elsewhere (the extension was dropped and created again): then
+ * resolve again, once.
+ */
+static Relation
+open_keyed_table(ResolvedTable *res)
+{
+	Relation	heap;
+
+	if (!resolved_valid)
+		resolve_tables();
+	heap = try_table_open(res->relid, AccessShareLock);
+	if (heap != NULL && resolved_valid)
+		return heap;
+	if (heap != NULL)
+		table_close(heap, AccessShareLock);
+	resolve_tables();
+	return table_open(res->relid, AccessShareLock);
+}
+
+/* Copy what the scan found out of its buffer */
+static void
+copy_columns(TupleTableSlot *slot, const KeyedTableDef *def, const ResolvedTable *res,
+			 Datum *values, bool *nulls)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+
+	for (int c = 0; c < def->ncolumns; c++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, res->attnums[c] - 1);
+		Datum		value = slot_getattr(slot, res->attnums[c], &nulls[c]);
+
+		values[c] = nulls[c] ? (Datum) 0 : datumCopy(value, att->attbyval, att->attlen);
+	}
+}
+
+bool
+keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
+			Datum *values, bool *nulls)
+{
+	const KeyedTableDef *def = &table_defs[table];
+	ResolvedTable *res;
+	Relation	heap;
+	Relation	index;
+	ScanKeyData keys[KEYREAD_MAX_KEYS];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found;
+
+	res = &resolved[table];
+	heap = open_keyed_table(res);
+	index = index_open(res->indexid, AccessShareLock);
+
+	/*
+	 * The key's collation is the index's: a text key compared under another
+	 * collation than the index was built with could miss the row.
+	 */
+	for (int k = 0; k < def->nkeys; k++)
+		ScanKeyEntryInitialize(&keys[k], 0, k + 1, BTEqualStrategyNumber, InvalidOid,
+							   index->rd_indcollation[k], def->keyeq[k], key[k]);
+
+	slot = table_slot_create(heap, NULL);
+	scan = index_beginscan(heap, index, snapshot, def->nkeys, 0);
+	index_rescan(scan, keys, def->nkeys, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	if (found)
+		copy_columns(slot, def, res, values, nulls);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(heap, NoLock);
+	return found;
+}

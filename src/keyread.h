@@ -1,0 +1,56 @@
+/*-------------------------------------------------------------------------
+ *
+ * keyread.h
+ *	  Reading one row of an appguard table by its primary key, without the
+ *	  executor: the refresh check and the consent trigger (refresh.c) run
+ *	  on every refresh and every consent of the auth server.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef APPGUARD_KEYREAD_H
+#define APPGUARD_KEYREAD_H
+
+#include "postgres.h"
+
+#include "utils/snapshot.h"
+
+typedef enum KeyedTable
+{
+	KT_PROTECTED_ROWS,			/* key (tbl, row_key) */
+	KT_REFRESH_TOKENS,			/* key (token_id) */
+	KT_CLIENTS,					/* key (client_id) */
+	KT_BASELINE_STATE,			/* key (client_id, baseline_snapshot_id) */
+	KT_COUNT
+} KeyedTable;
+
+/* The columns read, per table, in the order of the values returned */
+enum
+{
+	PR_STATE, PR_CLIENT_ID, PR_BASELINE_SNAPSHOT_ID, PR_NCOLUMNS
+};
+enum
+{
+	RT_STATUS, RT_CLIENT_ID, RT_BASELINE_SNAPSHOT_ID, RT_NCOLUMNS
+};
+enum
+{
+	CL_LAST_SNAPSHOT_ID, CL_LAST_SNAPSHOT_AT, CL_LAST_OK_SNAPSHOT_ID, CL_LAST_OK_AT,
+	CL_NCOLUMNS
+};
+enum
+{
+	BS_EVALUATED_SNAPSHOT_ID, BS_DRIFTING, BS_STREAK, BS_NCOLUMNS
+};
+
+#define KEYREAD_MAX_COLUMNS 4
+
+/*
+ * Read the row of table whose primary key is key[] (as many values as the
+ * key has columns), as seen by snapshot.  Returns false if there is none;
+ * else fills values[] and nulls[] with the table's columns listed above,
+ * copied into the current memory context.
+ */
+extern bool keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
+						Datum *values, bool *nulls);
+
+#endif							/* APPGUARD_KEYREAD_H */
