@@ -352,11 +352,18 @@ BEGIN
 				SELECT r.baseline_snapshot_id FROM appguard.protected_rows r
 				WHERE r.client_id = p_client_id AND r.state = 'active'
 				  AND r.baseline_snapshot_id IS NOT NULL) b
-			WHERE b.id <> snap.id ORDER BY b.id);
+			WHERE b.id <> snap.id
+			  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = b.id)
+			ORDER BY b.id);
 	ELSE
 		baselines := ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(p_baselines) b
-						   WHERE b IS NOT NULL AND b <> snap.id ORDER BY b);
+						   WHERE b IS NOT NULL AND b <> snap.id
+							 AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = b)
+						   ORDER BY b);
 	END IF;
+	-- (a baseline that names no snapshot -- written by hand, or restored
+	-- without its snapshot -- cannot be compared with anything: it is
+	-- skipped, so it cannot stop the evaluation of the client's others)
 	IF pg_catalog.cardinality(baselines) = 0 THEN
 		RETURN false;
 	END IF;
