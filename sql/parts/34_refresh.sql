@@ -22,6 +22,31 @@ AS $$
 		END)
 $$;
 
+-- Lock what a drift evaluation of a client locks, in its order (an open
+-- hold, then the client's row), without waiting, for the refresh check's
+-- slow path.  The host asks the check while it holds its grant's row
+-- (SELECT ... FOR UPDATE); an evaluation or a re-approval of the same app
+-- holds the client's row and may be waiting for that very grant row, so
+-- waiting here could deadlock -- and the deadlock detector might then
+-- abort the evaluation, a sweep's work.  Failing at once lets the host
+-- retry, and the evaluation goes on.  Held to the end of the transaction.
+CREATE FUNCTION appguard.lock_client_for_refresh(p_client_id text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM FROM appguard.holds h WHERE h.state = 'open' FOR SHARE NOWAIT;
+	PERFORM FROM appguard.clients c WHERE c.client_id = p_client_id FOR NO KEY UPDATE NOWAIT;
+EXCEPTION WHEN lock_not_available THEN
+	RAISE EXCEPTION 'appguard is busy with the grants of client "%"; retry the refresh', p_client_id
+		USING ERRCODE = '55P03',
+			  DETAIL = 'A drift evaluation, a re-approval or a hold release of this app is in progress; '
+					   'the refresh holds its grant''s row, and waiting could deadlock with it.',
+			  HINT = 'Answer the refresh with a temporary error (HTTP 503 with Retry-After), or retry it.';
+END
+$$;
+
 -- Make sure an active grant's baseline has been compared with its
 -- client's latest snapshot, and found not confirmed drifted, before the
 -- grant is allowed to refresh:
@@ -36,7 +61,9 @@ $$;
 --     which suspends the grant when it should be (during a running sweep
 --     that measured the snapshot, the suspension waits for the sweep's
 --     end like the sweep's own).
--- The caller re-reads the grant's status afterwards.
+-- Each of these first takes the client's locks without waiting
+-- (lock_client_for_refresh: 55P03 if busy).  The caller re-reads the
+-- grant's status afterwards.
 CREATE FUNCTION appguard.verify_grant(p_client_id text, p_baseline bigint)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -60,6 +87,9 @@ BEGIN
 	max_age := appguard.appguard_setting('appguard.refresh_max_age')::interval;
 	IF max_age > interval '0'
 	   AND (cli.last_snapshot_at IS NULL OR cli.last_snapshot_at < pg_catalog.clock_timestamp() - max_age) THEN
+		-- (held during the measurement, at most appguard.baseline_timeout_ms:
+		-- the new snapshot's evaluation needs them)
+		PERFORM appguard.lock_client_for_refresh(p_client_id);
 		PERFORM appguard.live_snapshot(p_client_id, 'refresh');
 		SELECT c.last_snapshot_id, c.last_snapshot_at INTO cli
 		FROM appguard.clients c WHERE c.client_id = p_client_id;
@@ -85,7 +115,7 @@ BEGIN
 		ORDER BY s.id DESC LIMIT 1;
 		IF FOUND THEN
 			IF decided.state = 'applied' THEN
-				PERFORM FROM appguard.clients c WHERE c.client_id = p_client_id FOR NO KEY UPDATE;
+				PERFORM appguard.lock_client_for_refresh(p_client_id);
 				PERFORM appguard.apply_suspensions(ARRAY[decided.id]);
 			END IF;
 			RETURN;
@@ -95,6 +125,7 @@ BEGIN
 	SELECT h.sweep_id INTO sweep
 	FROM appguard.sweep_hosts h JOIN appguard.sweeps w ON w.id = h.sweep_id
 	WHERE h.snapshot_id = cli.last_snapshot_id AND w.state = 'running';
+	PERFORM appguard.lock_client_for_refresh(p_client_id);
 	PERFORM appguard.evaluate_client(p_client_id, cli.last_snapshot_id, sweep, ARRAY[p_baseline]);
 END
 $$;
