@@ -5,24 +5,43 @@
 # another pgbench client runs sweeps whose snapshots flip hosts'
 # certificate organization (so they suspend the hosts' tokens and rows),
 # drift found outside a sweep (suspends at once), and re-approvals of
-# suspended tokens and rows.  No deadlock (no pgbench failure, no
-# "deadlock detected" in the server log), and no suspended token or row is
-# ever reported allowed: each check records its answer together with the
+# suspended tokens and rows; the auth server also re-enables suspended
+# rows itself now and then (its own decision: appguard follows, and the
+# next check of such a row suspends it again if its app still drifts from
+# the row's baseline).  No deadlock (no pgbench failure, no "deadlock
+# detected" in the server log), and no suspended token or row is ever
+# reported allowed: each check records its answer together with the
 # status read in the same transaction, after the check.
 #   appguard.refresh_tokens: an allowed check has updated the token's row
 #   (last_refreshed_at, status re-checked), so a suspension cannot commit
 #   before that transaction ends: the status it reads must be 'active'.
 #   The protected table: the auth server's refresh transaction, as the
-#   auth server's role -- SELECT ... FOR UPDATE its row, the check, its
-#   UPDATE of the row when allowed, then its status column read again.
-#   appguard suspends a host row by updating it, which waits for the row
-#   lock, so the status read after the check is the status the check was
-#   made against: an allowed answer with the suspended value (0) is wrong.
-# At the end, appguard's state of every row agrees with the host's status.
+#   auth server's role (idp.refresh_grant) -- SELECT ... FOR UPDATE its
+#   row, the check, its UPDATE of the row when allowed, then its status
+#   column read again.  appguard suspends a host row by updating it, and
+#   re-approval and the host's re-enabling update it too, all of which
+#   wait for the row lock; so the status read after the check is the
+#   status the check was made against (or the check's own suspension of
+#   the row): an allowed answer with any status but the active value (1)
+#   is wrong, and so is a refusal with any status but the suspended one
+#   (0).  The check's slow path never waits for the client's lock (a
+#   drift evaluation holding it may be waiting for this very row): it
+#   fails with SQLSTATE 55P03 instead, which the host answers as a
+#   temporary error ("busy": HTTP 503 with Retry-After, the grant not
+#   used; the app retries).  The host asks in a subtransaction so that it
+#   can record that answer; the row lock is taken before it, by the
+#   transaction, so it is kept when the subtransaction is rolled back.
+#   Busy is neither allowed nor refused: it is wrong if the host used the
+#   grant, or if the row was not active before and after the check (a
+#   suspended row is refused at once; the failed check changed nothing).
+# Every re-enabling of a row (host status 0 -> 1, logged by the host's own
+# trigger) is a re-approval or one of the host's re-enables, and appguard
+# logged each of the latter (host_reactivated).  At the end, appguard's
+# state of every row agrees with the host's status.
 # AG_SOAK_HOST_NO_LOCK=1 runs the host's transaction without FOR UPDATE (a
 # control: then the oracle must report wrong answers).
-# AG_SOAK_HOST_REENABLE=1 adds a host client that re-enables suspended rows
-# itself (appguard follows; the next check suspends them again).
+# AG_SOAK_HOST_REENABLE=0 leaves out the host's re-enables (then every
+# re-enabled row was re-approved).
 #
 # Snapshots are handcrafted (sql/lifecycle_helpers.inc), so no network is
 # used and the soak measures appguard's locking alone.
@@ -41,8 +60,8 @@ my $hosts = 20;
 my $per_host = 5;
 my $tokens = $hosts * $per_host;
 my $rows = $hosts * $per_host;		# rows of the protected table
-my $host_lock = $ENV{AG_SOAK_HOST_NO_LOCK} ? '' : ' FOR UPDATE';
-my $host_reenable = $ENV{AG_SOAK_HOST_REENABLE} // 0;
+my $host_lock = $ENV{AG_SOAK_HOST_NO_LOCK} ? 'false' : 'true';
+my $host_reenable = $ENV{AG_SOAK_HOST_REENABLE} // 1;
 
 my $node = PostgreSQL::Test::Cluster->new('soak');
 $node->init;
@@ -104,10 +123,54 @@ SELECT (i - 1) * $per_host + j, 'c' || i FROM generate_series(1, $hosts) i, gene
 CREATE TABLE idp.soak_answers (
 	id bigserial PRIMARY KEY,
 	grant_no bigint NOT NULL,
-	allowed boolean NOT NULL,
-	answer jsonb NOT NULL,
-	live smallint,					-- the host's status, read after the check
+	answer text NOT NULL CHECK (answer IN ('allowed', 'refused', 'busy')),
+	body jsonb NOT NULL,			-- appguard's answer, or the busy error
+	live_before smallint,			-- the host's status, read before the check
+	live smallint,					-- and after it, in the same transaction
+	used boolean NOT NULL,			-- the host used the grant (new tokens issued)
 	at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE idp.host_reenables (grant_no bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+
+-- The auth server's refresh transaction: lock the grant's row (p_lock),
+-- ask appguard, use the grant if allowed, read the status again, record.
+CREATE FUNCTION idp.refresh_grant(p_grant bigint, p_lock boolean) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS \$\$
+DECLARE
+	live_before smallint;
+	live_after smallint;
+	body jsonb;
+	answer text;
+	used boolean := false;
+	state text;
+	msg text;
+BEGIN
+	IF p_lock THEN
+		SELECT g.live INTO live_before FROM idp.oauth_grants g WHERE g.grant_no = p_grant FOR UPDATE;
+	ELSE
+		SELECT g.live INTO live_before FROM idp.oauth_grants g WHERE g.grant_no = p_grant;
+	END IF;
+	-- A subtransaction, so that a busy check can be answered and recorded.
+	-- The row lock above is the transaction's and outlives its rollback (a
+	-- lock taken inside the block would be released with it).
+	BEGIN
+		body := appguard.appguard_check_refresh('idp.oauth_grants', p_grant::text);
+		answer := CASE WHEN (body ->> 'allowed')::boolean THEN 'allowed' ELSE 'refused' END;
+	EXCEPTION WHEN lock_not_available THEN
+		GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+		-- HTTP 503 with Retry-After; the grant is not used
+		body := jsonb_build_object('error', 'temporarily_unavailable', 'sqlstate', state, 'message', msg);
+		answer := 'busy';
+	END;
+	IF answer = 'allowed' THEN
+		UPDATE idp.oauth_grants g SET used_at = now() WHERE g.grant_no = p_grant;
+		used := FOUND;
+	END IF;
+	SELECT g.live INTO live_after FROM idp.oauth_grants g WHERE g.grant_no = p_grant;
+	INSERT INTO idp.soak_answers (grant_no, answer, body, live_before, live, used)
+	VALUES (p_grant, answer, body, live_before, live_after, used);
+	RETURN answer;
+END
+\$\$;
 RESET ROLE;
 SELECT appguard.appguard_protect('idp.oauth_grants', 'app_ref', 'live', 'why_uri', '1', '0') ->> 'active_rows';
 });
@@ -131,25 +194,18 @@ UPDATE public.soak_answers s SET status = t.status
 FROM appguard.refresh_tokens t WHERE s.id = :id AND t.token_id = s.token_id;
 COMMIT;
 });
-# the auth server's refresh transaction on its own table, as its role:
-# lock the row, ask appguard, use the grant if allowed, read the status
-# again (the status the check was made against, under the row lock)
+# the auth server's refresh transaction on its own table, as its role
 write_file("$dir/host_check.sql", qq{\\set n random(1, $rows)
-BEGIN;
-SELECT live FROM idp.oauth_grants WHERE grant_no = :n$host_lock;
-INSERT INTO idp.soak_answers (grant_no, allowed, answer)
-SELECT :n, (a ->> 'allowed')::boolean, a
-FROM appguard.appguard_check_refresh('idp.oauth_grants', :n::text) a
-RETURNING id \\gset
-UPDATE idp.oauth_grants g SET used_at = now()
-FROM idp.soak_answers s WHERE s.id = :id AND s.allowed AND g.grant_no = s.grant_no;
-UPDATE idp.soak_answers s SET live = g.live
-FROM idp.oauth_grants g WHERE s.id = :id AND g.grant_no = s.grant_no;
-COMMIT;
+SELECT idp.refresh_grant(:n, $host_lock);
 });
-# the auth server re-enables a suspended row itself (its own decision)
-write_file("$dir/host_reenable.sql", q{UPDATE idp.oauth_grants SET live = 1
-WHERE grant_no = (SELECT grant_no FROM idp.oauth_grants WHERE live = 0 ORDER BY random() LIMIT 1);
+# the auth server re-enables a suspended row itself (its own decision);
+# only a row still suspended when its lock is granted counts
+write_file("$dir/host_reenable.sql", q{WITH r AS (
+	UPDATE idp.oauth_grants g SET live = 1
+	WHERE g.grant_no = (SELECT grant_no FROM idp.oauth_grants WHERE live = 0 ORDER BY random() LIMIT 1)
+	  AND g.live = 0
+	RETURNING g.grant_no)
+INSERT INTO idp.host_reenables (grant_no) SELECT grant_no FROM r;
 });
 # a sweep: every host measured, one in four with its organization flipped
 # (drift from the baseline of tokens issued or re-approved before the flip)
@@ -186,17 +242,17 @@ FROM (SELECT row_key FROM appguard.protected_rows
 my @conn = ('-h', $node->host, '-p', $node->port, 'postgres');
 my ($check_out, $check_err, $host_out, $host_err, $sweep_out, $sweep_err) = ('', '', '', '', '', '');
 my $checks = IPC::Run::start(
-	[ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', $seconds, '-f', "$dir/check.sql", @conn ],
+	[ 'pgbench', '-n', '--failures-detailed', '-c', '4', '-j', '2', '-T', $seconds, '-f', "$dir/check.sql", @conn ],
 	'>', \$check_out, '2>', \$check_err);
 my $host_checks = IPC::Run::start(
 	[
-		'pgbench', '-n', '-c', '3', '-j', '1', '-T', $seconds, '-f', "$dir/host_check.sql\@20",
+		'pgbench', '-n', '--failures-detailed', '-c', '3', '-j', '1', '-T', $seconds, '-f', "$dir/host_check.sql\@20",
 		($host_reenable ? ('-f', "$dir/host_reenable.sql\@1") : ()), '-U', 'soak_idp', @conn
 	],
 	'>', \$host_out, '2>', \$host_err);
 my $sweeps = IPC::Run::start(
 	[
-		'pgbench', '-n', '-c', '1', '-T', $seconds,
+		'pgbench', '-n', '--failures-detailed', '-c', '1', '-T', $seconds,
 		'-f', "$dir/sweep.sql\@2", '-f', "$dir/drift.sql\@1", '-f', "$dir/reapprove.sql\@2", @conn
 	],
 	'>', \$sweep_out, '2>', \$sweep_err);
@@ -228,7 +284,13 @@ is($sweep_failed, 0, 'no sweep, drift or re-approval transaction failed');
 unlike($check_err . $host_err . $sweep_err, qr/deadlock|ERROR/i, 'pgbench reports no error');
 my $log = slurp_file($node->logfile);
 my $deadlocks = () = $log =~ /deadlock detected/g;
+# (pgbench counts a transaction that failed with a deadlock, and goes on)
+my @pgbench_deadlocks = ($check_out . $host_out . $sweep_out) =~ /^number of deadlock failures: (\d+)/mg;
+my $pgbench_deadlocks = 0;
+$pgbench_deadlocks += $_ for @pgbench_deadlocks;
 is($deadlocks, 0, 'no "deadlock detected" in the server log');
+is(scalar(@pgbench_deadlocks), 3, 'the three pgbench runs counted their deadlock failures');
+is($pgbench_deadlocks, 0, 'no deadlock reported by pgbench');
 my $errors = () = $log =~ /^.*\bERROR:.*$/mg;
 is($errors, 0, 'no ERROR in the server log');
 
@@ -239,20 +301,38 @@ SELECT 'answers|' || count(*) || '|allowed|' || count(*) FILTER (WHERE allowed)
 	|| '|wrong_other|' || count(*) FILTER (WHERE allowed AND status <> 'active')
 	|| '|refusal_without_uri|' || count(*) FILTER (WHERE NOT allowed AND answer #>> '{error,error_uri}' IS NULL)
 FROM public.soak_answers});
+# the protected table: live_before and live are the host's status before
+# and after the check, under the host's row lock
 my %h = split /\|/, $node->safe_psql('postgres', q{
-SELECT 'answers|' || count(*) || '|allowed|' || count(*) FILTER (WHERE allowed)
-	|| '|refused_suspended|' || count(*) FILTER (WHERE NOT allowed AND answer #>> '{error,error_uri}' IS NOT NULL)
-	|| '|wrong|' || count(*) FILTER (WHERE allowed AND live = 0)
-	|| '|wrong_other|' || count(*) FILTER (WHERE allowed AND live IS DISTINCT FROM 1)
-	|| '|refused_live|' || count(*) FILTER (WHERE NOT allowed AND live = 1)
-	|| '|refusal_without_uri|' || count(*) FILTER (WHERE NOT allowed AND answer #>> '{error,error_uri}' IS NULL)
-	|| '|used|' || (SELECT count(*) FROM idp.oauth_grants WHERE used_at IS NOT NULL)
+SELECT 'answers|' || count(*) || '|allowed|' || count(*) FILTER (WHERE answer = 'allowed')
+	|| '|refused|' || count(*) FILTER (WHERE answer = 'refused')
+	|| '|busy|' || count(*) FILTER (WHERE answer = 'busy')
+	|| '|refused_suspended|' || count(*) FILTER (WHERE answer = 'refused' AND body #>> '{error,error_uri}' IS NOT NULL)
+	|| '|suspended_by_check|' || count(*) FILTER (WHERE answer = 'refused' AND live_before = 1 AND live = 0)
+	|| '|wrong|' || count(*) FILTER (WHERE answer = 'allowed' AND live = 0)
+	|| '|wrong_other|' || count(*) FILTER (WHERE answer = 'allowed' AND live IS DISTINCT FROM 1)
+	|| '|refused_live|' || count(*) FILTER (WHERE answer = 'refused' AND live IS DISTINCT FROM 0)
+	|| '|busy_wrong|' || count(*) FILTER (WHERE answer = 'busy'
+										 AND (used OR (live_before, live) IS DISTINCT FROM (1, 1)))
+	|| '|busy_other|' || count(*) FILTER (WHERE answer = 'busy'
+										  AND (body ->> 'sqlstate' IS DISTINCT FROM '55P03'
+											   OR body ->> 'message' NOT LIKE 'appguard is busy with the grants of client %'))
+	|| '|used_wrong|' || count(*) FILTER (WHERE used <> (answer = 'allowed'))
+	|| '|changed_otherwise|' || count(*) FILTER (WHERE live_before IS DISTINCT FROM live
+												 AND NOT (answer = 'refused' AND live_before = 1 AND live = 0))
+	|| '|refusal_without_uri|' || count(*) FILTER (WHERE answer = 'refused' AND body #>> '{error,error_uri}' IS NULL)
 	|| '|suspended|' || (SELECT count(*) FROM idp.live_changes WHERE old_live = 1 AND new_live = 0)
 	|| '|reenabled|' || (SELECT count(*) FROM idp.live_changes WHERE old_live = 0 AND new_live = 1)
+	|| '|host_reenables|' || (SELECT count(*) FROM idp.host_reenables)
+	|| '|host_reactivated_events|' || (SELECT count(*) FROM appguard.events
+									   WHERE kind = 'host_reactivated' AND token_table = 'idp.oauth_grants')
+	|| '|reapproved_events|' || (SELECT count(*) FROM appguard.events
+								 WHERE kind = 'reapproved' AND token_table = 'idp.oauth_grants')
 	|| '|out_of_step|' || (SELECT count(*) FROM idp.oauth_grants g
-						   JOIN appguard.protected_rows pr ON pr.tbl = 'idp.oauth_grants'::regclass
-															AND pr.row_key = g.grant_no::text
-						   WHERE (g.live, pr.state) NOT IN ((1, 'active'), (0, 'suspended')))
+						   LEFT JOIN appguard.protected_rows pr ON pr.tbl = 'idp.oauth_grants'::regclass
+																 AND pr.row_key = g.grant_no::text
+						   WHERE (g.live, pr.state) IS DISTINCT FROM (1::smallint, 'active')
+							 AND (g.live, pr.state) IS DISTINCT FROM (0::smallint, 'suspended'))
 FROM idp.soak_answers});
 my %s = split /\|/, $node->safe_psql('postgres', q{
 SELECT 'sweeps|' || count(*) FILTER (WHERE kind = 'sweep')
@@ -277,22 +357,36 @@ cmp_ok($s{suspended_by_sweeps}, '>', 0, 'sweeps suspended tokens');
 cmp_ok($s{drifts}, '>', 0, 'drift outside a sweep ran');
 cmp_ok($s{reapproved}, '>', 0, 'suspended tokens were re-approved');
 
-is($h{answers}, $host_tx, 'protected table: every committed check recorded its answer');
+is($h{answers}, $host_tx, 'protected table: every committed refresh transaction recorded its answer');
 cmp_ok($h{allowed}, '>', 0, 'protected table: some checks were allowed');
 cmp_ok($h{refused_suspended}, '>', 0, 'protected table: some checks were refused as suspended');
 is($h{wrong}, 0, 'protected table: no row was reported allowed while its status was the suspended value');
 is($h{wrong_other}, 0, 'protected table: no row reported allowed had any status but the active value');
 is($h{refusal_without_uri}, 0, 'protected table: every refusal is a suspension (with its error_uri)');
 is($h{refused_live}, 0, 'protected table: no row was refused while the host had it active');
+is($h{busy_other}, 0, "protected table: every busy answer is appguard's 55P03 \"busy with the grants of client\"");
+is($h{busy_wrong}, 0, 'protected table: no busy answer used the grant, or was given for a row not active before and after');
+is($h{used_wrong}, 0, 'protected table: the host used the grant exactly when the check allowed it');
+is($h{changed_otherwise}, 0,
+	"protected table: under the host's row lock the status changed only by the check's own suspension");
 cmp_ok($h{suspended}, '>', 0, 'protected table: sweeps and drifts suspended rows (the host saw 1 -> 0)');
 cmp_ok($s{reapproved_rows}, '>', 0, 'protected table: suspended rows were re-approved');
+is($h{reapproved_events}, $s{reapproved_rows}, 'protected table: every re-approval of a row is in appguard.events');
+is($h{reenabled}, $s{reapproved_rows} + $h{host_reenables},
+	"protected table: every re-enabled row (the host's log: 0 -> 1) is a re-approval or one of the host's re-enables");
+is($h{host_reactivated_events}, $h{host_reenables},
+	"protected table: appguard followed every re-enable of the host's (host_reactivated)");
 if ($host_reenable)
 {
-	cmp_ok($h{reenabled}, '>', $s{reapproved_rows}, 'protected table: the host re-enabled rows too');
+	cmp_ok($h{host_reenables}, '>', 0, 'protected table: the host re-enabled suspended rows');
+	cmp_ok($h{busy}, '>', 0,
+		'protected table: some checks were busy (a re-enabled row while an evaluation of its app held the lock)');
+	cmp_ok($h{suspended_by_check}, '>', 0,
+		"protected table: checks of re-enabled rows whose app still drifts suspended them again");
 }
 else
 {
-	is($h{reenabled}, $s{reapproved_rows}, 'protected table: every row re-enabled was re-enabled by a re-approval');
+	is($h{host_reenables}, 0, 'protected table: the host re-enabled nothing');
 }
 is($h{out_of_step}, 0, "protected table: at the end, appguard's state of every row agrees with the host's status");
 is($node->safe_psql('postgres', q{SELECT count(*) FROM appguard.sweeps WHERE state = 'running'}),
@@ -300,15 +394,21 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM appguard.sweeps WHERE sta
 
 my $elapsed = time - $t0;
 note sprintf('soak: %d s, %d refresh checks (%d allowed, %d refused as suspended), '
-	  . '%d refresh transactions on the protected table (%d allowed, %d refused as suspended), '
+	  . '%d refresh transactions on the protected table (%d allowed, %d refused as suspended, '
+	  . '%d of them suspended by the check itself, %d busy), '
 	  . '%d sweep-client transactions (%d sweeps, %d drifts outside a sweep, %d tokens and rows suspended by sweeps, '
-	  . '%d applied suspensions, %d token re-approvals; protected rows: %d suspended, %d re-approved), '
-	  . '%d deadlocks, %d wrong answers (%d on the protected table), %d rows out of step; test %.1f s',
+	  . '%d applied suspensions, %d token re-approvals; protected rows: %d suspended, %d re-approved, '
+	  . '%d re-enabled by the host), '
+	  . '%d deadlocks (%d in pgbench), %d wrong answers (%d on the protected table, %d busy), '
+	  . '%d rows out of step; test %.1f s',
 	$seconds, $check_tx, $f{allowed}, $f{refused_suspended},
-	$host_tx, $h{allowed}, $h{refused_suspended},
+	$host_tx, $h{allowed}, $h{refused_suspended}, $h{suspended_by_check}, $h{busy},
 	$sweep_tx, $s{sweeps}, $s{drifts}, $s{suspended_by_sweeps}, $s{suspensions}, $s{reapproved},
-	$h{suspended}, $s{reapproved_rows},
-	$deadlocks, $f{wrong} + $h{wrong}, $h{wrong}, $h{out_of_step}, $elapsed);
+	$h{suspended}, $s{reapproved_rows}, $h{host_reenables},
+	$deadlocks, $pgbench_deadlocks,
+	$f{wrong_other} + $h{wrong_other} + $h{refused_live} + $h{busy_wrong},
+	$h{wrong_other} + $h{refused_live} + $h{busy_wrong}, $h{busy_wrong},
+	$h{out_of_step}, $elapsed);
 cmp_ok($elapsed, '<', 120, 'the soak stays bounded');
 
 $node->stop;
