@@ -19,7 +19,9 @@
 #             transaction on the same table unprotected (refresh_plain.sql);
 #             goal: TPS ratio >= 0.95.  Also the check asked in the
 #             statement that reads the grant (one round trip less:
-#             refresh_guarded_one_statement.sql) and, for information,
+#             refresh_guarded_one_statement.sql), the floor of any check
+#             with that signature (a call that does nothing in its place:
+#             refresh_noop_one_statement.sql) and, for information,
 #             appguard's own table (refresh_own.sql vs refresh_own_plain.sql).
 #   consent   pgbench: token INSERT into appguard.refresh_tokens, whose
 #             BEFORE INSERT trigger takes the client's cached snapshot as
@@ -104,6 +106,7 @@ echo
 
 refresh=$(pair refresh refresh_guarded.sql refresh_plain.sql)
 one=$(pair refresh-1 refresh_guarded_one_statement.sql refresh_plain.sql)
+floor=$(pair no-op refresh_noop_one_statement.sql refresh_plain.sql)
 own=$(pair own-table refresh_own.sql refresh_own_plain.sql)
 consent=$(pair consent insert_guarded.sql insert_plain.sql)
 
@@ -136,6 +139,8 @@ printf '%-64s %8s  %-6s %s\n' "refresh TPS, protected table + appguard_check_ref
 	"$refresh" ">=0.95" "$(verdict "$refresh" '>=' 0.95)"
 printf '%-64s %8s  %-6s %s\n' "  the same, check asked in the SELECT ... FOR UPDATE of the grant" \
 	"$one" ">=0.95" "$(verdict "$one" '>=' 0.95)"
+printf '%-64s %8s  %-6s %s\n' "  the same with a call that does nothing in place of the check" \
+	"$floor" "" "(the floor of any check)"
 printf '%-64s %8s  %-6s %s\n' "refresh TPS, appguard.refresh_tokens / copy without appguard" \
 	"$own" "" "(for information)"
 printf '%-64s %8s  %-6s %s\n' "token INSERT TPS, baseline trigger (cached snapshot) / plain" \
