@@ -11,6 +11,7 @@ PACKAGES=(
 	libipc-run-perl
 	nginx-light knot knot-dnsutils python3 python3-dnslib
 	clang libclang-rt-dev
+	valgrind
 	glewlwyd
 )
 
