@@ -28,8 +28,11 @@ my $net     = $env->net;
 my $port    = $env->tls_port;
 my $port6   = $env->tls6_port;
 my $json    = JSON::PP->new->canonical;
-my $TIMEOUT = 1500;    # appguard.timeout_ms of this cluster
-my $MARGIN  = 300;     # how late a deadline may be noticed, at most
+# under valgrind (test/sanitize.sh) the backend is 20-50 times slower: a
+# probe needs a longer deadline to finish, and is noticed later
+my $SLOW    = AppGuard::TestEnv::slowdown();
+my $TIMEOUT = 1500 * $SLOW;    # appguard.timeout_ms of this cluster
+my $MARGIN  = 300 * $SLOW;     # how late a deadline may be noticed, at most
 
 # ---------------------------------------------------------------- scenario hosts
 # The certificate cases of 010, the DNS cases of 011 and the faults of 012.
@@ -278,7 +281,7 @@ my $bg_pid = $bg->query_safe('SELECT pg_backend_pid()');
 $bg->{stdin} .= "CALL appguard.appguard_sweep('1 hour', '1 minute');\n\\echo __swept__\n";
 $bg->{run}->pump_nb() while length $bg->{stdin};
 my (%seen, $planned, $sweep_id);
-my $deadline = time + 60;
+my $deadline = time + 60 * $SLOW;
 while (time < $deadline)
 {
 	my $row = $node->safe_psql('postgres',

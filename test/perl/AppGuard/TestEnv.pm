@@ -146,6 +146,12 @@ sub _stop_if_owner
 # ---------------------------------------------------------------- accessors
 
 sub dir       { return $_[0]{dir} }
+# test/sanitize.sh runs the servers under valgrind, 20 to 50 times slower,
+# and sets AG_UNDER_VALGRIND=1: the tests multiply the upper bounds they put
+# on time (deadlines and margins that say "does not hang", never what a
+# test is about) by this factor; 1 otherwise.
+sub slowdown { return $ENV{AG_UNDER_VALGRIND} ? 10 : 1 }
+
 sub net       { return $_[0]{net} }
 sub tls_port  { return $_[0]{tls_port} }
 sub tls6_port { return $_[0]{tls6_port} }
@@ -1245,6 +1251,11 @@ C<tls_port>, C<tls6_port>, C<dns_port>, C<detached> (servers outlive this
 process: no watchdog, no stop at exit; see C<save>/C<load>).  Makes the PKI:
 CAs C<root> (trusted), C<intermediate> and C<intermediate2> (under root),
 C<untrusted> (an intermediate under C<untrusted_root>, which nobody trusts).
+
+=item AppGuard::TestEnv::slowdown() -> factor
+
+10 when C<AG_UNDER_VALGRIND> is set (test/sanitize.sh), else 1: the factor
+by which tests widen their upper time bounds under valgrind.
 
 =item dir, net, tls_port, tls6_port, dns_addr, dns_port, ca_file, ca_cert($id)
 
