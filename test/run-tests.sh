@@ -3,10 +3,16 @@
 #   pg_regress (sql/, expected/)         the SQL surface, no network
 #   isolation (test/isolation/)          concurrency, several sessions
 #   TAP (test/t/*.pl)                    real DNS and TLS servers on loopback
+#   memory safety (test/sanitize.sh)     the server under valgrind memcheck,
+#                                        appguard built with UBSan: every
+#                                        pg_regress test and the snapshot,
+#                                        lifecycle and sweep TAP tests of its
+#                                        default set (about 10 minutes)
 # Run as root on Debian 12; the servers and clusters run as the postgres
 # user in a temporary directory that is removed at the end.
 #   AG_KEEP=1      keep the temporary directory (logs, clusters' data)
 #   AG_TAP="..."   run only these TAP files (e.g. "test/t/010_snapshot_tls.pl")
+#   AG_SANITIZE=0  leave the memory-safety stage out (reported as skipped)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,6 +83,8 @@ if [ "$iso_rc" != 0 ] && [ "$bad" = 0 ]; then
 	bad=1
 fi
 count "isolation" "$ok" "$bad"
+# the stages below start their own clusters
+as_postgres bash "$WORK/tree/test/cluster.sh" stop "$WORK/pg" || true
 
 # ---- TAP: each test starts its own servers and clusters ----
 set +e
@@ -90,6 +98,40 @@ if [ "$tap_rc" != 0 ] || ! grep -q '^Result: PASS' "$WORK/tap.log"; then
 	tap_failed=$((tap_failed > 0 ? tap_failed : 1))
 fi
 count "TAP" $(( ${tests:-0} - tap_failed )) "$tap_failed"
+
+# ---- memory safety: test/sanitize.sh's default set (it switches to the
+# postgres user itself and stops every server it started, on failure and
+# interrupt too).  It runs in the background, so that an interrupt reaches
+# the trap at once and is passed on to it.
+if [ "${AG_SANITIZE:-1}" = 0 ]; then
+	echo "run-tests: memory safety: skipped (AG_SANITIZE=0)"
+else
+	sanitize_pid=
+	stop_sanitize() {
+		trap - INT TERM
+		[ -n "$sanitize_pid" ] && kill -TERM "$sanitize_pid" 2>/dev/null && wait "$sanitize_pid"
+		exit 130
+	}
+	trap stop_sanitize INT TERM
+	set +e
+	bash "$ROOT/test/sanitize.sh" </dev/null >"$WORK/sanitize.log" 2>&1 &
+	sanitize_pid=$!
+	tail -n +1 -f --pid="$sanitize_pid" "$WORK/sanitize.log" &
+	tail_pid=$!
+	wait "$sanitize_pid"
+	sanitize_rc=$?
+	sanitize_pid=
+	wait "$tail_pid"
+	set -e
+	trap - INT TERM
+	line=$(grep -E '^sanitize: [0-9]+ passed, [0-9]+ failed$' "$WORK/sanitize.log" | tail -1)
+	ok=$(echo "$line" | sed -nE 's/^sanitize: ([0-9]+) passed.*/\1/p')
+	bad=$(echo "$line" | sed -nE 's/.* ([0-9]+) failed$/\1/p')
+	if [ "$sanitize_rc" != 0 ] && [ "${bad:-0}" = 0 ]; then
+		bad=1		# it failed before it could count
+	fi
+	count "memory safety (valgrind, UBSan)" "${ok:-0}" "${bad:-0}"
+fi
 
 echo "appguard: $passed passed, $failed failed"
 [ "$failed" = 0 ]
