@@ -54,12 +54,12 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 	[KT_PROTECTED_ROWS] = {
 		"protected_rows", "protected_rows_pkey",
 		2, {"tbl", "row_key"}, {F_OIDEQ, F_TEXTEQ},
-		PR_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id"}
+		GRANT_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id"}
 	},
 	[KT_REFRESH_TOKENS] = {
 		"refresh_tokens", "refresh_tokens_pkey",
 		1, {"token_id"}, {F_TEXTEQ},
-		RT_NCOLUMNS, {"status", "client_id", "baseline_snapshot_id"}
+		GRANT_NCOLUMNS, {"status", "client_id", "baseline_snapshot_id"}
 	},
 	[KT_CLIENTS] = {
 		"clients", "clients_pkey",

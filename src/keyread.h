@@ -23,14 +23,14 @@ typedef enum KeyedTable
 	KT_COUNT
 } KeyedTable;
 
-/* The columns read, per table, in the order of the values returned */
+/*
+ * The columns read, per table, in the order of the values returned.  The
+ * two grant tables (KT_PROTECTED_ROWS: state, KT_REFRESH_TOKENS: status)
+ * are read alike.
+ */
 enum
 {
-	PR_STATE, PR_CLIENT_ID, PR_BASELINE_SNAPSHOT_ID, PR_NCOLUMNS
-};
-enum
-{
-	RT_STATUS, RT_CLIENT_ID, RT_BASELINE_SNAPSHOT_ID, RT_NCOLUMNS
+	GRANT_STATUS, GRANT_CLIENT_ID, GRANT_BASELINE_SNAPSHOT_ID, GRANT_NCOLUMNS
 };
 enum
 {

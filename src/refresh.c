@@ -200,37 +200,22 @@ grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_
 			 && DatumGetInt32(bs[BS_STREAK]) >= appguard_confirmations);
 }
 
-/* An active row of a protected table whose grant is verified */
+/*
+ * The grant keyed by key in table (KT_PROTECTED_ROWS or KT_REFRESH_TOKENS)
+ * is active and verified
+ */
 static bool
-protected_row_verified(Datum tbl, Datum row_key)
+active_grant_verified(KeyedTable table, const Datum *key)
 {
-	Datum		key[2] = {tbl, row_key};
-	Datum		pr[PR_NCOLUMNS];
-	bool		pr_null[PR_NCOLUMNS];
+	Datum		grant[GRANT_NCOLUMNS];
+	bool		grant_null[GRANT_NCOLUMNS];
 	bool		verified;
 
 	begin_fresh_read();
-	verified = keyread_row(KT_PROTECTED_ROWS, key, GetActiveSnapshot(), pr, pr_null)
-		&& !pr_null[PR_STATE] && text_equals(pr[PR_STATE], "active")
-		&& grant_verified(pr[PR_CLIENT_ID], pr_null[PR_CLIENT_ID],
-						  pr[PR_BASELINE_SNAPSHOT_ID], pr_null[PR_BASELINE_SNAPSHOT_ID]);
-	end_fresh_read();
-	return verified;
-}
-
-/* An active token of appguard.refresh_tokens whose grant is verified */
-static bool
-token_verified(Datum token_id)
-{
-	Datum		rt[RT_NCOLUMNS];
-	bool		rt_null[RT_NCOLUMNS];
-	bool		verified;
-
-	begin_fresh_read();
-	verified = keyread_row(KT_REFRESH_TOKENS, &token_id, GetActiveSnapshot(), rt, rt_null)
-		&& !rt_null[RT_STATUS] && text_equals(rt[RT_STATUS], "active")
-		&& grant_verified(rt[RT_CLIENT_ID], rt_null[RT_CLIENT_ID],
-						  rt[RT_BASELINE_SNAPSHOT_ID], rt_null[RT_BASELINE_SNAPSHOT_ID]);
+	verified = keyread_row(table, key, GetActiveSnapshot(), grant, grant_null)
+		&& !grant_null[GRANT_STATUS] && text_equals(grant[GRANT_STATUS], "active")
+		&& grant_verified(grant[GRANT_CLIENT_ID], grant_null[GRANT_CLIENT_ID],
+						  grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID]);
 	end_fresh_read();
 	return verified;
 }
@@ -275,9 +260,13 @@ appguard_check_refresh_token(PG_FUNCTION_ARGS)
 {
 	static const Oid argtypes[1] = {TEXTOID};
 
-	if (!PG_ARGISNULL(0) && token_verified(PG_GETARG_DATUM(0))
-		&& record_refresh(PG_GETARG_DATUM(0)))
-		PG_RETURN_JSONB_P(allowed_body());
+	if (!PG_ARGISNULL(0))
+	{
+		Datum		token_id = PG_GETARG_DATUM(0);
+
+		if (active_grant_verified(KT_REFRESH_TOKENS, &token_id) && record_refresh(token_id))
+			PG_RETURN_JSONB_P(allowed_body());
+	}
 	return call_full_check("check_refresh_full", fcinfo, argtypes);
 }
 
@@ -286,9 +275,13 @@ appguard_check_refresh_row(PG_FUNCTION_ARGS)
 {
 	static const Oid argtypes[2] = {REGCLASSOID, TEXTOID};
 
-	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1)
-		&& protected_row_verified(PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)))
-		PG_RETURN_JSONB_P(allowed_body());
+	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1))
+	{
+		Datum		key[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+
+		if (active_grant_verified(KT_PROTECTED_ROWS, key))
+			PG_RETURN_JSONB_P(allowed_body());
+	}
 	return call_full_check("check_row_refresh_full", fcinfo, argtypes);
 }
 
