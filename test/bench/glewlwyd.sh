@@ -23,30 +23,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 REQUESTS=${AG_BENCH_REQUESTS:-300}
 PORT=${AG_BENCH_PORT:-55492}
-BIN=$(pg_config --bindir)
 
 if [ "$(id -u)" = 0 ]; then
 	dpkg-query -W -f='${Status}' glewlwyd 2>/dev/null | grep -q 'install ok installed' ||
 		bash "$ROOT/test/install-deps.sh"
-	make -s -C "$ROOT" WERROR=1 >/dev/null
-	make -s -C "$ROOT" install >/dev/null
-	as_pg() { runuser -u postgres -- env PATH="$BIN:$PATH" ${AG_NET:+AG_NET=$AG_NET} "$@"; }
-else
-	as_pg() { env PATH="$BIN:$PATH" "$@"; }
 fi
+. "$HERE/common.sh"
+bench_workdir bench-glewlwyd "$ROOT/test/perl" "$ROOT/test/env" "$ROOT/test/glewlwyd"
 
-WORK=$(mktemp -d /tmp/appguard-bench-glewlwyd.XXXXXX)
-chmod 755 "$WORK"
-rsync -a "$ROOT/test/cluster.sh" "$ROOT/test/perl" "$ROOT/test/env" "$ROOT/test/glewlwyd" "$WORK/"
-[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK"
-cleanup() {
-	as_pg bash "$WORK/cluster.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
-	if [ "${AG_KEEP:-0}" = 1 ]; then echo "bench: kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-as_pg bash "$WORK/cluster.sh" start "$WORK/pg" "$PORT"
 cd "$WORK"
 as_pg env TMPDIR="$WORK" perl "$WORK/glewlwyd/bench.pl" --pghost "$WORK/pg" --pgport "$PORT" \
 	--requests "$REQUESTS"

@@ -45,28 +45,10 @@ SECONDS_PER_RUN=${AG_BENCH_SECONDS:-10}
 CLIENTS=${AG_BENCH_CLIENTS:-1}
 TOKENS=${AG_BENCH_TOKENS:-100000}
 PORT=${AG_BENCH_PORT:-55491}
-BIN=$(pg_config --bindir)
 
-if [ "$(id -u)" = 0 ]; then
-	make -s -C "$ROOT" WERROR=1 >/dev/null
-	make -s -C "$ROOT" install >/dev/null
-	as_pg() { runuser -u postgres -- env PATH="$BIN:$PATH" "$@"; }
-else
-	as_pg() { env PATH="$BIN:$PATH" "$@"; }
-fi
+. "$HERE/common.sh"
+bench_workdir bench "$HERE/lifecycle"
 
-WORK=$(mktemp -d /tmp/appguard-bench.XXXXXX)
-chmod 755 "$WORK"
-cp -a "$HERE/lifecycle" "$ROOT/test/cluster.sh" "$WORK/"
-[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK"
-cleanup() {
-	as_pg bash "$WORK/cluster.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
-	if [ "${AG_KEEP:-0}" = 1 ]; then echo "bench: kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-as_pg bash "$WORK/cluster.sh" start "$WORK/pg" "$PORT"
 PSQL=(psql -X -q -h "$WORK/pg" -p "$PORT" -d postgres -v ON_ERROR_STOP=1)
 as_pg "${PSQL[@]}" -f "$WORK/lifecycle/setup.sql" >"$WORK/setup.log"
 
