@@ -23,7 +23,7 @@ fi
 "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres \
 	-c "DROP DATABASE IF EXISTS \"$DB\"" -c "CREATE DATABASE \"$DB\""
 "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$DB" \
-	-c "CREATE EXTENSION \"$EXT\"" -f "$HERE/setup.sql" >/dev/null
+	-c "CREATE EXTENSION \"$EXT\"" -f "$HERE/../../sql/lifecycle_helpers.inc" -f "$HERE/setup.sql" >/dev/null
 mkdir -p "$OUT"
 set +e
 "$REGRESS" --inputdir="$HERE" --outputdir="$OUT" --use-existing --dbname="$DB" $specs
