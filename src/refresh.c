@@ -6,6 +6,7 @@
  *
  *	  appguard_check_refresh(token_id text) -> jsonb
  *	  appguard_check_refresh(tbl regclass, row_key text) -> jsonb
+ *	  appguard_reapprove(tbl regclass, row_key text) -> jsonb (the gate)
  *	  appguard.refresh_token_issue() -> trigger (BEFORE INSERT)
  *
  * An active grant whose baseline has been compared with its client's
@@ -39,6 +40,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "hostrow.h"
 #include "keyread.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
@@ -51,6 +53,7 @@
 PG_FUNCTION_INFO_V1(appguard_check_refresh_token);
 PG_FUNCTION_INFO_V1(appguard_check_refresh_row);
 PG_FUNCTION_INFO_V1(appguard_refresh_token_issue);
+PG_FUNCTION_INFO_V1(appguard_reapprove_row);
 
 /* Recording an allowed refresh, re-checking the status under the row lock */
 static SPIPlanPtr record_refresh_plan = NULL;
@@ -279,10 +282,27 @@ appguard_check_refresh_row(PG_FUNCTION_ARGS)
 	{
 		Datum		key[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
 
+		hostrow_require_select(PG_GETARG_OID(0), PG_GETARG_DATUM(1), "check");
 		if (active_grant_verified(KT_PROTECTED_ROWS, key))
 			PG_RETURN_JSONB_P(allowed_body());
 	}
 	return call_full_check("check_row_refresh_full", fcinfo, argtypes);
+}
+
+/*
+ * appguard_reapprove(tbl regclass, row_key text): the caller must be able
+ * to SELECT the row (hostrow.c); appguard.reapprove_row_full, SECURITY
+ * DEFINER and granted to nobody, does the rest.  Not SECURITY DEFINER
+ * itself, so that the check sees the caller.
+ */
+Datum
+appguard_reapprove_row(PG_FUNCTION_ARGS)
+{
+	static const Oid argtypes[2] = {REGCLASSOID, TEXTOID};
+
+	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1))
+		hostrow_require_select(PG_GETARG_OID(0), PG_GETARG_DATUM(1), "re-approve");
+	return call_full_check("reapprove_row_full", fcinfo, argtypes);
 }
 
 /* ---- the consent trigger ---- */

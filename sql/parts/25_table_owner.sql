@@ -10,3 +10,15 @@ AS 'MODULE_PATHNAME', 'appguard_as_table_owner'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION appguard.as_table_owner(regclass, text, text[]) IS
 	'Run a statement on tbl as its owner in a security-restricted context; the first column of each returned row';
+
+-- The columns attnums of a host row as text, each printed by its type's
+-- output function, never through a cast, an operator or to_jsonb, which
+-- could call code the table's owner wrote (src/hostrow.c).  Granted to
+-- nobody: the row triggers of protected tables call it as the extension's
+-- owner.
+CREATE FUNCTION appguard.row_texts(r record, attnums smallint[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'appguard_row_texts'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION appguard.row_texts(record, smallint[]) IS
+	'For the row triggers of protected tables: columns of a row as their types print them, without casts';

@@ -137,33 +137,42 @@ SET search_path = pg_catalog, pg_temp;
 CREATE TRIGGER appguard_baseline BEFORE INSERT ON appguard.refresh_tokens
 	FOR EACH ROW EXECUTE FUNCTION appguard.refresh_token_issue();
 
--- Only appguard moves a token into or out of 'suspended': a suspension
--- needs its record and error_uri, a reactivation a new baseline
--- (appguard_reapprove).  Revoking a suspended token is the auth server's
--- right.  appguard sets suspension_id when it suspends and clears it when
--- it re-approves; the auth server's role may not write that column
--- (column privileges, part 8), so a status change without it is refused:
--- no setting a session can make lets it through.  The WHEN clause keeps
--- ordinary updates free of any call.
+-- Only appguard moves a token into 'suspended' or back to 'active' from
+-- a suspension: a suspension needs its record and error_uri, a
+-- reactivation a new baseline (appguard_reapprove).  Revoking a suspended
+-- token is the auth server's right; the token keeps its suspension_id
+-- then, which marks it as suspended by appguard: the auth server may not
+-- make it active again (revoked -> active), nor may it any token whose
+-- suspension_id is set.  appguard's own writes are told from the auth
+-- server's by appguard.applying() (26_applying), a flag only appguard's
+-- code can raise; the auth server's role may not write suspension_id at
+-- all (column privileges, part 8).  The WHEN clause keeps ordinary
+-- updates free of any call (it runs with the updating role's rights, so
+-- it calls nothing of appguard's).
 CREATE FUNCTION appguard.refresh_token_status_guard()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	IF appguard.applying() THEN
+		RETURN NEW;			-- a suspension or a re-approval by appguard
+	END IF;
 	IF NEW.status = 'suspended' THEN
 		RAISE EXCEPTION 'only appguard suspends refresh tokens'
 			USING ERRCODE = '55000',
 				  HINT = 'Set status to ''revoked'' to revoke a token.';
 	END IF;
-	RAISE EXCEPTION 'refresh token is suspended by appguard'
+	RAISE EXCEPTION 'refresh token was suspended by appguard'
 		USING ERRCODE = '55000',
-			  HINT = 'Reactivate it with appguard_reapprove(token_id), which takes a new baseline.';
+			  DETAIL = pg_catalog.format('It is %s under suspension %s; only appguard_reapprove makes it active again.',
+										 OLD.status, OLD.suspension_id),
+			  HINT = 'Reactivate a suspended token with appguard_reapprove(token_id), which takes a new baseline; a token revoked while suspended stays revoked.';
 END
 $$;
 CREATE TRIGGER appguard_status_guard BEFORE UPDATE OF status ON appguard.refresh_tokens
 	FOR EACH ROW
-	WHEN ((NEW.status = 'suspended' AND OLD.status <> 'suspended'
-		   AND (NEW.suspension_id IS NULL OR NEW.suspension_id IS NOT DISTINCT FROM OLD.suspension_id))
-		  OR (OLD.status = 'suspended' AND NEW.status = 'active' AND NEW.suspension_id IS NOT NULL))
+	WHEN ((NEW.status = 'suspended' AND OLD.status <> 'suspended')
+		  OR (NEW.status = 'active' AND OLD.status <> 'active'
+			  AND (OLD.status = 'suspended' OR OLD.suspension_id IS NOT NULL)))
 	EXECUTE FUNCTION appguard.refresh_token_status_guard();

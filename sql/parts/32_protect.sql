@@ -21,6 +21,27 @@
 -- the status (suspension, re-approval) are told from the host's by
 -- appguard.applying(), a flag only appguard's code can raise (26_applying).
 -- Columns are remembered by number, so renaming them keeps the guard.
+--
+-- Nothing of the table's owner runs with appguard's rights: the triggers
+-- read the key, client and status columns through their types' output
+-- functions (appguard.row_texts, src/hostrow.c), never through casts,
+-- operators or to_jsonb of the row; every statement on the host table,
+-- and every evaluation of a value of its types (the active and suspended
+-- values, its CHECK constraints), runs as the table's owner in a
+-- security-restricted operation (appguard.as_table_owner, 25_table_owner).
+-- Values are compared as the text their type's output function prints.
+--
+-- Failures stay with their table.  appguard_protect refuses a status
+-- column that is generated, or whose type or CHECK constraints reject the
+-- suspended value.  DDL that later breaks that (a dropped or altered
+-- status column, a new CHECK, disabled triggers) is found by an event
+-- trigger, and a fan-out whose write to the host table fails anyway keeps
+-- that failure to the table: appguard_table records it
+-- (protected_tables.problem), raises a WARNING and a NOTIFY
+-- appguard_table_problem, and still suspends the rows in its own state, so
+-- their refresh checks answer not allowed; other tables, apps and the
+-- sweep go on.  Once the problem is gone (the next DDL, or
+-- appguard_recheck_table), the host rows are written.
 ---------------------------------------------------------------------------
 
 CREATE TABLE appguard.protected_tables (
@@ -31,9 +52,11 @@ CREATE TABLE appguard.protected_tables (
 	error_uri_attnum	smallint,
 	active_value		text NOT NULL,		-- as the status column's type prints it
 	suspended_value		text NOT NULL,
-	active_json			text NOT NULL,		-- to_jsonb(active value) #>> '{}', what the triggers compare
 	protected_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	protected_by		text NOT NULL DEFAULT session_user
+	protected_by		text NOT NULL DEFAULT session_user,
+	problem				text,				-- why appguard cannot write the table now, or NULL
+	problem_sqlstate	text,
+	problem_at			timestamptz
 );
 COMMENT ON TABLE appguard.protected_tables IS 'Token tables of an auth server guarded by appguard_protect';
 SELECT pg_catalog.pg_extension_config_dump('appguard.protected_tables', '');
@@ -66,7 +89,8 @@ CREATE FUNCTION appguard.protected_table_columns(p_tbl regclass,
 	OUT client_name name,
 	OUT status_name name, OUT status_type text,
 	OUT error_uri_name name,
-	OUT active_value text, OUT suspended_value text, OUT active_json text)
+	OUT active_value text, OUT suspended_value text,
+	OUT attnums smallint[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -76,16 +100,17 @@ BEGIN
 		   ca.attname,
 		   sa.attname, pg_catalog.format_type(sa.atttypid, sa.atttypmod),
 		   ea.attname,
-		   pt.active_value, pt.suspended_value, pt.active_json
+		   pt.active_value, pt.suspended_value,
+		   ARRAY[pt.key_attnum, pt.client_attnum, pt.status_attnum]
 	INTO schema_name, table_name, key_name, key_type, client_name, status_name, status_type,
-		 error_uri_name, active_value, suspended_value, active_json
+		 error_uri_name, active_value, suspended_value, attnums
 	FROM appguard.protected_tables pt
 		 JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
 		 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		 JOIN pg_catalog.pg_attribute ka ON ka.attrelid = pt.tbl AND ka.attnum = pt.key_attnum
-		 JOIN pg_catalog.pg_attribute ca ON ca.attrelid = pt.tbl AND ca.attnum = pt.client_attnum
-		 JOIN pg_catalog.pg_attribute sa ON sa.attrelid = pt.tbl AND sa.attnum = pt.status_attnum
-		 LEFT JOIN pg_catalog.pg_attribute ea ON ea.attrelid = pt.tbl AND ea.attnum = pt.error_uri_attnum
+		 JOIN pg_catalog.pg_attribute ka ON ka.attrelid = pt.tbl AND ka.attnum = pt.key_attnum AND NOT ka.attisdropped
+		 JOIN pg_catalog.pg_attribute ca ON ca.attrelid = pt.tbl AND ca.attnum = pt.client_attnum AND NOT ca.attisdropped
+		 JOIN pg_catalog.pg_attribute sa ON sa.attrelid = pt.tbl AND sa.attnum = pt.status_attnum AND NOT sa.attisdropped
+		 LEFT JOIN pg_catalog.pg_attribute ea ON ea.attrelid = pt.tbl AND ea.attnum = pt.error_uri_attnum AND NOT ea.attisdropped
 	WHERE pt.tbl = p_tbl;
 END
 $$;
@@ -232,8 +257,9 @@ END
 $$;
 
 -- The one trigger function of every protected table; TG_ARGV[0] says
--- which trigger fired.  Values are read through to_jsonb(row), so one
--- function serves tables of any shape.
+-- which trigger fired.  The key, client and status of the row are read as
+-- text by appguard.row_texts (see the top of this part: never to_jsonb of
+-- the row, which could call a cast its owner wrote, as superuser).
 CREATE FUNCTION appguard.protected_row_sync()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -241,8 +267,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	cfg record;
-	new_row jsonb;
-	old_row jsonb;
+	new_row text[];			-- key, client, status
+	old_row text[];
 BEGIN
 	IF TG_ARGV[0] = 'truncate' THEN
 		DELETE FROM appguard.protected_rows pr WHERE pr.tbl = TG_RELID;
@@ -258,40 +284,38 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	IF TG_OP IN ('INSERT', 'UPDATE') THEN
-		new_row := pg_catalog.to_jsonb(NEW);
+		new_row := appguard.row_texts(NEW, cfg.attnums);
 	END IF;
 	IF TG_OP IN ('DELETE', 'UPDATE') THEN
-		old_row := pg_catalog.to_jsonb(OLD);
+		old_row := appguard.row_texts(OLD, cfg.attnums);
 	END IF;
 	IF TG_ARGV[0] = 'insert' THEN
-		PERFORM appguard.protected_row_track(TG_RELID, new_row ->> cfg.key_name,
-											 new_row ->> cfg.client_name,
-											 (new_row ->> cfg.status_name) = cfg.active_json);
+		PERFORM appguard.protected_row_track(TG_RELID, new_row[1], new_row[2],
+											 new_row[3] IS NOT DISTINCT FROM cfg.active_value);
 	ELSIF TG_ARGV[0] = 'delete' THEN
 		DELETE FROM appguard.protected_rows pr
-		WHERE pr.tbl = TG_RELID AND pr.row_key = old_row ->> cfg.key_name;
+		WHERE pr.tbl = TG_RELID AND pr.row_key = old_row[1];
 	ELSIF TG_ARGV[0] = 'key' THEN
-		IF (old_row ->> cfg.key_name) IS DISTINCT FROM (new_row ->> cfg.key_name)
-		   OR (old_row ->> cfg.client_name) IS DISTINCT FROM (new_row ->> cfg.client_name) THEN
+		IF old_row[1] IS DISTINCT FROM new_row[1] OR old_row[2] IS DISTINCT FROM new_row[2] THEN
 			-- a row moved to another client needs a baseline of that client
 			UPDATE appguard.protected_rows pr
-			SET row_key = new_row ->> cfg.key_name,
-				client_id = new_row ->> cfg.client_name,
-				baseline_snapshot_id = CASE WHEN pr.client_id IS NOT DISTINCT FROM (new_row ->> cfg.client_name)
+			SET row_key = new_row[1],
+				client_id = new_row[2],
+				baseline_snapshot_id = CASE WHEN pr.client_id IS NOT DISTINCT FROM new_row[2]
 										THEN pr.baseline_snapshot_id END
-			WHERE pr.tbl = TG_RELID AND pr.row_key = old_row ->> cfg.key_name;
+			WHERE pr.tbl = TG_RELID AND pr.row_key = old_row[1];
 		END IF;
 	ELSIF TG_ARGV[0] = 'status' THEN
-		PERFORM appguard.protected_row_status(TG_RELID, new_row ->> cfg.key_name,
-											  new_row ->> cfg.client_name,
-											  (new_row ->> cfg.status_name) = cfg.active_json);
+		PERFORM appguard.protected_row_status(TG_RELID, new_row[1], new_row[2],
+											  new_row[3] IS NOT DISTINCT FROM cfg.active_value);
 	END IF;
 	RETURN NULL;
 END
 $$;
 
--- Key types whose text output is also their to_jsonb text (the triggers
--- read keys through jsonb, everything else through ::text).
+-- Key types appguard keys its rows by: the server's own types whose text
+-- output identifies a value (and domains over them, on which no cast of
+-- an ordinary role's takes effect).
 CREATE FUNCTION appguard.key_type_supported(typid oid)
 RETURNS boolean
 LANGUAGE sql STABLE
@@ -326,15 +350,18 @@ BEGIN
 END
 $$;
 
--- A value given as text, as the column's type reads and prints it.
-CREATE FUNCTION appguard.column_value(p_tbl regclass, p_attnum smallint, p_value text,
-									  p_what text, OUT canonical text, OUT as_json text)
+-- A value given as text, as the column's type reads and prints it (the
+-- text its output function prints, which is what the triggers compare).
+-- Evaluated as the table's owner: a domain's CHECK or a cast of the
+-- column's type runs with the owner's rights, never appguard's.
+CREATE FUNCTION appguard.column_value(p_tbl regclass, p_attnum smallint, p_value text, p_what text)
+RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	typ text;
-	comparable boolean;
+	printed text[];
 BEGIN
 	IF p_value IS NULL THEN
 		RAISE EXCEPTION '% must not be null', p_what USING ERRCODE = '22023';
@@ -342,16 +369,237 @@ BEGIN
 	SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) INTO typ
 	FROM pg_catalog.pg_attribute a WHERE a.attrelid = p_tbl AND a.attnum = p_attnum;
 	BEGIN
-		EXECUTE pg_catalog.format('SELECT (%L::%s)::text, pg_catalog.to_jsonb(%L::%s) #>> ''{}'', %L::%s = %L::%s',
-								  p_value, typ, p_value, typ, p_value, typ, p_value, typ)
-			INTO canonical, as_json, comparable;
+		printed := appguard.as_table_owner(p_tbl,
+			pg_catalog.format('SELECT pg_catalog.format(''%%s'', $1::%s)', typ), ARRAY[p_value]);
 	EXCEPTION WHEN OTHERS THEN
 		RAISE EXCEPTION '% "%" is not a value of type %', p_what, p_value, typ
 			USING ERRCODE = '22023',
 				  DETAIL = SQLERRM;
 	END;
+	RETURN printed[1];
 END
 $$;
+
+-- The names of the triggers appguard_protect creates.
+CREATE FUNCTION appguard.protect_trigger_names()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT ARRAY['appguard_protect_insert', 'appguard_protect_key', 'appguard_protect_status',
+				 'appguard_protect_delete', 'appguard_protect_truncate']
+$$;
+
+-- Why appguard could not guard protected table p_tbl now, or NULL: a
+-- column it reads or writes is gone, the status column is generated, its
+-- type no longer reads the active and suspended values as they were
+-- given, a CHECK constraint on the status column alone rejects the
+-- suspended value (evaluated as the table's owner), or one of appguard's
+-- triggers is missing or disabled.  A CHECK constraint that involves other
+-- columns too can only be judged on real rows: a fan-out it makes fail is
+-- kept to the table all the same (appguard.apply_suspensions).
+CREATE FUNCTION appguard.protection_problem(p_tbl regclass)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pt appguard.protected_tables;
+	cfg record;
+	con record;
+	verdict text[];
+	printed text;
+	trigger_name text;
+BEGIN
+	SELECT * INTO pt FROM appguard.protected_tables t WHERE t.tbl = p_tbl;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	IF cfg.key_name IS NULL THEN
+		RETURN 'its primary key, client_id or status column was dropped';
+	END IF;
+	IF pt.error_uri_attnum IS NOT NULL AND cfg.error_uri_name IS NULL THEN
+		RETURN 'its error_uri column was dropped';
+	END IF;
+	IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+			   WHERE a.attrelid = p_tbl AND a.attnum = pt.status_attnum AND a.attgenerated <> '') THEN
+		RETURN pg_catalog.format('its status column "%s" is generated', cfg.status_name);
+	END IF;
+	BEGIN
+		printed := appguard.column_value(p_tbl, pt.status_attnum, pt.suspended_value, 'suspended_value');
+		IF printed IS DISTINCT FROM pt.suspended_value THEN
+			RETURN pg_catalog.format('its status column "%s" (%s) reads the suspended value "%s" as "%s"',
+									 cfg.status_name, cfg.status_type, pt.suspended_value, printed);
+		END IF;
+		printed := appguard.column_value(p_tbl, pt.status_attnum, pt.active_value, 'active_value');
+		IF printed IS DISTINCT FROM pt.active_value THEN
+			RETURN pg_catalog.format('its status column "%s" (%s) reads the active value "%s" as "%s"',
+									 cfg.status_name, cfg.status_type, pt.active_value, printed);
+		END IF;
+	EXCEPTION WHEN invalid_parameter_value THEN
+		RETURN pg_catalog.format('its status column "%s" (%s) does not take the value: %s',
+								 cfg.status_name, cfg.status_type, SQLERRM);
+	END;
+	FOR con IN
+		SELECT c.conname, pg_catalog.pg_get_expr(c.conbin, c.conrelid) AS expr
+		FROM pg_catalog.pg_constraint c
+		WHERE c.conrelid = p_tbl AND c.contype = 'c' AND c.conkey = ARRAY[pt.status_attnum]
+		ORDER BY c.conname
+	LOOP
+		BEGIN
+			verdict := appguard.as_table_owner(p_tbl,
+				pg_catalog.format('SELECT (%s)::pg_catalog.text FROM (SELECT $1::%s AS %I) AS h',
+								  con.expr, cfg.status_type, cfg.status_name),
+				ARRAY[pt.suspended_value]);
+		EXCEPTION WHEN OTHERS THEN
+			verdict := ARRAY['error: ' || SQLERRM];
+		END;
+		IF verdict[1] IS DISTINCT FROM 'true' AND verdict[1] IS NOT NULL THEN
+			RETURN pg_catalog.format('its CHECK constraint "%s" rejects the suspended value "%s"',
+									 con.conname, pt.suspended_value);
+		END IF;
+	END LOOP;
+	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
+		IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+					   WHERE t.tgrelid = p_tbl AND t.tgname = trigger_name AND t.tgenabled <> 'D') THEN
+			RETURN pg_catalog.format('appguard''s trigger %s on it is missing or disabled', trigger_name);
+		END IF;
+	END LOOP;
+	RETURN NULL;
+END
+$$;
+
+-- Record that appguard cannot write protected table p_tbl (p_context:
+-- what found it): protected_tables.problem, an event, a NOTIFY
+-- appguard_table_problem (payload the table) and a WARNING.  The event and
+-- the NOTIFY only when the problem is new.
+CREATE FUNCTION appguard.record_table_problem(p_tbl regclass, p_problem text, p_sqlstate text,
+											  p_context text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE appguard.protected_tables pt
+	SET problem = p_problem, problem_sqlstate = p_sqlstate, problem_at = pg_catalog.clock_timestamp()
+	WHERE pt.tbl = p_tbl AND pt.problem IS DISTINCT FROM p_problem;
+	IF FOUND THEN
+		PERFORM appguard.log_event('table_problem',
+			detail => pg_catalog.jsonb_build_object('problem', p_problem, 'sqlstate', p_sqlstate,
+													'found_by', p_context),
+			token_table => p_tbl::text);
+		PERFORM pg_catalog.pg_notify('appguard_table_problem', p_tbl::text);
+	END IF;
+	RAISE WARNING 'appguard cannot suspend rows of protected table %: %', p_tbl, p_problem
+		USING DETAIL = 'appguard suspends the rows in its own state, so their refresh checks answer not allowed; other tables are not affected.',
+			  HINT = pg_catalog.format('Fix the table, then call appguard_recheck_table(%L) (DDL on the table rechecks it too).', p_tbl::text);
+END
+$$;
+
+-- Write the suspended value (and error_uri, where the table has the
+-- column) into the rows p_keys of protected table p_tbl that still have
+-- the active value, as the table's owner: its triggers never run as
+-- appguard's owner.  p_uris: the error_uri of each key.  Returns the keys
+-- written.  The caller has raised appguard.set_applying.
+CREATE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uris text[])
+RETURNS text[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+BEGIN
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	IF cfg.table_name IS NULL THEN
+		RAISE EXCEPTION 'the columns appguard writes in table % are gone', p_tbl
+			USING ERRCODE = '42703';
+	END IF;
+	RETURN appguard.as_table_owner(p_tbl, pg_catalog.format($sql$
+		UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
+		FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS k(k, u)
+		WHERE h.%6$I = k.k::%7$s AND h.%2$I = %8$L::%4$s
+		RETURNING k.k
+		$sql$,
+		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
+		cfg.status_name, cfg.suspended_value, cfg.status_type,
+		CASE WHEN cfg.error_uri_name IS NOT NULL
+			 THEN pg_catalog.format(', %I = k.u', cfg.error_uri_name) ELSE '' END,
+		cfg.key_name, cfg.key_type, cfg.active_value),
+		ARRAY[p_keys::text, p_uris::text]);
+END
+$$;
+
+-- Check protected table p_tbl again (p_context: who asks).  A problem
+-- found is recorded (record_table_problem).  When a recorded problem is
+-- gone, it is cleared and the host rows appguard suspended in its own
+-- state meanwhile are written.  Returns the problem, or NULL.
+CREATE FUNCTION appguard.recheck_table(p_tbl regclass, p_context text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	problem text;
+	had text;
+	keys text[];
+	uris text[];
+	written bigint;
+BEGIN
+	SELECT pt.problem INTO had FROM appguard.protected_tables pt WHERE pt.tbl = p_tbl FOR UPDATE;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	problem := appguard.protection_problem(p_tbl);
+	IF problem IS NOT NULL THEN
+		PERFORM appguard.record_table_problem(p_tbl, problem, '55000', p_context);
+		RETURN problem;
+	END IF;
+	IF had IS NULL THEN
+		RETURN NULL;
+	END IF;
+	SELECT pg_catalog.array_agg(r.row_key), pg_catalog.array_agg(r.error_uri) INTO keys, uris
+	FROM appguard.protected_rows r WHERE r.tbl = p_tbl AND r.state = 'suspended';
+	BEGIN
+		PERFORM appguard.set_applying(true);
+		written := pg_catalog.cardinality(appguard.write_host_suspensions(p_tbl, coalesce(keys, '{}'),
+																		   coalesce(uris, '{}')));
+		PERFORM appguard.set_applying(false);
+	EXCEPTION WHEN OTHERS THEN
+		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, p_context);
+		RETURN SQLERRM;
+	END;
+	UPDATE appguard.protected_tables pt SET problem = NULL, problem_sqlstate = NULL, problem_at = NULL
+	WHERE pt.tbl = p_tbl;
+	PERFORM appguard.log_event('table_problem_cleared',
+		detail => pg_catalog.jsonb_build_object('problem', had, 'found_by', p_context,
+												'rows_written', written),
+		token_table => p_tbl::text);
+	RETURN NULL;
+END
+$$;
+
+-- For operators: check a protected table again after fixing it.
+CREATE FUNCTION appguard.appguard_recheck_table(tbl regclass)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	problem text;
+BEGIN
+	IF tbl IS NULL THEN
+		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
+	END IF;
+	IF NOT EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = appguard_recheck_table.tbl) THEN
+		RAISE EXCEPTION 'table % is not protected by appguard', tbl USING ERRCODE = '22023';
+	END IF;
+	problem := appguard.recheck_table(tbl, 'appguard_recheck_table');
+	RETURN pg_catalog.jsonb_build_object('table', tbl::text, 'ok', problem IS NULL, 'problem', problem);
+END
+$$;
+COMMENT ON FUNCTION appguard.appguard_recheck_table(regclass) IS
+	'Check a protected table again; when its recorded problem is gone, write the suspensions appguard kept in its own state';
 
 -- Guard an existing token table.  Rows already in it are tracked at once:
 -- active rows of registered clients get the client's latest successful
@@ -372,8 +620,9 @@ DECLARE
 	client_attnum smallint;
 	status_attnum smallint;
 	error_uri_attnum smallint;
-	active record;
-	suspended record;
+	active_value_printed text;
+	suspended_value_printed text;
+	problem text;
 	cfg record;
 	qualified text;
 	trigger_name text;
@@ -445,14 +694,18 @@ BEGIN
 		RAISE EXCEPTION 'the key, client_id, status and error_uri columns must be distinct'
 			USING ERRCODE = '22023';
 	END IF;
-	SELECT * INTO active FROM appguard.column_value(tbl, status_attnum, active_value, 'active_value');
-	SELECT * INTO suspended FROM appguard.column_value(tbl, status_attnum, suspended_value, 'suspended_value');
-	IF active.as_json = suspended.as_json THEN
+	IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+			   WHERE a.attrelid = tbl AND a.attnum = status_attnum AND a.attgenerated <> '') THEN
+		RAISE EXCEPTION 'status column "%" of table % is generated', status_column, tbl
+			USING ERRCODE = '0A000',
+				  DETAIL = 'appguard suspends a row by writing its status column.';
+	END IF;
+	active_value_printed := appguard.column_value(tbl, status_attnum, active_value, 'active_value');
+	suspended_value_printed := appguard.column_value(tbl, status_attnum, suspended_value, 'suspended_value');
+	IF active_value_printed = suspended_value_printed THEN
 		RAISE EXCEPTION 'active_value and suspended_value must differ' USING ERRCODE = '22023';
 	END IF;
-	FOREACH trigger_name IN ARRAY ARRAY['appguard_protect_insert', 'appguard_protect_key',
-										'appguard_protect_status', 'appguard_protect_delete',
-										'appguard_protect_truncate'] LOOP
+	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
 		IF EXISTS (SELECT FROM pg_catalog.pg_trigger t
 				   WHERE t.tgrelid = tbl AND t.tgname = trigger_name) THEN
 			RAISE EXCEPTION 'table % already has a trigger named %', tbl, trigger_name
@@ -466,9 +719,9 @@ BEGIN
 	-- table: an evaluation locks clients, then the host table.
 	LOCK TABLE appguard.clients IN SHARE MODE;
 	INSERT INTO appguard.protected_tables (tbl, key_attnum, client_attnum, status_attnum,
-										   error_uri_attnum, active_value, suspended_value, active_json)
+										   error_uri_attnum, active_value, suspended_value)
 	VALUES (tbl, key_attnum, client_attnum, status_attnum, error_uri_attnum,
-			active.canonical, suspended.canonical, active.as_json);
+			active_value_printed, suspended_value_printed);
 	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
 	qualified := pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name);
 
@@ -490,22 +743,40 @@ BEGIN
 		'CREATE TRIGGER appguard_protect_truncate AFTER TRUNCATE ON %s '
 		'FOR EACH STATEMENT EXECUTE FUNCTION appguard.protected_row_sync(''truncate'')', qualified);
 
-	EXECUTE pg_catalog.format(
-		'INSERT INTO appguard.protected_rows (tbl, row_key, client_id, state, baseline_snapshot_id) '
-		'SELECT $1, h.%1$I::text, h.%2$I::text, '
-		'       CASE WHEN (pg_catalog.to_jsonb(h.%3$I) #>> ''{}'') = $2 THEN ''active'' ELSE ''inactive'' END, '
-		'       CASE WHEN (pg_catalog.to_jsonb(h.%3$I) #>> ''{}'') = $2 '
-		'             AND c.last_ok_at >= pg_catalog.clock_timestamp() - $3 THEN c.last_ok_snapshot_id END '
-		'FROM %4$s h LEFT JOIN appguard.clients c ON c.client_id = h.%2$I::text',
-		cfg.key_name, cfg.client_name, cfg.status_name, qualified)
-		USING tbl, active.as_json, appguard.appguard_setting('appguard.baseline_max_age')::interval;
+	-- Fail closed from the start: a table appguard could not suspend rows
+	-- of is refused (the CHECK constraints are evaluated as its owner).
+	problem := appguard.protection_problem(tbl);
+	IF problem IS NOT NULL THEN
+		RAISE EXCEPTION 'appguard could not suspend rows of table %: %', tbl, problem
+			USING ERRCODE = '0A000',
+				  DETAIL = pg_catalog.format('appguard suspends a row by setting its status column to %L.',
+											 suspended_value_printed);
+	END IF;
+
+	-- The rows already there, read as the table's owner (key, client and
+	-- status as their types print them, as the triggers read them).
+	INSERT INTO appguard.protected_rows (tbl, row_key, client_id, state, baseline_snapshot_id)
+	SELECT tbl, h.v[1], h.v[2],
+		   CASE WHEN h.v[3] IS NOT DISTINCT FROM active_value_printed THEN 'active' ELSE 'inactive' END,
+		   CASE WHEN h.v[3] IS NOT DISTINCT FROM active_value_printed
+					 AND c.last_ok_at >= pg_catalog.clock_timestamp()
+						 - appguard.appguard_setting('appguard.baseline_max_age')::interval
+				THEN c.last_ok_snapshot_id END
+	FROM pg_catalog.unnest(appguard.as_table_owner(tbl, pg_catalog.format(
+			'SELECT ARRAY[%1$s, %2$s, %3$s]::pg_catalog.text FROM %4$s h',
+			pg_catalog.format('CASE WHEN h.%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', h.%1$I) END', cfg.key_name),
+			pg_catalog.format('CASE WHEN h.%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', h.%1$I) END', cfg.client_name),
+			pg_catalog.format('CASE WHEN h.%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', h.%1$I) END', cfg.status_name),
+			qualified))) AS r(row_text),
+		 LATERAL (SELECT r.row_text::text[] AS v) h
+		 LEFT JOIN appguard.clients c ON c.client_id = h.v[2];
 	GET DIAGNOSTICS adopted = ROW_COUNT;
 
 	result := pg_catalog.jsonb_build_object(
 		'table', tbl::text, 'key_column', cfg.key_name, 'client_id_column', cfg.client_name,
 		'status_column', cfg.status_name, 'status_type', cfg.status_type,
 		'error_uri_column', cfg.error_uri_name,
-		'active_value', active.canonical, 'suspended_value', suspended.canonical,
+		'active_value', active_value_printed, 'suspended_value', suspended_value_printed,
 		'rows', adopted,
 		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.protected_rows pr
 						WHERE pr.tbl = appguard_protect.tbl AND pr.state = 'active'),
@@ -530,7 +801,6 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	cfg record;
 	qualified text;
 	trigger_name text;
 	result jsonb;
@@ -538,23 +808,24 @@ BEGIN
 	IF tbl IS NULL THEN
 		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
 	END IF;
-	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
-	IF cfg.table_name IS NULL THEN
+	IF NOT EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl) THEN
 		RAISE EXCEPTION 'table % is not protected by appguard', tbl USING ERRCODE = '22023';
 	END IF;
-	qualified := pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name);
-	FOREACH trigger_name IN ARRAY ARRAY['appguard_protect_insert', 'appguard_protect_key',
-										'appguard_protect_status', 'appguard_protect_delete',
-										'appguard_protect_truncate'] LOOP
-		EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, qualified);
-	END LOOP;
+	-- (from the catalog: the columns appguard used may be gone)
+	SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO qualified
+	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	WHERE c.oid = tbl;
 	result := pg_catalog.jsonb_build_object(
 		'table', tbl::text,
 		'rows_forgotten', (SELECT pg_catalog.count(*) FROM appguard.protected_rows pr
 						   WHERE pr.tbl = appguard_unprotect.tbl),
 		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.protected_rows pr
 								WHERE pr.tbl = appguard_unprotect.tbl AND pr.state = 'suspended'));
+	-- forgotten before its triggers go, which the DDL check would report
 	DELETE FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl;
+	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
+		EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, qualified);
+	END LOOP;
 	PERFORM appguard.log_event('table_unprotected', detail => result, token_table => tbl::text);
 	IF (result ->> 'rows_left_suspended')::bigint > 0 THEN
 		RAISE NOTICE '% rows of % stay suspended', result ->> 'rows_left_suspended', tbl
@@ -567,7 +838,9 @@ COMMENT ON FUNCTION appguard.appguard_unprotect(regclass) IS
 	'Remove appguard''s triggers and row state from a protected table';
 
 -- A protected table dropped by the host takes its appguard state with it.
--- Never fails the DROP: problems become a WARNING.
+-- A dropped trigger may be one of appguard's: the protected tables are
+-- checked again (appguard.recheck_table).  Never fails the DROP: problems
+-- become a WARNING.
 CREATE FUNCTION appguard.protected_table_dropped()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -575,6 +848,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	gone record;
+	t regclass;
 BEGIN
 	FOR gone IN
 		DELETE FROM appguard.protected_tables pt
@@ -585,9 +859,60 @@ BEGIN
 	LOOP
 		PERFORM appguard.log_event('table_dropped', token_table => gone.object_identity);
 	END LOOP;
+	-- A protected table one of whose appguard triggers was dropped (an
+	-- ALTER TABLE that drops one is checked at its end instead:
+	-- protected_table_altered)
+	IF TG_TAG <> 'ALTER TABLE' THEN
+		FOR t IN
+			SELECT DISTINCT pt.tbl
+			FROM pg_catalog.pg_event_trigger_dropped_objects() d
+				 JOIN pg_catalog.pg_class c ON c.relname = d.address_names[2]
+				 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = d.address_names[1]
+				 JOIN appguard.protected_tables pt ON pt.tbl = c.oid
+			WHERE d.classid = 'pg_catalog.pg_trigger'::regclass
+			  AND d.address_names[3] = ANY (appguard.protect_trigger_names())
+			ORDER BY pt.tbl
+		LOOP
+			PERFORM appguard.recheck_table(t, 'drop trigger');
+		END LOOP;
+	END IF;
 EXCEPTION WHEN OTHERS THEN
 	RAISE WARNING 'appguard could not forget a dropped protected table: %', SQLERRM;
 END
 $$;
 CREATE EVENT TRIGGER appguard_protected_table_dropped ON sql_drop
 	EXECUTE FUNCTION appguard.protected_table_dropped();
+
+-- DDL on a protected table, or on a type or domain one may use, can take
+-- away what appguard needs to suspend its rows (a dropped or altered
+-- status column, a new CHECK constraint, disabled triggers), or give it
+-- back: every protected table it may concern is checked again
+-- (appguard.recheck_table).  Never fails the DDL: problems become a
+-- WARNING, and a recorded problem.
+CREATE FUNCTION appguard.protected_table_altered()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t regclass;
+BEGIN
+	FOR t IN
+		SELECT pt.tbl FROM appguard.protected_tables pt
+		WHERE TG_TAG IN ('ALTER DOMAIN', 'ALTER TYPE')
+		   OR pt.tbl::oid IN (SELECT d.objid FROM pg_catalog.pg_event_trigger_ddl_commands() d
+							 WHERE d.classid = 'pg_catalog.pg_class'::regclass)
+		   OR pt.tbl::oid IN (SELECT tr.tgrelid FROM pg_catalog.pg_event_trigger_ddl_commands() d
+									 JOIN pg_catalog.pg_trigger tr ON tr.oid = d.objid
+							 WHERE d.classid = 'pg_catalog.pg_trigger'::regclass)
+		ORDER BY pt.tbl
+	LOOP
+		PERFORM appguard.recheck_table(t, pg_catalog.lower(TG_TAG));
+	END LOOP;
+EXCEPTION WHEN OTHERS THEN
+	RAISE WARNING 'appguard could not check protected tables after %: %', TG_TAG, SQLERRM;
+END
+$$;
+CREATE EVENT TRIGGER appguard_protected_table_altered ON ddl_command_end
+	WHEN TAG IN ('ALTER TABLE', 'ALTER DOMAIN', 'ALTER TYPE', 'ALTER TRIGGER')
+	EXECUTE FUNCTION appguard.protected_table_altered();

@@ -157,7 +157,6 @@ DECLARE
 	total bigint := 0;
 	n bigint;
 	pt record;
-	cfg record;
 	rec record;
 	already bigint[];
 	keys text[];
@@ -197,7 +196,13 @@ BEGIN
 
 	-- Protected tables: the host row first, then appguard's row (the
 	-- order of the host's own statements, through its triggers).  The
-	-- host row is suspended only if it still has the active value.
+	-- host row is suspended only if it still has the active value.  A
+	-- table appguard cannot write (its CHECK rejects the suspended value,
+	-- its status column is gone, ...) keeps the failure to itself: it is
+	-- recorded and reported (record_table_problem), its rows are
+	-- suspended in appguard's state all the same, so that their refresh
+	-- checks answer not allowed, and the other tables and the caller (a
+	-- sweep) go on.
 	FOR pt IN
 		SELECT DISTINCT r.tbl
 		FROM appguard.suspensions s
@@ -205,11 +210,8 @@ BEGIN
 										   AND r.baseline_snapshot_id = s.baseline_snapshot_id
 										   AND r.state = 'active'
 		WHERE s.id = ANY (p_ids)
+		ORDER BY r.tbl
 	LOOP
-		SELECT * INTO cfg FROM appguard.protected_table_columns(pt.tbl);
-		IF cfg.table_name IS NULL THEN
-			CONTINUE;
-		END IF;
 		-- The rows to suspend and their suspension, as appguard sees them
 		SELECT pg_catalog.array_agg(r.row_key), pg_catalog.array_agg(s.error_uri)
 		INTO keys, uris
@@ -217,20 +219,11 @@ BEGIN
 			 JOIN appguard.suspensions s ON s.client_id = r.client_id
 										AND s.baseline_snapshot_id = r.baseline_snapshot_id
 		WHERE s.id = ANY (p_ids) AND r.tbl = pt.tbl AND r.state = 'active';
-		-- The host's rows, as the table's owner (its triggers never run as
-		-- appguard's owner); only rows that still have the active value.
-		keys := appguard.as_table_owner(pt.tbl, pg_catalog.format($sql$
-			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-			FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS k(k, u)
-			WHERE h.%6$I = k.k::%7$s AND h.%2$I = %8$L::%4$s
-			RETURNING k.k
-			$sql$,
-			pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
-			cfg.status_name, cfg.suspended_value, cfg.status_type,
-			CASE WHEN cfg.error_uri_name IS NOT NULL
-				 THEN pg_catalog.format(', %I = k.u', cfg.error_uri_name) ELSE '' END,
-			cfg.key_name, cfg.key_type, cfg.active_value),
-			ARRAY[keys::text, uris::text]);
+		BEGIN
+			keys := appguard.write_host_suspensions(pt.tbl, keys, uris);
+		EXCEPTION WHEN OTHERS THEN
+			PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
+		END;
 		-- Then appguard's rows and the suspensions' counts
 		WITH p AS (
 			UPDATE appguard.protected_rows r

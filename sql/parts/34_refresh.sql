@@ -249,7 +249,10 @@ $$;
 
 -- The refresh check for a row of a protected table (row_key: the primary
 -- key as text): the same answer as appguard_check_refresh(token_id), the
--- common case in C, the rest by appguard.check_row_refresh_full.  The
+-- common case in C, the rest by appguard.check_row_refresh_full.  Only for
+-- a caller who may SELECT that row: the table's SELECT privilege, and
+-- where row-level security is enabled, a policy that shows the row
+-- (src/hostrow.c).  The
 -- host's refresh transaction is fastest when it asks in the statement
 -- that reads and locks the grant:
 --   SELECT status, appguard.appguard_check_refresh('tbl', id::text)
@@ -458,10 +461,12 @@ $$;
 COMMENT ON FUNCTION appguard.appguard_reapprove(text) IS
 	'Reactivate a token appguard suspended, with a new baseline; recorded';
 
--- Re-approval of a protected table's row: sets the host's status back to
--- the active value only if appguard suspended the row and the host has
--- not written its status since.
-CREATE FUNCTION appguard.appguard_reapprove(tbl regclass, row_key text)
+-- Re-approval of a protected table's row, in full: sets the host's status
+-- back to the active value only if appguard suspended the row and the host
+-- has not written its status since.  Called by appguard_reapprove(regclass,
+-- text) only, after it checked that its caller may SELECT the row (no one
+-- may execute this one).
+CREATE FUNCTION appguard.reapprove_row_full(tbl regclass, row_key text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -481,7 +486,7 @@ BEGIN
 						  cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type),
 		ARRAY[row_key]);
 	SELECT * INTO r FROM appguard.protected_rows pr
-	WHERE pr.tbl = appguard_reapprove.tbl AND pr.row_key = appguard_reapprove.row_key FOR UPDATE;
+	WHERE pr.tbl = reapprove_row_full.tbl AND pr.row_key = reapprove_row_full.row_key FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(row_key, 100), tbl
 			USING ERRCODE = 'P0002';
@@ -514,7 +519,7 @@ BEGIN
 	UPDATE appguard.protected_rows pr
 	SET state = 'active', baseline_snapshot_id = new_baseline, suspension_id = NULL,
 		suspended_at = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
-	WHERE pr.tbl = appguard_reapprove.tbl AND pr.row_key = appguard_reapprove.row_key;
+	WHERE pr.tbl = reapprove_row_full.tbl AND pr.row_key = reapprove_row_full.row_key;
 	PERFORM appguard.log_event('reapproved', r.client_id,
 		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', r.baseline_snapshot_id,
 									  'baseline_snapshot_id', new_baseline),
@@ -526,5 +531,15 @@ BEGIN
 										 'suspension_id', r.suspension_id);
 END
 $$;
+
+-- Re-approval of a protected table's row: only for a caller who may
+-- SELECT that row (the table's privilege and its row-level security,
+-- src/hostrow.c); then reapprove_row_full.  Not SECURITY DEFINER, so that
+-- the check sees the caller; no SET clause: the C code resolves no name
+-- through the search_path.
+CREATE FUNCTION appguard.appguard_reapprove(tbl regclass, row_key text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'appguard_reapprove_row'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION appguard.appguard_reapprove(regclass, text) IS
 	'Re-enable a protected table''s row appguard suspended, with a new baseline; recorded';

@@ -121,6 +121,16 @@ CREATE VIEW appguard.unregistered_grants AS
 	GROUP BY 1, 2;
 COMMENT ON VIEW appguard.unregistered_grants IS 'Active grants of clients that are not registered: not guarded';
 
+-- Protected tables appguard cannot write now (32_protect), with the rows it
+-- holds suspended in its own state meanwhile.
+CREATE VIEW appguard.table_problems AS
+	SELECT pt.tbl AS token_table, pt.problem, pt.problem_sqlstate, pt.problem_at,
+		   (SELECT pg_catalog.count(*) FROM appguard.protected_rows r
+			WHERE r.tbl = pt.tbl AND r.state = 'suspended') AS rows_suspended
+	FROM appguard.protected_tables pt
+	WHERE pt.problem IS NOT NULL;
+COMMENT ON VIEW appguard.table_problems IS 'Protected tables appguard cannot suspend rows of now: their refresh checks answer not allowed for the rows it suspended';
+
 -- Retention: delete history older than keep, but never a baseline of any
 -- grant, anything a suspension or an undecided suspension points to, the
 -- latest snapshots of the clients, or what a kept sweep refers to.
@@ -239,7 +249,8 @@ GRANT EXECUTE ON FUNCTION
 	appguard.appguard_expiring_certificates(integer),
 	appguard.appguard_sweep_begin(interval, interval, integer),
 	appguard.appguard_sweep_step(bigint),
-	appguard.appguard_sweep_finish(bigint)
+	appguard.appguard_sweep_finish(bigint),
+	appguard.appguard_recheck_table(regclass)
 TO appguard_operator;
 GRANT EXECUTE ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) TO appguard_operator;
 GRANT SELECT ON
@@ -247,5 +258,6 @@ GRANT SELECT ON
 	appguard.protected_rows, appguard.baseline_state, appguard.drifts, appguard.suspensions,
 	appguard.holds, appguard.sweeps, appguard.sweep_hosts,
 	appguard.grants, appguard.client_status, appguard.expiring_certificates,
-	appguard.open_suspensions, appguard.held_suspensions, appguard.unregistered_grants
+	appguard.open_suspensions, appguard.held_suspensions, appguard.unregistered_grants,
+	appguard.table_problems
 TO appguard_operator;
