@@ -11,7 +11,18 @@
 --     P0002 (no_data_found), duplicates 23505, wrong state 55000, always
 --     before anything is changed;
 --   * helpers that only other appguard functions call are not granted to
---     anyone (the 99_ part revokes everything from PUBLIC).
+--     anyone (the 99_ part revokes everything from PUBLIC);
+--   * no code of a table's owner, or of any role that is not a superuser,
+--     runs with appguard's rights.  A SECURITY DEFINER function evaluates
+--     nothing on a value of a type an ordinary role can create or alter --
+--     no cast (to_jsonb and row_to_json of a row call casts to json, ::text
+--     calls a cast to text), no operator, no domain check, no format() of
+--     such a value: every statement on a host table, and every evaluation
+--     of its values (the status values, its CHECK constraints), runs as the
+--     table's owner in a security-restricted operation
+--     (appguard.as_table_owner); the row triggers read the columns they
+--     need through their types' output functions (appguard.row_texts),
+--     and compare the printed text.
 ---------------------------------------------------------------------------
 
 -- The auth server's own database role is granted this role: it registers
