@@ -116,7 +116,7 @@ is_deeply($lc->json(qq{SELECT appguard.appguard_check_refresh('$tbl', '2')}), { 
 # The auth server's role cannot move a token out of (or into) suspended
 # itself, whatever it sets in its session: only re-approval reactivates.
 $lc->sql('CREATE ROLE token_endpoint LOGIN IN ROLE appguard_auth_server');
-for my $case ([ 't-old', 'active', 'refresh token is suspended by appguard' ],
+for my $case ([ 't-old', 'active', 'refresh token was suspended by appguard' ],
 	[ 't-new', 'suspended', 'only appguard suspends refresh tokens' ])
 {
 	my ($tok, $to, $msg) = @$case;
