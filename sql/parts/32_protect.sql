@@ -815,6 +815,9 @@ BEGIN
 	SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO qualified
 	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.oid = tbl;
+	-- the lock DROP TRIGGER takes, first: a fan-out in flight on the table
+	-- commits before the rows are counted
+	EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', qualified);
 	result := pg_catalog.jsonb_build_object(
 		'table', tbl::text,
 		'rows_forgotten', (SELECT pg_catalog.count(*) FROM appguard.protected_rows pr
