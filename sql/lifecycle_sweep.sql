@@ -345,3 +345,109 @@ SELECT appguard.appguard_prune('100 years') IS NOT NULL;
 SELECT count(*) FROM appguard.appguard_expiring_certificates(1);
 RESET search_path;
 DROP SCHEMA evil CASCADE;
+
+-- ---------------------------------------------------------------------
+-- A sweep that fails to close ends 'failed', never stays running: its
+-- pending suspensions fail, operators are told, the next sweep runs.
+-- The refresh check never allows a confirmed-drifted grant whose
+-- suspension is pending (the sweep has not decided) or failed, in
+-- appguard.refresh_tokens and in a protected table.
+-- ---------------------------------------------------------------------
+SET search_path = appguard, public;
+SELECT appguard_register_client(c, 'Failclose ' || c, ARRAY['https://' || c || '.failclose.test/']) IS NOT NULL AS registered
+FROM (VALUES ('fc1'), ('fc2')) s(c);
+SELECT snap('fc1.failclose.test') IS NOT NULL AS baseline1, snap('fc2.failclose.test') IS NOT NULL AS baseline2;
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('tok-fc1', 'fc1', 'p'), ('tok-fc2', 'fc2', 'p');
+CREATE TABLE public.fc_grants (id int PRIMARY KEY, client text, status text NOT NULL DEFAULT 'active');
+SELECT appguard_protect('public.fc_grants', 'client', 'status') IS NOT NULL AS protected;
+INSERT INTO public.fc_grants (id, client) VALUES (1, 'fc1');
+-- the failure, injected for the test: closing a sweep is refused by a
+-- trigger on a table appguard writes when it closes one
+CREATE FUNCTION public.refuse_close() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'closing sweeps is refused by a test trigger' USING ERRCODE = '23514';
+END
+$$;
+CREATE TRIGGER refuse_close BEFORE UPDATE OF state ON appguard.sweeps FOR EACH ROW
+	WHEN (OLD.state = 'running' AND NEW.state IN ('finished', 'budget_exhausted', 'aborted'))
+	EXECUTE FUNCTION public.refuse_close();
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep \gset
+SELECT set_config('appguard_lifecycle.sweep_id', :'sweep', false) IS NOT NULL AS in_sweep;
+SELECT snap('fc1.failclose.test', 443, '{"tls.leaf.subject.O": "Someone Else"}') IS NOT NULL AS drifted,
+	   snap('fc2.failclose.test') IS NOT NULL AS same;
+SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
+-- evaluated while the sweep runs (as sweep_run does after each batch):
+-- the suspension waits for the sweep's end
+SELECT sweep_evaluate(:sweep);
+SELECT client_id, state FROM suspensions WHERE sweep_id = :sweep;
+SELECT error_uri AS pending_uri FROM suspensions WHERE sweep_id = :sweep \gset
+-- checks while it is pending: refused with its error_uri, grants unchanged
+SELECT appguard_check_refresh('tok-fc1') -> 'error' ->> 'error' AS tok_fc1,
+	   appguard_check_refresh('tok-fc1') -> 'error' ->> 'error_uri' = :'pending_uri' AS its_error_uri,
+	   appguard_check_refresh('public.fc_grants', '1') -> 'error' ->> 'error_uri' = :'pending_uri' AS row_refused,
+	   appguard_check_refresh('tok-fc2') AS tok_fc2;
+SELECT token, status FROM (SELECT token_key AS token, state AS status FROM grants WHERE client_id = 'fc1') g ORDER BY 1;
+-- the close fails: the sweep ends failed, its suspension too (WARNING)
+SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
+SELECT state, error, error_sqlstate, finished_at IS NOT NULL AS finished FROM sweeps WHERE id = :sweep;
+SELECT client_id, state, resolved_at IS NOT NULL AS resolved FROM suspensions WHERE sweep_id = :sweep;
+SELECT kind, client_id, detail ->> 'closing' AS closing, detail ->> 'error' AS error,
+	   jsonb_array_length(detail -> 'suspensions') AS suspensions
+FROM events WHERE sweep_id = :sweep AND kind LIKE '%failed' ORDER BY id;
+-- nothing was applied; the grants stay active but are refused while the
+-- drift lasts (appguard_drifted agrees), by the C fast path's caller too
+SELECT token_key, state FROM grants WHERE client_id = 'fc1' ORDER BY 1;
+SELECT appguard_drifted('fc1') AS drifted,
+	   appguard_check_refresh('tok-fc1') -> 'error' ->> 'error_uri' = :'pending_uri' AS tok_refused,
+	   appguard_check_refresh('public.fc_grants', '1') -> 'error' ->> 'error_uri' = :'pending_uri' AS row_refused,
+	   appguard_check_refresh('tok-fc2') AS tok_fc2;
+-- a grant issued now on the same baseline is refused too
+INSERT INTO refresh_tokens (token_id, client_id, subject, baseline_snapshot_id)
+SELECT 'tok-fc1b', 'fc1', 'p', baseline_snapshot_id FROM refresh_tokens WHERE token_id = 'tok-fc1';
+SELECT appguard_check_refresh('tok-fc1b') -> 'error' ->> 'error_uri' = :'pending_uri' AS new_grant_refused;
+-- the procedure, as pg_cron calls it: the failure is committed, then
+-- raised with the close's SQLSTATE
+\set VERBOSITY sqlstate
+CALL appguard_sweep('100 years', '1 minute');
+\set VERBOSITY default
+SELECT state, error, error_sqlstate FROM sweeps ORDER BY id DESC LIMIT 1;
+-- a sweep left running whose close fails when the next one begins: the
+-- stale one ends failed, the new one starts
+SELECT appguard_sweep_begin('100 years', '1 hour') AS stale \gset
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep2 \gset
+SELECT id = :stale AS stale, state, error FROM sweeps WHERE id IN (:stale, :sweep2) ORDER BY id;
+SELECT detail ->> 'closing' AS closing FROM events WHERE sweep_id = :stale AND kind = 'sweep_failed';
+DROP TRIGGER refuse_close ON appguard.sweeps;
+DROP FUNCTION public.refuse_close();
+SELECT appguard_sweep_finish(:sweep2) ->> 'state' AS state;
+-- the next sweep runs normally
+CALL appguard_sweep('100 years', '1 minute');
+SELECT state FROM sweeps ORDER BY id DESC LIMIT 1;
+SELECT count(*) AS running FROM sweeps WHERE state = 'running';
+-- a failed suspension does not stop the next snapshot from suspending:
+-- the drift persists, the grants are suspended by a new suspension
+SELECT snap('fc1.failclose.test', 443, '{"tls.leaf.subject.O": "Someone Else"}') IS NOT NULL AS persists;
+SELECT state, count(*) FROM suspensions WHERE client_id = 'fc1' GROUP BY state ORDER BY state;
+SELECT token_key, state, error_uri = (SELECT error_uri FROM suspensions WHERE client_id = 'fc1' AND state = 'applied') AS new_uri
+FROM grants WHERE client_id = 'fc1' ORDER BY 1;
+SELECT appguard_check_refresh('tok-fc1') -> 'error' ->> 'error' AS refused,
+	   appguard_check_refresh('public.fc_grants', '1') -> 'error' ->> 'error' AS row_refused;
+-- a suspension left pending by a sweep that ended without deciding it
+-- (here: the sweep's row set to aborted by hand, as a refresh check's
+-- evaluation racing the close could leave one) is failed by the next
+-- sweep_begin, instead of blocking its baseline for ever
+SELECT appguard_reapprove('tok-fc1') ->> 'reapproved' AS reapproved;
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep \gset
+SELECT set_config('appguard_lifecycle.sweep_id', :'sweep', false) IS NOT NULL AS in_sweep;
+SELECT snap('fc1.failclose.test', 443, '{"tls.leaf.subject.C": "KP"}') IS NOT NULL AS drifted;
+SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
+SELECT sweep_evaluate(:sweep);
+UPDATE sweeps SET state = 'aborted', finished_at = clock_timestamp() WHERE id = :sweep;
+SELECT state FROM suspensions WHERE sweep_id = :sweep;
+SELECT appguard_sweep_begin('100 years', '1 hour') AS sweep2 \gset
+SELECT state FROM suspensions WHERE sweep_id = :sweep;
+SELECT kind, detail ->> 'detail' AS detail FROM events WHERE sweep_id = :sweep AND kind = 'suspension_failed';
+SELECT appguard_check_refresh('tok-fc1') -> 'error' ->> 'error' AS refused;
+SELECT appguard_sweep_finish(:sweep2) ->> 'state' AS state;
+SELECT appguard_unprotect('public.fc_grants') IS NOT NULL AS unprotected;
+DROP TABLE public.fc_grants;

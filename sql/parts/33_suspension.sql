@@ -96,7 +96,11 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.holds', '');
 -- One suspension = one drifted baseline of one client, confirmed by one
 -- snapshot.  state: pending (found by a running sweep), held (by the
 -- breaker), applied, discarded (an operator discarded the hold),
--- superseded (released after the drift had gone away).
+-- superseded (released after the drift had gone away), failed (its sweep
+-- failed to close, part 7: nothing was applied; the refresh check refuses
+-- the grants of its baseline while that baseline stays confirmed drifted,
+-- and, being decided, it does not stop the next snapshot from suspending
+-- them anew).
 CREATE SEQUENCE appguard.suspensions_id_seq;
 CREATE TABLE appguard.suspensions (
 	id						bigint PRIMARY KEY DEFAULT pg_catalog.nextval('appguard.suspensions_id_seq'),
@@ -107,7 +111,7 @@ CREATE TABLE appguard.suspensions (
 	reasons					text[] NOT NULL,
 	diff					jsonb NOT NULL,
 	state					text NOT NULL
-							CHECK (state IN ('pending', 'held', 'applied', 'discarded', 'superseded')),
+							CHECK (state IN ('pending', 'held', 'applied', 'discarded', 'superseded', 'failed')),
 	created_at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	applied_at				timestamptz,
 	resolved_at				timestamptz,

@@ -55,17 +55,23 @@ $$;
 --     suspends what drifted);
 --   * a grant the fan-out missed (issued while the latest snapshot was
 --     being evaluated) gets what the other grants on its baseline got: the
---     applied suspension is applied to it too; a pending or held one
---     covers it; a discarded or superseded one leaves it alone;
+--     applied suspension is applied to it too; a held one covers it (the
+--     operator decides: allowed meanwhile); a discarded or superseded one
+--     leaves it alone;
 --   * a baseline never compared with the latest snapshot is compared now,
 --     which suspends the grant when it should be (during a running sweep
 --     that measured the snapshot, the suspension waits for the sweep's
 --     end like the sweep's own).
 -- Each of these first takes the client's locks without waiting
--- (lock_client_for_refresh: 55P03 if busy).  The caller re-reads the
--- grant's status afterwards.
+-- (lock_client_for_refresh: 55P03 if busy).
+-- Fails closed: when the baseline is confirmed drifted and its latest
+-- suspension is pending (a sweep has not decided it yet) or failed (its
+-- sweep failed to close, so nothing was applied), returns that
+-- suspension's id, and the caller refuses the refresh with its error_uri
+-- without changing the grant.  Otherwise NULL: the caller re-reads the
+-- grant's status.
 CREATE FUNCTION appguard.verify_grant(p_client_id text, p_baseline bigint)
-RETURNS void
+RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -75,14 +81,15 @@ DECLARE
 	sweep bigint;
 	verdict record;
 	decided record;
+	blocking bigint;
 BEGIN
 	IF p_client_id IS NULL OR p_baseline IS NULL THEN
-		RETURN;				-- baseline pending: nothing to compare with yet
+		RETURN NULL;		-- baseline pending: nothing to compare with yet
 	END IF;
 	SELECT c.last_snapshot_id, c.last_snapshot_at INTO cli
 	FROM appguard.clients c WHERE c.client_id = p_client_id;
 	IF NOT FOUND THEN
-		RETURN;				-- unregistered client: left alone
+		RETURN NULL;		-- unregistered client: left alone
 	END IF;
 	max_age := appguard.appguard_setting('appguard.refresh_max_age')::interval;
 	IF max_age > interval '0'
@@ -95,7 +102,7 @@ BEGIN
 		FROM appguard.clients c WHERE c.client_id = p_client_id;
 	END IF;
 	IF cli.last_snapshot_id IS NULL OR cli.last_snapshot_id = p_baseline THEN
-		RETURN;
+		RETURN NULL;
 	END IF;
 	SELECT bs.evaluated_snapshot_id, bs.drifting, bs.streak INTO verdict
 	FROM appguard.baseline_state bs
@@ -103,13 +110,13 @@ BEGIN
 	IF FOUND AND verdict.evaluated_snapshot_id = cli.last_snapshot_id THEN
 		IF NOT (verdict.drifting
 				AND verdict.streak >= appguard.appguard_setting('appguard.confirmations')::integer) THEN
-			RETURN;			-- compared, and not (yet) to be suspended
+			RETURN NULL;	-- compared, and not (yet) to be suspended
 		END IF;
 		-- Confirmed drifted: what was decided for this baseline's grants
 		-- holds for this one too.  Applied: apply it to this grant as well.
-		-- Pending or held: the sweep or the operator decides for it too.
-		-- Discarded or superseded: the operator's decision stands until
-		-- the next snapshot.
+		-- Held: the operator decides for it too.  Pending or failed:
+		-- refused (fail closed).  Discarded or superseded: the operator's
+		-- decision stands until the next snapshot.
 		SELECT s.id, s.state INTO decided FROM appguard.suspensions s
 		WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = p_baseline
 		ORDER BY s.id DESC LIMIT 1;
@@ -117,8 +124,10 @@ BEGIN
 			IF decided.state = 'applied' THEN
 				PERFORM appguard.lock_client_for_refresh(p_client_id);
 				PERFORM appguard.apply_suspensions(ARRAY[decided.id]);
+			ELSIF decided.state IN ('pending', 'failed') THEN
+				RETURN decided.id;
 			END IF;
-			RETURN;
+			RETURN NULL;
 		END IF;
 	END IF;
 	-- Not compared with the latest snapshot yet: compare now.
@@ -127,6 +136,19 @@ BEGIN
 	WHERE h.snapshot_id = cli.last_snapshot_id AND w.state = 'running';
 	PERFORM appguard.lock_client_for_refresh(p_client_id);
 	PERFORM appguard.evaluate_client(p_client_id, cli.last_snapshot_id, sweep, ARRAY[p_baseline]);
+	-- The same rule on the verdict just reached: a suspension left pending
+	-- for the running sweep, or one already pending or failed (which the
+	-- evaluation does not replace), refuses the grant.
+	SELECT s.id INTO blocking
+	FROM appguard.baseline_state bs
+		 CROSS JOIN LATERAL (SELECT s.id, s.state FROM appguard.suspensions s
+							 WHERE s.client_id = bs.client_id
+							   AND s.baseline_snapshot_id = bs.baseline_snapshot_id
+							 ORDER BY s.id DESC LIMIT 1) s
+	WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = p_baseline
+	  AND bs.drifting AND bs.streak >= appguard.appguard_setting('appguard.confirmations')::integer
+	  AND s.state IN ('pending', 'failed');
+	RETURN blocking;
 END
 $$;
 
@@ -145,6 +167,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	tok record;
+	blocking bigint;
 BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id must not be null' USING ERRCODE = '22023';
@@ -157,7 +180,11 @@ BEGIN
 				  DETAIL = 'No row of appguard.refresh_tokens has this token_id.';
 	END IF;
 	IF tok.status = 'active' THEN
-		PERFORM appguard.verify_grant(tok.client_id, tok.baseline_snapshot_id);
+		blocking := appguard.verify_grant(tok.client_id, tok.baseline_snapshot_id);
+		IF blocking IS NOT NULL THEN
+			RETURN appguard.refusal(true, (SELECT s.error_uri FROM appguard.suspensions s
+										   WHERE s.id = blocking));
+		END IF;
 		UPDATE appguard.refresh_tokens t SET last_refreshed_at = pg_catalog.now()
 		WHERE t.token_id = check_refresh_full.token_id AND t.status = 'active';
 		IF FOUND THEN
@@ -231,10 +258,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	r appguard.protected_rows;
+	blocking bigint;
 BEGIN
 	r := appguard.protected_row(tbl, row_key);
 	IF r.state = 'active' THEN
-		PERFORM appguard.verify_grant(r.client_id, r.baseline_snapshot_id);
+		blocking := appguard.verify_grant(r.client_id, r.baseline_snapshot_id);
+		IF blocking IS NOT NULL THEN
+			RETURN appguard.refusal(true, (SELECT s.error_uri FROM appguard.suspensions s
+										   WHERE s.id = blocking));
+		END IF;
 		r := appguard.protected_row(tbl, row_key);
 		IF r.state = 'active' THEN
 			RETURN '{"allowed": true}'::jsonb;

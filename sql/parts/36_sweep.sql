@@ -45,6 +45,26 @@
 -- for a running sweep started by the same backend.  A sweep whose backend
 -- is gone or idle (a cancelled CALL) is finished ('aborted') by the next
 -- sweep_begin.
+--
+-- A sweep never stays running because it cannot be closed.  When closing
+-- raises (a table appguard must write rejects the write, a bug), the close
+-- is rolled back and the sweep ends 'failed' instead (appguard.sweep_fail):
+-- the error and its SQLSTATE are recorded in appguard.sweeps, the sweep's
+-- pending suspensions become 'failed' (nothing was applied; the refresh
+-- check refuses their grants while the baseline stays confirmed drifted,
+-- part 5, and the next snapshot suspends them anew), and operators are
+-- told by a WARNING, a 'sweep_failed' event (and a 'suspension_failed' one
+-- per suspension) and NOTIFY appguard_sweep_failed (payload: the sweep
+-- id).  Where:
+--   * appguard_sweep_finish records the failure and returns the counts
+--     with state 'failed', 'error' and 'sqlstate' (a function cannot
+--     commit the failure and raise too);
+--   * appguard_sweep commits that, then raises the error again (same
+--     SQLSTATE), so that pg_cron records the run as failed;
+--   * appguard_sweep_begin closing a stale sweep records the failure and
+--     starts the new sweep all the same.
+-- Cancel and statement_timeout (57014) are never caught: a sweep
+-- cancelled while closing stays running until the next begin closes it.
 ---------------------------------------------------------------------------
 
 CREATE TABLE appguard.sweeps (
@@ -52,7 +72,7 @@ CREATE TABLE appguard.sweeps (
 	started_at		timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	finished_at		timestamptz,
 	state			text NOT NULL DEFAULT 'running'
-					CHECK (state IN ('running', 'finished', 'budget_exhausted', 'aborted')),
+					CHECK (state IN ('running', 'finished', 'budget_exhausted', 'aborted', 'failed')),
 	pid				integer NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
 	run_by			text NOT NULL DEFAULT session_user,
 	max_age			interval NOT NULL,
@@ -66,7 +86,9 @@ CREATE TABLE appguard.sweeps (
 	suspended		integer NOT NULL DEFAULT 0,		-- suspensions applied at the end
 	held			integer NOT NULL DEFAULT 0,		-- suspensions held by the breaker
 	tokens_suspended bigint NOT NULL DEFAULT 0,
-	hold_id			bigint
+	hold_id			bigint,
+	error			text,							-- state failed: why closing failed
+	error_sqlstate	text
 );
 COMMENT ON TABLE appguard.sweeps IS 'One row per sweep run, with its counts (updated while it runs)';
 SELECT pg_catalog.pg_extension_config_dump('appguard.sweeps', '');
@@ -260,7 +282,62 @@ AS $$
 		'tokens_suspended', w.tokens_suspended, 'hold_id', w.hold_id,
 		'skipped', (SELECT pg_catalog.count(*) FROM appguard.sweep_hosts sh
 					WHERE sh.sweep_id = w.id AND sh.planned AND sh.snapshot_id IS NULL AND sh.error IS NULL))
+		|| CASE WHEN w.state = 'failed'
+				THEN pg_catalog.jsonb_build_object('error', w.error, 'sqlstate', w.error_sqlstate)
+				ELSE '{}' END
 	FROM appguard.sweeps w WHERE w.id = $1
+$$;
+
+-- End a running sweep as 'failed' after closing it (as p_closing: aborted,
+-- finished or budget_exhausted) raised, in the caller's transaction, where
+-- the close has been rolled back (see the top of this part).  Its pending
+-- suspensions become failed.  Returns the sweep's counts.
+CREATE FUNCTION appguard.sweep_fail(p_sweep_id bigint, p_closing text, p_sqlstate text,
+									p_message text, p_detail text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	failed bigint[];
+	rec record;
+	summary jsonb;
+BEGIN
+	UPDATE appguard.sweeps w
+	SET state = 'failed', finished_at = pg_catalog.clock_timestamp(),
+		error = coalesce(p_message, 'unknown error'), error_sqlstate = p_sqlstate
+	WHERE w.id = p_sweep_id AND w.state = 'running';
+	IF NOT FOUND THEN
+		RETURN appguard.sweep_summary(p_sweep_id);
+	END IF;
+	failed := ARRAY(SELECT s.id FROM appguard.suspensions s
+					WHERE s.sweep_id = p_sweep_id AND s.state = 'pending' ORDER BY s.id);
+	UPDATE appguard.suspensions s SET state = 'failed', resolved_at = pg_catalog.clock_timestamp()
+	WHERE s.id = ANY (failed);
+	summary := appguard.sweep_summary(p_sweep_id);
+	PERFORM appguard.log_event('sweep_failed',
+		detail => summary || pg_catalog.jsonb_build_object(
+			'closing', p_closing, 'error_detail', p_detail, 'suspensions', pg_catalog.to_jsonb(failed)),
+		sweep_id => p_sweep_id);
+	FOR rec IN
+		SELECT s.id, s.client_id, s.snapshot_id, s.reasons FROM appguard.suspensions s
+		WHERE s.id = ANY (failed) ORDER BY s.id
+	LOOP
+		PERFORM appguard.log_event('suspension_failed', rec.client_id,
+			pg_catalog.jsonb_build_object('reasons', pg_catalog.to_jsonb(rec.reasons),
+										  'detail', 'its sweep failed to close'),
+			snapshot_id => rec.snapshot_id, suspension_id => rec.id, sweep_id => p_sweep_id);
+	END LOOP;
+	RAISE WARNING 'appguard: sweep % failed: %', p_sweep_id, coalesce(p_message, 'unknown error')
+		USING DETAIL = pg_catalog.format(
+				'Closing it (%s) raised SQLSTATE %s and was rolled back. The sweep is recorded as failed, '
+				'and its %s pending suspension(s) as failed: their grants are refused at refresh while the drift lasts.',
+				p_closing, coalesce(p_sqlstate, '?'), pg_catalog.cardinality(failed)),
+			  HINT = 'See appguard.sweeps and appguard.events (kind sweep_failed), and fix the cause. '
+					 'The next sweep runs normally; the next snapshot of a drifted app suspends its grants again.';
+	PERFORM pg_catalog.pg_notify('appguard_sweep_failed', p_sweep_id::text);
+	RETURN summary;
+END
 $$;
 
 CREATE FUNCTION appguard.appguard_sweep_begin(max_age interval, budget interval, batch_size integer DEFAULT 32)
@@ -270,8 +347,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	stale record;
+	orphan record;
 	sweep bigint;
 	n integer;
+	err_state text;
+	err_message text;
+	err_detail text;
 BEGIN
 	IF max_age IS NULL OR max_age < interval '0' THEN
 		RAISE EXCEPTION 'max_age must be an interval of zero or more' USING ERRCODE = '22023';
@@ -285,7 +366,8 @@ BEGIN
 	-- One sweep at a time.  A running sweep whose backend is gone, idle
 	-- (its CALL ended without finishing it) or this one is finished as
 	-- 'aborted': its pending suspensions go through the breaker with the
-	-- counts it reached.
+	-- counts it reached.  If that close raises, the stale sweep ends
+	-- 'failed' (sweep_fail) and this one starts all the same.
 	LOCK TABLE appguard.sweeps IN SHARE ROW EXCLUSIVE MODE;
 	FOR stale IN
 		SELECT w.id FROM appguard.sweeps w
@@ -296,7 +378,30 @@ BEGIN
 								AND a.state IS DISTINCT FROM 'idle'))
 		ORDER BY w.id
 	LOOP
-		PERFORM appguard.sweep_close(stale.id, 'aborted');
+		BEGIN
+			PERFORM appguard.sweep_close(stale.id, 'aborted');
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT,
+									err_detail = PG_EXCEPTION_DETAIL;
+			PERFORM appguard.sweep_fail(stale.id, 'aborted', err_state, err_message, err_detail);
+		END;
+	END LOOP;
+	-- A suspension left pending for a sweep that has ended (a refresh
+	-- check's evaluation that raced the sweep's close) would never be
+	-- decided, and would keep its baseline from being suspended: failed.
+	FOR orphan IN
+		UPDATE appguard.suspensions s SET state = 'failed', resolved_at = pg_catalog.clock_timestamp()
+		WHERE s.state = 'pending'
+		  AND NOT EXISTS (SELECT FROM appguard.sweeps w WHERE w.id = s.sweep_id AND w.state = 'running')
+		RETURNING s.id, s.client_id, s.snapshot_id, s.sweep_id, s.reasons
+	LOOP
+		PERFORM appguard.log_event('suspension_failed', orphan.client_id,
+			pg_catalog.jsonb_build_object('reasons', pg_catalog.to_jsonb(orphan.reasons),
+										  'detail', 'left pending after its sweep had ended'),
+			snapshot_id => orphan.snapshot_id, suspension_id => orphan.id, sweep_id => orphan.sweep_id);
+		RAISE WARNING 'appguard: suspension % of client "%" was left pending after sweep % ended; it is marked failed',
+			orphan.id, orphan.client_id, orphan.sweep_id
+			USING DETAIL = 'Its grants are refused at refresh while the drift lasts; the next snapshot suspends them.';
 	END LOOP;
 	SELECT w.id, w.pid INTO stale FROM appguard.sweeps w WHERE w.state = 'running' LIMIT 1;
 	IF FOUND THEN
@@ -395,17 +500,57 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	w appguard.sweeps;
+	closing text;
+	err_state text;
+	err_message text;
+	err_detail text;
 BEGIN
 	w := appguard.running_sweep(sweep_id);
-	RETURN appguard.sweep_close(sweep_id,
-		CASE WHEN EXISTS (SELECT FROM appguard.sweep_hosts sh
-						  WHERE sh.sweep_id = appguard_sweep_finish.sweep_id AND sh.planned
-							AND sh.snapshot_id IS NULL AND sh.error IS NULL)
-			 THEN 'budget_exhausted' ELSE 'finished' END);
+	IF w.state <> 'running' THEN
+		RETURN appguard.sweep_summary(sweep_id);
+	END IF;
+	closing := CASE WHEN EXISTS (SELECT FROM appguard.sweep_hosts sh
+								 WHERE sh.sweep_id = appguard_sweep_finish.sweep_id AND sh.planned
+								   AND sh.snapshot_id IS NULL AND sh.error IS NULL)
+					THEN 'budget_exhausted' ELSE 'finished' END;
+	-- (the sweep's row stays locked by running_sweep: it is taken outside
+	-- the block that a failure rolls back)
+	BEGIN
+		RETURN appguard.sweep_close(sweep_id, closing);
+	EXCEPTION WHEN OTHERS THEN
+		GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT,
+								err_detail = PG_EXCEPTION_DETAIL;
+	END;
+	RETURN appguard.sweep_fail(sweep_id, closing, err_state, err_message, err_detail);
 END
 $$;
 COMMENT ON FUNCTION appguard.appguard_sweep_finish(bigint) IS
-	'End a sweep: the mass-drift breaker applies or holds its suspensions; returns its counts';
+	'End a sweep: the mass-drift breaker applies or holds its suspensions; returns its counts (state failed, with the error, if closing it raised)';
+
+-- Raise the error of a sweep that failed to close (after the procedure
+-- committed the failure), with its SQLSTATE; nothing for any other sweep.
+CREATE FUNCTION appguard.sweep_raise_failure(p_sweep_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w appguard.sweeps;
+BEGIN
+	SELECT * INTO w FROM appguard.sweeps s WHERE s.id = p_sweep_id;
+	IF FOUND AND w.state = 'failed' THEN
+		RAISE EXCEPTION 'appguard sweep % failed: %', w.id, w.error
+			USING ERRCODE = coalesce(w.error_sqlstate, 'XX000'),
+				  DETAIL = pg_catalog.format('Closing the sweep raised this error. It is recorded as failed in appguard.sweeps, '
+											 'with its pending suspensions (%s); their grants are refused at refresh while the drift lasts.',
+											 (SELECT pg_catalog.count(*) FROM appguard.suspensions su
+											  WHERE su.sweep_id = w.id AND su.state = 'failed')),
+				  HINT = 'See appguard.events (kind sweep_failed) and fix the cause; the next sweep runs normally.';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION appguard.sweep_raise_failure(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION appguard.sweep_raise_failure(bigint) TO appguard_operator;
 
 -- The measuring loop of a running sweep started by this backend: probes
 -- its hosts not measured yet and commits their snapshots in batches (see
@@ -436,6 +581,9 @@ BEGIN
 	CALL appguard.sweep_run(sweep);
 	PERFORM appguard.appguard_sweep_finish(sweep);
 	COMMIT;
+	-- a sweep that failed to close is committed as failed; then the
+	-- error reaches the caller (pg_cron records the run as failed)
+	PERFORM appguard.sweep_raise_failure(sweep);
 END
 $$;
 COMMENT ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) IS
