@@ -170,7 +170,7 @@ BEGIN
 	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
 	-- decided suspensions no grant points to any more
 	DELETE FROM appguard.suspensions s
-	WHERE s.created_at < cutoff AND s.state IN ('applied', 'discarded', 'superseded')
+	WHERE s.created_at < cutoff AND s.state IN ('applied', 'discarded', 'superseded', 'failed')
 	  AND NOT EXISTS (SELECT FROM appguard.grants gr WHERE gr.suspension_id = s.id);
 	GET DIAGNOSTICS n_suspensions = ROW_COUNT;
 	DELETE FROM appguard.holds h
