@@ -10,12 +10,12 @@
 \set ECHO all
 BEGIN;
 SET LOCAL search_path = appguard, public;
-SELECT appguard_setting('appguard.allowed_ports') IS NOT NULL AS loaded;
+SELECT appguard.setting('appguard.allowed_ports') IS NOT NULL AS loaded;
 SET LOCAL appguard.allowed_ports = '';
 
 -- The consent screen's fields, without the snapshot id and time
 CREATE FUNCTION public.consent(client text) RETURNS jsonb LANGUAGE sql AS $$
-	SELECT appguard.appguard_consent_info(client) - ARRAY['snapshot_id', 'measured_at']
+	SELECT appguard_consent_info(client) - ARRAY['snapshot_id', 'measured_at']
 $$;
 
 SELECT appguard_register_client('ov', 'Heart Tracker', ARRAY['https://app.heart.example.org/cb']) IS NOT NULL;
@@ -122,8 +122,8 @@ SELECT c.client_id, EXISTS (SELECT FROM grants g WHERE g.client_id = c.client_id
 FROM consent_shown c ORDER BY 1, 2;
 
 -- Privileges: the auth server's role may call it; PUBLIC may not
-SELECT has_function_privilege('appguard_auth_server', 'appguard.appguard_consent_info(text)', 'EXECUTE') AS auth_server,
-	   has_function_privilege('public', 'appguard.appguard_consent_info(text)', 'EXECUTE') AS public,
+SELECT has_function_privilege('appguard_auth_server', 'appguard_consent_info(text)', 'EXECUTE') AS auth_server,
+	   has_function_privilege('public', 'appguard_consent_info(text)', 'EXECUTE') AS public,
 	   has_table_privilege('appguard_operator', 'appguard.consent_shown', 'SELECT') AS operator_reads;
 
 ROLLBACK;

@@ -92,7 +92,7 @@ RETURNS TABLE (reason text, field text, old_value text, new_value text)
 LANGUAGE sql AS $$
 	SELECT d.reason, d.field, d.old_value, d.new_value
 	FROM facts AS f,
-		 appguard.appguard_facts_diff(pg_temp.merge(f.doc, baseline_patch),
+		 appguard_facts_diff(pg_temp.merge(f.doc, baseline_patch),
 									  pg_temp.merge(f.doc, current_patch), client)
 			WITH ORDINALITY AS d
 	WHERE f.name = from_doc
@@ -541,8 +541,8 @@ SELECT * FROM appguard_diff(:current_id, :current_id, 'health-app');
 -- appguard.clients (and the foreign key to it): register the test clients
 DO $$
 BEGIN
-	IF pg_catalog.to_regprocedure('appguard.appguard_register_client(text,text,text[])') IS NOT NULL THEN
-		PERFORM appguard.appguard_register_client(v.client_id, 'Example Health',
+	IF pg_catalog.to_regprocedure('appguard_register_client(text,text,text[])') IS NOT NULL THEN
+		PERFORM appguard_register_client(v.client_id, 'Example Health',
 												  ARRAY['https://app.example-health.test/callback'])
 		FROM (VALUES ('health-app'), ('health-portal')) AS v(client_id)
 		WHERE NOT EXISTS (SELECT FROM appguard.clients AS c WHERE c.client_id = v.client_id);
@@ -578,7 +578,7 @@ DECLARE
 	message text;
 	detail text;
 BEGIN
-	PERFORM appguard.appguard_diff(old_id, new_id);
+	PERFORM appguard_diff(old_id, new_id);
 	RETURN 'no error';
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
@@ -605,7 +605,8 @@ SELECT p.oid::regprocedure AS function, p.provolatile, p.proparallel, p.prosecde
 	   has_function_privilege('appguard_operator', p.oid, 'EXECUTE') AS operator,
 	   has_function_privilege('public', p.oid, 'EXECUTE') AS public
 FROM pg_proc AS p
-WHERE p.pronamespace = 'appguard'::regnamespace
+WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
   AND p.proname IN ('appguard_facts_diff', 'appguard_diff', 'appguard_drift_reasons',
 					'policy_check_row', 'policy_insert_updates')
 ORDER BY p.proname;
@@ -618,7 +619,7 @@ WHERE t.oid IN ('appguard.policy'::regclass, 'appguard.client_policy'::regclass)
 ORDER BY t.relname;
 
 SET ROLE appguard_operator;
-SELECT count(*) AS differences FROM appguard.appguard_diff(:baseline_id, :current_id, 'health-app');
+SELECT count(*) AS differences FROM appguard_diff(:baseline_id, :current_id, 'health-app');
 SELECT severity FROM appguard.policy WHERE reason = 'tls_trust_lost';
 UPDATE appguard.policy SET severity = 'ignore' WHERE reason = 'tls_trust_lost';
 RESET ROLE;
@@ -634,7 +635,7 @@ END
 $$;
 CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.hostile_texteq);
 SET search_path = public, pg_catalog, appguard;
-SELECT count(*) AS differences FROM appguard.appguard_diff(:baseline_id, :current_id, 'health-app');
+SELECT count(*) AS differences FROM appguard_diff(:baseline_id, :current_id, 'health-app');
 SELECT 'x'::text = 'x'::text;	-- the caller's own query does use it
 RESET search_path;
 DROP OPERATOR public.= (text, text);
@@ -646,8 +647,8 @@ DELETE FROM snapshots WHERE id IN (:baseline_id, :current_id, :gone_id, :other_h
 DELETE FROM client_policy;
 DO $$
 BEGIN
-	IF pg_catalog.to_regprocedure('appguard.appguard_unregister_client(text)') IS NOT NULL THEN
-		PERFORM appguard.appguard_unregister_client(v.client_id)
+	IF pg_catalog.to_regprocedure('appguard_unregister_client(text)') IS NOT NULL THEN
+		PERFORM appguard_unregister_client(v.client_id)
 		FROM (VALUES ('health-app'), ('health-portal')) AS v(client_id);
 	END IF;
 END

@@ -42,7 +42,7 @@ SELECT appguard_normalize_host('ex!ample.org');
 -- The SQLSTATE is 22023 (invalid_parameter_value)
 DO $$
 BEGIN
-	PERFORM appguard.appguard_normalize_host('127.0.0.1');
+	PERFORM appguard_normalize_host('127.0.0.1');
 EXCEPTION WHEN invalid_parameter_value THEN
 	RAISE NOTICE 'refused with %', SQLSTATE;
 END
@@ -102,23 +102,23 @@ SET appguard.timeout_ms = 2000;		-- harmless: allowed
 RESET appguard.timeout_ms;
 
 -- A role without grants can call nothing
-SELECT appguard.appguard_probe('app.example.org');
-SELECT appguard.appguard_snapshot('app.example.org');
+SELECT appguard_probe('app.example.org');
+SELECT appguard_snapshot('app.example.org');
 SELECT count(*) FROM appguard.snapshots;
 RESET ROLE;
 
 -- Not even with the schema: EXECUTE is not granted to PUBLIC
 GRANT USAGE ON SCHEMA appguard TO appguard_regress_nobody;
 SET ROLE appguard_regress_nobody;
-SELECT appguard.appguard_probe('app.example.org', 22);
-SELECT appguard.appguard_normalize_host('app.example.org');
+SELECT appguard_probe('app.example.org', 22);
+SELECT appguard_normalize_host('app.example.org');
 RESET ROLE;
 REVOKE USAGE ON SCHEMA appguard FROM appguard_regress_nobody;
 
 -- The operator role may measure and read snapshots
 SET ROLE appguard_regress_operator;
-SELECT appguard.appguard_probe('app.example.org', 22)->>'status' AS status;
-SELECT appguard.appguard_normalize_host('Operator.Example.org');
+SELECT appguard_probe('app.example.org', 22)->>'status' AS status;
+SELECT appguard_normalize_host('Operator.Example.org');
 SELECT count(*) >= 0 AS can_read FROM appguard.snapshots;
 INSERT INTO appguard.snapshots (host, port, taken_at, status, facts)
 VALUES ('forged.example.org', 443, now(), 'ok', '{}');
@@ -127,7 +127,8 @@ RESET ROLE;
 -- No function in the schema is executable by PUBLIC
 SELECT p.oid::regprocedure AS function
 FROM pg_proc p
-WHERE p.pronamespace = 'appguard'::regnamespace
+WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
   AND has_function_privilege('public', p.oid, 'EXECUTE');
 
 DROP ROLE appguard_regress_operator;

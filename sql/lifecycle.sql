@@ -10,7 +10,7 @@
 SET search_path = appguard, public;
 -- Live snapshots (baselines) must not reach the network in this test:
 -- with no port allowed they are stored as 'blocked' at once.
-SELECT appguard_setting('appguard.allowed_ports') IS NOT NULL AS loaded;
+SELECT appguard.setting('appguard.allowed_ports') IS NOT NULL AS loaded;
 SET appguard.allowed_ports = '';
 
 -- ---------------------------------------------------------------------
@@ -232,7 +232,7 @@ RESET appguard.confirmations;
 -- the auth server revokes a token: refused, and re-approval does not revive it
 UPDATE refresh_tokens SET status = 'revoked' WHERE token_id = 'new';
 SELECT appguard_check_refresh('new');
-SELECT try($$SELECT appguard.appguard_reapprove('new')$$);
+SELECT try($$SELECT appguard_reapprove('new')$$);
 -- only appguard suspends, and only re-approval reactivates
 SELECT try($$UPDATE appguard.refresh_tokens SET status = 'suspended' WHERE token_id = 'a1'$$);
 SELECT try($$UPDATE appguard.refresh_tokens SET status = 'active' WHERE token_id = 'k1'$$);

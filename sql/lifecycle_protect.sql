@@ -6,7 +6,7 @@
 \i sql/lifecycle_helpers.inc
 \set ECHO all
 SET search_path = appguard, public;
-SELECT appguard_setting('appguard.allowed_ports') IS NOT NULL AS loaded;
+SELECT appguard.setting('appguard.allowed_ports') IS NOT NULL AS loaded;
 SET appguard.allowed_ports = '';
 
 SELECT appguard_register_client('glw', 'Glewlwyd App', ARRAY['https://glw.example.org/cb']) IS NOT NULL;

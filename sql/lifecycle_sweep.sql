@@ -8,7 +8,7 @@
 \i sql/lifecycle_helpers.inc
 \set ECHO all
 SET search_path = appguard, public;
-SELECT appguard_setting('appguard.allowed_ports') IS NOT NULL AS loaded;
+SELECT appguard.setting('appguard.allowed_ports') IS NOT NULL AS loaded;
 SET appguard.allowed_ports = '';
 
 -- twelve apps, each with a baseline and a token
@@ -272,33 +272,33 @@ CREATE ROLE lc_test_auth IN ROLE appguard_auth_server;
 CREATE ROLE lc_test_operator IN ROLE appguard_operator;
 GRANT USAGE ON SCHEMA public TO lc_test_auth, lc_test_operator;
 SET ROLE lc_test_auth;
-SELECT appguard.appguard_register_client('authapp', 'Auth App', ARRAY['https://authapp.breaker.test/']) ->> 'host' AS host;
+SELECT appguard_register_client('authapp', 'Auth App', ARRAY['https://authapp.breaker.test/']) ->> 'host' AS host;
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('auth-1', 'authapp', 'amy');
-SELECT appguard.appguard_check_refresh('auth-1');
+SELECT appguard_check_refresh('auth-1');
 UPDATE appguard.refresh_tokens SET status = 'revoked' WHERE token_id = 'auth-1';
-SELECT appguard.appguard_explain(suspension_id) ->> 'app_name' AS app FROM appguard.refresh_tokens
+SELECT appguard_explain(suspension_id) ->> 'app_name' AS app FROM appguard.refresh_tokens
 WHERE token_id = 'tok-b01';
 SELECT try(sql) FROM (VALUES
 	($$UPDATE appguard.refresh_tokens SET baseline_snapshot_id = 1 WHERE token_id = 'auth-1'$$),
 	($$SELECT count(*) FROM appguard.events$$),
 	($$SELECT count(*) FROM appguard.snapshots$$),
 	($$INSERT INTO appguard.snapshots (host, port, taken_at, status, facts) VALUES ('x.test', 443, now(), 'ok', '{}')$$),
-	($$SELECT appguard.appguard_prune('1 day')$$),
-	($$SELECT appguard.appguard_release_hold(1)$$),
-	($$SELECT appguard.appguard_snapshot('authapp.breaker.test')$$),
-	($$SELECT appguard.appguard_protect('public.grants_x', 'c', 's')$$),
-	($$CALL appguard.appguard_sweep('1 hour', '1 minute')$$)
+	($$SELECT appguard_prune('1 day')$$),
+	($$SELECT appguard_release_hold(1)$$),
+	($$SELECT appguard_snapshot('authapp.breaker.test')$$),
+	($$SELECT appguard_protect('public.grants_x', 'c', 's')$$),
+	($$CALL appguard_sweep('1 hour', '1 minute')$$)
 ) AS t(sql);
 RESET ROLE;
 SET ROLE lc_test_operator;
 SELECT count(*) > 0 AS sees_clients FROM appguard.client_status;
 SELECT count(*) > 0 AS sees_events FROM appguard.events;
-SELECT (appguard.appguard_prune('100 years') ->> 'snapshots')::int AS pruned;
-CALL appguard.appguard_sweep('100 years', '1 minute');
+SELECT (appguard_prune('100 years') ->> 'snapshots')::int AS pruned;
+CALL appguard_sweep('100 years', '1 minute');
 SELECT try(sql) FROM (VALUES
 	($$INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('op', 'authapp', 'x')$$),
-	($$SELECT appguard.appguard_protect('public.grants_x', 'c', 's')$$),
-	($$SELECT appguard.appguard_unprotect('public.grants_x')$$),
+	($$SELECT appguard_protect('public.grants_x', 'c', 's')$$),
+	($$SELECT appguard_unprotect('public.grants_x')$$),
 	($$DELETE FROM appguard.suspensions$$)
 ) AS t(sql);
 RESET ROLE;
@@ -322,27 +322,27 @@ CREATE FUNCTION evil.clock_timestamp() RETURNS timestamptz LANGUAGE plpgsql
 	AS $$BEGIN RAISE EXCEPTION 'evil clock_timestamp() called'; END$$;
 CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE plpgsql
 	AS $$BEGIN RAISE EXCEPTION 'evil lower() called'; END$$;
-CREATE FUNCTION evil.appguard_setting(text) RETURNS text LANGUAGE plpgsql
-	AS $$BEGIN RAISE EXCEPTION 'evil appguard_setting() called'; END$$;
+CREATE FUNCTION evil.setting(text) RETURNS text LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'evil setting() called'; END$$;
 CREATE FUNCTION evil.jsonb_build_object(text, text) RETURNS jsonb LANGUAGE plpgsql
 	AS $$BEGIN RAISE EXCEPTION 'evil jsonb_build_object() called'; END$$;
 CREATE FUNCTION evil.log_event(text) RETURNS bigint LANGUAGE plpgsql
 	AS $$BEGIN RAISE EXCEPTION 'evil log_event() called'; END$$;
 SET search_path = evil, appguard, public, pg_catalog;
-SELECT appguard.appguard_register_client('evil-app', 'Evil Test', ARRAY['https://evil.breaker.test/']) ->> 'host';
+SELECT appguard_register_client('evil-app', 'Evil Test', ARRAY['https://evil.breaker.test/']) ->> 'host';
 SELECT public.snap('evil.breaker.test') IS NOT NULL;
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('ev1', 'evil-app', 'eve');
-SELECT appguard.appguard_check_refresh('ev1');
+SELECT appguard_check_refresh('ev1');
 SELECT public.snap('evil.breaker.test', 443, '{"tls.leaf.subject.ST": "Nevada"}') IS NOT NULL;
-SELECT appguard.appguard_check_refresh('ev1') -> 'error' ->> 'error';
-SELECT appguard.appguard_explain((SELECT t.suspension_id FROM appguard.refresh_tokens t
+SELECT appguard_check_refresh('ev1') -> 'error' ->> 'error';
+SELECT appguard_explain((SELECT t.suspension_id FROM appguard.refresh_tokens t
 								  WHERE t.token_id OPERATOR(pg_catalog.=) 'ev1')) ->> 'app_name';
-SELECT appguard.appguard_reapprove('ev1') ->> 'reapproved';
-SELECT count(*) FROM appguard.appguard_drift('evil-app');
-SELECT appguard.appguard_update_client('evil-app', 'Evil Test 2') ->> 'name';
-CALL appguard.appguard_sweep('100 years', '1 minute');
-SELECT appguard.appguard_prune('100 years') IS NOT NULL;
-SELECT count(*) FROM appguard.appguard_expiring_certificates(1);
+SELECT appguard_reapprove('ev1') ->> 'reapproved';
+SELECT count(*) FROM appguard_drift('evil-app');
+SELECT appguard_update_client('evil-app', 'Evil Test 2') ->> 'name';
+CALL appguard_sweep('100 years', '1 minute');
+SELECT appguard_prune('100 years') IS NOT NULL;
+SELECT count(*) FROM appguard_expiring_certificates(1);
 RESET search_path;
 DROP SCHEMA evil CASCADE;
 

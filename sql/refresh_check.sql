@@ -8,7 +8,7 @@
 \set ECHO all
 BEGIN;
 SET LOCAL search_path = appguard, public;
-SELECT appguard_setting('appguard.allowed_ports') IS NOT NULL AS loaded;
+SELECT appguard.setting('appguard.allowed_ports') IS NOT NULL AS loaded;
 -- live snapshots are refused at once (no port allowed): no network
 SET LOCAL appguard.allowed_ports = '';
 

@@ -53,7 +53,8 @@ SELECT p.oid::regprocedure AS routine,
 	   pg_temp.fn_can('ag_sec_owner', p.oid) AS owner,
 	   CASE WHEN p.prosecdef THEN 'definer' ELSE '' END AS security
 FROM pg_catalog.pg_proc p
-WHERE p.pronamespace = 'appguard'::regnamespace
+WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
 ORDER BY p.proname, p.oid::regprocedure::text;
 
 SELECT c.relname, c.relkind,
@@ -68,24 +69,24 @@ ORDER BY c.relname;
 
 -- Enforcement, by calls that would connect out or change state if allowed
 SET ROLE ag_sec_nogrant;
-SELECT public.try($$SELECT appguard.appguard_probe('a.example.org')$$);
-SELECT public.try($$SELECT appguard.appguard_snapshot('a.example.org')$$);
+SELECT public.try($$SELECT appguard_probe('a.example.org')$$);
+SELECT public.try($$SELECT appguard_snapshot('a.example.org')$$);
 SELECT public.try($$SELECT * FROM appguard.snapshots$$);
-SELECT public.try($$SELECT appguard.appguard_register_client('x', 'X', ARRAY['https://a.example.org/'])$$);
-SELECT public.try($$SELECT appguard.appguard_check_refresh('t1')$$);
+SELECT public.try($$SELECT appguard_register_client('x', 'X', ARRAY['https://a.example.org/'])$$);
+SELECT public.try($$SELECT appguard_check_refresh('t1')$$);
 RESET ROLE;
 SET ROLE ag_sec_owner;
 CREATE TABLE public.sec_tokens (id bigint PRIMARY KEY, client text, status text);
-SELECT public.try($$SELECT appguard.appguard_protect('public.sec_tokens', 'client', 'status')$$);
-SELECT public.try($$SELECT appguard.appguard_check_refresh('public.sec_tokens', '1')$$);
+SELECT public.try($$SELECT appguard_protect('public.sec_tokens', 'client', 'status')$$);
+SELECT public.try($$SELECT appguard_check_refresh('public.sec_tokens', '1')$$);
 SELECT public.try($$INSERT INTO appguard.snapshots (host, port, taken_at, status, facts) VALUES ('a.example.org', 443, now(), 'ok', '{}')$$);
 SELECT public.try($$SELECT appguard.set_applying(true)$$);
 RESET ROLE;
 SET ROLE ag_sec_auth;
-SELECT public.try($$SELECT appguard.appguard_protect('public.sec_tokens', 'client', 'status')$$);
-SELECT public.try($$CALL appguard.appguard_sweep('1 hour', '1 minute')$$);
-SELECT public.try($$SELECT appguard.appguard_prune('1 day')$$);
-SELECT public.try($$SELECT appguard.appguard_snapshot('a.example.org')$$);
+SELECT public.try($$SELECT appguard_protect('public.sec_tokens', 'client', 'status')$$);
+SELECT public.try($$CALL appguard_sweep('1 hour', '1 minute')$$);
+SELECT public.try($$SELECT appguard_prune('1 day')$$);
+SELECT public.try($$SELECT appguard_snapshot('a.example.org')$$);
 SELECT public.try($$UPDATE appguard.refresh_tokens SET baseline_snapshot_id = 1$$);
 SELECT public.try($$UPDATE appguard.refresh_tokens SET status = 'active' WHERE false$$);
 SELECT public.try($$SELECT * FROM appguard.suspensions$$);
@@ -94,8 +95,8 @@ SELECT public.try($$SELECT appguard.set_applying(true)$$);
 SELECT public.try($$SELECT appguard.applying()$$);
 RESET ROLE;
 SET ROLE ag_sec_operator;
-SELECT public.try($$SELECT appguard.appguard_protect('public.sec_tokens', 'client', 'status')$$);
-SELECT public.try($$SELECT appguard.appguard_unprotect('public.sec_tokens')$$);
+SELECT public.try($$SELECT appguard_protect('public.sec_tokens', 'client', 'status')$$);
+SELECT public.try($$SELECT appguard_unprotect('public.sec_tokens')$$);
 SELECT public.try($$INSERT INTO appguard.snapshots (host, port, taken_at, status, facts) VALUES ('a.example.org', 443, now(), 'ok', '{}')$$);
 SELECT public.try($$DELETE FROM appguard.events$$);
 SELECT public.try($$UPDATE appguard.policy SET severity = 'ignore'$$);
@@ -116,17 +117,32 @@ REVOKE EXECUTE ON FUNCTION appguard.set_applying(boolean) FROM ag_sec_operator;
 -- nothing executable or readable by PUBLIC
 SELECT p.oid::regprocedure AS public_executable
 FROM pg_catalog.pg_proc p
-WHERE p.pronamespace = 'appguard'::regnamespace
+WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
   AND pg_temp.public_can(p.proacl, 'f', p.proowner, 'EXECUTE') = 'x';
 SELECT c.relname AS public_readable
 FROM pg_catalog.pg_class c
 WHERE c.relnamespace = 'appguard'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'S', 'p')
   AND (c.relacl IS NULL OR EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = 0));
+-- the naming rule (00_roles): the API, prefixed appguard_, in the
+-- extension's schema; everything else in schema appguard, unprefixed, so
+-- no internal function is reachable through the default search_path
+SELECT p.oid::regprocedure AS misplaced, p.pronamespace::regnamespace AS schema
+FROM pg_catalog.pg_proc p
+WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
+  AND (p.pronamespace = 'appguard'::regnamespace) = (p.proname LIKE 'appguard\_%');
+SELECT c.oid::regclass AS misplaced_relation
+FROM pg_catalog.pg_class c
+WHERE c.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_class'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
+  AND c.relnamespace <> 'appguard'::regnamespace;
 -- every SECURITY DEFINER function and every trigger function runs with
 -- search_path = pg_catalog, pg_temp
 SELECT p.oid::regprocedure AS unpinned, p.proconfig
 FROM pg_catalog.pg_proc p
-WHERE p.pronamespace = 'appguard'::regnamespace
+WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
   AND (p.prosecdef OR p.prorettype IN ('trigger'::regtype, 'event_trigger'::regtype))
   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
 -- every trigger on appguard's tables (but the built-in ones of foreign
@@ -138,25 +154,28 @@ WHERE t.tgrelid IN (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace
   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
 SELECT e.evtname, e.evtfoid::regprocedure AS fn
 FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid
-WHERE p.pronamespace = 'appguard'::regnamespace
+WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
   AND NOT (p.prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig));
 -- SECURITY DEFINER functions belong to the extension's owner
 SELECT p.oid::regprocedure AS foreign_owner
 FROM pg_catalog.pg_proc p
-WHERE p.pronamespace = 'appguard'::regnamespace AND p.prosecdef
+WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard')) AND p.prosecdef
   AND p.proowner <> (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'appguard');
 -- counts, so the matrix above can be summed up
 SELECT count(*) AS routines,
 	   count(*) FILTER (WHERE p.prosecdef) AS security_definer,
 	   count(*) FILTER (WHERE p.prorettype IN ('trigger'::regtype, 'event_trigger'::regtype)) AS trigger_functions
-FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'appguard'::regnamespace;
+FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
+				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'));
 
 -- ---------------------------------------------------------------------
 -- 3. Settings that widen what appguard connects to, or that decide
 -- suspensions, are superuser-only
 -- ---------------------------------------------------------------------
 SELECT name, context FROM pg_catalog.pg_settings
-WHERE name LIKE 'appguard.%' AND appguard.appguard_setting(name) IS NOT NULL
+WHERE name LIKE 'appguard.%' AND appguard.setting(name) IS NOT NULL
 ORDER BY name;
 SET ROLE ag_sec_operator;
 SELECT s AS setting, public.try(pg_catalog.format('SET %s = %L', s, v)) AS as_operator
@@ -177,7 +196,7 @@ RESET appguard.timeout_ms;
 SET ROLE ag_sec_operator;
 SET appguard.allow_private_addresses = on;
 SET appguard.allowed_ports = '1-65535';
-SELECT appguard.appguard_normalize_host('loads.the.library.example') IS NOT NULL AS loaded;
+SELECT appguard_normalize_host('loads.the.library.example') IS NOT NULL AS loaded;
 RESET ROLE;
 SELECT name, source <> 'session' AS discarded
 FROM pg_catalog.pg_settings
@@ -186,7 +205,7 @@ WHERE name IN ('appguard.allow_private_addresses', 'appguard.allowed_ports') ORD
 -- ---------------------------------------------------------------------
 -- 4. The address guard, a pure function: every class
 -- ---------------------------------------------------------------------
-SELECT addr, appguard.appguard_address_class(addr::inet) AS class
+SELECT addr, appguard_address_class(addr::inet) AS class
 FROM (VALUES
 	('93.184.216.34'), ('2606:2800:220:1:248:1893:25c8:1946'),
 	('127.0.0.1'), ('127.255.255.254'), ('::1'),
@@ -212,7 +231,7 @@ CREATE FUNCTION pg_temp.host(h text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
 	detail text;
 BEGIN
-	RETURN appguard.appguard_normalize_host(h);
+	RETURN appguard_normalize_host(h);
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
 	RETURN SQLSTATE || ' ' || detail;
@@ -235,12 +254,12 @@ SELECT v AS client_id, appguard.error_uri(42, v) AS error_uri
 FROM (VALUES ('app1'), ('a&b=c'), ('a#frag'), ('a"b'), ('a''b'), ('a b+c'), ('a/../b'), ('a?x=1'),
 			 ('a%2Fb'), ('<script>'), ('ünïcødé'), ('日本'), (E'a\\b'), ('{suspension_id}')) AS t(v);
 -- a control character (newline) is not a client_id at all
-SELECT public.try($$SELECT appguard.appguard_register_client(E'a\nb', 'X', ARRAY['https://a.example.org/'])$$);
-SELECT public.try($$SELECT appguard.appguard_register_client(E'a\rb', 'X', ARRAY['https://a.example.org/'])$$);
+SELECT public.try($$SELECT appguard_register_client(E'a\nb', 'X', ARRAY['https://a.example.org/'])$$);
+SELECT public.try($$SELECT appguard_register_client(E'a\rb', 'X', ARRAY['https://a.example.org/'])$$);
 -- the encoder over every byte value a text can hold: only unreserved
 -- characters and %XX come out
 SELECT count(*) AS chars, count(*) FILTER (WHERE e ~ '^([A-Za-z0-9._~-]|%[0-9A-F]{2})+$') AS clean
-FROM (SELECT appguard.appguard_url_encode(pg_catalog.chr(i)) AS e
+FROM (SELECT appguard.url_encode(pg_catalog.chr(i)) AS e
 	  FROM pg_catalog.generate_series(1, 55295) i) s;
 
 -- ---------------------------------------------------------------------
@@ -252,12 +271,12 @@ CREATE TABLE "Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.
 	"client'); DELETE FROM appguard.events; --" text,
 	"status"" = 'x'; --" text,
 	"uri %I %s $1" text);
-SELECT appguard.appguard_register_client('hostile-app', 'Hostile',
+SELECT appguard_register_client('hostile-app', 'Hostile',
 										 ARRAY['https://hostile.example.org/']) ->> 'host';
 SELECT public.snap('hostile.example.org') IS NOT NULL AS baseline;
 INSERT INTO "Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"
 VALUES (1, 'hostile-app', 'active', NULL), (2, 'hostile-app', 'active', NULL);
-SELECT appguard.appguard_protect('"Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"',
+SELECT appguard_protect('"Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"',
 								 'client''); DELETE FROM appguard.events; --', 'status" = ''x''; --',
 								 'uri %I %s $1', 'active', 'susp''ended') - 'table';
 SELECT tgname FROM pg_catalog.pg_trigger
@@ -268,14 +287,14 @@ SELECT public.snap('hostile.example.org', 443, '{"tls.leaf.subject.O": "Someone 
 SELECT "id"" ); DROP TABLE appguard.clients; --" AS id, "status"" = 'x'; --" AS status,
 	pg_catalog.regexp_replace("uri %I %s $1", '/suspensions/[0-9]+', '/suspensions/N') AS error_uri
 FROM "Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --" ORDER BY 1;
-SELECT appguard.appguard_check_refresh('"Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"', '1')
+SELECT appguard_check_refresh('"Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"', '1')
 	-> 'error' ->> 'error' AS refused;
-SELECT appguard.appguard_reapprove('"Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"', '1')
+SELECT appguard_reapprove('"Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"', '1')
 	->> 'reapproved' AS reapproved;
 SELECT "id"" ); DROP TABLE appguard.clients; --" AS id, "status"" = 'x'; --" AS status,
 	pg_catalog.regexp_replace("uri %I %s $1", '/suspensions/[0-9]+', '/suspensions/N') AS error_uri
 FROM "Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --" ORDER BY 1;
-SELECT appguard.appguard_unprotect('"Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"')
+SELECT appguard_unprotect('"Evil ""Schema""; DROP TABLE x; --"."tok""ens; DROP TABLE appguard.clients; --"')
 	- 'table';
 -- nothing was dropped or deleted by the names
 SELECT to_regclass('appguard.clients') IS NOT NULL AS clients_kept,
@@ -311,10 +330,10 @@ CREATE FUNCTION hostile.to_jsonb(anyelement) RETURNS jsonb LANGUAGE plpgsql
 	AS $$BEGIN PERFORM hostile.note('to_jsonb'); RETURN '{}'; END$$;
 CREATE FUNCTION hostile.count(anyelement) RETURNS bigint LANGUAGE plpgsql
 	AS $$BEGIN PERFORM hostile.note('count'); RETURN 0; END$$;
-CREATE FUNCTION hostile.appguard_setting(text) RETURNS text LANGUAGE plpgsql
-	AS $$BEGIN PERFORM hostile.note('appguard_setting'); RETURN 'x'; END$$;
-CREATE FUNCTION hostile.appguard_url_encode(text) RETURNS text LANGUAGE plpgsql
-	AS $$BEGIN PERFORM hostile.note('appguard_url_encode'); RETURN $1; END$$;
+CREATE FUNCTION hostile.setting(text) RETURNS text LANGUAGE plpgsql
+	AS $$BEGIN PERFORM hostile.note('setting'); RETURN 'x'; END$$;
+CREATE FUNCTION hostile.url_encode(text) RETURNS text LANGUAGE plpgsql
+	AS $$BEGIN PERFORM hostile.note('url_encode'); RETURN $1; END$$;
 CREATE FUNCTION hostile.log_event(text, text, jsonb) RETURNS bigint LANGUAGE plpgsql
 	AS $$BEGIN PERFORM hostile.note('log_event'); RETURN 0; END$$;
 CREATE FUNCTION hostile.error_uri(bigint, text) RETURNS text LANGUAGE plpgsql
@@ -332,26 +351,26 @@ CREATE TEMP TABLE protected_rows (tbl regclass);
 CREATE TABLE public.hp_tokens (id text PRIMARY KEY, client text, status text, uri text);
 
 SET search_path = hostile, pg_temp, appguard, public, pg_catalog;
-SELECT appguard.appguard_register_client('hp-app', 'Hostile Path', ARRAY['https://hp.example.org/']) ->> 'host';
+SELECT appguard_register_client('hp-app', 'Hostile Path', ARRAY['https://hp.example.org/']) ->> 'host';
 SELECT public.snap('hp.example.org') IS NOT NULL AS baseline;
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('hp1', 'hp-app', 'pat');
 INSERT INTO public.hp_tokens VALUES ('r1', 'hp-app', 'active', NULL);
-SELECT appguard.appguard_protect('public.hp_tokens', 'client', 'status', 'uri') ->> 'rows';
-SELECT appguard.appguard_check_refresh('hp1') ->> 'allowed';
+SELECT appguard_protect('public.hp_tokens', 'client', 'status', 'uri') ->> 'rows';
+SELECT appguard_check_refresh('hp1') ->> 'allowed';
 SELECT public.snap('hp.example.org', 443, '{"dns.ownership_ids": [], "tls.verified": false}') IS NOT NULL AS drifted;
-SELECT appguard.appguard_check_refresh('hp1') -> 'error' ->> 'error_uri' LIKE 'https://auth.example.org/%' AS real_error_uri;
-SELECT appguard.appguard_check_refresh('public.hp_tokens', 'r1') -> 'error' ->> 'error';
-SELECT appguard.appguard_explain((SELECT t.suspension_id FROM appguard.refresh_tokens t
+SELECT appguard_check_refresh('hp1') -> 'error' ->> 'error_uri' LIKE 'https://auth.example.org/%' AS real_error_uri;
+SELECT appguard_check_refresh('public.hp_tokens', 'r1') -> 'error' ->> 'error';
+SELECT appguard_explain((SELECT t.suspension_id FROM appguard.refresh_tokens t
 								  WHERE t.token_id OPERATOR(pg_catalog.=) 'hp1')) ->> 'app_name';
-SELECT appguard.appguard_reapprove('hp1') ->> 'reapproved';
-SELECT appguard.appguard_reapprove('public.hp_tokens', 'r1') ->> 'reapproved';
-SELECT appguard.appguard_update_client('hp-app', 'Hostile Path 2') ->> 'name';
+SELECT appguard_reapprove('hp1') ->> 'reapproved';
+SELECT appguard_reapprove('public.hp_tokens', 'r1') ->> 'reapproved';
+SELECT appguard_update_client('hp-app', 'Hostile Path 2') ->> 'name';
 UPDATE appguard.refresh_tokens SET status = 'revoked' WHERE token_id OPERATOR(pg_catalog.=) 'hp1';
 DELETE FROM public.hp_tokens;
-SELECT appguard.appguard_unprotect('public.hp_tokens') ->> 'rows_forgotten';
+SELECT appguard_unprotect('public.hp_tokens') ->> 'rows_forgotten';
 UPDATE appguard.policy SET severity = 'warn' WHERE reason OPERATOR(pg_catalog.=) 'dns_caa_changed';
-SELECT pg_catalog.count(*) >= 0 FROM appguard.appguard_prune('100 years') x;
-SELECT appguard.appguard_unregister_client('hp-app') IS NOT NULL AS unregistered;
+SELECT pg_catalog.count(*) >= 0 FROM appguard_prune('100 years') x;
+SELECT appguard_unregister_client('hp-app') IS NOT NULL AS unregistered;
 RESET search_path;
 -- what the planted objects saw: nothing
 SELECT what, count(*) FROM hostile.calls GROUP BY what ORDER BY what;

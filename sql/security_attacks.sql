@@ -36,9 +36,9 @@ RESET ROLE;
 CREATE VIEW pg_temp.owner_is_superuser AS
 	SELECT rolsuper FROM pg_roles WHERE rolname = 'ag_hostile_owner';
 
-SELECT appguard.appguard_register_client('hostile-app1', 'App One', ARRAY['https://app1.example.org/']) ->> 'host' AS host;
-SELECT appguard.appguard_register_client('hostile-app2', 'App Two', ARRAY['https://app2.example.org/']) ->> 'host' AS host;
-SELECT appguard.appguard_register_client('hostile-app3', 'App Three', ARRAY['https://app3.example.org/']) ->> 'host' AS host;
+SELECT appguard_register_client('hostile-app1', 'App One', ARRAY['https://app1.example.org/']) ->> 'host' AS host;
+SELECT appguard_register_client('hostile-app2', 'App Two', ARRAY['https://app2.example.org/']) ->> 'host' AS host;
+SELECT appguard_register_client('hostile-app3', 'App Three', ARRAY['https://app3.example.org/']) ->> 'host' AS host;
 SELECT snap('app1.example.org') IS NOT NULL AS baseline1,
 	   snap('app2.example.org') IS NOT NULL AS baseline2,
 	   snap('app3.example.org') IS NOT NULL AS baseline3;
@@ -49,7 +49,7 @@ SELECT snap('app1.example.org') IS NOT NULL AS baseline1,
 SET ROLE ag_hostile_owner;
 CREATE TABLE idp.grants (id bigint PRIMARY KEY, client text, status text);
 RESET ROLE;
-SELECT appguard.appguard_protect('idp.grants', 'client', 'status') ->> 'rows' AS rows;
+SELECT appguard_protect('idp.grants', 'client', 'status') ->> 'rows' AS rows;
 SET ROLE ag_hostile_owner;
 CREATE TYPE idp.flag AS ENUM ('x');
 CREATE FUNCTION idp.flag_json(idp.flag) RETURNS json LANGUAGE plpgsql AS $$
@@ -94,10 +94,10 @@ RESET ROLE;
 -- 1b. appguard_protect reads the values and the rows as the owner
 -- ---------------------------------------------------------------------
 -- rows already in the table, adopted at protect: no cast to json
-SELECT appguard.appguard_protect('idp.grants_enum', 'client', 'status') - 'table' AS protected;
+SELECT appguard_protect('idp.grants_enum', 'client', 'status') - 'table' AS protected;
 SELECT * FROM pg_temp.owner_is_superuser;
 SELECT row_key, state FROM appguard.protected_rows WHERE tbl = 'idp.grants_enum'::regclass ORDER BY row_key;
-SELECT appguard.appguard_unprotect('idp.grants_enum') ->> 'rows_forgotten' AS forgotten;
+SELECT appguard_unprotect('idp.grants_enum') ->> 'rows_forgotten' AS forgotten;
 -- a cast from text into the status type runs as the owner, not as superuser
 SET ROLE ag_hostile_owner;
 CREATE FUNCTION idp.state_in(text) RETURNS idp.state LANGUAGE plpgsql AS $$
@@ -108,14 +108,14 @@ END
 $$;
 CREATE CAST (text AS idp.state) WITH FUNCTION idp.state_in(text);
 RESET ROLE;
-SELECT try($$SELECT appguard.appguard_protect('idp.grants_enum', 'client', 'status')$$);
+SELECT try($$SELECT appguard_protect('idp.grants_enum', 'client', 'status')$$);
 SELECT * FROM pg_temp.owner_is_superuser;
 -- a domain's CHECK on the status column runs as the owner too
 SET ROLE ag_hostile_owner;
 CREATE DOMAIN idp.checked AS text CHECK (idp.escalate());
 CREATE TABLE idp.grants_domain (id bigint PRIMARY KEY, client text, status idp.checked);
 RESET ROLE;
-SELECT try($$SELECT appguard.appguard_protect('idp.grants_domain', 'client', 'status')$$);
+SELECT try($$SELECT appguard_protect('idp.grants_domain', 'client', 'status')$$);
 SELECT * FROM pg_temp.owner_is_superuser;
 
 -- ---------------------------------------------------------------------
@@ -129,9 +129,9 @@ CREATE TABLE idp.g_generated (id bigint PRIMARY KEY, client text, enabled boolea
 CREATE DOMAIN idp.two_states AS text CHECK (VALUE IN ('active', 'revoked'));
 CREATE TABLE idp.g_domain (id bigint PRIMARY KEY, client text, status idp.two_states);
 RESET ROLE;
-SELECT try($$SELECT appguard.appguard_protect('idp.g_check', 'client', 'status')$$);
-SELECT try($$SELECT appguard.appguard_protect('idp.g_generated', 'client', 'status')$$);
-SELECT try($$SELECT appguard.appguard_protect('idp.g_domain', 'client', 'status')$$);
+SELECT try($$SELECT appguard_protect('idp.g_check', 'client', 'status')$$);
+SELECT try($$SELECT appguard_protect('idp.g_generated', 'client', 'status')$$);
+SELECT try($$SELECT appguard_protect('idp.g_domain', 'client', 'status')$$);
 SELECT count(*) AS protected FROM appguard.protected_tables
 WHERE tbl::text IN ('idp.g_check', 'idp.g_generated', 'idp.g_domain');
 
@@ -145,8 +145,8 @@ CREATE TABLE idp.g_sound (id bigint PRIMARY KEY, client text, status text);
 INSERT INTO idp.g_broken VALUES (1, 'hostile-app2', 'active', NULL), (2, 'hostile-app2', 'active', NULL);
 INSERT INTO idp.g_sound VALUES (1, 'hostile-app2', 'active'), (2, 'hostile-app1', 'active');
 RESET ROLE;
-SELECT appguard.appguard_protect('idp.g_broken', 'client', 'status', 'error_uri') ->> 'rows' AS rows;
-SELECT appguard.appguard_protect('idp.g_sound', 'client', 'status') ->> 'rows' AS rows;
+SELECT appguard_protect('idp.g_broken', 'client', 'status', 'error_uri') ->> 'rows' AS rows;
+SELECT appguard_protect('idp.g_sound', 'client', 'status') ->> 'rows' AS rows;
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('t3', 'hostile-app3', 'patient');
 -- the owner adds a CHECK that rejects the suspended value: found at once
 SET ROLE ag_hostile_owner;
@@ -164,15 +164,15 @@ SELECT tbl, row_key, state, suspension_id IS NOT NULL AS suspended_by_appguard
 FROM appguard.protected_rows WHERE tbl IN ('idp.g_broken'::regclass, 'idp.g_sound'::regclass)
 ORDER BY tbl::text, row_key;
 -- refresh checks of the broken table's rows answer not allowed, with the error_uri
-SELECT appguard.appguard_check_refresh('idp.g_broken', '1') -> 'error' ->> 'error' AS g_broken_1,
-	   appguard.appguard_check_refresh('idp.g_broken', '1') -> 'error' ? 'error_uri' AS with_error_uri,
-	   appguard.appguard_check_refresh('idp.g_sound', '1') ->> 'allowed' AS g_sound_1,
-	   appguard.appguard_check_refresh('idp.g_sound', '2') ->> 'allowed' AS g_sound_2_other_app;
+SELECT appguard_check_refresh('idp.g_broken', '1') -> 'error' ->> 'error' AS g_broken_1,
+	   appguard_check_refresh('idp.g_broken', '1') -> 'error' ? 'error_uri' AS with_error_uri,
+	   appguard_check_refresh('idp.g_sound', '1') ->> 'allowed' AS g_sound_1,
+	   appguard_check_refresh('idp.g_sound', '2') ->> 'allowed' AS g_sound_2_other_app;
 -- other apps are not affected: app3 drifts and its token is suspended
 SELECT snap('app3.example.org', 443, '{"dns.ownership_ids": []}') IS NOT NULL AS ok;
 SELECT snap('app3.example.org', 443, '{"tls.verified": false, "tls.verify_error": "certificate has expired", "tls.verify_code": 10}') IS NOT NULL AS drifted;
 SELECT status FROM appguard.refresh_tokens WHERE token_id = 't3';
-SELECT appguard.appguard_check_refresh('t3') ->> 'allowed' AS t3_allowed;
+SELECT appguard_check_refresh('t3') ->> 'allowed' AS t3_allowed;
 SELECT count(*) AS undecided FROM appguard.suspensions WHERE state IN ('pending', 'held');
 -- the owner drops the CHECK: the problem is cleared and the host rows written
 SET ROLE ag_hostile_owner;
@@ -199,11 +199,11 @@ CREATE TABLE idp.g_two (id bigint PRIMARY KEY, client text, status text, note te
 						CHECK (status <> 'suspended' OR note IS NOT NULL));
 INSERT INTO idp.g_two VALUES (1, 'hostile-app1', 'active', NULL);
 RESET ROLE;
-SELECT appguard.appguard_protect('idp.g_two', 'client', 'status') ->> 'rows' AS rows;
+SELECT appguard_protect('idp.g_two', 'client', 'status') ->> 'rows' AS rows;
 SELECT snap('app1.example.org', 443, '{"tls.leaf.subject.O": "Not App One Inc"}') IS NOT NULL AS drifted;
 SELECT token_table, problem_sqlstate, rows_suspended FROM appguard.table_problems
 WHERE token_table = 'idp.g_two'::regclass;
-SELECT appguard.appguard_check_refresh('idp.g_two', '1') ->> 'allowed' AS g_two_allowed,
+SELECT appguard_check_refresh('idp.g_two', '1') ->> 'allowed' AS g_two_allowed,
 	   (SELECT status FROM idp.g_sound WHERE id = 2) AS g_sound_app1;
 
 -- ---------------------------------------------------------------------
@@ -217,13 +217,13 @@ SELECT regexp_replace(try($$UPDATE appguard.refresh_tokens SET status = 'active'
 RESET ROLE;
 SELECT status, suspension_id IS NOT NULL AS suspended_by_appguard FROM appguard.refresh_tokens
 WHERE token_id = 't3';
-SELECT try($$SELECT appguard.appguard_reapprove('t3')$$);
+SELECT try($$SELECT appguard_reapprove('t3')$$);
 -- a grant on the drifted baseline that the fan-out missed (a restored
 -- row): the refresh check applies the suspension to it, no 55000
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject, baseline_snapshot_id)
 SELECT 't3b', 'hostile-app3', 'patient', baseline_snapshot_id FROM appguard.suspensions
 WHERE client_id = 'hostile-app3' AND state = 'applied';
-SELECT appguard.appguard_check_refresh('t3b') ->> 'allowed' AS t3b_allowed;
+SELECT appguard_check_refresh('t3b') ->> 'allowed' AS t3b_allowed;
 SELECT status, suspension_id IS NOT NULL AS suspended_by_appguard FROM appguard.refresh_tokens
 WHERE token_id = 't3b';
 
@@ -231,8 +231,8 @@ WHERE token_id = 't3b';
 -- 5. The table's privileges and row-level security are respected
 -- ---------------------------------------------------------------------
 SET ROLE ag_hostile_reader;
-SELECT try($$SELECT appguard.appguard_check_refresh('idp.g_sound', '1')$$);
-SELECT try($$SELECT appguard.appguard_reapprove('idp.g_sound', '1')$$);
+SELECT try($$SELECT appguard_check_refresh('idp.g_sound', '1')$$);
+SELECT try($$SELECT appguard_reapprove('idp.g_sound', '1')$$);
 RESET ROLE;
 SET ROLE ag_hostile_owner;
 GRANT SELECT ON idp.g_sound TO ag_hostile_reader;
@@ -240,10 +240,10 @@ ALTER TABLE idp.g_sound ENABLE ROW LEVEL SECURITY;
 CREATE POLICY only_app1 ON idp.g_sound FOR SELECT TO ag_hostile_reader USING (client = 'hostile-app1');
 RESET ROLE;
 SET ROLE ag_hostile_reader;
-SELECT try($$SELECT appguard.appguard_check_refresh('idp.g_sound', '1')$$);
-SELECT try($$SELECT appguard.appguard_reapprove('idp.g_sound', '1')$$);
-SELECT appguard.appguard_check_refresh('idp.g_sound', '2') -> 'error' ->> 'error' AS g_sound_2;
-SELECT appguard.appguard_reapprove('idp.g_sound', '2') ->> 'reapproved' AS reapproved;
+SELECT try($$SELECT appguard_check_refresh('idp.g_sound', '1')$$);
+SELECT try($$SELECT appguard_reapprove('idp.g_sound', '1')$$);
+SELECT appguard_check_refresh('idp.g_sound', '2') -> 'error' ->> 'error' AS g_sound_2;
+SELECT appguard_reapprove('idp.g_sound', '2') ->> 'reapproved' AS reapproved;
 RESET ROLE;
 SELECT id, status FROM idp.g_sound ORDER BY id;
 
@@ -251,13 +251,13 @@ SELECT id, status FROM idp.g_sound ORDER BY id;
 \set SHOW_CONTEXT errors
 SELECT * FROM pg_temp.owner_is_superuser;
 -- a broken table can be unprotected
-SELECT appguard.appguard_unprotect('idp.g_broken') - 'table' AS unprotected;
+SELECT appguard_unprotect('idp.g_broken') - 'table' AS unprotected;
 SET client_min_messages = warning;
-SELECT appguard.appguard_unprotect(tbl) IS NOT NULL FROM appguard.protected_tables
+SELECT appguard_unprotect(tbl) IS NOT NULL FROM appguard.protected_tables
 WHERE tbl::text LIKE 'idp.%' ORDER BY tbl::text;
 DROP SCHEMA idp CASCADE;
 DELETE FROM appguard.refresh_tokens WHERE client_id IN ('hostile-app1', 'hostile-app2', 'hostile-app3');
-SELECT appguard.appguard_unregister_client(c) IS NOT NULL FROM unnest(ARRAY['hostile-app1', 'hostile-app2', 'hostile-app3']) c;
+SELECT appguard_unregister_client(c) IS NOT NULL FROM unnest(ARRAY['hostile-app1', 'hostile-app2', 'hostile-app3']) c;
 RESET client_min_messages;
 DROP ROLE ag_hostile_owner;
 DROP ROLE ag_hostile_reader;

@@ -22,11 +22,11 @@ END
 $$;
 RESET ROLE;
 
-SELECT appguard.appguard_register_client('owner-app', 'Owner App',
+SELECT appguard_register_client('owner-app', 'Owner App',
 										 ARRAY['https://owner.example.org/']) ->> 'host' AS host;
 SELECT snap('owner.example.org') IS NOT NULL AS baseline;
 INSERT INTO tabowner.tokens VALUES (1, 'owner-app', 'active'), (2, 'owner-app', 'active');
-SELECT appguard.appguard_protect('tabowner.tokens', 'client', 'status') ->> 'rows' AS rows;
+SELECT appguard_protect('tabowner.tokens', 'client', 'status') ->> 'rows' AS rows;
 
 -- Later the owner, not a superuser, adds a trigger of its own
 SET ROLE appguard_regress_tabowner;
@@ -40,7 +40,7 @@ SELECT id, status FROM tabowner.tokens ORDER BY id;
 
 -- The owner re-approves one (it is also the auth server): again as the owner
 SET ROLE appguard_regress_tabowner;
-SELECT appguard.appguard_reapprove('tabowner.tokens', '1') ->> 'reapproved' AS reapproved;
+SELECT appguard_reapprove('tabowner.tokens', '1') ->> 'reapproved' AS reapproved;
 RESET ROLE;
 SELECT id, status FROM tabowner.tokens ORDER BY id;
 
@@ -64,7 +64,7 @@ SELECT snap('owner.example.org', 443, '{"tls.leaf.subject.O": "Third Org Ltd"}')
 \set SHOW_CONTEXT errors
 SELECT rolsuper FROM pg_roles WHERE rolname = 'appguard_regress_tabowner';
 
-SELECT appguard.appguard_unprotect('tabowner.tokens') IS NOT NULL AS unprotected;
+SELECT appguard_unprotect('tabowner.tokens') IS NOT NULL AS unprotected;
 DROP SCHEMA tabowner CASCADE;
-SELECT appguard.appguard_unregister_client('owner-app');
+SELECT appguard_unregister_client('owner-app');
 DROP ROLE appguard_regress_tabowner;

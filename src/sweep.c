@@ -15,7 +15,7 @@
  * network: each transaction is a few milliseconds of inserts.
  *
  * A procedure, to commit: it must be called with CALL from a context that
- * may commit (appguard.appguard_sweep does), and so cannot be SECURITY
+ * may commit (appguard_sweep does), and so cannot be SECURITY
  * DEFINER.  Like a SECURITY DEFINER function, it runs its SQL as its owner
  * with search_path pinned to pg_catalog, pg_temp, and only while doing so:
  * the user id and settings are back to the caller's before every commit.
@@ -428,7 +428,7 @@ appguard_sweep_run(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
 				 errmsg("appguard.sweep_run must be called with CALL outside a transaction block"),
-				 errhint("Run a sweep with CALL appguard.appguard_sweep(...).")));
+				 errhint("Run a sweep with CALL appguard_sweep(...).")));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -174,7 +174,7 @@ show "SELECT f->>'host' AS host, f->>'status' AS status,
        left(f->'tls'->'leaf'->>'not_after', 10) AS expires,
        f->'tls'->>'version' AS tls, f->'dns'->'a'->>0 AS address,
        f->'dns'->'ownership_ids' AS ownership_txt
-FROM appguard.appguard_snapshot_many(
+FROM appguard_snapshot_many(
        ARRAY['app1.example.test', 'app2.other.test', 'expired.example.test'],
        ARRAY[$TLS_PORT, $TLS_PORT, $TLS_PORT]) AS f
 ORDER BY 1;"
@@ -190,7 +190,7 @@ expect "expired.example.test: not trusted (certificate has expired)" \
 heading "1. The auth server registers an app"
 say "The first redirect URI's host is the host appguard watches; its registrable domain comes from the public suffix list."
 echo
-show "SELECT appguard.appguard_register_client('app1', 'Example Health Patient App',
+show "SELECT appguard_register_client('app1', 'Example Health Patient App',
          ARRAY['https://app1.example.test:$TLS_PORT/callback']) ->> 'registrable_domain' AS registrable_domain;"
 expect "client app1 registered, watching app1.example.test:$TLS_PORT" \
 	"SELECT host = 'app1.example.test' AND port = $TLS_PORT FROM appguard.clients WHERE client_id = 'app1'"
@@ -206,7 +206,7 @@ expect "every token has the app's snapshot as its baseline" \
 	"SELECT bool_and(t.baseline_snapshot_id = c.last_ok_snapshot_id) FROM appguard.refresh_tokens t
 	 JOIN appguard.clients c USING (client_id)"
 echo
-show "SELECT appguard.appguard_check_refresh('rt-alice') AS the_token_endpoint_asks;"
+show "SELECT appguard_check_refresh('rt-alice') AS the_token_endpoint_asks;"
 
 # ---------------------------------------------------------------- 3. renewal
 heading "3. The app renews its certificate: same identity, new key, serial, dates and intermediate CA"
@@ -217,19 +217,19 @@ env_eval '$env->cert("app1-renewal", san => ["app1.example.test"], o => "Example
 	$env->reload'
 say "nginx now serves the renewed certificate. appguard measures the host again; the new snapshot is compared with every baseline of the app's active tokens:"
 echo
-show "SELECT (appguard.appguard_snapshot('app1.example.test', $TLS_PORT) ->> 'id')::bigint AS new_snapshot;
+show "SELECT (appguard_snapshot('app1.example.test', $TLS_PORT) ->> 'id')::bigint AS new_snapshot;
 SELECT d.reason, d.severity, d.field, left(d.old_value, 30) AS old_value, left(d.new_value, 30) AS new_value
-FROM appguard.appguard_diff(
+FROM appguard_diff(
        (SELECT baseline_snapshot_id FROM appguard.refresh_tokens WHERE token_id = 'rt-alice'),
        (SELECT last_snapshot_id FROM appguard.clients WHERE client_id = 'app1'), 'app1') AS d;"
 expect "the renewal differs only at severity ignore" \
-	"SELECT count(*) >= 4 AND bool_and(d.severity = 'ignore') FROM appguard.appguard_diff(
+	"SELECT count(*) >= 4 AND bool_and(d.severity = 'ignore') FROM appguard_diff(
 	   (SELECT baseline_snapshot_id FROM appguard.refresh_tokens WHERE token_id = 'rt-alice'),
 	   (SELECT last_snapshot_id FROM appguard.clients WHERE client_id = 'app1'), 'app1') d"
 expect "no token suspended, no suspension recorded" \
 	"SELECT (SELECT count(*) FROM appguard.refresh_tokens WHERE status <> 'active') = 0
 	    AND (SELECT count(*) FROM appguard.suspensions) = 0"
-expect "the token endpoint may refresh" "SELECT appguard.appguard_check_refresh('rt-bob') = '{\"allowed\": true}'"
+expect "the token endpoint may refresh" "SELECT appguard_check_refresh('rt-bob') = '{\"allowed\": true}'"
 
 # ---------------------------------------------------------------- 4. new organization
 heading "4. The organization in the app's certificate changes"
@@ -240,7 +240,7 @@ env_eval '$env->cert("app1-neworg", san => ["app1.example.test"], o => "Northwin
 say "The domain, the trust and the validation class are unchanged, but the certificate now names another organization than the one the patients saw when they approved the app. The next snapshot (here taken directly; in production a pg_cron sweep) suspends their tokens:"
 echo
 show "LISTEN appguard_suspension;
-SELECT appguard.appguard_snapshot('app1.example.test', $TLS_PORT) -> 'tls' -> 'leaf' -> 'subject' ->> 'O' AS organization_now;
+SELECT appguard_snapshot('app1.example.test', $TLS_PORT) -> 'tls' -> 'leaf' -> 'subject' ->> 'O' AS organization_now;
 SELECT token_id, status, suspension_id, error_uri FROM appguard.refresh_tokens ORDER BY token_id;"
 expect "all three tokens suspended, with the error_uri of the suspension" \
 	"SELECT count(*) = 3 AND bool_and(t.status = 'suspended' AND t.error_uri = s.error_uri)
@@ -251,32 +251,32 @@ expect "one suspension, reason tls_identity_changed" \
 echo
 say "The patient's app tries to refresh. The token endpoint asks appguard and sends what it answers, with HTTP status 400:"
 echo
-show_raw "SELECT jsonb_pretty(appguard.appguard_check_refresh('rt-alice') -> 'error');"
+show_raw "SELECT jsonb_pretty(appguard_check_refresh('rt-alice') -> 'error');"
 expect "the token endpoint answers invalid_grant with the error_uri" \
 	"SELECT r -> 'error' ->> 'error' = 'invalid_grant' AND r -> 'error' ->> 'error_uri' = t.error_uri
-	 FROM appguard.refresh_tokens t, appguard.appguard_check_refresh(t.token_id) r WHERE t.token_id = 'rt-alice'"
+	 FROM appguard.refresh_tokens t, appguard_check_refresh(t.token_id) r WHERE t.token_id = 'rt-alice'"
 
 echo
 say "The app shows \"access may have been suspended\" with a link to the error_uri. That page shows what appguard_explain returns:"
 echo
 show "SELECT e ->> 'app_name' AS app, e ->> 'domain' AS domain, e ->> 'consented_at' AS approved,
        e ->> 'suspended_at' AS suspended
-FROM appguard.suspensions s, appguard.appguard_explain(s.id) e;"
+FROM appguard.suspensions s, appguard_explain(s.id) e;"
 show "SELECT c ->> 'text' AS what_changed
-FROM appguard.suspensions s, appguard.appguard_explain(s.id) e, jsonb_array_elements(e -> 'changes') c;"
+FROM appguard.suspensions s, appguard_explain(s.id) e, jsonb_array_elements(e -> 'changes') c;"
 psql_demo -At -c "SELECT e ->> 'summary', e ->> 'how_to_reapprove'
-	FROM appguard.suspensions s, appguard.appguard_explain(s.id) e" -F $'\n' 2>>"$LOG" |
+	FROM appguard.suspensions s, appguard_explain(s.id) e" -F $'\n' 2>>"$LOG" |
 	fold -s -w 96 | sed 's/^/    | /'
 echo
 expect "the explanation says Example Health, Inc. → Northwind Data Brokers LLC" \
 	"SELECT e ->> 'summary' LIKE '%Example Health, Inc. → Northwind Data Brokers LLC%'
-	 FROM appguard.suspensions s, appguard.appguard_explain(s.id) e"
+	 FROM appguard.suspensions s, appguard_explain(s.id) e"
 
 # ---------------------------------------------------------------- 5. re-approval
 heading "5. Alice re-approves the app"
 say "She signs in again and approves the app as it is now; the auth server calls appguard_reapprove, which takes a new baseline and records it:"
 echo
-show "SELECT appguard.appguard_reapprove('rt-alice');
+show "SELECT appguard_reapprove('rt-alice');
 SELECT token_id, status, baseline_snapshot_id FROM appguard.refresh_tokens ORDER BY token_id;"
 expect "alice's token is active again with a new baseline" \
 	"SELECT status = 'active' AND baseline_snapshot_id = (SELECT last_ok_snapshot_id FROM appguard.clients
@@ -285,14 +285,14 @@ expect "alice's token is active again with a new baseline" \
 expect "bob's and carol's stay suspended until they decide" \
 	"SELECT count(*) = 2 FROM appguard.refresh_tokens WHERE status = 'suspended'"
 echo
-say "The next sweep (what pg_cron runs: CALL appguard.appguard_sweep(max_age, budget)) measures the app again and leaves Alice alone:"
+say "The next sweep (what pg_cron runs: CALL appguard_sweep(max_age, budget)) measures the app again and leaves Alice alone:"
 echo
-show "CALL appguard.appguard_sweep('0 s', '30 s');
+show "CALL appguard_sweep('0 s', '30 s');
 SELECT state, measured, drifted, suspended, held FROM appguard.sweeps;
-SELECT appguard.appguard_check_refresh('rt-alice') AS alice, appguard.appguard_check_refresh('rt-bob') -> 'allowed' AS bob_allowed;"
+SELECT appguard_check_refresh('rt-alice') AS alice, appguard_check_refresh('rt-bob') -> 'allowed' AS bob_allowed;"
 expect "after the sweep Alice may refresh, Bob may not" \
-	"SELECT appguard.appguard_check_refresh('rt-alice') = '{\"allowed\": true}'
-	    AND appguard.appguard_check_refresh('rt-bob') -> 'error' ->> 'error' = 'invalid_grant'"
+	"SELECT appguard_check_refresh('rt-alice') = '{\"allowed\": true}'
+	    AND appguard_check_refresh('rt-bob') -> 'error' ->> 'error' = 'invalid_grant'"
 
 heading "The audit trail"
 show "SELECT id, kind, token_key, snapshot_id, suspension_id FROM appguard.events ORDER BY id;"

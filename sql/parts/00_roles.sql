@@ -1,5 +1,23 @@
 -- appguard 0.1.0
--- Every object lives in schema appguard; nothing is executable by PUBLIC.
+--
+-- Naming, for every object of the extension:
+--   * the API -- what a user, a DBA or an auth server calls -- lives in the
+--     extension's schema (@extschema@: public unless CREATE EXTENSION appguard
+--     SCHEMA x says otherwise), each name prefixed appguard_ once:
+--     appguard_snapshot(host), appguard_drifted(client_id), CALL
+--     appguard_sweep(...).  Reachable by those names with the default
+--     search_path.
+--   * everything else -- tables, views, sequences, internal functions and
+--     trigger functions -- lives in schema appguard, without the prefix:
+--     appguard.snapshots, appguard.client_status, appguard.evaluate_client().
+--     A name carries its namespace once.
+--   * nothing is executable or readable by PUBLIC (99_privileges); every
+--     grant to appguard's roles stands beside the objects it grants, in the
+--     part that creates them.
+--   * appguard's code names every object schema-qualified (appguard.x,
+--     @extschema@.appguard_x) and pins search_path = pg_catalog, pg_temp.
+CREATE SCHEMA appguard;
+COMMENT ON SCHEMA appguard IS 'appguard''s tables, views and internal functions; the API is in the extension''s schema';
 
 ---------------------------------------------------------------------------
 -- Roles

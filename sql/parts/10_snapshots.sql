@@ -20,70 +20,70 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.snapshots', '');
 -- Measuring
 ---------------------------------------------------------------------------
 
-CREATE FUNCTION appguard.appguard_probe(host text, port integer DEFAULT 443)
+CREATE FUNCTION @extschema@.appguard_probe(host text, port integer DEFAULT 443)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'appguard_probe'
 LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
-COMMENT ON FUNCTION appguard.appguard_probe(text, integer) IS
+COMMENT ON FUNCTION @extschema@.appguard_probe(text, integer) IS
 	'Measure a host''s DNS and TLS facts now; stores nothing';
 
-CREATE FUNCTION appguard.appguard_snapshot(host text, port integer DEFAULT 443)
+CREATE FUNCTION @extschema@.appguard_snapshot(host text, port integer DEFAULT 443)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'appguard_snapshot'
 LANGUAGE C VOLATILE STRICT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION appguard.appguard_snapshot(text, integer) IS
+COMMENT ON FUNCTION @extschema@.appguard_snapshot(text, integer) IS
 	'Measure a host and store the snapshot; returns the facts with "id"';
 
-CREATE FUNCTION appguard.appguard_snapshot_many(hosts text[], ports integer[] DEFAULT NULL)
+CREATE FUNCTION @extschema@.appguard_snapshot_many(hosts text[], ports integer[] DEFAULT NULL)
 RETURNS SETOF jsonb
 AS 'MODULE_PATHNAME', 'appguard_snapshot_many'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION appguard.appguard_snapshot_many(text[], integer[]) IS
+COMMENT ON FUNCTION @extschema@.appguard_snapshot_many(text[], integer[]) IS
 	'Measure many hosts concurrently and store a snapshot of each';
 
-CREATE FUNCTION appguard.appguard_normalize_host(host text)
+CREATE FUNCTION @extschema@.appguard_normalize_host(host text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'appguard_normalize_host'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION appguard.appguard_normalize_host(text) IS
+COMMENT ON FUNCTION @extschema@.appguard_normalize_host(text) IS
 	'The host name as appguard measures it (lower-case A-labels), or an error saying why it is refused';
 
-CREATE FUNCTION appguard.appguard_registrable_domain(host text)
+CREATE FUNCTION @extschema@.appguard_registrable_domain(host text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'appguard_registrable_domain'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION appguard.appguard_registrable_domain(text) IS
+COMMENT ON FUNCTION @extschema@.appguard_registrable_domain(text) IS
 	'The registrable domain (eTLD+1) of a host by the public suffix list; NULL for a public suffix itself';
 
-CREATE FUNCTION appguard.appguard_address_class(addr inet)
+CREATE FUNCTION @extschema@.appguard_address_class(addr inet)
 RETURNS text
 AS 'MODULE_PATHNAME', 'appguard_address_class'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION appguard.appguard_address_class(inet) IS
+COMMENT ON FUNCTION @extschema@.appguard_address_class(inet) IS
 	'The class the address guard gives an address: public, loopback, private, ...';
 
-CREATE FUNCTION appguard.appguard_setting(name text)
+CREATE FUNCTION appguard.setting(name text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'appguard_setting'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION appguard.appguard_setting(text) IS
+COMMENT ON FUNCTION appguard.setting(text) IS
 	'Value of an appguard.* setting (loads the library, so the setting is defined)';
 
-CREATE FUNCTION appguard.appguard_url_encode(value text)
+CREATE FUNCTION appguard.url_encode(value text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'appguard_url_encode'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION appguard.appguard_url_encode(text) IS
+COMMENT ON FUNCTION appguard.url_encode(text) IS
 	'Percent-encode all but RFC 3986 unreserved characters';
 
 GRANT EXECUTE ON FUNCTION
-	appguard.appguard_probe(text, integer),
-	appguard.appguard_snapshot(text, integer),
-	appguard.appguard_snapshot_many(text[], integer[]),
-	appguard.appguard_normalize_host(text),
-	appguard.appguard_registrable_domain(text),
-	appguard.appguard_address_class(inet)
+	@extschema@.appguard_probe(text, integer),
+	@extschema@.appguard_snapshot(text, integer),
+	@extschema@.appguard_snapshot_many(text[], integer[]),
+	@extschema@.appguard_normalize_host(text),
+	@extschema@.appguard_registrable_domain(text),
+	@extschema@.appguard_address_class(inet)
 TO appguard_operator;
 GRANT SELECT ON appguard.snapshots TO appguard_operator;

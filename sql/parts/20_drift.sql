@@ -6,18 +6,18 @@
 -- else the built-in default.
 ---------------------------------------------------------------------------
 
-CREATE FUNCTION appguard.appguard_drift_reasons()
+CREATE FUNCTION @extschema@.appguard_drift_reasons()
 RETURNS TABLE (reason text, default_severity text, description text)
 AS 'MODULE_PATHNAME', 'appguard_drift_reasons'
 LANGUAGE C IMMUTABLE PARALLEL SAFE ROWS 20;
-COMMENT ON FUNCTION appguard.appguard_drift_reasons() IS
+COMMENT ON FUNCTION @extschema@.appguard_drift_reasons() IS
 	'Every drift reason appguard reports, with its built-in severity and a description';
 
-CREATE FUNCTION appguard.appguard_facts_diff(old jsonb, new jsonb, client_id text DEFAULT NULL)
+CREATE FUNCTION @extschema@.appguard_facts_diff(old jsonb, new jsonb, client_id text DEFAULT NULL)
 RETURNS TABLE (reason text, field text, old_value text, new_value text)
 AS 'MODULE_PATHNAME', 'appguard_facts_diff'
 LANGUAGE C IMMUTABLE PARALLEL SAFE ROWS 5;
-COMMENT ON FUNCTION appguard.appguard_facts_diff(jsonb, jsonb, text) IS
+COMMENT ON FUNCTION @extschema@.appguard_facts_diff(jsonb, jsonb, text) IS
 	'Differences between two facts documents, one row per reason and field; with client_id, ownership is about that client only';
 
 ---------------------------------------------------------------------------
@@ -49,7 +49,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF NOT EXISTS (SELECT FROM appguard.appguard_drift_reasons() AS r
+	IF NOT EXISTS (SELECT FROM @extschema@.appguard_drift_reasons() AS r
 				   WHERE r.reason = NEW.reason) THEN
 		RAISE EXCEPTION 'unknown drift reason %', quote_nullable(NEW.reason)
 			USING ERRCODE = 'invalid_parameter_value',
@@ -57,7 +57,7 @@ BEGIN
 								  TG_TABLE_SCHEMA, TG_TABLE_NAME),
 				  HINT = 'Valid reasons: '
 					  || (SELECT string_agg(r.reason, ', ' ORDER BY r.reason)
-						  FROM appguard.appguard_drift_reasons() AS r)
+						  FROM @extschema@.appguard_drift_reasons() AS r)
 					  || '.';
 	END IF;
 	IF NEW.severity IS NULL OR NEW.severity NOT IN ('suspend', 'warn', 'ignore') THEN
@@ -104,7 +104,7 @@ CREATE TRIGGER client_policy_10_check
 
 INSERT INTO appguard.policy (reason, severity, description)
 SELECT r.reason, r.default_severity, r.description
-FROM appguard.appguard_drift_reasons() AS r;
+FROM @extschema@.appguard_drift_reasons() AS r;
 
 SELECT pg_catalog.pg_extension_config_dump('appguard.policy', '');
 SELECT pg_catalog.pg_extension_config_dump('appguard.client_policy', '');
@@ -116,7 +116,7 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.client_policy', '');
 -- The snapshots may be of different hosts: a client whose redirect host
 -- moved is compared with what its patients consented to.
 
-CREATE FUNCTION appguard.appguard_diff(old_snapshot bigint, new_snapshot bigint,
+CREATE FUNCTION @extschema@.appguard_diff(old_snapshot bigint, new_snapshot bigint,
 									   client_id text DEFAULT NULL)
 RETURNS TABLE (reason text, severity text, field text, old_value text, new_value text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -149,29 +149,29 @@ BEGIN
 	SELECT d.reason,
 		   coalesce(cp.severity, p.severity, r.default_severity),
 		   d.field, d.old_value, d.new_value
-	FROM appguard.appguard_facts_diff(old_facts, new_facts,
+	FROM @extschema@.appguard_facts_diff(old_facts, new_facts,
 									  appguard_diff.client_id) WITH ORDINALITY AS d
 	LEFT JOIN appguard.client_policy AS cp
 		ON cp.client_id = appguard_diff.client_id AND cp.reason = d.reason
 	LEFT JOIN appguard.policy AS p ON p.reason = d.reason
-	LEFT JOIN appguard.appguard_drift_reasons() AS r ON r.reason = d.reason
+	LEFT JOIN @extschema@.appguard_drift_reasons() AS r ON r.reason = d.reason
 	ORDER BY d.ordinality;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_diff(bigint, bigint, text) IS
+COMMENT ON FUNCTION @extschema@.appguard_diff(bigint, bigint, text) IS
 	'Differences between two snapshots of one host, with the severity the policy gives each (client override, else global)';
 
 REVOKE ALL ON FUNCTION
-	appguard.appguard_drift_reasons(),
-	appguard.appguard_facts_diff(jsonb, jsonb, text),
-	appguard.appguard_diff(bigint, bigint, text),
+	@extschema@.appguard_drift_reasons(),
+	@extschema@.appguard_facts_diff(jsonb, jsonb, text),
+	@extschema@.appguard_diff(bigint, bigint, text),
 	appguard.policy_check_row(),
 	appguard.policy_insert_updates()
 FROM PUBLIC;
 REVOKE ALL ON appguard.policy, appguard.client_policy FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-	appguard.appguard_drift_reasons(),
-	appguard.appguard_facts_diff(jsonb, jsonb, text),
-	appguard.appguard_diff(bigint, bigint, text)
+	@extschema@.appguard_drift_reasons(),
+	@extschema@.appguard_facts_diff(jsonb, jsonb, text),
+	@extschema@.appguard_diff(bigint, bigint, text)
 TO appguard_operator;
 GRANT SELECT ON appguard.policy, appguard.client_policy TO appguard_operator;

@@ -221,7 +221,7 @@ BEGIN
 				  DETAIL = 'A port is a number from 1 to 65535.';
 	END IF;
 	BEGIN
-		host := appguard.appguard_normalize_host(hostpart);
+		host := @extschema@.appguard_normalize_host(hostpart);
 	EXCEPTION WHEN invalid_parameter_value THEN
 		DECLARE
 			why text;
@@ -241,7 +241,7 @@ CREATE FUNCTION appguard.registrable_domain_of(host text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-RETURN appguard.appguard_registrable_domain(host);
+RETURN @extschema@.appguard_registrable_domain(host);
 
 CREATE FUNCTION appguard.check_client_id(client_id text)
 RETURNS void
@@ -329,7 +329,7 @@ $$;
 -- URI's host.  Tokens of the client that were issued before it was
 -- registered (baseline pending) get the client's next successful snapshot
 -- as their baseline.
-CREATE FUNCTION appguard.appguard_register_client(client_id text, name text, redirect_uris text[])
+CREATE FUNCTION @extschema@.appguard_register_client(client_id text, name text, redirect_uris text[])
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -353,14 +353,14 @@ BEGIN
 	RETURN appguard.client_json(client_id);
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_register_client(text, text, text[]) IS
+COMMENT ON FUNCTION @extschema@.appguard_register_client(text, text, text[]) IS
 	'Register an OAuth client: its name and redirect URIs; the first URI''s host is watched';
 
 -- Change a client's name and/or redirect URIs (NULL keeps the current
 -- value).  When the primary host changes, existing grants keep their
 -- baselines: they are compared with the new host's facts, so a move to a
 -- host run by another organization suspends them (patients re-approve).
-CREATE FUNCTION appguard.appguard_update_client(client_id text, name text DEFAULT NULL,
+CREATE FUNCTION @extschema@.appguard_update_client(client_id text, name text DEFAULT NULL,
 												redirect_uris text[] DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -409,12 +409,12 @@ BEGIN
 	RETURN appguard.client_json(client_id);
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_update_client(text, text, text[]) IS
+COMMENT ON FUNCTION @extschema@.appguard_update_client(text, text, text[]) IS
 	'Change a client''s name and/or redirect URIs (NULL keeps the current value)';
 
 -- Stop watching a client.  Its tokens stay as they are (suspended ones stay
 -- suspended) but are no longer guarded; its per-client policy goes.
-CREATE FUNCTION appguard.appguard_unregister_client(client_id text)
+CREATE FUNCTION @extschema@.appguard_unregister_client(client_id text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -431,5 +431,5 @@ BEGIN
 	PERFORM appguard.log_event('client_unregistered', client_id, old);
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_unregister_client(text) IS
+COMMENT ON FUNCTION @extschema@.appguard_unregister_client(text) IS
 	'Stop watching a client; its tokens are left as they are, unguarded';

@@ -32,13 +32,13 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	timeout_ms := pg_catalog.ceil(pg_catalog.date_part('epoch',
-		appguard.appguard_setting('appguard.baseline_timeout_ms')::interval) * 1000)::integer;
+		appguard.setting('appguard.baseline_timeout_ms')::interval) * 1000)::integer;
 	old_timeout := pg_catalog.current_setting('appguard.timeout_ms');
 	old_lock_timeout := pg_catalog.current_setting('lock_timeout');
 	BEGIN
 		PERFORM pg_catalog.set_config('appguard.timeout_ms', GREATEST(timeout_ms, 100)::text, true);
 		PERFORM pg_catalog.set_config('lock_timeout', timeout_ms::text, true);
-		facts := appguard.appguard_snapshot(target.host, target.port);
+		facts := @extschema@.appguard_snapshot(target.host, target.port);
 		PERFORM pg_catalog.set_config('appguard.timeout_ms', old_timeout, true);
 		PERFORM pg_catalog.set_config('lock_timeout', old_lock_timeout, true);
 	EXCEPTION WHEN OTHERS THEN
@@ -81,7 +81,7 @@ BEGIN
 	END IF;
 	IF c.last_ok_snapshot_id IS NOT NULL
 	   AND c.last_ok_at >= pg_catalog.clock_timestamp()
-			- appguard.appguard_setting('appguard.baseline_max_age')::interval THEN
+			- appguard.setting('appguard.baseline_max_age')::interval THEN
 		RETURN c.last_ok_snapshot_id;
 	END IF;
 	IF c.last_status IS DISTINCT FROM 'ok'

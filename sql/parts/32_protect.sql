@@ -178,7 +178,7 @@ BEGIN
 	END IF;
 	IF cached.last_ok_snapshot_id IS NOT NULL
 	   AND cached.last_ok_at >= pg_catalog.clock_timestamp()
-			- appguard.appguard_setting('appguard.baseline_max_age')::interval THEN
+			- appguard.setting('appguard.baseline_max_age')::interval THEN
 		RETURN cached.last_ok_snapshot_id;
 	END IF;
 	saved := appguard.saved_lastval();
@@ -580,7 +580,7 @@ END
 $$;
 
 -- For operators: check a protected table again after fixing it.
-CREATE FUNCTION appguard.appguard_recheck_table(tbl regclass)
+CREATE FUNCTION @extschema@.appguard_recheck_table(tbl regclass)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -598,14 +598,14 @@ BEGIN
 	RETURN pg_catalog.jsonb_build_object('table', tbl::text, 'ok', problem IS NULL, 'problem', problem);
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_recheck_table(regclass) IS
+COMMENT ON FUNCTION @extschema@.appguard_recheck_table(regclass) IS
 	'Check a protected table again; when its recorded problem is gone, write the suspensions appguard kept in its own state';
 
 -- Guard an existing token table.  Rows already in it are tracked at once:
 -- active rows of registered clients get the client's latest successful
 -- snapshot as baseline when it is younger than appguard.baseline_max_age,
 -- else their baseline is pending (the next successful snapshot).
-CREATE FUNCTION appguard.appguard_protect(tbl regclass, client_id_column name, status_column name,
+CREATE FUNCTION @extschema@.appguard_protect(tbl regclass, client_id_column name, status_column name,
 										  error_uri_column name DEFAULT NULL,
 										  active_value text DEFAULT 'active',
 										  suspended_value text DEFAULT 'suspended')
@@ -760,7 +760,7 @@ BEGIN
 		   CASE WHEN h.v[3] IS NOT DISTINCT FROM active_value_printed THEN 'active' ELSE 'inactive' END,
 		   CASE WHEN h.v[3] IS NOT DISTINCT FROM active_value_printed
 					 AND c.last_ok_at >= pg_catalog.clock_timestamp()
-						 - appguard.appguard_setting('appguard.baseline_max_age')::interval
+						 - appguard.setting('appguard.baseline_max_age')::interval
 				THEN c.last_ok_snapshot_id END
 	FROM pg_catalog.unnest(appguard.as_table_owner(tbl, pg_catalog.format(
 			'SELECT ARRAY[%1$s, %2$s, %3$s]::pg_catalog.text FROM %4$s h',
@@ -788,14 +788,14 @@ BEGIN
 	RETURN result;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_protect(regclass, name, name, name, text, text) IS
+COMMENT ON FUNCTION @extschema@.appguard_protect(regclass, name, name, name, text, text) IS
 	'Guard an auth server''s existing token table: suspend its rows when their app''s facts drift';
 
 -- Remove everything appguard_protect added: the triggers and appguard's
 -- state of the rows.  Rows appguard suspended keep the host's suspended
 -- value (re-enabling them silently would undo a security decision); their
 -- number is returned and reported.
-CREATE FUNCTION appguard.appguard_unprotect(tbl regclass)
+CREATE FUNCTION @extschema@.appguard_unprotect(tbl regclass)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -837,7 +837,7 @@ BEGIN
 	RETURN result;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_unprotect(regclass) IS
+COMMENT ON FUNCTION @extschema@.appguard_unprotect(regclass) IS
 	'Remove appguard''s triggers and row state from a protected table';
 
 -- A protected table dropped by the host takes its appguard state with it.

@@ -141,9 +141,9 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.replace(
-			   pg_catalog.replace(appguard.appguard_setting('appguard.error_uri_template'),
-								  '{suspension_id}', appguard.appguard_url_encode($1::text)),
-			   '{client_id}', appguard.appguard_url_encode($2))
+			   pg_catalog.replace(appguard.setting('appguard.error_uri_template'),
+								  '{suspension_id}', appguard.url_encode($1::text)),
+			   '{client_id}', appguard.url_encode($2))
 $$;
 
 -- Suspend the active grants of the given suspensions' baselines, in
@@ -365,8 +365,8 @@ BEGIN
 		RETURN false;
 	END IF;
 
-	confirmations := appguard.appguard_setting('appguard.confirmations')::integer;
-	grace := appguard.appguard_setting('appguard.unreachable_grace')::interval;
+	confirmations := appguard.setting('appguard.confirmations')::integer;
+	grace := appguard.setting('appguard.unreachable_grace')::interval;
 
 	WITH d AS (
 		SELECT b.id AS baseline,
@@ -382,7 +382,7 @@ BEGIN
 					   pg_catalog.bool_or(r.severity = 'suspend') AS drifting
 				FROM (SELECT df.reason::text AS reason, df.severity::text AS severity, df.field::text AS field,
 							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
-					  FROM appguard.appguard_diff(b.id, snap.id, p_client_id) df
+					  FROM @extschema@.appguard_diff(b.id, snap.id, p_client_id) df
 					  UNION ALL
 					  -- appguard.unreachable_grace: a host that has not been
 					  -- measured successfully for longer than the grace counts
@@ -555,7 +555,7 @@ CREATE TRIGGER appguard_evaluate AFTER INSERT ON appguard.snapshots
 -- Every warn and suspend difference between the client's latest snapshot
 -- and each distinct baseline of its active grants (computed now, without
 -- confirmations), with the number of active grants on that baseline.
-CREATE FUNCTION appguard.appguard_drift(client_id text)
+CREATE FUNCTION @extschema@.appguard_drift(client_id text)
 RETURNS TABLE (baseline_snapshot_id bigint, snapshot_id bigint, active_grants bigint,
 			   reason text, severity text, field text, old_value jsonb, new_value jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -590,20 +590,20 @@ BEGIN
 	)
 	SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
 		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value)
-	FROM b, appguard.appguard_diff(b.baseline, latest, cli.client_id) d
+	FROM b, @extschema@.appguard_diff(b.baseline, latest, cli.client_id) d
 	WHERE d.severity <> 'ignore'
 	ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_drift(text) IS
+COMMENT ON FUNCTION @extschema@.appguard_drift(text) IS
 	'Differences between the client''s latest snapshot and each baseline of its active grants';
 
-CREATE FUNCTION appguard.appguard_drifted(client_id text)
+CREATE FUNCTION @extschema@.appguard_drifted(client_id text)
 RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT EXISTS (SELECT FROM appguard.appguard_drift($1) d WHERE d.severity = 'suspend')
+	SELECT EXISTS (SELECT FROM @extschema@.appguard_drift($1) d WHERE d.severity = 'suspend')
 $$;
-COMMENT ON FUNCTION appguard.appguard_drifted(text) IS
+COMMENT ON FUNCTION @extschema@.appguard_drifted(text) IS
 	'True when the client''s latest snapshot drifts at suspend level from the baseline of any active grant';

@@ -91,7 +91,7 @@ BEGIN
 	IF NOT FOUND THEN
 		RETURN NULL;		-- unregistered client: left alone
 	END IF;
-	max_age := appguard.appguard_setting('appguard.refresh_max_age')::interval;
+	max_age := appguard.setting('appguard.refresh_max_age')::interval;
 	IF max_age > interval '0'
 	   AND (cli.last_snapshot_at IS NULL OR cli.last_snapshot_at < pg_catalog.clock_timestamp() - max_age) THEN
 		-- (held during the measurement, at most appguard.baseline_timeout_ms:
@@ -109,7 +109,7 @@ BEGIN
 	WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = p_baseline;
 	IF FOUND AND verdict.evaluated_snapshot_id = cli.last_snapshot_id THEN
 		IF NOT (verdict.drifting
-				AND verdict.streak >= appguard.appguard_setting('appguard.confirmations')::integer) THEN
+				AND verdict.streak >= appguard.setting('appguard.confirmations')::integer) THEN
 			RETURN NULL;	-- compared, and not (yet) to be suspended
 		END IF;
 		-- Confirmed drifted: what was decided for this baseline's grants
@@ -146,7 +146,7 @@ BEGIN
 							   AND s.baseline_snapshot_id = bs.baseline_snapshot_id
 							 ORDER BY s.id DESC LIMIT 1) s
 	WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = p_baseline
-	  AND bs.drifting AND bs.streak >= appguard.appguard_setting('appguard.confirmations')::integer
+	  AND bs.drifting AND bs.streak >= appguard.setting('appguard.confirmations')::integer
 	  AND s.state IN ('pending', 'failed');
 	RETURN blocking;
 END
@@ -209,12 +209,12 @@ $$;
 -- and is not confirmed drifted, with no live snapshot due -- is answered
 -- in C after a few primary-key lookups, and the refresh recorded; the
 -- rest by appguard.check_refresh_full.
-CREATE FUNCTION appguard.appguard_check_refresh(token_id text)
+CREATE FUNCTION @extschema@.appguard_check_refresh(token_id text)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'appguard_check_refresh_token'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION appguard.appguard_check_refresh(text) IS
+COMMENT ON FUNCTION @extschema@.appguard_check_refresh(text) IS
 	'At refresh: {"allowed": true}, or {"allowed": false, "error": <the OAuth invalid_grant body>}';
 
 CREATE FUNCTION appguard.protected_row(p_tbl regclass, p_row_key text)
@@ -287,7 +287,7 @@ $$;
 -- (src/hostrow.c).  The
 -- host's refresh transaction is fastest when it asks in the statement
 -- that reads and locks the grant:
---   SELECT status, appguard.appguard_check_refresh('tbl', id::text)
+--   SELECT status, appguard_check_refresh('tbl', id::text)
 --   FROM tbl WHERE id = $1 FOR UPDATE;
 -- Not SECURITY DEFINER, and no SET clause, which would cost a fifth of
 -- the check: the fast path reads appguard's tables by primary key, which
@@ -295,11 +295,11 @@ $$;
 -- (src/keyread.c), and answers only "allowed"; everything else is
 -- check_row_refresh_full's, which is SECURITY DEFINER with its
 -- search_path pinned.
-CREATE FUNCTION appguard.appguard_check_refresh(tbl regclass, row_key text)
+CREATE FUNCTION @extschema@.appguard_check_refresh(tbl regclass, row_key text)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'appguard_check_refresh_row'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION appguard.appguard_check_refresh(regclass, text) IS
+COMMENT ON FUNCTION @extschema@.appguard_check_refresh(regclass, text) IS
 	'At refresh of a protected table''s row: the same answer as appguard_check_refresh(token_id)';
 
 -- What a difference means, in words.
@@ -351,7 +351,7 @@ $$;
 
 -- Everything the error_uri page shows, as jsonb: the app, its domain,
 -- each change in words with old -> new, when, and how to re-approve.
-CREATE FUNCTION appguard.appguard_explain(suspension_id bigint)
+CREATE FUNCTION @extschema@.appguard_explain(suspension_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -430,14 +430,14 @@ BEGIN
 			'the app cannot use your data while its access is suspended.', app, app_domain));
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_explain(bigint) IS
+COMMENT ON FUNCTION @extschema@.appguard_explain(bigint) IS
 	'Everything the error_uri page shows about a suspension, as jsonb';
 
 -- Re-approval of appguard.refresh_tokens' token: reactivates a token
 -- appguard suspended, with a new baseline (the client's current snapshot,
 -- taken live if none is recent enough; pending if that fails).  A revoked
 -- token stays revoked.  Re-approving an active token changes nothing.
-CREATE FUNCTION appguard.appguard_reapprove(token_id text)
+CREATE FUNCTION @extschema@.appguard_reapprove(token_id text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -490,7 +490,7 @@ BEGIN
 										 'suspension_id', tok.suspension_id);
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_reapprove(text) IS
+COMMENT ON FUNCTION @extschema@.appguard_reapprove(text) IS
 	'Reactivate a token appguard suspended, with a new baseline; recorded';
 
 -- Re-approval of a protected table's row, in full: sets the host's status
@@ -569,9 +569,9 @@ $$;
 -- src/hostrow.c); then reapprove_row_full.  Not SECURITY DEFINER, so that
 -- the check sees the caller; no SET clause: the C code resolves no name
 -- through the search_path.
-CREATE FUNCTION appguard.appguard_reapprove(tbl regclass, row_key text)
+CREATE FUNCTION @extschema@.appguard_reapprove(tbl regclass, row_key text)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'appguard_reapprove_row'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION appguard.appguard_reapprove(regclass, text) IS
+COMMENT ON FUNCTION @extschema@.appguard_reapprove(regclass, text) IS
 	'Re-enable a protected table''s row appguard suspended, with a new baseline; recorded';

@@ -63,7 +63,7 @@ AS $$
 	SELECT h.state FROM appguard.holds h WHERE h.id = $1;
 $$;
 
-CREATE FUNCTION appguard.appguard_release_hold(hold_id bigint, client_id text DEFAULT NULL)
+CREATE FUNCTION @extschema@.appguard_release_hold(hold_id bigint, client_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -103,10 +103,10 @@ BEGIN
 	RETURN result;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_release_hold(bigint, text) IS
+COMMENT ON FUNCTION @extschema@.appguard_release_hold(bigint, text) IS
 	'Apply the suspensions a hold of the mass-drift breaker keeps (all, or one client''s)';
 
-CREATE FUNCTION appguard.appguard_discard_hold(hold_id bigint, client_id text DEFAULT NULL)
+CREATE FUNCTION @extschema@.appguard_discard_hold(hold_id bigint, client_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -128,5 +128,5 @@ BEGIN
 	RETURN result;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_discard_hold(bigint, text) IS
+COMMENT ON FUNCTION @extschema@.appguard_discard_hold(bigint, text) IS
 	'Drop the suspensions a hold of the mass-drift breaker keeps (all, or one client''s)';

@@ -1,7 +1,7 @@
 ---------------------------------------------------------------------------
 -- Lifecycle, part 7: sweeps
 --
---   CALL appguard.appguard_sweep(max_age interval, budget interval
+--   CALL appguard_sweep(max_age interval, budget interval
 --                                [, batch_size integer DEFAULT 32]);
 -- measures every watched host (the primary redirect host and port of each
 -- registered client) whose latest snapshot is older than max_age, oldest
@@ -213,8 +213,8 @@ BEGIN
 	PERFORM appguard.sweep_evaluate(p_sweep_id);
 	SELECT * INTO w FROM appguard.sweeps s WHERE s.id = p_sweep_id;
 
-	threshold := appguard.appguard_setting('appguard.mass_drift_threshold')::double precision;
-	min_hosts := appguard.appguard_setting('appguard.mass_drift_min_hosts')::integer;
+	threshold := appguard.setting('appguard.mass_drift_threshold')::double precision;
+	min_hosts := appguard.setting('appguard.mass_drift_min_hosts')::integer;
 	tripped := w.measured >= min_hosts AND w.drifted > threshold * w.measured;
 	pending := ARRAY(SELECT s.id FROM appguard.suspensions s
 					 WHERE s.sweep_id = p_sweep_id AND s.state = 'pending' ORDER BY s.id);
@@ -241,7 +241,7 @@ BEGIN
 					THEN pg_catalog.format('%s of the %s hosts measured drifted, more than the mass-drift threshold of %s.',
 										   w.drifted, w.measured, threshold)
 					ELSE 'An earlier hold is still open; new suspensions join it.' END,
-					  HINT = pg_catalog.format('Inspect appguard.held_suspensions, then call appguard.appguard_release_hold(%s) to apply them or appguard.appguard_discard_hold(%s) to drop them.', hold, hold);
+					  HINT = pg_catalog.format('Inspect appguard.held_suspensions, then call appguard_release_hold(%s) to apply them or appguard_discard_hold(%s) to drop them.', hold, hold);
 			PERFORM pg_catalog.pg_notify('appguard_hold', hold::text);
 		ELSE
 			PERFORM FROM appguard.clients c
@@ -340,7 +340,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION appguard.appguard_sweep_begin(max_age interval, budget interval, batch_size integer DEFAULT 32)
+CREATE FUNCTION @extschema@.appguard_sweep_begin(max_age interval, budget interval, batch_size integer DEFAULT 32)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -430,10 +430,10 @@ BEGIN
 	RETURN sweep;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_sweep_begin(interval, interval, integer) IS
+COMMENT ON FUNCTION @extschema@.appguard_sweep_begin(interval, interval, integer) IS
 	'Start a sweep: plan the hosts whose latest snapshot is older than max_age';
 
-CREATE FUNCTION appguard.appguard_sweep_step(sweep_id bigint)
+CREATE FUNCTION @extschema@.appguard_sweep_step(sweep_id bigint)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -468,9 +468,9 @@ BEGIN
 	PERFORM pg_catalog.set_config('appguard_lifecycle.sweep_id', sweep_id::text, true);
 	BEGIN
 		IF pg_catalog.cardinality(hosts) = 1 THEN
-			PERFORM appguard.appguard_snapshot(hosts[1], ports[1]);
+			PERFORM @extschema@.appguard_snapshot(hosts[1], ports[1]);
 		ELSE
-			PERFORM appguard.appguard_snapshot_many(hosts, ports);
+			PERFORM @extschema@.appguard_snapshot_many(hosts, ports);
 		END IF;
 	EXCEPTION WHEN OTHERS THEN
 		problem := SQLERRM;
@@ -490,10 +490,10 @@ BEGIN
 					  AND sh.snapshot_id IS NULL AND sh.error IS NULL);
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_sweep_step(bigint) IS
+COMMENT ON FUNCTION @extschema@.appguard_sweep_step(bigint) IS
 	'Measure and evaluate the next batch of a sweep''s hosts; false when done or out of budget';
 
-CREATE FUNCTION appguard.appguard_sweep_finish(sweep_id bigint)
+CREATE FUNCTION @extschema@.appguard_sweep_finish(sweep_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -524,7 +524,7 @@ BEGIN
 	RETURN appguard.sweep_fail(sweep_id, closing, err_state, err_message, err_detail);
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_sweep_finish(bigint) IS
+COMMENT ON FUNCTION @extschema@.appguard_sweep_finish(bigint) IS
 	'End a sweep: the mass-drift breaker applies or holds its suspensions; returns its counts (state failed, with the error, if closing it raised)';
 
 -- Raise the error of a sweep that failed to close (after the procedure
@@ -570,21 +570,21 @@ GRANT EXECUTE ON PROCEDURE appguard.sweep_run(bigint) TO appguard_operator;
 -- above (SECURITY DEFINER or switching to the owner themselves, search_path
 -- pinned), schema-qualified, and uses no operator, so the caller's
 -- search_path cannot reach into it.
-CREATE PROCEDURE appguard.appguard_sweep(max_age interval, budget interval, batch_size integer DEFAULT 32)
+CREATE PROCEDURE @extschema@.appguard_sweep(max_age interval, budget interval, batch_size integer DEFAULT 32)
 LANGUAGE plpgsql
 AS $$
 DECLARE
 	sweep bigint;
 BEGIN
-	sweep := appguard.appguard_sweep_begin(max_age, budget, batch_size);
+	sweep := @extschema@.appguard_sweep_begin(max_age, budget, batch_size);
 	COMMIT;
 	CALL appguard.sweep_run(sweep);
-	PERFORM appguard.appguard_sweep_finish(sweep);
+	PERFORM @extschema@.appguard_sweep_finish(sweep);
 	COMMIT;
 	-- a sweep that failed to close is committed as failed; then the
 	-- error reaches the caller (pg_cron records the run as failed)
 	PERFORM appguard.sweep_raise_failure(sweep);
 END
 $$;
-COMMENT ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) IS
+COMMENT ON PROCEDURE @extschema@.appguard_sweep(interval, interval, integer) IS
 	'Snapshot every watched host older than max_age within budget, concurrently, committing in batches (pg_cron: CALL it)';

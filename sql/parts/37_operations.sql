@@ -58,7 +58,7 @@ COMMENT ON VIEW appguard.client_status IS 'Per client: latest snapshot, trust, d
 
 -- Certificates (of each client's latest successful snapshot) that expire
 -- within the given number of days, soonest first; expired ones included.
-CREATE FUNCTION appguard.appguard_expiring_certificates(within_days integer DEFAULT 30)
+CREATE FUNCTION @extschema@.appguard_expiring_certificates(within_days integer DEFAULT 30)
 RETURNS TABLE (client_id text, name text, host text, port integer, snapshot_id bigint,
 			   not_after timestamptz, days_left integer, verified boolean)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -76,11 +76,11 @@ BEGIN
 	ORDER BY cs.certificate_expires_at, cs.client_id;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_expiring_certificates(integer) IS
+COMMENT ON FUNCTION @extschema@.appguard_expiring_certificates(integer) IS
 	'Clients whose certificate expires within N days (default 30)';
 
 CREATE VIEW appguard.expiring_certificates AS
-	SELECT * FROM appguard.appguard_expiring_certificates(30);
+	SELECT * FROM @extschema@.appguard_expiring_certificates(30);
 COMMENT ON VIEW appguard.expiring_certificates IS 'Certificates expiring within 30 days (appguard_expiring_certificates(N) for another horizon)';
 
 -- Applied suspensions that still keep grants suspended.
@@ -134,7 +134,7 @@ COMMENT ON VIEW appguard.table_problems IS 'Protected tables appguard cannot sus
 -- Retention: delete history older than keep, but never a baseline of any
 -- grant, anything a suspension or an undecided suspension points to, the
 -- latest snapshots of the clients, or what a kept sweep refers to.
-CREATE FUNCTION appguard.appguard_prune(keep interval)
+CREATE FUNCTION @extschema@.appguard_prune(keep interval)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -201,28 +201,28 @@ BEGIN
 	RETURN result;
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_prune(interval) IS
+COMMENT ON FUNCTION @extschema@.appguard_prune(interval) IS
 	'Delete history older than keep; baselines and everything a suspension points to are kept';
 
 ---------------------------------------------------------------------------
 -- Privileges of the lifecycle (99_privileges revokes everything from PUBLIC)
 ---------------------------------------------------------------------------
 
-REVOKE ALL ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.appguard_sweep(interval, interval, integer) FROM PUBLIC;
 GRANT USAGE ON SCHEMA appguard TO appguard_auth_server;
 
 -- The auth server: clients, its tokens, the refresh path, the error_uri
 -- page, re-approval.  Not: protect, sweeps, holds, prune.
 GRANT EXECUTE ON FUNCTION
-	appguard.appguard_register_client(text, text, text[]),
-	appguard.appguard_update_client(text, text, text[]),
-	appguard.appguard_check_refresh(text),
-	appguard.appguard_check_refresh(regclass, text),
-	appguard.appguard_explain(bigint),
-	appguard.appguard_reapprove(text),
-	appguard.appguard_reapprove(regclass, text),
-	appguard.appguard_drifted(text),
-	appguard.appguard_drift(text)
+	@extschema@.appguard_register_client(text, text, text[]),
+	@extschema@.appguard_update_client(text, text, text[]),
+	@extschema@.appguard_check_refresh(text),
+	@extschema@.appguard_check_refresh(regclass, text),
+	@extschema@.appguard_explain(bigint),
+	@extschema@.appguard_reapprove(text),
+	@extschema@.appguard_reapprove(regclass, text),
+	@extschema@.appguard_drifted(text),
+	@extschema@.appguard_drift(text)
 TO appguard_auth_server;
 GRANT SELECT, DELETE ON appguard.refresh_tokens TO appguard_auth_server;
 GRANT INSERT (token_id, client_id, subject, scope, status, created_at) ON appguard.refresh_tokens
@@ -233,26 +233,26 @@ GRANT UPDATE (status, scope, last_refreshed_at) ON appguard.refresh_tokens TO ap
 -- appguard_protect / appguard_unprotect attach triggers to other roles'
 -- tables and stay with superusers.
 GRANT EXECUTE ON FUNCTION
-	appguard.appguard_register_client(text, text, text[]),
-	appguard.appguard_update_client(text, text, text[]),
-	appguard.appguard_unregister_client(text),
-	appguard.appguard_check_refresh(text),
-	appguard.appguard_check_refresh(regclass, text),
-	appguard.appguard_explain(bigint),
-	appguard.appguard_reapprove(text),
-	appguard.appguard_reapprove(regclass, text),
-	appguard.appguard_drifted(text),
-	appguard.appguard_drift(text),
-	appguard.appguard_release_hold(bigint, text),
-	appguard.appguard_discard_hold(bigint, text),
-	appguard.appguard_prune(interval),
-	appguard.appguard_expiring_certificates(integer),
-	appguard.appguard_sweep_begin(interval, interval, integer),
-	appguard.appguard_sweep_step(bigint),
-	appguard.appguard_sweep_finish(bigint),
-	appguard.appguard_recheck_table(regclass)
+	@extschema@.appguard_register_client(text, text, text[]),
+	@extschema@.appguard_update_client(text, text, text[]),
+	@extschema@.appguard_unregister_client(text),
+	@extschema@.appguard_check_refresh(text),
+	@extschema@.appguard_check_refresh(regclass, text),
+	@extschema@.appguard_explain(bigint),
+	@extschema@.appguard_reapprove(text),
+	@extschema@.appguard_reapprove(regclass, text),
+	@extschema@.appguard_drifted(text),
+	@extschema@.appguard_drift(text),
+	@extschema@.appguard_release_hold(bigint, text),
+	@extschema@.appguard_discard_hold(bigint, text),
+	@extschema@.appguard_prune(interval),
+	@extschema@.appguard_expiring_certificates(integer),
+	@extschema@.appguard_sweep_begin(interval, interval, integer),
+	@extschema@.appguard_sweep_step(bigint),
+	@extschema@.appguard_sweep_finish(bigint),
+	@extschema@.appguard_recheck_table(regclass)
 TO appguard_operator;
-GRANT EXECUTE ON PROCEDURE appguard.appguard_sweep(interval, interval, integer) TO appguard_operator;
+GRANT EXECUTE ON PROCEDURE @extschema@.appguard_sweep(interval, interval, integer) TO appguard_operator;
 GRANT SELECT ON
 	appguard.clients, appguard.events, appguard.refresh_tokens, appguard.protected_tables,
 	appguard.protected_rows, appguard.baseline_state, appguard.drifts, appguard.suspensions,

@@ -82,7 +82,7 @@ BEGIN
 	SELECT s.facts INTO facts FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
 	app_name := coalesce(cli.name, p_client_id);
 	app_domain := coalesce(cli.registrable_domain,
-						   appguard.appguard_registrable_domain(cli.host),
+						   @extschema@.appguard_registrable_domain(cli.host),
 						   facts -> 'dns' ->> 'registrable_domain',
 						   cli.host, facts ->> 'host');
 	leaf := facts -> 'tls' -> 'leaf';
@@ -105,7 +105,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION appguard.appguard_consent_info(client_id text)
+CREATE FUNCTION @extschema@.appguard_consent_info(client_id text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -133,7 +133,7 @@ BEGIN
 		'measured_at', (SELECT s.taken_at FROM appguard.snapshots s WHERE s.id = snapshot));
 END
 $$;
-COMMENT ON FUNCTION appguard.appguard_consent_info(text) IS
+COMMENT ON FUNCTION @extschema@.appguard_consent_info(text) IS
 	'What the consent screen shows about an app: domain, app name, verified organization and location, ownership, label';
 
 -- A shown value in words.
@@ -185,5 +185,5 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION appguard.appguard_consent_info(text) TO appguard_auth_server, appguard_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.appguard_consent_info(text) TO appguard_auth_server, appguard_operator;
 GRANT SELECT ON appguard.consent_shown TO appguard_operator;

@@ -78,9 +78,9 @@ for my $mode (qw(plain guarded))
 		redirect_uri => $redirect);
 	if ($mode eq 'guarded')
 	{
-		$g->sql("SELECT appguard.appguard_register_client('app1', 'Example App', ARRAY['$redirect'])");
-		$g->sql(q{SELECT appguard.appguard_protect('gpo_refresh_token', 'gpor_client_id', 'gpor_enabled', NULL, '1', '0')});
-		my $snap = $g->sql("SELECT appguard.appguard_snapshot('$host', " . $env->tls_port . ") ->> 'status'");
+		$g->sql("SELECT appguard_register_client('app1', 'Example App', ARRAY['$redirect'])");
+		$g->sql(q{SELECT appguard_protect('gpo_refresh_token', 'gpor_client_id', 'gpor_enabled', NULL, '1', '0')});
+		my $snap = $g->sql("SELECT appguard_snapshot('$host', " . $env->tls_port . ") ->> 'status'");
 		die "snapshot of $host: $snap\n" unless $snap eq 'ok';
 	}
 	my $cookie = $g->login('patient1', 'patient-pw-1');

@@ -59,7 +59,7 @@ sub fds { return join "\n", backend_fds($node, $pid) }
 sub fd_count { return scalar(my @fds = backend_fds($node, $pid)) }
 
 # Warm up: the first probe loads the library and the trust store.
-is($session->query_safe("SELECT appguard.appguard_probe('good.safety.test', 8443)->>'status'"),
+is($session->query_safe("SELECT appguard_probe('good.safety.test', 8443)->>'status'"),
 	'ok', 'a good host measures ok');
 my $fds_at_start = fd_count();
 my $fd_list_at_start = fds();
@@ -89,7 +89,7 @@ sub cancel_during
 
 $session->query_safe('SET appguard.timeout_ms = 60000');
 
-my ($err, $ms) = cancel_during("SELECT appguard.appguard_probe('stall.safety.test', 8443)");
+my ($err, $ms) = cancel_during("SELECT appguard_probe('stall.safety.test', 8443)");
 like($err, qr/ERROR:  57014: canceling statement due to user request/,
 	'cancel during a stalled TLS handshake: 57014');
 cmp_ok($ms, '<', 500, "backend free again ${ms} ms after pg_cancel_backend (handshake)");
@@ -100,7 +100,7 @@ is($session->query_safe('SELECT 1'), '1', 'the backend is usable after the cance
 $node->safe_psql('postgres',
 	"ALTER SYSTEM SET appguard.dns_servers = '" . $env->silent_dns . "'; SELECT pg_reload_conf()");
 $session->query_safe('SET appguard.dns_timeout_ms = 60000');
-($err, $ms) = cancel_during("SELECT appguard.appguard_probe('good.safety.test', 8443)");
+($err, $ms) = cancel_during("SELECT appguard_probe('good.safety.test', 8443)");
 like($err, qr/ERROR:  57014: canceling statement due to user request/,
 	'cancel while DNS is silent: 57014');
 cmp_ok($ms, '<', 500, "backend free again ${ms} ms after pg_cancel_backend (DNS)");
@@ -110,14 +110,14 @@ $node->safe_psql('postgres',
 	'ALTER SYSTEM RESET appguard.dns_servers; SELECT pg_reload_conf()');
 $node->append_conf('postgresql.conf', $env->postgresql_conf);
 $node->reload;
-is($session->query_safe("SELECT appguard.appguard_probe('good.safety.test', 8443)->>'status'"),
+is($session->query_safe("SELECT appguard_probe('good.safety.test', 8443)->>'status'"),
 	'ok', 'measuring works again after the cancels');
 
 # statement_timeout: the statement ends with 57014 soon after the timeout
 $session->query_safe("SET statement_timeout = '1s'");
 my $out;
 ($out) = $session->query(q{
-SELECT appguard.appguard_probe('stall.safety.test', 8443)});
+SELECT appguard_probe('stall.safety.test', 8443)});
 like($session->{stderr}, qr/ERROR:  57014: canceling statement due to statement timeout/,
 	'statement_timeout during a stalled handshake: 57014');
 $session->{stderr} = '';
@@ -136,7 +136,7 @@ $session->query_safe('SET appguard.timeout_ms = 300');
 my $mix = $session->query_safe(q{
 SELECT string_agg(status || '=' || n, ' ' ORDER BY status)
 FROM (
-	SELECT appguard.appguard_probe(h, 8443)->>'status' AS status, count(*) AS n
+	SELECT appguard_probe(h, 8443)->>'status' AS status, count(*) AS n
 	FROM generate_series(1, 1000) AS i,
 		 LATERAL (SELECT CASE
 			WHEN i % 10 < 6 THEN 'good.safety.test'

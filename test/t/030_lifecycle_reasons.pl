@@ -200,7 +200,7 @@ is($lc->sql(q{SELECT count(*) FILTER (WHERE baseline_snapshot_id IS NULL), count
 my ($out, $err) = $lc->try(<<"SQL");
 SET appguard.dns_servers = '$silent';
 SET appguard.dns_timeout_ms = 200;
-CALL appguard.appguard_sweep('0 s', '2 min');
+CALL appguard_sweep('0 s', '2 min');
 SQL
 my ($sweep) = $lc->rows('SELECT * FROM appguard.sweeps ORDER BY id DESC LIMIT 1');
 is_deeply([ @$sweep{qw(state planned measured failed drifted suspended held)} ],
@@ -274,7 +274,7 @@ for my $s (@suspend)
 		"$what: appguard_check_refresh gives the invalid_grant body with the error_uri");
 	ok((grep { $_ == $su->{id} } @notified), "$what: NOTIFY appguard_suspension with the suspension id");
 	# appguard_drifted is about active grants: none is left
-	is($lc->sql('SELECT appguard.appguard_drifted(' . lit($s->{client}) . ')'), 'f',
+	is($lc->sql('SELECT appguard_drifted(' . lit($s->{client}) . ')'), 'f',
 		"$what: appguard_drifted is false once no active grant is left");
 	is($lc->sql("SELECT count(*) FROM appguard.events WHERE kind = 'suspension_applied' AND suspension_id = $su->{id}"),
 		'1', "$what: audited as suspension_applied");
@@ -282,7 +282,7 @@ for my $s (@suspend)
 
 # The explanation of the identity change, in words
 my ($identity) = $lc->suspensions('identity app/1');
-my $ex = $lc->json("SELECT appguard.appguard_explain($identity->{id})");
+my $ex = $lc->json("SELECT appguard_explain($identity->{id})");
 is($ex->{app_name}, 'App identity app/1', 'explain: app name');
 is($ex->{domain}, 'tls.test', 'explain: registrable domain');
 is($ex->{changes}[0]{text},
@@ -312,7 +312,7 @@ for my $s (@warn)
 	is_deeply($lc->check_refresh("$s->{client}-t1"), { allowed => JSON::PP::true }, "$what: refresh allowed");
 	is($lc->sql('SELECT drift_state FROM appguard.client_status WHERE client_id = ' . lit($s->{client})),
 		'warn', "$what: client_status says warn");
-	is($lc->sql('SELECT appguard.appguard_drifted(' . lit($s->{client}) . ')'), 'f', "$what: appguard_drifted is false");
+	is($lc->sql('SELECT appguard_drifted(' . lit($s->{client}) . ')'), 'f', "$what: appguard_drifted is false");
 }
 
 # ---------------------------------------------------------------- renewal
@@ -320,7 +320,7 @@ for my $s (@warn)
 	my $f = $facts->{'renewal.tls.test'};
 	my ($t1) = $lc->token('c-renewal-t1');
 	my %diff = map { ($_->{reason} => $_->{severity}) }
-	  $lc->rows("SELECT reason, severity FROM appguard.appguard_diff($t1->{baseline_snapshot_id}, "
+	  $lc->rows("SELECT reason, severity FROM appguard_diff($t1->{baseline_snapshot_id}, "
 		  . "(SELECT last_snapshot_id FROM appguard.clients WHERE client_id = 'c-renewal'), 'c-renewal')");
 	is_deeply(\%diff, {
 			tls_serial_changed => 'ignore', tls_fingerprint_changed => 'ignore',
@@ -362,7 +362,7 @@ is_deeply($g && $g->{diff}, [ { reason => 'host_unreachable', severity => 'suspe
 			old => 'ok', new => 'connect_failed' } ], 'host_unreachable: the diff says ok → connect_failed');
 is($lc->sql(q{SELECT string_agg(status, ',') FROM appguard.refresh_tokens WHERE client_id = 'c-grace'}),
 	'suspended,suspended', 'host_unreachable: both tokens suspended');
-like($lc->json("SELECT appguard.appguard_explain($g->{id})")->{summary},
+like($lc->json("SELECT appguard_explain($g->{id})")->{summary},
 	qr/could not be reached for longer than the grace period \(reachability of the app\): ok → connect_failed/,
 	'host_unreachable: explained');
 

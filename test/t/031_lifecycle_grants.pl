@@ -59,7 +59,7 @@ CREATE TABLE "Auth Server"."OAuth Grants" (
 	"Why URL" text
 );
 SQL
-my $p = $lc->json(qq{SELECT appguard.appguard_protect('$tbl', 'Client Ref', 'State', 'Why URL', 'enabled', 'held')});
+my $p = $lc->json(qq{SELECT appguard_protect('$tbl', 'Client Ref', 'State', 'Why URL', 'enabled', 'held')});
 is_deeply([ @$p{qw(table client_id_column status_column error_uri_column active_value suspended_value)} ],
 	[ $tbl, 'Client Ref', 'State', 'Why URL', 'enabled', 'held' ], 'appguard_protect: the table and its columns');
 
@@ -106,11 +106,11 @@ is($row{1}{'Why URL'}, $old->{error_uri}, 'protected row 1: "Why URL" = the same
 is($row{2}{State}, 'enabled', 'protected row 2 (new): still enabled');
 ok(!defined $row{2}{'Why URL'}, 'protected row 2: no error_uri');
 my $refused = $lc->check_refresh('t-old');
-is_deeply($lc->json(qq{SELECT appguard.appguard_check_refresh('$tbl', '1')}), $refused,
+is_deeply($lc->json(qq{SELECT appguard_check_refresh('$tbl', '1')}), $refused,
 	'check_refresh of protected row 1 = that of the old token (invalid_grant, same error_uri)');
 is($refused->{error}{error}, 'invalid_grant', 'the old grants are refused with invalid_grant');
 is_deeply($lc->check_refresh('t-new'), { allowed => JSON::PP::true }, 'new token: refresh allowed');
-is_deeply($lc->json(qq{SELECT appguard.appguard_check_refresh('$tbl', '2')}), { allowed => JSON::PP::true },
+is_deeply($lc->json(qq{SELECT appguard_check_refresh('$tbl', '2')}), { allowed => JSON::PP::true },
 	'protected row 2: refresh allowed');
 
 # The auth server's role cannot move a token out of (or into) suspended
@@ -131,11 +131,11 @@ is($lc->sql(q{SELECT string_agg(token_id || '=' || status, ',' ORDER BY token_id
 	't-new=active,t-old=suspended', 'both tokens unchanged');
 
 # ---------------------------------------------------------------- re-approval
-my $r = $lc->json(q{SELECT appguard.appguard_reapprove('t-old')});
+my $r = $lc->json(q{SELECT appguard_reapprove('t-old')});
 my $latest_ok = $lc->sql(q{SELECT last_ok_snapshot_id FROM appguard.clients WHERE client_id = 'grants-app'});
 ok($r->{reapproved} && $r->{baseline_snapshot_id} == $latest_ok && $r->{suspension_id} == $susp[0]{id},
 	'reapprove old token: reactivated with the latest snapshot as new baseline') or diag explain $r;
-$r = $lc->json(qq{SELECT appguard.appguard_reapprove('$tbl', '1')});
+$r = $lc->json(qq{SELECT appguard_reapprove('$tbl', '1')});
 ok($r->{reapproved} && $r->{baseline_snapshot_id} == $latest_ok, 'reapprove protected row 1: the same');
 %row = map { $_->{'Grant Key'} => $_ } $lc->rows(qq{SELECT * FROM $tbl});
 ok($row{1}{State} eq 'enabled' && !defined $row{1}{'Why URL'}, 'protected row 1: "State" enabled again, "Why URL" cleared');
@@ -143,7 +143,7 @@ is($lc->sql(q{SELECT count(*) FROM appguard.events WHERE kind = 'reapproved' AND
 	'both re-approvals audited');
 
 # the next sweep measures the same (changed) organization: nothing happens
-my ($out, $err) = $lc->try(q{CALL appguard.appguard_sweep('0 s', '1 min')});
+my ($out, $err) = $lc->try(q{CALL appguard_sweep('0 s', '1 min')});
 my ($sweep) = $lc->rows('SELECT * FROM appguard.sweeps ORDER BY id DESC LIMIT 1');
 is_deeply([ @$sweep{qw(state measured failed drifted suspended held)} ], [ 'finished', 1, 0, 0, 0, 0 ],
 	'next sweep: measured the host, nothing drifted or suspended') or diag explain $sweep, $err;
@@ -153,7 +153,7 @@ is($lc->sql(qq{SELECT string_agg("Grant Key" || '=' || "State", ',' ORDER BY "Gr
 	'1=enabled,2=enabled', 'after the sweep: both protected rows enabled');
 is($lc->sql(q{SELECT count(*) FROM appguard.suspensions}), '1', 'after the sweep: no new suspension');
 is_deeply($lc->check_refresh('t-old'), { allowed => JSON::PP::true }, 're-approved token: refresh allowed');
-is($lc->sql(q{SELECT appguard.appguard_drifted('grants-app')}), 'f', 'appguard_drifted: false');
+is($lc->sql(q{SELECT appguard_drifted('grants-app')}), 'f', 'appguard_drifted: false');
 
 # ---------------------------------------------------------------- the breaker
 $lc->register($_, "Fleet app $_", "$_.fleet.test") for @fleet;
@@ -163,7 +163,7 @@ $lc->issue($_, "$_-a", "$_-b") for @fleet;
 # 4 of the 13 watched hosts lose their ownership record: 31% > 20%
 my @drifting = @fleet[ 0 .. 3 ];
 $env->zone_update('fleet.test', fleet_zone(@drifting));
-($out, $err) = $lc->try(q{LISTEN appguard_hold; LISTEN appguard_suspension; CALL appguard.appguard_sweep('0 s', '1 min')});
+($out, $err) = $lc->try(q{LISTEN appguard_hold; LISTEN appguard_suspension; CALL appguard_sweep('0 s', '1 min')});
 ($sweep) = $lc->rows('SELECT * FROM appguard.sweeps ORDER BY id DESC LIMIT 1');
 is_deeply([ @$sweep{qw(state measured drifted suspended held)} ], [ 'finished', 13, 4, 0, 4 ],
 	'breaker: the sweep measured 13 hosts, 4 drifted, 4 suspensions held, none applied') or diag explain $sweep;
@@ -180,8 +180,8 @@ is($lc->sql(q{SELECT count(*) FROM appguard.refresh_tokens WHERE status = 'suspe
 is($lc->sql(qq{SELECT string_agg(client_id || ':' || array_to_string(reasons, ',') || ':' || active_grants, ' ' ORDER BY client_id)
                FROM appguard.held_suspensions WHERE hold_id = $hold}),
 	join(' ', map { "$_:dns_ownership_lost:2" } @drifting), 'breaker: held_suspensions lists the 4 clients, their reason and grants');
-is($lc->sql(q{SELECT appguard.appguard_drifted('fleet01')}), 't', 'held: appguard_drifted is true (active grants drift)');
-is($lc->sql(q{SELECT count(*) FROM appguard.appguard_drift('fleet01') WHERE severity = 'suspend'}), '1',
+is($lc->sql(q{SELECT appguard_drifted('fleet01')}), 't', 'held: appguard_drifted is true (active grants drift)');
+is($lc->sql(q{SELECT count(*) FROM appguard_drift('fleet01') WHERE severity = 'suspend'}), '1',
 	'held: appguard_drift gives the row behind it');
 is($lc->sql(q{SELECT drift_state || '/' || held_suspensions FROM appguard.client_status WHERE client_id = 'fleet01'}),
 	'drifting/1', 'held: client_status says drifting, 1 held');
@@ -189,7 +189,7 @@ is($lc->sql(qq{SELECT count(*) FROM appguard.events WHERE kind = 'hold_opened' A
 	'held: hold_opened audited');
 
 # the operator releases the hold: the suspensions are applied
-my $rel = $lc->json(qq{SELECT appguard.appguard_release_hold($hold)});
+my $rel = $lc->json(qq{SELECT appguard_release_hold($hold)});
 is_deeply([ @$rel{qw(applied superseded tokens_suspended hold_state)} ], [ 4, 0, 8, 'released' ],
 	'release: 4 suspensions applied, 8 tokens suspended, hold released') or diag explain $rel;
 is($lc->sql(q{SELECT string_agg(DISTINCT client_id, ',' ORDER BY client_id) FROM appguard.refresh_tokens WHERE status = 'suspended'}),
@@ -201,7 +201,7 @@ is_deeply($lc->check_refresh('fleet05-a'), { allowed => JSON::PP::true }, 'relea
 
 # below the threshold (1 of 13 drifts) the sweep applies at once
 $env->zone_update('fleet.test', fleet_zone(@drifting, 'fleet05'));
-($out, $err) = $lc->try(q{CALL appguard.appguard_sweep('0 s', '1 min')});
+($out, $err) = $lc->try(q{CALL appguard_sweep('0 s', '1 min')});
 ($sweep) = $lc->rows('SELECT * FROM appguard.sweeps ORDER BY id DESC LIMIT 1');
 is_deeply([ @$sweep{qw(state measured drifted suspended held tokens_suspended)} ], [ 'finished', 13, 1, 1, 0, 2 ],
 	'below the threshold: 1 of 13 drifted, applied at the end of the sweep') or diag explain $sweep;

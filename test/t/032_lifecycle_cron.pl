@@ -1,5 +1,5 @@
 # pg_cron runs the sweep: a job scheduled on a cluster that preloads
-# pg_cron CALLs appguard.appguard_sweep, which measures a real host whose
+# pg_cron CALLs appguard_sweep, which measures a real host whose
 # certificate changed organization since the patient's consent, and the
 # patient's token is suspended.  pg_cron 1.4 schedules by the minute, so
 # the job runs at the next minute boundary: the test polls for up to
@@ -42,7 +42,7 @@ $env->tls_host('app.cron.test', addr => $addr, cert => 'app-other');
 $env->reload;
 
 my $job = $lc->sql(q{SELECT cron.schedule('appguard-sweep', '* * * * *',
-                                          $$CALL appguard.appguard_sweep('0 s', '30 s')$$)});
+                                          $$CALL appguard_sweep('0 s', '30 s')$$)});
 like($job, qr/^\d+$/, "pg_cron job $job scheduled every minute");
 note sprintf 'scheduled at %.1f s; waiting for the next minute', time - $t0;
 
@@ -58,7 +58,7 @@ is_deeply($susp->{reasons}, ['tls_identity_changed'], 'suspension reason tls_ide
 is($susp->{sweep_id}, $sweep->{id}, 'the suspension belongs to that sweep');
 ok($lc->poll(qq{SELECT EXISTS (SELECT FROM cron.job_run_details
                                WHERE jobid = $job AND status = 'succeeded'
-                                 AND command LIKE '%appguard.appguard_sweep%')}, 30),
+                                 AND command LIKE '%appguard_sweep%')}, 30),
 	'cron.job_run_details: the job succeeded');
 $lc->sql(q{SELECT cron.unschedule('appguard-sweep')});
 is($lc->sql('SELECT count(*) FROM cron.job'), '0', 'job unscheduled');

@@ -202,7 +202,7 @@ my @ports = map { $_->[1] } @scenario;
 my %alone;
 {
 	my $out = $node->safe_psql('postgres',
-		'SELECT json_agg(appguard.appguard_probe(h, p) ORDER BY i) FROM unnest('
+		'SELECT json_agg(appguard_probe(h, p) ORDER BY i) FROM unnest('
 		  . sql_array('text', @hosts) . ', ' . sql_array('int', @ports)
 		  . ') WITH ORDINALITY AS t(h, p, i)');
 	for my $f (@{ $json->decode($out) })
@@ -225,7 +225,7 @@ my %alone;
 	my @order = List::Util::shuffle(map { @scenario } 1 .. 3);
 	my $out = $node->safe_psql('postgres',
 		"SET appguard.sweep_concurrency = 1024;\n"
-		  . 'SELECT json_agg(f) FROM appguard.appguard_snapshot_many('
+		  . 'SELECT json_agg(f) FROM appguard_snapshot_many('
 		  . sql_array('text', map { $_->[0] } @order) . ', '
 		  . sql_array('int', map { $_->[1] } @order) . ') AS f');
 	my @many = @{ $json->decode($out) };
@@ -249,8 +249,8 @@ my %alone;
 {
 	my $i = 0;
 	$node->safe_psql('postgres', join ";\n",
-		map { $i++; "SELECT appguard.appguard_register_client('sc$i', 'Scenario $i', ARRAY['https://$_->[0]:$_->[1]/cb'])" } @scenario);
-	$node->safe_psql('postgres', "CALL appguard.appguard_sweep('0', '1 minute')");
+		map { $i++; "SELECT appguard_register_client('sc$i', 'Scenario $i', ARRAY['https://$_->[0]:$_->[1]/cb'])" } @scenario);
+	$node->safe_psql('postgres', "CALL appguard_sweep('0', '1 minute')");
 	my $row = $node->safe_psql('postgres',
 		"SELECT json_build_object('id', id, 'state', state, 'planned', planned, 'measured', measured) FROM appguard.sweeps ORDER BY id DESC LIMIT 1");
 	my $sweep = $json->decode($row);
@@ -272,13 +272,13 @@ my @mix = sort keys %kind_of;
 {
 	my $i = 0;
 	$node->safe_psql('postgres', join ";\n",
-		map { $i++; "SELECT appguard.appguard_register_client('mx$i', 'Mix $i', ARRAY['https://$_:$port/cb'])" } @mix);
+		map { $i++; "SELECT appguard_register_client('mx$i', 'Mix $i', ARRAY['https://$_:$port/cb'])" } @mix);
 }
 
 # The sweep runs in the background; another session reads its progress.
 my $bg = $node->background_psql('postgres', on_error_stop => 0);
 my $bg_pid = $bg->query_safe('SELECT pg_backend_pid()');
-$bg->{stdin} .= "CALL appguard.appguard_sweep('1 hour', '1 minute');\n\\echo __swept__\n";
+$bg->{stdin} .= "CALL appguard_sweep('1 hour', '1 minute');\n\\echo __swept__\n";
 $bg->{run}->pump_nb() while length $bg->{stdin};
 my (%seen, $planned, $sweep_id);
 my $deadline = time + 60 * $SLOW;
@@ -358,7 +358,7 @@ $node->safe_psql('postgres',
 	 SELECT 'tok-ov', client_id, 'patient' FROM appguard.clients WHERE host = 'ov.example.test'");
 $env->tls_host('ov.example.test', addr => $addr{'ov.example.test'}, cert => 'ov-dv');
 $env->reload;
-$node->safe_psql('postgres', "CALL appguard.appguard_sweep('0', '1 minute')");
+$node->safe_psql('postgres', "CALL appguard_sweep('0', '1 minute')");
 is($node->safe_psql('postgres',
 		"SELECT state || ' ' || drifted || ' ' || suspended || ' ' || held FROM appguard.sweeps ORDER BY id DESC LIMIT 1"),
 	'finished 1 1 0', 'one host drifted: its suspension applied at the end of the sweep');
@@ -369,7 +369,7 @@ is($node->safe_psql('postgres', "SELECT status FROM appguard.refresh_tokens WHER
 # breaker holds the suspensions instead of applying them.
 $node->safe_psql('postgres',
 	"SET appguard.ca_file = '" . $env->ca_cert('untrusted_root') . "';
-	 CALL appguard.appguard_sweep('0', '1 minute')");
+	 CALL appguard_sweep('0', '1 minute')");
 my $held = $node->safe_psql('postgres',
 	"SELECT state || ' ' || measured || ' ' || drifted || ' ' || suspended || ' ' || held || ' ' || (hold_id IS NOT NULL)
 	 FROM appguard.sweeps ORDER BY id DESC LIMIT 1");

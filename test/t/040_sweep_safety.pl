@@ -46,7 +46,7 @@ sub clients
 	my (@hosts) = @_;
 	$node->safe_psql('postgres', 'DELETE FROM appguard.clients');
 	$node->safe_psql('postgres',
-		"SELECT count(appguard.appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
+		"SELECT count(appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
 		 FROM unnest(ARRAY[" . join(',', map { "'$_'" } @hosts) . "]) WITH ORDINALITY AS t(h, i)");
 	return;
 }
@@ -81,7 +81,7 @@ sub fd_count { return scalar(my @fds = backend_fds($node, $pid)) }
 # measured come first in a sweep, then by name: the tests below choose
 # which hosts run first with names never measured.)
 clients(names('w', 20));
-$session->query_safe("CALL appguard.appguard_sweep('0', '1 minute')");
+$session->query_safe("CALL appguard_sweep('0', '1 minute')");
 my $fds_at_start = fd_count();
 my $fd_list_at_start = fds();
 note "descriptors at start: $fds_at_start";
@@ -134,7 +134,7 @@ sub stored
 # stalled connections open.
 clients(names('g', 250), names('s', 750));
 $session->query_safe('SET appguard.timeout_ms = 60000');
-start("CALL appguard.appguard_sweep('0', '10 minutes')");
+start("CALL appguard_sweep('0', '10 minutes')");
 is($node->safe_psql('postgres', "SELECT wait_until_measured($pid, 250)"), 't',
 	'the sweep committed the 250 good hosts and waits on stalled ones');
 my ($sweep, $state, $planned, $measured) = split ' ', last_sweep();
@@ -163,7 +163,7 @@ is($session->query_safe('SELECT 1'), '1', 'the backend is usable after the cance
 # statement_timeout: the same, 57014 soon after the timeout
 clients((names('g', 500))[ 250 .. 499 ], names('s', 750));
 $session->query_safe("SET statement_timeout = '3s'");
-start("CALL appguard.appguard_sweep('0', '10 minutes')");
+start("CALL appguard_sweep('0', '10 minutes')");
 $err = finish();
 like($err, qr/ERROR:  57014: canceling statement due to statement timeout/, 'statement_timeout: 57014');
 my $late = $node->safe_psql('postgres',
@@ -181,7 +181,7 @@ $session->query_safe('RESET appguard.timeout_ms');
 # ---------------------------------------------------------------- a quarter bad
 clients(names('g', 750), names('s', 125), names('r', 125));
 $session->query_safe('SET appguard.timeout_ms = 1000');
-$session->query_safe("CALL appguard.appguard_sweep('0', '10 minutes')");
+$session->query_safe("CALL appguard_sweep('0', '10 minutes')");
 ($sweep, $state, $planned, $measured) = split ' ', last_sweep();
 is("$state $planned $measured", 'finished 1000 1000', 'a sweep of 1,000 hosts, a quarter stalling or refusing');
 is($node->safe_psql('postgres',
@@ -199,7 +199,7 @@ $session->query_safe('RESET appguard.timeout_ms');
 clients(names('s', 500));
 $session->query_safe('SET appguard.sweep_concurrency = 1024');
 $session->query_safe('SET appguard.timeout_ms = 1000');
-start("SET client_min_messages = debug1;\nCALL appguard.appguard_sweep('0', '10 minutes');\nRESET client_min_messages");
+start("SET client_min_messages = debug1;\nCALL appguard_sweep('0', '10 minutes');\nRESET client_min_messages");
 $err = finish();
 $session->query_safe('RESET appguard.sweep_concurrency');
 $session->query_safe('RESET appguard.timeout_ms');
@@ -220,7 +220,7 @@ fds_back('a sweep asking for more descriptors than there are');
 clients(names('s', 100));
 $session->query_safe('SET appguard.sweep_concurrency = 16');
 $session->query_safe('SET appguard.timeout_ms = 1500');
-$session->query_safe("CALL appguard.appguard_sweep('0', '1 second')");
+$session->query_safe("CALL appguard_sweep('0', '1 second')");
 is($node->safe_psql('postgres',
 		"SELECT state || ' ' || planned || ' ' || measured || ' ' || (appguard.sweep_summary(id) ->> 'skipped')
 		 FROM appguard.sweeps ORDER BY id DESC LIMIT 1"),

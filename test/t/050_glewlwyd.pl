@@ -101,12 +101,12 @@ sub enabled_of
 sub check_refresh
 {
 	my ($id) = @_;
-	return jsql("SELECT appguard.appguard_check_refresh('gpo_refresh_token', '$id')");
+	return jsql("SELECT appguard_check_refresh('gpo_refresh_token', '$id')");
 }
 
 sub sweep
 {
-	sql(q{CALL appguard.appguard_sweep('0 s', '30 s')});
+	sql(q{CALL appguard_sweep('0 s', '30 s')});
 	return jsql('SELECT to_jsonb(w) FROM appguard.sweeps w ORDER BY id DESC LIMIT 1');
 }
 
@@ -130,7 +130,7 @@ my $columns_sql = q{SELECT string_agg(attname || ' ' || format_type(atttypid, at
 my $triggers_sql = q{SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gpo_refresh_token'::regclass AND NOT tgisinternal};
 my $columns_before = sql($columns_sql);
 is(sql($triggers_sql), 0, 'gpo_refresh_token has no trigger of its own');
-my $protected = jsql(q{SELECT appguard.appguard_protect('gpo_refresh_token', 'gpor_client_id',
+my $protected = jsql(q{SELECT appguard_protect('gpo_refresh_token', 'gpor_client_id',
 	'gpor_enabled', NULL, '1', '0')});
 is_deeply(
 	[ @{$protected}{qw(key_column status_column status_type active_value suspended_value error_uri_column)} ],
@@ -138,17 +138,17 @@ is_deeply(
 	'appguard_protect: Glewlwyd\'s table as it is, a smallint status 1/0, no error_uri column');
 is(sql($columns_sql), $columns_before, 'protect adds no column to gpo_refresh_token');
 is(sql($triggers_sql), 5, '... but five row and statement triggers');
-my $registered = jsql("SELECT appguard.appguard_register_client('app1', 'Example App', ARRAY['$redirect'])");
+my $registered = jsql("SELECT appguard_register_client('app1', 'Example App', ARRAY['$redirect'])");
 is_deeply([ @{$registered}{qw(host port registrable_domain)} ], [ $host, $port, 'example.test' ],
 	'client app1 registered: its redirect URI host and port are watched');
-my $first = jsql("SELECT appguard.appguard_snapshot('$host', $port)");
+my $first = jsql("SELECT appguard_snapshot('$host', $port)");
 is_deeply([ $first->{status}, $first->{tls}{verified}, $first->{tls}{leaf}{validation},
 		$first->{tls}{leaf}{subject}{O}, $first->{dns}{ownership_ids} ],
 	[ 'ok', JSON::PP::true, 'OV', 'Example Health, Inc.', ['app1'] ],
 	'the app measured: trusted OV certificate of Example Health, ownership record present');
 
 # ---------------------------------------------------------------- consent
-my $consent = jsql(q{SELECT appguard.appguard_consent_info('app1')});
+my $consent = jsql(q{SELECT appguard_consent_info('app1')});
 is_deeply(
 	{ map { $_ => $consent->{$_} } qw(domain app_name organization location ownership_verified level label snapshot_id) },
 	{
@@ -236,7 +236,7 @@ is_deeply($refusal, {
 is(row_of($id{t1})->{error_uri}, $refusal->{error}{error_uri},
 	'appguard keeps that error_uri for the row (the table has no column for it)');
 
-my $ex = jsql("SELECT appguard.appguard_explain($susp->{id})");
+my $ex = jsql("SELECT appguard_explain($susp->{id})");
 is_deeply($ex->{reasons}, ['tls_identity_changed'], 'explanation: the reason');
 my ($o) = grep { $_->{field} eq 'tls.leaf.subject.O' } @{ $ex->{changes} };
 is_deeply([ $o->{old}, $o->{new} ], [ 'Example Health, Inc.', 'Data Harvest Ltd' ],
@@ -259,7 +259,7 @@ sql("SET ROLE glewlwyd; UPDATE gpo_refresh_token SET gpor_enabled = 0 WHERE gpor
 is(row_of($id{t2})->{state}, 'inactive', 'the host disables t2 in its table: appguard hands it over');
 
 # ---------------------------------------------------------------- re-approval
-my $re = jsql("SELECT appguard.appguard_reapprove('gpo_refresh_token', '$id{t1}')");
+my $re = jsql("SELECT appguard_reapprove('gpo_refresh_token', '$id{t1}')");
 my $now_snapshot = latest_snapshot();
 is_deeply([ @{$re}{qw(reapproved baseline_snapshot_id suspension_id)} ],
 	[ JSON::PP::true, $now_snapshot->{id}, $susp->{id} ],
@@ -269,7 +269,7 @@ is(enabled_of($id{t1}), 1, 'gpor_enabled is 1 again');
 is($status, 200, 'the same refresh answers HTTP 200 again');
 for my $name (qw(t2 t3))
 {
-	my (undef, $err) = try_sql("SELECT appguard.appguard_reapprove('gpo_refresh_token', '$id{$name}')");
+	my (undef, $err) = try_sql("SELECT appguard_reapprove('gpo_refresh_token', '$id{$name}')");
 	like($err, qr/was disabled by the host, not suspended by appguard/,
 		"re-approval refuses $name, which the host disabled");
 	($status) = $glw->refresh('app1', $rt{$name});
@@ -324,7 +324,7 @@ is_deeply([ map { row_of($id{$_})->{baseline_snapshot_id} } qw(t4 t5) ], [ $back
 is($status, 200, 'and refresh');
 
 # ---------------------------------------------------------------- unprotect
-my $un = jsql(q{SELECT appguard.appguard_unprotect('gpo_refresh_token')});
+my $un = jsql(q{SELECT appguard_unprotect('gpo_refresh_token')});
 is($un->{rows_left_suspended}, 0, 'appguard_unprotect: no row left suspended');
 is(sql($triggers_sql), 0, 'its triggers are gone');
 is(sql(q{SELECT count(*) FROM appguard.protected_rows}), 0, 'so is its row state');

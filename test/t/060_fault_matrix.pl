@@ -133,7 +133,7 @@ sub probe
 	my ($host, %set) = @_;
 	$set{timeout_ms} //= 3000;
 	my $sql = join('', map { "SET appguard.$_ = '$set{$_}';\n" } sort keys %set)
-	  . "SELECT appguard.appguard_probe('$host', $port)";
+	  . "SELECT appguard_probe('$host', $port)";
 	my $start = time;
 	my $f = $json->decode($node->safe_psql('postgres', $sql));
 	$f->{_wall} = time - $start;

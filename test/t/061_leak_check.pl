@@ -78,7 +78,7 @@ BEGIN
 	FOR i IN 1 .. n LOOP
 		k := 1 + floor(random() * pg_catalog.cardinality(hosts))::integer;
 		PERFORM pg_catalog.set_config('appguard.dns_servers', servers[k], true);
-		f := appguard.appguard_probe(hosts[k], $port);
+		f := appguard_probe(hosts[k], $port);
 		statuses := jsonb_set(statuses, ARRAY[f ->> 'status'],
 							  to_jsonb(coalesce((statuses ->> (f ->> 'status'))::integer, 0) + 1));
 	END LOOP;

@@ -78,7 +78,7 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION appguard');
 $node->safe_psql('postgres', slurp_file('sql/lifecycle_helpers.inc'));
 $node->safe_psql('postgres', qq{
-SELECT count(appguard.appguard_register_client('c' || i, 'App ' || i, ARRAY['https://h' || i || '.soak.test/']))
+SELECT count(appguard_register_client('c' || i, 'App ' || i, ARRAY['https://h' || i || '.soak.test/']))
 FROM generate_series(1, $hosts) i;
 SELECT count(public.snap('h' || i || '.soak.test', 443,
 							jsonb_build_object('tls.leaf.subject.O', 'Org 0')))
@@ -153,7 +153,7 @@ BEGIN
 	-- The row lock above is the transaction's and outlives its rollback (a
 	-- lock taken inside the block would be released with it).
 	BEGIN
-		body := appguard.appguard_check_refresh('idp.oauth_grants', p_grant::text);
+		body := appguard_check_refresh('idp.oauth_grants', p_grant::text);
 		answer := CASE WHEN (body ->> 'allowed')::boolean THEN 'allowed' ELSE 'refused' END;
 	EXCEPTION WHEN lock_not_available THEN
 		GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
@@ -172,7 +172,7 @@ BEGIN
 END
 \$\$;
 RESET ROLE;
-SELECT appguard.appguard_protect('idp.oauth_grants', 'app_ref', 'live', 'why_uri', '1', '0') ->> 'active_rows';
+SELECT appguard_protect('idp.oauth_grants', 'app_ref', 'live', 'why_uri', '1', '0') ->> 'active_rows';
 });
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM appguard.refresh_tokens WHERE status = 'active' AND baseline_snapshot_id IS NOT NULL}),
@@ -188,7 +188,7 @@ write_file("$dir/check.sql", qq{\\set n random(1, $tokens)
 BEGIN;
 INSERT INTO public.soak_answers (token_id, allowed, answer, status)
 SELECT 'tok-' || :n, (a ->> 'allowed')::boolean, a, 'not read'
-FROM appguard.appguard_check_refresh('tok-' || :n) a
+FROM appguard_check_refresh('tok-' || :n) a
 RETURNING id \\gset
 UPDATE public.soak_answers s SET status = t.status
 FROM appguard.refresh_tokens t WHERE s.id = :id AND t.token_id = s.token_id;
@@ -209,7 +209,7 @@ INSERT INTO idp.host_reenables (grant_no) SELECT grant_no FROM r;
 });
 # a sweep: every host measured, one in four with its organization flipped
 # (drift from the baseline of tokens issued or re-approved before the flip)
-write_file("$dir/sweep.sql", q{SELECT set_config('appguard_lifecycle.sweep_id', appguard.appguard_sweep_begin('0', '1 hour')::text, false) IS NOT NULL AS begun;
+write_file("$dir/sweep.sql", q{SELECT set_config('appguard_lifecycle.sweep_id', appguard_sweep_begin('0', '1 hour')::text, false) IS NOT NULL AS begun;
 SELECT count(public.snap(h, 443, jsonb_build_object('tls.leaf.subject.O',
 		CASE WHEN random() < 0.25 THEN 'Org ' || (1 - right(o, 1)::int) ELSE o END)))
 FROM (SELECT c.host AS h,
@@ -217,7 +217,7 @@ FROM (SELECT c.host AS h,
 			  WHERE s.host = c.host ORDER BY s.id DESC LIMIT 1) AS o
 	  FROM appguard.clients c ORDER BY random()) x;
 INSERT INTO public.soak_sweeps (kind, result)
-SELECT 'sweep', appguard.appguard_sweep_finish(current_setting('appguard_lifecycle.sweep_id')::bigint);
+SELECT 'sweep', appguard_sweep_finish(current_setting('appguard_lifecycle.sweep_id')::bigint);
 });
 # drift found outside a sweep: applied at once
 write_file("$dir/drift.sql", qq{\\set h random(1, $hosts)
@@ -230,11 +230,11 @@ FROM (SELECT s.facts #>> '{tls,leaf,subject,O}' AS o FROM appguard.snapshots s
 # re-approval of the suspended tokens and rows, one at a time in random order
 write_file("$dir/reapprove.sql", q{INSERT INTO public.soak_sweeps (kind, result)
 SELECT 'reapprove', jsonb_build_object('reapproved',
-	count(*) FILTER (WHERE (appguard.appguard_reapprove(token_id) ->> 'reapproved')::boolean))
+	count(*) FILTER (WHERE (appguard_reapprove(token_id) ->> 'reapproved')::boolean))
 FROM (SELECT token_id FROM appguard.refresh_tokens WHERE status = 'suspended' ORDER BY random()) x;
 INSERT INTO public.soak_sweeps (kind, result)
 SELECT 'reapprove_rows', jsonb_build_object('reapproved',
-	count(*) FILTER (WHERE (appguard.appguard_reapprove('idp.oauth_grants', row_key) ->> 'reapproved')::boolean))
+	count(*) FILTER (WHERE (appguard_reapprove('idp.oauth_grants', row_key) ->> 'reapproved')::boolean))
 FROM (SELECT row_key FROM appguard.protected_rows
 	  WHERE tbl = 'idp.oauth_grants'::regclass AND state = 'suspended' ORDER BY random()) x;
 });

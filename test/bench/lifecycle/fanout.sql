@@ -16,7 +16,7 @@ SET client_min_messages = warning;
 -- a client with a baseline, and a copy table without triggers
 DELETE FROM appguard.refresh_tokens WHERE client_id LIKE 'fan-%';
 TRUNCATE bench.fan_plain;
-SELECT appguard.appguard_register_client(:client, 'Fan-out app',
+SELECT appguard_register_client(:client, 'Fan-out app',
 	ARRAY['https://' || :host || '/callback']) IS NOT NULL AS registered \gset
 SELECT bench.snap(:host, 'Example Health, Inc.', '01') AS base \gset
 

@@ -76,7 +76,7 @@ BEGIN
 END
 $$;
 
-SELECT count(appguard.appguard_register_client('client-' || i, 'Bench app ' || i,
+SELECT count(appguard_register_client('client-' || i, 'Bench app ' || i,
 											   ARRAY['https://app' || i || '.bench.example/callback']))
 FROM generate_series(1, 100) i;
 SELECT count(bench.snap('app' || i || '.bench.example', 'Example Health, Inc.', '01')) FROM generate_series(1, 100) i;
@@ -91,7 +91,7 @@ CREATE TABLE bench.tokens_guarded (
 	last_used	timestamptz
 );
 CREATE TABLE bench.tokens_plain (LIKE bench.tokens_guarded INCLUDING ALL);
-SELECT appguard.appguard_protect('bench.tokens_guarded', 'client_id', 'status', 'error_uri') ->> 'table';
+SELECT appguard_protect('bench.tokens_guarded', 'client_id', 'status', 'error_uri') ->> 'table';
 INSERT INTO bench.tokens_guarded (id, client_id, subject)
 SELECT i, 'client-' || (1 + i % 100), 'patient-' || i FROM generate_series(1, 10000) i;
 INSERT INTO bench.tokens_plain SELECT * FROM bench.tokens_guarded;

@@ -101,7 +101,7 @@ $node->start;
 say 'PostgreSQL ', $node->safe_psql('postgres', 'SHOW server_version'),
   ', max_files_per_process ', $node->safe_psql('postgres', 'SHOW max_files_per_process'),
   ', appguard.sweep_concurrency default ', $node->safe_psql('postgres',
-	"CREATE EXTENSION appguard; SELECT appguard.appguard_setting('appguard.sweep_concurrency')");
+	"CREATE EXTENSION appguard; SELECT appguard.setting('appguard.sweep_concurrency')");
 
 sub sql { my ($db, $q) = @_; return $node->safe_psql($db, $q) }
 
@@ -111,7 +111,7 @@ sub database
 	my ($db, @hosts) = @_;
 	sql('postgres', "CREATE DATABASE $db");
 	sql($db, 'CREATE EXTENSION appguard');
-	sql($db, "SELECT count(appguard.appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
+	sql($db, "SELECT count(appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
 			  FROM unnest(ARRAY[" . join(',', map { "'$_'" } @hosts) . "]) WITH ORDINALITY AS t(h, i)");
 	return;
 }
@@ -192,7 +192,7 @@ my @sample_d = @names_d[ 0 .. $o{sample} - 1 ];
 database('lat', @names_d);
 database('sample', @sample_d);
 # first sweeps: measure everything once, so that grants get baselines
-sql($_, "CALL appguard.appguard_sweep('0', '1 hour')") for qw(lat sample);
+sql($_, "CALL appguard_sweep('0', '1 hour')") for qw(lat sample);
 grants($_) for qw(lat sample);
 sql('sample', "ALTER DATABASE sample SET appguard.sweep_concurrency = 1");
 my $sampled = $o{sample} < $o{hosts} ? " (extrapolated from $o{sample})" : '';
@@ -201,11 +201,11 @@ for my $round (1 .. $o{rounds})
 {
 	my $lat = $node->background_psql('lat');
 	my $lat_pid = $lat->query_safe('SELECT pg_backend_pid()');
-	my $cpu = cpu_of($lat_pid, sub { $lat->query_safe("CALL appguard.appguard_sweep('0', '1 hour')") });
+	my $cpu = cpu_of($lat_pid, sub { $lat->query_safe("CALL appguard_sweep('0', '1 hour')") });
 	my ($t_default) = last_sweep('lat');
 	$lat->quit;
 
-	sql('sample', "CALL appguard.appguard_sweep('0', '1 hour')");
+	sql('sample', "CALL appguard_sweep('0', '1 hour')");
 	my ($t_one_sample) = last_sweep('sample');
 	my $t_one = $t_one_sample * $o{hosts} / $o{sample};
 
@@ -240,7 +240,7 @@ row('', "DBA loop: kdig, openssl s_client piped to openssl x509, a host at a tim
 # Each round: a sweep, appguard_snapshot_many, openssl s_time.
 say "CPU-bound: no added latency; $o{rounds} rounds";
 database('cpu', @names_h);
-sql('cpu', "CALL appguard.appguard_sweep('0', '1 hour')");
+sql('cpu', "CALL appguard_sweep('0', '1 hour')");
 grants('cpu');
 sql('postgres', 'CREATE DATABASE many');
 sql('many', 'CREATE EXTENSION appguard');
@@ -251,7 +251,7 @@ for my $round (1 .. $o{rounds})
 {
 	my $cpu_s = $node->background_psql('cpu');
 	my $cpu_pid = $cpu_s->query_safe('SELECT pg_backend_pid()');
-	my $cpu = cpu_of($cpu_pid, sub { $cpu_s->query_safe("CALL appguard.appguard_sweep('0', '1 hour')") });
+	my $cpu = cpu_of($cpu_pid, sub { $cpu_s->query_safe("CALL appguard_sweep('0', '1 hour')") });
 	$cpu_s->quit;
 	my ($t_cpu) = last_sweep('cpu');
 	my $rate_sweep = $o{hosts} / $t_cpu;
@@ -261,7 +261,7 @@ for my $round (1 .. $o{rounds})
 	$many->query_safe('\timing on');
 	my $t_many;
 	my $cpu_many = cpu_of($many_pid, sub {
-		my $out = $many->query_safe("SELECT count(*) FROM appguard.appguard_snapshot_many($hosts_array, $ports_array)");
+		my $out = $many->query_safe("SELECT count(*) FROM appguard_snapshot_many($hosts_array, $ports_array)");
 		($t_many) = $out =~ /Time: ([0-9.]+) ms/;
 		$t_many /= 1000;
 	});
@@ -304,13 +304,13 @@ sub status_kb
 	my %kb = map { /^(\w+):\s+(\d+) kB/ ? ($1 => $2) : () } <$f>;
 	return \%kb;
 }
-$mem->query_safe("CALL appguard.appguard_sweep('0', '1 hour')");    # warm
+$mem->query_safe("CALL appguard_sweep('0', '1 hour')");    # warm
 my $m0 = status_kb($mem_pid);
 my $taken = 0;
 my @trend;
 while ($taken < $o{snapshots})
 {
-	$mem->query_safe("CALL appguard.appguard_sweep('0', '1 hour')");
+	$mem->query_safe("CALL appguard_sweep('0', '1 hour')");
 	$taken += $o{hosts};
 	push @trend, sprintf '%.1f', status_kb($mem_pid)->{RssAnon} / 1024;
 }
@@ -340,23 +340,23 @@ database('fd', @names_h[ 0 .. $o{hosts} - 2 * $quarter - 1 ], @names_s[ 0 .. $qu
 	@names_r[ 0 .. $quarter - 1 ]);
 sql('postgres', 'CREATE DATABASE stalled');
 sql('stalled', 'CREATE EXTENSION appguard');
-sql('stalled', "SELECT count(appguard.appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
+sql('stalled', "SELECT count(appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
 				FROM unnest(ARRAY[" . join(',', map { "'$_'" } @names_s) . "]) WITH ORDINALITY AS t(h, i)");
 my $fd = $node->background_psql('fd', on_error_stop => 0);
 my $fd_pid = $fd->query_safe('SELECT pg_backend_pid()');
 $fd->query_safe("SET appguard.timeout_ms = 1000");
-$fd->query_safe("SELECT appguard.appguard_probe('$names_h[0]', $port)");    # warm
+$fd->query_safe("SELECT appguard_probe('$names_h[0]', $port)");    # warm
 my $fd0 = fds($fd_pid);
-$fd->query_safe("CALL appguard.appguard_sweep('0', '1 hour')");
+$fd->query_safe("CALL appguard_sweep('0', '1 hour')");
 my $fd1 = fds($fd_pid);
 my ($t_quarter, $failed_quarter) = last_sweep('fd');
 # a cancelled sweep: every host stalls; cancel once 128 are in flight
 $fd->query_safe('\c stalled');
 $fd_pid = $fd->query_safe('SELECT pg_backend_pid()');
 $fd->query_safe("SET appguard.timeout_ms = 60000");
-$fd->query_safe("SELECT appguard.appguard_probe('$names_h[0]', $port)");    # warm
+$fd->query_safe("SELECT appguard_probe('$names_h[0]', $port)");    # warm
 my $fd2a = fds($fd_pid);
-$fd->{stdin} .= "CALL appguard.appguard_sweep('0', '1 hour');\n\\warn __done__\n";
+$fd->{stdin} .= "CALL appguard_sweep('0', '1 hour');\n\\warn __done__\n";
 $fd->{run}->pump_nb() while length $fd->{stdin};
 my $in_flight = 0;
 for (1 .. 500)

@@ -8,7 +8,7 @@ package AppGuard::LifecycleTest;
 #   $lc->register('app1', 'App One', 'app1.example.test');
 #   $lc->issue('tok1', 'app1');
 #   my $t = $lc->token('tok1');             # the row, as a hash
-#   my $r = $lc->json("SELECT appguard.appguard_check_refresh('tok1')");
+#   my $r = $lc->json("SELECT appguard_check_refresh('tok1')");
 
 use strict;
 use warnings;
@@ -82,7 +82,7 @@ sub register
 {
 	my ($self, $client, $name, $host, %o) = @_;
 	my $port = $o{port} // $self->{port};
-	return $self->json('SELECT appguard.appguard_register_client('
+	return $self->json('SELECT appguard_register_client('
 		  . lit($client) . ', ' . lit($name)
 		  . ", ARRAY['https://$host:$port/callback'])");
 }
@@ -105,7 +105,7 @@ sub token
 sub check_refresh
 {
 	my ($self, $id) = @_;
-	return $self->json('SELECT appguard.appguard_check_refresh(' . lit($id) . ')');
+	return $self->json('SELECT appguard_check_refresh(' . lit($id) . ')');
 }
 
 # Suspensions of a client, oldest first
@@ -126,7 +126,7 @@ sub snapshot
 	my $listen = join '', map { "LISTEN $_;\n" } @{ $o{listen} // [] };
 	my $ports = join ', ', ($self->{port}) x @$hosts;
 	my $out = $self->sql("$set$listen"
-		  . 'SELECT jsonb_object_agg(f->>\'host\', f) FROM appguard.appguard_snapshot_many(ARRAY['
+		  . 'SELECT jsonb_object_agg(f->>\'host\', f) FROM appguard_snapshot_many(ARRAY['
 		  . join(', ', map { lit($_) } @$hosts) . "], ARRAY[$ports]) f");
 	my @lines = split /\n/, $out;
 	$self->{notifications} = [ grep { /^Asynchronous notification/ } @lines ];
