@@ -11,9 +11,8 @@
 --     trigger functions -- lives in schema appguard, without the prefix:
 --     appguard.snapshots, appguard.client_status, appguard.evaluate_client().
 --     A name carries its namespace once.
---   * nothing is executable or readable by PUBLIC (99_privileges); every
---     grant to appguard's roles stands beside the objects it grants, in the
---     part that creates them.
+--   * nothing is executable or readable by PUBLIC, and every grant to
+--     appguard's roles is in one place: 99_privileges.
 --   * appguard's code names every object schema-qualified (appguard.x,
 --     @extschema@.appguard_x) and pins search_path = pg_catalog, pg_temp.
 CREATE SCHEMA appguard;
@@ -32,3 +31,14 @@ BEGIN
 END
 $$;
 
+-- The auth server's own database role is granted this role: it registers
+-- clients, issues and refreshes tokens (appguard.refresh_tokens), asks
+-- appguard_check_refresh, shows appguard_explain and calls
+-- appguard_reapprove.  It cannot prune, sweep, release holds or protect.
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'appguard_auth_server') THEN
+		CREATE ROLE appguard_auth_server NOLOGIN;
+	END IF;
+END
+$$;

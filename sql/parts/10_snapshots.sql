@@ -78,12 +78,3 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION appguard.url_encode(text) IS
 	'Percent-encode all but RFC 3986 unreserved characters';
 
-GRANT EXECUTE ON FUNCTION
-	@extschema@.appguard_probe(text, integer),
-	@extschema@.appguard_snapshot(text, integer),
-	@extschema@.appguard_snapshot_many(text[], integer[]),
-	@extschema@.appguard_normalize_host(text),
-	@extschema@.appguard_registrable_domain(text),
-	@extschema@.appguard_address_class(inet)
-TO appguard_operator;
-GRANT SELECT ON appguard.snapshots TO appguard_operator;

@@ -161,17 +161,3 @@ $$;
 COMMENT ON FUNCTION @extschema@.appguard_diff(bigint, bigint, text) IS
 	'Differences between two snapshots of one host, with the severity the policy gives each (client override, else global)';
 
-REVOKE ALL ON FUNCTION
-	@extschema@.appguard_drift_reasons(),
-	@extschema@.appguard_facts_diff(jsonb, jsonb, text),
-	@extschema@.appguard_diff(bigint, bigint, text),
-	appguard.policy_check_row(),
-	appguard.policy_insert_updates()
-FROM PUBLIC;
-REVOKE ALL ON appguard.policy, appguard.client_policy FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION
-	@extschema@.appguard_drift_reasons(),
-	@extschema@.appguard_facts_diff(jsonb, jsonb, text),
-	@extschema@.appguard_diff(bigint, bigint, text)
-TO appguard_operator;
-GRANT SELECT ON appguard.policy, appguard.client_policy TO appguard_operator;

@@ -25,18 +25,6 @@
 --     and compare the printed text.
 ---------------------------------------------------------------------------
 
--- The auth server's own database role is granted this role: it registers
--- clients, issues and refreshes tokens (appguard.refresh_tokens), asks
--- appguard_check_refresh, shows appguard_explain and calls
--- appguard_reapprove.  It cannot prune, sweep, release holds or protect.
-DO $$
-BEGIN
-	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'appguard_auth_server') THEN
-		CREATE ROLE appguard_auth_server NOLOGIN;
-	END IF;
-END
-$$;
-
 ---------------------------------------------------------------------------
 -- Audit: one row per thing that happened
 ---------------------------------------------------------------------------

@@ -549,8 +549,6 @@ BEGIN
 	END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION appguard.sweep_raise_failure(bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION appguard.sweep_raise_failure(bigint) TO appguard_operator;
 
 -- The measuring loop of a running sweep started by this backend: probes
 -- its hosts not measured yet and commits their snapshots in batches (see
@@ -562,8 +560,6 @@ AS 'MODULE_PATHNAME', 'appguard_sweep_run'
 LANGUAGE C;
 COMMENT ON PROCEDURE appguard.sweep_run(bigint) IS
 	'Measure the hosts of a running sweep in one event loop, committing snapshots in batches';
-REVOKE ALL ON PROCEDURE appguard.sweep_run(bigint) FROM PUBLIC;
-GRANT EXECUTE ON PROCEDURE appguard.sweep_run(bigint) TO appguard_operator;
 
 -- Not SECURITY DEFINER and without a SET clause: PostgreSQL allows
 -- COMMIT only in such procedures.  It calls nothing but the routines

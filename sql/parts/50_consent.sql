@@ -185,5 +185,3 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION @extschema@.appguard_consent_info(text) TO appguard_auth_server, appguard_operator;
-GRANT SELECT ON appguard.consent_shown TO appguard_operator;

@@ -1,9 +1,11 @@
 ---------------------------------------------------------------------------
--- Privileges: a backstop after every part has granted what it means to.
--- Nothing of appguard's is executable or readable by PUBLIC.
+-- Privileges, all in one place: nothing of appguard's is executable or
+-- readable by PUBLIC; appguard_operator and appguard_auth_server (00_roles)
+-- get what is granted below, and nothing else.  appguard_protect,
+-- appguard_unprotect and the settings stay with superusers.
 ---------------------------------------------------------------------------
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA appguard FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA appguard FROM PUBLIC;
 -- the API's routines in the extension's schema, which holds other objects too
 DO $$
 DECLARE
@@ -24,4 +26,73 @@ END
 $$;
 REVOKE ALL ON ALL TABLES IN SCHEMA appguard FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA appguard FROM PUBLIC;
-GRANT USAGE ON SCHEMA appguard TO appguard_operator;
+
+GRANT USAGE ON SCHEMA appguard TO appguard_operator, appguard_auth_server;
+
+-- The auth server: clients, its tokens, the refresh path, consent, the
+-- error_uri page, re-approval.  Not: measuring, protect, sweeps, holds,
+-- prune.
+GRANT EXECUTE ON FUNCTION
+	@extschema@.appguard_register_client(text, text, text[]),
+	@extschema@.appguard_update_client(text, text, text[]),
+	@extschema@.appguard_consent_info(text),
+	@extschema@.appguard_check_refresh(text),
+	@extschema@.appguard_check_refresh(regclass, text),
+	@extschema@.appguard_explain(bigint),
+	@extschema@.appguard_reapprove(text),
+	@extschema@.appguard_reapprove(regclass, text),
+	@extschema@.appguard_drifted(text),
+	@extschema@.appguard_drift(text)
+TO appguard_auth_server;
+GRANT SELECT, DELETE ON appguard.refresh_tokens TO appguard_auth_server;
+GRANT INSERT (token_id, client_id, subject, scope, status, created_at) ON appguard.refresh_tokens
+	TO appguard_auth_server;
+GRANT UPDATE (status, scope, last_refreshed_at) ON appguard.refresh_tokens TO appguard_auth_server;
+
+-- Operators: everything the auth server may call, plus measuring, drift,
+-- sweeps, holds, retention, table checks, and reading every table and view.
+GRANT EXECUTE ON FUNCTION
+	@extschema@.appguard_probe(text, integer),
+	@extschema@.appguard_snapshot(text, integer),
+	@extschema@.appguard_snapshot_many(text[], integer[]),
+	@extschema@.appguard_normalize_host(text),
+	@extschema@.appguard_registrable_domain(text),
+	@extschema@.appguard_address_class(inet),
+	@extschema@.appguard_drift_reasons(),
+	@extschema@.appguard_facts_diff(jsonb, jsonb, text),
+	@extschema@.appguard_diff(bigint, bigint, text),
+	@extschema@.appguard_register_client(text, text, text[]),
+	@extschema@.appguard_update_client(text, text, text[]),
+	@extschema@.appguard_unregister_client(text),
+	@extschema@.appguard_consent_info(text),
+	@extschema@.appguard_check_refresh(text),
+	@extschema@.appguard_check_refresh(regclass, text),
+	@extschema@.appguard_explain(bigint),
+	@extschema@.appguard_reapprove(text),
+	@extschema@.appguard_reapprove(regclass, text),
+	@extschema@.appguard_drifted(text),
+	@extschema@.appguard_drift(text),
+	@extschema@.appguard_release_hold(bigint, text),
+	@extschema@.appguard_discard_hold(bigint, text),
+	@extschema@.appguard_prune(interval),
+	@extschema@.appguard_expiring_certificates(integer),
+	@extschema@.appguard_sweep_begin(interval, interval, integer),
+	@extschema@.appguard_sweep_step(bigint),
+	@extschema@.appguard_sweep_finish(bigint),
+	@extschema@.appguard_recheck_table(regclass),
+	-- called by CALL appguard_sweep, which runs as its caller
+	appguard.sweep_raise_failure(bigint)
+TO appguard_operator;
+GRANT EXECUTE ON PROCEDURE
+	@extschema@.appguard_sweep(interval, interval, integer),
+	appguard.sweep_run(bigint)
+TO appguard_operator;
+GRANT SELECT ON
+	appguard.snapshots, appguard.policy, appguard.client_policy,
+	appguard.clients, appguard.events, appguard.refresh_tokens, appguard.protected_tables,
+	appguard.protected_rows, appguard.baseline_state, appguard.drifts, appguard.suspensions,
+	appguard.holds, appguard.sweeps, appguard.sweep_hosts, appguard.consent_shown,
+	appguard.grants, appguard.client_status, appguard.expiring_certificates,
+	appguard.open_suspensions, appguard.held_suspensions, appguard.unregistered_grants,
+	appguard.table_problems
+TO appguard_operator;
