@@ -53,7 +53,7 @@ SELECT status FROM snapshots WHERE host = 'never.example.org';
 -- the snapshot shown is the one a grant issued now takes as baseline
 SELECT (appguard_consent_info('ov') ->> 'snapshot_id')::bigint AS shown_snapshot \gset
 INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('t-ov', 'ov', 'patient-1');
-SELECT baseline_snapshot_id = :shown_snapshot AS baseline_is_what_was_shown FROM refresh_tokens WHERE token_id = 't-ov';
+SELECT baseline_snapshot_id = :shown_snapshot AS baseline_is_what_was_shown FROM public.tokens WHERE token_id = 't-ov';
 SELECT c.client_id, c.snapshot_id = s.id AS latest, c.shown ->> 'label' AS label
 FROM consent_shown c JOIN clients cl USING (client_id)
 	 JOIN LATERAL (SELECT max(id) AS id FROM snapshots WHERE host = cl.host) s ON true
@@ -74,9 +74,9 @@ SELECT appguard_update_client('ov', 'Heart Tracker Pro') ->> 'name' AS renamed;
 SELECT snap('app.heart.example.org', 443, '{"dns.ownership_ids": ["ov"], "dns.registrable_domain": "example.org",
 	"tls.leaf.subject.O": "Data Harvest Ltd", "tls.leaf.subject.L": "Road Town", "tls.leaf.subject.ST": null,
 	"tls.leaf.subject.C": "VG"}') IS NOT NULL AS drifted;
-SELECT status FROM refresh_tokens WHERE token_id = 't-ov';
-SELECT jsonb_pretty(explained(suspension_id) -> 'consent') FROM refresh_tokens WHERE token_id = 't-ov';
-SELECT explained(suspension_id) #>> '{consent,text}' AS text FROM refresh_tokens WHERE token_id = 't-ov';
+SELECT status FROM public.tokens WHERE token_id = 't-ov';
+SELECT jsonb_pretty(explained(suspension_id) -> 'consent') FROM public.tokens WHERE token_id = 't-ov';
+SELECT explained(suspension_id) #>> '{consent,text}' AS text FROM public.tokens WHERE token_id = 't-ov';
 -- what the screen shows now
 SELECT consent('ov') ->> 'label' AS label_now;
 -- re-approval: the new baseline is what is shown now
@@ -92,7 +92,7 @@ SELECT snap('steps.example.net', 443, '{"tls.leaf.validation": "DV", "tls.leaf.p
 SELECT explained(suspension_id) -> 'reasons' AS reasons,
 	   explained(suspension_id) -> 'consent' -> 'changes' AS consent_changes,
 	   explained(suspension_id) #>> '{consent,text}' AS text
-FROM refresh_tokens WHERE token_id = 't-dv';
+FROM public.tokens WHERE token_id = 't-dv';
 -- ... and the ownership record vanishing on the EV app: the screen's
 -- organization stays, the ownership goes
 SELECT snap('lung.example.co.uk', 8443, '{"tls.leaf.validation": "EV", "tls.leaf.policies": ["2.23.140.1.1"],
@@ -101,11 +101,11 @@ SELECT appguard_consent_info('ev') ->> 'label' AS label;
 INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('t-ev', 'ev', 'patient-3');
 SELECT snap('lung.example.co.uk', 8443, '{"tls.leaf.validation": "EV", "tls.leaf.policies": ["2.23.140.1.1"],
 	"tls.leaf.subject": {"CN": "lung.example.co.uk", "O": "Lung Diary Ltd", "C": "GB"}}') IS NOT NULL AS record_gone;
-SELECT status FROM refresh_tokens WHERE token_id = 't-ev';
+SELECT status FROM public.tokens WHERE token_id = 't-ev';
 SELECT explained(suspension_id) -> 'reasons' AS reasons,
 	   explained(suspension_id) -> 'consent' -> 'changes' AS consent_changes,
 	   explained(suspension_id) #>> '{consent,text}' AS text
-FROM refresh_tokens WHERE token_id = 't-ev';
+FROM public.tokens WHERE token_id = 't-ev';
 
 -- Retention: shown rows go with their client, and with their snapshots
 -- (appguard_prune deletes snapshots no grant, suspension or client needs)

@@ -157,15 +157,15 @@ SELECT client_id || '-token', client_id, 'someone' FROM reason_cases;
 SELECT count(snap(client_id || '.example.com', 443, drifted, status)) AS drifted FROM reason_cases;
 SELECT t.client_id, t.status, s.reasons, s.state, s.tokens_suspended,
 	   t.error_uri = error_uri(s.id, t.client_id) AS error_uri_ok
-FROM refresh_tokens t JOIN suspensions s ON s.id = t.suspension_id
+FROM public.tokens t JOIN suspensions s ON s.id = t.suspension_id
 WHERE t.client_id LIKE 'c-%' ORDER BY t.client_id;
 SELECT s.client_id, e ->> 'reason' AS reason, e ->> 'field' AS field, e -> 'old' AS old, e -> 'new' AS new
 FROM suspensions s, jsonb_array_elements(s.diff) e
 WHERE s.client_id LIKE 'c-%' ORDER BY 1, 2, 3;
 SELECT regexp_replace(appguard_check_refresh('c-identity-token')::text, 'suspensions/[0-9]+', 'suspensions/N')::jsonb
 	AS refused;
-SELECT jsonb_pretty(explained(suspension_id)) FROM refresh_tokens WHERE token_id = 'c-identity-token';
-SELECT explained(suspension_id) -> 'changes' -> 0 ->> 'text' AS change FROM refresh_tokens
+SELECT jsonb_pretty(explained(suspension_id)) FROM public.tokens WHERE token_id = 'c-identity-token';
+SELECT explained(suspension_id) -> 'changes' -> 0 ->> 'text' AS change FROM public.tokens
 WHERE client_id LIKE 'c-%' ORDER BY client_id;
 SELECT kind, count(*) FROM events WHERE client_id LIKE 'c-%' GROUP BY kind ORDER BY kind;
 SELECT suspension_id IS NOT NULL AS listed, name, reasons, still_suspended FROM open_suspensions
@@ -223,7 +223,7 @@ SELECT snap('conf.example.org', 443, '{}', 'timeout') IS NOT NULL AS timed_out;
 SELECT (tok('k1')).status, streak, drifting FROM baseline_state WHERE client_id = 'conf';
 SELECT snap('conf.example.org', 443, '{"tls.verified": false}') IS NOT NULL AS drift_2;
 SELECT (tok('k1')).status, streak FROM baseline_state WHERE client_id = 'conf';
-SELECT explained(suspension_id) -> 'reasons' AS reasons FROM refresh_tokens WHERE token_id = 'k1';
+SELECT explained(suspension_id) -> 'reasons' AS reasons FROM public.tokens WHERE token_id = 'k1';
 RESET appguard.confirmations;
 
 -- ---------------------------------------------------------------------
@@ -251,7 +251,7 @@ SELECT try(sql) FROM (VALUES
 ) AS t(sql);
 -- a refresh is recorded
 SELECT appguard_check_refresh('a1');
-SELECT last_refreshed_at IS NOT NULL AS recorded FROM refresh_tokens WHERE token_id = 'a1';
+SELECT last_refreshed_at IS NOT NULL AS recorded FROM public.tokens WHERE token_id = 'a1';
 
 -- ---------------------------------------------------------------------
 -- Snapshots out of order, and grants the fan-out missed
@@ -269,8 +269,7 @@ SELECT * FROM tok('o1');
 -- baseline after the fact): its refresh check compares it and suspends it.
 SELECT snap('ooo.example.org', 443, '{"tls.leaf.subject.O": "Somebody Else"}') IS NOT NULL AS drifted;
 SELECT * FROM tok('o1');
-INSERT INTO refresh_tokens (token_id, client_id, subject, baseline_snapshot_id)
-VALUES ('o2', 'ooo', 'oda', :ooo_first);
+SELECT restore_token('o2', 'ooo', 'oda', :ooo_first);
 SELECT * FROM tok('o2');
 SELECT appguard_check_refresh('o2') -> 'error' ->> 'error' AS refused;
 SELECT * FROM tok('o2');
@@ -279,11 +278,10 @@ SELECT count(*) AS suspensions, sum(tokens_suspended) AS tokens FROM suspensions
 SELECT appguard_register_client('late', 'Late App', ARRAY['https://late.example.org/']) IS NOT NULL;
 SELECT snap('late.example.org') AS late_first \gset
 SELECT snap('late.example.org', 443, '{"tls.leaf.validation": null, "tls.leaf.policies": []}') IS NOT NULL AS drifted;
-INSERT INTO refresh_tokens (token_id, client_id, subject, baseline_snapshot_id)
-VALUES ('l1', 'late', 'lea', :late_first);
+SELECT restore_token('l1', 'late', 'lea', :late_first);
 SELECT count(*) AS verdicts FROM baseline_state WHERE client_id = 'late';
 SELECT appguard_check_refresh('l1') -> 'error' ->> 'error' AS refused;
-SELECT (tok('l1')).status, s.reasons FROM refresh_tokens t JOIN suspensions s ON s.id = t.suspension_id
+SELECT (tok('l1')).status, s.reasons FROM public.tokens t JOIN suspensions s ON s.id = t.suspension_id
 WHERE t.token_id = 'l1';
 
 -- every table of the lifecycle is readable by operators only

@@ -57,15 +57,15 @@ SELECT count(*) AS protected_tables FROM protected_tables;
 SELECT appguard_protect('"we""ird"."tok""ens; DROP TABLE x; --"', 'cli ent', 'en"abled', 'err''uri', '1', '0');
 SELECT try($$SELECT appguard_protect('"we""ird"."tok""ens; DROP TABLE x; --"', 'cli ent', 'en"abled', NULL, '1', '0')$$);
 SELECT tgname FROM pg_trigger WHERE tgrelid = '"we""ird"."tok""ens; DROP TABLE x; --"'::regclass ORDER BY 1;
-SELECT row_key, client_id, state, baseline_snapshot_id IS NOT NULL AS has_baseline
-FROM protected_rows ORDER BY row_key::int;
+SELECT token_key, client_id, state, baseline_snapshot_id IS NOT NULL AS has_baseline
+FROM grants WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
 SELECT * FROM unregistered_grants ORDER BY token_table;
 
 -- the host's own statements work unchanged
 INSERT INTO "we""ird"."tok""ens; DROP TABLE x; --" ("cli ent") VALUES ('glw'), ('glw');
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "last seen" = now() WHERE "k""ey" = 1;
-SELECT row_key, client_id, state, baseline_snapshot_id IS NOT NULL AS has_baseline
-FROM protected_rows ORDER BY row_key::int;
+SELECT token_key, client_id, state, baseline_snapshot_id IS NOT NULL AS has_baseline
+FROM grants WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
 SELECT appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '1');
 SELECT appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '2');
 SELECT try($$SELECT appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '99')$$);
@@ -77,8 +77,8 @@ SELECT snap('glw.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}'
 SELECT "k""ey", "cli ent", "en""abled",
 	   "err'uri" = (SELECT error_uri FROM suspensions s WHERE s.client_id = 'glw') AS error_uri_set
 FROM "we""ird"."tok""ens; DROP TABLE x; --" ORDER BY 1;
-SELECT row_key, state, suspension_id IS NOT NULL AS suspended_by_appguard
-FROM protected_rows ORDER BY row_key::int;
+SELECT token_key, state, suspension_id IS NOT NULL AS suspended_by_appguard
+FROM grants WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
 SELECT (appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '1') -> 'error') - 'error_uri' AS refused;
 SELECT appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '2');
 SELECT tokens_suspended FROM suspensions WHERE client_id = 'glw';
@@ -86,7 +86,7 @@ SELECT appguard_drifted('glw');
 
 -- the host revokes row 5 itself: appguard will not re-enable it
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "en""abled" = 0 WHERE "k""ey" = 5;
-SELECT row_key, state FROM protected_rows WHERE row_key IN ('1', '5', '6') ORDER BY 1;
+SELECT token_key, state FROM grants WHERE token_key IN ('1', '5', '6') AND token_table <> 'appguard.refresh_tokens'::regclass ORDER BY 1;
 SELECT try($$SELECT appguard_reapprove('"we""ird"."tok""ens; DROP TABLE x; --"', '5')$$);
 SELECT try($$SELECT appguard_reapprove('"we""ird"."tok""ens; DROP TABLE x; --"', '2')$$);
 -- re-approval of row 1: the host's value back, error_uri cleared, new baseline
@@ -99,17 +99,17 @@ SELECT kind, token_key FROM events WHERE token_table IS NOT NULL AND kind IN ('r
 -- the host re-enables row 6 on its own: appguard follows (its baseline
 -- is unchanged, so the next drifting snapshot suspends it again)
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "en""abled" = 1 WHERE "k""ey" = 6;
-SELECT row_key, state FROM protected_rows WHERE row_key = '6';
+SELECT token_key, state FROM grants WHERE token_key = '6' AND token_table <> 'appguard.refresh_tokens'::regclass;
 SELECT snap('glw.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS next_sweep;
 SELECT "k""ey", "en""abled" FROM "we""ird"."tok""ens; DROP TABLE x; --" ORDER BY 1;
 
 -- key changes, deletes, truncates
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "k""ey" = 60 WHERE "k""ey" = 6;
 DELETE FROM "we""ird"."tok""ens; DROP TABLE x; --" WHERE "k""ey" = 4;
-SELECT row_key, client_id, state FROM protected_rows ORDER BY row_key::int;
+SELECT token_key, client_id, state FROM grants WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
 -- a row moved to another client takes that client's next baseline
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "cli ent" = 'we"ird' WHERE "k""ey" = 1;
-SELECT row_key, client_id, state, baseline_snapshot_id IS NULL AS pending FROM protected_rows WHERE row_key = '1';
+SELECT token_key, client_id, state, baseline_snapshot_id IS NULL AS pending FROM grants WHERE token_key = '1' AND token_table <> 'appguard.refresh_tokens'::regclass;
 
 -- A second table: text status with its own values, no error_uri column
 -- (appguard keeps the error_uri of a row itself)
@@ -120,19 +120,19 @@ INSERT INTO grants2 VALUES ('00000000-0000-0000-0000-000000000001', 'we"ird', 'l
 SELECT snap('weird.example.org', 443, '{"tls.verified": false, "tls.verify_error": "unable to get local issuer certificate"}') IS NOT NULL AS drifted;
 SELECT id, state FROM grants2 ORDER BY id;
 SELECT appguard_check_refresh('grants2', '00000000-0000-0000-0000-000000000001') -> 'error' ->> 'error_uri'
-	= (SELECT error_uri FROM protected_rows WHERE row_key = '00000000-0000-0000-0000-000000000001') AS own_error_uri;
+	= (SELECT error_uri FROM grants WHERE token_key = '00000000-0000-0000-0000-000000000001') AS own_error_uri;
 SELECT appguard_check_refresh('grants2', '00000000-0000-0000-0000-000000000002');
 SELECT "k""ey", "en""abled" FROM "we""ird"."tok""ens; DROP TABLE x; --" WHERE "cli ent" = 'we"ird' ORDER BY 1;
 SELECT appguard_reapprove('grants2', '00000000-0000-0000-0000-000000000001') ->> 'reapproved' AS reapproved;
 SELECT id, state FROM grants2 ORDER BY id;
 TRUNCATE grants2;
-SELECT count(*) AS rows_left FROM protected_rows WHERE tbl = 'grants2'::regclass;
+SELECT count(*) AS rows_left FROM grants WHERE token_table = 'grants2'::regclass;
 
 -- unprotect removes everything protect added; suspended rows stay suspended
 SELECT appguard_unprotect('"we""ird"."tok""ens; DROP TABLE x; --"');
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = '"we""ird"."tok""ens; DROP TABLE x; --"'::regclass;
-SELECT count(*) AS rows_left FROM protected_rows
-WHERE tbl = '"we""ird"."tok""ens; DROP TABLE x; --"'::regclass;
+SELECT count(*) AS rows_left FROM grants
+WHERE token_table = '"we""ird"."tok""ens; DROP TABLE x; --"'::regclass;
 SELECT "k""ey", "en""abled" FROM "we""ird"."tok""ens; DROP TABLE x; --" ORDER BY 1;
 INSERT INTO "we""ird"."tok""ens; DROP TABLE x; --" ("cli ent") VALUES ('glw');
 -- protect again, then the host drops the table: appguard forgets it
@@ -165,8 +165,8 @@ SET ROLE appguard_regress_lv_host;
 INSERT INTO public.lv_tokens (client) VALUES ('lv');
 SELECT lastval() = (SELECT max(id) FROM public.lv_tokens) AS lastval_is_the_new_key;
 RESET ROLE;
-SELECT row_key, state, baseline_snapshot_id IS NULL AS pending FROM protected_rows
-WHERE tbl = 'lv_tokens'::regclass ORDER BY row_key;
+SELECT token_key, state, baseline_snapshot_id IS NULL AS pending FROM grants
+WHERE token_table = 'lv_tokens'::regclass ORDER BY token_key;
 -- the host takes over a row appguard suspended (an event): lastval() kept
 SELECT snap('lastval.example.org') IS NOT NULL AS baseline;
 SELECT snap('lastval.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS drifted;
@@ -204,7 +204,7 @@ CREATE VIEW public.hf_state AS
 SELECT h.id, h.enabled, pr.state,
 	   CASE WHEN h.enabled = 1 THEN pr.state = 'active' ELSE pr.state <> 'active' END AS in_step
 FROM public.hf_tokens h
-	 JOIN appguard.protected_rows pr ON pr.tbl = 'public.hf_tokens'::regclass AND pr.row_key = h.id::text;
+	 JOIN appguard.grants pr ON pr.token_table = 'public.hf_tokens'::regclass AND pr.token_key = h.id::text;
 
 -- Neither role can raise the flag, nor read it
 SET ROLE appguard_regress_hf_owner;

@@ -30,7 +30,7 @@ SELECT count(snap(c || '.breaker.test', 443,
 FROM (SELECT 'b' || lpad(i::text, 2, '0') AS c FROM generate_series(1, 12) i) s;
 SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
 -- nothing is suspended before the sweep ends
-SELECT count(*) FILTER (WHERE status = 'active') AS active FROM refresh_tokens WHERE client_id LIKE 'b%';
+SELECT count(*) FILTER (WHERE status = 'active') AS active FROM public.tokens WHERE client_id LIKE 'b%';
 SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
 SELECT id = :sweep AS this_sweep, measured, failed, drifted, suspended, held, tokens_suspended, hold_id IS NOT NULL AS held_by
 FROM sweeps WHERE id = :sweep;
@@ -56,7 +56,7 @@ SELECT (tok('tok-b01')).status, (tok('tok-b02')).status;
 -- b02's host is fine again before the operator decides: its suspension is superseded
 SELECT snap('b02.breaker.test') IS NOT NULL AS fine_again;
 SELECT appguard_release_hold(:hold) - 'hold_id' AS released;
-SELECT t.client_id, t.status, s.state FROM refresh_tokens t
+SELECT t.client_id, t.status, s.state FROM public.tokens t
 	JOIN suspensions s ON s.client_id = t.client_id AND s.hold_id = :hold
 WHERE t.client_id BETWEEN 'b01' AND 'b05' ORDER BY 1;
 SELECT state, closed_at IS NOT NULL AS closed FROM holds WHERE id = :hold;
@@ -79,10 +79,10 @@ SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep
 SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
 SELECT hold_id AS hold FROM sweeps WHERE id = :sweep \gset
 SELECT appguard_discard_hold(:hold) - 'hold_id' AS discarded;
-SELECT count(*) FILTER (WHERE status = 'active') AS active FROM refresh_tokens WHERE client_id >= 'b09';
+SELECT count(*) FILTER (WHERE status = 'active') AS active FROM public.tokens WHERE client_id >= 'b09';
 SELECT state FROM holds WHERE id = :hold;
 SELECT snap('b09.breaker.test', 443, '{"dns.ns": ["ns.other.test"], "tls.leaf.subject.O": "Mass Corp"}') IS NOT NULL AS persists;
-SELECT client_id, (tok(token_id)).status FROM refresh_tokens WHERE client_id >= 'b09' ORDER BY 1;
+SELECT client_id, (tok(token_id)).status FROM public.tokens WHERE client_id >= 'b09' ORDER BY 1;
 
 -- ---------------------------------------------------------------------
 -- Below the threshold, or fewer hosts than mass_drift_min_hosts:
@@ -102,7 +102,7 @@ SELECT count(snap(c || '.breaker.test', 443, '{"tls.verified": false}'))
 FROM (VALUES ('b06'), ('b07'), ('b08')) s(c);
 SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
 SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
-SELECT client_id, (tok(token_id)).status FROM refresh_tokens WHERE client_id IN ('b06', 'b07', 'b08') ORDER BY 1;
+SELECT client_id, (tok(token_id)).status FROM public.tokens WHERE client_id IN ('b06', 'b07', 'b08') ORDER BY 1;
 
 -- with confirmations = 2 a first mass drift is only a warning
 SET appguard.confirmations = 2;
@@ -251,7 +251,7 @@ SELECT count(*) AS missing FROM (
 	UNION SELECT last_ok_snapshot_id FROM clients WHERE last_ok_snapshot_id IS NOT NULL) r
 WHERE NOT EXISTS (SELECT FROM snapshots s WHERE s.id = r.id);
 SELECT count(*) AS events_left, bool_and(kind = 'pruned') AS only_the_prune FROM events;
-SELECT appguard_explain(suspension_id) ->> 'app_name' AS still_explained FROM refresh_tokens
+SELECT appguard_explain(suspension_id) ->> 'app_name' AS still_explained FROM public.tokens
 WHERE token_id = 'tok-b01';
 
 -- ---------------------------------------------------------------------
@@ -271,15 +271,16 @@ CREATE TABLE public.grants_x (id int PRIMARY KEY, c text, s text);
 CREATE ROLE lc_test_auth IN ROLE appguard_auth_server;
 CREATE ROLE lc_test_operator IN ROLE appguard_operator;
 GRANT USAGE ON SCHEMA public TO lc_test_auth, lc_test_operator;
+SELECT suspension_id AS b01_suspension FROM public.tokens WHERE token_id = 'tok-b01' \gset
 SET ROLE lc_test_auth;
 SELECT appguard_register_client('authapp', 'Auth App', ARRAY['https://authapp.breaker.test/']) ->> 'host' AS host;
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('auth-1', 'authapp', 'amy');
 SELECT appguard_check_refresh('auth-1');
 UPDATE appguard.refresh_tokens SET status = 'revoked' WHERE token_id = 'auth-1';
-SELECT appguard_explain(suspension_id) ->> 'app_name' AS app FROM appguard.refresh_tokens
-WHERE token_id = 'tok-b01';
+SELECT appguard_explain(:b01_suspension) ->> 'app_name' AS app;
 SELECT try(sql) FROM (VALUES
-	($$UPDATE appguard.refresh_tokens SET baseline_snapshot_id = 1 WHERE token_id = 'auth-1'$$),
+	($$UPDATE appguard.refresh_tokens SET error_uri = 'https://x.test/' WHERE token_id = 'auth-1'$$),
+	($$SELECT count(*) FROM appguard.grants$$),
 	($$SELECT count(*) FROM appguard.events$$),
 	($$SELECT count(*) FROM appguard.snapshots$$),
 	($$INSERT INTO appguard.snapshots (host, port, taken_at, status, facts) VALUES ('x.test', 443, now(), 'ok', '{}')$$),
@@ -335,7 +336,7 @@ INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('ev1'
 SELECT appguard_check_refresh('ev1');
 SELECT public.snap('evil.breaker.test', 443, '{"tls.leaf.subject.ST": "Nevada"}') IS NOT NULL;
 SELECT appguard_check_refresh('ev1') -> 'error' ->> 'error';
-SELECT appguard_explain((SELECT t.suspension_id FROM appguard.refresh_tokens t
+SELECT appguard_explain((SELECT t.suspension_id FROM public.tokens t
 								  WHERE t.token_id OPERATOR(pg_catalog.=) 'ev1')) ->> 'app_name';
 SELECT appguard_reapprove('ev1') ->> 'reapproved';
 SELECT count(*) FROM appguard_drift('evil-app');
@@ -402,8 +403,7 @@ SELECT appguard_drifted('fc1') AS drifted,
 	   appguard_check_refresh('public.fc_grants', '1') -> 'error' ->> 'error_uri' = :'pending_uri' AS row_refused,
 	   appguard_check_refresh('tok-fc2') AS tok_fc2;
 -- a grant issued now on the same baseline is refused too
-INSERT INTO refresh_tokens (token_id, client_id, subject, baseline_snapshot_id)
-SELECT 'tok-fc1b', 'fc1', 'p', baseline_snapshot_id FROM refresh_tokens WHERE token_id = 'tok-fc1';
+SELECT restore_token('tok-fc1b', 'fc1', 'p', baseline_snapshot_id) FROM public.tokens WHERE token_id = 'tok-fc1';
 SELECT appguard_check_refresh('tok-fc1b') -> 'error' ->> 'error_uri' = :'pending_uri' AS new_grant_refused;
 -- the procedure, as pg_cron calls it: the failure is committed, then
 -- raised with the close's SQLSTATE

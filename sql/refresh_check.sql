@@ -21,9 +21,9 @@ SELECT appguard_protect('public.host_grants', 'client', 'status', 'error_uri') -
 -- ---- the consent trigger ----
 -- the client's latest successful snapshot is recent: it is the baseline
 INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('t-a', 'fp', 'ann');
-SELECT baseline_snapshot_id = :snap_a AS baseline_is_latest FROM refresh_tokens WHERE token_id = 't-a';
+SELECT baseline_snapshot_id = :snap_a AS baseline_is_latest FROM public.tokens WHERE token_id = 't-a';
 INSERT INTO public.host_grants (id, client) VALUES (1, 'fp');
-SELECT baseline_snapshot_id = :snap_a AS row_baseline_is_latest FROM protected_rows WHERE row_key = '1';
+SELECT baseline_snapshot_id = :snap_a AS row_baseline_is_latest FROM grants WHERE token_key = '1';
 -- too old (baseline_max_age = 0): a live snapshot, refused here, so the
 -- baseline is pending and the failure is an event
 SET LOCAL appguard.baseline_max_age = 0;
@@ -34,21 +34,20 @@ SELECT (tok('t-pending')).baseline,
 RESET appguard.baseline_max_age;
 -- a baseline given (as a restored dump gives it) is kept, even one that
 -- names no snapshot (later evaluations skip it); a revoked row gets none
-INSERT INTO refresh_tokens (token_id, client_id, subject, baseline_snapshot_id)
-VALUES ('t-given', 'fp', 'gus', :snap_a - 1000);
-SELECT baseline_snapshot_id = :snap_a - 1000 AS kept FROM refresh_tokens WHERE token_id = 't-given';
+SELECT restore_token('t-given', 'fp', 'gus', :snap_a - 1000);
+SELECT baseline_snapshot_id = :snap_a - 1000 AS kept FROM public.tokens WHERE token_id = 't-given';
 INSERT INTO refresh_tokens (token_id, client_id, subject, status) VALUES ('t-revoked', 'fp', 'rev', 'revoked');
 SELECT (tok('t-revoked')).*;
 -- unregistered client: no baseline, left alone
 INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('t-ghost', 'ghost', 'gho');
 SELECT (tok('t-ghost')).*;
 -- bad input: a clear error, nothing stored
-SELECT count(*) AS tokens FROM refresh_tokens \gset before_
+SELECT count(*) AS tokens FROM public.tokens \gset before_
 SELECT try($$INSERT INTO refresh_tokens (token_id, client_id, subject, status) VALUES ('t-bad', 'fp', 'x', 'suspended')$$);
-SELECT count(*) = :before_tokens AS nothing_stored FROM refresh_tokens;
+SELECT count(*) = :before_tokens AS nothing_stored FROM public.tokens;
 -- the trigger function fired any other way
 CREATE TABLE public.not_tokens (x integer);
-CREATE TRIGGER wrong AFTER INSERT ON public.not_tokens FOR EACH ROW EXECUTE FUNCTION appguard.refresh_token_issue();
+CREATE TRIGGER wrong BEFORE INSERT ON public.not_tokens FOR EACH ROW EXECUTE FUNCTION appguard.grant_insert();
 SELECT try($$INSERT INTO public.not_tokens VALUES (1)$$);
 DROP TABLE public.not_tokens;
 
@@ -58,7 +57,7 @@ SELECT appguard_check_refresh('t-a') AS latest, appguard_check_refresh('t-pendin
 	   appguard_check_refresh('t-ghost') AS unregistered;
 SELECT appguard_check_refresh('public.host_grants', '1') AS row_latest;
 -- an allowed refresh is recorded
-SELECT last_refreshed_at IS NOT NULL AS recorded FROM refresh_tokens WHERE token_id = 't-a';
+SELECT last_refreshed_at IS NOT NULL AS recorded FROM public.tokens WHERE token_id = 't-a';
 -- a renewal with the same identity: the baseline is compared with it and
 -- clean, so the check is answered without the full check acting
 SELECT snap('fp.example.org', 443, '{"tls.leaf.serial": "02"}') AS snap_b \gset
@@ -100,7 +99,7 @@ SELECT appguard_check_refresh('t-a') -> 'error' ->> 'error' AS confirmed,
 SELECT (tok('t-a')).status, (SELECT status FROM public.host_grants WHERE id = 1) AS row_status,
 	   (SELECT count(*) FROM suspensions WHERE client_id = 'fp' AND state = 'applied') AS applied;
 SELECT appguard_check_refresh('t-a') -> 'error' ->> 'error_uri' = error_uri AS same_error_uri
-FROM refresh_tokens WHERE token_id = 't-a';
+FROM public.tokens WHERE token_id = 't-a';
 -- revoked
 SELECT appguard_check_refresh('t-revoked');
 

@@ -87,7 +87,7 @@ SELECT public.try($$SELECT appguard_protect('public.sec_tokens', 'client', 'stat
 SELECT public.try($$CALL appguard_sweep('1 hour', '1 minute')$$);
 SELECT public.try($$SELECT appguard_prune('1 day')$$);
 SELECT public.try($$SELECT appguard_snapshot('a.example.org')$$);
-SELECT public.try($$UPDATE appguard.refresh_tokens SET baseline_snapshot_id = 1$$);
+SELECT public.try($$UPDATE appguard.refresh_tokens SET error_uri = 'https://x.test/'$$);
 SELECT public.try($$UPDATE appguard.refresh_tokens SET status = 'active' WHERE false$$);
 SELECT public.try($$SELECT * FROM appguard.suspensions$$);
 -- the flag that marks appguard's own writes to protected tables
@@ -347,7 +347,7 @@ CREATE TABLE hostile.snapshots (id bigint);
 CREATE TEMP TABLE clients (client_id text);
 CREATE TEMP TABLE refresh_tokens (token_id text);
 CREATE TEMP TABLE suspensions (id bigint);
-CREATE TEMP TABLE protected_rows (tbl regclass);
+CREATE TEMP TABLE grants (token_table regclass);
 CREATE TABLE public.hp_tokens (id text PRIMARY KEY, client text, status text, uri text);
 
 SET search_path = hostile, pg_temp, appguard, public, pg_catalog;
@@ -360,7 +360,7 @@ SELECT appguard_check_refresh('hp1') ->> 'allowed';
 SELECT public.snap('hp.example.org', 443, '{"dns.ownership_ids": [], "tls.verified": false}') IS NOT NULL AS drifted;
 SELECT appguard_check_refresh('hp1') -> 'error' ->> 'error_uri' LIKE 'https://auth.example.org/%' AS real_error_uri;
 SELECT appguard_check_refresh('public.hp_tokens', 'r1') -> 'error' ->> 'error';
-SELECT appguard_explain((SELECT t.suspension_id FROM appguard.refresh_tokens t
+SELECT appguard_explain((SELECT t.suspension_id FROM public.tokens t
 								  WHERE t.token_id OPERATOR(pg_catalog.=) 'hp1')) ->> 'app_name';
 SELECT appguard_reapprove('hp1') ->> 'reapproved';
 SELECT appguard_reapprove('public.hp_tokens', 'r1') ->> 'reapproved';
@@ -375,7 +375,7 @@ RESET search_path;
 -- what the planted objects saw: nothing
 SELECT what, count(*) FROM hostile.calls GROUP BY what ORDER BY what;
 SELECT (SELECT count(*) FROM pg_temp.clients) + (SELECT count(*) FROM pg_temp.refresh_tokens)
-	 + (SELECT count(*) FROM pg_temp.suspensions) + (SELECT count(*) FROM pg_temp.protected_rows)
+	 + (SELECT count(*) FROM pg_temp.suspensions) + (SELECT count(*) FROM pg_temp.grants)
 	 + (SELECT count(*) FROM hostile.clients) + (SELECT count(*) FROM hostile.snapshots) AS rows_in_decoys;
 -- the control: the planted operator and functions do work when called
 SET search_path = hostile, pg_catalog;
@@ -385,7 +385,7 @@ SELECT what, count(*) FROM hostile.calls GROUP BY what ORDER BY what;
 
 DROP SCHEMA hostile CASCADE;
 DROP TABLE public.hp_tokens, public.sec_tokens;
-DROP TABLE pg_temp.clients, pg_temp.refresh_tokens, pg_temp.suspensions, pg_temp.protected_rows;
+DROP TABLE pg_temp.clients, pg_temp.refresh_tokens, pg_temp.suspensions, pg_temp.grants;
 REVOKE CREATE ON SCHEMA public FROM ag_sec_owner;
 DROP ROLE ag_sec_nogrant;
 DROP ROLE ag_sec_operator;

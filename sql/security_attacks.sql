@@ -74,8 +74,8 @@ UPDATE idp.grants SET status = 'revoked' WHERE id = 4;
 DELETE FROM idp.grants WHERE id = 4;
 RESET ROLE;
 SELECT * FROM pg_temp.owner_is_superuser;
-SELECT row_key, client_id, state FROM appguard.protected_rows
-WHERE tbl = 'idp.grants'::regclass ORDER BY row_key;
+SELECT token_key, client_id, state FROM appguard.grants
+WHERE token_table = 'idp.grants'::regclass ORDER BY token_key;
 -- a status column of such a type is read without the cast too
 SET ROLE ag_hostile_owner;
 CREATE TYPE idp.state AS ENUM ('active', 'suspended', 'revoked');
@@ -96,7 +96,7 @@ RESET ROLE;
 -- rows already in the table, adopted at protect: no cast to json
 SELECT appguard_protect('idp.grants_enum', 'client', 'status') - 'table' AS protected;
 SELECT * FROM pg_temp.owner_is_superuser;
-SELECT row_key, state FROM appguard.protected_rows WHERE tbl = 'idp.grants_enum'::regclass ORDER BY row_key;
+SELECT token_key, state FROM appguard.grants WHERE token_table = 'idp.grants_enum'::regclass ORDER BY token_key;
 SELECT appguard_unprotect('idp.grants_enum') ->> 'rows_forgotten' AS forgotten;
 -- a cast from text into the status type runs as the owner, not as superuser
 SET ROLE ag_hostile_owner;
@@ -160,9 +160,9 @@ WHERE kind = 'table_problem' ORDER BY id;
 SELECT snap('app2.example.org', 443, '{"tls.leaf.subject.O": "Someone Else LLC"}') IS NOT NULL AS drifted;
 SELECT id, status, error_uri IS NOT NULL AS has_error_uri FROM idp.g_broken ORDER BY id;
 SELECT id, client, status FROM idp.g_sound ORDER BY id;
-SELECT tbl, row_key, state, suspension_id IS NOT NULL AS suspended_by_appguard
-FROM appguard.protected_rows WHERE tbl IN ('idp.g_broken'::regclass, 'idp.g_sound'::regclass)
-ORDER BY tbl::text, row_key;
+SELECT token_table, token_key, state, suspension_id IS NOT NULL AS suspended_by_appguard
+FROM appguard.grants WHERE token_table IN ('idp.g_broken'::regclass, 'idp.g_sound'::regclass)
+ORDER BY token_table::text, token_key;
 -- refresh checks of the broken table's rows answer not allowed, with the error_uri
 SELECT appguard_check_refresh('idp.g_broken', '1') -> 'error' ->> 'error' AS g_broken_1,
 	   appguard_check_refresh('idp.g_broken', '1') -> 'error' ? 'error_uri' AS with_error_uri,
@@ -171,7 +171,7 @@ SELECT appguard_check_refresh('idp.g_broken', '1') -> 'error' ->> 'error' AS g_b
 -- other apps are not affected: app3 drifts and its token is suspended
 SELECT snap('app3.example.org', 443, '{"dns.ownership_ids": []}') IS NOT NULL AS ok;
 SELECT snap('app3.example.org', 443, '{"tls.verified": false, "tls.verify_error": "certificate has expired", "tls.verify_code": 10}') IS NOT NULL AS drifted;
-SELECT status FROM appguard.refresh_tokens WHERE token_id = 't3';
+SELECT status FROM public.tokens WHERE token_id = 't3';
 SELECT appguard_check_refresh('t3') ->> 'allowed' AS t3_allowed;
 SELECT count(*) AS undecided FROM appguard.suspensions WHERE state IN ('pending', 'held');
 -- the owner drops the CHECK: the problem is cleared and the host rows written
@@ -215,16 +215,15 @@ SELECT try($$UPDATE appguard.refresh_tokens SET status = 'revoked' WHERE token_i
 SELECT regexp_replace(try($$UPDATE appguard.refresh_tokens SET status = 'active' WHERE token_id = 't3'$$),
 					  'suspension [0-9]+', 'suspension N') AS try;
 RESET ROLE;
-SELECT status, suspension_id IS NOT NULL AS suspended_by_appguard FROM appguard.refresh_tokens
+SELECT status, suspension_id IS NOT NULL AS suspended_by_appguard FROM public.tokens
 WHERE token_id = 't3';
 SELECT try($$SELECT appguard_reapprove('t3')$$);
 -- a grant on the drifted baseline that the fan-out missed (a restored
 -- row): the refresh check applies the suspension to it, no 55000
-INSERT INTO appguard.refresh_tokens (token_id, client_id, subject, baseline_snapshot_id)
-SELECT 't3b', 'hostile-app3', 'patient', baseline_snapshot_id FROM appguard.suspensions
+SELECT restore_token('t3b', 'hostile-app3', 'patient', baseline_snapshot_id) FROM appguard.suspensions
 WHERE client_id = 'hostile-app3' AND state = 'applied';
 SELECT appguard_check_refresh('t3b') ->> 'allowed' AS t3b_allowed;
-SELECT status, suspension_id IS NOT NULL AS suspended_by_appguard FROM appguard.refresh_tokens
+SELECT status, suspension_id IS NOT NULL AS suspended_by_appguard FROM public.tokens
 WHERE token_id = 't3b';
 
 -- ---------------------------------------------------------------------

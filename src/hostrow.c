@@ -5,7 +5,7 @@
  *	  appguard needs without running the table owner's code with
  *	  appguard's rights, and the caller's right to see a row.
  *
- * The row triggers of a protected table (appguard.protected_row_sync) run
+ * The row triggers of a protected table (appguard.grant_sync) run
  * as the extension's owner, a superuser, because they write appguard's
  * own tables.  Whatever they evaluate on the host's row must therefore be
  * code no ordinary role can define.  to_jsonb(NEW) is not: it calls a
@@ -47,13 +47,12 @@
 PG_FUNCTION_INFO_V1(appguard_row_texts);
 
 /*
- * The value of column attnum of row, printed by its type's output
+ * The value of column attnum of tuple, printed by its type's output
  * function; NULL for a NULL, a dropped or a missing column.
  */
-static text *
-column_text(HeapTupleHeader row, TupleDesc desc, int attnum)
+char *
+hostrow_column_text(HeapTuple tuple, TupleDesc desc, int attnum)
 {
-	HeapTupleData tuple;
 	Form_pg_attribute att;
 	Datum		value;
 	bool		isnull;
@@ -65,15 +64,11 @@ column_text(HeapTupleHeader row, TupleDesc desc, int attnum)
 	att = TupleDescAttr(desc, attnum - 1);
 	if (att->attisdropped)
 		return NULL;
-	tuple.t_len = HeapTupleHeaderGetDatumLength(row);
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = InvalidOid;
-	tuple.t_data = row;
-	value = heap_getattr(&tuple, attnum, desc, &isnull);
+	value = heap_getattr(tuple, attnum, desc, &isnull);
 	if (isnull)
 		return NULL;
 	getTypeOutputInfo(att->atttypid, &output, &varlena);
-	return cstring_to_text(OidOutputFunctionCall(output, value));
+	return OidOutputFunctionCall(output, value);
 }
 
 /*
@@ -86,6 +81,7 @@ Datum
 appguard_row_texts(PG_FUNCTION_ARGS)
 {
 	HeapTupleHeader row;
+	HeapTupleData tuple;
 	ArrayType  *attnums;
 	Datum	   *numbers;
 	bool	   *number_nulls;
@@ -104,15 +100,19 @@ appguard_row_texts(PG_FUNCTION_ARGS)
 					  &numbers, &number_nulls, &n);
 	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(row),
 								  HeapTupleHeaderGetTypMod(row));
+	tuple.t_len = HeapTupleHeaderGetDatumLength(row);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = row;
 	texts = palloc0(Max(n, 1) * sizeof(Datum));
 	text_nulls = palloc0(Max(n, 1) * sizeof(bool));
 	for (int i = 0; i < n; i++)
 	{
-		text	   *t = number_nulls[i] ? NULL
-			: column_text(row, desc, DatumGetInt16(numbers[i]));
+		char	   *t = number_nulls[i] ? NULL
+			: hostrow_column_text(&tuple, desc, DatumGetInt16(numbers[i]));
 
 		text_nulls[i] = (t == NULL);
-		texts[i] = PointerGetDatum(t);
+		texts[i] = t ? CStringGetTextDatum(t) : (Datum) 0;
 	}
 	ReleaseTupleDesc(desc);
 	dims[0] = n;

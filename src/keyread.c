@@ -29,8 +29,13 @@
 #include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "executor/tuptable.h"
+#include "fmgr.h"
 #include "keyread.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -51,15 +56,15 @@ typedef struct KeyedTableDef
 } KeyedTableDef;
 
 static const KeyedTableDef table_defs[KT_COUNT] = {
-	[KT_PROTECTED_ROWS] = {
-		"protected_rows", "protected_rows_pkey",
-		2, {"tbl", "row_key"}, {F_OIDEQ, F_TEXTEQ},
+	[KT_GRANTS] = {
+		"grants", "grants_pkey",
+		2, {"token_table", "token_key"}, {F_OIDEQ, F_TEXTEQ},
 		GRANT_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id"}
 	},
-	[KT_REFRESH_TOKENS] = {
-		"refresh_tokens", "refresh_tokens_pkey",
-		1, {"token_id"}, {F_TEXTEQ},
-		GRANT_NCOLUMNS, {"status", "client_id", "baseline_snapshot_id"}
+	[KT_PROTECTED_TABLES] = {
+		"protected_tables", "protected_tables_pkey",
+		1, {"tbl"}, {F_OIDEQ},
+		PT_NCOLUMNS, {"key_attnum", "client_attnum", "status_attnum", "active_value"}
 	},
 	[KT_CLIENTS] = {
 		"clients", "clients_pkey",
@@ -243,4 +248,42 @@ keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
 	index_close(index, NoLock);
 	table_close(heap, NoLock);
 	return found;
+}
+
+PG_FUNCTION_INFO_V1(appguard_keyread_contract);
+
+static Datum
+text_array(const char *const *items, int n)
+{
+	Datum	   *elems = palloc(Max(n, 1) * sizeof(Datum));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(items[i]);
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * appguard.keyread_contract() RETURNS TABLE (table_name, index_name,
+ * key_columns, columns): what this file reads by name, for the regression
+ * test that checks it against the catalog (sql/c_contract.sql).
+ */
+Datum
+appguard_keyread_contract(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int t = 0; t < KT_COUNT; t++)
+	{
+		const KeyedTableDef *def = &table_defs[t];
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = CStringGetTextDatum(def->relname);
+		values[1] = CStringGetTextDatum(def->indexname);
+		values[2] = text_array(def->keycolumns, def->nkeys);
+		values[3] = text_array(def->columns, def->ncolumns);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

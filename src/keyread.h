@@ -14,23 +14,29 @@
 
 #include "utils/snapshot.h"
 
+/*
+ * The appguard tables C reads by name.  Their names, indexes and columns
+ * are declared once, in keyread.c (table_defs); each table says so in a
+ * comment in sql/parts/, and appguard.keyread_contract() lists them for the
+ * regression test that checks the SQL and the C agree (sql/c_contract.sql).
+ */
 typedef enum KeyedTable
 {
-	KT_PROTECTED_ROWS,			/* key (tbl, row_key) */
-	KT_REFRESH_TOKENS,			/* key (token_id) */
+	KT_GRANTS,					/* key (token_table, token_key) */
+	KT_PROTECTED_TABLES,		/* key (tbl) */
 	KT_CLIENTS,					/* key (client_id) */
 	KT_BASELINE_STATE,			/* key (client_id, baseline_snapshot_id) */
 	KT_COUNT
 } KeyedTable;
 
-/*
- * The columns read, per table, in the order of the values returned.  The
- * two grant tables (KT_PROTECTED_ROWS: state, KT_REFRESH_TOKENS: status)
- * are read alike.
- */
+/* The columns read, per table, in the order of the values returned. */
 enum
 {
-	GRANT_STATUS, GRANT_CLIENT_ID, GRANT_BASELINE_SNAPSHOT_ID, GRANT_NCOLUMNS
+	GRANT_STATE, GRANT_CLIENT_ID, GRANT_BASELINE_SNAPSHOT_ID, GRANT_NCOLUMNS
+};
+enum
+{
+	PT_KEY_ATTNUM, PT_CLIENT_ATTNUM, PT_STATUS_ATTNUM, PT_ACTIVE_VALUE, PT_NCOLUMNS
 };
 enum
 {

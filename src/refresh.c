@@ -7,7 +7,7 @@
  *	  appguard_check_refresh(token_id text) -> jsonb
  *	  appguard_check_refresh(tbl regclass, row_key text) -> jsonb
  *	  appguard_reapprove(tbl regclass, row_key text) -> jsonb (the gate)
- *	  appguard.refresh_token_issue() -> trigger (BEFORE INSERT)
+ *	  appguard.grant_insert() -> trigger (AFTER INSERT on token tables)
  *
  * An active grant whose baseline has been compared with its client's
  * latest snapshot and found not (confirmed) drifted is allowed after a
@@ -20,9 +20,12 @@
  * The fast path only ever answers "allowed", and only where the full
  * check would answer the same without acting.
  *
- * The consent trigger gives a new active grant its client's latest
- * successful snapshot as baseline when it is recent enough, else asks
- * appguard.baseline_for (a live snapshot, or pending).
+ * Every grant is a row of a protected table (appguard.refresh_tokens is
+ * one), and appguard's state of it a row of appguard.grants: one model,
+ * one fast path.  The consent trigger tracks a new row as a grant and
+ * gives an active one its client's latest successful snapshot as baseline
+ * when it is recent enough, else asks appguard.grant_baseline (a live
+ * snapshot, or pending).
  *
  * Reads take a fresh snapshot after a command counter increment, as a
  * volatile PL/pgSQL function's statements do: a refresh check asked in
@@ -36,6 +39,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "appguard.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -46,13 +50,14 @@
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(appguard_check_refresh_token);
 PG_FUNCTION_INFO_V1(appguard_check_refresh_row);
-PG_FUNCTION_INFO_V1(appguard_refresh_token_issue);
+PG_FUNCTION_INFO_V1(appguard_grant_insert);
 PG_FUNCTION_INFO_V1(appguard_reapprove_row);
 
 /* Recording an allowed refresh, re-checking the status under the row lock */
@@ -203,20 +208,17 @@ grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_
 			 && DatumGetInt32(bs[BS_STREAK]) >= appguard_confirmations);
 }
 
-/*
- * The grant keyed by key in table (KT_PROTECTED_ROWS or KT_REFRESH_TOKENS)
- * is active and verified
- */
+/* The grant keyed by key (token table, row key) is active and verified */
 static bool
-active_grant_verified(KeyedTable table, const Datum *key)
+active_grant_verified(const Datum *key)
 {
 	Datum		grant[GRANT_NCOLUMNS];
 	bool		grant_null[GRANT_NCOLUMNS];
 	bool		verified;
 
 	begin_fresh_read();
-	verified = keyread_row(table, key, GetActiveSnapshot(), grant, grant_null)
-		&& !grant_null[GRANT_STATUS] && text_equals(grant[GRANT_STATUS], "active")
+	verified = keyread_row(KT_GRANTS, key, GetActiveSnapshot(), grant, grant_null)
+		&& !grant_null[GRANT_STATE] && text_equals(grant[GRANT_STATE], "active")
 		&& grant_verified(grant[GRANT_CLIENT_ID], grant_null[GRANT_CLIENT_ID],
 						  grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID]);
 	end_fresh_read();
@@ -258,6 +260,19 @@ record_refresh(Datum token_id)
 
 /* ---- SQL entry points ---- */
 
+/* appguard.refresh_tokens (a syscache lookup) */
+static Oid
+refresh_tokens_relid(void)
+{
+	Oid			relid = get_relname_relid("refresh_tokens", get_namespace_oid("appguard", false));
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation appguard.refresh_tokens does not exist")));
+	return relid;
+}
+
 Datum
 appguard_check_refresh_token(PG_FUNCTION_ARGS)
 {
@@ -265,9 +280,9 @@ appguard_check_refresh_token(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(0))
 	{
-		Datum		token_id = PG_GETARG_DATUM(0);
+		Datum		key[2] = {ObjectIdGetDatum(refresh_tokens_relid()), PG_GETARG_DATUM(0)};
 
-		if (active_grant_verified(KT_REFRESH_TOKENS, &token_id) && record_refresh(token_id))
+		if (active_grant_verified(key) && record_refresh(key[1]))
 			PG_RETURN_JSONB_P(allowed_body());
 	}
 	return call_full_check("check_refresh_full", fcinfo, argtypes);
@@ -283,7 +298,7 @@ appguard_check_refresh_row(PG_FUNCTION_ARGS)
 		Datum		key[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
 
 		hostrow_require_select(PG_GETARG_OID(0), PG_GETARG_DATUM(1), "check");
-		if (active_grant_verified(KT_PROTECTED_ROWS, key))
+		if (active_grant_verified(key))
 			PG_RETURN_JSONB_P(allowed_body());
 	}
 	return call_full_check("check_row_refresh_full", fcinfo, argtypes);
@@ -307,20 +322,13 @@ appguard_reapprove_row(PG_FUNCTION_ARGS)
 
 /* ---- the consent trigger ---- */
 
-static int
-column_number(TupleDesc desc, const char *name)
-{
-	int			attnum = SPI_fnumber(desc, name);
-
-	if (attnum <= 0)
-		elog(ERROR, "appguard.refresh_tokens has no column %s", name);
-	return attnum;
-}
+/* Tracking a new row as a grant; kept if the key is tracked already */
+static SPIPlanPtr track_grant_plan = NULL;
 
 /*
  * The baseline of a grant of client_id created now: the client's latest
  * successful snapshot if younger than appguard.baseline_max_age, else
- * whatever appguard.baseline_for decides (a live snapshot, or NULL:
+ * whatever appguard.grant_baseline decides (a live snapshot, or NULL:
  * pending, or the client is not registered).
  */
 static Datum
@@ -346,64 +354,97 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
 		*isnull = false;
 		return cl[CL_LAST_OK_SNAPSHOT_ID];
 	}
-	return call_appguard_function("baseline_for", 1, argtypes, &client_id, &argnull, isnull);
+	return call_appguard_function("grant_baseline", 1, argtypes, &client_id, &argnull, isnull);
+}
+
+static void
+track_grant(Oid relid, const char *key, const char *client_id, bool active)
+{
+	static const Oid argtypes[5] = {REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', 'n'};
+	bool		baseline_null = true;
+
+	args[0] = ObjectIdGetDatum(relid);
+	args[1] = CStringGetTextDatum(key);
+	args[2] = client_id ? CStringGetTextDatum(client_id) : (Datum) 0;
+	nulls[2] = client_id ? ' ' : 'n';
+	args[3] = CStringGetTextDatum(active ? "active" : "inactive");
+	args[4] = (Datum) 0;
+	if (active && client_id)
+	{
+		args[4] = baseline_for_new_grant(args[2], &baseline_null);
+		nulls[4] = baseline_null ? 'n' : ' ';
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (track_grant_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare("INSERT INTO appguard.grants"
+									   " (token_table, token_key, client_id, state, baseline_snapshot_id)"
+									   " VALUES ($1, $2, $3, $4, $5)"
+									   " ON CONFLICT (token_table, token_key) DO NOTHING",
+									   5, (Oid *) argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		track_grant_plan = plan;
+	}
+	if (SPI_execute_plan(track_grant_plan, args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "tracking a grant failed");
+	SPI_finish();
 }
 
 /*
- * BEFORE INSERT on appguard.refresh_tokens: give a new active token its
- * baseline.  Never fails the INSERT because a measurement failed (the
- * baseline stays pending then).  A suspended row must name its
- * suspension (as a restored dump does).
+ * AFTER INSERT on every protected table: track the new row as a grant
+ * (appguard.grants).  Its key, client and status are read through their
+ * types' output functions (hostrow.c), as the table's other triggers read
+ * them; it is active when its status prints as the table's active value.
+ * A key already tracked is kept: a restored dump restores appguard.grants
+ * before the token tables.  Never fails the INSERT because a measurement
+ * failed (the baseline stays pending then).  SECURITY DEFINER (it writes
+ * appguard.grants) without a SET clause: it resolves no name through the
+ * search_path.
  */
 Datum
-appguard_refresh_token_issue(PG_FUNCTION_ARGS)
+appguard_grant_insert(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Oid			relid;
+	Datum		relid_key;
+	Datum		pt[PT_NCOLUMNS];
+	bool		pt_null[PT_NCOLUMNS];
+	bool		found;
 	HeapTuple	tuple;
 	TupleDesc	desc;
-	int			status_att;
-	int			baseline_att;
-	Datum		status;
-	bool		status_null;
-	bool		isnull;
-	Datum		client_id;
-	Datum		baseline;
+	char	   *key;
+	char	   *client_id;
+	char	   *status;
+	char	   *active_value;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event)
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event)
 		|| !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("appguard.refresh_token_issue() must be fired BEFORE INSERT FOR EACH ROW")));
+				 errmsg("appguard.grant_insert() must be fired AFTER INSERT FOR EACH ROW")));
+	relid = RelationGetRelid(trigdata->tg_relation);
+	relid_key = ObjectIdGetDatum(relid);
+	begin_fresh_read();
+	found = keyread_row(KT_PROTECTED_TABLES, &relid_key, GetActiveSnapshot(), pt, pt_null);
+	end_fresh_read();
+	if (!found)
+		return PointerGetDatum(NULL);	/* not protected (any more) */
+
 	tuple = trigdata->tg_trigtuple;
 	desc = RelationGetDescr(trigdata->tg_relation);
-	status_att = column_number(desc, "status");
-	baseline_att = column_number(desc, "baseline_snapshot_id");
-	status = heap_getattr(tuple, status_att, desc, &status_null);
-	if (status_null)
-		return PointerGetDatum(tuple);	/* the NOT NULL constraint says why */
-
-	if (text_equals(status, "suspended"))
-	{
-		(void) heap_getattr(tuple, column_number(desc, "suspension_id"), desc, &isnull);
-		if (isnull)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("a refresh token cannot be created suspended"),
-					 errdetail("Only appguard suspends tokens, when their app's facts drift.")));
-		return PointerGetDatum(tuple);
-	}
-	if (!text_equals(status, "active"))
-		return PointerGetDatum(tuple);
-	(void) heap_getattr(tuple, baseline_att, desc, &isnull);
-	if (!isnull)
-		return PointerGetDatum(tuple);	/* given (a restored dump) */
-	client_id = heap_getattr(tuple, column_number(desc, "client_id"), desc, &isnull);
-	if (isnull)
-		return PointerGetDatum(tuple);	/* the NOT NULL constraint says why */
-
-	baseline = baseline_for_new_grant(client_id, &isnull);
-	if (isnull)
-		return PointerGetDatum(tuple);	/* pending */
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, 1, &baseline_att,
-													 &baseline, &isnull));
+	key = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_KEY_ATTNUM]));
+	if (key == NULL)
+		return PointerGetDatum(NULL);	/* (a primary key is never NULL) */
+	client_id = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_CLIENT_ATTNUM]));
+	status = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_STATUS_ATTNUM]));
+	active_value = TextDatumGetCString(pt[PT_ACTIVE_VALUE]);
+	track_grant(relid, key, client_id, status != NULL && strcmp(status, active_value) == 0);
+	return PointerGetDatum(NULL);
 }

@@ -5,7 +5,7 @@
 
 -- Raised (true) while appguard itself changes the status of protected
 -- tables' rows (suspending or re-approving), lowered (false) after, so the
--- triggers of part 3 (appguard.protected_row_sync) leave appguard's state
+-- triggers of part 3 (appguard.grant_sync) leave appguard's state
 -- of those rows to appguard.  A flag in the backend's memory (src/applying.c),
 -- not a setting, which any role could set: granted to nobody, and
 -- superuser-only in the C code too, so only appguard's SECURITY DEFINER

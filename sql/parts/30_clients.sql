@@ -39,7 +39,7 @@ CREATE TABLE appguard.events (
 	at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	kind			text NOT NULL,
 	client_id		text,
-	token_table		text,			-- NULL for appguard.refresh_tokens
+	token_table		text,			-- the token table of the grant concerned
 	token_key		text,			-- token_id, or the protected row's key
 	snapshot_id		bigint,
 	suspension_id	bigint,
@@ -82,6 +82,9 @@ $$;
 -- last_* columns cache the client's latest evaluated snapshot and latest
 -- successful one: the token-issuing trigger reads them instead of
 -- searching appguard.snapshots.
+-- Read by C (src/keyread.c, KT_CLIENTS): index clients_pkey on
+-- (client_id); columns last_snapshot_id, last_snapshot_at,
+-- last_ok_snapshot_id, last_ok_at.
 CREATE TABLE appguard.clients (
 	client_id			text PRIMARY KEY,
 	name				text NOT NULL,

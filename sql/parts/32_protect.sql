@@ -1,11 +1,13 @@
 ---------------------------------------------------------------------------
--- Lifecycle, part 3: guarding an auth server's existing token table
+-- Lifecycle, part 3: grants, and the token tables that hold them
 --
--- appguard_protect attaches the same guard as appguard.refresh_tokens has
--- to a table appguard does not own, without altering it: no column is
--- added.  appguard keeps its per-row state (client, baseline, suspension,
--- error_uri) in appguard.protected_rows, keyed by the table and the row's
--- primary key as text, kept in step by row triggers on the host table:
+-- One model for every token table.  appguard_protect guards a token table
+-- without altering it (no column is added); appguard.refresh_tokens,
+-- appguard's own table for auth servers that start fresh, is protected
+-- the same way at install (38_refresh_tokens).  appguard keeps its state of
+-- each grant (client, baseline, suspension, error_uri) in appguard.grants,
+-- keyed by the table and the row's primary key as text, kept in step by
+-- row triggers on the token table:
 --   AFTER INSERT                           track the row, take its baseline
 --   AFTER UPDATE OF <key>, <client>        follow key and client changes
 --   AFTER UPDATE OF <status>               the host decided the row's status
@@ -36,7 +38,7 @@
 -- suspended value.  DDL that later breaks that (a dropped or altered
 -- status column, a new CHECK, disabled triggers) is found by an event
 -- trigger, and a fan-out whose write to the host table fails anyway keeps
--- that failure to the table: appguard_table records it
+-- that failure to the table: appguard.record_table_problem records it
 -- (protected_tables.problem), raises a WARNING and a NOTIFY
 -- appguard_table_problem, and still suspends the rows in its own state, so
 -- their refresh checks answer not allowed; other tables, apps and the
@@ -44,6 +46,9 @@
 -- appguard_recheck_table), the host rows are written.
 ---------------------------------------------------------------------------
 
+-- Read by C (src/keyread.c, KT_PROTECTED_TABLES): index
+-- protected_tables_pkey on (tbl); columns key_attnum, client_attnum,
+-- status_attnum, active_value.
 CREATE TABLE appguard.protected_tables (
 	tbl					regclass PRIMARY KEY,
 	key_attnum			smallint NOT NULL,
@@ -59,11 +64,18 @@ CREATE TABLE appguard.protected_tables (
 	problem_at			timestamptz
 );
 COMMENT ON TABLE appguard.protected_tables IS 'Token tables of an auth server guarded by appguard_protect';
-SELECT pg_catalog.pg_extension_config_dump('appguard.protected_tables', '');
 
-CREATE TABLE appguard.protected_rows (
-	tbl						regclass NOT NULL REFERENCES appguard.protected_tables ON DELETE CASCADE,
-	row_key					text NOT NULL,
+-- The state of every guarded grant, one row per row of a protected table
+-- (appguard.refresh_tokens is one, protected at install): its client,
+-- appguard's state of it (active; suspended by appguard; inactive: the host
+-- gave it any other status, or wrote its status itself), the baseline the
+-- patient consented against (NULL: pending, the client's next successful
+-- snapshot becomes it), and the suspension that holds it.
+-- Read by C (src/keyread.c, KT_GRANTS): index grants_pkey on
+-- (token_table, token_key); columns state, client_id, baseline_snapshot_id.
+CREATE TABLE appguard.grants (
+	token_table				regclass NOT NULL REFERENCES appguard.protected_tables ON DELETE CASCADE,
+	token_key				text NOT NULL,		-- the row's primary key, as its type prints it
 	client_id				text,
 	state					text NOT NULL CHECK (state IN ('active', 'suspended', 'inactive')),
 	baseline_snapshot_id	bigint,
@@ -72,12 +84,15 @@ CREATE TABLE appguard.protected_rows (
 	error_uri				text,
 	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	reapproved_at			timestamptz,
-	PRIMARY KEY (tbl, row_key)
+	PRIMARY KEY (token_table, token_key)
 );
-COMMENT ON TABLE appguard.protected_rows IS 'appguard''s state of each row of a protected token table: baseline, suspension, error_uri';
-CREATE INDEX protected_rows_client_baseline
-	ON appguard.protected_rows (client_id, baseline_snapshot_id) WHERE state = 'active';
-SELECT pg_catalog.pg_extension_config_dump('appguard.protected_rows', '');
+COMMENT ON TABLE appguard.grants IS 'Every guarded grant (a row of a protected token table, appguard.refresh_tokens included): state, baseline, suspension, error_uri';
+COMMENT ON COLUMN appguard.grants.baseline_snapshot_id IS 'Snapshot the grant consented against; NULL = pending (the client''s next successful snapshot becomes it)';
+-- Evaluations read the distinct baselines of a client's active grants and
+-- suspend the grants of drifted baselines through this index.
+CREATE INDEX grants_client_baseline
+	ON appguard.grants (client_id, baseline_snapshot_id) WHERE state = 'active';
+SELECT pg_catalog.pg_extension_config_dump('appguard.grants', '');
 
 -- Column names and types of a protected table, looked up by number.
 -- PL/pgSQL, not SQL: the row triggers call it for every host row, and a
@@ -161,7 +176,7 @@ $$;
 -- The common case, a recent cached snapshot, reads one row and draws from
 -- no sequence; otherwise baseline_for may measure live, and the host's
 -- lastval() is kept.
-CREATE FUNCTION appguard.protected_row_baseline(p_client_id text)
+CREATE FUNCTION appguard.grant_baseline(p_client_id text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -190,18 +205,18 @@ $$;
 
 -- Start tracking a host row (INSERT, or a host reactivating a row).
 -- PL/pgSQL for its cached plan (see protected_table_columns).
-CREATE FUNCTION appguard.protected_row_track(p_tbl regclass, p_key text, p_client_id text,
+CREATE FUNCTION appguard.grant_track(p_tbl regclass, p_key text, p_client_id text,
 											 p_active boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	INSERT INTO appguard.protected_rows AS r
-		(tbl, row_key, client_id, state, baseline_snapshot_id)
+	INSERT INTO appguard.grants AS r
+		(token_table, token_key, client_id, state, baseline_snapshot_id)
 	VALUES (p_tbl, p_key, p_client_id, CASE WHEN p_active THEN 'active' ELSE 'inactive' END,
-			CASE WHEN p_active THEN appguard.protected_row_baseline(p_client_id) END)
-	ON CONFLICT (tbl, row_key) DO UPDATE
+			CASE WHEN p_active THEN appguard.grant_baseline(p_client_id) END)
+	ON CONFLICT (token_table, token_key) DO UPDATE
 	SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,
 		baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,
 		suspension_id = NULL, suspended_at = NULL, error_uri = NULL,
@@ -210,7 +225,7 @@ END
 $$;
 
 -- The host wrote a row's status itself.
-CREATE FUNCTION appguard.protected_row_status(p_tbl regclass, p_key text, p_client_id text,
+CREATE FUNCTION appguard.grant_status(p_tbl regclass, p_key text, p_client_id text,
 											  p_active boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -220,21 +235,21 @@ DECLARE
 	r record;
 	saved bigint;
 BEGIN
-	SELECT * INTO r FROM appguard.protected_rows pr
-	WHERE pr.tbl = p_tbl AND pr.row_key = p_key FOR UPDATE;
+	SELECT * INTO r FROM appguard.grants pr
+	WHERE pr.token_table = p_tbl AND pr.token_key = p_key FOR UPDATE;
 	IF NOT FOUND THEN
-		PERFORM appguard.protected_row_track(p_tbl, p_key, p_client_id, p_active);
+		PERFORM appguard.grant_track(p_tbl, p_key, p_client_id, p_active);
 		RETURN;
 	END IF;
 	IF p_active AND r.state <> 'active' THEN
 		-- A row the host (re)activates keeps its baseline if it has one:
 		-- if its app still drifts from it, the next snapshot suspends it
 		-- again; only re-approval takes a new baseline.
-		UPDATE appguard.protected_rows pr
+		UPDATE appguard.grants pr
 		SET state = 'active',
-			baseline_snapshot_id = coalesce(pr.baseline_snapshot_id, appguard.protected_row_baseline(pr.client_id)),
+			baseline_snapshot_id = coalesce(pr.baseline_snapshot_id, appguard.grant_baseline(pr.client_id)),
 			suspension_id = NULL, suspended_at = NULL, error_uri = NULL
-		WHERE pr.tbl = p_tbl AND pr.row_key = p_key;
+		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
 		IF r.state = 'suspended' THEN
 			saved := appguard.saved_lastval();
 			PERFORM appguard.log_event('host_reactivated', r.client_id,
@@ -243,8 +258,8 @@ BEGIN
 			PERFORM appguard.restore_lastval(saved);
 		END IF;
 	ELSIF NOT p_active AND r.state <> 'inactive' THEN
-		UPDATE appguard.protected_rows pr SET state = 'inactive'
-		WHERE pr.tbl = p_tbl AND pr.row_key = p_key;
+		UPDATE appguard.grants pr SET state = 'inactive'
+		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
 		IF r.state = 'suspended' THEN
 			saved := appguard.saved_lastval();
 			PERFORM appguard.log_event('host_took_over', r.client_id,
@@ -256,11 +271,20 @@ BEGIN
 END
 $$;
 
--- The one trigger function of every protected table; TG_ARGV[0] says
+-- AFTER INSERT on every protected table: track the new row as a grant
+-- (src/refresh.c: it runs at every consent).
+CREATE FUNCTION appguard.grant_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'appguard_grant_insert'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- The trigger function of every protected table but for INSERT (that is
+-- appguard.grant_insert, in C: it runs at every consent); TG_ARGV[0] says
 -- which trigger fired.  The key, client and status of the row are read as
 -- text by appguard.row_texts (see the top of this part: never to_jsonb of
 -- the row, which could call a cast its owner wrote, as superuser).
-CREATE FUNCTION appguard.protected_row_sync()
+CREATE FUNCTION appguard.grant_sync()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -271,7 +295,7 @@ DECLARE
 	old_row text[];
 BEGIN
 	IF TG_ARGV[0] = 'truncate' THEN
-		DELETE FROM appguard.protected_rows pr WHERE pr.tbl = TG_RELID;
+		DELETE FROM appguard.grants pr WHERE pr.token_table = TG_RELID;
 		RETURN NULL;
 	END IF;
 	-- appguard's own suspension or re-approval (see appguard.set_applying:
@@ -289,24 +313,21 @@ BEGIN
 	IF TG_OP IN ('DELETE', 'UPDATE') THEN
 		old_row := appguard.row_texts(OLD, cfg.attnums);
 	END IF;
-	IF TG_ARGV[0] = 'insert' THEN
-		PERFORM appguard.protected_row_track(TG_RELID, new_row[1], new_row[2],
-											 new_row[3] IS NOT DISTINCT FROM cfg.active_value);
-	ELSIF TG_ARGV[0] = 'delete' THEN
-		DELETE FROM appguard.protected_rows pr
-		WHERE pr.tbl = TG_RELID AND pr.row_key = old_row[1];
+	IF TG_ARGV[0] = 'delete' THEN
+		DELETE FROM appguard.grants pr
+		WHERE pr.token_table = TG_RELID AND pr.token_key = old_row[1];
 	ELSIF TG_ARGV[0] = 'key' THEN
 		IF old_row[1] IS DISTINCT FROM new_row[1] OR old_row[2] IS DISTINCT FROM new_row[2] THEN
 			-- a row moved to another client needs a baseline of that client
-			UPDATE appguard.protected_rows pr
-			SET row_key = new_row[1],
+			UPDATE appguard.grants pr
+			SET token_key = new_row[1],
 				client_id = new_row[2],
 				baseline_snapshot_id = CASE WHEN pr.client_id IS NOT DISTINCT FROM new_row[2]
 										THEN pr.baseline_snapshot_id END
-			WHERE pr.tbl = TG_RELID AND pr.row_key = old_row[1];
+			WHERE pr.token_table = TG_RELID AND pr.token_key = old_row[1];
 		END IF;
 	ELSIF TG_ARGV[0] = 'status' THEN
-		PERFORM appguard.protected_row_status(TG_RELID, new_row[1], new_row[2],
+		PERFORM appguard.grant_status(TG_RELID, new_row[1], new_row[2],
 											  new_row[3] IS NOT DISTINCT FROM cfg.active_value);
 	END IF;
 	RETURN NULL;
@@ -558,8 +579,8 @@ BEGIN
 	IF had IS NULL THEN
 		RETURN NULL;
 	END IF;
-	SELECT pg_catalog.array_agg(r.row_key), pg_catalog.array_agg(r.error_uri) INTO keys, uris
-	FROM appguard.protected_rows r WHERE r.tbl = p_tbl AND r.state = 'suspended';
+	SELECT pg_catalog.array_agg(r.token_key), pg_catalog.array_agg(r.error_uri) INTO keys, uris
+	FROM appguard.grants r WHERE r.token_table = p_tbl AND r.state = 'suspended';
 	BEGIN
 		PERFORM appguard.set_applying(true);
 		written := pg_catalog.cardinality(appguard.write_host_suspensions(p_tbl, coalesce(keys, '{}'),
@@ -601,16 +622,16 @@ $$;
 COMMENT ON FUNCTION @extschema@.appguard_recheck_table(regclass) IS
 	'Check a protected table again; when its recorded problem is gone, write the suspensions appguard kept in its own state';
 
--- Guard an existing token table.  Rows already in it are tracked at once:
--- active rows of registered clients get the client's latest successful
--- snapshot as baseline when it is younger than appguard.baseline_max_age,
--- else their baseline is pending (the next successful snapshot).
-CREATE FUNCTION @extschema@.appguard_protect(tbl regclass, client_id_column name, status_column name,
-										  error_uri_column name DEFAULT NULL,
-										  active_value text DEFAULT 'active',
-										  suspended_value text DEFAULT 'suspended')
+-- Guard a token table: what appguard_protect does, without its event
+-- (appguard.refresh_tokens is protected by it at install, 38_refresh_tokens).
+-- Rows already in the table are tracked at once: active rows of
+-- registered clients get the client's latest successful snapshot as
+-- baseline when it is younger than appguard.baseline_max_age, else their
+-- baseline is pending (the next successful snapshot).
+CREATE FUNCTION appguard.protect_table(tbl regclass, client_id_column name, status_column name,
+									   error_uri_column name, active_value text, suspended_value text)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -646,12 +667,12 @@ BEGIN
 	IF rel.relpersistence = 't' THEN
 		RAISE EXCEPTION '% is a temporary table', tbl USING ERRCODE = '0A000';
 	END IF;
-	IF rel.nspname = 'appguard' THEN
+	IF rel.nspname = 'appguard' AND rel.relname <> 'refresh_tokens' THEN
 		RAISE EXCEPTION 'appguard''s own tables cannot be protected'
 			USING ERRCODE = '22023',
 				  HINT = 'appguard.refresh_tokens is guarded already.';
 	END IF;
-	IF EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = appguard_protect.tbl) THEN
+	IF EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = protect_table.tbl) THEN
 		RAISE EXCEPTION 'table % is already protected', tbl
 			USING ERRCODE = '23505',
 				  HINT = 'Call appguard_unprotect first to change how it is protected.';
@@ -727,21 +748,21 @@ BEGIN
 
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_insert AFTER INSERT ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.protected_row_sync(''insert'')', qualified);
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_insert()', qualified);
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_key AFTER UPDATE OF %I, %I ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.protected_row_sync(''key'')',
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''key'')',
 		cfg.key_name, cfg.client_name, qualified);
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_status AFTER UPDATE OF %I ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.protected_row_sync(''status'')',
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''status'')',
 		cfg.status_name, qualified);
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_delete AFTER DELETE ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.protected_row_sync(''delete'')', qualified);
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''delete'')', qualified);
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_truncate AFTER TRUNCATE ON %s '
-		'FOR EACH STATEMENT EXECUTE FUNCTION appguard.protected_row_sync(''truncate'')', qualified);
+		'FOR EACH STATEMENT EXECUTE FUNCTION appguard.grant_sync(''truncate'')', qualified);
 
 	-- Fail closed from the start: a table appguard could not suspend rows
 	-- of is refused (the CHECK constraints are evaluated as its owner).
@@ -755,7 +776,7 @@ BEGIN
 
 	-- The rows already there, read as the table's owner (key, client and
 	-- status as their types print them, as the triggers read them).
-	INSERT INTO appguard.protected_rows (tbl, row_key, client_id, state, baseline_snapshot_id)
+	INSERT INTO appguard.grants (token_table, token_key, client_id, state, baseline_snapshot_id)
 	SELECT tbl, h.v[1], h.v[2],
 		   CASE WHEN h.v[3] IS NOT DISTINCT FROM active_value_printed THEN 'active' ELSE 'inactive' END,
 		   CASE WHEN h.v[3] IS NOT DISTINCT FROM active_value_printed
@@ -778,12 +799,30 @@ BEGIN
 		'error_uri_column', cfg.error_uri_name,
 		'active_value', active_value_printed, 'suspended_value', suspended_value_printed,
 		'rows', adopted,
-		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.protected_rows pr
-						WHERE pr.tbl = appguard_protect.tbl AND pr.state = 'active'),
-		'pending_baselines', (SELECT pg_catalog.count(*) FROM appguard.protected_rows pr
+		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+						WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'),
+		'pending_baselines', (SELECT pg_catalog.count(*) FROM appguard.grants pr
 							  JOIN appguard.clients c ON c.client_id = pr.client_id
-							  WHERE pr.tbl = appguard_protect.tbl AND pr.state = 'active'
+							  WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'
 								AND pr.baseline_snapshot_id IS NULL));
+	RETURN result;
+END
+$$;
+
+-- Guard an auth server's existing token table (see the top of this part).
+CREATE FUNCTION @extschema@.appguard_protect(tbl regclass, client_id_column name, status_column name,
+										  error_uri_column name DEFAULT NULL,
+										  active_value text DEFAULT 'active',
+										  suspended_value text DEFAULT 'suspended')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	result jsonb;
+BEGIN
+	result := appguard.protect_table(tbl, client_id_column, status_column, error_uri_column,
+									 active_value, suspended_value);
 	PERFORM appguard.log_event('table_protected', detail => result, token_table => tbl::text);
 	RETURN result;
 END
@@ -811,6 +850,9 @@ BEGIN
 	IF NOT EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl) THEN
 		RAISE EXCEPTION 'table % is not protected by appguard', tbl USING ERRCODE = '22023';
 	END IF;
+	IF tbl = 'appguard.refresh_tokens'::regclass THEN
+		RAISE EXCEPTION 'appguard.refresh_tokens is always protected' USING ERRCODE = '22023';
+	END IF;
 	-- (from the catalog: the columns appguard used may be gone)
 	SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO qualified
 	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -820,10 +862,10 @@ BEGIN
 	EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', qualified);
 	result := pg_catalog.jsonb_build_object(
 		'table', tbl::text,
-		'rows_forgotten', (SELECT pg_catalog.count(*) FROM appguard.protected_rows pr
-						   WHERE pr.tbl = appguard_unprotect.tbl),
-		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.protected_rows pr
-								WHERE pr.tbl = appguard_unprotect.tbl AND pr.state = 'suspended'));
+		'rows_forgotten', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+						   WHERE pr.token_table = appguard_unprotect.tbl),
+		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+								WHERE pr.token_table = appguard_unprotect.tbl AND pr.state = 'suspended'));
 	-- forgotten before its triggers go, which the DDL check would report
 	DELETE FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl;
 	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP

@@ -7,8 +7,8 @@
 --      than the client's latest one is stored but not evaluated;
 --   2. if the snapshot succeeded, grants with a pending baseline get it;
 --   3. the snapshot is compared (appguard_diff, with the client's policy)
---      with every DISTINCT baseline of the client's active grants, in
---      appguard.refresh_tokens and every protected table; the verdict per
+--      with every DISTINCT baseline of the client's active grants
+--      (appguard.grants, of every token table); the verdict per
 --      (client, baseline) is kept in appguard.baseline_state;
 --   4. appguard.confirmations: a baseline is confirmed drifted when that
 --      many consecutive snapshots drift from it at suspend level.  A
@@ -45,6 +45,9 @@
 ---------------------------------------------------------------------------
 
 -- Verdict of the latest comparison of one baseline of a client.
+-- Read by C (src/keyread.c, KT_BASELINE_STATE): index baseline_state_pkey
+-- on (client_id, baseline_snapshot_id); columns evaluated_snapshot_id,
+-- drifting, streak.
 CREATE TABLE appguard.baseline_state (
 	client_id				text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
 	baseline_snapshot_id	bigint NOT NULL,
@@ -147,7 +150,7 @@ AS $$
 $$;
 
 -- Suspend the active grants of the given suspensions' baselines, in
--- appguard.refresh_tokens and in every protected table, and mark the
+-- every token table (appguard.refresh_tokens included), and mark the
 -- suspensions applied.  The caller holds the clients' rows.  Returns the
 -- number of tokens suspended.  Applying an applied suspension again
 -- suspends the grants on its baseline that were missed (see
@@ -159,7 +162,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	total bigint := 0;
-	n bigint;
 	pt record;
 	rec record;
 	already bigint[];
@@ -171,36 +173,9 @@ BEGIN
 	END IF;
 	PERFORM appguard.set_applying(true);
 
-	IF pg_catalog.cardinality(p_ids) = 1 THEN
-		-- the usual case, and the 100,000-token one: a single UPDATE
-		UPDATE appguard.refresh_tokens t
-		SET status = 'suspended', suspended_at = pg_catalog.clock_timestamp(),
-			suspension_id = s.id, error_uri = s.error_uri
-		FROM appguard.suspensions s
-		WHERE s.id = p_ids[1] AND t.client_id = s.client_id
-		  AND t.baseline_snapshot_id = s.baseline_snapshot_id AND t.status = 'active';
-		GET DIAGNOSTICS n = ROW_COUNT;
-		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
-		WHERE s.id = p_ids[1];
-	ELSE
-		WITH u AS (
-			UPDATE appguard.refresh_tokens t
-			SET status = 'suspended', suspended_at = pg_catalog.clock_timestamp(),
-				suspension_id = s.id, error_uri = s.error_uri
-			FROM appguard.suspensions s
-			WHERE s.id = ANY (p_ids) AND t.client_id = s.client_id
-			  AND t.baseline_snapshot_id = s.baseline_snapshot_id AND t.status = 'active'
-			RETURNING s.id AS sid
-		), c AS (
-			SELECT u.sid, pg_catalog.count(*) AS n FROM u GROUP BY u.sid
-		)
-		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + c.n
-		FROM c WHERE s.id = c.sid;
-	END IF;
-
-	-- Protected tables: the host row first, then appguard's row (the
-	-- order of the host's own statements, through its triggers).  The
-	-- host row is suspended only if it still has the active value.  A
+	-- Per token table: the token rows first, then appguard's grants (the
+	-- order of the host's own statements, through its triggers).  A token
+	-- row is suspended only if it still has the active value.  A
 	-- table appguard cannot write (its CHECK rejects the suspended value,
 	-- its status column is gone, ...) keeps the failure to itself: it is
 	-- recorded and reported (record_table_problem), its rows are
@@ -208,21 +183,21 @@ BEGIN
 	-- checks answer not allowed, and the other tables and the caller (a
 	-- sweep) go on.
 	FOR pt IN
-		SELECT DISTINCT r.tbl
+		SELECT DISTINCT r.token_table AS tbl
 		FROM appguard.suspensions s
-			 JOIN appguard.protected_rows r ON r.client_id = s.client_id
-										   AND r.baseline_snapshot_id = s.baseline_snapshot_id
-										   AND r.state = 'active'
+			 JOIN appguard.grants r ON r.client_id = s.client_id
+									AND r.baseline_snapshot_id = s.baseline_snapshot_id
+									AND r.state = 'active'
 		WHERE s.id = ANY (p_ids)
-		ORDER BY r.tbl
+		ORDER BY 1
 	LOOP
 		-- The rows to suspend and their suspension, as appguard sees them
-		SELECT pg_catalog.array_agg(r.row_key), pg_catalog.array_agg(s.error_uri)
+		SELECT pg_catalog.array_agg(r.token_key), pg_catalog.array_agg(s.error_uri)
 		INTO keys, uris
-		FROM appguard.protected_rows r
+		FROM appguard.grants r
 			 JOIN appguard.suspensions s ON s.client_id = r.client_id
 										AND s.baseline_snapshot_id = r.baseline_snapshot_id
-		WHERE s.id = ANY (p_ids) AND r.tbl = pt.tbl AND r.state = 'active';
+		WHERE s.id = ANY (p_ids) AND r.token_table = pt.tbl AND r.state = 'active';
 		BEGIN
 			keys := appguard.write_host_suspensions(pt.tbl, keys, uris);
 		EXCEPTION WHEN OTHERS THEN
@@ -230,11 +205,11 @@ BEGIN
 		END;
 		-- Then appguard's rows and the suspensions' counts
 		WITH p AS (
-			UPDATE appguard.protected_rows r
+			UPDATE appguard.grants r
 			SET state = 'suspended', suspension_id = s.id,
 				suspended_at = pg_catalog.clock_timestamp(), error_uri = s.error_uri
 			FROM appguard.suspensions s
-			WHERE r.tbl = pt.tbl AND r.row_key = ANY (keys) AND r.state = 'active'
+			WHERE r.token_table = pt.tbl AND r.token_key = ANY (keys) AND r.state = 'active'
 			  AND s.id = ANY (p_ids) AND s.client_id = r.client_id
 			  AND s.baseline_snapshot_id = r.baseline_snapshot_id
 			RETURNING s.id AS sid
@@ -291,7 +266,6 @@ DECLARE
 	confirmations integer;
 	grace interval;
 	filled bigint;
-	filled_protected bigint;
 	confirmed bigint[];
 	any_drift boolean;
 	hold bigint;
@@ -327,31 +301,22 @@ BEGIN
 		WHERE c.client_id = p_client_id;
 
 		IF snap.status = 'ok' THEN
-			UPDATE appguard.refresh_tokens t SET baseline_snapshot_id = snap.id
-			WHERE t.client_id = p_client_id AND t.status = 'active' AND t.baseline_snapshot_id IS NULL;
-			GET DIAGNOSTICS filled = ROW_COUNT;
-			UPDATE appguard.protected_rows r SET baseline_snapshot_id = snap.id
+			UPDATE appguard.grants r SET baseline_snapshot_id = snap.id
 			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NULL;
-			GET DIAGNOSTICS filled_protected = ROW_COUNT;
-			IF filled + filled_protected > 0 THEN
+			GET DIAGNOSTICS filled = ROW_COUNT;
+			IF filled > 0 THEN
 				PERFORM appguard.log_event('baselines_assigned', p_client_id,
-					pg_catalog.jsonb_build_object('tokens', filled, 'protected_rows', filled_protected),
+					pg_catalog.jsonb_build_object('grants', filled),
 					snapshot_id => snap.id, sweep_id => p_sweep_id);
 			END IF;
 		END IF;
 
 		baselines := ARRAY(
-			SELECT DISTINCT b.id FROM (
-				SELECT t.baseline_snapshot_id AS id FROM appguard.refresh_tokens t
-				WHERE t.client_id = p_client_id AND t.status = 'active'
-				  AND t.baseline_snapshot_id IS NOT NULL
-				UNION
-				SELECT r.baseline_snapshot_id FROM appguard.protected_rows r
-				WHERE r.client_id = p_client_id AND r.state = 'active'
-				  AND r.baseline_snapshot_id IS NOT NULL) b
-			WHERE b.id <> snap.id
-			  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = b.id)
-			ORDER BY b.id);
+			SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
+			WHERE r.client_id = p_client_id AND r.state = 'active'
+			  AND r.baseline_snapshot_id IS NOT NULL AND r.baseline_snapshot_id <> snap.id
+			  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = r.baseline_snapshot_id)
+			ORDER BY 1);
 	ELSE
 		baselines := ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(p_baselines) b
 						   WHERE b IS NOT NULL AND b <> snap.id
@@ -579,14 +544,11 @@ BEGIN
 	END IF;
 	RETURN QUERY
 	WITH b AS (
-		SELECT g.baseline, pg_catalog.count(*) AS n FROM (
-			SELECT t.baseline_snapshot_id AS baseline FROM appguard.refresh_tokens t
-			WHERE t.client_id = cli.client_id AND t.status = 'active' AND t.baseline_snapshot_id IS NOT NULL
-			UNION ALL
-			SELECT r.baseline_snapshot_id FROM appguard.protected_rows r
-			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL) g
-		WHERE g.baseline <> latest
-		GROUP BY g.baseline
+		SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
+		FROM appguard.grants r
+		WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+		  AND r.baseline_snapshot_id <> latest
+		GROUP BY r.baseline_snapshot_id
 	)
 	SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
 		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value)

@@ -152,54 +152,36 @@ BEGIN
 END
 $$;
 
--- The refresh check for appguard.refresh_tokens, in full: what the fast
--- path of appguard_check_refresh (src/refresh.c) does not answer itself
--- -- a token that is not active or not known, a grant whose baseline has
--- not been compared with its client's latest snapshot, a live snapshot
--- due -- and every error.  An allowed refresh is recorded
--- (last_refreshed_at) by an UPDATE that re-checks the status, so a
--- suspension committing concurrently is waited for and honoured.
--- Called by appguard_check_refresh only (no one may execute it).
+-- The refresh check for appguard.refresh_tokens, in full: the check of a
+-- row of a protected table (check_row_refresh_full), and an allowed
+-- refresh recorded (last_refreshed_at) by an UPDATE that re-checks the
+-- status, so a suspension committing concurrently is waited for and
+-- honoured.  Called by appguard_check_refresh only (no one may execute it).
 CREATE FUNCTION appguard.check_refresh_full(token_id text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	tok record;
-	blocking bigint;
+	verdict jsonb;
 BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id must not be null' USING ERRCODE = '22023';
 	END IF;
-	SELECT t.client_id, t.status, t.baseline_snapshot_id, t.error_uri INTO tok
-	FROM appguard.refresh_tokens t WHERE t.token_id = check_refresh_full.token_id;
-	IF NOT FOUND THEN
+	IF NOT EXISTS (SELECT FROM appguard.refresh_tokens t WHERE t.token_id = check_refresh_full.token_id) THEN
 		RAISE EXCEPTION 'unknown refresh token'
 			USING ERRCODE = 'P0002',
 				  DETAIL = 'No row of appguard.refresh_tokens has this token_id.';
 	END IF;
-	IF tok.status = 'active' THEN
-		blocking := appguard.verify_grant(tok.client_id, tok.baseline_snapshot_id);
-		IF blocking IS NOT NULL THEN
-			RETURN appguard.refusal(true, (SELECT s.error_uri FROM appguard.suspensions s
-										   WHERE s.id = blocking));
-		END IF;
+	verdict := appguard.check_row_refresh_full('appguard.refresh_tokens', token_id);
+	IF (verdict ->> 'allowed')::boolean THEN
 		UPDATE appguard.refresh_tokens t SET last_refreshed_at = pg_catalog.now()
 		WHERE t.token_id = check_refresh_full.token_id AND t.status = 'active';
-		IF FOUND THEN
-			RETURN '{"allowed": true}'::jsonb;
-		END IF;
-		SELECT t.client_id, t.status, t.baseline_snapshot_id, t.error_uri INTO tok
-		FROM appguard.refresh_tokens t WHERE t.token_id = check_refresh_full.token_id;
 		IF NOT FOUND THEN
-			RETURN appguard.refusal(false, NULL, 'The refresh token does not exist.');
+			RETURN appguard.check_row_refresh_full('appguard.refresh_tokens', token_id);
 		END IF;
 	END IF;
-	IF tok.status = 'suspended' THEN
-		RETURN appguard.refusal(true, tok.error_uri);
-	END IF;
-	RETURN appguard.refusal(false, NULL, 'The refresh token has been revoked.');
+	RETURN verdict;
 END
 $$;
 
@@ -217,13 +199,14 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.appguard_check_refresh(text) IS
 	'At refresh: {"allowed": true}, or {"allowed": false, "error": <the OAuth invalid_grant body>}';
 
-CREATE FUNCTION appguard.protected_row(p_tbl regclass, p_row_key text)
-RETURNS appguard.protected_rows
+-- appguard's state of the grant row_key of token table p_tbl.
+CREATE FUNCTION appguard.grant_of(p_tbl regclass, p_row_key text)
+RETURNS appguard.grants
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	r appguard.protected_rows;
+	r appguard.grants;
 BEGIN
 	IF p_tbl IS NULL THEN
 		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
@@ -236,7 +219,7 @@ BEGIN
 			USING ERRCODE = '22023',
 				  HINT = 'Protect it with appguard_protect.';
 	END IF;
-	SELECT * INTO r FROM appguard.protected_rows pr WHERE pr.tbl = p_tbl AND pr.row_key = p_row_key;
+	SELECT * INTO r FROM appguard.grants g WHERE g.token_table = p_tbl AND g.token_key = p_row_key;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(p_row_key, 100), p_tbl
 			USING ERRCODE = 'P0002',
@@ -257,17 +240,17 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	r appguard.protected_rows;
+	r appguard.grants;
 	blocking bigint;
 BEGIN
-	r := appguard.protected_row(tbl, row_key);
+	r := appguard.grant_of(tbl, row_key);
 	IF r.state = 'active' THEN
 		blocking := appguard.verify_grant(r.client_id, r.baseline_snapshot_id);
 		IF blocking IS NOT NULL THEN
 			RETURN appguard.refusal(true, (SELECT s.error_uri FROM appguard.suspensions s
 										   WHERE s.id = blocking));
 		END IF;
-		r := appguard.protected_row(tbl, row_key);
+		r := appguard.grant_of(tbl, row_key);
 		IF r.state = 'active' THEN
 			RETURN '{"allowed": true}'::jsonb;
 		END IF;
@@ -275,7 +258,7 @@ BEGIN
 	IF r.state = 'suspended' THEN
 		RETURN appguard.refusal(true, r.error_uri);
 	END IF;
-	RETURN appguard.refusal(false, NULL);
+	RETURN appguard.refusal(false, NULL);		-- the host's own decision
 END
 $$;
 
@@ -435,59 +418,24 @@ COMMENT ON FUNCTION @extschema@.appguard_explain(bigint) IS
 
 -- Re-approval of appguard.refresh_tokens' token: reactivates a token
 -- appguard suspended, with a new baseline (the client's current snapshot,
--- taken live if none is recent enough; pending if that fails).  A revoked
--- token stays revoked.  Re-approving an active token changes nothing.
+-- taken live if none is recent enough; pending if that fails), as for any
+-- token table (reapprove_row_full).  A revoked token stays revoked.
+-- Re-approving an active token changes nothing.
 CREATE FUNCTION @extschema@.appguard_reapprove(token_id text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	tok record;
-	new_baseline bigint;
 BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id must not be null' USING ERRCODE = '22023';
 	END IF;
-	SELECT t.client_id INTO tok FROM appguard.refresh_tokens t
-	WHERE t.token_id = appguard_reapprove.token_id;
-	IF NOT FOUND THEN
+	IF NOT EXISTS (SELECT FROM appguard.refresh_tokens t WHERE t.token_id = appguard_reapprove.token_id) THEN
 		RAISE EXCEPTION 'unknown refresh token'
 			USING ERRCODE = 'P0002',
 				  DETAIL = 'No row of appguard.refresh_tokens has this token_id.';
 	END IF;
-	-- the client's row first, as every evaluation does
-	PERFORM FROM appguard.clients c WHERE c.client_id = tok.client_id FOR NO KEY UPDATE;
-	SELECT t.client_id, t.status, t.baseline_snapshot_id, t.suspension_id INTO tok
-	FROM appguard.refresh_tokens t WHERE t.token_id = appguard_reapprove.token_id FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unknown refresh token' USING ERRCODE = 'P0002';
-	END IF;
-	IF tok.status = 'active' THEN
-		RETURN pg_catalog.jsonb_build_object('reapproved', false, 'status', 'active',
-											 'baseline_snapshot_id', tok.baseline_snapshot_id);
-	END IF;
-	IF tok.status <> 'suspended' THEN
-		RAISE EXCEPTION 'refresh token is %, not suspended by appguard', tok.status
-			USING ERRCODE = '55000',
-				  DETAIL = 'appguard re-enables only tokens it suspended.';
-	END IF;
-	new_baseline := appguard.baseline_for(tok.client_id);
-	PERFORM appguard.set_applying(true);
-	UPDATE appguard.refresh_tokens t
-	SET status = 'active', baseline_snapshot_id = new_baseline, suspended_at = NULL,
-		suspension_id = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
-	WHERE t.token_id = appguard_reapprove.token_id;
-	PERFORM appguard.set_applying(false);
-	PERFORM appguard.log_event('reapproved', tok.client_id,
-		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', tok.baseline_snapshot_id,
-									  'baseline_snapshot_id', new_baseline),
-		snapshot_id => new_baseline, suspension_id => tok.suspension_id,
-		token_key => appguard_reapprove.token_id);
-	RETURN pg_catalog.jsonb_build_object('reapproved', true, 'status', 'active',
-										 'baseline_snapshot_id', new_baseline,
-										 'baseline_pending', new_baseline IS NULL,
-										 'suspension_id', tok.suspension_id);
+	RETURN appguard.reapprove_row_full('appguard.refresh_tokens', token_id);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_reapprove(text) IS
@@ -504,12 +452,12 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	r appguard.protected_rows;
+	r appguard.grants;
 	cfg record;
 	new_baseline bigint;
 	done boolean;
 BEGIN
-	r := appguard.protected_row(tbl, row_key);
+	r := appguard.grant_of(tbl, row_key);
 	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
 	-- the host's row, then appguard's: the order of the triggers
@@ -517,8 +465,8 @@ BEGIN
 		pg_catalog.format('SELECT true FROM %I.%I h WHERE h.%I = $1::%s FOR UPDATE',
 						  cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type),
 		ARRAY[row_key]);
-	SELECT * INTO r FROM appguard.protected_rows pr
-	WHERE pr.tbl = reapprove_row_full.tbl AND pr.row_key = reapprove_row_full.row_key FOR UPDATE;
+	SELECT * INTO r FROM appguard.grants g
+	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(row_key, 100), tbl
 			USING ERRCODE = 'P0002';
@@ -548,10 +496,10 @@ BEGIN
 		RAISE EXCEPTION 'row "%" of % no longer has the suspended value', pg_catalog.left(row_key, 100), tbl
 			USING ERRCODE = '55000';
 	END IF;
-	UPDATE appguard.protected_rows pr
+	UPDATE appguard.grants g
 	SET state = 'active', baseline_snapshot_id = new_baseline, suspension_id = NULL,
 		suspended_at = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
-	WHERE pr.tbl = reapprove_row_full.tbl AND pr.row_key = reapprove_row_full.row_key;
+	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key;
 	PERFORM appguard.log_event('reapproved', r.client_id,
 		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', r.baseline_snapshot_id,
 									  'baseline_snapshot_id', new_baseline),
@@ -575,3 +523,13 @@ AS 'MODULE_PATHNAME', 'appguard_reapprove_row'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.appguard_reapprove(regclass, text) IS
 	'Re-enable a protected table''s row appguard suspended, with a new baseline; recorded';
+
+-- What the C code reads by name, straight through indexes (src/keyread.c):
+-- tables, their primary-key indexes, key columns and the columns read, one
+-- row per table.  Each of those tables says so in a comment; the
+-- regression test c_contract checks this list against the catalog.
+CREATE FUNCTION appguard.keyread_contract(OUT table_name text, OUT index_name text,
+										  OUT key_columns text[], OUT columns text[])
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'appguard_keyread_contract'
+LANGUAGE C STABLE;

@@ -2,18 +2,6 @@
 -- Lifecycle, part 8: operators' views, retention, privileges
 ---------------------------------------------------------------------------
 
--- Grants of all token tables in one shape: appguard.refresh_tokens and
--- every protected table (token_table NULL for appguard.refresh_tokens).
-CREATE VIEW appguard.grants AS
-	SELECT NULL::text AS token_table, t.token_id AS token_key, t.client_id,
-		   t.status AS state, t.baseline_snapshot_id, t.suspension_id, t.suspended_at, t.error_uri
-	FROM appguard.refresh_tokens t
-	UNION ALL
-	SELECT r.tbl::text, r.row_key, r.client_id, r.state, r.baseline_snapshot_id,
-		   r.suspension_id, r.suspended_at, r.error_uri
-	FROM appguard.protected_rows r;
-COMMENT ON VIEW appguard.grants IS 'Every guarded grant: appguard.refresh_tokens (token_table NULL) and the rows of protected tables';
-
 -- Per client: the latest snapshot, trust, certificate expiry, drift state
 -- and grant counts.  drift_state: unmeasured (no successful snapshot
 -- yet), ok,
@@ -113,7 +101,7 @@ COMMENT ON VIEW appguard.held_suspensions IS 'Suspensions held by the mass-drift
 
 -- Active grants appguard leaves alone because their client is not registered.
 CREATE VIEW appguard.unregistered_grants AS
-	SELECT coalesce(gr.token_table, 'appguard.refresh_tokens') AS token_table, gr.client_id,
+	SELECT gr.token_table, gr.client_id,
 		   pg_catalog.count(*) AS active_grants
 	FROM appguard.grants gr
 	WHERE gr.state = 'active'
@@ -125,8 +113,8 @@ COMMENT ON VIEW appguard.unregistered_grants IS 'Active grants of clients that a
 -- holds suspended in its own state meanwhile.
 CREATE VIEW appguard.table_problems AS
 	SELECT pt.tbl AS token_table, pt.problem, pt.problem_sqlstate, pt.problem_at,
-		   (SELECT pg_catalog.count(*) FROM appguard.protected_rows r
-			WHERE r.tbl = pt.tbl AND r.state = 'suspended') AS rows_suspended
+		   (SELECT pg_catalog.count(*) FROM appguard.grants r
+			WHERE r.token_table = pt.tbl AND r.state = 'suspended') AS rows_suspended
 	FROM appguard.protected_tables pt
 	WHERE pt.problem IS NOT NULL;
 COMMENT ON VIEW appguard.table_problems IS 'Protected tables appguard cannot suspend rows of now: their refresh checks answer not allowed for the rows it suspended';
@@ -181,8 +169,7 @@ BEGIN
 	GET DIAGNOSTICS n_events = ROW_COUNT;
 	DELETE FROM appguard.snapshots s
 	WHERE s.taken_at < cutoff
-	  AND NOT EXISTS (SELECT FROM appguard.refresh_tokens t WHERE t.baseline_snapshot_id = s.id)
-	  AND NOT EXISTS (SELECT FROM appguard.protected_rows r WHERE r.baseline_snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.grants r WHERE r.baseline_snapshot_id = s.id)
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
 					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.baseline_state bs

@@ -90,7 +90,7 @@ TO appguard_operator;
 GRANT SELECT ON
 	appguard.snapshots, appguard.policy, appguard.client_policy,
 	appguard.clients, appguard.events, appguard.refresh_tokens, appguard.protected_tables,
-	appguard.protected_rows, appguard.baseline_state, appguard.drifts, appguard.suspensions,
+	appguard.baseline_state, appguard.drifts, appguard.suspensions,
 	appguard.holds, appguard.sweeps, appguard.sweep_hosts, appguard.consent_shown,
 	appguard.grants, appguard.client_status, appguard.expiring_certificates,
 	appguard.open_suspensions, appguard.held_suspensions, appguard.unregistered_grants,

@@ -1,0 +1,32 @@
+-- The C<->SQL contract: what src/keyread.c reads by name (tables, their
+-- primary-key indexes, key columns, columns) exists in schema appguard as
+-- the C code expects.  Each query lists violations: no rows expected.
+SELECT count(*) AS tables_read_by_c FROM appguard.keyread_contract();
+-- every table and index exists, and the index is the table's primary key
+-- on exactly the key columns, in order
+SELECT k.table_name, k.index_name
+FROM appguard.keyread_contract() k
+WHERE NOT EXISTS (
+	SELECT FROM pg_index i
+	WHERE i.indexrelid = to_regclass('appguard.' || quote_ident(k.index_name))
+	  AND i.indrelid = to_regclass('appguard.' || quote_ident(k.table_name))
+	  AND i.indisprimary
+	  AND i.indnkeyatts = cardinality(k.key_columns)
+	  AND ARRAY(SELECT a.attname::text
+				FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS x(attnum, n)
+					 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = x.attnum
+				ORDER BY x.n) = k.key_columns);
+-- every column read exists
+SELECT k.table_name, c.column_name
+FROM appguard.keyread_contract() k, unnest(k.columns) AS c(column_name)
+WHERE NOT EXISTS (SELECT FROM pg_attribute a
+				  WHERE a.attrelid = to_regclass('appguard.' || quote_ident(k.table_name))
+					AND a.attname = c.column_name AND NOT a.attisdropped);
+-- the types of the keys and columns, which the C code reads as Datums of
+-- those types (keyread.c's equality functions, refresh.c)
+SELECT k.table_name, c.column_name, format_type(a.atttypid, a.atttypmod) AS type
+FROM appguard.keyread_contract() k
+	 CROSS JOIN LATERAL unnest(k.key_columns || k.columns) AS c(column_name)
+	 JOIN pg_attribute a ON a.attrelid = to_regclass('appguard.' || quote_ident(k.table_name))
+						AND a.attname = c.column_name
+ORDER BY 1, 2;

@@ -1,0 +1,93 @@
+---------------------------------------------------------------------------
+-- Lifecycle, part 9: appguard's own refresh-token table, for auth servers
+-- that start fresh
+--
+-- One more protected table (part 3), protected at install: its grants'
+-- state is in appguard.grants like any other table's, and appguard writes
+-- its status and error_uri as it writes any host's.  What it adds is a
+-- guard of its status values, which a host table cannot have: only
+-- appguard moves a token into 'suspended', or back to 'active' from a
+-- suspension.
+---------------------------------------------------------------------------
+
+-- token_id identifies the grant (use an id or a hash, not the token
+-- itself: it appears in events and error messages never show it).
+-- status: active, suspended (only appguard sets it), revoked (the auth
+-- server's decision).
+CREATE TABLE appguard.refresh_tokens (
+	token_id				text PRIMARY KEY,
+	client_id				text NOT NULL,
+	subject					text NOT NULL,
+	scope					text,
+	status					text NOT NULL DEFAULT 'active'
+							CHECK (status IN ('active', 'suspended', 'revoked')),
+	error_uri				text,
+	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	last_refreshed_at		timestamptz
+);
+COMMENT ON TABLE appguard.refresh_tokens IS 'Refresh tokens guarded by appguard (a protected table: their state is in appguard.grants)';
+SELECT pg_catalog.pg_extension_config_dump('appguard.refresh_tokens', '');
+
+-- Only appguard moves a token into 'suspended', or back to 'active' from a
+-- suspension: a suspension needs its record and error_uri, a reactivation
+-- a new baseline (appguard_reapprove).  Revoking a suspended token is the
+-- auth server's right; appguard's state of the grant keeps its suspension
+-- then (appguard.grants: inactive, with the suspension_id), so the auth
+-- server may not make it active again either.  appguard's own writes are
+-- told from the auth server's by appguard.applying() (26_applying), a
+-- flag only appguard's code can raise.  A token is created suspended only
+-- where appguard's state says so already (a restored dump: the grants are
+-- restored first).  The WHEN clauses keep ordinary statements free of any
+-- call (they run with the writing role's rights, so they call nothing of
+-- appguard's).
+CREATE FUNCTION appguard.refresh_token_status_guard()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	g record;
+BEGIN
+	IF appguard.applying() THEN
+		RETURN NEW;			-- a suspension or a re-approval by appguard
+	END IF;
+	SELECT gr.state, gr.suspension_id INTO g FROM appguard.grants gr
+	WHERE gr.token_table = 'appguard.refresh_tokens'::regclass AND gr.token_key = NEW.token_id;
+	IF TG_OP = 'INSERT' THEN
+		IF g.state = 'suspended' THEN
+			RETURN NEW;		-- restored with its grant
+		END IF;
+		RAISE EXCEPTION 'a refresh token cannot be created suspended'
+			USING ERRCODE = '22023',
+				  DETAIL = 'Only appguard suspends tokens, when their app''s facts drift.';
+	END IF;
+	IF NEW.status = 'suspended' THEN
+		RAISE EXCEPTION 'only appguard suspends refresh tokens'
+			USING ERRCODE = '55000',
+				  HINT = 'Set status to ''revoked'' to revoke a token.';
+	END IF;
+	IF g.state = 'suspended' OR (g.state = 'inactive' AND g.suspension_id IS NOT NULL) THEN
+		RAISE EXCEPTION 'refresh token was suspended by appguard'
+			USING ERRCODE = '55000',
+				  DETAIL = pg_catalog.format('It is %s under suspension %s; only appguard_reapprove makes it active again.',
+											 OLD.status, g.suspension_id),
+				  HINT = 'Reactivate a suspended token with appguard_reapprove(token_id), which takes a new baseline; a token revoked while suspended stays revoked.';
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER appguard_status_guard BEFORE UPDATE OF status ON appguard.refresh_tokens
+	FOR EACH ROW
+	WHEN (NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('suspended', 'active'))
+	EXECUTE FUNCTION appguard.refresh_token_status_guard();
+CREATE TRIGGER appguard_status_guard_insert BEFORE INSERT ON appguard.refresh_tokens
+	FOR EACH ROW
+	WHEN (NEW.status = 'suspended')
+	EXECUTE FUNCTION appguard.refresh_token_status_guard();
+
+-- Protected like any token table; not recorded as an event (it is part of
+-- the install), and not dumped (CREATE EXTENSION makes it again).
+SELECT appguard.protect_table('appguard.refresh_tokens', 'client_id', 'status', 'error_uri',
+							  'active', 'suspended') IS NOT NULL AS protected;
+SELECT pg_catalog.pg_extension_config_dump('appguard.protected_tables',
+	'WHERE tbl OPERATOR(pg_catalog.<>) ''appguard.refresh_tokens''::pg_catalog.regclass');
