@@ -60,7 +60,8 @@ void		_PG_init(void);
 /*
  * Placeholders of appguard.* names found at load, with the source of their
  * reset value, and the superuser-only settings whose configured value was
- * lost at load (names point into the settings' definitions).
+ * lost at load (names point into the settings' definitions; only defined
+ * settings are noted, so there are fewer than MAX_LOST_SETTINGS).
  */
 typedef struct PlaceholderReset
 {
@@ -68,9 +69,9 @@ typedef struct PlaceholderReset
 	GucSource	reset_source;
 } PlaceholderReset;
 
-#define MAX_SETTINGS 32
+#define MAX_LOST_SETTINGS 32
 
-static const char *lost_settings[MAX_SETTINGS];
+static const char *lost_settings[MAX_LOST_SETTINGS];
 static int	nlost_settings = 0;
 
 static bool
@@ -221,16 +222,20 @@ find_setting(const char *name)
 /*
  * The appguard.* placeholders that hold a reset value (one set with the
  * configuration file, ALTER SYSTEM, ALTER ROLE/DATABASE or connection
- * options).  Reads the GUC table only: no transaction or database needed.
+ * options), all of them: a session may create any number of placeholders,
+ * so a fixed bound would let made-up names hide real ones.  Reads the GUC
+ * table only: no transaction or database needed.
  */
 static int
-remember_placeholders(PlaceholderReset *out, int max)
+remember_placeholders(PlaceholderReset **result)
 {
 	struct config_generic **vars = get_guc_variables();
 	int			n = GetNumConfigOptions();
+	PlaceholderReset *out = palloc(sizeof(PlaceholderReset) * Max(n, 1));
 	int			found = 0;
 
-	for (int i = 0; i < n && found < max; i++)
+	*result = out;
+	for (int i = 0; i < n; i++)
 	{
 		struct config_generic *gconf = vars[i];
 
@@ -263,7 +268,7 @@ note_lost_settings(const PlaceholderReset *held, int nheld)
 			gconf->context != PGC_SUSET ||
 			gconf->reset_source == held[i].reset_source)
 			continue;
-		if (nlost_settings < MAX_SETTINGS)
+		if (nlost_settings < MAX_LOST_SETTINGS)
 			lost_settings[nlost_settings++] = gconf->name;
 	}
 }
@@ -290,16 +295,17 @@ void
 _PG_init(void)
 {
 	int			rc = ares_library_init(ARES_LIB_INIT_ALL);
-	PlaceholderReset held[MAX_SETTINGS];
+	PlaceholderReset *held;
 	int			nheld;
 
 	if (rc != ARES_SUCCESS)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not initialise c-ares: %s", ares_strerror(rc))));
-	nheld = remember_placeholders(held, MAX_SETTINGS);
+	nheld = remember_placeholders(&held);
 	define_settings();
 	note_lost_settings(held, nheld);
 	for (int i = 0; i < nheld; i++)
 		pfree(held[i].name);
+	pfree(held);
 }

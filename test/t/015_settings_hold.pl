@@ -96,6 +96,13 @@ for my $fn (sort keys %entry)
 		"late, PGOPTIONS session: $fn error hints at preloading");
 }
 {
+	# made-up names first (placeholders sort by name) do not hide the real one
+	my $many = join ' ', map { "-c appguard.aa$_=x" } 1 .. 40;
+	my ($rc, $out, $err) = run_as($late, 'ag_ops', "$many -c appguard.confirmations=2", $entry{appguard_probe});
+	like($err, qr/ERROR:  55000: .*lost their configured values: appguard\.confirmations$/m,
+		'late, PGOPTIONS session with 40 made-up appguard.* names: still refused');
+}
+{
 	# what PostgreSQL did: refused the values and kept the built-in default
 	my ($rc, $out, $err) = run_as($late, 'ag_ops', $hostile,
 		"SELECT appguard.appguard_normalize_host('loads.the.library.test');\nSHOW appguard.confirmations;");
