@@ -449,6 +449,59 @@ SELECT count(*) FROM appguard_facts_diff('{}', NULL, 'health-app');
 SELECT appguard_facts_diff(f.doc, pg_temp.merge(f.doc, '{"dns": {"ad": false}}'))
 FROM facts AS f WHERE f.name = 'base';
 
+-- Large sets are compared by sorting (O(n log n)), so 100,000 addresses
+-- against the same in reverse order are one set, with no difference
+CREATE TEMP TABLE big_set AS
+SELECT jsonb_agg(format('10.%s.%s.%s', i >> 16, (i >> 8) & 255, i & 255) ORDER BY i) AS up,
+	   jsonb_agg(format('10.%s.%s.%s', i >> 16, (i >> 8) & 255, i & 255) ORDER BY i DESC) AS down
+FROM generate_series(1, 100000) AS i;
+SELECT jsonb_array_length(up) AS elements, up -> 0 AS first_up, down -> 0 AS first_down FROM big_set;
+SELECT count(*) AS differences
+FROM facts AS f, big_set AS b,
+	appguard_facts_diff(jsonb_set(f.doc, '{dns,a}', b.up),
+						jsonb_set(f.doc, '{dns,a}', b.down)) AS d
+WHERE f.name = 'base';
+-- the same for ownership records, each compared with the client's id
+SELECT count(*) AS differences
+FROM facts AS f, big_set AS b,
+	appguard_facts_diff(jsonb_set(f.doc, '{dns,ownership_ids}', b.up),
+						jsonb_set(f.doc, '{dns,ownership_ids}', b.down),
+						'10.0.1.1') AS d
+WHERE f.name = 'base';
+-- one address replaced, one ownership record gone: found
+SELECT d.reason, d.field, left(d.old_value, 12) AS old_start, length(d.new_value) AS new_length
+FROM facts AS f, big_set AS b,
+	appguard_facts_diff(jsonb_set(f.doc, '{dns,a}', b.up),
+						jsonb_set(f.doc, '{dns,a}', jsonb_set(b.down, '{500}', '"10.200.0.1"'))) AS d
+WHERE f.name = 'base';
+SELECT d.reason, d.field, d.old_value, d.new_value
+FROM facts AS f, big_set AS b,
+	appguard_facts_diff(jsonb_set(f.doc, '{dns,ownership_ids}', b.up),
+						jsonb_set(f.doc, '{dns,ownership_ids}', b.down - 99999),
+						'10.0.0.1') AS d
+WHERE f.name = 'base';
+
+-- Arrays longer than 100,000 elements are refused (54000)
+\set VERBOSITY default
+SELECT count(*)
+FROM facts AS f, big_set AS b,
+	appguard_facts_diff(f.doc,
+						jsonb_set(f.doc, '{dns,ns}', b.up || '"ns.extra.test"')) AS d
+WHERE f.name = 'base';
+\set VERBOSITY terse
+DO $$
+BEGIN
+	PERFORM appguard_facts_diff(
+		jsonb_build_object('dns', jsonb_build_object('caa',
+			(SELECT jsonb_agg('{"flags": 0, "tag": "issue", "value": "ca.test"}'::jsonb)
+			 FROM generate_series(1, 100001)))),
+		'{}');
+EXCEPTION WHEN program_limit_exceeded THEN
+	RAISE NOTICE 'refused with %: %', SQLSTATE, SQLERRM;
+END
+$$;
+DROP TABLE big_set;
+
 -- Documents that are not objects, or of another schema, are refused
 \set VERBOSITY default
 SELECT * FROM appguard_facts_diff('[]', '{}');

@@ -39,6 +39,27 @@ SELECT length(appguard_normalize_host(repeat('abcdefghi.', 24) || 'example'));
 SELECT appguard_normalize_host('ex!ample.org');
 \set VERBOSITY terse
 
+-- A bad name is quoted up to 300 bytes, cut on a character boundary: the
+-- message stays valid UTF-8 (convert_from would refuse it otherwise)
+CREATE FUNCTION pg_temp.host_error(host text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM appguard.appguard_normalize_host(host);
+	RETURN 'accepted';
+EXCEPTION WHEN invalid_parameter_value THEN
+	RETURN SQLERRM;
+END
+$$;
+SELECT octet_length(m) AS bytes, length(convert_from(textsend(m), 'UTF8')) AS characters,
+	   right(m, 4) AS ending
+FROM (VALUES (pg_temp.host_error('a' || repeat('ü', 400))),
+			 (pg_temp.host_error('ab' || repeat('€', 400))),
+			 (pg_temp.host_error(repeat('ü', 400)))) AS t(m);
+-- and survives the conversion to a client encoding
+SET client_encoding = 'LATIN1';
+SELECT appguard_normalize_host(repeat('a', 299) || 'ü.example');
+RESET client_encoding;
+
 -- The SQLSTATE is 22023 (invalid_parameter_value)
 DO $$
 BEGIN
@@ -71,6 +92,26 @@ FROM (VALUES
 	('2001::1'), ('100::1'), ('4000::1')
 ) AS t(addr);
 
+-- The local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215): a translator may
+-- use a /48, /56, /64 or /96 inside it, so the IPv4 address is read at
+-- each place RFC 6052 puts it (for a /48: bits 48-63 and 72-87, around the
+-- u octet) and the most refused class wins
+SELECT addr, appguard_address_class(addr::inet) AS class
+FROM (VALUES
+	('64:ff9b:1::a9fe:a9fe'),			-- 169.254.169.254 behind a /96
+	('64:ff9b:1::7f00:1'),				-- 127.0.0.1 behind a /96
+	('64:ff9b:1::a00:1'),				-- 10.0.0.1 behind a /96
+	('64:ff9b:1::5db8:d822'),			-- 93.184.216.34 behind a /96
+	('64:ff9b:1:a9fe:a9:fe00::'),		-- 169.254.169.254 behind a /48
+	('64:ff9b:1:7f00:0:100::'),			-- 127.0.0.1 behind a /48
+	('64:ff9b:1:5db8:d8:2200::'),		-- 93.184.216.34 behind a /48
+	('64:ff9b:1:5d:b8:d822::'),			-- 93.184.216.34 behind a /56
+	('64:ff9b:1:0:5d:b8d8:2200:0'),		-- 93.184.216.34 behind a /64
+	('64:ff9b:1:0:a9:fea9:fe00:0'),		-- 169.254.169.254 behind a /64
+	('64:ff9b:1:5db8:d8:2200:a9fe:a9fe'),	-- public as a /48, metadata as a /96
+	('64:ff9b:1::')
+) AS t(addr);
+
 -- Ports: only those in appguard.allowed_ports (default 443).  A probe to
 -- another port is refused before any packet is sent, and says why.
 SET appguard.allowed_ports = '443';
@@ -98,8 +139,15 @@ SET appguard.allow_private_addresses = on;
 SET appguard.allowed_ports = '22';
 SET appguard.dns_servers = '192.0.2.53';
 SET appguard.ca_file = '/etc/passwd';
-SET appguard.timeout_ms = 2000;		-- harmless: allowed
-RESET appguard.timeout_ms;
+-- so are the deadlines: a short one makes stored snapshots fail, and a
+-- failed snapshot is as fresh as any to the next sweep
+SET appguard.timeout_ms = 2000;
+SET appguard.connect_timeout_ms = 50;
+SET appguard.dns_timeout_ms = 30;
+SELECT set_config('appguard.dns_timeout_ms', '30', false);
+SHOW appguard.dns_timeout_ms;
+SET appguard.sweep_concurrency = 4;		-- harmless: allowed
+RESET appguard.sweep_concurrency;
 
 -- A role without grants can call nothing
 SELECT appguard_probe('app.example.org');

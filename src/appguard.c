@@ -3,6 +3,23 @@
  * appguard.c
  *	  Module load: library initialisation and every appguard.* setting.
  *
+ * The supported set-up preloads the library (shared_preload_libraries), so
+ * that the settings are defined in the postmaster before any session
+ * starts, and PostgreSQL refuses a non-superuser's value for a
+ * superuser-only setting when it is given (SET, or PGOPTIONS at connect).
+ *
+ * Loaded late instead (by the first call of one of its functions), the
+ * library meets placeholders: values PostgreSQL kept as text for names it
+ * did not know yet.  Defining a setting applies the placeholder's values
+ * again, now with the setting's rules.  A value a non-superuser gave a
+ * superuser-only setting in its connection options (PGOPTIONS) had become
+ * the placeholder's reset value, replacing the configuration file's; it is
+ * now refused, and the setting falls back to its built-in default: the
+ * configured value is lost for the session.  _PG_init notices that (a
+ * placeholder had a reset value, the defined setting has none from the
+ * same source) and appguard_require_settings() then refuses to measure or
+ * suspend in that session.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -13,7 +30,9 @@
 #include "appguard.h"
 #include "fmgr.h"
 #include "guard.h"
+#include "lib/stringinfo.h"
 #include "utils/guc.h"
+#include "utils/guc_tables.h"
 #include "utils/timestamp.h"
 
 PG_MODULE_MAGIC;
@@ -37,6 +56,23 @@ int			appguard_unreachable_grace_s = 0;
 int			appguard_refresh_max_age_s = 0;
 
 void		_PG_init(void);
+
+/*
+ * Placeholders of appguard.* names found at load, with the source of their
+ * reset value, and the superuser-only settings whose configured value was
+ * lost at load (names point into the settings' definitions; only defined
+ * settings are noted, so there are fewer than MAX_LOST_SETTINGS).
+ */
+typedef struct PlaceholderReset
+{
+	char	   *name;
+	GucSource	reset_source;
+} PlaceholderReset;
+
+#define MAX_LOST_SETTINGS 32
+
+static const char *lost_settings[MAX_LOST_SETTINGS];
+static int	nlost_settings = 0;
 
 static bool
 check_allowed_ports(char **newval, void **extra, GucSource source)
@@ -120,6 +156,11 @@ define_lifecycle_settings(void)
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
+/*
+ * Settings of measuring.  Those that widen what appguard connects to, and
+ * the deadlines, which decide whether a stored snapshot fails (a failed
+ * snapshot still counts as fresh for sweeps), are superuser-only.
+ */
 static void
 define_settings(void)
 {
@@ -131,15 +172,15 @@ define_settings(void)
 	DefineCustomIntVariable("appguard.timeout_ms",
 							"Deadline of a whole probe: DNS, connect and TLS handshake.",
 							NULL, &appguard_timeout_ms, 5000, 100, 600000,
-							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("appguard.connect_timeout_ms",
 							"Deadline of the TCP connect of a probe.",
 							NULL, &appguard_connect_timeout_ms, 1000, 50, 600000,
-							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("appguard.dns_timeout_ms",
 							"How long a DNS question may take, retries included.",
 							NULL, &appguard_dns_timeout_ms, 2000, 30, 600000,
-							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("appguard.ca_file",
 							   "PEM file of the certificate authorities appguard trusts.",
 							   "Empty means the system default trust store.",
@@ -166,14 +207,105 @@ define_settings(void)
 	MarkGUCPrefixReserved("appguard");
 }
 
+static struct config_generic *
+find_setting(const char *name)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+
+	for (int i = 0; i < n; i++)
+		if (pg_strcasecmp(vars[i]->name, name) == 0)
+			return vars[i];
+	return NULL;
+}
+
+/*
+ * The appguard.* placeholders that hold a reset value (one set with the
+ * configuration file, ALTER SYSTEM, ALTER ROLE/DATABASE or connection
+ * options), all of them: a session may create any number of placeholders,
+ * so a fixed bound would let made-up names hide real ones.  Reads the GUC
+ * table only: no transaction or database needed.
+ */
+static int
+remember_placeholders(PlaceholderReset **result)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+	PlaceholderReset *out = palloc(sizeof(PlaceholderReset) * Max(n, 1));
+	int			found = 0;
+
+	*result = out;
+	for (int i = 0; i < n; i++)
+	{
+		struct config_generic *gconf = vars[i];
+
+		if ((gconf->flags & GUC_CUSTOM_PLACEHOLDER) == 0 ||
+			gconf->vartype != PGC_STRING ||
+			pg_strncasecmp(gconf->name, "appguard.", 9) != 0 ||
+			((struct config_string *) gconf)->reset_val == NULL)
+			continue;
+		out[found].name = pstrdup(gconf->name);
+		out[found].reset_source = gconf->reset_source;
+		found++;
+	}
+	return found;
+}
+
+/*
+ * After the definitions: a superuser-only setting whose reset value does
+ * not come from where its placeholder's came from had that value refused
+ * (guc.c's define_custom_variable applies it with the context and role
+ * that set it, and on failure keeps the built-in default).
+ */
+static void
+note_lost_settings(const PlaceholderReset *held, int nheld)
+{
+	for (int i = 0; i < nheld; i++)
+	{
+		struct config_generic *gconf = find_setting(held[i].name);
+
+		if (gconf == NULL || (gconf->flags & GUC_CUSTOM_PLACEHOLDER) != 0 ||
+			gconf->context != PGC_SUSET ||
+			gconf->reset_source == held[i].reset_source)
+			continue;
+		if (nlost_settings < MAX_LOST_SETTINGS)
+			lost_settings[nlost_settings++] = gconf->name;
+	}
+}
+
+void
+appguard_require_settings(void)
+{
+	StringInfoData names;
+
+	if (nlost_settings == 0)
+		return;
+	initStringInfo(&names);
+	for (int i = 0; i < nlost_settings; i++)
+		appendStringInfo(&names, "%s%s", i > 0 ? ", " : "", lost_settings[i]);
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("appguard refuses to measure or suspend in this session: superuser-only settings lost their configured values: %s",
+					names.data),
+			 errdetail("appguard was loaded after the session started, and PostgreSQL refused the values this session's connection options gave these settings, so they fell back to their built-in defaults."),
+			 errhint("Preload appguard (shared_preload_libraries = 'appguard'), and do not set superuser-only appguard settings in a non-superuser's connection options (PGOPTIONS); then reconnect.")));
+}
+
 void
 _PG_init(void)
 {
 	int			rc = ares_library_init(ARES_LIB_INIT_ALL);
+	PlaceholderReset *held;
+	int			nheld;
 
 	if (rc != ARES_SUCCESS)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not initialise c-ares: %s", ares_strerror(rc))));
+	nheld = remember_placeholders(&held);
 	define_settings();
+	note_lost_settings(held, nheld);
+	for (int i = 0; i < nheld; i++)
+		pfree(held[i].name);
+	pfree(held);
 }

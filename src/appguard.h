@@ -32,4 +32,11 @@ extern int	appguard_mass_drift_min_hosts;
 extern int	appguard_unreachable_grace_s;
 extern int	appguard_refresh_max_age_s;
 
+/*
+ * ERROR (55000) when superuser-only settings lost their configured values
+ * as the library was loaded into this session (see appguard.c).  Every
+ * entry point that measures or suspends calls it first.
+ */
+extern void appguard_require_settings(void);
+
 #endif							/* APPGUARD_H */

@@ -28,6 +28,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -155,31 +156,60 @@ rcode_at(JsonbContainer *obj, const char *key)
 	return drift_rcode_from_name(string_of(&v));
 }
 
+/*
+ * The number of elements of an array that is read as a list, refused
+ * (54000) above DRIFT_MAX_LIST_ITEMS so that one call's work stays bounded.
+ */
+static int
+list_size(JsonbContainer *array, const char *argname, const char *path)
+{
+	int			n = JsonContainerSize(array);
+
+	if (n > DRIFT_MAX_LIST_ITEMS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("appguard_facts_diff compares arrays of at most %d elements",
+						DRIFT_MAX_LIST_ITEMS),
+				 errdetail("Array %s of argument \"%s\" has %d elements.",
+						   path, argname, n),
+				 errhint("A facts document of a real probe holds a few records per array; pass the facts column of appguard.snapshots or a result of appguard_probe().")));
+	return n;
+}
+
+/* A list that was read: sorted for the set comparisons, and known */
+static DriftList
+list_done(const char **items, int n)
+{
+	DriftList	list = {true, n, items, NULL};
+
+	CHECK_FOR_INTERRUPTS();
+	drift_list_sort(&list, palloc((n + 1) * sizeof(char *)));
+	return list;
+}
+
 /* An array of strings; unknown if any element is not a string */
 static DriftList
-list_at(JsonbContainer *obj, const char *key)
+list_at(JsonbContainer *obj, const char *key, const char *argname)
 {
-	DriftList	list = {false, 0, NULL};
+	DriftList	list = {false, 0, NULL, NULL};
 	JsonbContainer *array = array_at(obj, key);
 	int			n;
 	const char **items;
 
 	if (array == NULL)
 		return list;
-	n = JsonContainerSize(array);
+	n = list_size(array, argname, psprintf("dns.%s", key));
 	items = palloc((n + 1) * sizeof(char *));
 	for (int i = 0; i < n; i++)
 	{
 		JsonbValue *v = getIthJsonbValueFromContainer(array, i);
 
+		CHECK_FOR_INTERRUPTS();
 		if (v == NULL || v->type != jbvString)
 			return list;
 		items[i] = string_of(v);
 	}
-	list.known = true;
-	list.count = n;
-	list.items = items;
-	return list;
+	return list_done(items, n);
 }
 
 /*
@@ -230,34 +260,32 @@ caa_record_text(JsonbContainer *record)
 
 /* The CAA set; unknown if any record is malformed */
 static DriftList
-caa_list_at(JsonbContainer *dns)
+caa_list_at(JsonbContainer *dns, const char *argname)
 {
-	DriftList	list = {false, 0, NULL};
+	DriftList	list = {false, 0, NULL, NULL};
 	JsonbContainer *array = array_at(dns, "caa");
 	int			n;
 	const char **items;
 
 	if (array == NULL)
 		return list;
-	n = JsonContainerSize(array);
+	n = list_size(array, argname, "dns.caa");
 	items = palloc((n + 1) * sizeof(char *));
 	for (int i = 0; i < n; i++)
 	{
 		JsonbContainer *record = container_of(getIthJsonbValueFromContainer(array, i),
 											  false);
 
+		CHECK_FOR_INTERRUPTS();
 		items[i] = record ? caa_record_text(record) : NULL;
 		if (items[i] == NULL)
 			return list;
 	}
-	list.known = true;
-	list.count = n;
-	list.items = items;
-	return list;
+	return list_done(items, n);
 }
 
 static void
-read_dns(JsonbContainer *dns, FactsView *view)
+read_dns(JsonbContainer *dns, FactsView *view, const char *argname)
 {
 	JsonbContainer *queries = object_at(dns, "queries");
 
@@ -265,12 +293,12 @@ read_dns(JsonbContainer *dns, FactsView *view)
 	for (int q = 0; q < DRIFT_QUERY_COUNT; q++)
 		view->query_rcode[q] = rcode_at(queries, query_keys[q]);
 	view->ad = bool_at(dns, "ad");
-	view->cname = list_at(dns, "cname");
-	view->a = list_at(dns, "a");
-	view->aaaa = list_at(dns, "aaaa");
-	view->ns = list_at(dns, "ns");
-	view->caa = caa_list_at(dns);
-	view->ownership_ids = list_at(dns, "ownership_ids");
+	view->cname = list_at(dns, "cname", argname);
+	view->a = list_at(dns, "a", argname);
+	view->aaaa = list_at(dns, "aaaa", argname);
+	view->ns = list_at(dns, "ns", argname);
+	view->caa = caa_list_at(dns, argname);
+	view->ownership_ids = list_at(dns, "ownership_ids", argname);
 }
 
 /*
@@ -409,7 +437,7 @@ facts_view_from_jsonb(Jsonb *facts, const char *argname, FactsView *view)
 	facts_view_init(view);
 	status = text_at(root, "status", false);
 	view->status_ok = status.value != NULL && strcmp(status.value, "ok") == 0;
-	read_dns(object_at(root, "dns"), view);
+	read_dns(object_at(root, "dns"), view, argname);
 	read_tls(object_at(root, "tls"), view);
 }
 
@@ -441,6 +469,7 @@ set_value(const DriftValue *value, Datum *datum, bool *isnull)
 			appendStringInfoChar(&buf, '[');
 			for (int i = 0; i < value->list->count; i++)
 			{
+				CHECK_FOR_INTERRUPTS();
 				if (i > 0)
 					appendStringInfoChar(&buf, ',');
 				escape_json(&buf, value->list->items[i]);

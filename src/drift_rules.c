@@ -109,6 +109,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "drift_rules.h"
@@ -283,8 +284,9 @@ ascii_lower(unsigned char c)
 	return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
 }
 
-static bool
-ascii_caseless_equal(const char *a, const char *b)
+/* strcmp() with ASCII letters folded to lower case */
+static int
+ascii_caseless_compare(const char *a, const char *b)
 {
 	const unsigned char *x = (const unsigned char *) a;
 	const unsigned char *y = (const unsigned char *) b;
@@ -294,7 +296,7 @@ ascii_caseless_equal(const char *a, const char *b)
 		x++;
 		y++;
 	}
-	return ascii_lower(*x) == ascii_lower(*y);
+	return (int) ascii_lower(*x) - (int) ascii_lower(*y);
 }
 
 /* NULL-aware: two absent values are equal */
@@ -303,39 +305,90 @@ texts_equal(const char *a, const char *b, bool ignore_case)
 {
 	if (a == NULL || b == NULL)
 		return a == b;
-	return ignore_case ? ascii_caseless_equal(a, b) : strcmp(a, b) == 0;
+	return ignore_case ? ascii_caseless_compare(a, b) == 0 : strcmp(a, b) == 0;
 }
 
-static bool
-list_contains(const DriftList *list, const char *item, bool ignore_case)
+/*
+ * The order of DriftList.sorted: NULL first, then ASCII case-insensitive,
+ * then byte for byte.  With ignore_case only the first two count; since
+ * they are a coarser form of the whole order, a sorted list is sorted for
+ * both kinds of comparison.
+ */
+static int
+compare_items(const char *a, const char *b, bool ignore_case)
 {
-	for (int i = 0; i < list->count; i++)
-		if (texts_equal(list->items[i], item, ignore_case))
+	int			c;
+
+	if (a == NULL || b == NULL)
+		return (a != NULL) - (b != NULL);
+	c = ascii_caseless_compare(a, b);
+	if (c != 0 || ignore_case)
+		return c;
+	return strcmp(a, b);
+}
+
+static int
+qsort_items(const void *a, const void *b)
+{
+	return compare_items(*(const char *const *) a, *(const char *const *) b,
+						 false);
+}
+
+void
+drift_list_sort(DriftList *list, const char **buffer)
+{
+	if (list->count > 0)
+	{
+		memcpy(buffer, list->items, list->count * sizeof(const char *));
+		qsort(buffer, list->count, sizeof(const char *), qsort_items);
+	}
+	list->sorted = buffer;
+}
+
+/* Whether a list holds an item (exactly), by binary search in sorted */
+static bool
+list_contains(const DriftList *list, const char *item)
+{
+	int			lo = 0;
+	int			hi = list->count;
+
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		int			c = compare_items(list->sorted[mid], item, false);
+
+		if (c == 0)
 			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return false;
 }
 
-/* Whether item i of the list repeats an earlier one */
-static bool
-listed_before(const DriftList *list, int i)
-{
-	for (int j = 0; j < i; j++)
-		if (texts_equal(list->items[j], list->items[i], false))
-			return true;
-	return false;
-}
-
-/* Each list's items all occur in the other; neither order nor repeats count */
+/*
+ * Each list's items all occur in the other; neither order nor repeats
+ * count.  One merge of the two sorted arrays: O(n) after the sorts.
+ */
 static bool
 lists_equal_as_sets(const DriftList *a, const DriftList *b, bool ignore_case)
 {
-	for (int i = 0; i < a->count; i++)
-		if (!list_contains(b, a->items[i], ignore_case))
-			return false;
-	for (int i = 0; i < b->count; i++)
-		if (!list_contains(a, b->items[i], ignore_case))
-			return false;
-	return true;
+	int			i = 0;
+	int			j = 0;
+
+	while (i < a->count && j < b->count)
+	{
+		const char *item = a->sorted[i];
+
+		if (compare_items(item, b->sorted[j], ignore_case) != 0)
+			return false;		/* the smaller one is missing from the other */
+		while (i < a->count && compare_items(a->sorted[i], item, ignore_case) == 0)
+			i++;
+		while (j < b->count && compare_items(b->sorted[j], item, ignore_case) == 0)
+			j++;
+	}
+	return i == a->count && j == b->count;
 }
 
 static bool
@@ -632,13 +685,16 @@ check_ownership(DriftContext *cx, const char *client_id)
 
 	if (!answered_in_both(cx, DRIFT_QUERY_TXT) || !old_ids->known || !new_ids->known)
 		return;
+	/* in sorted order, each id once */
 	for (int i = 0; i < old_ids->count; i++)
 	{
-		const char *id = old_ids->items[i];
+		const char *id = old_ids->sorted[i];
 
 		if (id == NULL || (client_id != NULL && strcmp(id, client_id) != 0))
 			continue;
-		if (!list_contains(new_ids, id, false) && !listed_before(old_ids, i))
+		if (i > 0 && texts_equal(old_ids->sorted[i - 1], id, false))
+			continue;
+		if (!list_contains(new_ids, id))
 			emit_texts(cx, DRIFT_DNS_OWNERSHIP_LOST, "dns.ownership_ids", id, NULL);
 	}
 }

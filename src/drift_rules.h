@@ -102,11 +102,17 @@ typedef struct DriftBool
 	bool		value;
 } DriftBool;
 
+/*
+ * A list of strings as the document has it (items), and the same strings
+ * in comparison order (sorted, see drift_list_sort), which the set rules
+ * need: every known list of a view must be sorted before drift_compare.
+ */
 typedef struct DriftList
 {
 	bool		known;
 	int			count;
 	const char *const *items;
+	const char *const *sorted;
 } DriftList;
 
 /*
@@ -169,6 +175,14 @@ typedef void (*DriftEmitFn) (void *arg, DriftReason reason, const char *field,
 							 const DriftValue *new_value);
 
 extern void facts_view_init(FactsView *view);
+
+/*
+ * Fill buffer (room for list->count pointers) with the list's items in
+ * comparison order and point list->sorted at it.  The order is ASCII
+ * case-insensitive first, then byte for byte, NULL first, so strings that
+ * differ only in case are neighbours.  O(n log n); no allocation.
+ */
+extern void drift_list_sort(DriftList *list, const char **buffer);
 
 /*
  * Compare a baseline with a current view and emit every difference.  With

@@ -17,6 +17,7 @@
 #include "funcapi.h"
 #include "dns.h"
 #include "guard.h"
+#include "mb/pg_wchar.h"
 #include "store.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -35,6 +36,9 @@ PG_FUNCTION_INFO_V1(appguard_registrable_domain);
 PG_FUNCTION_INFO_V1(appguard_setting);
 PG_FUNCTION_INFO_V1(appguard_url_encode);
 
+/* How many bytes of a bad host name an error message quotes, at most */
+#define QUOTED_HOST_MAX_BYTES 300
+
 /* Validate a host argument; ERROR 22023 with the reason when it is bad */
 static char *
 host_argument(text *arg)
@@ -44,12 +48,19 @@ host_argument(text *arg)
 											   VARSIZE_ANY_EXHDR(arg),
 											   out, GUARD_MAX_HOST_LEN + 2);
 
+	/*
+	 * The quote is cut on a character boundary: a message that ends in half
+	 * a character is not valid in the database encoding, and converting it
+	 * to the client's encoding fails, replacing this error with another.
+	 */
 	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid host name \"%s\"",
 						pnstrdup(VARDATA_ANY(arg),
-								 Min(VARSIZE_ANY_EXHDR(arg), 300))),
+								 pg_mbcliplen(VARDATA_ANY(arg),
+											  VARSIZE_ANY_EXHDR(arg),
+											  QUOTED_HOST_MAX_BYTES))),
 				 errdetail("%c%s.", pg_toupper(problem[0]), problem + 1),
 				 errhint("Give a DNS host name such as app.example.org, without scheme, port or path.")));
 	return out;
@@ -96,6 +107,7 @@ run_one(FunctionCallInfo fcinfo, ProbeDoneCallback done, void *arg)
 	ProbeTarget target;
 	EngineRun	run;
 
+	appguard_require_settings();
 	require_args(fcinfo, 2);
 	target.host = host_argument(PG_GETARG_TEXT_PP(0));
 	target.port = port_argument(PG_GETARG_INT32(1));
@@ -191,6 +203,7 @@ appguard_snapshot_many(PG_FUNCTION_ARGS)
 	StoreMany	state;
 	EngineRun	run;
 
+	appguard_require_settings();
 	require_args(fcinfo, 1);
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC | MAT_SRF_BLESS);
 	hosts = PG_GETARG_ARRAYTYPE_P(0);
@@ -282,12 +295,17 @@ appguard_address_class(PG_FUNCTION_ARGS)
 /*
  * appguard_setting(name): the value of an appguard.* setting.  SQL code
  * calls this rather than current_setting() because calling it loads the
- * library, and with it the definitions of the settings.
+ * library, and with it the definitions of the settings; and because it
+ * refuses (55000) in a session whose superuser-only settings lost their
+ * configured values at load, so that no suspension is decided with
+ * built-in defaults.
  */
 Datum
 appguard_setting(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	appguard_require_settings();
 
 	if (strncmp(name, "appguard.", 9) != 0)
 		ereport(ERROR,

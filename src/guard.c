@@ -123,6 +123,65 @@ bytes_zero(const uint8_t *p, int n)
 	return true;
 }
 
+/*
+ * How much a class is refused: metadata most, then the classes that are
+ * never reachable, then those that allow_private opens, then public.
+ */
+static int
+refusal_rank(AddressClass cls)
+{
+	if (cls == ADDR_METADATA)
+		return 3;
+	if (!guard_class_allowed(cls, true))
+		return 2;
+	if (!guard_class_allowed(cls, false))
+		return 1;
+	return 0;
+}
+
+/*
+ * An address in the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215).  A
+ * network may deploy a translator on any RFC 6052 prefix inside it, of
+ * length 48, 56, 64 or 96, and where the IPv4 address sits depends on that
+ * length, which we cannot see.  RFC 6052 section 2.2 puts it in bits 48-63
+ * and 72-87 for a /48 (around the reserved "u" octet, bits 64-71), in bits
+ * 56-63 and 72-95 for a /56, in bits 72-103 for a /64 and in bits 96-127
+ * for a /96.  Every reading is classified and the most refused class wins,
+ * so an address is public only when it is public whatever the prefix
+ * length.  A reading in 0.0.0.0/8 names no destination a translator can
+ * reach, so it counts only when every reading is in 0.0.0.0/8: otherwise
+ * 64:ff9b:1::5db8:d822 (93.184.216.34 behind a /96), whose /48 reading is
+ * 0.0.0.0, could never be public.  The u octet and the suffix are not
+ * checked, because a translator need not check them either.
+ */
+static AddressClass
+classify_nat64_local(const uint8_t *b)
+{
+	static const uint8_t positions[4][4] = {
+		{12, 13, 14, 15},		/* /96 */
+		{9, 10, 11, 12},		/* /64 */
+		{7, 9, 10, 11},			/* /56 */
+		{6, 7, 9, 10},			/* /48 */
+	};
+	AddressClass result = ADDR_THIS_NETWORK;
+	bool		found = false;
+
+	for (int i = 0; i < 4; i++)
+	{
+		const uint8_t *pos = positions[i];
+		uint32_t	a = IP4(b[pos[0]], b[pos[1]], b[pos[2]], b[pos[3]]);
+		AddressClass cls;
+
+		if (in4(a, IP4(0, 0, 0, 0), 8))
+			continue;
+		cls = classify_ipv4(a);
+		if (!found || refusal_rank(cls) > refusal_rank(result))
+			result = cls;
+		found = true;
+	}
+	return result;
+}
+
 static AddressClass
 classify_ipv6(const uint8_t *b)
 {
@@ -144,7 +203,7 @@ classify_ipv6(const uint8_t *b)
 		return classify_ipv4(ipv4_at(b + 12));
 	if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b &&
 		b[4] == 0x00 && b[5] == 0x01)
-		return ADDR_PRIVATE;
+		return classify_nat64_local(b);
 	/* 6to4 2002::/16 carries an IPv4 address in bits 16..47 */
 	if (b[0] == 0x20 && b[1] == 0x02)
 		return classify_ipv4(ipv4_at(b + 2));

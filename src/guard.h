@@ -37,8 +37,10 @@ typedef enum AddressClass
 
 /*
  * Classify an address.  IPv6 forms that embed an IPv4 address (mapped,
- * compatible, NAT64, 6to4) are classified by the embedded address, so
- * ::ffff:127.0.0.1 is loopback.
+ * compatible, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4) are classified
+ * by the embedded address, so ::ffff:127.0.0.1 is loopback.  In the
+ * local-use prefix 64:ff9b:1::/48 the embedded address is read at every
+ * place RFC 6052 allows and the most refused class is returned.
  */
 extern AddressClass guard_classify_address(const struct sockaddr *sa);
 extern const char *guard_address_class_name(AddressClass cls);

@@ -423,6 +423,7 @@ appguard_sweep_run(PG_FUNCTION_ARGS)
 	EngineRun	run;
 	bool		running;
 
+	appguard_require_settings();
 	if (!fcinfo->context || !IsA(fcinfo->context, CallContext) ||
 		((CallContext *) fcinfo->context)->atomic)
 		ereport(ERROR,

@@ -2,8 +2,9 @@
 # A throwaway PostgreSQL 15 cluster for the tests and the demo.
 #   test/cluster.sh start DIR PORT   (as the postgres user)
 #   test/cluster.sh stop DIR
-# The cluster listens only on a Unix socket in DIR, preloads pg_cron, and
-# is destroyed by stop.
+# The cluster listens only on a Unix socket in DIR, preloads pg_cron and
+# appguard (the supported set-up: see the README's Settings), and is
+# destroyed by stop.
 set -euo pipefail
 BIN=$(pg_config --bindir)
 cmd=$1 dir=$2
@@ -18,7 +19,7 @@ start)
 listen_addresses = ''
 unix_socket_directories = '$dir'
 port = $port
-shared_preload_libraries = 'pg_cron'
+shared_preload_libraries = 'pg_cron, appguard'
 cron.database_name = 'postgres'
 fsync = off
 log_min_messages = warning

@@ -151,7 +151,7 @@ chown -R postgres:postgres "$WORK"
 
 echo "    starting nginx and knotd on $NET.x.y (test/env/agenv) ..."
 as_postgres perl "$WORK/tree/test/env/agenv" up "$WORK/env" >>"$LOG" 2>&1
-echo "    starting a PostgreSQL 15 cluster with pg_cron (test/cluster.sh) ..."
+echo "    starting a PostgreSQL 15 cluster that preloads pg_cron and appguard (test/cluster.sh) ..."
 as_postgres bash "$WORK/tree/test/cluster.sh" start "$WORK/pg" "$PORT" >>"$LOG" 2>&1
 {
 	cat "$WORK/env/postgresql.conf"

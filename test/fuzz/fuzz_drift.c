@@ -7,7 +7,8 @@
  * id (see Reader below), and drift_compare() runs on them.  Invariants:
  *	- every reason emitted is a known one with a field name and values of
  *	  a valid kind, and lists hold count strings;
- *	- a view compared with itself has no drift at all;
+ *	- a view compared with itself, or with its sets in reverse order, has
+ *	  no drift at all;
  *	- no rule but dns_domain_gone fires unless both statuses are ok
  *	  ("a failed measurement is an unknown, never a change");
  *	- drift_names_equal is symmetric and reflexive.
@@ -37,6 +38,7 @@ typedef struct Reader
 	char	   *strings[MAX_STRINGS];
 	int			nstrings;
 	const char *lists[MAX_STRINGS];
+	const char *sorted[MAX_STRINGS];	/* lists[] sorted, list by list */
 	int			nlist_items;
 } Reader;
 
@@ -89,19 +91,21 @@ next_bool(Reader *r)
 static DriftList
 next_list(Reader *r)
 {
-	DriftList	list = {false, 0, NULL};
+	DriftList	list = {false, 0, NULL, NULL};
 	uint8_t		b = next_byte(r);
 	int			n = (b >> 1) % MAX_LIST;
+	int			first = r->nlist_items;
 
 	list.known = (b & 1) != 0;
 	if (!list.known)
 		return list;
 	if (r->nlist_items + n > MAX_STRINGS)
 		n = MAX_STRINGS - r->nlist_items;
-	list.items = &r->lists[r->nlist_items];
+	list.items = &r->lists[first];
 	for (int i = 0; i < n; i++)
 		r->lists[r->nlist_items++] = next_string(r);
 	list.count = n;
+	drift_list_sort(&list, &r->sorted[first]);
 	return list;
 }
 
@@ -133,6 +137,21 @@ next_view(Reader *r, FactsView *v)
 	v->not_before = next_text(r);
 	v->not_after = next_text(r);
 	v->intermediate_sha256 = next_text(r);
+}
+
+/* The same set in reverse order, in buf (room for list->count items) */
+static DriftList
+reversed(const DriftList *list, const char **buf, const char **sorted)
+{
+	DriftList	r = *list;
+
+	if (!list->known)
+		return r;
+	for (int i = 0; i < list->count; i++)
+		buf[i] = list->items[list->count - 1 - i];
+	r.items = buf;
+	drift_list_sort(&r, sorted);
+	return r;
 }
 
 typedef struct Seen
@@ -213,6 +232,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	drift_compare(&baseline, &baseline, client_id, emit, &self);
 	drift_compare(&current, &current, NULL, emit, &self);
+	{
+		/* sets compare equal whatever their order: only cname is a chain */
+		static const char *buf[5][MAX_STRINGS];
+		static const char *sorted[5][MAX_STRINGS];
+		FactsView	shuffled = baseline;
+
+		shuffled.a = reversed(&baseline.a, buf[0], sorted[0]);
+		shuffled.aaaa = reversed(&baseline.aaaa, buf[1], sorted[1]);
+		shuffled.ns = reversed(&baseline.ns, buf[2], sorted[2]);
+		shuffled.caa = reversed(&baseline.caa, buf[3], sorted[3]);
+		shuffled.ownership_ids = reversed(&baseline.ownership_ids, buf[4], sorted[4]);
+		drift_compare(&baseline, &shuffled, client_id, emit, &self);
+		drift_compare(&shuffled, &baseline, NULL, emit, &self);
+	}
 	if (self.count != 0)
 	{
 		fprintf(stderr, "invariant broken: a view drifted from itself (%d reasons)\n", self.count);

@@ -60,7 +60,7 @@ my $redirect = "https://$host:" . $env->tls_port . '/cb';
 my $settings = join '', map {
 	my ($k, $v) = /^(\S+) = (.*)$/;
 	"ALTER SYSTEM SET $k = $v;\n"
-} split /\n/, $env->postgresql_conf;
+} split /\n/, $env->postgresql_conf(preload => 0);
 psql('postgres', "LOAD 'appguard';\n${settings}SELECT pg_reload_conf();");
 
 # ---------------------------------------------------------------- two Glewlwyds

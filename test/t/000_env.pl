@@ -302,8 +302,9 @@ my $hello = "\x16\x03\x01\x00\x04\x01\x00\x00\x00";
 	is(verify_code(s_client($proxies[-1], 'full.example.test')), 0, 'delay_proxies: last one relays');
 }
 
-like($env->postgresql_conf, qr/^appguard\.dns_servers = '\Q$dns\E'\nappguard\.ca_file = '\Q$ca\E'\nappguard\.allowed_ports = '\d+,\d+'\nappguard\.allow_private_addresses = on\n$/,
+like($env->postgresql_conf, qr/^shared_preload_libraries = 'appguard'\nappguard\.dns_servers = '\Q$dns\E'\nappguard\.ca_file = '\Q$ca\E'\nappguard\.allowed_ports = '\d+,\d+'\nappguard\.allow_private_addresses = on\n$/,
 	'postgresql_conf');
+unlike($env->postgresql_conf(preload => 0), qr/shared_preload_libraries/, 'postgresql_conf(preload => 0)');
 
 # ---------------------------------------------------------------- teardown
 

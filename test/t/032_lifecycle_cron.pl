@@ -25,7 +25,7 @@ $env->zone('cron.test', [ "app A $addr", '@ TXT "appguard-client-id=cron-app"' ]
 $env->start;
 
 my $lc = AppGuard::LifecycleTest->new('lifecycle_cron', $env, conf => <<'CONF');
-shared_preload_libraries = 'pg_cron'
+shared_preload_libraries = 'pg_cron, appguard'
 cron.database_name = 'postgres'
 cron.use_background_workers = on
 max_worker_processes = 16

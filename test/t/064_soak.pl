@@ -69,6 +69,7 @@ $node->init;
 # suspensions racing checks; appguard.refresh_max_age = 0 (the default):
 # checks never measure live
 $node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'appguard'
 appguard.mass_drift_threshold = 1.0
 max_connections = 20
 log_lock_waits = on

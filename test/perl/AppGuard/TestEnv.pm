@@ -178,11 +178,14 @@ sub port_for
 	return $addr =~ /:/ ? $self->{tls6_port} : $self->{tls_port};
 }
 
+# The settings of a cluster that measures this environment's hosts.  The
+# cluster preloads appguard, the supported set-up, unless preload => 0.
 sub postgresql_conf
 {
-	my $self = shift;
+	my ($self, %o) = @_;
 	my $ca = $self->ca_file =~ s/'/''/gr;
 	return join '',
+	  (($o{preload} // 1) ? "shared_preload_libraries = 'appguard'\n" : ''),
 	  "appguard.dns_servers = '" . $self->dns_servers_guc . "'\n",
 	  "appguard.ca_file = '$ca'\n",
 	  "appguard.allowed_ports = '$self->{tls_port},$self->{tls6_port}'\n",
@@ -1331,7 +1334,12 @@ forces the address.
 
 One process; each upstream address gets a new address in front of it.
 
-=item postgresql_conf -> text
+=item postgresql_conf(preload => 1) -> text
+
+Lines for postgresql.conf: C<shared_preload_libraries = 'appguard'> (unless
+C<preload =E<gt> 0>) and the appguard settings that point it at this
+environment (DNS server, CA file, ports, private addresses allowed).  A test
+that preloads more libraries names them all in a later line.
 
 =item processes -> pids
 

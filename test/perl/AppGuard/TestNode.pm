@@ -24,13 +24,15 @@ my $json = JSON::PP->new->canonical;
 
 sub sql_literal { return q{'} . ($_[0] =~ s/'/''/gr) . q{'} }
 
-# A started cluster with the env's appguard settings and the extension.
+# A started cluster with the env's appguard settings and the extension;
+# appguard is preloaded unless preload => 0.
 sub start_node
 {
 	my ($name, $env, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
-	$node->append_conf('postgresql.conf', $env->postgresql_conf);
+	$node->append_conf('postgresql.conf',
+		$env->postgresql_conf(preload => $opts{preload} // 1));
 	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION appguard');
