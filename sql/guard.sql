@@ -44,7 +44,7 @@ SELECT appguard_normalize_host('ex!ample.org');
 CREATE FUNCTION pg_temp.host_error(host text) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
-	PERFORM appguard.appguard_normalize_host(host);
+	PERFORM appguard_normalize_host(host);
 	RETURN 'accepted';
 EXCEPTION WHEN invalid_parameter_value THEN
 	RETURN SQLERRM;

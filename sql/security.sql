@@ -186,12 +186,12 @@ FROM (VALUES ('appguard.allow_private_addresses', 'on'), ('appguard.dns_servers'
 			 ('appguard.unreachable_grace', '0'), ('appguard.baseline_max_age', '0')) AS t(s, v);
 SELECT public.try($$SELECT pg_catalog.set_config('appguard.allow_private_addresses', 'on', false)$$);
 SELECT public.try($$ALTER ROLE ag_sec_operator SET appguard.allow_private_addresses = on$$);
--- the per-probe deadlines are the caller's to choose
+-- nor the deadlines: a short one would make stored snapshots fail
 SELECT public.try($$SET appguard.timeout_ms = 1000$$);
 RESET ROLE;
 RESET appguard.timeout_ms;
--- Set by a non-superuser before the library is loaded (a placeholder):
--- discarded with a warning when the library loads
+-- Preloaded (the supported set-up), a non-superuser's SET is refused at
+-- once; for a library loaded late see test/t/015_settings_hold.pl
 \c -
 SET ROLE ag_sec_operator;
 SET appguard.allow_private_addresses = on;

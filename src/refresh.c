@@ -278,6 +278,7 @@ appguard_check_refresh_token(PG_FUNCTION_ARGS)
 {
 	static const Oid argtypes[1] = {TEXTOID};
 
+	appguard_require_settings();
 	if (!PG_ARGISNULL(0))
 	{
 		Datum		key[2] = {ObjectIdGetDatum(refresh_tokens_relid()), PG_GETARG_DATUM(0)};
@@ -293,6 +294,7 @@ appguard_check_refresh_row(PG_FUNCTION_ARGS)
 {
 	static const Oid argtypes[2] = {REGCLASSOID, TEXTOID};
 
+	appguard_require_settings();
 	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1))
 	{
 		Datum		key[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
@@ -429,6 +431,7 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("appguard.grant_insert() must be fired AFTER INSERT FOR EACH ROW")));
+	appguard_require_settings();
 	relid = RelationGetRelid(trigdata->tg_relation);
 	relid_key = ObjectIdGetDatum(relid);
 	begin_fresh_read();

@@ -14,7 +14,7 @@
 --   * nothing is executable or readable by PUBLIC, and every grant to
 --     appguard's roles is in one place: 99_privileges.
 --   * appguard's code names every object schema-qualified (appguard.x,
---     @extschema@.appguard_x) and pins search_path = pg_catalog, pg_temp.
+--     appguard_x) and pins search_path = pg_catalog, pg_temp.
 CREATE SCHEMA appguard;
 COMMENT ON SCHEMA appguard IS 'appguard''s tables, views and internal functions; the API is in the extension''s schema';
 

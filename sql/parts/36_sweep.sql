@@ -354,6 +354,8 @@ DECLARE
 	err_message text;
 	err_detail text;
 BEGIN
+	-- 55000 when this session's settings did not hold (src/appguard.c)
+	PERFORM appguard.setting('appguard.mass_drift_threshold');
 	IF max_age IS NULL OR max_age < interval '0' THEN
 		RAISE EXCEPTION 'max_age must be an interval of zero or more' USING ERRCODE = '22023';
 	END IF;

@@ -55,9 +55,9 @@ sub setup
 	my ($node) = @_;
 	$node->safe_psql('postgres', <<"SQL");
 CREATE ROLE ag_ops LOGIN IN ROLE appguard_operator, appguard_auth_server;
-SELECT appguard.appguard_register_client('hold-app', 'Hold App',
+SELECT appguard_register_client('hold-app', 'Hold App',
 	ARRAY['https://app.hold.test:$port/callback']);
-SELECT appguard.appguard_snapshot('app.hold.test', $port);
+SELECT appguard_snapshot('app.hold.test', $port);
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('t1', 'hold-app', 'patient-1');
 SQL
 	return;
@@ -81,11 +81,11 @@ $env->reload;
 
 my $lost = qr/ERROR:  55000: appguard refuses to measure or suspend in this session: superuser-only settings lost their configured values: appguard\.confirmations, appguard\.error_uri_template/;
 my %entry = (
-	'appguard_snapshot'      => "SELECT appguard.appguard_snapshot('app.hold.test', $port)",
-	'appguard_snapshot_many' => "SELECT * FROM appguard.appguard_snapshot_many(ARRAY['app.hold.test'], ARRAY[$port])",
-	'appguard_probe'         => "SELECT appguard.appguard_probe('app.hold.test', $port)",
+	'appguard_snapshot'      => "SELECT appguard_snapshot('app.hold.test', $port)",
+	'appguard_snapshot_many' => "SELECT * FROM appguard_snapshot_many(ARRAY['app.hold.test'], ARRAY[$port])",
+	'appguard_probe'         => "SELECT appguard_probe('app.hold.test', $port)",
 	# SQL that reads settings (appguard_setting), as the extension's owner
-	'appguard_consent_info' => "SELECT appguard.appguard_consent_info('hold-app')",
+	'appguard_consent_info' => "SELECT appguard_consent_info('hold-app')",
 );
 my $before = snapshots($late);
 for my $fn (sort keys %entry)
@@ -105,14 +105,14 @@ for my $fn (sort keys %entry)
 {
 	# what PostgreSQL did: refused the values and kept the built-in default
 	my ($rc, $out, $err) = run_as($late, 'ag_ops', $hostile,
-		"SELECT appguard.appguard_normalize_host('loads.the.library.test');\nSHOW appguard.confirmations;");
+		"SELECT appguard_normalize_host('loads.the.library.test');\nSHOW appguard.confirmations;");
 	like($err, qr/WARNING:  42501: permission denied to set parameter "appguard.confirmations"/,
 		'late, PGOPTIONS session: PostgreSQL refuses the value when the library loads');
 	like($out, qr/^1$/m, 'late, PGOPTIONS session: confirmations fell back to the built-in 1, not the configured 3');
 }
 {
 	# a sweep in that session stores nothing and suspends nobody
-	my ($rc, $out, $err) = run_as($late, 'ag_ops', $hostile, q{CALL appguard.appguard_sweep('0 s', '1 min')});
+	my ($rc, $out, $err) = run_as($late, 'ag_ops', $hostile, q{CALL appguard_sweep('0 s', '1 min')});
 	like($err, qr/ERROR:  55000: appguard refuses to measure or suspend/, 'late, PGOPTIONS session: a sweep fails with 55000');
 	is($late->safe_psql('postgres',
 			'SELECT count(*) FROM appguard.sweep_hosts WHERE snapshot_id IS NOT NULL OR error IS NOT NULL'),
@@ -124,7 +124,7 @@ is(token_status($late), 'active', 'late, PGOPTIONS session: nothing was suspende
 # the same role without the options: the configured values, and it measures
 {
 	my ($rc, $out, $err) = run_as($late, 'ag_ops', undef,
-		"SELECT appguard.appguard_normalize_host('loads.the.library.test') IS NOT NULL;\n"
+		"SELECT appguard_normalize_host('loads.the.library.test') IS NOT NULL;\n"
 		  . "SELECT current_setting('appguard.confirmations') || ' ' || current_setting('appguard.error_uri_template');");
 	is((split /\n/, $out)[1], '3 https://auth.hold.test/why/{suspension_id}', 'late, plain session: the configured values')
 	  or diag $err;
@@ -132,7 +132,7 @@ is(token_status($late), 'active', 'late, PGOPTIONS session: nothing was suspende
 for my $n (1 .. 3)
 {
 	my ($rc, $out, $err) = run_as($late, 'ag_ops', undef,
-		"SELECT f->>'status' || ' ' || (f->'tls'->'leaf'->'subject'->>'O') FROM appguard.appguard_snapshot('app.hold.test', $port) f");
+		"SELECT f->>'status' || ' ' || (f->'tls'->'leaf'->'subject'->>'O') FROM appguard_snapshot('app.hold.test', $port) f");
 	is($out, 'ok Other Health Corp', "late, plain session: drifting snapshot $n measured (configured DNS server)")
 	  or diag $err;
 	if ($n < 3)
@@ -146,7 +146,7 @@ like(token_status($late), qr{^suspended https://auth\.hold\.test/why/\d+$},
 # a superuser's options are applied, and its session measures
 {
 	my ($rc, $out, $err) = run_as($late, 'postgres', '-c appguard.confirmations=2',
-		"SELECT appguard.appguard_setting('appguard.confirmations');");
+		"SELECT appguard.setting('appguard.confirmations');");
 	is($out, '2', "late: a superuser's connection options apply and nothing is refused") or diag $err;
 }
 # a non-superuser's SET before the load is refused at load, and the
@@ -154,9 +154,9 @@ like(token_status($late), qr{^suspended https://auth\.hold\.test/why/\d+$},
 {
 	my ($rc, $out, $err) = run_as($late, 'ag_ops', undef,
 		"SET appguard.confirmations = 2;\n"
-		  . "SELECT appguard.appguard_normalize_host('loads.the.library.test') IS NOT NULL;\n"
+		  . "SELECT appguard_normalize_host('loads.the.library.test') IS NOT NULL;\n"
 		  . "SHOW appguard.confirmations;\n"
-		  . "SELECT appguard.appguard_consent_info('hold-app') IS NOT NULL;");
+		  . "SELECT appguard_consent_info('hold-app') IS NOT NULL;");
 	like($err, qr/WARNING:  42501: permission denied to set parameter "appguard.confirmations"/,
 		'late: a SET before the load is refused when the library loads');
 	is(join(',', split /\n/, $out), 't,3,t', 'late: ... the configured value stays in force, and nothing is refused')
@@ -197,7 +197,7 @@ for my $s (qw(dns_timeout_ms timeout_ms connect_timeout_ms))
 }
 {
 	my ($rc, $out, $err) = run_as($early, 'ag_ops', undef,
-		"SELECT f->>'status' FROM appguard.appguard_snapshot('app.hold.test', $port) f");
+		"SELECT f->>'status' FROM appguard_snapshot('app.hold.test', $port) f");
 	is($out, 'ok', 'early: a plain session of the role measures') or diag $err;
 }
 # A consent by the role whose baseline is too old measures live: the
