@@ -180,10 +180,11 @@ filled() {	# filled DB WHAT
 }
 same() {	# same A B WHAT
 	for k in schema rows; do
+		[ $k = schema ] && differ=differs || differ=differ
 		if diff -u "$WORK/$k-$1.txt" "$WORK/$k-$2.txt" >"$WORK/$k-$1-$2.diff"; then
 			pass "$3: the same $k ($(wc -l <"$WORK/$k-$1.txt") lines)"
 		else
-			fail "$3: the $k differs (- $1, + $2; $(grep -c '^[-+][^-+]' "$WORK/$k-$1-$2.diff") lines):"
+			fail "$3: the $k $differ (- $1, + $2; $(grep -c '^[-+][^-+]' "$WORK/$k-$1-$2.diff") lines):"
 			head -80 "$WORK/$k-$1-$2.diff"
 		fi
 	done

@@ -5,14 +5,15 @@
 #       (binary-upgrade mode, because plain pg_dump writes an extension as
 #       one CREATE EXTENSION line and none of its objects).  Kept: every
 #       statement, grouped by pg_dump's "-- Name: ..." entries, entries in
-#       name order.  Dropped: comments, blank lines, SET lines, the
-#       binary-upgrade calls that carry OIDs, type lengths of dropped
-#       columns or missing values of added ones (an upgraded table may
-#       have these, a fresh one has not); the configuration tables'
-#       OIDs of binary_upgrade_create_empty_extension (test/upgrade/rows.sql
-#       lists them by name).  Columns of CREATE TABLE in name order (ALTER
-#       TABLE ... ADD COLUMN appends where a fresh install has the column
-#       in place).
+#       name order.  Dropped: comments, blank lines, SET lines, \restrict,
+#       the binary-upgrade calls and updates of pg_class that carry OIDs or
+#       transaction ids, type lengths of dropped columns and missing values
+#       of added ones (an upgraded table may have these, a fresh one has
+#       not), the configuration tables' OIDs given to
+#       binary_upgrade_create_empty_extension (test/upgrade/rows.sql lists
+#       them by name).  Columns of CREATE TABLE in name order (ALTER TABLE
+#       ... ADD COLUMN appends where a fresh install has the column in
+#       place).
 #   normalize.pl rows < test/upgrade/rows.sql output
 #       Times inside values masked as <time>, rows sorted within each
 #       section.  Prints "EMPTY: TABLE" on stderr for each table with no
@@ -63,11 +64,12 @@ while (my $line = <STDIN>)
 	}
 	next if !$cur;
 	next if $line =~ /^--/ || $line =~ /^\s*$/ || $line =~ /^SET /;
+	next if $line =~ /^\\(?:un)?restrict /;		# psql's \restrict with a random key
 	next if $line =~ /pg_catalog\.set_config\('search_path'/;
 	next if $line =~ /binary_upgrade_set_next_|binary_upgrade_set_missing_value/;
 	# dropped columns: the placeholder, its pg_attribute fix-up and DROP COLUMN
 	next if $line =~ /pg\.dropped\./;
-	next if $line =~ /^UPDATE pg_catalog\.pg_attribute$/ .. $line =~ /;$/;
+	next if $line =~ /^UPDATE pg_catalog\.pg_(?:class|attribute)$/ .. $line =~ /;$/;
 	$line =~ s/(binary_upgrade_create_empty_extension\('[^']*', '[^']*', (?:true|false), '[^']*'), .*\);$/$1, <config>);/;
 	if ($line =~ /^CREATE (?:UNLOGGED )?TABLE .* \($/)
 	{
