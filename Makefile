@@ -4,7 +4,6 @@ EXTVERSION = 0.1.0
 
 MODULE_big = appguard
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
-HEADERS = $(wildcard src/*.h)
 
 # The install script is assembled from sql/parts/ (one file per concern,
 # in name order); upgrade scripts sql/$(EXTENSION)--A--B.sql are kept as is.
@@ -12,9 +11,15 @@ SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
 
-# pg_regress: every sql/*.sql that is not an extension script, outputs in expected/
+# make installcheck: pg_regress (every sql/*.sql that is not an extension
+# script, outputs in expected/), then the isolation specs of test/isolation
+# in a database prepared by the isolation_setup target below.  Either suite
+# alone: make installcheck ISOLATION= / make installcheck REGRESS=
 REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+ISOLATION = $(sort $(patsubst test/isolation/specs/%.spec,%,$(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test/isolation --use-existing
+REGRESS_PREP = $(if $(ISOLATION),isolation_setup)
 
 PG_CPPFLAGS = $(shell pkg-config --cflags libcares openssl libpsl libidn2)
 SHLIB_LINK = $(shell pkg-config --libs libcares openssl libpsl libidn2)
@@ -36,15 +41,24 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# TAP tests live in test/t and use test/perl
-TAP_TESTS = 1
-PROVE_TESTS ?= test/t/*.pl
-PROVE_FLAGS += -I ./test/perl
-
 # Every object is rebuilt when a header changes (PGXS does not track them)
 $(OBJS): $(wildcard src/*.h)
 
-# TAP tests alone (they start their own clusters and servers)
+# The isolation specs share one database (pg_isolation_regress --use-existing),
+# made here: the extension, the test helpers, then the specs' own helpers.
+.PHONY: isolation_setup
+isolation_setup:
+	'$(bindir)/psql' -X -q -v ON_ERROR_STOP=1 -d postgres \
+		-c 'DROP DATABASE IF EXISTS "$(ISOLATION_TESTDB)"' -c 'CREATE DATABASE "$(ISOLATION_TESTDB)"'
+	'$(bindir)/psql' -X -q -v ON_ERROR_STOP=1 -d '$(ISOLATION_TESTDB)' -c 'CREATE EXTENSION $(EXTENSION)' \
+		-f sql/lifecycle_helpers.inc -f test/isolation/setup.sql >/dev/null
+
+# TAP tests (test/t, they start their own clusters and servers), apart from
+# make installcheck: make prove_installcheck [PROVE_TESTS=test/t/NNN_x.pl]
+PROVE_TESTS ?= test/t/*.pl
+PROVE_FLAGS += -I ./test/perl
+EXTRA_CLEAN = tmp_check
+
 .PHONY: prove_installcheck
 prove_installcheck:
 	$(prove_installcheck)

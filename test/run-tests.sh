@@ -2,6 +2,10 @@
 # Build appguard with warnings as errors and run every test suite:
 #   pg_regress (sql/, expected/)         the SQL surface, no network
 #   isolation (test/isolation/)          concurrency, several sessions
+#                                        (both by make installcheck)
+#   upgrade (test/upgrade.sh)            the last release in RELEASES upgraded
+#                                        to the working tree, compared with a
+#                                        fresh install (or a dump and restore)
 #   TAP (test/t/*.pl)                    real DNS and TLS servers on loopback
 #   memory safety (test/sanitize.sh)     the server under valgrind memcheck,
 #                                        appguard built with UBSan: every
@@ -13,6 +17,7 @@
 #   AG_KEEP=1      keep the temporary directory (logs, clusters' data)
 #   AG_TAP="..."   run only these TAP files (e.g. "test/t/010_snapshot_tls.pl")
 #   AG_SANITIZE=0  leave the memory-safety stage out (reported as skipped)
+#   AG_UPGRADE=0   leave the upgrade test out (reported as skipped)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,37 +59,51 @@ count() {		# count SUITE PASSED FAILED
 	failed=$((failed + $3))
 }
 
-# ---- pg_regress and isolation, against one throwaway cluster ----
+# ---- pg_regress and isolation: make installcheck against one throwaway
+# cluster, each suite in a make of its own so that both always run
 as_postgres bash "$WORK/tree/test/cluster.sh" start "$WORK/pg" "$PORT"
 cd "$WORK/tree"
-set +e
-as_postgres make -s installcheck TAP_TESTS= PGHOST="$WORK/pg" PGPORT="$PORT" 2>&1 | tee "$WORK/regress.log"
-regress_rc=${PIPESTATUS[0]}
-set -e
-ok=$(grep -cE '^(ok|test) .* \.\.\. ok' "$WORK/regress.log" || true)
-ok2=$(grep -cE '^ok [0-9]+ ' "$WORK/regress.log" || true)
-bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/regress.log" || true)
-if [ "$regress_rc" != 0 ] && [ "$bad" = 0 ]; then
-	bad=1		# make failed before any test could fail
-fi
-count "pg_regress" $((ok + ok2)) "$bad"
-if [ -s "$WORK/tree/regression.diffs" ]; then
-	cat "$WORK/tree/regression.diffs"
-fi
-
-set +e
-as_postgres env PGHOST="$WORK/pg" PGPORT="$PORT" AG_OUTPUT="$WORK/isolation" \
-	bash "$WORK/tree/test/isolation/run.sh" 2>&1 | tee "$WORK/isolation.log"
-iso_rc=${PIPESTATUS[0]}
-set -e
-ok=$(grep -cE '^(ok|test) .* \.\.\. ok' "$WORK/isolation.log" || true)
-bad=$(grep -cE '\.\.\. FAILED' "$WORK/isolation.log" || true)
-if [ "$iso_rc" != 0 ] && [ "$bad" = 0 ]; then
-	bad=1
-fi
-count "isolation" "$ok" "$bad"
+suite() {		# suite NAME LOG DIFFS MAKE-ARGS...: make installcheck, counted
+	local name=$1 log=$2 diffs=$3 rc ok bad
+	shift 3
+	set +e
+	as_postgres make -s installcheck PGHOST="$WORK/pg" PGPORT="$PORT" "$@" 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	set -e
+	ok=$(grep -cE '^(ok|test) .* \.\.\. ok|^ok [0-9]+ ' "$log" || true)
+	bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$log" || true)
+	if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then
+		bad=1		# make failed before any test could fail
+	fi
+	count "$name" "$ok" "$bad"
+	if [ -s "$diffs" ]; then
+		cat "$diffs"
+	fi
+}
+suite "pg_regress" "$WORK/regress.log" "$WORK/tree/regression.diffs" ISOLATION=
+suite "isolation" "$WORK/isolation.log" "$WORK/tree/output_iso/regression.diffs" REGRESS=
 # the stages below start their own clusters
 as_postgres bash "$WORK/tree/test/cluster.sh" stop "$WORK/pg" || true
+cd "$ROOT"
+
+# ---- upgrade: builds the last release and the working tree into a private
+# copy of PostgreSQL and runs its own cluster
+if [ "${AG_UPGRADE:-1}" = 0 ]; then
+	echo "run-tests: upgrade: skipped (AG_UPGRADE=0)"
+else
+	set +e
+	bash "$ROOT/test/upgrade.sh" </dev/null 2>&1 | tee "$WORK/upgrade.log"
+	upgrade_rc=${PIPESTATUS[0]}
+	set -e
+	line=$(grep -E '^upgrade: [0-9]+ passed, [0-9]+ failed$' "$WORK/upgrade.log" | tail -1)
+	ok=$(echo "$line" | sed -nE 's/^upgrade: ([0-9]+) passed.*/\1/p')
+	bad=$(echo "$line" | sed -nE 's/.* ([0-9]+) failed$/\1/p')
+	if [ "$upgrade_rc" != 0 ] && [ "${bad:-0}" = 0 ]; then
+		bad=1		# it failed before it could count
+	fi
+	count "upgrade" "${ok:-0}" "${bad:-0}"
+fi
+cd "$WORK/tree"
 
 # ---- TAP: each test starts its own servers and clusters ----
 set +e
