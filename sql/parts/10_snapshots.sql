@@ -15,6 +15,7 @@ CREATE TABLE appguard.snapshots (
 COMMENT ON TABLE appguard.snapshots IS 'One measurement of a host''s DNS and TLS facts';
 CREATE INDEX snapshots_host_taken_at ON appguard.snapshots (host, port, taken_at DESC);
 SELECT pg_catalog.pg_extension_config_dump('appguard.snapshots', '');
+SELECT pg_catalog.pg_extension_config_dump('appguard.snapshots_id_seq', '');
 
 ---------------------------------------------------------------------------
 -- Measuring

@@ -98,6 +98,10 @@ CREATE TRIGGER policy_10_check
 CREATE TRIGGER policy_20_insert_updates
 	BEFORE INSERT ON appguard.policy
 	FOR EACH ROW EXECUTE FUNCTION appguard.policy_insert_updates();
+-- A restore runs with session_replication_role = replica (README,
+-- Upgrading), which idles appguard's other triggers: this one must still
+-- turn the dumped rows into updates of the seed.
+ALTER TABLE appguard.policy ENABLE ALWAYS TRIGGER policy_20_insert_updates;
 CREATE TRIGGER client_policy_10_check
 	BEFORE INSERT OR UPDATE ON appguard.client_policy
 	FOR EACH ROW EXECUTE FUNCTION appguard.policy_check_row();

@@ -53,6 +53,7 @@ CREATE INDEX events_at ON appguard.events (at);
 CREATE INDEX events_client ON appguard.events (client_id, at) WHERE client_id IS NOT NULL;
 CREATE INDEX events_suspension ON appguard.events (suspension_id) WHERE suspension_id IS NOT NULL;
 SELECT pg_catalog.pg_extension_config_dump('appguard.events', '');
+SELECT pg_catalog.pg_extension_config_dump('appguard.events_id_seq', '');
 
 CREATE FUNCTION appguard.log_event(kind text, client_id text DEFAULT NULL,
 								   detail jsonb DEFAULT '{}',

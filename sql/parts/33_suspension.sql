@@ -77,6 +77,7 @@ CREATE TABLE appguard.drifts (
 COMMENT ON TABLE appguard.drifts IS 'Differences (warn and suspend) found between a baseline and a snapshot, recorded when they change';
 CREATE INDEX drifts_client ON appguard.drifts (client_id, detected_at);
 SELECT pg_catalog.pg_extension_config_dump('appguard.drifts', '');
+SELECT pg_catalog.pg_extension_config_dump('appguard.drifts_id_seq', '');
 
 -- A hold: suspensions the mass-drift breaker kept from being applied.  At
 -- most one hold is open at a time; new suspensions join it.
@@ -95,6 +96,7 @@ CREATE TABLE appguard.holds (
 COMMENT ON TABLE appguard.holds IS 'Suspensions held by the mass-drift breaker until an operator releases or discards them';
 CREATE UNIQUE INDEX holds_one_open ON appguard.holds ((true)) WHERE state = 'open';
 SELECT pg_catalog.pg_extension_config_dump('appguard.holds', '');
+SELECT pg_catalog.pg_extension_config_dump('appguard.holds_id_seq', '');
 
 -- One suspension = one drifted baseline of one client, confirmed by one
 -- snapshot.  state: pending (found by a running sweep), held (by the

@@ -92,6 +92,7 @@ CREATE TABLE appguard.sweeps (
 );
 COMMENT ON TABLE appguard.sweeps IS 'One row per sweep run, with its counts (updated while it runs)';
 SELECT pg_catalog.pg_extension_config_dump('appguard.sweeps', '');
+SELECT pg_catalog.pg_extension_config_dump('appguard.sweeps_id_seq', '');
 
 CREATE TABLE appguard.sweep_hosts (
 	sweep_id		bigint NOT NULL REFERENCES appguard.sweeps ON DELETE CASCADE,
