@@ -198,7 +198,7 @@ bash "$TREE/test/cluster.sh" start "$CL" "$PORT" 2>/dev/null || {
 	# pg_ctl -w waits 60 s; under valgrind the start can take longer
 	for _ in $(seq 120); do pg_isready -q -h "$CL" -p "$PORT" && break; sleep 1; done
 }
-run make -s installcheck TAP_TESTS= ${REGRESS:+REGRESS="$REGRESS"} PGHOST="$CL" PGPORT="$PORT" >"$WORK/regress.log" 2>&1
+run make -s installcheck ISOLATION= ${REGRESS:+REGRESS="$REGRESS"} PGHOST="$CL" PGPORT="$PORT" >"$WORK/regress.log" 2>&1
 ok=$(grep -cE '^(ok|test) .* \.\.\. ok|^ok [0-9]+ ' "$WORK/regress.log")
 bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/regress.log")
 grep -E '^(ok|not ok|test) ' "$WORK/regress.log"
