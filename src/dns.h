@@ -34,7 +34,4 @@ extern void dns_slot_discard(QuerySlot *slot);
 /* The registrable domain (eTLD+1) of host by the public suffix list */
 extern bool dns_registrable_domain(const char *host, char *out, size_t outsize);
 
-/* Write the "dns" object of the facts document */
-extern void facts_dns(JsonWriter *jw, Probe *probe);
-
 #endif							/* APPGUARD_DNS_H */

@@ -41,6 +41,7 @@
 #include "appguard.h"
 #include "dns.h"
 #include "engine.h"
+#include "facts.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"

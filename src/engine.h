@@ -109,15 +109,4 @@ extern void engine_unwatch(Engine *engine, Probe *probe);
 extern QuerySlot *engine_slot_get(Engine *engine);
 extern void engine_slot_put(Engine *engine, QuerySlot *slot);
 
-/* The state machine of one probe, in probe.c */
-extern void probe_begin(Engine *engine, Probe *probe);
-extern void probe_on_dns(Engine *engine, Probe *probe);
-extern void probe_on_socket(Engine *engine, Probe *probe, int wl_events);
-extern void probe_on_time(Engine *engine, Probe *probe, TimestampTz now);
-extern TimestampTz probe_next_deadline(Probe *probe);
-extern void probe_release(Engine *engine, Probe *probe);
-
-/* The whole facts document, in facts.c */
-extern Jsonb *facts_document(Engine *engine, Probe *probe);
-
 #endif							/* APPGUARD_ENGINE_H */

@@ -17,6 +17,7 @@
 #include "catalog/pg_type.h"
 #include "dns.h"
 #include "engine.h"
+#include "facts.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"

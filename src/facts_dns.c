@@ -16,6 +16,7 @@
 #include "appguard.h"
 #include "dns.h"
 #include "dnswire.h"
+#include "facts.h"
 
 #define MAX_CNAME_CHAIN 16
 

@@ -18,6 +18,7 @@
 #include <openssl/ocsp.h>
 #include <openssl/x509v3.h>
 
+#include "facts.h"
 #include "tls.h"
 
 /* Policy OIDs of the CA/Browser Forum validation classes */

@@ -29,6 +29,7 @@
 #include "dns.h"
 #include "dnswire.h"
 #include "engine.h"
+#include "facts.h"
 #include "guard.h"
 #include "tls.h"
 #include "utils/timestamp.h"

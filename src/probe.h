@@ -149,4 +149,13 @@ struct Probe
 
 extern const char *probe_status_name(ProbeStatus status);
 
+/* The state machine of one probe, driven by the engine (engine.c) */
+struct Engine;
+extern void probe_begin(struct Engine *engine, Probe *probe);
+extern void probe_on_dns(struct Engine *engine, Probe *probe);
+extern void probe_on_socket(struct Engine *engine, Probe *probe, int wl_events);
+extern void probe_on_time(struct Engine *engine, Probe *probe, TimestampTz now);
+extern TimestampTz probe_next_deadline(Probe *probe);
+extern void probe_release(struct Engine *engine, Probe *probe);
+
 #endif							/* APPGUARD_PROBE_H */

@@ -32,13 +32,4 @@ extern SSL *tls_start(SSL_CTX *ctx, int sock, const char *sni, char **error);
 extern TlsStep tls_handshake_step(SSL *ssl, char **error);
 extern void tls_close(SSL *ssl);
 
-/*
- * Append the certificate facts of a TLS connection to an open "tls" object:
- * verification, OCSP, the chain as sent and the leaf.  Pure function of its
- * arguments, so that the fuzzers can feed it arbitrary chains.
- */
-extern void facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
-								   X509_STORE *store, const char *host,
-								   const unsigned char *ocsp, long ocsp_len);
-
 #endif							/* APPGUARD_TLS_H */

@@ -1,5 +1,13 @@
 -- appguard 0.1.0
 --
+-- The install script is sql/parts/NN_topic.sql concatenated in name order
+-- (Makefile).  The tens are the layers: 0 the schema and the roles, 1
+-- snapshots, 2 drift and the means to act on other roles' tables safely
+-- (25_table_owner, 26_applying), 3 the lifecycle (clients, baselines,
+-- grants and token tables, suspension, refresh, breaker, sweeps,
+-- operations, appguard's own token table), 5 consent, 9 privileges; the
+-- units order the parts within a layer.
+--
 -- Naming, for every object of the extension:
 --   * the API -- what a user, a DBA or an auth server calls -- lives in the
 --     extension's schema (@extschema@: public unless CREATE EXTENSION appguard

@@ -24,6 +24,7 @@
 
 #include "dns.h"
 #include "dnswire.h"
+#include "facts.h"
 #include "jsonw.h"
 #include "probe.h"
 #include "shim.h"

@@ -23,6 +23,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "facts.h"
 #include "jsonw.h"
 #include "shim.h"
 #include "tls.h"
