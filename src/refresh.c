@@ -162,6 +162,25 @@ call_full_check(const char *name, FunctionCallInfo outer, const Oid *argtypes)
 	return result;
 }
 
+/*
+ * The plan of query, prepared the first time and kept for the backend in
+ * *slot.  The caller is connected to SPI.
+ */
+static SPIPlanPtr
+kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(query, nargs, (Oid *) argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*slot = plan;
+	}
+	return *slot;
+}
+
 /* ---- is an active grant verified? ---- */
 
 /*
@@ -233,24 +252,17 @@ active_grant_verified(const Datum *key)
 static bool
 record_refresh(Datum token_id)
 {
-	Oid			argtypes[1] = {TEXTOID};
+	static const Oid argtypes[1] = {TEXTOID};
 	bool		recorded;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (record_refresh_plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare("UPDATE appguard.refresh_tokens"
-									   " SET last_refreshed_at = pg_catalog.now()"
-									   " WHERE token_id OPERATOR(pg_catalog.=) $1"
-									   " AND status OPERATOR(pg_catalog.=) 'active'",
-									   1, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		record_refresh_plan = plan;
-	}
+	kept_plan(&record_refresh_plan,
+			  "UPDATE appguard.refresh_tokens"
+			  " SET last_refreshed_at = pg_catalog.now()"
+			  " WHERE token_id OPERATOR(pg_catalog.=) $1"
+			  " AND status OPERATOR(pg_catalog.=) 'active'",
+			  1, argtypes);
 	if (SPI_execute_plan(record_refresh_plan, &token_id, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "recording the refresh failed");
 	recorded = SPI_processed == 1;
@@ -381,19 +393,12 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (track_grant_plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare("INSERT INTO appguard.grants"
-									   " (token_table, token_key, client_id, state, baseline_snapshot_id)"
-									   " VALUES ($1, $2, $3, $4, $5)"
-									   " ON CONFLICT (token_table, token_key) DO NOTHING",
-									   5, (Oid *) argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		track_grant_plan = plan;
-	}
+	kept_plan(&track_grant_plan,
+			  "INSERT INTO appguard.grants"
+			  " (token_table, token_key, client_id, state, baseline_snapshot_id)"
+			  " VALUES ($1, $2, $3, $4, $5)"
+			  " ON CONFLICT (token_table, token_key) DO NOTHING",
+			  5, argtypes);
 	if (SPI_execute_plan(track_grant_plan, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "tracking a grant failed");
 	SPI_finish();
