@@ -24,18 +24,33 @@
 #             refresh_noop_one_statement.sql) and, for information,
 #             appguard's own table (refresh_own.sql vs refresh_own_plain.sql).
 #   consent   pgbench: token INSERT into appguard.refresh_tokens, whose
-#             BEFORE INSERT trigger takes the client's cached snapshot as
-#             baseline (insert_guarded.sql), vs the same INSERT into a copy
-#             of the table without triggers (insert_plain.sql); goal >= 0.8.
+#             AFTER INSERT trigger (appguard.grant_insert, C; the same on
+#             every protected table) tracks the grant in appguard.grants
+#             with the client's cached snapshot as baseline
+#             (insert_guarded.sql), vs the same INSERT into a copy of the
+#             table without triggers (insert_plain.sql); goal >= 0.8.
 #   fan-out   one drifting snapshot suspending 100,000 tokens of one client
-#             vs a bare UPDATE ... SET status of the same rows of
+#             (appguard.refresh_tokens' status and error_uri, written as
+#             the table's owner, and their grants in appguard.grants) vs a
+#             bare UPDATE ... SET status of the same rows of
 #             appguard.refresh_tokens, and of a copy of them in a table
 #             without appguard's triggers (fanout.sql); goal: time ratio
 #             <= 1.5, measured in CPU time of the backend.
+#   calls     for information: the per-call CPU time of
+#             appguard_check_refresh(tbl, row_key) in one statement over
+#             AG_BENCH_CALLS grants, of the call that does nothing, and of
+#             the check's privilege test alone (through SQL), as an auth
+#             server's role that is not a superuser and as the superuser
+#             (calls.sql).
+#
+# Since the one grant model (issue 11) appguard.refresh_tokens is one more
+# protected table: its grants' state is in appguard.grants, like the
+# protected table's.  test/bench/compare.sh runs this benchmark of an
+# earlier commit and of the working tree, interleaved, in one run.
 #
 # Settings: AG_BENCH_ROUNDS (3), AG_BENCH_SECONDS per pgbench run (10),
-# AG_BENCH_CLIENTS (1), AG_BENCH_TOKENS (100000), AG_BENCH_PORT (55491),
-# AG_KEEP=1 keeps the work directory.
+# AG_BENCH_CLIENTS (1), AG_BENCH_TOKENS (100000), AG_BENCH_CALLS (200000),
+# AG_BENCH_PORT (55491), AG_KEEP=1 keeps the work directory.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +59,7 @@ ROUNDS=${AG_BENCH_ROUNDS:-3}
 SECONDS_PER_RUN=${AG_BENCH_SECONDS:-10}
 CLIENTS=${AG_BENCH_CLIENTS:-1}
 TOKENS=${AG_BENCH_TOKENS:-100000}
+CALLS=${AG_BENCH_CALLS:-200000}
 PORT=${AG_BENCH_PORT:-55491}
 
 . "$HERE/common.sh"
@@ -112,6 +128,22 @@ for r in $(seq 1 "$ROUNDS"); do
 		fan-out "$r" "$suspended" "$reasons" "$ag_cpu" "$ag_wall" "$bare_cpu" "$bare_wall" "${fan_ratios[-1]}" \
 		"$copy_cpu" "$copy_wall" "${fan_copy_ratios[-1]}" >&2
 done
+# Calls: per-call CPU time (microseconds) of the check, the call that does
+# nothing and the privilege test, the statement's own cost subtracted
+per_call() {	# per_call CPU_MS EMPTY_MS
+	awk -v t="$1" -v e="$2" -v n="$CALLS" 'BEGIN { printf "%.3f", 1000 * (t - e) / n }'
+}
+call_check=() call_noop=() call_priv=() su_check=() su_noop=() su_priv=()
+for r in $(seq 1 "$ROUNDS"); do
+	read -r c n p e <<<"$(as_pg "${PSQL[@]}" -U bench_auth -At -F ' ' -v calls="$CALLS" -f "$WORK/lifecycle/calls.sql")"
+	call_check+=("$(per_call "$c" "$e")") call_noop+=("$(per_call "$n" "$e")") call_priv+=("$(per_call "$p" "$e")")
+	read -r c n p e <<<"$(as_pg "${PSQL[@]}" -At -F ' ' -v calls="$CALLS" -f "$WORK/lifecycle/calls.sql")"
+	su_check+=("$(per_call "$c" "$e")") su_noop+=("$(per_call "$n" "$e")") su_priv+=("$(per_call "$p" "$e")")
+	printf '  %-10s round %d: us per call of %d, as a non-superuser role: check %s, no-op %s, privilege test %s; as the superuser: check %s, no-op %s, privilege test %s\n' \
+		calls "$r" "$CALLS" "${call_check[-1]}" "${call_noop[-1]}" "${call_priv[-1]}" \
+		"${su_check[-1]}" "${su_noop[-1]}" "${su_priv[-1]}" >&2
+done
+
 fanout=$(printf '%s\n' "${fan_ratios[@]}" | median)
 fanout_copy=$(printf '%s\n' "${fan_copy_ratios[@]}" | median)
 
@@ -131,3 +163,10 @@ printf '%-64s %8s  %-6s %s\n' "fan-out CPU, drifting snapshot suspending $TOKENS
 	"$fanout" "<=1.5" "$(verdict "$fanout" '<=' 1.5)"
 printf '%-64s %8s  %-6s %s\n' "  / bare UPDATE of a copy of the rows in a table without triggers" \
 	"$fanout_copy" "<=1.5" "$(verdict "$fanout_copy" '<=' 1.5)"
+printf '%-64s %8s  %s\n' "us per call in one statement (non-superuser role / superuser):" "" ""
+printf '%-64s %8s  %s\n' "  appguard_check_refresh(tbl, row_key), allowed" \
+	"$(printf '%s\n' "${call_check[@]}" | median)" "/ $(printf '%s\n' "${su_check[@]}" | median)"
+printf '%-64s %8s  %s\n' "  a call that does nothing, same signature" \
+	"$(printf '%s\n' "${call_noop[@]}" | median)" "/ $(printf '%s\n' "${su_noop[@]}" | median)"
+printf '%-64s %8s  %s\n' "  its privilege test alone (has_table_privilege + row_security_active)" \
+	"$(printf '%s\n' "${call_priv[@]}" | median)" "/ $(printf '%s\n' "${su_priv[@]}" | median)"

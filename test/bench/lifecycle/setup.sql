@@ -3,7 +3,9 @@
 -- triggers.  100 clients, each with a baseline snapshot and a later
 -- snapshot without drift (so every grant's baseline has a verdict in
 -- appguard.baseline_state, as after a sweep); 10,000 grants in each token
--- table.
+-- table (a protected table of the auth server's, and appguard's own
+-- appguard.refresh_tokens, protected at install: one grant model, the
+-- state of both tables' grants in appguard.grants).
 \set ON_ERROR_STOP on
 SET client_min_messages = warning;
 CREATE EXTENSION appguard;
@@ -107,9 +109,32 @@ CREATE SEQUENCE bench.token_seq;
 SELECT count(bench.snap('app' || i || '.bench.example', 'Example Health, Inc.', '02')) FROM generate_series(1, 100) i;
 
 SELECT count(*) AS grants_with_a_verdict
-FROM appguard.protected_rows r JOIN appguard.baseline_state b USING (client_id, baseline_snapshot_id)
+FROM appguard.grants r JOIN appguard.baseline_state b USING (client_id, baseline_snapshot_id)
 WHERE NOT b.drifting;
 VACUUM ANALYZE;
 
 -- fan-out: a copy of appguard.refresh_tokens for the bare UPDATE
 CREATE TABLE bench.fan_plain (LIKE appguard.refresh_tokens INCLUDING ALL);
+
+-- The per-call cost of the refresh check (calls.sql), asked by an auth
+-- server's role that is not a superuser, as in production: the check's
+-- privilege test (SELECT on the table, row-level security) takes the
+-- short way for a superuser.  CPU time from /proc/self/schedstat (time on
+-- a CPU, in ns; read as the function's owner): calls cost microseconds,
+-- finer than the clock ticks of /proc/self/stat.
+CREATE FUNCTION bench.cpu_ns()
+RETURNS bigint LANGUAGE sql SECURITY DEFINER AS $$
+	SELECT split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint
+$$;
+CREATE FUNCTION bench.cpu_ms_of(stmt text)
+RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+	c0 bigint := bench.cpu_ns();
+BEGIN
+	EXECUTE stmt;
+	RETURN (bench.cpu_ns() - c0) / 1e6;
+END
+$$;
+CREATE ROLE bench_auth LOGIN IN ROLE appguard_auth_server;
+GRANT USAGE ON SCHEMA bench TO bench_auth;
+GRANT SELECT, UPDATE ON bench.tokens_guarded TO bench_auth;
