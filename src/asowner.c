@@ -29,6 +29,7 @@
 #include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(appguard_as_table_owner);
+PG_FUNCTION_INFO_V1(appguard_as_table_owner_keys);
 
 static Oid
 table_owner(Oid relid)
@@ -99,6 +100,84 @@ execute_returning_texts(const char *query, ArrayType *args)
 }
 
 /*
+ * Become the owner of relid in a security-restricted operation, with
+ * search_path pinned; undone by leave_owner (or by the abort of the
+ * (sub)transaction, as for any SECURITY DEFINER function).
+ */
+typedef struct OwnerContext
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} OwnerContext;
+
+static void
+become_owner(Oid relid, OwnerContext *ctx)
+{
+	GetUserIdAndSecContext(&ctx->save_userid, &ctx->save_sec_context);
+	SetUserIdAndSecContext(table_owner(relid),
+						   ctx->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	/* the owner's code must not see or keep our search_path */
+	ctx->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+leave_owner(OwnerContext *ctx)
+{
+	AtEOXact_GUC(true, ctx->save_nestlevel);
+	SetUserIdAndSecContext(ctx->save_userid, ctx->save_sec_context);
+}
+
+/*
+ * appguard.as_table_owner_keys(tbl regclass, query text, keys text[],
+ *								 uris text[]) RETURNS text[]
+ *
+ * For the fan-out (appguard.write_host_suspensions): run query, with the
+ * two arrays as its parameters $1 and $2 (text[]), as tbl's owner; it
+ * returns one row whose first column is a text[] (the keys written),
+ * returned as is.  The arrays go to the statement as values, never through
+ * their text form: 100,000 keys are one fan-out.
+ */
+Datum
+appguard_as_table_owner_keys(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			types[2] = {TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	OwnerContext ctx;
+	Datum		result = (Datum) 0;
+	bool		isnull = true;
+
+	for (int i = 0; i < 2; i++)
+	{
+		nulls[i] = PG_ARGISNULL(2 + i) ? 'n' : ' ';
+		values[i] = PG_ARGISNULL(2 + i) ? (Datum) 0 : PG_GETARG_DATUM(2 + i);
+	}
+	become_owner(relid, &ctx);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(query, 2, types, values, nulls, false, 0) < 0)
+		elog(ERROR, "could not run a statement on a protected table");
+	if (SPI_tuptable != NULL && SPI_processed > 0)
+	{
+		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			result = SPI_datumTransfer(result, false, -1);
+	}
+	SPI_finish();
+	leave_owner(&ctx);
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+/*
  * appguard.as_table_owner(tbl regclass, query text, args text[])
  *		RETURNS text[]
  *
@@ -112,27 +191,11 @@ appguard_as_table_owner(PG_FUNCTION_ARGS)
 	Oid			relid = PG_GETARG_OID(0);
 	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	ArrayType  *args = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	OwnerContext ctx;
 	ArrayType  *result;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(table_owner(relid),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	/* the owner's code must not see or keep our search_path */
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	become_owner(relid, &ctx);
 	result = execute_returning_texts(query, args);
-
-	/*
-	 * On an ERROR, (sub)transaction abort restores the user and the
-	 * settings, as for any SECURITY DEFINER function.
-	 */
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	leave_owner(&ctx);
 	PG_RETURN_ARRAYTYPE_P(result);
 }

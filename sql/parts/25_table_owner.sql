@@ -11,6 +11,17 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION appguard.as_table_owner(regclass, text, text[]) IS
 	'Run a statement on tbl as its owner in a security-restricted context; the first column of each returned row';
 
+-- The fan-out's statement on a token table (appguard.write_host_suspensions),
+-- as as_table_owner, with two text[] parameters passed as values (not as
+-- text: 100,000 keys are one fan-out); returns the first column of the
+-- statement's first row, a text[].  Granted to nobody.
+CREATE FUNCTION appguard.as_table_owner_keys(tbl regclass, query text, keys text[], uris text[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'appguard_as_table_owner_keys'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION appguard.as_table_owner_keys(regclass, text, text[], text[]) IS
+	'Run the fan-out''s statement on tbl as its owner in a security-restricted context, with keys and uris as $1 and $2';
+
 -- The columns attnums of a host row as text, each printed by its type's
 -- output function, never through a cast, an operator or to_jsonb, which
 -- could call code the table's owner wrote (src/hostrow.c).  Granted to

@@ -74,7 +74,10 @@ COMMENT ON TABLE appguard.protected_tables IS 'Token tables of an auth server gu
 -- Read by C (src/keyread.c, KT_GRANTS): index grants_pkey on
 -- (token_table, token_key); columns state, client_id, baseline_snapshot_id.
 CREATE TABLE appguard.grants (
-	token_table				regclass NOT NULL REFERENCES appguard.protected_tables ON DELETE CASCADE,
+	token_table				regclass NOT NULL,	-- a protected table (no foreign key: it would
+												-- lock that table's row at every consent; its
+												-- grants go with it in appguard_unprotect and
+												-- when the table is dropped)
 	token_key				text NOT NULL,		-- the row's primary key, as its type prints it
 	client_id				text,
 	state					text NOT NULL CHECK (state IN ('active', 'suspended', 'inactive')),
@@ -536,18 +539,20 @@ BEGIN
 		RAISE EXCEPTION 'the columns appguard writes in table % are gone', p_tbl
 			USING ERRCODE = '42703';
 	END IF;
-	RETURN appguard.as_table_owner(p_tbl, pg_catalog.format($sql$
-		UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-		FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS k(k, u)
-		WHERE h.%6$I = k.k::%7$s AND h.%2$I = %8$L::%4$s
-		RETURNING k.k
+	RETURN coalesce(appguard.as_table_owner_keys(p_tbl, pg_catalog.format($sql$
+		WITH w AS (
+			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
+			FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS k(k, u)
+			WHERE h.%6$I = k.k::%7$s AND h.%2$I = %8$L::%4$s
+			RETURNING k.k)
+		SELECT pg_catalog.array_agg(w.k) FROM w
 		$sql$,
 		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
 		cfg.status_name, cfg.suspended_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
 			 THEN pg_catalog.format(', %I = k.u', cfg.error_uri_name) ELSE '' END,
 		cfg.key_name, cfg.key_type, cfg.active_value),
-		ARRAY[p_keys::text, p_uris::text]);
+		p_keys, p_uris), '{}');
 END
 $$;
 
@@ -868,6 +873,7 @@ BEGIN
 								WHERE pr.token_table = appguard_unprotect.tbl AND pr.state = 'suspended'));
 	-- forgotten before its triggers go, which the DDL check would report
 	DELETE FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl;
+	DELETE FROM appguard.grants g WHERE g.token_table = appguard_unprotect.tbl;
 	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
 		EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, qualified);
 	END LOOP;
@@ -900,8 +906,9 @@ BEGIN
 		USING pg_catalog.pg_event_trigger_dropped_objects() d
 		WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
 		  AND d.objid = pt.tbl::oid
-		RETURNING d.object_identity
+		RETURNING d.objid, d.object_identity
 	LOOP
+		DELETE FROM appguard.grants g WHERE g.token_table::oid = gone.objid;
 		PERFORM appguard.log_event('table_dropped', token_table => gone.object_identity);
 	END LOOP;
 	-- A protected table one of whose appguard triggers was dropped (an

@@ -210,8 +210,8 @@ BEGIN
 			UPDATE appguard.grants r
 			SET state = 'suspended', suspension_id = s.id,
 				suspended_at = pg_catalog.clock_timestamp(), error_uri = s.error_uri
-			FROM appguard.suspensions s
-			WHERE r.token_table = pt.tbl AND r.token_key = ANY (keys) AND r.state = 'active'
+			FROM pg_catalog.unnest(keys) AS k(key), appguard.suspensions s
+			WHERE r.token_table = pt.tbl AND r.token_key = k.key AND r.state = 'active'
 			  AND s.id = ANY (p_ids) AND s.client_id = r.client_id
 			  AND s.baseline_snapshot_id = r.baseline_snapshot_id
 			RETURNING s.id AS sid
