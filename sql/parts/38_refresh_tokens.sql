@@ -39,7 +39,11 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.refresh_tokens', '');
 -- where appguard's state says so already (a restored dump: the grants are
 -- restored first).  The WHEN clauses keep ordinary statements free of any
 -- call (they run with the writing role's rights, so they call nothing of
--- appguard's).
+-- appguard's), and so are appguard's own writes, which change error_uri
+-- with the status (a suspension sets it, a re-approval clears it): the
+-- auth server's role may not write error_uri (99_privileges), so each of
+-- its status changes meets the guard, which tells appguard's writes by
+-- appguard.applying() in any case.
 CREATE FUNCTION appguard.refresh_token_status_guard()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -78,7 +82,8 @@ END
 $$;
 CREATE TRIGGER appguard_status_guard BEFORE UPDATE OF status ON appguard.refresh_tokens
 	FOR EACH ROW
-	WHEN (NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('suspended', 'active'))
+	WHEN (NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('suspended', 'active')
+		  AND NEW.error_uri IS NOT DISTINCT FROM OLD.error_uri)
 	EXECUTE FUNCTION appguard.refresh_token_status_guard();
 CREATE TRIGGER appguard_status_guard_insert BEFORE INSERT ON appguard.refresh_tokens
 	FOR EACH ROW
