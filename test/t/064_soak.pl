@@ -154,7 +154,9 @@ BEGIN
 	-- The row lock above is the transaction's and outlives its rollback (a
 	-- lock taken inside the block would be released with it).
 	BEGIN
-		body := appguard_check_refresh('idp.oauth_grants', p_grant::text);
+		-- (the function's search_path is pinned: appguard's API by its
+		-- schema, the extension's, public here)
+		body := public.appguard_check_refresh('idp.oauth_grants', p_grant::text);
 		answer := CASE WHEN (body ->> 'allowed')::boolean THEN 'allowed' ELSE 'refused' END;
 	EXCEPTION WHEN lock_not_available THEN
 		GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
