@@ -54,8 +54,16 @@ async def stall(reader, writer, spec):
 
 async def garbage(reader, writer, spec):
     # 0x00 is no TLS content type (those are 20..24), so the bytes can
-    # never be taken for a TLS record, whatever follows.
-    writer.write(b"\x00" + os.urandom(spec.get("size", 64) - 1))
+    # never be taken for a TLS record, whatever follows.  The next byte is
+    # where a record has its major version: never 0x03, so that every
+    # client fails the same way ("wrong version number") whatever the
+    # random bytes are (with 0x03 there, 1 in 256 connections, OpenSSL
+    # reads on and fails on the length: "packet length too long").
+    data = bytearray(os.urandom(spec.get("size", 64)))
+    data[0] = 0x00
+    if len(data) > 1 and data[1] == 0x03:
+        data[1] = 0x00
+    writer.write(bytes(data))
     try:
         await writer.drain()
     except ConnectionError:

@@ -123,7 +123,8 @@ for my $i (1 .. $o{requests})
 }
 my $rows = $g{guarded}->sql(q{SELECT count(*) FROM gpo_refresh_token});
 my $baselined = $g{guarded}->sql(
-	q{SELECT count(*) FROM appguard.protected_rows WHERE baseline_snapshot_id IS NOT NULL});
+	q{SELECT count(*) FROM appguard.grants
+	  WHERE token_table = 'gpo_refresh_token'::regclass AND baseline_snapshot_id IS NOT NULL});
 $_->stop for values %g;
 $env->stop;
 

@@ -344,8 +344,11 @@ ok((grep { $_ > 0 && $_ < $planned } keys %seen),
 		 SELECT 'tok-' || c.client_id, c.client_id, 'patient' FROM appguard.clients c
 		 WHERE c.host LIKE 'g%.mix.test'");
 	is($node->safe_psql('postgres',
-		"SELECT count(*) FROM appguard.refresh_tokens t JOIN appguard.sweep_hosts sh
-		   ON sh.snapshot_id = t.baseline_snapshot_id AND sh.sweep_id = $sweep_id
+		"SELECT count(*) FROM appguard.refresh_tokens t
+		   JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass
+		                         AND g.token_key = t.token_id
+		   JOIN appguard.sweep_hosts sh
+		   ON sh.snapshot_id = g.baseline_snapshot_id AND sh.sweep_id = $sweep_id
 		 WHERE t.client_id LIKE 'mx%' AND t.status = 'active'"),
 		150, 'the good hosts\' snapshots from the sweep are the baselines of new grants');
 }

@@ -88,8 +88,8 @@ sub try_sql
 sub row_of
 {
 	my ($id) = @_;
-	return jsql("SELECT to_jsonb(r) FROM appguard.protected_rows r "
-		  . "WHERE r.tbl = 'gpo_refresh_token'::regclass AND r.row_key = '$id'");
+	return jsql("SELECT to_jsonb(g) FROM appguard.grants g "
+		  . "WHERE g.token_table = 'gpo_refresh_token'::regclass AND g.token_key = '$id'");
 }
 
 sub enabled_of
@@ -327,7 +327,8 @@ is($status, 200, 'and refresh');
 my $un = jsql(q{SELECT appguard_unprotect('gpo_refresh_token')});
 is($un->{rows_left_suspended}, 0, 'appguard_unprotect: no row left suspended');
 is(sql($triggers_sql), 0, 'its triggers are gone');
-is(sql(q{SELECT count(*) FROM appguard.protected_rows}), 0, 'so is its row state');
+is(sql(q{SELECT count(*) FROM appguard.grants WHERE token_table <> 'appguard.refresh_tokens'::regclass}), 0,
+	'so is its row state');
 is(sql($columns_sql), $columns_before, 'gpo_refresh_token is as Glewlwyd made it');
 my $t6 = $glw->consent_and_token($patient, 'app1');
 is($t6->{status}, 200, 'Glewlwyd issues tokens after unprotect');

@@ -154,7 +154,9 @@ BEGIN
 	-- The row lock above is the transaction's and outlives its rollback (a
 	-- lock taken inside the block would be released with it).
 	BEGIN
-		body := appguard_check_refresh('idp.oauth_grants', p_grant::text);
+		-- (the function's search_path is pinned: appguard's API by its
+		-- schema, the extension's, public here)
+		body := public.appguard_check_refresh('idp.oauth_grants', p_grant::text);
 		answer := CASE WHEN (body ->> 'allowed')::boolean THEN 'allowed' ELSE 'refused' END;
 	EXCEPTION WHEN lock_not_available THEN
 		GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
@@ -176,10 +178,12 @@ RESET ROLE;
 SELECT appguard_protect('idp.oauth_grants', 'app_ref', 'live', 'why_uri', '1', '0') ->> 'active_rows';
 });
 is($node->safe_psql('postgres',
-	q{SELECT count(*) FROM appguard.refresh_tokens WHERE status = 'active' AND baseline_snapshot_id IS NOT NULL}),
+	q{SELECT count(*) FROM appguard.refresh_tokens t
+	  JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+	  WHERE t.status = 'active' AND g.baseline_snapshot_id IS NOT NULL}),
 	$tokens, "$tokens active tokens with a baseline");
 is($node->safe_psql('postgres',
-	q{SELECT count(*) FROM appguard.protected_rows WHERE tbl = 'idp.oauth_grants'::regclass
+	q{SELECT count(*) FROM appguard.grants WHERE token_table = 'idp.oauth_grants'::regclass
 	  AND state = 'active' AND baseline_snapshot_id IS NOT NULL}),
 	$rows, "$rows active rows of the protected table idp.oauth_grants with a baseline");
 
@@ -235,9 +239,9 @@ SELECT 'reapprove', jsonb_build_object('reapproved',
 FROM (SELECT token_id FROM appguard.refresh_tokens WHERE status = 'suspended' ORDER BY random()) x;
 INSERT INTO public.soak_sweeps (kind, result)
 SELECT 'reapprove_rows', jsonb_build_object('reapproved',
-	count(*) FILTER (WHERE (appguard_reapprove('idp.oauth_grants', row_key) ->> 'reapproved')::boolean))
-FROM (SELECT row_key FROM appguard.protected_rows
-	  WHERE tbl = 'idp.oauth_grants'::regclass AND state = 'suspended' ORDER BY random()) x;
+	count(*) FILTER (WHERE (appguard_reapprove('idp.oauth_grants', token_key) ->> 'reapproved')::boolean))
+FROM (SELECT token_key FROM appguard.grants
+	  WHERE token_table = 'idp.oauth_grants'::regclass AND state = 'suspended' ORDER BY random()) x;
 });
 
 my @conn = ('-h', $node->host, '-p', $node->port, 'postgres');
@@ -330,8 +334,8 @@ SELECT 'answers|' || count(*) || '|allowed|' || count(*) FILTER (WHERE answer = 
 	|| '|reapproved_events|' || (SELECT count(*) FROM appguard.events
 								 WHERE kind = 'reapproved' AND token_table = 'idp.oauth_grants')
 	|| '|out_of_step|' || (SELECT count(*) FROM idp.oauth_grants g
-						   LEFT JOIN appguard.protected_rows pr ON pr.tbl = 'idp.oauth_grants'::regclass
-																 AND pr.row_key = g.grant_no::text
+						   LEFT JOIN appguard.grants pr ON pr.token_table = 'idp.oauth_grants'::regclass
+														   AND pr.token_key = g.grant_no::text
 						   WHERE (g.live, pr.state) IS DISTINCT FROM (1::smallint, 'active')
 							 AND (g.live, pr.state) IS DISTINCT FROM (0::smallint, 'suspended'))
 FROM idp.soak_answers});

@@ -7,7 +7,7 @@ package AppGuard::LifecycleTest;
 #   my $lc = AppGuard::LifecycleTest->new('name', $env, conf => "...");
 #   $lc->register('app1', 'App One', 'app1.example.test');
 #   $lc->issue('tok1', 'app1');
-#   my $t = $lc->token('tok1');             # the row, as a hash
+#   my $t = $lc->token('tok1');             # the row and its grant, as a hash
 #   my $r = $lc->json("SELECT appguard_check_refresh('tok1')");
 
 use strict;
@@ -96,10 +96,20 @@ sub issue
 	return;
 }
 
+# A token of appguard.refresh_tokens as a hash: its row, with appguard's
+# state of its grant (appguard.grants) under the names the token table had
+# before the one grant model: baseline_snapshot_id, suspension_id,
+# suspended_at, reapproved_at.
 sub token
 {
 	my ($self, $id) = @_;
-	return $self->json('SELECT to_jsonb(t) FROM appguard.refresh_tokens t WHERE token_id = ' . lit($id));
+	return $self->json('SELECT to_jsonb(t) || jsonb_build_object('
+		  . q{'baseline_snapshot_id', g.baseline_snapshot_id, 'suspension_id', g.suspension_id, }
+		  . q{'suspended_at', g.suspended_at, 'reapproved_at', g.reapproved_at) }
+		  . 'FROM appguard.refresh_tokens t '
+		  . q{LEFT JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass }
+		  . 'AND g.token_key = t.token_id '
+		  . 'WHERE t.token_id = ' . lit($id));
 }
 
 sub check_refresh

@@ -50,7 +50,7 @@ sub probe
 	  sort keys %{ $o{set} // {} };
 	my $start = time;
 	my $out = $node->safe_psql('postgres',
-		"${set}SELECT appguard.$fn(" . sql_literal($host) . ', ' . ($o{port} // 443) . ')');
+		"${set}SELECT $fn(" . sql_literal($host) . ', ' . ($o{port} // 443) . ')');
 	my $facts = $json->decode($out);
 	return wantarray ? ($facts, time - $start) : $facts;
 }
