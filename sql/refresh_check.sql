@@ -102,6 +102,16 @@ SELECT appguard_check_refresh('t-a') -> 'error' ->> 'error_uri' = error_uri AS s
 FROM public.tokens WHERE token_id = 't-a';
 -- revoked
 SELECT appguard_check_refresh('t-revoked');
+-- a grant left under a key whose row went while appguard's triggers were
+-- off: a new row under that key is a new grant, with the new row's status
+SET session_replication_role = replica;
+DELETE FROM refresh_tokens WHERE token_id = 't-a';
+SET session_replication_role = origin;
+SELECT state FROM grants WHERE token_key = 't-a' AND token_table = 'refresh_tokens'::regclass;
+INSERT INTO refresh_tokens (token_id, client_id, subject, status) VALUES ('t-a', 'fp', 'again', 'revoked');
+SELECT state, suspension_id IS NULL AS no_suspension FROM grants
+WHERE token_key = 't-a' AND token_table = 'refresh_tokens'::regclass;
+SELECT appguard_check_refresh('t-a') ->> 'allowed' AS allowed;
 
 -- ---- bad input ----
 SELECT try(sql) FROM (VALUES

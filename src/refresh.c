@@ -336,7 +336,7 @@ appguard_reapprove_row(PG_FUNCTION_ARGS)
 
 /* ---- the consent trigger ---- */
 
-/* Tracking a new row as a grant; kept if the key is tracked already */
+/* Tracking a new row as a grant */
 static SPIPlanPtr track_grant_plan = NULL;
 
 /*
@@ -397,7 +397,11 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active)
 			  "INSERT INTO appguard.grants"
 			  " (token_table, token_key, client_id, state, baseline_snapshot_id)"
 			  " VALUES ($1, $2, $3, $4, $5)"
-			  " ON CONFLICT (token_table, token_key) DO NOTHING",
+			  " ON CONFLICT (token_table, token_key) DO UPDATE"
+			  " SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,"
+			  " baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,"
+			  " suspension_id = NULL, suspended_at = NULL, error_uri = NULL,"
+			  " created_at = pg_catalog.now(), reapproved_at = NULL",
 			  5, argtypes);
 	if (SPI_execute_plan(track_grant_plan, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "tracking a grant failed");
@@ -409,8 +413,10 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active)
  * (appguard.grants).  Its key, client and status are read through their
  * types' output functions (hostrow.c), as the table's other triggers read
  * them; it is active when its status prints as the table's active value.
- * A key already tracked is kept: a restored dump restores appguard.grants
- * before the token tables.  Never fails the INSERT because a measurement
+ * A grant left under the same key (its row went while appguard's triggers
+ * were off) is replaced: the new row is a new grant.  A restore runs with
+ * appguard's triggers idle (session_replication_role = replica), so the
+ * grants it brings back stay as they were.  Never fails the INSERT because a measurement
  * failed (the baseline stays pending then).  SECURITY DEFINER (it writes
  * appguard.grants) without a SET clause: it resolves no name through the
  * search_path.

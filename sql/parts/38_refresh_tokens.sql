@@ -35,9 +35,9 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.refresh_tokens', '');
 -- then (appguard.grants: inactive, with the suspension_id), so the auth
 -- server may not make it active again either.  appguard's own writes are
 -- told from the auth server's by appguard.applying() (26_applying), a
--- flag only appguard's code can raise.  A token is created suspended only
--- where appguard's state says so already (a restored dump: the grants are
--- restored first).  The WHEN clauses keep ordinary statements free of any
+-- flag only appguard's code can raise.  No token is created suspended (a
+-- restore runs with appguard's triggers idle: README, Upgrading).  The
+-- WHEN clauses keep ordinary statements free of any
 -- call (they run with the writing role's rights, so they call nothing of
 -- appguard's), and so are appguard's own writes, which change error_uri
 -- with the status (a suspension sets it, a re-approval clears it): the
@@ -55,16 +55,13 @@ BEGIN
 	IF appguard.applying() THEN
 		RETURN NEW;			-- a suspension or a re-approval by appguard
 	END IF;
-	SELECT gr.state, gr.suspension_id INTO g FROM appguard.grants gr
-	WHERE gr.token_table = 'appguard.refresh_tokens'::regclass AND gr.token_key = NEW.token_id;
 	IF TG_OP = 'INSERT' THEN
-		IF g.state = 'suspended' THEN
-			RETURN NEW;		-- restored with its grant
-		END IF;
 		RAISE EXCEPTION 'a refresh token cannot be created suspended'
 			USING ERRCODE = '22023',
 				  DETAIL = 'Only appguard suspends tokens, when their app''s facts drift.';
 	END IF;
+	SELECT gr.state, gr.suspension_id INTO g FROM appguard.grants gr
+	WHERE gr.token_table = 'appguard.refresh_tokens'::regclass AND gr.token_key = NEW.token_id;
 	IF NEW.status = 'suspended' THEN
 		RAISE EXCEPTION 'only appguard suspends refresh tokens'
 			USING ERRCODE = '55000',
