@@ -521,12 +521,14 @@ BEGIN
 END
 $$;
 
--- Write the suspended value (and error_uri, where the table has the
+-- Write the suspended value (and error_uri p_uri, where the table has the
 -- column) into the rows p_keys of protected table p_tbl that still have
 -- the active value, as the table's owner: its triggers never run as
--- appguard's owner.  p_uris: the error_uri of each key.  Returns the keys
--- written.  The caller has raised appguard.set_applying.
-CREATE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uris text[])
+-- appguard's owner.  Returns the keys written.  The caller has raised
+-- appguard.set_applying.  The rows are found through the table's primary
+-- key (key = ANY (keys)), not by a join with the keys, which would read
+-- the whole table to hash it.
+CREATE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uri text)
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -534,6 +536,9 @@ AS $$
 DECLARE
 	cfg record;
 BEGIN
+	IF coalesce(pg_catalog.cardinality(p_keys), 0) = 0 THEN
+		RETURN '{}';
+	END IF;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
 	IF cfg.table_name IS NULL THEN
 		RAISE EXCEPTION 'the columns appguard writes in table % are gone', p_tbl
@@ -542,17 +547,16 @@ BEGIN
 	RETURN coalesce(appguard.as_table_owner_keys(p_tbl, pg_catalog.format($sql$
 		WITH w AS (
 			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-			FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS k(k, u)
-			WHERE h.%6$I = k.k::%7$s AND h.%2$I = %8$L::%4$s
-			RETURNING k.k)
-		SELECT pg_catalog.array_agg(w.k) FROM w
+			WHERE h.%6$I = ANY ($1::%7$s[]) AND h.%2$I = %8$L::%4$s
+			RETURNING h.%6$I)
+		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
 		$sql$,
 		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
 		cfg.status_name, cfg.suspended_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
-			 THEN pg_catalog.format(', %I = k.u', cfg.error_uri_name) ELSE '' END,
+			 THEN pg_catalog.format(', %I = $2[1]', cfg.error_uri_name) ELSE '' END,
 		cfg.key_name, cfg.key_type, cfg.active_value),
-		p_keys, p_uris), '{}');
+		p_keys, ARRAY[p_uri]), '{}');
 END
 $$;
 
@@ -568,8 +572,7 @@ AS $$
 DECLARE
 	problem text;
 	had text;
-	keys text[];
-	uris text[];
+	rec record;
 	written bigint;
 BEGIN
 	SELECT pt.problem INTO had FROM appguard.protected_tables pt WHERE pt.tbl = p_tbl FOR UPDATE;
@@ -584,12 +587,18 @@ BEGIN
 	IF had IS NULL THEN
 		RETURN NULL;
 	END IF;
-	SELECT pg_catalog.array_agg(r.token_key), pg_catalog.array_agg(r.error_uri) INTO keys, uris
-	FROM appguard.grants r WHERE r.token_table = p_tbl AND r.state = 'suspended';
+	-- The rows appguard suspended meanwhile, per error_uri (one per suspension)
 	BEGIN
 		PERFORM appguard.set_applying(true);
-		written := pg_catalog.cardinality(appguard.write_host_suspensions(p_tbl, coalesce(keys, '{}'),
-																		   coalesce(uris, '{}')));
+		written := 0;
+		FOR rec IN
+			SELECT r.error_uri, pg_catalog.array_agg(r.token_key) AS keys
+			FROM appguard.grants r WHERE r.token_table = p_tbl AND r.state = 'suspended'
+			GROUP BY r.error_uri
+		LOOP
+			written := written + pg_catalog.cardinality(
+				appguard.write_host_suspensions(p_tbl, rec.keys, rec.error_uri));
+		END LOOP;
 		PERFORM appguard.set_applying(false);
 	EXCEPTION WHEN OTHERS THEN
 		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, p_context);

@@ -168,58 +168,51 @@ DECLARE
 	rec record;
 	already bigint[];
 	keys text[];
-	uris text[];
 BEGIN
 	IF p_ids IS NULL OR pg_catalog.cardinality(p_ids) = 0 THEN
 		RETURN 0;
 	END IF;
 	PERFORM appguard.set_applying(true);
 
-	-- Per token table: the token rows first, then appguard's grants (the
-	-- order of the host's own statements, through its triggers).  A token
-	-- row is suspended only if it still has the active value.  A
-	-- table appguard cannot write (its CHECK rejects the suspended value,
-	-- its status column is gone, ...) keeps the failure to itself: it is
-	-- recorded and reported (record_table_problem), its rows are
-	-- suspended in appguard's state all the same, so that their refresh
+	-- Per token table and suspension: appguard's grants first, in one
+	-- statement (their state, the suspension's error_uri and count), then
+	-- the token rows of the grants it suspended, as the table's owner
+	-- (write_host_suspensions: a row is written only if it still has the
+	-- active value).  A table appguard cannot write (its CHECK rejects the
+	-- suspended value, its status column is gone, ...) keeps the failure
+	-- to itself: it is recorded and reported (record_table_problem), its
+	-- grants stay suspended in appguard's state, so that their refresh
 	-- checks answer not allowed, and the other tables and the caller (a
 	-- sweep) go on.
 	FOR pt IN
-		SELECT DISTINCT r.token_table AS tbl
+		SELECT DISTINCT r.token_table AS tbl, s.id AS sid, s.error_uri
 		FROM appguard.suspensions s
 			 JOIN appguard.grants r ON r.client_id = s.client_id
 									AND r.baseline_snapshot_id = s.baseline_snapshot_id
 									AND r.state = 'active'
 		WHERE s.id = ANY (p_ids)
-		ORDER BY 1
+		ORDER BY 1, 2
 	LOOP
-		-- The rows to suspend and their suspension, as appguard sees them
-		SELECT pg_catalog.array_agg(r.token_key), pg_catalog.array_agg(s.error_uri)
-		INTO keys, uris
-		FROM appguard.grants r
-			 JOIN appguard.suspensions s ON s.client_id = r.client_id
-										AND s.baseline_snapshot_id = r.baseline_snapshot_id
-		WHERE s.id = ANY (p_ids) AND r.token_table = pt.tbl AND r.state = 'active';
-		BEGIN
-			keys := appguard.write_host_suspensions(pt.tbl, keys, uris);
-		EXCEPTION WHEN OTHERS THEN
-			PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
-		END;
-		-- Then appguard's rows and the suspensions' counts
 		WITH p AS (
 			UPDATE appguard.grants r
 			SET state = 'suspended', suspension_id = s.id,
 				suspended_at = pg_catalog.clock_timestamp(), error_uri = s.error_uri
-			FROM pg_catalog.unnest(keys) AS k(key), appguard.suspensions s
-			WHERE r.token_table = pt.tbl AND r.token_key = k.key AND r.state = 'active'
-			  AND s.id = ANY (p_ids) AND s.client_id = r.client_id
-			  AND s.baseline_snapshot_id = r.baseline_snapshot_id
-			RETURNING s.id AS sid
+			FROM appguard.suspensions s
+			WHERE s.id = pt.sid AND r.client_id = s.client_id
+			  AND r.baseline_snapshot_id = s.baseline_snapshot_id
+			  AND r.state = 'active' AND r.token_table = pt.tbl
+			RETURNING r.token_key
 		), c AS (
-			SELECT p.sid, pg_catalog.count(*) AS n FROM p GROUP BY p.sid
+			UPDATE appguard.suspensions s
+			SET tokens_suspended = s.tokens_suspended + (SELECT pg_catalog.count(*) FROM p)
+			WHERE s.id = pt.sid
 		)
-		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + c.n
-		FROM c WHERE s.id = c.sid;
+		SELECT pg_catalog.array_agg(p.token_key) INTO keys FROM p;
+		BEGIN
+			PERFORM appguard.write_host_suspensions(pt.tbl, keys, pt.error_uri);
+		EXCEPTION WHEN OTHERS THEN
+			PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
+		END;
 	END LOOP;
 
 	PERFORM appguard.set_applying(false);
