@@ -30,3 +30,14 @@ FROM appguard.keyread_contract() k
 	 JOIN pg_attribute a ON a.attrelid = to_regclass('appguard.' || quote_ident(k.table_name))
 						AND a.attname = c.column_name
 ORDER BY 1, 2;
+-- appguard.grants: the consent trigger writes its rows directly
+-- (src/grantwrite.c): the key columns and the columns listed above; of
+-- the others none has a default (they are NULL in a new grant) and
+-- created_at defaults to now() (the C code writes the transaction's start).
+-- (The C code checks this too and writes through SQL otherwise.)
+SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS default_value, a.attgenerated, a.attidentity
+FROM pg_attribute a
+	 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = 'appguard.grants'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND (d.adbin IS NOT NULL OR a.attgenerated <> '' OR a.attidentity <> '')
+ORDER BY a.attnum;

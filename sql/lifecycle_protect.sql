@@ -328,3 +328,74 @@ SELECT appguard_unprotect('public.hf_tokens') ->> 'rows_forgotten' AS forgotten;
 DROP TABLE public.hf_tokens;
 DROP ROLE appguard_regress_hf_owner, appguard_regress_hf_writer;
 SELECT appguard_unregister_client('hf'), appguard_unregister_client('hf2');
+
+-- The consent trigger's grant is written directly (src/grantwrite.c) as a
+-- rule; through its SQL upsert where appguard.grants has a trigger (here
+-- one that says so) or a grant is under the key already.  Both write the
+-- same row: every column alike, created_at (now()) included.
+SELECT appguard_register_client('gw', 'Grant Write App', ARRAY['https://gw.example.org/cb']) IS NOT NULL;
+SELECT snap('gw.example.org') IS NOT NULL;
+CREATE TABLE public.gw_tokens (id text PRIMARY KEY, client text, status text NOT NULL);
+SELECT appguard_protect('public.gw_tokens', 'client', 'status') IS NOT NULL AS protected;
+CREATE FUNCTION public.gw_via_sql() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'grant % written by SQL', NEW.token_key;
+	RETURN NEW;
+END
+$$;
+BEGIN;
+CREATE TRIGGER gw_via_sql BEFORE INSERT ON appguard.grants
+	FOR EACH ROW EXECUTE FUNCTION public.gw_via_sql();
+INSERT INTO public.gw_tokens VALUES
+	('s-active', 'gw', 'active'), ('s-inactive', 'gw', 'revoked'),
+	('s-noclient', NULL, 'active'), ('s-stranger', 'stranger', 'active');
+DROP TRIGGER gw_via_sql ON appguard.grants;
+INSERT INTO public.gw_tokens VALUES
+	('c-active', 'gw', 'active'), ('c-inactive', 'gw', 'revoked'),
+	('c-noclient', NULL, 'active'), ('c-stranger', 'stranger', 'active');
+SELECT c.token_key, to_jsonb(c) - 'token_key' = to_jsonb(s) - 'token_key' AS same_as_sql,
+	   c.client_id, c.state, c.baseline_snapshot_id = (SELECT last_ok_snapshot_id FROM clients WHERE client_id = 'gw') AS baseline_latest,
+	   c.created_at = now() AS created_now
+FROM grants c JOIN grants s ON s.token_table = c.token_table AND s.token_key = 's-' || substr(c.token_key, 3)
+WHERE c.token_table = 'public.gw_tokens'::regclass AND c.token_key LIKE 'c-%'
+ORDER BY 1;
+COMMIT;
+-- the direct insert keeps every index: the primary key (a duplicate is
+-- refused), the partial index of active grants (only those)
+SELECT split_part(try($$INSERT INTO appguard.grants (token_table, token_key, state) VALUES ('public.gw_tokens', 'c-active', 'active')$$), ' (', 1) AS unique_violation;
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT token_key FROM grants WHERE client_id = 'gw' AND state = 'active';
+SELECT token_key FROM grants WHERE client_id = 'gw' AND state = 'active' ORDER BY 1;
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+-- the table's constraints and unique indexes hold for the direct insert
+-- (a CHECK and a unique index added for the test); the error is the
+-- INSERT's, and nothing is written
+ALTER TABLE appguard.grants ADD CONSTRAINT gw_test_check CHECK (client_id IS DISTINCT FROM 'forbidden');
+CREATE UNIQUE INDEX gw_test_unique ON appguard.grants (client_id) WHERE client_id = 'solo';
+SELECT split_part(try($$INSERT INTO public.gw_tokens VALUES ('c-forbidden', 'forbidden', 'active')$$), ' (', 1) AS check_violation;
+INSERT INTO public.gw_tokens VALUES ('c-solo', 'solo', 'active');
+SELECT try($$INSERT INTO public.gw_tokens VALUES ('c-solo2', 'solo', 'active')$$) AS unique_violation;
+SELECT token_key FROM grants WHERE token_table = 'public.gw_tokens'::regclass
+  AND token_key IN ('c-forbidden', 'c-solo', 'c-solo2');
+DROP INDEX appguard.gw_test_unique;
+ALTER TABLE appguard.grants DROP CONSTRAINT gw_test_check;
+-- a grant left under the key (its row went while appguard's triggers were
+-- off) is replaced by the new row's
+SET session_replication_role = replica;
+DELETE FROM public.gw_tokens WHERE id = 'c-active';
+SET session_replication_role = origin;
+UPDATE grants SET suspension_id = 1, suspended_at = now(), error_uri = 'x', reapproved_at = now(), created_at = now() - interval '1 day'
+WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 'c-active';
+BEGIN;
+INSERT INTO public.gw_tokens VALUES ('c-active', NULL, 'revoked');
+SELECT token_key, client_id, state, baseline_snapshot_id, suspension_id, suspended_at, error_uri, reapproved_at,
+	   created_at = now() AS created_now
+FROM grants WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 'c-active';
+COMMIT;
+SELECT count(*) FROM grants WHERE token_table = 'public.gw_tokens'::regclass;
+SELECT appguard_unprotect('public.gw_tokens') ->> 'rows_forgotten' AS forgotten;
+DROP TABLE public.gw_tokens;
+DROP FUNCTION public.gw_via_sql();
+SELECT appguard_unregister_client('gw');

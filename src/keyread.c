@@ -59,7 +59,7 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 	[KT_GRANTS] = {
 		"grants", "grants_pkey",
 		2, {"token_table", "token_key"}, {F_OIDEQ, F_TEXTEQ},
-		GRANT_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id"}
+		GRANT_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id", "created_at"}
 	},
 	[KT_PROTECTED_TABLES] = {
 		"protected_tables", "protected_tables_pkey",
@@ -82,6 +82,7 @@ typedef struct ResolvedTable
 {
 	Oid			relid;
 	Oid			indexid;
+	AttrNumber	keyattnums[KEYREAD_MAX_KEYS];
 	AttrNumber	attnums[KEYREAD_MAX_COLUMNS];
 } ResolvedTable;
 
@@ -168,6 +169,8 @@ resolve_tables(void)
 		res->relid = appguard_relation(nsp, def->relname);
 		res->indexid = appguard_relation(nsp, def->indexname);
 		check_key_index(def, res->relid, res->indexid);
+		for (int k = 0; k < def->nkeys; k++)
+			res->keyattnums[k] = appguard_column(res->relid, def->relname, def->keycolumns[k]);
 		for (int c = 0; c < def->ncolumns; c++)
 			res->attnums[c] = appguard_column(res->relid, def->relname, def->columns[c]);
 	}
@@ -248,6 +251,28 @@ keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
 	index_close(index, NoLock);
 	table_close(heap, NoLock);
 	return found;
+}
+
+/*
+ * The table's OID and the numbers of its key columns and of the columns
+ * listed in keyread.h, for code that writes the table (grantwrite.c).  As
+ * keyread_row's, they hold until the next relcache invalidation naming
+ * the table or its index: the caller keeps a copy only as long (its own
+ * relcache callback), and checks them again after locking the table.
+ */
+Oid
+keyread_layout(KeyedTable table, AttrNumber *keyattnums, AttrNumber *attnums)
+{
+	const KeyedTableDef *def = &table_defs[table];
+	ResolvedTable *res = &resolved[table];
+
+	if (!resolved_valid)
+		resolve_tables();
+	for (int k = 0; k < def->nkeys; k++)
+		keyattnums[k] = res->keyattnums[k];
+	for (int c = 0; c < def->ncolumns; c++)
+		attnums[c] = res->attnums[c];
+	return res->relid;
 }
 
 PG_FUNCTION_INFO_V1(appguard_keyread_contract);

@@ -12,6 +12,7 @@
 
 #include "postgres.h"
 
+#include "access/attnum.h"
 #include "utils/snapshot.h"
 
 /*
@@ -32,7 +33,8 @@ typedef enum KeyedTable
 /* The columns read, per table, in the order of the values returned. */
 enum
 {
-	GRANT_STATE, GRANT_CLIENT_ID, GRANT_BASELINE_SNAPSHOT_ID, GRANT_NCOLUMNS
+	GRANT_STATE, GRANT_CLIENT_ID, GRANT_BASELINE_SNAPSHOT_ID, GRANT_CREATED_AT,
+	GRANT_NCOLUMNS
 };
 enum
 {
@@ -48,6 +50,12 @@ enum
 	BS_EVALUATED_SNAPSHOT_ID, BS_DRIFTING, BS_STREAK, BS_NCOLUMNS
 };
 
+/* The key columns of KT_GRANTS, in the order of keyread_layout's keyattnums */
+enum
+{
+	GRANT_KEY_TOKEN_TABLE, GRANT_KEY_TOKEN_KEY, GRANT_NKEYS
+};
+
 #define KEYREAD_MAX_COLUMNS 4
 
 /*
@@ -58,5 +66,12 @@ enum
  */
 extern bool keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
 						Datum *values, bool *nulls);
+
+/*
+ * The table's OID, and the attribute numbers of its key columns and of its
+ * columns above (the arrays are filled in the orders above).  Valid until
+ * the next relcache invalidation of the table or its index.
+ */
+extern Oid	keyread_layout(KeyedTable table, AttrNumber *keyattnums, AttrNumber *attnums);
 
 #endif							/* APPGUARD_KEYREAD_H */

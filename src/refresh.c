@@ -44,6 +44,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "grantwrite.h"
 #include "hostrow.h"
 #include "keyread.h"
 #include "nodes/value.h"
@@ -371,6 +372,34 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
 	return call_appguard_function("grant_baseline", 1, argtypes, &client_id, &argnull, isnull);
 }
 
+/*
+ * Whether appguard.grants holds a row under key, committed or not (a
+ * dirty read: an uncommitted one is another transaction's INSERT still
+ * running, or this transaction's own), or one whose deletion is not
+ * committed.
+ */
+static bool
+grant_row_exists(const Datum *key)
+{
+	SnapshotData dirty;
+	Datum		grant[GRANT_NCOLUMNS];
+	bool		grant_null[GRANT_NCOLUMNS];
+
+	InitDirtySnapshot(dirty);
+	return keyread_row(KT_GRANTS, key, &dirty, grant, grant_null);
+}
+
+/*
+ * Record the grant.  As a rule nothing is under its key yet, and the row
+ * is inserted directly (grantwrite.c); a grant left under the key (see
+ * appguard_grant_insert), or one being written by another transaction,
+ * goes through the upsert below, which replaces it or waits for that
+ * transaction.  Both write the same row.  A grant committed by another
+ * transaction between the look-up and the direct insert is a
+ * unique_violation where the upsert would have replaced it (or, under
+ * REPEATABLE READ, failed to serialize): only a second row printing the
+ * same key, inserted at the same moment, can do that.
+ */
 static void
 track_grant(Oid relid, const char *key, const char *client_id, bool active)
 {
@@ -390,6 +419,11 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active)
 		args[4] = baseline_for_new_grant(args[2], &baseline_null);
 		nulls[4] = baseline_null ? 'n' : ' ';
 	}
+
+	if (!grant_row_exists(args)
+		&& grantwrite_insert(relid, args[1], args[2], nulls[2] == 'n', args[3],
+							 args[4], nulls[4] == 'n'))
+		return;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

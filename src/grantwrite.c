@@ -1,0 +1,244 @@
+/*-------------------------------------------------------------------------
+ *
+ * grantwrite.c
+ *	  Inserting a new grant into appguard.grants the way logical
+ *	  replication's apply worker inserts a row: no parser, planner or
+ *	  per-statement executor set-up.
+ *
+ * The consent trigger (refresh.c) records every new token row as a grant.
+ * Through SPI, even with a kept plan, that INSERT cost about as much as
+ * the auth server's own token INSERT.  Here the row is built in a virtual
+ * slot and given to ExecSimpleRelationInsert with a minimal EState, which
+ * checks the table's constraints (NOT NULL, CHECK), inserts the heap
+ * tuple and every index entry (a partial index only where its predicate
+ * holds; a unique index raises unique_violation on a duplicate, waiting
+ * for an in-progress inserter of the same key first, as any INSERT does).
+ *
+ * Only the plain case is done so: the table a regular one, without
+ * triggers or row security, every column the code does not write without
+ * a default, created_at defaulting to now(), the columns of the types
+ * written, and the current user (the extension's owner: the consent
+ * trigger is SECURITY DEFINER) holding INSERT, SELECT and UPDATE on it.
+ * Anything else returns false and the caller runs its SQL statement,
+ * which then does whatever the table asks.
+ *
+ * Column numbers come from the C<->SQL contract of keyread.c (KT_GRANTS),
+ * which sql/c_contract.sql checks.  What is worked out from the catalog
+ * is kept per backend until a relcache invalidation names the table.
+ *
+ * On an error, the relation, its indexes, the slot's tuple descriptor and
+ * the EState's memory are released by the aborting (sub)transaction's
+ * resource owner and memory contexts, as they are for the executor.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/tuptable.h"
+#include "grantwrite.h"
+#include "keyread.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/primnodes.h"
+#include "rewrite/rewriteHandler.h"
+#include "utils/acl.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+/* The columns written, in this order */
+enum
+{
+	GW_TOKEN_TABLE, GW_TOKEN_KEY, GW_CLIENT_ID, GW_STATE, GW_BASELINE, GW_CREATED_AT,
+	GW_NCOLUMNS
+};
+
+static const Oid written_types[GW_NCOLUMNS] = {
+	REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID
+};
+
+typedef struct GrantLayout
+{
+	Oid			relid;
+	AttrNumber	attnums[GW_NCOLUMNS];
+	bool		checked;		/* plain is known (the table was open) */
+	bool		plain;			/* columns, types and defaults as expected */
+} GrantLayout;
+
+static GrantLayout layout;
+static bool layout_valid = false;
+static bool callback_registered = false;
+
+static void
+forget_layout(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == layout.relid)
+		layout_valid = false;
+}
+
+/* Table and column numbers from keyread.c's contract */
+static void
+resolve_layout(void)
+{
+	AttrNumber	keyattnums[GRANT_NKEYS];
+	AttrNumber	attnums[GRANT_NCOLUMNS];
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_layout, (Datum) 0);
+		callback_registered = true;
+	}
+	layout.relid = keyread_layout(KT_GRANTS, keyattnums, attnums);
+	layout.attnums[GW_TOKEN_TABLE] = keyattnums[GRANT_KEY_TOKEN_TABLE];
+	layout.attnums[GW_TOKEN_KEY] = keyattnums[GRANT_KEY_TOKEN_KEY];
+	layout.attnums[GW_CLIENT_ID] = attnums[GRANT_CLIENT_ID];
+	layout.attnums[GW_STATE] = attnums[GRANT_STATE];
+	layout.attnums[GW_BASELINE] = attnums[GRANT_BASELINE_SNAPSHOT_ID];
+	layout.attnums[GW_CREATED_AT] = attnums[GRANT_CREATED_AT];
+	layout.checked = false;
+	layout.plain = false;
+	layout_valid = true;
+}
+
+/*
+ * appguard.grants, RowExclusiveLock taken, as an INSERT opens it.  Taking
+ * the lock processes pending invalidations, which may tell that the names
+ * now point elsewhere: then resolve again, once (as keyread.c does).
+ */
+static Relation
+open_grants(void)
+{
+	Relation	rel;
+
+	if (!layout_valid)
+		resolve_layout();
+	rel = try_table_open(layout.relid, RowExclusiveLock);
+	if (rel != NULL && layout_valid)
+		return rel;
+	if (rel != NULL)
+		table_close(rel, RowExclusiveLock);
+	resolve_layout();
+	return table_open(layout.relid, RowExclusiveLock);
+}
+
+static bool
+is_written(AttrNumber attnum)
+{
+	for (int c = 0; c < GW_NCOLUMNS; c++)
+		if (layout.attnums[c] == attnum)
+			return true;
+	return false;
+}
+
+/*
+ * Whether the columns are as the direct insert assumes: those written of
+ * the expected types, created_at defaulting to now(), no other default,
+ * nothing generated.  Else the SQL statement must fill the row.
+ */
+static bool
+columns_plain(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Node	   *created_default;
+
+	if (desc->constr && desc->constr->has_generated_stored)
+		return false;
+	for (int c = 0; c < GW_NCOLUMNS; c++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, layout.attnums[c] - 1);
+
+		if (att->attisdropped || att->atttypid != written_types[c])
+			return false;
+	}
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || is_written(att->attnum))
+			continue;
+		if (att->attgenerated || build_column_default(rel, att->attnum) != NULL)
+			return false;
+	}
+	created_default = build_column_default(rel, layout.attnums[GW_CREATED_AT]);
+	return created_default != NULL && IsA(created_default, FuncExpr)
+		&& ((FuncExpr *) created_default)->funcid == F_NOW;
+}
+
+/* The table, its privileges and columns allow the direct insert */
+static bool
+direct_insert_allowed(Relation rel)
+{
+	const AclMode needed = ACL_INSERT | ACL_SELECT | ACL_UPDATE;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relispartition
+		|| rel->rd_rel->relrowsecurity || rel->trigdesc != NULL)
+		return false;
+	if (!layout.checked)
+	{
+		layout.plain = columns_plain(rel);
+		layout.checked = true;
+	}
+	return layout.plain
+		&& pg_class_aclmask(layout.relid, GetUserId(), needed, ACLMASK_ALL) == needed;
+}
+
+bool
+grantwrite_insert(Oid token_table, Datum token_key,
+				  Datum client_id, bool client_null,
+				  Datum state,
+				  Datum baseline, bool baseline_null)
+{
+	Relation	rel = open_grants();
+	EState	   *estate;
+	RangeTblEntry *rte;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+
+	if (!direct_insert_allowed(rel))
+	{
+		table_close(rel, NoLock);	/* the statement takes the same lock */
+		return false;
+	}
+
+	/* A one-relation range table, as the apply worker's */
+	estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = layout.relid;
+	rte->relkind = RELKIND_RELATION;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(estate, list_make1(rte));
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, slot->tts_tupleDescriptor->natts * sizeof(bool));
+#define SET_COLUMN(c, value, isnull) \
+	(slot->tts_values[layout.attnums[c] - 1] = (value), \
+	 slot->tts_isnull[layout.attnums[c] - 1] = (isnull))
+	SET_COLUMN(GW_TOKEN_TABLE, ObjectIdGetDatum(token_table), false);
+	SET_COLUMN(GW_TOKEN_KEY, token_key, false);
+	SET_COLUMN(GW_CLIENT_ID, client_id, client_null);
+	SET_COLUMN(GW_STATE, state, false);
+	SET_COLUMN(GW_BASELINE, baseline, baseline_null);
+	/* now(): the transaction's start, as the column's default */
+	SET_COLUMN(GW_CREATED_AT, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
+#undef SET_COLUMN
+	ExecStoreVirtualTuple(slot);
+
+	ExecSimpleRelationInsert(rri, estate, slot);
+
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	return true;
+}

@@ -1,0 +1,31 @@
+/*-------------------------------------------------------------------------
+ *
+ * grantwrite.h
+ *	  Writing a new grant into appguard.grants without the planner and the
+ *	  executor's per-statement work: the consent trigger (refresh.c) does
+ *	  it at every token INSERT of the auth server.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef APPGUARD_GRANTWRITE_H
+#define APPGUARD_GRANTWRITE_H
+
+#include "postgres.h"
+
+/*
+ * Insert the row (token_table, token_key, client_id, state,
+ * baseline_snapshot_id, created_at = now(), every other column NULL) into
+ * appguard.grants, as INSERT INTO appguard.grants (token_table, token_key,
+ * client_id, state, baseline_snapshot_id) VALUES (...) would: constraints
+ * checked, every index maintained, a duplicate key a unique_violation.
+ * Returns false, having written nothing, where that would not be exactly
+ * what the statement does (a trigger or row security on the table, a
+ * default the C code does not know, a privilege missing): the caller
+ * runs the statement then.
+ */
+extern bool grantwrite_insert(Oid token_table, Datum token_key,
+							  Datum client_id, bool client_null,
+							  Datum state,
+							  Datum baseline, bool baseline_null);
+
+#endif							/* APPGUARD_GRANTWRITE_H */
