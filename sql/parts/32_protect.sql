@@ -767,9 +767,22 @@ BEGIN
 		'CREATE TRIGGER appguard_protect_key AFTER UPDATE OF %I, %I ON %s '
 		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''key'')',
 		cfg.key_name, cfg.client_name, qualified);
+	-- The WHEN clause keeps appguard's own writes of the status (a fan-out,
+	-- a re-approval) from even queueing the trigger: appguard.applying_depth
+	-- holds the trigger depth appguard raised appguard.set_applying at, and
+	-- its statement's row events are queued at that depth; a host statement
+	-- (at depth 0, or run by host trigger code deeper down) fires it.  A
+	-- placeholder of that name, which any role can set while the library is
+	-- not loaded in its session, lacks the NO_RESET_ALL flag of appguard's
+	-- own setting and fires it too (src/applying.c).  The flags are read
+	-- only when the depth matches.  grant_sync still asks applying().
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_status AFTER UPDATE OF %I ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''status'')',
+		'FOR EACH ROW WHEN (pg_catalog.current_setting(''appguard.applying_depth'', true) '
+		'IS DISTINCT FROM pg_catalog.pg_trigger_depth()::pg_catalog.text '
+		'OR (''NO_RESET_ALL'' OPERATOR(pg_catalog.=) ANY '
+		'(pg_catalog.pg_settings_get_flags(''appguard.applying_depth''))) IS NOT TRUE) '
+		'EXECUTE FUNCTION appguard.grant_sync(''status'')',
 		cfg.status_name, qualified);
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_delete AFTER DELETE ON %s '
