@@ -1,6 +1,6 @@
 # appguard -- PGXS build
 EXTENSION = appguard
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = appguard
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))

@@ -1029,7 +1029,6 @@ BEGIN
 		'table', tbl::text, 'key_column', cfg.key_name, 'client_id_column', cfg.client_name,
 		'status_column', cfg.status_name, 'status_type', cfg.status_type,
 		'error_uri_column', cfg.error_uri_name,
-		'subject_column', cfg.subject_name, 'grant_column', cfg.grant_name,
 		'active_value', active_value_printed, 'suspended_value', suspended_value_printed,
 		'rows', adopted,
 		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.grants pr
@@ -1037,7 +1036,10 @@ BEGIN
 		'pending_baselines', (SELECT pg_catalog.count(*) FROM appguard.grants pr
 							  JOIN appguard.clients c ON c.client_id = pr.client_id
 							  WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'
-								AND pr.baseline_snapshot_id IS NULL));
+								AND pr.baseline_snapshot_id IS NULL))
+		-- (the subject and grant columns only when named)
+		|| pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+			'subject_column', cfg.subject_name, 'grant_column', cfg.grant_name));
 	RETURN result;
 END
 $$;
