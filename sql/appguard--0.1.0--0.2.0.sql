@@ -861,6 +861,99 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION @extschema@.appguard_explain(suspension_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s record;
+	changes jsonb;
+	app text;
+	app_domain text;
+	by_host bigint;
+BEGIN
+	IF suspension_id IS NULL THEN
+		RAISE EXCEPTION 'suspension_id must not be null' USING ERRCODE = '22023';
+	END IF;
+	SELECT su.*, c.name, c.host, c.port, c.registrable_domain,
+		   b.taken_at AS baseline_taken_at, n.taken_at AS snapshot_taken_at,
+		   f.taken_at AS first_drift_taken_at,
+		   coalesce(b.facts -> 'dns' ->> 'registrable_domain', n.facts -> 'dns' ->> 'registrable_domain') AS facts_domain
+	INTO s
+	FROM appguard.suspensions su
+		 LEFT JOIN appguard.clients c ON c.client_id = su.client_id
+		 LEFT JOIN appguard.snapshots b ON b.id = su.baseline_snapshot_id
+		 LEFT JOIN appguard.snapshots n ON n.id = su.snapshot_id
+		 LEFT JOIN appguard.snapshots f ON f.id = su.first_drift_snapshot_id
+	WHERE su.id = appguard_explain.suspension_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'suspension % does not exist', suspension_id USING ERRCODE = 'P0002';
+	END IF;
+	app := coalesce(s.name, s.client_id);
+	app_domain := coalesce(s.registrable_domain, s.facts_domain, s.host);
+
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+			   'reason', e ->> 'reason',
+			   'severity', e ->> 'severity',
+			   'field', e ->> 'field',
+			   'what', appguard.field_label(e ->> 'field'),
+			   'description', p.description,
+			   'old', e -> 'old',
+			   'new', e -> 'new',
+			   'text', pg_catalog.format('%s (%s): %s → %s',
+										 coalesce(p.description, 'Something changed'),
+										 appguard.field_label(e ->> 'field'),
+										 appguard.value_text(e -> 'old', e ->> 'field'),
+										 appguard.value_text(e -> 'new', e ->> 'field')))
+			   ORDER BY e ->> 'severity' = 'suspend' DESC, e ->> 'reason',
+						e ->> 'field' = 'tls.leaf.subject.O' DESC, e ->> 'field'), '[]')
+	INTO changes
+	FROM pg_catalog.jsonb_array_elements(s.diff) e
+		 LEFT JOIN appguard.policy p ON p.reason = e ->> 'reason';
+
+	-- tokens of this suspension the auth server disabled itself afterwards
+	-- (revoked, or the newest token of a chain broken by reuse): its
+	-- decision, which re-approval keeps
+	SELECT pg_catalog.count(*) INTO by_host FROM appguard.grants g
+	WHERE g.suspension_id = s.id AND g.state = 'inactive';
+
+	RETURN pg_catalog.jsonb_build_object(
+		'suspension_id', s.id,
+		'state', s.state,
+		'client_id', s.client_id,
+		'app_name', app,
+		'domain', app_domain,
+		'host', s.host,
+		'reasons', pg_catalog.to_jsonb(s.reasons),
+		'changes', changes,
+		-- what the consent screen showed against what it shows now (50_consent)
+		'consent', appguard.consent_change(s.client_id, s.baseline_snapshot_id, s.snapshot_id),
+		'consented_at', s.baseline_taken_at,
+		'first_detected_at', coalesce(s.first_drift_taken_at, s.snapshot_taken_at),
+		'confirmed_at', s.snapshot_taken_at,
+		'suspended_at', s.applied_at,
+		'baseline_snapshot_id', s.baseline_snapshot_id,
+		'snapshot_id', s.snapshot_id,
+		'error_uri', s.error_uri,
+		'summary', pg_catalog.format(
+			'The security information of %s (%s) changed after you approved it, so its access was suspended: %s.',
+			app, app_domain,
+			(SELECT pg_catalog.string_agg(c ->> 'text', '; ') FROM pg_catalog.jsonb_array_elements(changes) c
+			 WHERE c ->> 'severity' = 'suspend')),
+		'how_to_reapprove', pg_catalog.format(
+			'If you still trust %s, open it and sign in again: you will be asked to approve its access once more, '
+			'and your new approval is recorded against what %s shows now. If you do not recognise these changes, do nothing: '
+			'the app cannot use your data while its access is suspended.', app, app_domain))
+		|| CASE WHEN by_host > 0 THEN pg_catalog.jsonb_build_object('host_decisions', pg_catalog.jsonb_build_object(
+			   'tokens_disabled_by_host', by_host,
+			   'text', pg_catalog.format('%s token(s) of this suspension were then disabled by the sign-in service itself '
+										 '(revoked, or a reused token that ended its chain); that is its decision, '
+										 'and approving again does not re-enable them.', by_host)))
+		   ELSE '{}' END;
+END
+$$;
+
 -- ---- privileges (as sql/parts/99_privileges.sql) ----
 REVOKE ALL ON FUNCTION appguard.protected_table_columns(regclass), appguard.printed_column(name),
 	appguard.protect_table(regclass, name, name, name, text, text, name, name),

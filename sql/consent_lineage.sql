@@ -112,6 +112,8 @@ SELECT token_id, status, state FROM tokens WHERE token_id IN ('t1', 't2') ORDER 
 SELECT try($$SELECT appguard_reapprove('t2')$$) AS reapprove_newest;
 SELECT try($$SELECT appguard_reapprove('t1')$$) AS reapprove_older;
 SELECT kind FROM events WHERE token_key = 't2' AND kind = 'host_took_over';
+-- and the error_uri page says whose decision that was
+SELECT appguard_explain(suspension_id) -> 'host_decisions' AS whose FROM tokens WHERE token_id = 't1';
 
 -- ---- a host's table with a subject column (Glewlwyd's shape) ----
 CREATE TABLE public.gl_tokens (id bigint PRIMARY KEY, client text NOT NULL, username text,

@@ -344,6 +344,7 @@ DECLARE
 	changes jsonb;
 	app text;
 	app_domain text;
+	by_host bigint;
 BEGIN
 	IF suspension_id IS NULL THEN
 		RAISE EXCEPTION 'suspension_id must not be null' USING ERRCODE = '22023';
@@ -384,6 +385,12 @@ BEGIN
 	FROM pg_catalog.jsonb_array_elements(s.diff) e
 		 LEFT JOIN appguard.policy p ON p.reason = e ->> 'reason';
 
+	-- tokens of this suspension the auth server disabled itself afterwards
+	-- (revoked, or the newest token of a chain broken by reuse): its
+	-- decision, which re-approval keeps
+	SELECT pg_catalog.count(*) INTO by_host FROM appguard.grants g
+	WHERE g.suspension_id = s.id AND g.state = 'inactive';
+
 	RETURN pg_catalog.jsonb_build_object(
 		'suspension_id', s.id,
 		'state', s.state,
@@ -410,7 +417,13 @@ BEGIN
 		'how_to_reapprove', pg_catalog.format(
 			'If you still trust %s, open it and sign in again: you will be asked to approve its access once more, '
 			'and your new approval is recorded against what %s shows now. If you do not recognise these changes, do nothing: '
-			'the app cannot use your data while its access is suspended.', app, app_domain));
+			'the app cannot use your data while its access is suspended.', app, app_domain))
+		|| CASE WHEN by_host > 0 THEN pg_catalog.jsonb_build_object('host_decisions', pg_catalog.jsonb_build_object(
+			   'tokens_disabled_by_host', by_host,
+			   'text', pg_catalog.format('%s token(s) of this suspension were then disabled by the sign-in service itself '
+										 '(revoked, or a reused token that ended its chain); that is its decision, '
+										 'and approving again does not re-enable them.', by_host)))
+		   ELSE '{}' END;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_explain(bigint) IS
