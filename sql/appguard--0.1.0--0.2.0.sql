@@ -18,7 +18,7 @@ CREATE TABLE appguard.consents (
 	shown_snapshot_id		bigint,				-- the last consent screen's snapshot
 	shown_at				timestamptz,
 	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	approved_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),	-- the baseline's
+	approved_at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),	-- the baseline's
 	PRIMARY KEY (client_id, subject)
 );
 COMMENT ON TABLE appguard.consents IS 'A patient''s consent to a client: the baseline all the patient''s grants of that client are held to';
@@ -378,13 +378,14 @@ BEGIN
 		WHERE k.client_id = p_client_id AND k.subject = p_subject FOR UPDATE;
 		IF FOUND AND c.shown_snapshot_id IS NOT NULL
 		   AND c.shown_at >= pg_catalog.clock_timestamp()
-							 - appguard.setting('appguard.consent_window')::interval THEN
+							 - appguard.setting('appguard.consent_window')::interval
+		   AND c.shown_at > c.approved_at THEN
+			-- (a screen shown before the consent's last approval -- an
+			-- earlier token of this flow, a re-approval -- is spent)
 			baseline := c.shown_snapshot_id;
-			IF c.baseline_snapshot_id IS DISTINCT FROM baseline THEN
-				UPDATE appguard.consents k
-				SET baseline_snapshot_id = baseline, approved_at = pg_catalog.now()
-				WHERE k.client_id = p_client_id AND k.subject = p_subject;
-			END IF;
+			UPDATE appguard.consents k
+			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.clock_timestamp()
+			WHERE k.client_id = p_client_id AND k.subject = p_subject;
 		ELSIF FOUND AND c.baseline_snapshot_id IS NOT NULL THEN
 			baseline := c.baseline_snapshot_id;
 		ELSIF FOUND THEN
@@ -392,12 +393,12 @@ BEGIN
 			-- consent still pending: the baseline a grant issued now takes
 			baseline := appguard.grant_baseline(p_client_id);
 			UPDATE appguard.consents k
-			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.now()
+			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.clock_timestamp()
 			WHERE k.client_id = p_client_id AND k.subject = p_subject;
 		ELSE
 			baseline := appguard.grant_baseline(p_client_id);
-			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id)
-			VALUES (p_client_id, p_subject, baseline)
+			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)
+			VALUES (p_client_id, p_subject, baseline, pg_catalog.clock_timestamp())
 			ON CONFLICT (client_id, subject) DO NOTHING;
 			IF NOT FOUND THEN		-- a concurrent first grant of the consent won
 				SELECT k.baseline_snapshot_id INTO baseline FROM appguard.consents k
@@ -466,9 +467,9 @@ BEGIN
 	info := @extschema@.appguard_consent_info(client_id);
 	shown_snapshot := (info ->> 'snapshot_id')::bigint;
 	IF shown_snapshot IS NOT NULL THEN
-		INSERT INTO appguard.consents AS k (client_id, subject, shown_snapshot_id, shown_at)
+		INSERT INTO appguard.consents AS k (client_id, subject, shown_snapshot_id, shown_at, approved_at)
 		VALUES (appguard_consent_info.client_id, appguard_consent_info.subject,
-				shown_snapshot, pg_catalog.clock_timestamp())
+				shown_snapshot, pg_catalog.clock_timestamp(), '-infinity')
 		ON CONFLICT ON CONSTRAINT consents_pkey DO UPDATE
 		SET shown_snapshot_id = EXCLUDED.shown_snapshot_id, shown_at = EXCLUDED.shown_at;
 	END IF;
@@ -704,10 +705,19 @@ DECLARE
 	asked text := row_key;
 BEGIN
 	r := appguard.grant_of(tbl, row_key);
-	IF r.subject IS NOT NULL THEN
+	IF r.subject IS NOT NULL AND r.grant_key IS NOT NULL THEN
+		-- the grant's newest row: if the host disabled it (a chain broken
+		-- by a reused token), nothing of the grant is restored
 		SELECT g.token_key INTO row_key FROM appguard.grants g
 		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
-		  AND g.subject = r.subject AND g.grant_key IS NOT DISTINCT FROM r.grant_key
+		  AND g.subject = r.subject AND g.grant_key = r.grant_key
+		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
+	ELSIF r.subject IS NOT NULL AND r.state = 'suspended' THEN
+		-- no grant column: the patient's newest row appguard suspended
+		-- (rows the host disabled, such as a broken chain's, stay as they are)
+		SELECT g.token_key INTO row_key FROM appguard.grants g
+		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
+		  AND g.subject = r.subject AND g.state = 'suspended'
 		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
 	END IF;
 	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
@@ -761,7 +771,7 @@ BEGIN
 	IF r.subject IS NOT NULL THEN
 		-- the patient approved the app as it is now
 		UPDATE appguard.consents k
-		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.now()
+		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.clock_timestamp()
 		WHERE k.client_id = r.client_id AND k.subject = r.subject;
 	END IF;
 	PERFORM appguard.log_event('reapproved', r.client_id,
@@ -912,11 +922,15 @@ BEGIN
 	FROM pg_catalog.jsonb_array_elements(s.diff) e
 		 LEFT JOIN appguard.policy p ON p.reason = e ->> 'reason';
 
-	-- tokens of this suspension the auth server disabled itself afterwards
-	-- (revoked, or the newest token of a chain broken by reuse): its
-	-- decision, which re-approval keeps
+	-- tokens of this approval the auth server disabled itself, before or
+	-- after the suspension (revoked, or the newest token of a chain broken
+	-- by reuse; rows it disables as it rotates count too): its decision,
+	-- which re-approval keeps
 	SELECT pg_catalog.count(*) INTO by_host FROM appguard.grants g
-	WHERE g.suspension_id = s.id AND g.state = 'inactive';
+	WHERE g.state = 'inactive'
+	  AND (g.suspension_id = s.id
+		   OR (g.client_id = s.client_id AND g.baseline_snapshot_id = s.baseline_snapshot_id
+			   AND g.suspension_id IS NULL AND g.subject IS NOT NULL));
 
 	RETURN pg_catalog.jsonb_build_object(
 		'suspension_id', s.id,
@@ -947,8 +961,8 @@ BEGIN
 			'the app cannot use your data while its access is suspended.', app, app_domain))
 		|| CASE WHEN by_host > 0 THEN pg_catalog.jsonb_build_object('host_decisions', pg_catalog.jsonb_build_object(
 			   'tokens_disabled_by_host', by_host,
-			   'text', pg_catalog.format('%s token(s) of this suspension were then disabled by the sign-in service itself '
-										 '(revoked, or a reused token that ended its chain); that is its decision, '
+			   'text', pg_catalog.format('%s token(s) of this approval were disabled by the sign-in service itself '
+										 '(replaced, revoked, or a reused token that ended its chain); that is its decision, '
 										 'and approving again does not re-enable them.', by_host)))
 		   ELSE '{}' END;
 END

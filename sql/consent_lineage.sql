@@ -115,6 +115,17 @@ SELECT kind FROM events WHERE token_key = 't2' AND kind = 'host_took_over';
 -- and the error_uri page says whose decision that was
 SELECT appguard_explain(suspension_id) -> 'host_decisions' AS whose FROM tokens WHERE token_id = 't1';
 
+-- ---- a re-approval spends the consent screen shown before it ----
+SELECT appguard_consent_info('cl', 'vic') IS NOT NULL AS shown;
+INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('v1', 'cl', 'vic', 'g-vic');
+SELECT snap('cl.example.org', changes => '{"tls.leaf.subject.O": "Litware Inc"}') AS snap_e \gset
+SELECT (tok('v1')).status AS v1_suspended;
+SELECT appguard_reapprove('v1') ->> 'reapproved' AS v1_reapproved;
+-- the rotation right after keeps the re-approved baseline, not the
+-- snapshot the earlier screen showed (whose suspension is applied)
+INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('v2', 'cl', 'vic', 'g-vic');
+SELECT (tok('v2')).*, baseline_snapshot_id = :snap_e AS re_approved_baseline FROM tokens WHERE token_id = 'v2';
+
 -- ---- a host's table with a subject column (Glewlwyd's shape) ----
 CREATE TABLE public.gl_tokens (id bigint PRIMARY KEY, client text NOT NULL, username text,
 							   enabled smallint NOT NULL DEFAULT 1);
@@ -129,6 +140,15 @@ FROM consents WHERE client_id = 'cl' AND subject = 'uma';
 SELECT snap('cl.example.org', changes => '{"tls.leaf.subject.O": "Fabrikam Inc"}') AS snap_d \gset
 INSERT INTO public.gl_tokens VALUES (4, 'cl', 'uma', 1);
 SELECT id, enabled FROM public.gl_tokens ORDER BY id;
+-- the host disables uma's newest token itself (a chain broken by reuse);
+-- without a grant column, re-approval restores her newest token appguard
+-- suspended, and never the one the host disabled
+UPDATE public.gl_tokens SET enabled = 0 WHERE id = 4;
+SELECT try($$SELECT appguard_reapprove('public.gl_tokens', '4')$$) AS reapprove_disabled;
+SELECT appguard_reapprove('public.gl_tokens', '1') - 'suspension_id' - 'baseline_snapshot_id' AS reapproved_1;
+SELECT id, enabled FROM public.gl_tokens ORDER BY id;
+SELECT appguard_explain(s.id) -> 'host_decisions' ->> 'tokens_disabled_by_host' AS by_host
+FROM suspensions s WHERE s.client_id = 'cl' AND s.snapshot_id = :snap_d;
 
 -- ---- bad input ----
 CREATE TABLE public.gl2 (id bigint PRIMARY KEY, client text, username text, enabled smallint);

@@ -81,7 +81,7 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 	[KT_CONSENTS] = {
 		"consents", "consents_pkey",
 		2, {"client_id", "subject"}, {F_TEXTEQ, F_TEXTEQ},
-		CS_NCOLUMNS, {"baseline_snapshot_id", "shown_snapshot_id", "shown_at"}
+		CS_NCOLUMNS, {"baseline_snapshot_id", "shown_snapshot_id", "shown_at", "approved_at"}
 	},
 };
 

@@ -55,7 +55,7 @@ enum
 };
 enum
 {
-	CS_BASELINE_SNAPSHOT_ID, CS_SHOWN_SNAPSHOT_ID, CS_SHOWN_AT, CS_NCOLUMNS
+	CS_BASELINE_SNAPSHOT_ID, CS_SHOWN_SNAPSHOT_ID, CS_SHOWN_AT, CS_APPROVED_AT, CS_NCOLUMNS
 };
 
 /* The key columns of KT_GRANTS, in the order of keyread_layout's keyattnums */

@@ -376,7 +376,8 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
  * The baseline of a new active row of client_id whose table names its
  * subject, when its subject's consent settles it here: the consent exists,
  * no consent screen was shown to the subject within
- * appguard.consent_window, and its baseline is verified against the
+ * appguard.consent_window since the consent's last approval (a screen
+ * shown before it is spent), and its baseline is verified against the
  * client's latest snapshot (grant_verified: so not drifted, hence not
  * suspended).  Returns false for everything else, which
  * appguard.consent_grant decides (a new consent, a fresh one, a pending
@@ -393,7 +394,9 @@ consent_settles(Datum client_id, Datum subject, Datum *baseline)
 	begin_fresh_read();
 	settled = keyread_row(KT_CONSENTS, key, GetActiveSnapshot(), cs, cs_null)
 		&& (cs_null[CS_SHOWN_SNAPSHOT_ID] || cs_null[CS_SHOWN_AT]
-			|| !within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s))
+			|| !within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s)
+			|| (!cs_null[CS_APPROVED_AT]
+				&& DatumGetTimestampTz(cs[CS_SHOWN_AT]) <= DatumGetTimestampTz(cs[CS_APPROVED_AT])))
 		&& !cs_null[CS_BASELINE_SNAPSHOT_ID]
 		&& grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false);
 	end_fresh_read();

@@ -118,7 +118,7 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.grants', '');
 -- removes the others).
 -- Read by C (src/keyread.c, KT_CONSENTS): index consents_pkey on
 -- (client_id, subject); columns baseline_snapshot_id, shown_snapshot_id,
--- shown_at.
+-- shown_at, approved_at.
 CREATE TABLE appguard.consents (
 	client_id				text NOT NULL,
 	subject					text NOT NULL,
@@ -126,7 +126,7 @@ CREATE TABLE appguard.consents (
 	shown_snapshot_id		bigint,				-- the last consent screen's snapshot
 	shown_at				timestamptz,
 	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	approved_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),	-- the baseline's
+	approved_at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),	-- the baseline's
 	PRIMARY KEY (client_id, subject)
 );
 COMMENT ON TABLE appguard.consents IS 'A patient''s consent to a client: the baseline all the patient''s grants of that client are held to';
@@ -301,13 +301,14 @@ BEGIN
 		WHERE k.client_id = p_client_id AND k.subject = p_subject FOR UPDATE;
 		IF FOUND AND c.shown_snapshot_id IS NOT NULL
 		   AND c.shown_at >= pg_catalog.clock_timestamp()
-							 - appguard.setting('appguard.consent_window')::interval THEN
+							 - appguard.setting('appguard.consent_window')::interval
+		   AND c.shown_at > c.approved_at THEN
+			-- (a screen shown before the consent's last approval -- an
+			-- earlier token of this flow, a re-approval -- is spent)
 			baseline := c.shown_snapshot_id;
-			IF c.baseline_snapshot_id IS DISTINCT FROM baseline THEN
-				UPDATE appguard.consents k
-				SET baseline_snapshot_id = baseline, approved_at = pg_catalog.now()
-				WHERE k.client_id = p_client_id AND k.subject = p_subject;
-			END IF;
+			UPDATE appguard.consents k
+			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.clock_timestamp()
+			WHERE k.client_id = p_client_id AND k.subject = p_subject;
 		ELSIF FOUND AND c.baseline_snapshot_id IS NOT NULL THEN
 			baseline := c.baseline_snapshot_id;
 		ELSIF FOUND THEN
@@ -315,12 +316,12 @@ BEGIN
 			-- consent still pending: the baseline a grant issued now takes
 			baseline := appguard.grant_baseline(p_client_id);
 			UPDATE appguard.consents k
-			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.now()
+			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.clock_timestamp()
 			WHERE k.client_id = p_client_id AND k.subject = p_subject;
 		ELSE
 			baseline := appguard.grant_baseline(p_client_id);
-			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id)
-			VALUES (p_client_id, p_subject, baseline)
+			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)
+			VALUES (p_client_id, p_subject, baseline, pg_catalog.clock_timestamp())
 			ON CONFLICT (client_id, subject) DO NOTHING;
 			IF NOT FOUND THEN		-- a concurrent first grant of the consent won
 				SELECT k.baseline_snapshot_id INTO baseline FROM appguard.consents k

@@ -385,11 +385,15 @@ BEGIN
 	FROM pg_catalog.jsonb_array_elements(s.diff) e
 		 LEFT JOIN appguard.policy p ON p.reason = e ->> 'reason';
 
-	-- tokens of this suspension the auth server disabled itself afterwards
-	-- (revoked, or the newest token of a chain broken by reuse): its
-	-- decision, which re-approval keeps
+	-- tokens of this approval the auth server disabled itself, before or
+	-- after the suspension (revoked, or the newest token of a chain broken
+	-- by reuse; rows it disables as it rotates count too): its decision,
+	-- which re-approval keeps
 	SELECT pg_catalog.count(*) INTO by_host FROM appguard.grants g
-	WHERE g.suspension_id = s.id AND g.state = 'inactive';
+	WHERE g.state = 'inactive'
+	  AND (g.suspension_id = s.id
+		   OR (g.client_id = s.client_id AND g.baseline_snapshot_id = s.baseline_snapshot_id
+			   AND g.suspension_id IS NULL AND g.subject IS NOT NULL));
 
 	RETURN pg_catalog.jsonb_build_object(
 		'suspension_id', s.id,
@@ -420,8 +424,8 @@ BEGIN
 			'the app cannot use your data while its access is suspended.', app, app_domain))
 		|| CASE WHEN by_host > 0 THEN pg_catalog.jsonb_build_object('host_decisions', pg_catalog.jsonb_build_object(
 			   'tokens_disabled_by_host', by_host,
-			   'text', pg_catalog.format('%s token(s) of this suspension were then disabled by the sign-in service itself '
-										 '(revoked, or a reused token that ended its chain); that is its decision, '
+			   'text', pg_catalog.format('%s token(s) of this approval were disabled by the sign-in service itself '
+										 '(replaced, revoked, or a reused token that ended its chain); that is its decision, '
 										 'and approving again does not re-enable them.', by_host)))
 		   ELSE '{}' END;
 END
@@ -457,10 +461,11 @@ COMMENT ON FUNCTION @extschema@.appguard_reapprove(text) IS
 -- Re-approval of a protected table's row, in full: sets the host's status
 -- back to the active value only if appguard suspended the row and the host
 -- has not written its status since.  A row of a table with a subject
--- column stands for its grant: the grant's newest row (of the same grant
--- key, or of the subject's consent without one) is the one restored, and
--- if the host disabled that row itself (a reused token breaking the
--- chain), nothing is; the subject's consent takes the new baseline.  Called by appguard_reapprove(regclass,
+-- column stands for its grant: with a grant column, the grant's newest
+-- row is the one restored, and if the host disabled that row itself (a
+-- reused token breaking the chain), nothing is; without one, the
+-- patient's newest row appguard suspended is.  The subject's consent
+-- takes the new baseline.  Called by appguard_reapprove(regclass,
 -- text) only, after it checked that its caller may SELECT the row (no one
 -- may execute this one).
 CREATE FUNCTION appguard.reapprove_row_full(tbl regclass, row_key text)
@@ -476,10 +481,19 @@ DECLARE
 	asked text := row_key;
 BEGIN
 	r := appguard.grant_of(tbl, row_key);
-	IF r.subject IS NOT NULL THEN
+	IF r.subject IS NOT NULL AND r.grant_key IS NOT NULL THEN
+		-- the grant's newest row: if the host disabled it (a chain broken
+		-- by a reused token), nothing of the grant is restored
 		SELECT g.token_key INTO row_key FROM appguard.grants g
 		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
-		  AND g.subject = r.subject AND g.grant_key IS NOT DISTINCT FROM r.grant_key
+		  AND g.subject = r.subject AND g.grant_key = r.grant_key
+		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
+	ELSIF r.subject IS NOT NULL AND r.state = 'suspended' THEN
+		-- no grant column: the patient's newest row appguard suspended
+		-- (rows the host disabled, such as a broken chain's, stay as they are)
+		SELECT g.token_key INTO row_key FROM appguard.grants g
+		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
+		  AND g.subject = r.subject AND g.state = 'suspended'
 		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
 	END IF;
 	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
@@ -533,7 +547,7 @@ BEGIN
 	IF r.subject IS NOT NULL THEN
 		-- the patient approved the app as it is now
 		UPDATE appguard.consents k
-		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.now()
+		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.clock_timestamp()
 		WHERE k.client_id = r.client_id AND k.subject = r.subject;
 	END IF;
 	PERFORM appguard.log_event('reapproved', r.client_id,

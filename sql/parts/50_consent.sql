@@ -158,9 +158,9 @@ BEGIN
 	info := @extschema@.appguard_consent_info(client_id);
 	shown_snapshot := (info ->> 'snapshot_id')::bigint;
 	IF shown_snapshot IS NOT NULL THEN
-		INSERT INTO appguard.consents AS k (client_id, subject, shown_snapshot_id, shown_at)
+		INSERT INTO appguard.consents AS k (client_id, subject, shown_snapshot_id, shown_at, approved_at)
 		VALUES (appguard_consent_info.client_id, appguard_consent_info.subject,
-				shown_snapshot, pg_catalog.clock_timestamp())
+				shown_snapshot, pg_catalog.clock_timestamp(), '-infinity')
 		ON CONFLICT ON CONSTRAINT consents_pkey DO UPDATE
 		SET shown_snapshot_id = EXCLUDED.shown_snapshot_id, shown_at = EXCLUDED.shown_at;
 	END IF;
