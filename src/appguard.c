@@ -47,6 +47,7 @@ bool		appguard_allow_private_addresses = false;
 char	   *appguard_ownership_prefix = NULL;
 int			appguard_sweep_concurrency = 128;
 int			appguard_baseline_max_age_s = 3600;
+int			appguard_consent_window_s = 600;
 int			appguard_baseline_timeout_ms = 500;
 int			appguard_confirmations = 1;
 char	   *appguard_error_uri_template = NULL;
@@ -126,6 +127,11 @@ define_lifecycle_settings(void)
 							"How old the client's latest successful snapshot may be to serve as a new grant's baseline.",
 							"Older than this, the baseline is measured live.",
 							&appguard_baseline_max_age_s, 3600, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("appguard.consent_window",
+							"How long after appguard_consent_info(client_id, subject) a new token of that patient takes the snapshot shown as its consent's baseline.",
+							"After it, a new token keeps the consent's baseline (a remembered approval).",
+							&appguard_consent_window_s, 600, 0, 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("appguard.baseline_timeout_ms",
 							"Deadline of the live snapshot taken when a grant is created.",

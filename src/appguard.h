@@ -23,6 +23,7 @@ extern char *appguard_allowed_ports;
 extern bool appguard_allow_private_addresses;
 extern char *appguard_ownership_prefix;
 extern int	appguard_sweep_concurrency;
+extern int	appguard_consent_window_s;
 extern int	appguard_baseline_max_age_s;
 extern int	appguard_baseline_timeout_ms;
 extern int	appguard_confirmations;

@@ -56,11 +56,12 @@
 enum
 {
 	GW_TOKEN_TABLE, GW_TOKEN_KEY, GW_CLIENT_ID, GW_STATE, GW_BASELINE, GW_CREATED_AT,
+	GW_SUBJECT, GW_GRANT_KEY,
 	GW_NCOLUMNS
 };
 
 static const Oid written_types[GW_NCOLUMNS] = {
-	REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID
+	REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID
 };
 
 typedef struct GrantLayout
@@ -101,6 +102,8 @@ resolve_layout(void)
 	layout.attnums[GW_STATE] = attnums[GRANT_STATE];
 	layout.attnums[GW_BASELINE] = attnums[GRANT_BASELINE_SNAPSHOT_ID];
 	layout.attnums[GW_CREATED_AT] = attnums[GRANT_CREATED_AT];
+	layout.attnums[GW_SUBJECT] = attnums[GRANT_SUBJECT];
+	layout.attnums[GW_GRANT_KEY] = attnums[GRANT_GRANT_KEY];
 	layout.checked = false;
 	layout.plain = false;
 	layout_valid = true;
@@ -192,7 +195,9 @@ bool
 grantwrite_insert(Oid token_table, Datum token_key,
 				  Datum client_id, bool client_null,
 				  Datum state,
-				  Datum baseline, bool baseline_null)
+				  Datum baseline, bool baseline_null,
+				  Datum subject, bool subject_null,
+				  Datum grant_key, bool grant_key_null)
 {
 	Relation	rel = open_grants();
 	EState	   *estate;
@@ -229,6 +234,8 @@ grantwrite_insert(Oid token_table, Datum token_key,
 	SET_COLUMN(GW_CLIENT_ID, client_id, client_null);
 	SET_COLUMN(GW_STATE, state, false);
 	SET_COLUMN(GW_BASELINE, baseline, baseline_null);
+	SET_COLUMN(GW_SUBJECT, subject, subject_null);
+	SET_COLUMN(GW_GRANT_KEY, grant_key, grant_key_null);
 	/* now(): the transaction's start, as the column's default */
 	SET_COLUMN(GW_CREATED_AT, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
 #undef SET_COLUMN

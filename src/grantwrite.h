@@ -14,9 +14,10 @@
 
 /*
  * Insert the row (token_table, token_key, client_id, state,
- * baseline_snapshot_id, created_at = now(), every other column NULL) into
- * appguard.grants, as INSERT INTO appguard.grants (token_table, token_key,
- * client_id, state, baseline_snapshot_id) VALUES (...) would: constraints
+ * baseline_snapshot_id, subject, grant_key, created_at = now(), every other
+ * column NULL) into appguard.grants, as INSERT INTO appguard.grants
+ * (token_table, token_key, client_id, state, baseline_snapshot_id, subject,
+ * grant_key) VALUES (...) would: constraints
  * checked, every index maintained, a duplicate key a unique_violation.
  * Returns false, having written nothing, where that would not be exactly
  * what the statement does (a trigger or row security on the table, a
@@ -26,6 +27,8 @@
 extern bool grantwrite_insert(Oid token_table, Datum token_key,
 							  Datum client_id, bool client_null,
 							  Datum state,
-							  Datum baseline, bool baseline_null);
+							  Datum baseline, bool baseline_null,
+							  Datum subject, bool subject_null,
+							  Datum grant_key, bool grant_key_null);
 
 #endif							/* APPGUARD_GRANTWRITE_H */

@@ -59,12 +59,14 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 	[KT_GRANTS] = {
 		"grants", "grants_pkey",
 		2, {"token_table", "token_key"}, {F_OIDEQ, F_TEXTEQ},
-		GRANT_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id", "created_at"}
+		GRANT_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id", "created_at",
+						 "subject", "grant_key"}
 	},
 	[KT_PROTECTED_TABLES] = {
 		"protected_tables", "protected_tables_pkey",
 		1, {"tbl"}, {F_OIDEQ},
-		PT_NCOLUMNS, {"key_attnum", "client_attnum", "status_attnum", "active_value"}
+		PT_NCOLUMNS, {"key_attnum", "client_attnum", "status_attnum", "active_value",
+					  "subject_attnum", "grant_attnum"}
 	},
 	[KT_CLIENTS] = {
 		"clients", "clients_pkey",
@@ -75,6 +77,11 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 		"baseline_state", "baseline_state_pkey",
 		2, {"client_id", "baseline_snapshot_id"}, {F_TEXTEQ, F_INT8EQ},
 		BS_NCOLUMNS, {"evaluated_snapshot_id", "drifting", "streak"}
+	},
+	[KT_CONSENTS] = {
+		"consents", "consents_pkey",
+		2, {"client_id", "subject"}, {F_TEXTEQ, F_TEXTEQ},
+		CS_NCOLUMNS, {"baseline_snapshot_id", "shown_snapshot_id", "shown_at"}
 	},
 };
 

@@ -27,6 +27,7 @@ typedef enum KeyedTable
 	KT_PROTECTED_TABLES,		/* key (tbl) */
 	KT_CLIENTS,					/* key (client_id) */
 	KT_BASELINE_STATE,			/* key (client_id, baseline_snapshot_id) */
+	KT_CONSENTS,				/* key (client_id, subject) */
 	KT_COUNT
 } KeyedTable;
 
@@ -34,11 +35,14 @@ typedef enum KeyedTable
 enum
 {
 	GRANT_STATE, GRANT_CLIENT_ID, GRANT_BASELINE_SNAPSHOT_ID, GRANT_CREATED_AT,
+	GRANT_SUBJECT, GRANT_GRANT_KEY,
 	GRANT_NCOLUMNS
 };
 enum
 {
-	PT_KEY_ATTNUM, PT_CLIENT_ATTNUM, PT_STATUS_ATTNUM, PT_ACTIVE_VALUE, PT_NCOLUMNS
+	PT_KEY_ATTNUM, PT_CLIENT_ATTNUM, PT_STATUS_ATTNUM, PT_ACTIVE_VALUE,
+	PT_SUBJECT_ATTNUM, PT_GRANT_ATTNUM,
+	PT_NCOLUMNS
 };
 enum
 {
@@ -49,6 +53,10 @@ enum
 {
 	BS_EVALUATED_SNAPSHOT_ID, BS_DRIFTING, BS_STREAK, BS_NCOLUMNS
 };
+enum
+{
+	CS_BASELINE_SNAPSHOT_ID, CS_SHOWN_SNAPSHOT_ID, CS_SHOWN_AT, CS_NCOLUMNS
+};
 
 /* The key columns of KT_GRANTS, in the order of keyread_layout's keyattnums */
 enum
@@ -56,7 +64,7 @@ enum
 	GRANT_KEY_TOKEN_TABLE, GRANT_KEY_TOKEN_KEY, GRANT_NKEYS
 };
 
-#define KEYREAD_MAX_COLUMNS 4
+#define KEYREAD_MAX_COLUMNS 6
 
 /*
  * Read the row of table whose primary key is key[] (as many values as the

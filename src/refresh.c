@@ -373,6 +373,61 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
 }
 
 /*
+ * The baseline of a new active row of client_id whose table names its
+ * subject, when its subject's consent settles it here: the consent exists,
+ * no consent screen was shown to the subject within
+ * appguard.consent_window, and its baseline is verified against the
+ * client's latest snapshot (grant_verified: so not drifted, hence not
+ * suspended).  Returns false for everything else, which
+ * appguard.consent_grant decides (a new consent, a fresh one, a pending
+ * one, one whose baseline drifted or whose suspension holds new rows).
+ */
+static bool
+consent_settles(Datum client_id, Datum subject, Datum *baseline)
+{
+	Datum		key[2] = {client_id, subject};
+	Datum		cs[CS_NCOLUMNS];
+	bool		cs_null[CS_NCOLUMNS];
+	bool		settled;
+
+	begin_fresh_read();
+	settled = keyread_row(KT_CONSENTS, key, GetActiveSnapshot(), cs, cs_null)
+		&& (cs_null[CS_SHOWN_SNAPSHOT_ID] || cs_null[CS_SHOWN_AT]
+			|| !within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s))
+		&& !cs_null[CS_BASELINE_SNAPSHOT_ID]
+		&& grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false);
+	end_fresh_read();
+	if (settled)
+		*baseline = cs[CS_BASELINE_SNAPSHOT_ID];
+	return settled;
+}
+
+/* appguard.consent_grant(tbl, key, client_id, subject, grant_key) */
+static void
+consent_grant(Datum relid, Datum key, Datum client_id, Datum subject,
+			  Datum grant_key, bool grant_key_null)
+{
+	static const Oid argtypes[5] = {REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	List	   *qualified = list_make2(makeString("appguard"), makeString("consent_grant"));
+	Oid			fn = LookupFuncName(qualified, 5, argtypes, false);
+	FmgrInfo	flinfo;
+
+	LOCAL_FCINFO(fcinfo, 5);
+
+	fmgr_info(fn, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 5, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = relid;
+	fcinfo->args[1].value = key;
+	fcinfo->args[2].value = client_id;
+	fcinfo->args[3].value = subject;
+	fcinfo->args[4].value = grant_key;
+	for (int i = 0; i < 5; i++)
+		fcinfo->args[i].isnull = false;
+	fcinfo->args[4].isnull = grant_key_null;
+	(void) FunctionCallInvoke(fcinfo);
+}
+
+/*
  * Whether appguard.grants holds a row under key, committed or not (a
  * dirty read: an uncommitted one is another transaction's INSERT still
  * running, or this transaction's own), or one whose deletion is not
@@ -401,11 +456,12 @@ grant_row_exists(const Datum *key)
  * same key, inserted at the same moment, can do that.
  */
 static void
-track_grant(Oid relid, const char *key, const char *client_id, bool active)
+track_grant(Oid relid, const char *key, const char *client_id, bool active,
+			const char *subject, const char *grant_key)
 {
-	static const Oid argtypes[5] = {REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', 'n'};
+	static const Oid argtypes[7] = {REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID};
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', 'n', ' ', ' '};
 	bool		baseline_null = true;
 
 	args[0] = ObjectIdGetDatum(relid);
@@ -414,7 +470,21 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active)
 	nulls[2] = client_id ? ' ' : 'n';
 	args[3] = CStringGetTextDatum(active ? "active" : "inactive");
 	args[4] = (Datum) 0;
-	if (active && client_id)
+	args[5] = subject ? CStringGetTextDatum(subject) : (Datum) 0;
+	nulls[5] = subject ? ' ' : 'n';
+	args[6] = grant_key ? CStringGetTextDatum(grant_key) : (Datum) 0;
+	nulls[6] = grant_key ? ' ' : 'n';
+	if (active && client_id && subject)
+	{
+		/* the subject's consent decides (see consent_settles) */
+		if (!consent_settles(args[2], args[5], &args[4]))
+		{
+			consent_grant(args[0], args[1], args[2], args[5], args[6], nulls[6] == 'n');
+			return;
+		}
+		nulls[4] = ' ';
+	}
+	else if (active && client_id)
 	{
 		args[4] = baseline_for_new_grant(args[2], &baseline_null);
 		nulls[4] = baseline_null ? 'n' : ' ';
@@ -422,21 +492,23 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active)
 
 	if (!grant_row_exists(args)
 		&& grantwrite_insert(relid, args[1], args[2], nulls[2] == 'n', args[3],
-							 args[4], nulls[4] == 'n'))
+							 args[4], nulls[4] == 'n', args[5], nulls[5] == 'n',
+							 args[6], nulls[6] == 'n'))
 		return;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	kept_plan(&track_grant_plan,
 			  "INSERT INTO appguard.grants"
-			  " (token_table, token_key, client_id, state, baseline_snapshot_id)"
-			  " VALUES ($1, $2, $3, $4, $5)"
+			  " (token_table, token_key, client_id, state, baseline_snapshot_id, subject, grant_key)"
+			  " VALUES ($1, $2, $3, $4, $5, $6, $7)"
 			  " ON CONFLICT (token_table, token_key) DO UPDATE"
 			  " SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,"
 			  " baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,"
+			  " subject = EXCLUDED.subject, grant_key = EXCLUDED.grant_key,"
 			  " suspension_id = NULL, suspended_at = NULL, error_uri = NULL,"
 			  " created_at = pg_catalog.now(), reapproved_at = NULL",
-			  5, argtypes);
+			  7, argtypes);
 	if (SPI_execute_plan(track_grant_plan, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "tracking a grant failed");
 	SPI_finish();
@@ -470,6 +542,8 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 	char	   *client_id;
 	char	   *status;
 	char	   *active_value;
+	char	   *subject = NULL;
+	char	   *grant_key = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event)
 		|| !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -493,6 +567,11 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 	client_id = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_CLIENT_ATTNUM]));
 	status = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_STATUS_ATTNUM]));
 	active_value = TextDatumGetCString(pt[PT_ACTIVE_VALUE]);
-	track_grant(relid, key, client_id, status != NULL && strcmp(status, active_value) == 0);
+	if (!pt_null[PT_SUBJECT_ATTNUM])
+		subject = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_SUBJECT_ATTNUM]));
+	if (!pt_null[PT_GRANT_ATTNUM])
+		grant_key = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_GRANT_ATTNUM]));
+	track_grant(relid, key, client_id, status != NULL && strcmp(status, active_value) == 0,
+				subject, grant_key);
 	return PointerGetDatum(NULL);
 }

@@ -48,13 +48,15 @@
 
 -- Read by C (src/keyread.c, KT_PROTECTED_TABLES): index
 -- protected_tables_pkey on (tbl); columns key_attnum, client_attnum,
--- status_attnum, active_value.
+-- status_attnum, active_value, subject_attnum, grant_attnum.
 CREATE TABLE appguard.protected_tables (
 	tbl					regclass PRIMARY KEY,
 	key_attnum			smallint NOT NULL,
 	client_attnum		smallint NOT NULL,
 	status_attnum		smallint NOT NULL,
 	error_uri_attnum	smallint,
+	subject_attnum		smallint,			-- the patient (subject) of a row: its consent
+	grant_attnum		smallint,			-- equal values: one grant (rotated rows)
 	active_value		text NOT NULL,		-- as the status column's type prints it
 	suspended_value		text NOT NULL,
 	protected_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -72,7 +74,8 @@ COMMENT ON TABLE appguard.protected_tables IS 'Token tables of an auth server gu
 -- patient consented against (NULL: pending, the client's next successful
 -- snapshot becomes it), and the suspension that holds it.
 -- Read by C (src/keyread.c, KT_GRANTS): index grants_pkey on
--- (token_table, token_key); columns state, client_id, baseline_snapshot_id.
+-- (token_table, token_key); columns state, client_id, baseline_snapshot_id,
+-- created_at, subject, grant_key (src/grantwrite.c inserts them).
 CREATE TABLE appguard.grants (
 	token_table				regclass NOT NULL,	-- a protected table (no foreign key: it would
 												-- lock that table's row at every consent; its
@@ -87,6 +90,8 @@ CREATE TABLE appguard.grants (
 	error_uri				text,
 	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	reapproved_at			timestamptz,
+	subject					text,				-- the row's subject (its consent), if the table names one
+	grant_key				text,				-- the row's grant (rotated rows share it), if named
 	PRIMARY KEY (token_table, token_key)
 );
 COMMENT ON TABLE appguard.grants IS 'Every guarded grant (a row of a protected token table, appguard.refresh_tokens included): state, baseline, suspension, error_uri';
@@ -95,7 +100,37 @@ COMMENT ON COLUMN appguard.grants.baseline_snapshot_id IS 'Snapshot the grant co
 -- suspend the grants of drifted baselines through this index.
 CREATE INDEX grants_client_baseline
 	ON appguard.grants (client_id, baseline_snapshot_id) WHERE state = 'active';
+-- The rows of one consent (re-approval finds a grant's newest row)
+CREATE INDEX grants_consent ON appguard.grants (client_id, subject, created_at)
+	WHERE subject IS NOT NULL;
 SELECT pg_catalog.pg_extension_config_dump('appguard.grants', '');
+
+-- A patient's consent to a client: what the patient approved, which every
+-- grant (token row) of that patient for that client is held to.  A row of
+-- a table protected with a subject column joins its subject's consent: a
+-- rotated token, or a new grant after a remembered approval, takes the
+-- consent's baseline, never the client's latest snapshot, and is inserted
+-- suspended when that baseline's suspension is applied.  The baseline
+-- moves only when the patient approves again: a consent screen shown by
+-- appguard_consent_info(client_id, subject) and followed by a token within
+-- appguard.consent_window (shown_snapshot_id becomes the baseline), or
+-- appguard_reapprove.  Kept while any of its grants lives (appguard_prune
+-- removes the others).
+-- Read by C (src/keyread.c, KT_CONSENTS): index consents_pkey on
+-- (client_id, subject); columns baseline_snapshot_id, shown_snapshot_id,
+-- shown_at.
+CREATE TABLE appguard.consents (
+	client_id				text NOT NULL,
+	subject					text NOT NULL,
+	baseline_snapshot_id	bigint,				-- NULL: pending (the client's next successful snapshot)
+	shown_snapshot_id		bigint,				-- the last consent screen's snapshot
+	shown_at				timestamptz,
+	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	approved_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),	-- the baseline's
+	PRIMARY KEY (client_id, subject)
+);
+COMMENT ON TABLE appguard.consents IS 'A patient''s consent to a client: the baseline all the patient''s grants of that client are held to';
+SELECT pg_catalog.pg_extension_config_dump('appguard.consents', '');
 
 -- Column names and types of a protected table, looked up by number.
 -- PL/pgSQL, not SQL: the row triggers call it for every host row, and a
@@ -108,7 +143,8 @@ CREATE FUNCTION appguard.protected_table_columns(p_tbl regclass,
 	OUT status_name name, OUT status_type text,
 	OUT error_uri_name name,
 	OUT active_value text, OUT suspended_value text,
-	OUT attnums smallint[])
+	OUT attnums smallint[],
+	OUT subject_name name, OUT grant_name name)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -119,9 +155,10 @@ BEGIN
 		   sa.attname, pg_catalog.format_type(sa.atttypid, sa.atttypmod),
 		   ea.attname,
 		   pt.active_value, pt.suspended_value,
-		   ARRAY[pt.key_attnum, pt.client_attnum, pt.status_attnum]
+		   ARRAY[pt.key_attnum, pt.client_attnum, pt.status_attnum],
+		   ua.attname, ga.attname
 	INTO schema_name, table_name, key_name, key_type, client_name, status_name, status_type,
-		 error_uri_name, active_value, suspended_value, attnums
+		 error_uri_name, active_value, suspended_value, attnums, subject_name, grant_name
 	FROM appguard.protected_tables pt
 		 JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
 		 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -129,6 +166,8 @@ BEGIN
 		 JOIN pg_catalog.pg_attribute ca ON ca.attrelid = pt.tbl AND ca.attnum = pt.client_attnum AND NOT ca.attisdropped
 		 JOIN pg_catalog.pg_attribute sa ON sa.attrelid = pt.tbl AND sa.attnum = pt.status_attnum AND NOT sa.attisdropped
 		 LEFT JOIN pg_catalog.pg_attribute ea ON ea.attrelid = pt.tbl AND ea.attnum = pt.error_uri_attnum AND NOT ea.attisdropped
+		 LEFT JOIN pg_catalog.pg_attribute ua ON ua.attrelid = pt.tbl AND ua.attnum = pt.subject_attnum AND NOT ua.attisdropped
+		 LEFT JOIN pg_catalog.pg_attribute ga ON ga.attrelid = pt.tbl AND ga.attnum = pt.grant_attnum AND NOT ga.attisdropped
 	WHERE pt.tbl = p_tbl;
 END
 $$;
@@ -224,6 +263,114 @@ BEGIN
 		baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,
 		suspension_id = NULL, suspended_at = NULL, error_uri = NULL,
 		created_at = pg_catalog.now(), reapproved_at = NULL;
+END
+$$;
+
+-- A new active row of a table protected with a subject column, when the
+-- consent trigger could not settle it in C (src/refresh.c: it settles a
+-- row whose subject's consent exists, was not just shown a consent screen,
+-- and whose baseline is pending or verified against the client's latest
+-- snapshot).  The row joins its subject's consent (appguard.consents):
+--   * a consent screen shown to the subject within appguard.consent_window
+--     (appguard_consent_info(client_id, subject)): the patient approved what
+--     it showed, which becomes the consent's baseline;
+--   * else an existing consent: its baseline (a rotation, or a remembered
+--     approval), and if the latest suspension of that baseline is applied,
+--     the row is suspended at once (its status and error_uri written as
+--     the table's owner);
+--   * else a new consent, with the baseline a grant issued now takes
+--     (appguard.grant_baseline).
+-- An unregistered client's row is tracked without a consent (left alone).
+CREATE FUNCTION appguard.consent_grant(p_tbl regclass, p_key text, p_client_id text,
+									   p_subject text, p_grant_key text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c record;
+	baseline bigint;
+	holding_id bigint;
+	holding_state text;
+	holding_uri text;
+	held boolean := false;
+	saved bigint;
+BEGIN
+	IF EXISTS (SELECT FROM appguard.clients cl WHERE cl.client_id = p_client_id) THEN
+		SELECT * INTO c FROM appguard.consents k
+		WHERE k.client_id = p_client_id AND k.subject = p_subject FOR UPDATE;
+		IF FOUND AND c.shown_snapshot_id IS NOT NULL
+		   AND c.shown_at >= pg_catalog.clock_timestamp()
+							 - appguard.setting('appguard.consent_window')::interval THEN
+			baseline := c.shown_snapshot_id;
+			IF c.baseline_snapshot_id IS DISTINCT FROM baseline THEN
+				UPDATE appguard.consents k
+				SET baseline_snapshot_id = baseline, approved_at = pg_catalog.now()
+				WHERE k.client_id = p_client_id AND k.subject = p_subject;
+			END IF;
+		ELSIF FOUND AND c.baseline_snapshot_id IS NOT NULL THEN
+			baseline := c.baseline_snapshot_id;
+		ELSIF FOUND THEN
+			-- a consent screen shown long ago and never followed, or a
+			-- consent still pending: the baseline a grant issued now takes
+			baseline := appguard.grant_baseline(p_client_id);
+			UPDATE appguard.consents k
+			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.now()
+			WHERE k.client_id = p_client_id AND k.subject = p_subject;
+		ELSE
+			baseline := appguard.grant_baseline(p_client_id);
+			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id)
+			VALUES (p_client_id, p_subject, baseline)
+			ON CONFLICT (client_id, subject) DO NOTHING;
+			IF NOT FOUND THEN		-- a concurrent first grant of the consent won
+				SELECT k.baseline_snapshot_id INTO baseline FROM appguard.consents k
+				WHERE k.client_id = p_client_id AND k.subject = p_subject;
+			END IF;
+		END IF;
+		IF baseline IS NOT NULL THEN
+			SELECT s.id, s.state, s.error_uri INTO holding_id, holding_state, holding_uri
+			FROM appguard.suspensions s
+			WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = baseline
+			ORDER BY s.id DESC LIMIT 1;
+			held := holding_state IS NOT DISTINCT FROM 'applied';
+		END IF;
+	END IF;
+
+	INSERT INTO appguard.grants AS r
+		(token_table, token_key, client_id, state, baseline_snapshot_id, subject, grant_key,
+		 suspension_id, suspended_at, error_uri)
+	VALUES (p_tbl, p_key, p_client_id, CASE WHEN held THEN 'suspended' ELSE 'active' END,
+			baseline, p_subject, p_grant_key,
+			CASE WHEN held THEN holding_id END,
+			CASE WHEN held THEN pg_catalog.clock_timestamp() END,
+			CASE WHEN held THEN holding_uri END)
+	ON CONFLICT (token_table, token_key) DO UPDATE
+	SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,
+		baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,
+		subject = EXCLUDED.subject, grant_key = EXCLUDED.grant_key,
+		suspension_id = EXCLUDED.suspension_id, suspended_at = EXCLUDED.suspended_at,
+		error_uri = EXCLUDED.error_uri, created_at = pg_catalog.now(), reapproved_at = NULL;
+	IF NOT held THEN
+		RETURN;
+	END IF;
+
+	-- The suspension of the consent's baseline holds this row too
+	PERFORM appguard.set_applying(true);
+	BEGIN
+		PERFORM appguard.write_host_suspensions(p_tbl, ARRAY[p_key], holding_uri);
+	EXCEPTION WHEN OTHERS THEN
+		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
+	END;
+	PERFORM appguard.set_applying(false);
+	UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + 1
+	WHERE s.id = holding_id;
+	saved := appguard.saved_lastval();
+	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
+		pg_catalog.jsonb_build_object('detail', 'a new token of a consent whose baseline is suspended',
+									  'subject_given', true, 'grant_key_given', p_grant_key IS NOT NULL),
+		snapshot_id => baseline, suspension_id => holding_id,
+		token_table => p_tbl::text, token_key => p_key);
+	PERFORM appguard.restore_lastval(saved);
 END
 $$;
 
@@ -636,6 +783,19 @@ $$;
 COMMENT ON FUNCTION @extschema@.appguard_recheck_table(regclass) IS
 	'Check a protected table again; when its recorded problem is gone, write the suspensions appguard kept in its own state';
 
+-- For the statements appguard builds on a host table: column c of its
+-- row h as the column's type prints it (NULL stays NULL), or NULL when no
+-- column is named.
+CREATE FUNCTION appguard.printed_column(c name)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN $1 IS NULL THEN 'NULL'
+				ELSE pg_catalog.format('CASE WHEN h.%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', h.%1$I) END', $1)
+		   END
+$$;
+
 -- Guard a token table: what appguard_protect does, without its event
 -- (appguard.refresh_tokens is protected by it at install, 38_refresh_tokens).
 -- Rows already in the table are tracked at once: active rows of
@@ -643,7 +803,8 @@ COMMENT ON FUNCTION @extschema@.appguard_recheck_table(regclass) IS
 -- baseline when it is younger than appguard.baseline_max_age, else their
 -- baseline is pending (the next successful snapshot).
 CREATE FUNCTION appguard.protect_table(tbl regclass, client_id_column name, status_column name,
-									   error_uri_column name, active_value text, suspended_value text)
+									   error_uri_column name, active_value text, suspended_value text,
+									   subject_column name DEFAULT NULL, grant_column name DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -655,6 +816,8 @@ DECLARE
 	client_attnum smallint;
 	status_attnum smallint;
 	error_uri_attnum smallint;
+	subject_attnum smallint;
+	grant_attnum smallint;
 	active_value_printed text;
 	suspended_value_printed text;
 	problem text;
@@ -729,6 +892,25 @@ BEGIN
 		RAISE EXCEPTION 'the key, client_id, status and error_uri columns must be distinct'
 			USING ERRCODE = '22023';
 	END IF;
+	IF grant_column IS NOT NULL AND subject_column IS NULL THEN
+		RAISE EXCEPTION 'grant_column needs subject_column'
+			USING ERRCODE = '22023',
+				  DETAIL = 'A grant belongs to the consent of its subject (the patient).';
+	END IF;
+	IF subject_column IS NOT NULL THEN
+		subject_attnum := appguard.column_attnum(tbl, subject_column, 'subject_column');
+		IF subject_attnum IN (key_attnum, client_attnum, status_attnum, error_uri_attnum) THEN
+			RAISE EXCEPTION 'subject_column must differ from the key, client_id, status and error_uri columns'
+				USING ERRCODE = '22023';
+		END IF;
+	END IF;
+	IF grant_column IS NOT NULL THEN
+		grant_attnum := appguard.column_attnum(tbl, grant_column, 'grant_column');
+		IF grant_attnum IN (key_attnum, client_attnum, status_attnum, error_uri_attnum, subject_attnum) THEN
+			RAISE EXCEPTION 'grant_column must differ from the key, client_id, status, error_uri and subject columns'
+				USING ERRCODE = '22023';
+		END IF;
+	END IF;
 	IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
 			   WHERE a.attrelid = tbl AND a.attnum = status_attnum AND a.attgenerated <> '') THEN
 		RAISE EXCEPTION 'status column "%" of table % is generated', status_column, tbl
@@ -754,9 +936,10 @@ BEGIN
 	-- table: an evaluation locks clients, then the host table.
 	LOCK TABLE appguard.clients IN SHARE MODE;
 	INSERT INTO appguard.protected_tables (tbl, key_attnum, client_attnum, status_attnum,
-										   error_uri_attnum, active_value, suspended_value)
+										   error_uri_attnum, subject_attnum, grant_attnum,
+										   active_value, suspended_value)
 	VALUES (tbl, key_attnum, client_attnum, status_attnum, error_uri_attnum,
-			active_value_printed, suspended_value_printed);
+			subject_attnum, grant_attnum, active_value_printed, suspended_value_printed);
 	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
 	qualified := pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name);
 
@@ -801,23 +984,45 @@ BEGIN
 											 suspended_value_printed);
 	END IF;
 
-	-- The rows already there, read as the table's owner (key, client and
-	-- status as their types print them, as the triggers read them).
-	INSERT INTO appguard.grants (token_table, token_key, client_id, state, baseline_snapshot_id)
-	SELECT tbl, h.v[1], h.v[2],
-		   CASE WHEN h.v[3] IS NOT DISTINCT FROM active_value_printed THEN 'active' ELSE 'inactive' END,
-		   CASE WHEN h.v[3] IS NOT DISTINCT FROM active_value_printed
-					 AND c.last_ok_at >= pg_catalog.clock_timestamp()
-						 - appguard.setting('appguard.baseline_max_age')::interval
-				THEN c.last_ok_snapshot_id END
-	FROM pg_catalog.unnest(appguard.as_table_owner(tbl, pg_catalog.format(
-			'SELECT ARRAY[%1$s, %2$s, %3$s]::pg_catalog.text FROM %4$s h',
-			pg_catalog.format('CASE WHEN h.%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', h.%1$I) END', cfg.key_name),
-			pg_catalog.format('CASE WHEN h.%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', h.%1$I) END', cfg.client_name),
-			pg_catalog.format('CASE WHEN h.%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', h.%1$I) END', cfg.status_name),
-			qualified))) AS r(row_text),
-		 LATERAL (SELECT r.row_text::text[] AS v) h
-		 LEFT JOIN appguard.clients c ON c.client_id = h.v[2];
+	-- The rows already there, read as the table's owner (key, client,
+	-- status, subject and grant as their types print them, as the triggers
+	-- read them).  Active rows of a subject join (or start) its consent:
+	-- the consent's baseline if it has one, else the client's latest
+	-- successful snapshot when recent enough, else pending.
+	WITH adopted AS (
+		SELECT h.v[1] AS token_key, h.v[2] AS client_id, h.v[4] AS subject, h.v[5] AS grant_key,
+			   h.v[3] IS NOT DISTINCT FROM active_value_printed AS active,
+			   c.client_id IS NOT NULL AS registered,
+			   CASE WHEN c.last_ok_at >= pg_catalog.clock_timestamp()
+							- appguard.setting('appguard.baseline_max_age')::interval
+					THEN c.last_ok_snapshot_id END AS recent
+		FROM pg_catalog.unnest(appguard.as_table_owner(tbl, pg_catalog.format(
+				'SELECT ARRAY[%1$s, %2$s, %3$s, %4$s, %5$s]::pg_catalog.text FROM %6$s h',
+				appguard.printed_column(cfg.key_name), appguard.printed_column(cfg.client_name),
+				appguard.printed_column(cfg.status_name), appguard.printed_column(cfg.subject_name),
+				appguard.printed_column(cfg.grant_name), qualified))) AS r(row_text),
+			 LATERAL (SELECT r.row_text::text[] AS v) h
+			 LEFT JOIN appguard.clients c ON c.client_id = h.v[2]
+	), started AS (
+		INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id)
+		SELECT DISTINCT ON (a.client_id, a.subject) a.client_id, a.subject, a.recent
+		FROM adopted a
+		WHERE a.active AND a.registered AND a.subject IS NOT NULL
+		ORDER BY a.client_id, a.subject
+		ON CONFLICT (client_id, subject) DO NOTHING
+		RETURNING client_id, subject, baseline_snapshot_id
+	)
+	INSERT INTO appguard.grants (token_table, token_key, client_id, state, baseline_snapshot_id,
+								 subject, grant_key)
+	SELECT tbl, a.token_key, a.client_id, CASE WHEN a.active THEN 'active' ELSE 'inactive' END,
+		   CASE WHEN NOT a.active THEN NULL
+				WHEN k.client_id IS NOT NULL THEN k.baseline_snapshot_id
+				WHEN n.client_id IS NOT NULL THEN n.baseline_snapshot_id
+				ELSE a.recent END,
+		   a.subject, a.grant_key
+	FROM adopted a
+		 LEFT JOIN appguard.consents k ON k.client_id = a.client_id AND k.subject = a.subject
+		 LEFT JOIN started n ON n.client_id = a.client_id AND n.subject = a.subject;
 	GET DIAGNOSTICS adopted = ROW_COUNT;
 
 	result := pg_catalog.jsonb_build_object(
@@ -831,7 +1036,10 @@ BEGIN
 		'pending_baselines', (SELECT pg_catalog.count(*) FROM appguard.grants pr
 							  JOIN appguard.clients c ON c.client_id = pr.client_id
 							  WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'
-								AND pr.baseline_snapshot_id IS NULL));
+								AND pr.baseline_snapshot_id IS NULL))
+		-- (the subject and grant columns only when named)
+		|| pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+			'subject_column', cfg.subject_name, 'grant_column', cfg.grant_name));
 	RETURN result;
 END
 $$;
@@ -840,7 +1048,9 @@ $$;
 CREATE FUNCTION @extschema@.appguard_protect(tbl regclass, client_id_column name, status_column name,
 										  error_uri_column name DEFAULT NULL,
 										  active_value text DEFAULT 'active',
-										  suspended_value text DEFAULT 'suspended')
+										  suspended_value text DEFAULT 'suspended',
+										  subject_column name DEFAULT NULL,
+										  grant_column name DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -849,12 +1059,12 @@ DECLARE
 	result jsonb;
 BEGIN
 	result := appguard.protect_table(tbl, client_id_column, status_column, error_uri_column,
-									 active_value, suspended_value);
+									 active_value, suspended_value, subject_column, grant_column);
 	PERFORM appguard.log_event('table_protected', detail => result, token_table => tbl::text);
 	RETURN result;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.appguard_protect(regclass, name, name, name, text, text) IS
+COMMENT ON FUNCTION @extschema@.appguard_protect(regclass, name, name, name, text, text, name, name) IS
 	'Guard an auth server''s existing token table: suspend its rows when their app''s facts drift';
 
 -- Remove everything appguard_protect added: the triggers and appguard's

@@ -296,6 +296,10 @@ BEGIN
 		WHERE c.client_id = p_client_id;
 
 		IF snap.status = 'ok' THEN
+			UPDATE appguard.consents k SET baseline_snapshot_id = snap.id
+			WHERE k.client_id = p_client_id AND k.baseline_snapshot_id IS NULL
+			  AND EXISTS (SELECT FROM appguard.grants r
+						  WHERE r.client_id = k.client_id AND r.subject = k.subject);
 			UPDATE appguard.grants r SET baseline_snapshot_id = snap.id
 			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NULL;
 			GET DIAGNOSTICS filled = ROW_COUNT;

@@ -344,6 +344,7 @@ DECLARE
 	changes jsonb;
 	app text;
 	app_domain text;
+	by_host bigint;
 BEGIN
 	IF suspension_id IS NULL THEN
 		RAISE EXCEPTION 'suspension_id must not be null' USING ERRCODE = '22023';
@@ -384,6 +385,12 @@ BEGIN
 	FROM pg_catalog.jsonb_array_elements(s.diff) e
 		 LEFT JOIN appguard.policy p ON p.reason = e ->> 'reason';
 
+	-- tokens of this suspension the auth server disabled itself afterwards
+	-- (revoked, or the newest token of a chain broken by reuse): its
+	-- decision, which re-approval keeps
+	SELECT pg_catalog.count(*) INTO by_host FROM appguard.grants g
+	WHERE g.suspension_id = s.id AND g.state = 'inactive';
+
 	RETURN pg_catalog.jsonb_build_object(
 		'suspension_id', s.id,
 		'state', s.state,
@@ -410,7 +417,13 @@ BEGIN
 		'how_to_reapprove', pg_catalog.format(
 			'If you still trust %s, open it and sign in again: you will be asked to approve its access once more, '
 			'and your new approval is recorded against what %s shows now. If you do not recognise these changes, do nothing: '
-			'the app cannot use your data while its access is suspended.', app, app_domain));
+			'the app cannot use your data while its access is suspended.', app, app_domain))
+		|| CASE WHEN by_host > 0 THEN pg_catalog.jsonb_build_object('host_decisions', pg_catalog.jsonb_build_object(
+			   'tokens_disabled_by_host', by_host,
+			   'text', pg_catalog.format('%s token(s) of this suspension were then disabled by the sign-in service itself '
+										 '(revoked, or a reused token that ended its chain); that is its decision, '
+										 'and approving again does not re-enable them.', by_host)))
+		   ELSE '{}' END;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_explain(bigint) IS
@@ -443,7 +456,11 @@ COMMENT ON FUNCTION @extschema@.appguard_reapprove(text) IS
 
 -- Re-approval of a protected table's row, in full: sets the host's status
 -- back to the active value only if appguard suspended the row and the host
--- has not written its status since.  Called by appguard_reapprove(regclass,
+-- has not written its status since.  A row of a table with a subject
+-- column stands for its grant: the grant's newest row (of the same grant
+-- key, or of the subject's consent without one) is the one restored, and
+-- if the host disabled that row itself (a reused token breaking the
+-- chain), nothing is; the subject's consent takes the new baseline.  Called by appguard_reapprove(regclass,
 -- text) only, after it checked that its caller may SELECT the row (no one
 -- may execute this one).
 CREATE FUNCTION appguard.reapprove_row_full(tbl regclass, row_key text)
@@ -456,8 +473,15 @@ DECLARE
 	cfg record;
 	new_baseline bigint;
 	done boolean;
+	asked text := row_key;
 BEGIN
 	r := appguard.grant_of(tbl, row_key);
+	IF r.subject IS NOT NULL THEN
+		SELECT g.token_key INTO row_key FROM appguard.grants g
+		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
+		  AND g.subject = r.subject AND g.grant_key IS NOT DISTINCT FROM r.grant_key
+		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
+	END IF;
 	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
 	-- the host's row, then appguard's: the order of the triggers
@@ -474,6 +498,12 @@ BEGIN
 	IF r.state = 'active' THEN
 		RETURN pg_catalog.jsonb_build_object('reapproved', false, 'status', 'active',
 											 'baseline_snapshot_id', r.baseline_snapshot_id);
+	END IF;
+	IF r.state <> 'suspended' AND row_key IS DISTINCT FROM asked THEN
+		RAISE EXCEPTION 'the newest row "%" of the grant of row "%" of % was disabled by the host, not suspended by appguard',
+			pg_catalog.left(row_key, 100), pg_catalog.left(asked, 100), tbl
+			USING ERRCODE = '55000',
+				  DETAIL = 'appguard re-enables only rows it suspended; the auth server disabled this grant''s newest token itself (for example a reused refresh token), and appguard keeps that decision.';
 	END IF;
 	IF r.state <> 'suspended' THEN
 		RAISE EXCEPTION 'row "%" of % was disabled by the host, not suspended by appguard',
@@ -500,6 +530,12 @@ BEGIN
 	SET state = 'active', baseline_snapshot_id = new_baseline, suspension_id = NULL,
 		suspended_at = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
 	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key;
+	IF r.subject IS NOT NULL THEN
+		-- the patient approved the app as it is now
+		UPDATE appguard.consents k
+		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.now()
+		WHERE k.client_id = r.client_id AND k.subject = r.subject;
+	END IF;
 	PERFORM appguard.log_event('reapproved', r.client_id,
 		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', r.baseline_snapshot_id,
 									  'baseline_snapshot_id', new_baseline),
@@ -508,7 +544,9 @@ BEGIN
 	RETURN pg_catalog.jsonb_build_object('reapproved', true, 'status', 'active',
 										 'baseline_snapshot_id', new_baseline,
 										 'baseline_pending', new_baseline IS NULL,
-										 'suspension_id', r.suspension_id);
+										 'suspension_id', r.suspension_id)
+		|| CASE WHEN row_key IS DISTINCT FROM asked
+				THEN pg_catalog.jsonb_build_object('row_key', row_key) ELSE '{}' END;
 END
 $$;
 

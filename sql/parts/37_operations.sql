@@ -120,8 +120,9 @@ CREATE VIEW appguard.table_problems AS
 COMMENT ON VIEW appguard.table_problems IS 'Protected tables appguard cannot suspend rows of now: their refresh checks answer not allowed for the rows it suspended';
 
 -- Retention: delete history older than keep, but never a baseline of any
--- grant, anything a suspension or an undecided suspension points to, the
--- latest snapshots of the clients, or what a kept sweep refers to.
+-- grant or consent, anything a suspension or an undecided suspension
+-- points to, the latest snapshots of the clients, or what a kept sweep
+-- refers to.  A consent goes when no grant of its patient is left.
 CREATE FUNCTION @extschema@.appguard_prune(keep interval)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -136,6 +137,7 @@ DECLARE
 	n_holds bigint;
 	n_events bigint;
 	n_snapshots bigint;
+	n_consents bigint;
 	result jsonb;
 BEGIN
 	IF keep IS NULL OR keep < interval '0' THEN
@@ -143,11 +145,20 @@ BEGIN
 	END IF;
 	cutoff := pg_catalog.now() - keep;
 
+	-- consents none of whose grants is left
+	DELETE FROM appguard.consents k
+	WHERE k.approved_at < cutoff AND (k.shown_at IS NULL OR k.shown_at < cutoff)
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = k.client_id AND gr.subject = k.subject);
+	GET DIAGNOSTICS n_consents = ROW_COUNT;
+
 	-- verdicts of baselines no grant uses any more
 	DELETE FROM appguard.baseline_state bs
 	WHERE bs.evaluated_at < cutoff
 	  AND NOT EXISTS (SELECT FROM appguard.grants gr
 					  WHERE gr.client_id = bs.client_id AND gr.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = bs.client_id AND k.baseline_snapshot_id = bs.baseline_snapshot_id)
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
 					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
 						AND s.state IN ('pending', 'held'));
@@ -159,7 +170,10 @@ BEGIN
 	-- decided suspensions no grant points to any more
 	DELETE FROM appguard.suspensions s
 	WHERE s.created_at < cutoff AND s.state IN ('applied', 'discarded', 'superseded', 'failed')
-	  AND NOT EXISTS (SELECT FROM appguard.grants gr WHERE gr.suspension_id = s.id);
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr WHERE gr.suspension_id = s.id)
+	  -- (the suspension of a consent's baseline holds the consent's next tokens)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = s.client_id AND k.baseline_snapshot_id = s.baseline_snapshot_id);
 	GET DIAGNOSTICS n_suspensions = ROW_COUNT;
 	DELETE FROM appguard.holds h
 	WHERE h.state <> 'open' AND h.closed_at < cutoff
@@ -170,6 +184,8 @@ BEGIN
 	DELETE FROM appguard.snapshots s
 	WHERE s.taken_at < cutoff
 	  AND NOT EXISTS (SELECT FROM appguard.grants r WHERE r.baseline_snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE s.id IN (k.baseline_snapshot_id, k.shown_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
 					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.baseline_state bs
@@ -183,7 +199,8 @@ BEGIN
 
 	result := pg_catalog.jsonb_build_object(
 		'keep', keep, 'snapshots', n_snapshots, 'drifts', n_drifts, 'baseline_states', n_state,
-		'suspensions', n_suspensions, 'holds', n_holds, 'sweeps', n_sweeps, 'events', n_events);
+		'suspensions', n_suspensions, 'holds', n_holds, 'sweeps', n_sweeps, 'events', n_events,
+		'consents', n_consents);
 	PERFORM appguard.log_event('pruned', detail => result);
 	RETURN result;
 END

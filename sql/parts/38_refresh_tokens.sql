@@ -10,8 +10,14 @@
 -- suspension.
 ---------------------------------------------------------------------------
 
--- token_id identifies the grant (use an id or a hash, not the token
+-- token_id identifies the token (use an id or a hash, not the token
 -- itself: it appears in events and error messages never show it).
+-- subject: the patient; every token of one subject for one client belongs
+-- to that subject's consent (appguard.consents), so a rotated token, or a
+-- new grant after a remembered approval, is held to what the patient
+-- approved.  grant_id (optional): the grant a token belongs to; a rotated
+-- token carries its predecessor's (re-approval restores the newest live
+-- token of the grant; without it, of the subject's consent).
 -- status: active, suspended (only appguard sets it), revoked (the auth
 -- server's decision).
 CREATE TABLE appguard.refresh_tokens (
@@ -23,7 +29,8 @@ CREATE TABLE appguard.refresh_tokens (
 							CHECK (status IN ('active', 'suspended', 'revoked')),
 	error_uri				text,
 	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	last_refreshed_at		timestamptz
+	last_refreshed_at		timestamptz,
+	grant_id				text
 );
 COMMENT ON TABLE appguard.refresh_tokens IS 'Refresh tokens guarded by appguard (a protected table: their state is in appguard.grants)';
 SELECT pg_catalog.pg_extension_config_dump('appguard.refresh_tokens', '');
@@ -90,6 +97,6 @@ CREATE TRIGGER appguard_status_guard_insert BEFORE INSERT ON appguard.refresh_to
 -- Protected like any token table; not recorded as an event (it is part of
 -- the install), and not dumped (CREATE EXTENSION makes it again).
 SELECT appguard.protect_table('appguard.refresh_tokens', 'client_id', 'status', 'error_uri',
-							  'active', 'suspended') IS NOT NULL AS protected;
+							  'active', 'suspended', 'subject', 'grant_id') IS NOT NULL AS protected;
 SELECT pg_catalog.pg_extension_config_dump('appguard.protected_tables',
 	'WHERE tbl OPERATOR(pg_catalog.<>) ''appguard.refresh_tokens''::pg_catalog.regclass');

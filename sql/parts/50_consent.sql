@@ -136,6 +136,40 @@ $$;
 COMMENT ON FUNCTION @extschema@.appguard_consent_info(text) IS
 	'What the consent screen shows about an app: domain, app name, verified organization and location, ownership, label';
 
+-- The consent screen for one patient (subject): the same, and a record
+-- that this subject was shown it (appguard.consents.shown_snapshot_id,
+-- shown_at).  A token of that (client, subject) issued within
+-- appguard.consent_window takes exactly the shown snapshot as the
+-- consent's baseline: the patient approved what was shown, not a newer
+-- snapshot.  Without a call (a remembered approval: no screen), a new
+-- token keeps the consent's baseline.
+CREATE FUNCTION @extschema@.appguard_consent_info(client_id text, subject text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	info jsonb;
+	shown_snapshot bigint;
+BEGIN
+	IF subject IS NULL OR subject = '' THEN
+		RAISE EXCEPTION 'subject must not be null or empty' USING ERRCODE = '22023';
+	END IF;
+	info := @extschema@.appguard_consent_info(client_id);
+	shown_snapshot := (info ->> 'snapshot_id')::bigint;
+	IF shown_snapshot IS NOT NULL THEN
+		INSERT INTO appguard.consents AS k (client_id, subject, shown_snapshot_id, shown_at)
+		VALUES (appguard_consent_info.client_id, appguard_consent_info.subject,
+				shown_snapshot, pg_catalog.clock_timestamp())
+		ON CONFLICT ON CONSTRAINT consents_pkey DO UPDATE
+		SET shown_snapshot_id = EXCLUDED.shown_snapshot_id, shown_at = EXCLUDED.shown_at;
+	END IF;
+	RETURN info || pg_catalog.jsonb_build_object('subject', subject);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_consent_info(text, text) IS
+	'What the consent screen shows about an app, recorded as shown to this patient: a token within appguard.consent_window takes it as baseline';
+
 -- A shown value in words.
 CREATE FUNCTION appguard.consent_value_text(v jsonb)
 RETURNS text

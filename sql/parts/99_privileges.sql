@@ -36,6 +36,7 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.appguard_register_client(text, text, text[]),
 	@extschema@.appguard_update_client(text, text, text[]),
 	@extschema@.appguard_consent_info(text),
+	@extschema@.appguard_consent_info(text, text),
 	@extschema@.appguard_check_refresh(text),
 	@extschema@.appguard_check_refresh(regclass, text),
 	@extschema@.appguard_explain(bigint),
@@ -45,7 +46,7 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.appguard_drift(text)
 TO appguard_auth_server;
 GRANT SELECT, DELETE ON appguard.refresh_tokens TO appguard_auth_server;
-GRANT INSERT (token_id, client_id, subject, scope, status, created_at) ON appguard.refresh_tokens
+GRANT INSERT (token_id, client_id, subject, scope, status, created_at, grant_id) ON appguard.refresh_tokens
 	TO appguard_auth_server;
 GRANT UPDATE (status, scope, last_refreshed_at) ON appguard.refresh_tokens TO appguard_auth_server;
 
@@ -65,6 +66,7 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.appguard_update_client(text, text, text[]),
 	@extschema@.appguard_unregister_client(text),
 	@extschema@.appguard_consent_info(text),
+	@extschema@.appguard_consent_info(text, text),
 	@extschema@.appguard_check_refresh(text),
 	@extschema@.appguard_check_refresh(regclass, text),
 	@extschema@.appguard_explain(bigint),
@@ -92,7 +94,7 @@ GRANT SELECT ON
 	appguard.clients, appguard.events, appguard.refresh_tokens, appguard.protected_tables,
 	appguard.baseline_state, appguard.drifts, appguard.suspensions,
 	appguard.holds, appguard.sweeps, appguard.sweep_hosts, appguard.consent_shown,
-	appguard.grants, appguard.client_status, appguard.expiring_certificates,
+	appguard.grants, appguard.consents, appguard.client_status, appguard.expiring_certificates,
 	appguard.open_suspensions, appguard.held_suspensions, appguard.unregistered_grants,
 	appguard.table_problems
 TO appguard_operator;

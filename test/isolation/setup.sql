@@ -8,7 +8,7 @@ CREATE OR REPLACE FUNCTION public.reset_appguard()
 RETURNS void LANGUAGE sql AS $$
 	TRUNCATE appguard.snapshots, appguard.clients, appguard.refresh_tokens, appguard.suspensions,
 			 appguard.holds, appguard.sweeps, appguard.sweep_hosts, appguard.events, appguard.drifts,
-			 appguard.baseline_state, appguard.grants
+			 appguard.baseline_state, appguard.grants, appguard.consents
 		RESTART IDENTITY CASCADE;
 	-- (appguard.refresh_tokens stays protected)
 	DELETE FROM appguard.protected_tables WHERE tbl <> 'appguard.refresh_tokens'::regclass;

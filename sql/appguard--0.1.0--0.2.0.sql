@@ -1,0 +1,968 @@
+-- appguard 0.1.0 -> 0.2.0: consent lineage (a patient's consent holds the
+-- baseline every token of that patient for that client takes: rotated
+-- tokens and remembered approvals inherit it).  Written by hand; the
+-- upgrade test (test/upgrade.sh) checks that an upgraded database has the
+-- schema and rows of a fresh install of 0.2.0.
+\echo Use "ALTER EXTENSION appguard UPDATE TO '0.2.0'" to load this file. \quit
+
+-- ---- tables ----
+ALTER TABLE appguard.protected_tables ADD COLUMN subject_attnum smallint, ADD COLUMN grant_attnum smallint;
+COMMENT ON TABLE appguard.protected_tables IS 'Token tables of an auth server guarded by appguard_protect';
+ALTER TABLE appguard.grants ADD COLUMN subject text, ADD COLUMN grant_key text;
+CREATE INDEX grants_consent ON appguard.grants (client_id, subject, created_at)
+	WHERE subject IS NOT NULL;
+CREATE TABLE appguard.consents (
+	client_id				text NOT NULL,
+	subject					text NOT NULL,
+	baseline_snapshot_id	bigint,				-- NULL: pending (the client's next successful snapshot)
+	shown_snapshot_id		bigint,				-- the last consent screen's snapshot
+	shown_at				timestamptz,
+	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	approved_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),	-- the baseline's
+	PRIMARY KEY (client_id, subject)
+);
+COMMENT ON TABLE appguard.consents IS 'A patient''s consent to a client: the baseline all the patient''s grants of that client are held to';
+SELECT pg_catalog.pg_extension_config_dump('appguard.consents', '');
+ALTER TABLE appguard.refresh_tokens ADD COLUMN grant_id text;
+
+-- appguard.refresh_tokens is protected with its subject and grant_id
+-- columns; its grants learn their subject, and each subject's consent
+-- takes the baseline of the subject's newest grant that has one
+UPDATE appguard.protected_tables pt
+SET subject_attnum = (SELECT a.attnum FROM pg_catalog.pg_attribute a
+					  WHERE a.attrelid = pt.tbl AND a.attname = 'subject'),
+	grant_attnum = (SELECT a.attnum FROM pg_catalog.pg_attribute a
+					WHERE a.attrelid = pt.tbl AND a.attname = 'grant_id')
+WHERE pt.tbl = 'appguard.refresh_tokens'::regclass;
+UPDATE appguard.grants g SET subject = t.subject, grant_key = t.grant_id
+FROM appguard.refresh_tokens t
+WHERE g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id;
+INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, created_at, approved_at)
+SELECT DISTINCT ON (g.client_id, g.subject) g.client_id, g.subject, g.baseline_snapshot_id,
+	   g.created_at, coalesce(g.reapproved_at, g.created_at)
+FROM appguard.grants g JOIN appguard.clients c ON c.client_id = g.client_id
+WHERE g.subject IS NOT NULL AND (g.state <> 'inactive' OR g.baseline_snapshot_id IS NOT NULL)
+ORDER BY g.client_id, g.subject, g.baseline_snapshot_id IS NULL, g.created_at DESC, g.token_key DESC;
+
+-- ---- functions whose signature changed ----
+DROP FUNCTION @extschema@.appguard_protect(regclass, name, name, name, text, text);
+DROP FUNCTION appguard.protect_table(regclass, name, name, name, text, text);
+DROP FUNCTION appguard.protected_table_columns(regclass);
+CREATE FUNCTION appguard.protected_table_columns(p_tbl regclass,
+	OUT schema_name name, OUT table_name name,
+	OUT key_name name, OUT key_type text,
+	OUT client_name name,
+	OUT status_name name, OUT status_type text,
+	OUT error_uri_name name,
+	OUT active_value text, OUT suspended_value text,
+	OUT attnums smallint[],
+	OUT subject_name name, OUT grant_name name)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	SELECT n.nspname, c.relname,
+		   ka.attname, pg_catalog.format_type(ka.atttypid, ka.atttypmod),
+		   ca.attname,
+		   sa.attname, pg_catalog.format_type(sa.atttypid, sa.atttypmod),
+		   ea.attname,
+		   pt.active_value, pt.suspended_value,
+		   ARRAY[pt.key_attnum, pt.client_attnum, pt.status_attnum],
+		   ua.attname, ga.attname
+	INTO schema_name, table_name, key_name, key_type, client_name, status_name, status_type,
+		 error_uri_name, active_value, suspended_value, attnums, subject_name, grant_name
+	FROM appguard.protected_tables pt
+		 JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
+		 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		 JOIN pg_catalog.pg_attribute ka ON ka.attrelid = pt.tbl AND ka.attnum = pt.key_attnum AND NOT ka.attisdropped
+		 JOIN pg_catalog.pg_attribute ca ON ca.attrelid = pt.tbl AND ca.attnum = pt.client_attnum AND NOT ca.attisdropped
+		 JOIN pg_catalog.pg_attribute sa ON sa.attrelid = pt.tbl AND sa.attnum = pt.status_attnum AND NOT sa.attisdropped
+		 LEFT JOIN pg_catalog.pg_attribute ea ON ea.attrelid = pt.tbl AND ea.attnum = pt.error_uri_attnum AND NOT ea.attisdropped
+		 LEFT JOIN pg_catalog.pg_attribute ua ON ua.attrelid = pt.tbl AND ua.attnum = pt.subject_attnum AND NOT ua.attisdropped
+		 LEFT JOIN pg_catalog.pg_attribute ga ON ga.attrelid = pt.tbl AND ga.attnum = pt.grant_attnum AND NOT ga.attisdropped
+	WHERE pt.tbl = p_tbl;
+END
+$$;
+
+CREATE FUNCTION appguard.printed_column(c name)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN $1 IS NULL THEN 'NULL'
+				ELSE pg_catalog.format('CASE WHEN h.%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', h.%1$I) END', $1)
+		   END
+$$;
+
+CREATE FUNCTION appguard.protect_table(tbl regclass, client_id_column name, status_column name,
+									   error_uri_column name, active_value text, suspended_value text,
+									   subject_column name DEFAULT NULL, grant_column name DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rel record;
+	key_attnums smallint[];
+	key_attnum smallint;
+	client_attnum smallint;
+	status_attnum smallint;
+	error_uri_attnum smallint;
+	subject_attnum smallint;
+	grant_attnum smallint;
+	active_value_printed text;
+	suspended_value_printed text;
+	problem text;
+	cfg record;
+	qualified text;
+	trigger_name text;
+	adopted bigint;
+	result jsonb;
+BEGIN
+	IF tbl IS NULL THEN
+		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
+	END IF;
+	SELECT c.relkind, c.relpersistence, n.nspname, c.relname INTO rel
+	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	WHERE c.oid = tbl;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01';
+	END IF;
+	IF rel.relkind <> 'r' THEN
+		RAISE EXCEPTION '% is not an ordinary table', tbl
+			USING ERRCODE = '0A000',
+				  DETAIL = 'appguard protects ordinary tables (not views, foreign or partitioned tables).';
+	END IF;
+	IF rel.relpersistence = 't' THEN
+		RAISE EXCEPTION '% is a temporary table', tbl USING ERRCODE = '0A000';
+	END IF;
+	IF rel.nspname = 'appguard' AND rel.relname <> 'refresh_tokens' THEN
+		RAISE EXCEPTION 'appguard''s own tables cannot be protected'
+			USING ERRCODE = '22023',
+				  HINT = 'appguard.refresh_tokens is guarded already.';
+	END IF;
+	IF EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = protect_table.tbl) THEN
+		RAISE EXCEPTION 'table % is already protected', tbl
+			USING ERRCODE = '23505',
+				  HINT = 'Call appguard_unprotect first to change how it is protected.';
+	END IF;
+
+	SELECT i.indkey::smallint[] INTO key_attnums
+	FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisprimary;
+	IF key_attnums IS NULL THEN
+		RAISE EXCEPTION 'table % has no primary key', tbl
+			USING ERRCODE = '0A000',
+				  DETAIL = 'appguard keeps its state of each row keyed by the row''s primary key.';
+	END IF;
+	IF pg_catalog.cardinality(key_attnums) <> 1 THEN
+		RAISE EXCEPTION 'the primary key of table % has more than one column', tbl
+			USING ERRCODE = '0A000',
+				  DETAIL = 'appguard supports single-column primary keys.';
+	END IF;
+	key_attnum := key_attnums[pg_catalog.array_lower(key_attnums, 1)];	-- int2vector counts from 0
+	IF NOT appguard.key_type_supported((SELECT a.atttypid FROM pg_catalog.pg_attribute a
+										WHERE a.attrelid = tbl AND a.attnum = key_attnum)) THEN
+		RAISE EXCEPTION 'the primary key of table % has an unsupported type', tbl
+			USING ERRCODE = '0A000',
+				  DETAIL = 'Supported key types: smallint, integer, bigint, numeric, text, varchar, uuid.';
+	END IF;
+
+	client_attnum := appguard.column_attnum(tbl, client_id_column, 'client_id_column');
+	status_attnum := appguard.column_attnum(tbl, status_column, 'status_column');
+	IF error_uri_column IS NOT NULL THEN
+		error_uri_attnum := appguard.column_attnum(tbl, error_uri_column, 'error_uri_column');
+		IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+					   WHERE a.attrelid = tbl AND a.attnum = error_uri_attnum
+						 AND (t.oid IN ('text'::regtype, 'varchar'::regtype)
+							  OR t.typbasetype IN ('text'::regtype, 'varchar'::regtype))) THEN
+			RAISE EXCEPTION 'error_uri column "%" must be of type text or varchar', error_uri_column
+				USING ERRCODE = '22023';
+		END IF;
+	END IF;
+	IF status_attnum IN (key_attnum, client_attnum) OR client_attnum = key_attnum
+	   OR error_uri_attnum IN (key_attnum, client_attnum, status_attnum) THEN
+		RAISE EXCEPTION 'the key, client_id, status and error_uri columns must be distinct'
+			USING ERRCODE = '22023';
+	END IF;
+	IF grant_column IS NOT NULL AND subject_column IS NULL THEN
+		RAISE EXCEPTION 'grant_column needs subject_column'
+			USING ERRCODE = '22023',
+				  DETAIL = 'A grant belongs to the consent of its subject (the patient).';
+	END IF;
+	IF subject_column IS NOT NULL THEN
+		subject_attnum := appguard.column_attnum(tbl, subject_column, 'subject_column');
+		IF subject_attnum IN (key_attnum, client_attnum, status_attnum, error_uri_attnum) THEN
+			RAISE EXCEPTION 'subject_column must differ from the key, client_id, status and error_uri columns'
+				USING ERRCODE = '22023';
+		END IF;
+	END IF;
+	IF grant_column IS NOT NULL THEN
+		grant_attnum := appguard.column_attnum(tbl, grant_column, 'grant_column');
+		IF grant_attnum IN (key_attnum, client_attnum, status_attnum, error_uri_attnum, subject_attnum) THEN
+			RAISE EXCEPTION 'grant_column must differ from the key, client_id, status, error_uri and subject columns'
+				USING ERRCODE = '22023';
+		END IF;
+	END IF;
+	IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+			   WHERE a.attrelid = tbl AND a.attnum = status_attnum AND a.attgenerated <> '') THEN
+		RAISE EXCEPTION 'status column "%" of table % is generated', status_column, tbl
+			USING ERRCODE = '0A000',
+				  DETAIL = 'appguard suspends a row by writing its status column.';
+	END IF;
+	active_value_printed := appguard.column_value(tbl, status_attnum, active_value, 'active_value');
+	suspended_value_printed := appguard.column_value(tbl, status_attnum, suspended_value, 'suspended_value');
+	IF active_value_printed = suspended_value_printed THEN
+		RAISE EXCEPTION 'active_value and suspended_value must differ' USING ERRCODE = '22023';
+	END IF;
+	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
+		IF EXISTS (SELECT FROM pg_catalog.pg_trigger t
+				   WHERE t.tgrelid = tbl AND t.tgname = trigger_name) THEN
+			RAISE EXCEPTION 'table % already has a trigger named %', tbl, trigger_name
+				USING ERRCODE = '42710';
+		END IF;
+	END LOOP;
+
+	-- Wait for drift evaluations in flight (they update appguard.clients)
+	-- and keep new ones out until this commits, so that no evaluation
+	-- misses the rows adopted here.  Taken before any lock on the host
+	-- table: an evaluation locks clients, then the host table.
+	LOCK TABLE appguard.clients IN SHARE MODE;
+	INSERT INTO appguard.protected_tables (tbl, key_attnum, client_attnum, status_attnum,
+										   error_uri_attnum, subject_attnum, grant_attnum,
+										   active_value, suspended_value)
+	VALUES (tbl, key_attnum, client_attnum, status_attnum, error_uri_attnum,
+			subject_attnum, grant_attnum, active_value_printed, suspended_value_printed);
+	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
+	qualified := pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name);
+
+	EXECUTE pg_catalog.format(
+		'CREATE TRIGGER appguard_protect_insert AFTER INSERT ON %s '
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_insert()', qualified);
+	EXECUTE pg_catalog.format(
+		'CREATE TRIGGER appguard_protect_key AFTER UPDATE OF %I, %I ON %s '
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''key'')',
+		cfg.key_name, cfg.client_name, qualified);
+	-- The WHEN clause keeps appguard's own writes of the status (a fan-out,
+	-- a re-approval) from even queueing the trigger: appguard.applying_depth
+	-- holds the trigger depth appguard raised appguard.set_applying at, and
+	-- its statement's row events are queued at that depth; a host statement
+	-- (at depth 0, or run by host trigger code deeper down) fires it.  A
+	-- placeholder of that name, which any role can set while the library is
+	-- not loaded in its session, lacks the NO_RESET_ALL flag of appguard's
+	-- own setting and fires it too (src/applying.c).  The flags are read
+	-- only when the depth matches.  grant_sync still asks applying().
+	EXECUTE pg_catalog.format(
+		'CREATE TRIGGER appguard_protect_status AFTER UPDATE OF %I ON %s '
+		'FOR EACH ROW WHEN (pg_catalog.current_setting(''appguard.applying_depth'', true) '
+		'IS DISTINCT FROM pg_catalog.pg_trigger_depth()::pg_catalog.text '
+		'OR (''NO_RESET_ALL'' OPERATOR(pg_catalog.=) ANY '
+		'(pg_catalog.pg_settings_get_flags(''appguard.applying_depth''))) IS NOT TRUE) '
+		'EXECUTE FUNCTION appguard.grant_sync(''status'')',
+		cfg.status_name, qualified);
+	EXECUTE pg_catalog.format(
+		'CREATE TRIGGER appguard_protect_delete AFTER DELETE ON %s '
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''delete'')', qualified);
+	EXECUTE pg_catalog.format(
+		'CREATE TRIGGER appguard_protect_truncate AFTER TRUNCATE ON %s '
+		'FOR EACH STATEMENT EXECUTE FUNCTION appguard.grant_sync(''truncate'')', qualified);
+
+	-- Fail closed from the start: a table appguard could not suspend rows
+	-- of is refused (the CHECK constraints are evaluated as its owner).
+	problem := appguard.protection_problem(tbl);
+	IF problem IS NOT NULL THEN
+		RAISE EXCEPTION 'appguard could not suspend rows of table %: %', tbl, problem
+			USING ERRCODE = '0A000',
+				  DETAIL = pg_catalog.format('appguard suspends a row by setting its status column to %L.',
+											 suspended_value_printed);
+	END IF;
+
+	-- The rows already there, read as the table's owner (key, client,
+	-- status, subject and grant as their types print them, as the triggers
+	-- read them).  Active rows of a subject join (or start) its consent:
+	-- the consent's baseline if it has one, else the client's latest
+	-- successful snapshot when recent enough, else pending.
+	WITH adopted AS (
+		SELECT h.v[1] AS token_key, h.v[2] AS client_id, h.v[4] AS subject, h.v[5] AS grant_key,
+			   h.v[3] IS NOT DISTINCT FROM active_value_printed AS active,
+			   c.client_id IS NOT NULL AS registered,
+			   CASE WHEN c.last_ok_at >= pg_catalog.clock_timestamp()
+							- appguard.setting('appguard.baseline_max_age')::interval
+					THEN c.last_ok_snapshot_id END AS recent
+		FROM pg_catalog.unnest(appguard.as_table_owner(tbl, pg_catalog.format(
+				'SELECT ARRAY[%1$s, %2$s, %3$s, %4$s, %5$s]::pg_catalog.text FROM %6$s h',
+				appguard.printed_column(cfg.key_name), appguard.printed_column(cfg.client_name),
+				appguard.printed_column(cfg.status_name), appguard.printed_column(cfg.subject_name),
+				appguard.printed_column(cfg.grant_name), qualified))) AS r(row_text),
+			 LATERAL (SELECT r.row_text::text[] AS v) h
+			 LEFT JOIN appguard.clients c ON c.client_id = h.v[2]
+	), started AS (
+		INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id)
+		SELECT DISTINCT ON (a.client_id, a.subject) a.client_id, a.subject, a.recent
+		FROM adopted a
+		WHERE a.active AND a.registered AND a.subject IS NOT NULL
+		ORDER BY a.client_id, a.subject
+		ON CONFLICT (client_id, subject) DO NOTHING
+		RETURNING client_id, subject, baseline_snapshot_id
+	)
+	INSERT INTO appguard.grants (token_table, token_key, client_id, state, baseline_snapshot_id,
+								 subject, grant_key)
+	SELECT tbl, a.token_key, a.client_id, CASE WHEN a.active THEN 'active' ELSE 'inactive' END,
+		   CASE WHEN NOT a.active THEN NULL
+				WHEN k.client_id IS NOT NULL THEN k.baseline_snapshot_id
+				WHEN n.client_id IS NOT NULL THEN n.baseline_snapshot_id
+				ELSE a.recent END,
+		   a.subject, a.grant_key
+	FROM adopted a
+		 LEFT JOIN appguard.consents k ON k.client_id = a.client_id AND k.subject = a.subject
+		 LEFT JOIN started n ON n.client_id = a.client_id AND n.subject = a.subject;
+	GET DIAGNOSTICS adopted = ROW_COUNT;
+
+	result := pg_catalog.jsonb_build_object(
+		'table', tbl::text, 'key_column', cfg.key_name, 'client_id_column', cfg.client_name,
+		'status_column', cfg.status_name, 'status_type', cfg.status_type,
+		'error_uri_column', cfg.error_uri_name,
+		'active_value', active_value_printed, 'suspended_value', suspended_value_printed,
+		'rows', adopted,
+		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+						WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'),
+		'pending_baselines', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+							  JOIN appguard.clients c ON c.client_id = pr.client_id
+							  WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'
+								AND pr.baseline_snapshot_id IS NULL))
+		-- (the subject and grant columns only when named)
+		|| pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+			'subject_column', cfg.subject_name, 'grant_column', cfg.grant_name));
+	RETURN result;
+END
+$$;
+
+CREATE FUNCTION @extschema@.appguard_protect(tbl regclass, client_id_column name, status_column name,
+										  error_uri_column name DEFAULT NULL,
+										  active_value text DEFAULT 'active',
+										  suspended_value text DEFAULT 'suspended',
+										  subject_column name DEFAULT NULL,
+										  grant_column name DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	result jsonb;
+BEGIN
+	result := appguard.protect_table(tbl, client_id_column, status_column, error_uri_column,
+									 active_value, suspended_value, subject_column, grant_column);
+	PERFORM appguard.log_event('table_protected', detail => result, token_table => tbl::text);
+	RETURN result;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_protect(regclass, name, name, name, text, text, name, name) IS
+	'Guard an auth server''s existing token table: suspend its rows when their app''s facts drift';
+
+CREATE FUNCTION appguard.consent_grant(p_tbl regclass, p_key text, p_client_id text,
+									   p_subject text, p_grant_key text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c record;
+	baseline bigint;
+	holding_id bigint;
+	holding_state text;
+	holding_uri text;
+	held boolean := false;
+	saved bigint;
+BEGIN
+	IF EXISTS (SELECT FROM appguard.clients cl WHERE cl.client_id = p_client_id) THEN
+		SELECT * INTO c FROM appguard.consents k
+		WHERE k.client_id = p_client_id AND k.subject = p_subject FOR UPDATE;
+		IF FOUND AND c.shown_snapshot_id IS NOT NULL
+		   AND c.shown_at >= pg_catalog.clock_timestamp()
+							 - appguard.setting('appguard.consent_window')::interval THEN
+			baseline := c.shown_snapshot_id;
+			IF c.baseline_snapshot_id IS DISTINCT FROM baseline THEN
+				UPDATE appguard.consents k
+				SET baseline_snapshot_id = baseline, approved_at = pg_catalog.now()
+				WHERE k.client_id = p_client_id AND k.subject = p_subject;
+			END IF;
+		ELSIF FOUND AND c.baseline_snapshot_id IS NOT NULL THEN
+			baseline := c.baseline_snapshot_id;
+		ELSIF FOUND THEN
+			-- a consent screen shown long ago and never followed, or a
+			-- consent still pending: the baseline a grant issued now takes
+			baseline := appguard.grant_baseline(p_client_id);
+			UPDATE appguard.consents k
+			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.now()
+			WHERE k.client_id = p_client_id AND k.subject = p_subject;
+		ELSE
+			baseline := appguard.grant_baseline(p_client_id);
+			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id)
+			VALUES (p_client_id, p_subject, baseline)
+			ON CONFLICT (client_id, subject) DO NOTHING;
+			IF NOT FOUND THEN		-- a concurrent first grant of the consent won
+				SELECT k.baseline_snapshot_id INTO baseline FROM appguard.consents k
+				WHERE k.client_id = p_client_id AND k.subject = p_subject;
+			END IF;
+		END IF;
+		IF baseline IS NOT NULL THEN
+			SELECT s.id, s.state, s.error_uri INTO holding_id, holding_state, holding_uri
+			FROM appguard.suspensions s
+			WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = baseline
+			ORDER BY s.id DESC LIMIT 1;
+			held := holding_state IS NOT DISTINCT FROM 'applied';
+		END IF;
+	END IF;
+
+	INSERT INTO appguard.grants AS r
+		(token_table, token_key, client_id, state, baseline_snapshot_id, subject, grant_key,
+		 suspension_id, suspended_at, error_uri)
+	VALUES (p_tbl, p_key, p_client_id, CASE WHEN held THEN 'suspended' ELSE 'active' END,
+			baseline, p_subject, p_grant_key,
+			CASE WHEN held THEN holding_id END,
+			CASE WHEN held THEN pg_catalog.clock_timestamp() END,
+			CASE WHEN held THEN holding_uri END)
+	ON CONFLICT (token_table, token_key) DO UPDATE
+	SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,
+		baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,
+		subject = EXCLUDED.subject, grant_key = EXCLUDED.grant_key,
+		suspension_id = EXCLUDED.suspension_id, suspended_at = EXCLUDED.suspended_at,
+		error_uri = EXCLUDED.error_uri, created_at = pg_catalog.now(), reapproved_at = NULL;
+	IF NOT held THEN
+		RETURN;
+	END IF;
+
+	-- The suspension of the consent's baseline holds this row too
+	PERFORM appguard.set_applying(true);
+	BEGIN
+		PERFORM appguard.write_host_suspensions(p_tbl, ARRAY[p_key], holding_uri);
+	EXCEPTION WHEN OTHERS THEN
+		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
+	END;
+	PERFORM appguard.set_applying(false);
+	UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + 1
+	WHERE s.id = holding_id;
+	saved := appguard.saved_lastval();
+	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
+		pg_catalog.jsonb_build_object('detail', 'a new token of a consent whose baseline is suspended',
+									  'subject_given', true, 'grant_key_given', p_grant_key IS NOT NULL),
+		snapshot_id => baseline, suspension_id => holding_id,
+		token_table => p_tbl::text, token_key => p_key);
+	PERFORM appguard.restore_lastval(saved);
+END
+$$;
+
+CREATE FUNCTION @extschema@.appguard_consent_info(client_id text, subject text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	info jsonb;
+	shown_snapshot bigint;
+BEGIN
+	IF subject IS NULL OR subject = '' THEN
+		RAISE EXCEPTION 'subject must not be null or empty' USING ERRCODE = '22023';
+	END IF;
+	info := @extschema@.appguard_consent_info(client_id);
+	shown_snapshot := (info ->> 'snapshot_id')::bigint;
+	IF shown_snapshot IS NOT NULL THEN
+		INSERT INTO appguard.consents AS k (client_id, subject, shown_snapshot_id, shown_at)
+		VALUES (appguard_consent_info.client_id, appguard_consent_info.subject,
+				shown_snapshot, pg_catalog.clock_timestamp())
+		ON CONFLICT ON CONSTRAINT consents_pkey DO UPDATE
+		SET shown_snapshot_id = EXCLUDED.shown_snapshot_id, shown_at = EXCLUDED.shown_at;
+	END IF;
+	RETURN info || pg_catalog.jsonb_build_object('subject', subject);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_consent_info(text, text) IS
+	'What the consent screen shows about an app, recorded as shown to this patient: a token within appguard.consent_window takes it as baseline';
+
+-- ---- functions whose body changed ----
+CREATE OR REPLACE FUNCTION appguard.evaluate_client(p_client_id text, p_snapshot_id bigint,
+										 p_sweep_id bigint DEFAULT NULL,
+										 p_baselines bigint[] DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	snap record;
+	cli record;
+	baselines bigint[];
+	confirmations integer;
+	grace interval;
+	filled bigint;
+	confirmed bigint[];
+	any_drift boolean;
+	hold bigint;
+	new_ids bigint[];
+BEGIN
+	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
+	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	-- An open hold takes this evaluation's suspensions.  Locked before the
+	-- client (the order of appguard_release_hold and of a sweep's end), so
+	-- that a hold being closed is not joined after its release.
+	IF p_sweep_id IS NULL THEN
+		SELECT h.id INTO hold FROM appguard.holds h WHERE h.state = 'open' FOR SHARE;
+	END IF;
+	SELECT * INTO cli FROM appguard.clients c WHERE c.client_id = p_client_id FOR NO KEY UPDATE;
+	IF NOT FOUND OR cli.host <> snap.host OR cli.port <> snap.port THEN
+		RETURN false;
+	END IF;
+
+	IF p_baselines IS NULL THEN
+		IF cli.last_snapshot_id IS NOT NULL AND cli.last_snapshot_id <> snap.id
+		   AND (cli.last_snapshot_at, cli.last_snapshot_id) > (snap.taken_at, snap.id) THEN
+			RETURN false;		-- older than what the client has seen: stored, not evaluated
+		END IF;
+		UPDATE appguard.clients c
+		SET last_snapshot_id = snap.id, last_snapshot_at = snap.taken_at, last_status = snap.status,
+			last_ok_snapshot_id = CASE WHEN snap.status = 'ok' THEN snap.id ELSE c.last_ok_snapshot_id END,
+			last_ok_at = CASE WHEN snap.status = 'ok' THEN snap.taken_at ELSE c.last_ok_at END,
+			registrable_domain = coalesce(c.registrable_domain,
+										  snap.facts -> 'dns' ->> 'registrable_domain')
+		WHERE c.client_id = p_client_id;
+
+		IF snap.status = 'ok' THEN
+			UPDATE appguard.consents k SET baseline_snapshot_id = snap.id
+			WHERE k.client_id = p_client_id AND k.baseline_snapshot_id IS NULL
+			  AND EXISTS (SELECT FROM appguard.grants r
+						  WHERE r.client_id = k.client_id AND r.subject = k.subject);
+			UPDATE appguard.grants r SET baseline_snapshot_id = snap.id
+			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NULL;
+			GET DIAGNOSTICS filled = ROW_COUNT;
+			IF filled > 0 THEN
+				PERFORM appguard.log_event('baselines_assigned', p_client_id,
+					pg_catalog.jsonb_build_object('grants', filled),
+					snapshot_id => snap.id, sweep_id => p_sweep_id);
+			END IF;
+		END IF;
+
+		baselines := ARRAY(
+			SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
+			WHERE r.client_id = p_client_id AND r.state = 'active'
+			  AND r.baseline_snapshot_id IS NOT NULL AND r.baseline_snapshot_id <> snap.id
+			  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = r.baseline_snapshot_id)
+			ORDER BY 1);
+	ELSE
+		baselines := ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(p_baselines) b
+						   WHERE b IS NOT NULL AND b <> snap.id
+							 AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = b)
+						   ORDER BY b);
+	END IF;
+	-- (a baseline that names no snapshot -- written by hand, or restored
+	-- without its snapshot -- cannot be compared with anything: it is
+	-- skipped, so it cannot stop the evaluation of the client's others)
+	IF pg_catalog.cardinality(baselines) = 0 THEN
+		RETURN false;
+	END IF;
+
+	confirmations := appguard.setting('appguard.confirmations')::integer;
+	grace := appguard.setting('appguard.unreachable_grace')::interval;
+
+	WITH d AS (
+		SELECT b.id AS baseline,
+			   coalesce(x.diff, '[]') AS diff,
+			   coalesce(x.drifting, false) AS drifting
+		FROM pg_catalog.unnest(baselines) AS b(id)
+			 LEFT JOIN LATERAL (
+				SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+							'reason', r.reason, 'severity', r.severity, 'field', r.field,
+							'old', pg_catalog.to_jsonb(r.old_value), 'new', pg_catalog.to_jsonb(r.new_value))
+						ORDER BY r.severity = 'suspend' DESC, r.reason, r.field)
+						FILTER (WHERE r.severity <> 'ignore') AS diff,
+					   pg_catalog.bool_or(r.severity = 'suspend') AS drifting
+				FROM (SELECT df.reason::text AS reason, df.severity::text AS severity, df.field::text AS field,
+							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
+					  FROM @extschema@.appguard_diff(b.id, snap.id, p_client_id) df
+					  UNION ALL
+					  -- appguard.unreachable_grace: a host that has not been
+					  -- measured successfully for longer than the grace counts
+					  -- as drifted (off by default), at the severity the
+					  -- policy gives host_unreachable (suspend by default)
+					  SELECT 'host_unreachable', coalesce(cp.severity, p.severity, 'suspend'), 'status',
+							 '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
+					  FROM (SELECT) AS one
+						   LEFT JOIN appguard.client_policy AS cp
+							   ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
+						   LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable'
+					  WHERE grace > interval '0' AND snap.status <> 'ok'
+						AND snap.taken_at - coalesce(cli.last_ok_at, snap.taken_at) > grace) r
+			 ) x ON true
+	), o AS (
+		SELECT bs.* FROM appguard.baseline_state bs
+		WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (baselines)
+	), n AS (
+		-- (a baseline already compared with this snapshot keeps its verdict:
+		-- the refresh check may evaluate a straggler's baseline again)
+		SELECT d.baseline, d.drifting,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.streak
+					WHEN d.drifting THEN coalesce(o.streak, 0) + 1
+					WHEN snap.status = 'ok' THEN 0
+					ELSE coalesce(o.streak, 0) END AS streak,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.drifting
+					WHEN d.drifting THEN true
+					WHEN snap.status = 'ok' THEN false
+					ELSE coalesce(o.drifting, false) END AS drifting_now,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.first_drift_snapshot_id
+					WHEN d.drifting AND coalesce(o.streak, 0) = 0 THEN snap.id
+					WHEN d.drifting THEN o.first_drift_snapshot_id
+					WHEN snap.status = 'ok' THEN NULL
+					ELSE o.first_drift_snapshot_id END AS first_drift,
+			   CASE WHEN snap.status = 'ok' OR d.diff <> '[]' THEN d.diff
+					ELSE coalesce(o.last_diff, '[]') END AS last_diff,
+			   o.last_diff AS old_diff
+		FROM d LEFT JOIN o ON o.baseline_snapshot_id = d.baseline
+	), up AS (
+		INSERT INTO appguard.baseline_state AS bs
+			(client_id, baseline_snapshot_id, evaluated_snapshot_id, evaluated_at,
+			 streak, drifting, first_drift_snapshot_id, last_diff)
+		SELECT p_client_id, n.baseline, snap.id, pg_catalog.clock_timestamp(),
+			   n.streak, n.drifting_now, n.first_drift, n.last_diff
+		FROM n
+		ON CONFLICT (client_id, baseline_snapshot_id) DO UPDATE
+		SET evaluated_snapshot_id = EXCLUDED.evaluated_snapshot_id,
+			evaluated_at = EXCLUDED.evaluated_at, streak = EXCLUDED.streak,
+			drifting = EXCLUDED.drifting, first_drift_snapshot_id = EXCLUDED.first_drift_snapshot_id,
+			last_diff = EXCLUDED.last_diff
+	), dr AS (
+		INSERT INTO appguard.drifts (client_id, baseline_snapshot_id, snapshot_id,
+									 reason, severity, field, old_value, new_value)
+		SELECT p_client_id, n.baseline, snap.id, e ->> 'reason', e ->> 'severity', e ->> 'field',
+			   e -> 'old', e -> 'new'
+		FROM n, pg_catalog.jsonb_array_elements(n.last_diff) e
+		WHERE n.last_diff IS DISTINCT FROM coalesce(n.old_diff, '[]')
+	)
+	SELECT coalesce(pg_catalog.array_agg(n.baseline ORDER BY n.baseline)
+						FILTER (WHERE n.drifting AND n.streak >= confirmations), '{}'),
+		   coalesce(pg_catalog.bool_or(n.drifting), false)
+	INTO confirmed, any_drift
+	FROM n;
+
+	IF pg_catalog.cardinality(confirmed) = 0 THEN
+		RETURN any_drift;
+	END IF;
+
+	WITH ins AS (
+		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
+										  first_drift_snapshot_id, reasons, diff, state,
+										  sweep_id, hold_id, error_uri)
+		SELECT x.id, p_client_id, x.baseline_snapshot_id, snap.id, x.first_drift_snapshot_id,
+			   ARRAY(SELECT DISTINCT e ->> 'reason'
+					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
+					 WHERE e ->> 'severity' = 'suspend' ORDER BY 1),
+			   x.last_diff,
+			   CASE WHEN hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
+			   p_sweep_id,
+			   CASE WHEN p_sweep_id IS NULL THEN hold END,
+			   appguard.error_uri(x.id, p_client_id)
+		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, bs.*
+			  FROM appguard.baseline_state bs
+			  WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (confirmed)
+				AND NOT EXISTS (SELECT FROM appguard.suspensions u
+								WHERE u.client_id = p_client_id
+								  AND u.baseline_snapshot_id = bs.baseline_snapshot_id
+								  AND u.state IN ('pending', 'held'))
+			  ORDER BY bs.baseline_snapshot_id) x
+		RETURNING id
+	)
+	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
+
+	IF pg_catalog.cardinality(new_ids) = 0 THEN
+		RETURN any_drift;
+	END IF;
+	IF p_sweep_id IS NOT NULL THEN
+		RETURN any_drift;		-- the end of the sweep decides
+	END IF;
+	IF hold IS NOT NULL THEN
+		PERFORM appguard.log_event('suspension_held', p_client_id,
+			pg_catalog.jsonb_build_object('detail', 'a hold is open: new suspensions join it',
+										  'suspensions', pg_catalog.to_jsonb(new_ids)),
+			snapshot_id => snap.id, hold_id => hold);
+		PERFORM pg_catalog.pg_notify('appguard_hold', hold::text);
+		RETURN any_drift;
+	END IF;
+	PERFORM appguard.apply_suspensions(new_ids);
+	RETURN any_drift;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.reapprove_row_full(tbl regclass, row_key text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r appguard.grants;
+	cfg record;
+	new_baseline bigint;
+	done boolean;
+	asked text := row_key;
+BEGIN
+	r := appguard.grant_of(tbl, row_key);
+	IF r.subject IS NOT NULL THEN
+		SELECT g.token_key INTO row_key FROM appguard.grants g
+		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
+		  AND g.subject = r.subject AND g.grant_key IS NOT DISTINCT FROM r.grant_key
+		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
+	END IF;
+	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
+	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
+	-- the host's row, then appguard's: the order of the triggers
+	PERFORM appguard.as_table_owner(tbl,
+		pg_catalog.format('SELECT true FROM %I.%I h WHERE h.%I = $1::%s FOR UPDATE',
+						  cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type),
+		ARRAY[row_key]);
+	SELECT * INTO r FROM appguard.grants g
+	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(row_key, 100), tbl
+			USING ERRCODE = 'P0002';
+	END IF;
+	IF r.state = 'active' THEN
+		RETURN pg_catalog.jsonb_build_object('reapproved', false, 'status', 'active',
+											 'baseline_snapshot_id', r.baseline_snapshot_id);
+	END IF;
+	IF r.state <> 'suspended' AND row_key IS DISTINCT FROM asked THEN
+		RAISE EXCEPTION 'the newest row "%" of the grant of row "%" of % was disabled by the host, not suspended by appguard',
+			pg_catalog.left(row_key, 100), pg_catalog.left(asked, 100), tbl
+			USING ERRCODE = '55000',
+				  DETAIL = 'appguard re-enables only rows it suspended; the auth server disabled this grant''s newest token itself (for example a reused refresh token), and appguard keeps that decision.';
+	END IF;
+	IF r.state <> 'suspended' THEN
+		RAISE EXCEPTION 'row "%" of % was disabled by the host, not suspended by appguard',
+			pg_catalog.left(row_key, 100), tbl
+			USING ERRCODE = '55000',
+				  DETAIL = 'appguard re-enables only rows it suspended.';
+	END IF;
+	new_baseline := appguard.baseline_for(r.client_id);
+	PERFORM appguard.set_applying(true);
+	-- as the table's owner: its triggers never run as appguard's owner
+	done := pg_catalog.cardinality(appguard.as_table_owner(tbl, pg_catalog.format(
+		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I = %L::%s RETURNING true',
+		cfg.schema_name, cfg.table_name, cfg.status_name, cfg.active_value, cfg.status_type,
+		CASE WHEN cfg.error_uri_name IS NOT NULL
+			 THEN pg_catalog.format(', %I = NULL', cfg.error_uri_name) ELSE '' END,
+		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type),
+		ARRAY[row_key])) > 0;
+	PERFORM appguard.set_applying(false);
+	IF NOT done THEN
+		RAISE EXCEPTION 'row "%" of % no longer has the suspended value', pg_catalog.left(row_key, 100), tbl
+			USING ERRCODE = '55000';
+	END IF;
+	UPDATE appguard.grants g
+	SET state = 'active', baseline_snapshot_id = new_baseline, suspension_id = NULL,
+		suspended_at = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
+	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key;
+	IF r.subject IS NOT NULL THEN
+		-- the patient approved the app as it is now
+		UPDATE appguard.consents k
+		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.now()
+		WHERE k.client_id = r.client_id AND k.subject = r.subject;
+	END IF;
+	PERFORM appguard.log_event('reapproved', r.client_id,
+		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', r.baseline_snapshot_id,
+									  'baseline_snapshot_id', new_baseline),
+		snapshot_id => new_baseline, suspension_id => r.suspension_id,
+		token_table => tbl::text, token_key => row_key);
+	RETURN pg_catalog.jsonb_build_object('reapproved', true, 'status', 'active',
+										 'baseline_snapshot_id', new_baseline,
+										 'baseline_pending', new_baseline IS NULL,
+										 'suspension_id', r.suspension_id)
+		|| CASE WHEN row_key IS DISTINCT FROM asked
+				THEN pg_catalog.jsonb_build_object('row_key', row_key) ELSE '{}' END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.appguard_prune(keep interval)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cutoff timestamptz;
+	n_state bigint;
+	n_drifts bigint;
+	n_sweeps bigint;
+	n_suspensions bigint;
+	n_holds bigint;
+	n_events bigint;
+	n_snapshots bigint;
+	n_consents bigint;
+	result jsonb;
+BEGIN
+	IF keep IS NULL OR keep < interval '0' THEN
+		RAISE EXCEPTION 'keep must be an interval of zero or more' USING ERRCODE = '22023';
+	END IF;
+	cutoff := pg_catalog.now() - keep;
+
+	-- consents none of whose grants is left
+	DELETE FROM appguard.consents k
+	WHERE k.approved_at < cutoff AND (k.shown_at IS NULL OR k.shown_at < cutoff)
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = k.client_id AND gr.subject = k.subject);
+	GET DIAGNOSTICS n_consents = ROW_COUNT;
+
+	-- verdicts of baselines no grant uses any more
+	DELETE FROM appguard.baseline_state bs
+	WHERE bs.evaluated_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = bs.client_id AND gr.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = bs.client_id AND k.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
+					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
+						AND s.state IN ('pending', 'held'));
+	GET DIAGNOSTICS n_state = ROW_COUNT;
+	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
+	GET DIAGNOSTICS n_drifts = ROW_COUNT;
+	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
+	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
+	-- decided suspensions no grant points to any more
+	DELETE FROM appguard.suspensions s
+	WHERE s.created_at < cutoff AND s.state IN ('applied', 'discarded', 'superseded', 'failed')
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr WHERE gr.suspension_id = s.id)
+	  -- (the suspension of a consent's baseline holds the consent's next tokens)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = s.client_id AND k.baseline_snapshot_id = s.baseline_snapshot_id);
+	GET DIAGNOSTICS n_suspensions = ROW_COUNT;
+	DELETE FROM appguard.holds h
+	WHERE h.state <> 'open' AND h.closed_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s WHERE s.hold_id = h.id);
+	GET DIAGNOSTICS n_holds = ROW_COUNT;
+	DELETE FROM appguard.events e WHERE e.at < cutoff;
+	GET DIAGNOSTICS n_events = ROW_COUNT;
+	DELETE FROM appguard.snapshots s
+	WHERE s.taken_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants r WHERE r.baseline_snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE s.id IN (k.baseline_snapshot_id, k.shown_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
+					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.baseline_state bs
+					  WHERE s.id IN (bs.baseline_snapshot_id, bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.clients c
+					  WHERE s.id IN (c.last_snapshot_id, c.last_ok_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.sweep_hosts sh WHERE sh.snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.drifts d
+					  WHERE s.id IN (d.baseline_snapshot_id, d.snapshot_id));
+	GET DIAGNOSTICS n_snapshots = ROW_COUNT;
+
+	result := pg_catalog.jsonb_build_object(
+		'keep', keep, 'snapshots', n_snapshots, 'drifts', n_drifts, 'baseline_states', n_state,
+		'suspensions', n_suspensions, 'holds', n_holds, 'sweeps', n_sweeps, 'events', n_events,
+		'consents', n_consents);
+	PERFORM appguard.log_event('pruned', detail => result);
+	RETURN result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.appguard_explain(suspension_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s record;
+	changes jsonb;
+	app text;
+	app_domain text;
+	by_host bigint;
+BEGIN
+	IF suspension_id IS NULL THEN
+		RAISE EXCEPTION 'suspension_id must not be null' USING ERRCODE = '22023';
+	END IF;
+	SELECT su.*, c.name, c.host, c.port, c.registrable_domain,
+		   b.taken_at AS baseline_taken_at, n.taken_at AS snapshot_taken_at,
+		   f.taken_at AS first_drift_taken_at,
+		   coalesce(b.facts -> 'dns' ->> 'registrable_domain', n.facts -> 'dns' ->> 'registrable_domain') AS facts_domain
+	INTO s
+	FROM appguard.suspensions su
+		 LEFT JOIN appguard.clients c ON c.client_id = su.client_id
+		 LEFT JOIN appguard.snapshots b ON b.id = su.baseline_snapshot_id
+		 LEFT JOIN appguard.snapshots n ON n.id = su.snapshot_id
+		 LEFT JOIN appguard.snapshots f ON f.id = su.first_drift_snapshot_id
+	WHERE su.id = appguard_explain.suspension_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'suspension % does not exist', suspension_id USING ERRCODE = 'P0002';
+	END IF;
+	app := coalesce(s.name, s.client_id);
+	app_domain := coalesce(s.registrable_domain, s.facts_domain, s.host);
+
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+			   'reason', e ->> 'reason',
+			   'severity', e ->> 'severity',
+			   'field', e ->> 'field',
+			   'what', appguard.field_label(e ->> 'field'),
+			   'description', p.description,
+			   'old', e -> 'old',
+			   'new', e -> 'new',
+			   'text', pg_catalog.format('%s (%s): %s → %s',
+										 coalesce(p.description, 'Something changed'),
+										 appguard.field_label(e ->> 'field'),
+										 appguard.value_text(e -> 'old', e ->> 'field'),
+										 appguard.value_text(e -> 'new', e ->> 'field')))
+			   ORDER BY e ->> 'severity' = 'suspend' DESC, e ->> 'reason',
+						e ->> 'field' = 'tls.leaf.subject.O' DESC, e ->> 'field'), '[]')
+	INTO changes
+	FROM pg_catalog.jsonb_array_elements(s.diff) e
+		 LEFT JOIN appguard.policy p ON p.reason = e ->> 'reason';
+
+	-- tokens of this suspension the auth server disabled itself afterwards
+	-- (revoked, or the newest token of a chain broken by reuse): its
+	-- decision, which re-approval keeps
+	SELECT pg_catalog.count(*) INTO by_host FROM appguard.grants g
+	WHERE g.suspension_id = s.id AND g.state = 'inactive';
+
+	RETURN pg_catalog.jsonb_build_object(
+		'suspension_id', s.id,
+		'state', s.state,
+		'client_id', s.client_id,
+		'app_name', app,
+		'domain', app_domain,
+		'host', s.host,
+		'reasons', pg_catalog.to_jsonb(s.reasons),
+		'changes', changes,
+		-- what the consent screen showed against what it shows now (50_consent)
+		'consent', appguard.consent_change(s.client_id, s.baseline_snapshot_id, s.snapshot_id),
+		'consented_at', s.baseline_taken_at,
+		'first_detected_at', coalesce(s.first_drift_taken_at, s.snapshot_taken_at),
+		'confirmed_at', s.snapshot_taken_at,
+		'suspended_at', s.applied_at,
+		'baseline_snapshot_id', s.baseline_snapshot_id,
+		'snapshot_id', s.snapshot_id,
+		'error_uri', s.error_uri,
+		'summary', pg_catalog.format(
+			'The security information of %s (%s) changed after you approved it, so its access was suspended: %s.',
+			app, app_domain,
+			(SELECT pg_catalog.string_agg(c ->> 'text', '; ') FROM pg_catalog.jsonb_array_elements(changes) c
+			 WHERE c ->> 'severity' = 'suspend')),
+		'how_to_reapprove', pg_catalog.format(
+			'If you still trust %s, open it and sign in again: you will be asked to approve its access once more, '
+			'and your new approval is recorded against what %s shows now. If you do not recognise these changes, do nothing: '
+			'the app cannot use your data while its access is suspended.', app, app_domain))
+		|| CASE WHEN by_host > 0 THEN pg_catalog.jsonb_build_object('host_decisions', pg_catalog.jsonb_build_object(
+			   'tokens_disabled_by_host', by_host,
+			   'text', pg_catalog.format('%s token(s) of this suspension were then disabled by the sign-in service itself '
+										 '(revoked, or a reused token that ended its chain); that is its decision, '
+										 'and approving again does not re-enable them.', by_host)))
+		   ELSE '{}' END;
+END
+$$;
+
+-- ---- privileges (as sql/parts/99_privileges.sql) ----
+REVOKE ALL ON FUNCTION appguard.protected_table_columns(regclass), appguard.printed_column(name),
+	appguard.protect_table(regclass, name, name, name, text, text, name, name),
+	@extschema@.appguard_protect(regclass, name, name, name, text, text, name, name),
+	appguard.consent_grant(regclass, text, text, text, text),
+	@extschema@.appguard_consent_info(text, text)
+FROM PUBLIC;
+REVOKE ALL ON appguard.consents FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.appguard_consent_info(text, text)
+TO appguard_auth_server, appguard_operator;
+GRANT INSERT (grant_id) ON appguard.refresh_tokens TO appguard_auth_server;
+GRANT SELECT ON appguard.consents TO appguard_operator;
