@@ -3,7 +3,8 @@ package AppGuard::Glewlwyd;
 # Glewlwyd (Debian's glewlwyd 2.7.5), an unmodified OAuth 2 / OpenID Connect
 # server in C, run PostgreSQL-backed against a test cluster on a loopback
 # address, and driven only through its HTTP API.  Used by
-# test/t/050_glewlwyd.pl and test/bench/glewlwyd.sh.
+# test/t/050_glewlwyd.pl, test/t/051_glewlwyd_rotation.pl and
+# test/bench/glewlwyd.sh.
 #
 #   my $g = AppGuard::Glewlwyd->new(
 #       env  => $env,                      # an AppGuard::TestEnv: its dir and net
@@ -281,22 +282,44 @@ sub _ok
 	return $body;
 }
 
-# Through the admin API: the OpenID Connect plugin instance "oidc" (HMAC
-# signed tokens, authorization code and refresh token grants, RFC 7009
-# revocation for the client itself), the scope "patient/*.read" (password
-# required), a patient user, and confidential clients.
+# Through the admin API: the OpenID Connect plugin instance "oidc" (see
+# add_plugin; one_use => 'always' makes its refresh tokens one-time use),
+# the scope "patient/*.read" (password required), a patient user, and
+# confidential clients.
 sub configure
+{
+	my ($self, %o) = @_;
+	$self->add_plugin(name => 'oidc', one_use => $o{one_use});
+	my $admin = $self->{admin} //= $self->login('admin', $self->{admin_pw});
+	_ok('scope', $self->request(POST => '/scope/', cookie => $admin, json => {
+		name => 'patient/*.read', display_name => 'Your health records',
+		description => 'Read your health records', password_required => JSON::PP::true,
+		password_max_age => 0, scheme => {} }));
+	$self->add_user($o{username}, $o{password});
+	return $self;
+}
+
+# An OpenID Connect plugin instance, its endpoints under /api/<name>/: HMAC
+# signed tokens, authorization code and refresh token grants, RFC 7009
+# revocation for the client itself.  one_use: Glewlwyd's
+# "refresh-token-one-use" ('never', 'always' or 'client-driven'; left out
+# when undef, Glewlwyd's default being 'never').  With one-time use, each
+# refresh disables the token used (gpor_enabled = 0) and inserts a new row
+# with the same gpor_jti and gpoc_id NULL; a disabled token presented
+# again disables the enabled rows of its gpor_jti (the chain's newest).
+sub add_plugin
 {
 	my ($self, %o) = @_;
 	my $admin = $self->{admin} //= $self->login('admin', $self->{admin_pw});
 	my $iss = "http://$self->{addr}:$self->{port}";
-	_ok('plugin', $self->request(POST => '/mod/plugin/', cookie => $admin, json => {
-		module => 'oidc', name => 'oidc', display_name => 'OpenID Connect',
+	_ok("plugin $o{name}", $self->request(POST => '/mod/plugin/', cookie => $admin, json => {
+		module => 'oidc', name => $o{name}, display_name => "OpenID Connect ($o{name})",
 		parameters => {
 			iss => $iss, 'jwt-type' => 'sha', 'jwt-key-size' => '256',
 			key => 'appguard-test-signing-key-0123456789',
 			'access-token-duration' => 3600, 'refresh-token-duration' => 1209600,
 			'code-duration' => 600, 'refresh-token-rolling' => JSON::PP::true,
+			defined $o{one_use} ? ('refresh-token-one-use' => $o{one_use}) : (),
 			'allow-non-oidc' => JSON::PP::true,
 			'auth-type-code-enabled' => JSON::PP::true,
 			'auth-type-refresh-enabled' => JSON::PP::true,
@@ -307,16 +330,22 @@ sub configure
 			'introspection-revocation-allow-target-client' => JSON::PP::true,
 			scope => [],
 		} }));
-	_ok('scope', $self->request(POST => '/scope/', cookie => $admin, json => {
-		name => 'patient/*.read', display_name => 'Your health records',
-		description => 'Read your health records', password_required => JSON::PP::true,
-		password_max_age => 0, scheme => {} }));
-	_ok('user', $self->request(POST => '/user/', cookie => $admin, json => {
-		username => $o{username}, name => 'Pat Patient', password => $o{password},
+	return $self;
+}
+
+# A patient with the scopes of the tests.
+sub add_user
+{
+	my ($self, $username, $password) = @_;
+	my $admin = $self->{admin} //= $self->login('admin', $self->{admin_pw});
+	_ok("user $username", $self->request(POST => '/user/', cookie => $admin, json => {
+		username => $username, name => 'Pat Patient', password => $password,
 		scope => [ 'g_profile', 'openid', 'patient/*.read' ], enabled => JSON::PP::true }));
 	return $self;
 }
 
+# A confidential client; plugin => the plugin instance whose endpoints it
+# uses (default "oidc").
 sub add_client
 {
 	my ($self, %o) = @_;
@@ -338,18 +367,39 @@ sub add_client
 sub consent_and_token
 {
 	my ($self, $cookie, $client_id, $scope) = @_;
-	my $c = $self->{clients}{$client_id} or croak "unknown client $client_id";
+	$self->grant($cookie, $client_id, $scope);
+	return $self->authorize_and_token($cookie, $client_id, $scope);
+}
+
+# The patient's approval of the client's scopes, which Glewlwyd remembers
+# (what its consent page does when the patient approves).
+sub grant
+{
+	my ($self, $cookie, $client_id, $scope) = @_;
 	$scope //= 'openid patient/*.read';
 	_ok('grant', $self->request(PUT => "/auth/grant/$client_id", cookie => $cookie,
 		json => { scope => $scope }));
+	return;
+}
+
+# An authorization-code flow without a consent page: Glewlwyd gives the
+# code at once when the patient's approval of the scopes is remembered
+# (grant).  Returns { status, token => {...}, seconds } of the token
+# request.
+sub authorize_and_token
+{
+	my ($self, $cookie, $client_id, $scope) = @_;
+	my $c = $self->{clients}{$client_id} or croak "unknown client $client_id";
+	my $plugin = $c->{plugin} // 'oidc';
+	$scope //= 'openid patient/*.read';
 	my $q = $self->{http}->www_form_urlencode({
 		response_type => 'code', client_id => $client_id, redirect_uri => $c->{redirect_uri},
 		state => 'st' . int(rand(1e9)), nonce => 'n' . int(rand(1e9)), scope => $scope });
-	my ($status, $body, $headers) = $self->request(GET => "/oidc/auth?g_continue&$q", cookie => $cookie);
+	my ($status, $body, $headers) = $self->request(GET => "/$plugin/auth?g_continue&$q", cookie => $cookie);
 	my $location = $headers->{location} // '';
 	my ($code) = $location =~ /[?&]code=([^&]+)/;
 	croak "authorization: HTTP $status, Location '$location'" unless $status == 302 && $code;
-	($status, $body, undef, my $took) = $self->request(POST => '/oidc/token',
+	($status, $body, undef, my $took) = $self->request(POST => "/$plugin/token",
 		basic => [ $client_id, $c->{secret} ],
 		form => { grant_type => 'authorization_code', code => $code, redirect_uri => $c->{redirect_uri} });
 	my $token = $status == 200 ? $json->decode($body) : undef;
@@ -361,7 +411,8 @@ sub refresh
 {
 	my ($self, $client_id, $refresh_token) = @_;
 	my $c = $self->{clients}{$client_id} or croak "unknown client $client_id";
-	my ($status, $body, undef, $took) = $self->request(POST => '/oidc/token',
+	my $plugin = $c->{plugin} // 'oidc';
+	my ($status, $body, undef, $took) = $self->request(POST => "/$plugin/token",
 		basic => [ $client_id, $c->{secret} ],
 		form => { grant_type => 'refresh_token', refresh_token => $refresh_token });
 	return ($status, $body, $took);
@@ -372,7 +423,8 @@ sub revoke
 {
 	my ($self, $client_id, $refresh_token) = @_;
 	my $c = $self->{clients}{$client_id} or croak "unknown client $client_id";
-	my ($status, $body) = $self->request(POST => '/oidc/revoke',
+	my $plugin = $c->{plugin} // 'oidc';
+	my ($status, $body) = $self->request(POST => "/$plugin/revoke",
 		basic => [ $client_id, $c->{secret} ],
 		form => { token => $refresh_token, token_type_hint => 'refresh_token' });
 	return $status;
