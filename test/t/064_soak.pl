@@ -38,6 +38,19 @@
 # trigger) is a re-approval or one of the host's re-enables, and appguard
 # logged each of the latter (host_reactivated).  At the end, appguard's
 # state of every row agrees with the host's status.
+# Rotations (issue 12): two more pgbench clients rotate the tokens of
+# other subjects of the same apps ('rotating 1', 'rotating 2': their
+# consents are drifted, swept and re-approved like the others), as an auth
+# server with one-time-use refresh tokens does (public.rotate): lock the
+# subject's newest active token, ask the refresh check, and when allowed
+# insert its successor (same client and subject) and revoke it.  Checks:
+# an allowed rotation read its old token active after the check, no
+# rotation failed or deadlocked, the consent's rows stay one chain (at most
+# one active row per consent), and at the end no active token of
+# appguard.refresh_tokens rests on a baseline whose latest suspension is
+# applied unless it was re-approved after that suspension (a rotated token
+# that missed a fan-out would: see test/isolation/specs/consent-rotation-fanout.spec).
+# AG_SOAK_ROTATE=0 leaves the rotations out.
 # AG_SOAK_HOST_NO_LOCK=1 runs the host's transaction without FOR UPDATE (a
 # control: then the oracle must report wrong answers).
 # AG_SOAK_HOST_REENABLE=0 leaves out the host's re-enables (then every
@@ -62,6 +75,8 @@ my $tokens = $hosts * $per_host;
 my $rows = $hosts * $per_host;		# rows of the protected table
 my $host_lock = $ENV{AG_SOAK_HOST_NO_LOCK} ? 'false' : 'true';
 my $host_reenable = $ENV{AG_SOAK_HOST_REENABLE} // 1;
+my $rotate = $ENV{AG_SOAK_ROTATE} // 1;
+my $rotating = 2;					# rotating subjects per app
 
 my $node = PostgreSQL::Test::Cluster->new('soak');
 $node->init;
@@ -71,7 +86,7 @@ $node->init;
 $node->append_conf('postgresql.conf', q{
 shared_preload_libraries = 'appguard'
 appguard.mass_drift_threshold = 1.0
-max_connections = 20
+max_connections = 25
 log_lock_waits = on
 deadlock_timeout = 100ms
 });
@@ -96,6 +111,56 @@ CREATE TABLE public.soak_answers (
 									-- by the next statement of its transaction
 	at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE TABLE public.soak_sweeps (id bigserial PRIMARY KEY, kind text NOT NULL, result jsonb);
+
+-- Rotating subjects: one token each to begin with
+INSERT INTO appguard.refresh_tokens (token_id, client_id, subject)
+SELECT 'rot-' || i || '-' || k || '-0', 'c' || i, 'rotating ' || k
+FROM generate_series(1, $hosts) i, generate_series(1, $rotating) k;
+CREATE SEQUENCE public.soak_rot_seq;
+CREATE TABLE public.soak_rotations (
+	id bigserial PRIMARY KEY,
+	client_id text NOT NULL,
+	subject text NOT NULL,
+	old_token text,					-- NULL: no active token to rotate
+	new_token text,
+	answer text NOT NULL CHECK (answer IN ('none', 'allowed', 'refused', 'busy')),
+	old_status text,				-- the old token's status read after the check
+	new_status text,				-- the new token's status at the end of the rotation
+	at timestamptz NOT NULL DEFAULT clock_timestamp());
+-- A rotation as an auth server with one-time-use refresh tokens runs it
+CREATE FUNCTION public.rotate(p_client text, p_subject text) RETURNS text
+LANGUAGE plpgsql AS \$\$
+DECLARE
+	old text;
+	new text;
+	answer text;
+	st text;
+	new_st text;
+BEGIN
+	SELECT t.token_id INTO old FROM appguard.refresh_tokens t
+	WHERE t.client_id = p_client AND t.subject = p_subject AND t.status = 'active'
+	ORDER BY t.created_at DESC, t.token_id DESC LIMIT 1 FOR UPDATE;
+	IF old IS NULL THEN
+		INSERT INTO public.soak_rotations (client_id, subject, answer) VALUES (p_client, p_subject, 'none');
+		RETURN 'none';
+	END IF;
+	BEGIN
+		answer := CASE WHEN (appguard_check_refresh(old) ->> 'allowed')::boolean THEN 'allowed' ELSE 'refused' END;
+	EXCEPTION WHEN lock_not_available THEN
+		answer := 'busy';
+	END;
+	SELECT t.status INTO st FROM appguard.refresh_tokens t WHERE t.token_id = old;
+	IF answer = 'allowed' THEN
+		new := 'rot-' || right(p_client, -1) || '-' || right(p_subject, 1) || '-' || nextval('public.soak_rot_seq');
+		INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES (new, p_client, p_subject);
+		UPDATE appguard.refresh_tokens t SET status = 'revoked' WHERE t.token_id = old;
+		SELECT t.status INTO new_st FROM appguard.refresh_tokens t WHERE t.token_id = new;
+	END IF;
+	INSERT INTO public.soak_rotations (client_id, subject, old_token, new_token, answer, old_status, new_status)
+	VALUES (p_client, p_subject, old, new, answer, st, new_st);
+	RETURN answer;
+END
+\$\$;
 
 -- The auth server: its role owns its schema and token table, which
 -- appguard protects; every change of a row's status is logged by the
@@ -180,7 +245,7 @@ SELECT appguard_protect('idp.oauth_grants', 'app_ref', 'live', 'why_uri', '1', '
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM appguard.refresh_tokens t
 	  JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
-	  WHERE t.status = 'active' AND g.baseline_snapshot_id IS NOT NULL}),
+	  WHERE t.status = 'active' AND g.baseline_snapshot_id IS NOT NULL AND t.token_id LIKE 'tok-%'}),
 	$tokens, "$tokens active tokens with a baseline");
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM appguard.grants WHERE token_table = 'idp.oauth_grants'::regclass
@@ -224,6 +289,11 @@ FROM (SELECT c.host AS h,
 INSERT INTO public.soak_sweeps (kind, result)
 SELECT 'sweep', appguard_sweep_finish(current_setting('appguard_lifecycle.sweep_id')::bigint);
 });
+# a rotation of a random rotating subject
+write_file("$dir/rotate.sql", qq{\\set h random(1, $hosts)
+\\set k random(1, $rotating)
+SELECT public.rotate('c' || :h, 'rotating ' || :k);
+});
 # drift found outside a sweep: applied at once
 write_file("$dir/drift.sql", qq{\\set h random(1, $hosts)
 INSERT INTO public.soak_sweeps (kind, result)
@@ -246,6 +316,7 @@ FROM (SELECT token_key FROM appguard.grants
 
 my @conn = ('-h', $node->host, '-p', $node->port, 'postgres');
 my ($check_out, $check_err, $host_out, $host_err, $sweep_out, $sweep_err) = ('', '', '', '', '', '');
+my ($rot_out, $rot_err) = ('', '');
 my $checks = IPC::Run::start(
 	[ 'pgbench', '-n', '--failures-detailed', '-c', '4', '-j', '2', '-T', $seconds, '-f', "$dir/check.sql", @conn ],
 	'>', \$check_out, '2>', \$check_err);
@@ -261,12 +332,19 @@ my $sweeps = IPC::Run::start(
 		'-f', "$dir/sweep.sql\@2", '-f', "$dir/drift.sql\@1", '-f', "$dir/reapprove.sql\@2", @conn
 	],
 	'>', \$sweep_out, '2>', \$sweep_err);
+my $rotations = $rotate
+  ? IPC::Run::start(
+	[ 'pgbench', '-n', '--failures-detailed', '-c', '2', '-j', '1', '-T', $seconds, '-f', "$dir/rotate.sql", @conn ],
+	'>', \$rot_out, '2>', \$rot_err)
+  : undef;
 my $check_ok = $checks->finish;
+my $rot_ok = $rotations ? $rotations->finish : 1;
 my $host_ok = $host_checks->finish;
 my $sweep_ok = $sweeps->finish;
 note "checks:\n$check_out$check_err";
 note "checks on the protected table:\n$host_out$host_err";
 note "sweeps:\n$sweep_out$sweep_err";
+note "rotations:\n$rot_out$rot_err" if $rotate;
 
 sub pgbench_figures
 {
@@ -280,23 +358,26 @@ my ($host_tx, $host_failed) = pgbench_figures($host_out);
 # with a second script, the refresh transactions are the first script's
 $host_tx = $1 if $host_out =~ /SQL script 1: \S+host_check\.sql\n - weight: [^\n]*\n - (\d+) transactions/;
 my ($sweep_tx, $sweep_failed) = pgbench_figures($sweep_out);
+my ($rot_tx, $rot_failed) = $rotate ? pgbench_figures($rot_out) : (0, 0);
 ok($check_ok, 'pgbench with the refresh checks exits 0');
 ok($host_ok, 'pgbench with the refresh checks on the protected table exits 0');
 ok($sweep_ok, 'pgbench with the sweeps and re-approvals exits 0');
 is($check_failed, 0, 'no refresh check transaction failed');
 is($host_failed, 0, 'no refresh transaction on the protected table failed');
 is($sweep_failed, 0, 'no sweep, drift or re-approval transaction failed');
-unlike($check_err . $host_err . $sweep_err, qr/deadlock|ERROR/i, 'pgbench reports no error');
+ok($rot_ok, 'pgbench with the rotations exits 0');
+is($rot_failed, 0, 'no rotation transaction failed');
+unlike($check_err . $host_err . $sweep_err . $rot_err, qr/deadlock|ERROR/i, 'pgbench reports no error');
 my $log = slurp_file($node->logfile);
 my $deadlocks = () = $log =~ /deadlock detected/g;
 # (pgbench counts a transaction that failed with a deadlock, and goes on)
-my @pgbench_deadlocks = ($check_out . $host_out . $sweep_out) =~ /^number of deadlock failures: (\d+)/mg;
+my @pgbench_deadlocks = ($check_out . $host_out . $sweep_out . $rot_out) =~ /^number of deadlock failures: (\d+)/mg;
 my $pgbench_deadlocks = 0;
 $pgbench_deadlocks += $_ for @pgbench_deadlocks;
 is($deadlocks, 0, 'no "deadlock detected" in the server log');
-is(scalar(@pgbench_deadlocks), 3, 'the three pgbench runs counted their deadlock failures');
+is(scalar(@pgbench_deadlocks), $rotate ? 4 : 3, 'every pgbench run counted its deadlock failures');
 is($pgbench_deadlocks, 0, 'no deadlock reported by pgbench');
-my $errors = () = $log =~ /^.*\bERROR:.*$/mg;
+my $errors = grep { /\bERROR:/ } split /\n/, $log;
 is($errors, 0, 'no ERROR in the server log');
 
 my %f = split /\|/, $node->safe_psql('postgres', q{
@@ -347,6 +428,56 @@ SELECT 'sweeps|' || count(*) FILTER (WHERE kind = 'sweep')
 	|| '|suspended_by_sweeps|' || coalesce(sum((result ->> 'tokens_suspended')::int), 0)
 	|| '|suspensions|' || (SELECT count(*) FROM appguard.suspensions WHERE state = 'applied')
 FROM public.soak_sweeps});
+# Rotations, and the consent invariant over every token of appguard.refresh_tokens
+my %r = split /\|/, $node->safe_psql('postgres', q{
+SELECT 'rotations|' || (SELECT count(*) FROM public.soak_rotations)
+	|| '|rotated|' || (SELECT count(*) FROM public.soak_rotations WHERE answer = 'allowed')
+	|| '|refused|' || (SELECT count(*) FROM public.soak_rotations WHERE answer = 'refused')
+	|| '|busy|' || (SELECT count(*) FROM public.soak_rotations WHERE answer = 'busy')
+	|| '|none|' || (SELECT count(*) FROM public.soak_rotations WHERE answer = 'none')
+	|| '|allowed_not_active|' || (SELECT count(*) FROM public.soak_rotations
+								 WHERE answer = 'allowed' AND old_status IS DISTINCT FROM 'active')
+	|| '|inserted_suspended|' || (SELECT count(*) FROM appguard.events WHERE kind = 'grant_joined_suspension')
+	|| '|rotated_reapproved|' || (SELECT count(*) FROM appguard.events
+								  WHERE kind = 'reapproved' AND token_key LIKE 'rot-%' AND token_key NOT LIKE '%-0')
+	|| '|chains_forked|' || (SELECT count(*) FROM (SELECT t.client_id, t.subject FROM appguard.refresh_tokens t
+												   WHERE t.status = 'active' GROUP BY 1, 2 HAVING count(*) > 1) x)
+	|| '|active_on_suspended|' || (SELECT count(*) FROM appguard.refresh_tokens t
+		JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+		CROSS JOIN LATERAL (SELECT s.state, s.applied_at FROM appguard.suspensions s
+							WHERE s.client_id = g.client_id AND s.baseline_snapshot_id = g.baseline_snapshot_id
+							ORDER BY s.id DESC LIMIT 1) s
+		WHERE t.status = 'active' AND s.state = 'applied'
+		  AND s.applied_at > coalesce(g.reapproved_at, '-infinity'))
+	|| '|active_on_suspended_rotated|' || (SELECT count(*) FROM appguard.refresh_tokens t
+		JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+		CROSS JOIN LATERAL (SELECT s.state, s.applied_at FROM appguard.suspensions s
+							WHERE s.client_id = g.client_id AND s.baseline_snapshot_id = g.baseline_snapshot_id
+							ORDER BY s.id DESC LIMIT 1) s
+		WHERE t.status = 'active' AND s.state = 'applied' AND t.token_id LIKE 'rot-%'
+		  AND s.applied_at > coalesce(g.reapproved_at, '-infinity'))
+	|| '|tokens_out_of_step|' || (SELECT count(*) FROM appguard.refresh_tokens t
+		JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+		WHERE (t.status, g.state) NOT IN (('active', 'active'), ('suspended', 'suspended'), ('revoked', 'inactive')))
+	|| '|consent_baseline_off|' || (SELECT count(*) FROM appguard.refresh_tokens t
+		JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+		JOIN appguard.consents k ON k.client_id = t.client_id AND k.subject = t.subject
+		WHERE t.status = 'active' AND g.baseline_snapshot_id IS DISTINCT FROM k.baseline_snapshot_id)});
+note 'rotations: ' . join ', ', map { "$_ $r{$_}" } sort keys %r;
+if ($rotate)
+{
+	is($r{rotations}, $rot_tx, 'every committed rotation recorded itself');
+	cmp_ok($r{rotated}, '>', 0, 'tokens were rotated');
+	cmp_ok($r{refused}, '>', 0, 'some rotations were refused (their consent suspended)');
+	cmp_ok($r{rotated_reapproved}, '>', 0, 'rotated tokens were re-approved');
+	is($r{allowed_not_active}, 0, 'no rotation was allowed from a token that was not active after the check');
+	is($r{chains_forked}, 0, 'at most one active token per consent (the rotations serialise on the newest row)');
+}
+is($r{active_on_suspended}, 0,
+	'no active token rests on a baseline whose latest suspension is applied, unless re-approved after it');
+is($r{tokens_out_of_step}, 0, "at the end, appguard's state of every token agrees with its status");
+is($r{consent_baseline_off}, 0, "every active token's baseline is its consent's");
+
 note join ', ', map { "$_ $f{$_}" } sort keys %f;
 note 'protected table: ' . join ', ', map { "$_ $h{$_}" } sort keys %h;
 note join ', ', map { "$_ $s{$_}" } sort keys %s;
@@ -405,7 +536,8 @@ note sprintf('soak: %d s, %d refresh checks (%d allowed, %d refused as suspended
 	  . '%d applied suspensions, %d token re-approvals; protected rows: %d suspended, %d re-approved, '
 	  . '%d re-enabled by the host), '
 	  . '%d deadlocks (%d in pgbench), %d wrong answers (%d on the protected table, %d busy), '
-	  . '%d rows out of step; test %.1f s',
+	  . '%d rows out of step; %d rotations (%d rotated, %d refused, %d busy), '
+	  . '%d tokens inserted suspended, %d active on a suspended baseline; test %.1f s',
 	$seconds, $check_tx, $f{allowed}, $f{refused_suspended},
 	$host_tx, $h{allowed}, $h{refused_suspended}, $h{suspended_by_check}, $h{busy},
 	$sweep_tx, $s{sweeps}, $s{drifts}, $s{suspended_by_sweeps}, $s{suspensions}, $s{reapproved},
@@ -413,7 +545,8 @@ note sprintf('soak: %d s, %d refresh checks (%d allowed, %d refused as suspended
 	$deadlocks, $pgbench_deadlocks,
 	$f{wrong_other} + $h{wrong_other} + $h{refused_live} + $h{busy_wrong},
 	$h{wrong_other} + $h{refused_live} + $h{busy_wrong}, $h{busy_wrong},
-	$h{out_of_step}, $elapsed);
+	$h{out_of_step}, $r{rotations}, $r{rotated}, $r{refused}, $r{busy},
+	$r{inserted_suspended}, $r{active_on_suspended}, $elapsed);
 cmp_ok($elapsed, '<', 120, 'the soak stays bounded');
 
 $node->stop;
