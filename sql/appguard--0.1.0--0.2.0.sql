@@ -374,35 +374,39 @@ DECLARE
 	saved bigint;
 BEGIN
 	IF EXISTS (SELECT FROM appguard.clients cl WHERE cl.client_id = p_client_id) THEN
-		SELECT * INTO c FROM appguard.consents k
-		WHERE k.client_id = p_client_id AND k.subject = p_subject FOR UPDATE;
-		IF FOUND AND c.shown_snapshot_id IS NOT NULL
+		-- (statements on appguard.consents are planned at each call: a
+		-- plan kept from when the table was small would scan it whole, and
+		-- a statement inserting many first consents would be quadratic)
+		EXECUTE 'SELECT * FROM appguard.consents k WHERE k.client_id = $1 AND k.subject = $2 FOR UPDATE'
+			INTO c USING p_client_id, p_subject;
+		IF c.client_id IS NOT NULL AND c.shown_snapshot_id IS NOT NULL
 		   AND c.shown_at >= pg_catalog.clock_timestamp()
 							 - appguard.setting('appguard.consent_window')::interval
 		   AND c.shown_at > c.approved_at THEN
 			-- (a screen shown before the consent's last approval -- an
 			-- earlier token of this flow, a re-approval -- is spent)
 			baseline := c.shown_snapshot_id;
-			UPDATE appguard.consents k
-			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.clock_timestamp()
-			WHERE k.client_id = p_client_id AND k.subject = p_subject;
-		ELSIF FOUND AND c.baseline_snapshot_id IS NOT NULL THEN
+			EXECUTE 'UPDATE appguard.consents k SET baseline_snapshot_id = $3, '
+					'approved_at = pg_catalog.clock_timestamp() WHERE k.client_id = $1 AND k.subject = $2'
+				USING p_client_id, p_subject, baseline;
+		ELSIF c.client_id IS NOT NULL AND c.baseline_snapshot_id IS NOT NULL THEN
 			baseline := c.baseline_snapshot_id;
-		ELSIF FOUND THEN
+		ELSIF c.client_id IS NOT NULL THEN
 			-- a consent screen shown long ago and never followed, or a
 			-- consent still pending: the baseline a grant issued now takes
 			baseline := appguard.grant_baseline(p_client_id);
-			UPDATE appguard.consents k
-			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.clock_timestamp()
-			WHERE k.client_id = p_client_id AND k.subject = p_subject;
+			EXECUTE 'UPDATE appguard.consents k SET baseline_snapshot_id = $3, '
+					'approved_at = pg_catalog.clock_timestamp() WHERE k.client_id = $1 AND k.subject = $2'
+				USING p_client_id, p_subject, baseline;
 		ELSE
 			baseline := appguard.grant_baseline(p_client_id);
 			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)
 			VALUES (p_client_id, p_subject, baseline, pg_catalog.clock_timestamp())
 			ON CONFLICT (client_id, subject) DO NOTHING;
 			IF NOT FOUND THEN		-- a concurrent first grant of the consent won
-				SELECT k.baseline_snapshot_id INTO baseline FROM appguard.consents k
-				WHERE k.client_id = p_client_id AND k.subject = p_subject;
+				EXECUTE 'SELECT k.baseline_snapshot_id FROM appguard.consents k '
+						'WHERE k.client_id = $1 AND k.subject = $2'
+					INTO baseline USING p_client_id, p_subject;
 			END IF;
 		END IF;
 		IF baseline IS NOT NULL THEN
@@ -478,6 +482,53 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_consent_info(text, text) IS
 	'What the consent screen shows about an app, recorded as shown to this patient: a token within appguard.consent_window takes it as baseline';
+
+CREATE FUNCTION appguard.suspend_consent_rows(p_tbl regclass, p_client_id text, p_subject text,
+											  p_baseline bigint, p_suspension_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	keys text[];
+	uri text;
+	n bigint;
+	saved bigint;
+BEGIN
+	SELECT pg_catalog.array_agg(g.token_key) INTO keys FROM appguard.grants g
+	WHERE g.token_table = p_tbl AND g.client_id = p_client_id AND g.subject = p_subject
+	  AND g.baseline_snapshot_id = p_baseline AND g.state = 'active';
+	SELECT s.error_uri INTO uri FROM appguard.suspensions s
+	WHERE s.id = p_suspension_id AND s.state = 'applied';
+	IF keys IS NULL OR uri IS NULL THEN
+		RETURN 0;
+	END IF;
+	PERFORM appguard.set_applying(true);
+	BEGIN
+		PERFORM appguard.write_host_suspensions(p_tbl, keys, uri);
+	EXCEPTION WHEN OTHERS THEN
+		IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
+			RAISE;
+		END IF;
+		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
+	END;
+	PERFORM appguard.set_applying(false);
+	UPDATE appguard.grants g
+	SET state = 'suspended', suspension_id = p_suspension_id,
+		suspended_at = pg_catalog.clock_timestamp(), error_uri = uri
+	WHERE g.token_table = p_tbl AND g.token_key = ANY (keys) AND g.state = 'active';
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
+	WHERE s.id = p_suspension_id;
+	saved := appguard.saved_lastval();
+	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
+		pg_catalog.jsonb_build_object('detail', 'tokens of a consent whose suspension was applied as they were issued',
+									  'tokens', n, 'token_keys', pg_catalog.to_jsonb(keys)),
+		snapshot_id => p_baseline, suspension_id => p_suspension_id, token_table => p_tbl::text);
+	PERFORM appguard.restore_lastval(saved);
+	RETURN n;
+END
+$$;
 
 -- ---- functions whose body changed ----
 CREATE OR REPLACE FUNCTION appguard.evaluate_client(p_client_id text, p_snapshot_id bigint,
@@ -705,6 +756,15 @@ DECLARE
 	asked text := row_key;
 BEGIN
 	r := appguard.grant_of(tbl, row_key);
+	-- Locks: the client, then the patient's consent (a rotation inserting
+	-- a token of this consent holds it: wait for that token to commit),
+	-- then the newest row is picked, then the host's row and the grant
+	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
+	IF r.subject IS NOT NULL THEN
+		PERFORM FROM appguard.consents k
+		WHERE k.client_id = r.client_id AND k.subject = r.subject FOR UPDATE;
+		r := appguard.grant_of(tbl, row_key);	-- as a rotation we waited for left it
+	END IF;
 	IF r.subject IS NOT NULL AND r.grant_key IS NOT NULL THEN
 		-- the grant's newest row: if the host disabled it (a chain broken
 		-- by a reused token), nothing of the grant is restored
@@ -720,7 +780,6 @@ BEGIN
 		  AND g.subject = r.subject AND g.state = 'suspended'
 		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
 	END IF;
-	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
 	-- the host's row, then appguard's: the order of the triggers
 	PERFORM appguard.as_table_owner(tbl,
@@ -968,11 +1027,164 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION appguard.apply_suspensions(p_ids bigint[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- generic plans: a custom plan of "token_key = ANY (keys)" would estimate
+-- the 100,000 keys of a fan-out one by one
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+	total bigint := 0;
+	pt record;
+	rec record;
+	already bigint[];
+	keys text[];
+	round integer;
+BEGIN
+	IF p_ids IS NULL OR pg_catalog.cardinality(p_ids) = 0 THEN
+		RETURN 0;
+	END IF;
+	PERFORM appguard.set_applying(true);
+
+	-- Per token table and suspension: the token rows first, as the table's
+	-- owner (write_host_suspensions: through the primary key, a row only if
+	-- it still has the active value), then their grants -- the order of the
+	-- host's own statements through the triggers (host row, then grant),
+	-- so a host transaction holding a token row while it writes its status
+	-- cannot deadlock with a fan-out.  Repeated in new statements until no
+	-- active grant of the baseline is left: a rotation that committed while
+	-- the fan-out waited for its rows is seen and suspended too.  A table
+	-- appguard cannot write (its CHECK rejects the suspended value, its
+	-- status column is gone, ...) keeps the failure to itself: it is
+	-- recorded and reported (record_table_problem), its grants are
+	-- suspended in appguard's state all the same, so that their refresh
+	-- checks answer not allowed, and the other tables and the caller (a
+	-- sweep) go on.  Transient errors (a deadlock, a serialization
+	-- failure, a lock not available, a cancel) are not the table's: they
+	-- are raised.
+	FOR pt IN
+		SELECT DISTINCT r.token_table AS tbl, s.id AS sid, s.error_uri
+		FROM appguard.suspensions s
+			 JOIN appguard.grants r ON r.client_id = s.client_id
+									AND r.baseline_snapshot_id = s.baseline_snapshot_id
+									AND r.state = 'active'
+		WHERE s.id = ANY (p_ids)
+		ORDER BY 1, 2
+	LOOP
+		FOR round IN 1 .. 5 LOOP
+			SELECT pg_catalog.array_agg(r.token_key) INTO keys
+			FROM appguard.grants r JOIN appguard.suspensions s ON s.id = pt.sid
+			WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
+			  AND r.state = 'active' AND r.token_table = pt.tbl;
+			EXIT WHEN keys IS NULL;
+			BEGIN
+				PERFORM appguard.write_host_suspensions(pt.tbl, keys, pt.error_uri);
+			EXCEPTION WHEN OTHERS THEN
+				IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
+					RAISE;
+				END IF;
+				PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
+			END;
+			WITH p AS (
+				UPDATE appguard.grants r
+				SET state = 'suspended', suspension_id = pt.sid,
+					suspended_at = pg_catalog.clock_timestamp(), error_uri = pt.error_uri
+				WHERE r.token_table = pt.tbl AND r.token_key = ANY (keys) AND r.state = 'active'
+				RETURNING 1
+			)
+			UPDATE appguard.suspensions s
+			SET tokens_suspended = s.tokens_suspended + (SELECT pg_catalog.count(*) FROM p)
+			WHERE s.id = pt.sid;
+		END LOOP;
+	END LOOP;
+
+	PERFORM appguard.set_applying(false);
+
+	SELECT pg_catalog.array_agg(s.id) INTO already FROM appguard.suspensions s
+	WHERE s.id = ANY (p_ids) AND s.state = 'applied';
+	UPDATE appguard.suspensions s
+	SET state = 'applied', applied_at = coalesce(s.applied_at, pg_catalog.clock_timestamp()),
+		resolved_at = coalesce(s.resolved_at, pg_catalog.clock_timestamp())
+	WHERE s.id = ANY (p_ids);
+	FOR rec IN
+		SELECT s.id, s.client_id, s.tokens_suspended, s.reasons, s.snapshot_id, s.sweep_id, s.hold_id
+		FROM appguard.suspensions s WHERE s.id = ANY (p_ids) ORDER BY s.id
+	LOOP
+		total := total + rec.tokens_suspended;
+		PERFORM appguard.log_event(CASE WHEN rec.id = ANY (already) THEN 'suspension_extended'
+									   ELSE 'suspension_applied' END, rec.client_id,
+			pg_catalog.jsonb_build_object('reasons', pg_catalog.to_jsonb(rec.reasons),
+										  'tokens_suspended', rec.tokens_suspended),
+			snapshot_id => rec.snapshot_id, suspension_id => rec.id,
+			sweep_id => rec.sweep_id, hold_id => rec.hold_id);
+		PERFORM pg_catalog.pg_notify('appguard_suspension', rec.id::text);
+	END LOOP;
+	RETURN total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.grant_status(p_tbl regclass, p_key text, p_client_id text,
+											  p_active boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	saved bigint;
+BEGIN
+	SELECT * INTO r FROM appguard.grants pr
+	WHERE pr.token_table = p_tbl AND pr.token_key = p_key FOR UPDATE;
+	IF NOT FOUND THEN
+		PERFORM appguard.grant_track(p_tbl, p_key, p_client_id, p_active);
+		RETURN;
+	END IF;
+	IF p_active AND r.state <> 'active' THEN
+		-- A row the host (re)activates keeps its baseline if it has one:
+		-- if its app still drifts from it, the next snapshot suspends it
+		-- again; only re-approval takes a new baseline.
+		UPDATE appguard.grants pr
+		SET state = 'active',
+			baseline_snapshot_id = coalesce(pr.baseline_snapshot_id, appguard.grant_baseline(pr.client_id)),
+			suspension_id = NULL, suspended_at = NULL, error_uri = NULL
+		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
+		IF r.state = 'suspended' THEN
+			saved := appguard.saved_lastval();
+			PERFORM appguard.log_event('host_reactivated', r.client_id,
+				pg_catalog.jsonb_build_object('detail', 'the host re-enabled a row appguard had suspended'),
+				suspension_id => r.suspension_id, token_table => p_tbl::text, token_key => p_key);
+			PERFORM appguard.restore_lastval(saved);
+		END IF;
+	ELSIF NOT p_active AND r.state <> 'inactive' THEN
+		UPDATE appguard.grants pr SET state = 'inactive'
+		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
+		IF r.state = 'suspended' THEN
+			saved := appguard.saved_lastval();
+			PERFORM appguard.log_event('host_took_over', r.client_id,
+				pg_catalog.jsonb_build_object('detail', 'the host set the status of a row appguard had suspended; re-approval will not re-enable it'),
+				suspension_id => r.suspension_id, token_table => p_tbl::text, token_key => p_key);
+			PERFORM appguard.restore_lastval(saved);
+			-- A host that disables a suspended token as it rotates it has
+			-- just inserted the successor, which may have joined the
+			-- consent before the suspension committed: the suspension
+			-- holds the consent's other active rows on that baseline too.
+			IF r.subject IS NOT NULL AND r.suspension_id IS NOT NULL THEN
+				PERFORM appguard.suspend_consent_rows(p_tbl, r.client_id, r.subject,
+													  r.baseline_snapshot_id, r.suspension_id);
+			END IF;
+		END IF;
+	END IF;
+END
+$$;
+
 -- ---- privileges (as sql/parts/99_privileges.sql) ----
 REVOKE ALL ON FUNCTION appguard.protected_table_columns(regclass), appguard.printed_column(name),
 	appguard.protect_table(regclass, name, name, name, text, text, name, name),
 	@extschema@.appguard_protect(regclass, name, name, name, text, text, name, name),
 	appguard.consent_grant(regclass, text, text, text, text),
+	appguard.suspend_consent_rows(regclass, text, text, bigint, bigint),
 	@extschema@.appguard_consent_info(text, text)
 FROM PUBLIC;
 REVOKE ALL ON appguard.consents FROM PUBLIC;

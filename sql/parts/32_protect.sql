@@ -266,6 +266,57 @@ BEGIN
 END
 $$;
 
+-- Suspend, under suspension p_suspension_id, the active rows of table
+-- p_tbl of one consent (p_client_id, p_subject) on baseline p_baseline:
+-- their host rows (as the table's owner), then their grants.  For rows
+-- that joined a consent while its suspension was being applied.
+CREATE FUNCTION appguard.suspend_consent_rows(p_tbl regclass, p_client_id text, p_subject text,
+											  p_baseline bigint, p_suspension_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	keys text[];
+	uri text;
+	n bigint;
+	saved bigint;
+BEGIN
+	SELECT pg_catalog.array_agg(g.token_key) INTO keys FROM appguard.grants g
+	WHERE g.token_table = p_tbl AND g.client_id = p_client_id AND g.subject = p_subject
+	  AND g.baseline_snapshot_id = p_baseline AND g.state = 'active';
+	SELECT s.error_uri INTO uri FROM appguard.suspensions s
+	WHERE s.id = p_suspension_id AND s.state = 'applied';
+	IF keys IS NULL OR uri IS NULL THEN
+		RETURN 0;
+	END IF;
+	PERFORM appguard.set_applying(true);
+	BEGIN
+		PERFORM appguard.write_host_suspensions(p_tbl, keys, uri);
+	EXCEPTION WHEN OTHERS THEN
+		IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
+			RAISE;
+		END IF;
+		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
+	END;
+	PERFORM appguard.set_applying(false);
+	UPDATE appguard.grants g
+	SET state = 'suspended', suspension_id = p_suspension_id,
+		suspended_at = pg_catalog.clock_timestamp(), error_uri = uri
+	WHERE g.token_table = p_tbl AND g.token_key = ANY (keys) AND g.state = 'active';
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
+	WHERE s.id = p_suspension_id;
+	saved := appguard.saved_lastval();
+	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
+		pg_catalog.jsonb_build_object('detail', 'tokens of a consent whose suspension was applied as they were issued',
+									  'tokens', n, 'token_keys', pg_catalog.to_jsonb(keys)),
+		snapshot_id => p_baseline, suspension_id => p_suspension_id, token_table => p_tbl::text);
+	PERFORM appguard.restore_lastval(saved);
+	RETURN n;
+END
+$$;
+
 -- A new active row of a table protected with a subject column, when the
 -- consent trigger could not settle it in C (src/refresh.c: it settles a
 -- row whose subject's consent exists, was not just shown a consent screen,
@@ -297,35 +348,39 @@ DECLARE
 	saved bigint;
 BEGIN
 	IF EXISTS (SELECT FROM appguard.clients cl WHERE cl.client_id = p_client_id) THEN
-		SELECT * INTO c FROM appguard.consents k
-		WHERE k.client_id = p_client_id AND k.subject = p_subject FOR UPDATE;
-		IF FOUND AND c.shown_snapshot_id IS NOT NULL
+		-- (statements on appguard.consents are planned at each call: a
+		-- plan kept from when the table was small would scan it whole, and
+		-- a statement inserting many first consents would be quadratic)
+		EXECUTE 'SELECT * FROM appguard.consents k WHERE k.client_id = $1 AND k.subject = $2 FOR UPDATE'
+			INTO c USING p_client_id, p_subject;
+		IF c.client_id IS NOT NULL AND c.shown_snapshot_id IS NOT NULL
 		   AND c.shown_at >= pg_catalog.clock_timestamp()
 							 - appguard.setting('appguard.consent_window')::interval
 		   AND c.shown_at > c.approved_at THEN
 			-- (a screen shown before the consent's last approval -- an
 			-- earlier token of this flow, a re-approval -- is spent)
 			baseline := c.shown_snapshot_id;
-			UPDATE appguard.consents k
-			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.clock_timestamp()
-			WHERE k.client_id = p_client_id AND k.subject = p_subject;
-		ELSIF FOUND AND c.baseline_snapshot_id IS NOT NULL THEN
+			EXECUTE 'UPDATE appguard.consents k SET baseline_snapshot_id = $3, '
+					'approved_at = pg_catalog.clock_timestamp() WHERE k.client_id = $1 AND k.subject = $2'
+				USING p_client_id, p_subject, baseline;
+		ELSIF c.client_id IS NOT NULL AND c.baseline_snapshot_id IS NOT NULL THEN
 			baseline := c.baseline_snapshot_id;
-		ELSIF FOUND THEN
+		ELSIF c.client_id IS NOT NULL THEN
 			-- a consent screen shown long ago and never followed, or a
 			-- consent still pending: the baseline a grant issued now takes
 			baseline := appguard.grant_baseline(p_client_id);
-			UPDATE appguard.consents k
-			SET baseline_snapshot_id = baseline, approved_at = pg_catalog.clock_timestamp()
-			WHERE k.client_id = p_client_id AND k.subject = p_subject;
+			EXECUTE 'UPDATE appguard.consents k SET baseline_snapshot_id = $3, '
+					'approved_at = pg_catalog.clock_timestamp() WHERE k.client_id = $1 AND k.subject = $2'
+				USING p_client_id, p_subject, baseline;
 		ELSE
 			baseline := appguard.grant_baseline(p_client_id);
 			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)
 			VALUES (p_client_id, p_subject, baseline, pg_catalog.clock_timestamp())
 			ON CONFLICT (client_id, subject) DO NOTHING;
 			IF NOT FOUND THEN		-- a concurrent first grant of the consent won
-				SELECT k.baseline_snapshot_id INTO baseline FROM appguard.consents k
-				WHERE k.client_id = p_client_id AND k.subject = p_subject;
+				EXECUTE 'SELECT k.baseline_snapshot_id FROM appguard.consents k '
+						'WHERE k.client_id = $1 AND k.subject = $2'
+					INTO baseline USING p_client_id, p_subject;
 			END IF;
 		END IF;
 		IF baseline IS NOT NULL THEN
@@ -417,6 +472,14 @@ BEGIN
 				pg_catalog.jsonb_build_object('detail', 'the host set the status of a row appguard had suspended; re-approval will not re-enable it'),
 				suspension_id => r.suspension_id, token_table => p_tbl::text, token_key => p_key);
 			PERFORM appguard.restore_lastval(saved);
+			-- A host that disables a suspended token as it rotates it has
+			-- just inserted the successor, which may have joined the
+			-- consent before the suspension committed: the suspension
+			-- holds the consent's other active rows on that baseline too.
+			IF r.subject IS NOT NULL AND r.suspension_id IS NOT NULL THEN
+				PERFORM appguard.suspend_consent_rows(p_tbl, r.client_id, r.subject,
+													  r.baseline_snapshot_id, r.suspension_id);
+			END IF;
 		END IF;
 	END IF;
 END

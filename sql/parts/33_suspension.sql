@@ -161,6 +161,9 @@ CREATE FUNCTION appguard.apply_suspensions(p_ids bigint[])
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- generic plans: a custom plan of "token_key = ANY (keys)" would estimate
+-- the 100,000 keys of a fan-out one by one
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	total bigint := 0;
@@ -168,22 +171,29 @@ DECLARE
 	rec record;
 	already bigint[];
 	keys text[];
+	round integer;
 BEGIN
 	IF p_ids IS NULL OR pg_catalog.cardinality(p_ids) = 0 THEN
 		RETURN 0;
 	END IF;
 	PERFORM appguard.set_applying(true);
 
-	-- Per token table and suspension: appguard's grants first, in one
-	-- statement (their state, the suspension's error_uri and count), then
-	-- the token rows of the grants it suspended, as the table's owner
-	-- (write_host_suspensions: a row is written only if it still has the
-	-- active value).  A table appguard cannot write (its CHECK rejects the
-	-- suspended value, its status column is gone, ...) keeps the failure
-	-- to itself: it is recorded and reported (record_table_problem), its
-	-- grants stay suspended in appguard's state, so that their refresh
+	-- Per token table and suspension: the token rows first, as the table's
+	-- owner (write_host_suspensions: through the primary key, a row only if
+	-- it still has the active value), then their grants -- the order of the
+	-- host's own statements through the triggers (host row, then grant),
+	-- so a host transaction holding a token row while it writes its status
+	-- cannot deadlock with a fan-out.  Repeated in new statements until no
+	-- active grant of the baseline is left: a rotation that committed while
+	-- the fan-out waited for its rows is seen and suspended too.  A table
+	-- appguard cannot write (its CHECK rejects the suspended value, its
+	-- status column is gone, ...) keeps the failure to itself: it is
+	-- recorded and reported (record_table_problem), its grants are
+	-- suspended in appguard's state all the same, so that their refresh
 	-- checks answer not allowed, and the other tables and the caller (a
-	-- sweep) go on.
+	-- sweep) go on.  Transient errors (a deadlock, a serialization
+	-- failure, a lock not available, a cancel) are not the table's: they
+	-- are raised.
 	FOR pt IN
 		SELECT DISTINCT r.token_table AS tbl, s.id AS sid, s.error_uri
 		FROM appguard.suspensions s
@@ -193,26 +203,31 @@ BEGIN
 		WHERE s.id = ANY (p_ids)
 		ORDER BY 1, 2
 	LOOP
-		WITH p AS (
-			UPDATE appguard.grants r
-			SET state = 'suspended', suspension_id = s.id,
-				suspended_at = pg_catalog.clock_timestamp(), error_uri = s.error_uri
-			FROM appguard.suspensions s
-			WHERE s.id = pt.sid AND r.client_id = s.client_id
-			  AND r.baseline_snapshot_id = s.baseline_snapshot_id
-			  AND r.state = 'active' AND r.token_table = pt.tbl
-			RETURNING r.token_key
-		), c AS (
+		FOR round IN 1 .. 5 LOOP
+			SELECT pg_catalog.array_agg(r.token_key) INTO keys
+			FROM appguard.grants r JOIN appguard.suspensions s ON s.id = pt.sid
+			WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
+			  AND r.state = 'active' AND r.token_table = pt.tbl;
+			EXIT WHEN keys IS NULL;
+			BEGIN
+				PERFORM appguard.write_host_suspensions(pt.tbl, keys, pt.error_uri);
+			EXCEPTION WHEN OTHERS THEN
+				IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
+					RAISE;
+				END IF;
+				PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
+			END;
+			WITH p AS (
+				UPDATE appguard.grants r
+				SET state = 'suspended', suspension_id = pt.sid,
+					suspended_at = pg_catalog.clock_timestamp(), error_uri = pt.error_uri
+				WHERE r.token_table = pt.tbl AND r.token_key = ANY (keys) AND r.state = 'active'
+				RETURNING 1
+			)
 			UPDATE appguard.suspensions s
 			SET tokens_suspended = s.tokens_suspended + (SELECT pg_catalog.count(*) FROM p)
-			WHERE s.id = pt.sid
-		)
-		SELECT pg_catalog.array_agg(p.token_key) INTO keys FROM p;
-		BEGIN
-			PERFORM appguard.write_host_suspensions(pt.tbl, keys, pt.error_uri);
-		EXCEPTION WHEN OTHERS THEN
-			PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
-		END;
+			WHERE s.id = pt.sid;
+		END LOOP;
 	END LOOP;
 
 	PERFORM appguard.set_applying(false);

@@ -481,6 +481,15 @@ DECLARE
 	asked text := row_key;
 BEGIN
 	r := appguard.grant_of(tbl, row_key);
+	-- Locks: the client, then the patient's consent (a rotation inserting
+	-- a token of this consent holds it: wait for that token to commit),
+	-- then the newest row is picked, then the host's row and the grant
+	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
+	IF r.subject IS NOT NULL THEN
+		PERFORM FROM appguard.consents k
+		WHERE k.client_id = r.client_id AND k.subject = r.subject FOR UPDATE;
+		r := appguard.grant_of(tbl, row_key);	-- as a rotation we waited for left it
+	END IF;
 	IF r.subject IS NOT NULL AND r.grant_key IS NOT NULL THEN
 		-- the grant's newest row: if the host disabled it (a chain broken
 		-- by a reused token), nothing of the grant is restored
@@ -496,7 +505,6 @@ BEGIN
 		  AND g.subject = r.subject AND g.state = 'suspended'
 		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
 	END IF;
-	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
 	-- the host's row, then appguard's: the order of the triggers
 	PERFORM appguard.as_table_owner(tbl,
