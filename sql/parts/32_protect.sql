@@ -418,8 +418,10 @@ BEGIN
 		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
 	END;
 	PERFORM appguard.set_applying(false);
-	UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + 1
-	WHERE s.id = holding_id;
+	-- (not counted in the suspension's tokens_suspended, the fan-out's
+	-- count: updating that one row at every token a statement inserts
+	-- would leave a version of it per token, each found again by the next
+	-- update -- quadratic in a bulk insert; the event counts it)
 	saved := appguard.saved_lastval();
 	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
 		pg_catalog.jsonb_build_object('detail', 'a new token of a consent whose baseline is suspended',
