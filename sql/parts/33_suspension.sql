@@ -161,9 +161,6 @@ CREATE FUNCTION appguard.apply_suspensions(p_ids bigint[])
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
--- generic plans: a custom plan of "token_key = ANY (keys)" would estimate
--- the 100,000 keys of a fan-out one by one
-SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	total bigint := 0;
@@ -218,10 +215,15 @@ BEGIN
 				PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
 			END;
 			WITH p AS (
+				-- (through the baseline's active grants, the keys a filter:
+				-- a probe of the primary key per key costs twice as much)
 				UPDATE appguard.grants r
 				SET state = 'suspended', suspension_id = pt.sid,
 					suspended_at = pg_catalog.clock_timestamp(), error_uri = pt.error_uri
-				WHERE r.token_table = pt.tbl AND r.token_key = ANY (keys) AND r.state = 'active'
+				FROM appguard.suspensions s
+				WHERE s.id = pt.sid AND r.client_id = s.client_id
+				  AND r.baseline_snapshot_id = s.baseline_snapshot_id AND r.state = 'active'
+				  AND r.token_table = pt.tbl AND r.token_key = ANY (keys)
 				RETURNING 1
 			)
 			UPDATE appguard.suspensions s
