@@ -438,11 +438,7 @@ BEGIN
 
 	-- The suspension of the consent's baseline holds this row too
 	PERFORM appguard.set_applying(true);
-	BEGIN
-		PERFORM appguard.write_host_suspensions(p_tbl, ARRAY[p_key], holding_uri);
-	EXCEPTION WHEN OTHERS THEN
-		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
-	END;
+	PERFORM appguard.write_host_suspensions_or_record(p_tbl, ARRAY[p_key], holding_uri);
 	PERFORM appguard.set_applying(false);
 	-- (not counted in the suspension's tokens_suspended, the fan-out's
 	-- count: updating that one row at every token a statement inserts
@@ -506,14 +502,7 @@ BEGIN
 		RETURN 0;
 	END IF;
 	PERFORM appguard.set_applying(true);
-	BEGIN
-		PERFORM appguard.write_host_suspensions(p_tbl, keys, uri);
-	EXCEPTION WHEN OTHERS THEN
-		IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
-			RAISE;
-		END IF;
-		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
-	END;
+	PERFORM appguard.write_host_suspensions_or_record(p_tbl, keys, uri);
 	PERFORM appguard.set_applying(false);
 	UPDATE appguard.grants g
 	SET state = 'suspended', suspension_id = p_suspension_id,
@@ -529,6 +518,21 @@ BEGIN
 		snapshot_id => p_baseline, suspension_id => p_suspension_id, token_table => p_tbl::text);
 	PERFORM appguard.restore_lastval(saved);
 	RETURN n;
+END
+$$;
+
+CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM appguard.write_host_suspensions(p_tbl, p_keys, p_uri);
+EXCEPTION WHEN OTHERS THEN
+	IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
+		RAISE;
+	END IF;
+	PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
 END
 $$;
 
@@ -1078,14 +1082,7 @@ BEGIN
 			WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
 			  AND r.state = 'active' AND r.token_table = pt.tbl;
 			EXIT WHEN keys IS NULL;
-			BEGIN
-				PERFORM appguard.write_host_suspensions(pt.tbl, keys, pt.error_uri);
-			EXCEPTION WHEN OTHERS THEN
-				IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
-					RAISE;
-				END IF;
-				PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
-			END;
+			PERFORM appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri);
 			WITH p AS (
 				-- (through the baseline's active grants, the keys a filter:
 				-- a probe of the primary key per key costs twice as much)
@@ -1189,6 +1186,7 @@ REVOKE ALL ON FUNCTION appguard.protected_table_columns(regclass), appguard.prin
 	@extschema@.appguard_protect(regclass, name, name, name, text, text, name, name),
 	appguard.consent_grant(regclass, text, text, text, text),
 	appguard.suspend_consent_rows(regclass, text, text, bigint, bigint),
+	appguard.write_host_suspensions_or_record(regclass, text[], text),
 	@extschema@.appguard_consent_info(text, text)
 FROM PUBLIC;
 REVOKE ALL ON appguard.consents FROM PUBLIC;

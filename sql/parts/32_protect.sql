@@ -291,14 +291,7 @@ BEGIN
 		RETURN 0;
 	END IF;
 	PERFORM appguard.set_applying(true);
-	BEGIN
-		PERFORM appguard.write_host_suspensions(p_tbl, keys, uri);
-	EXCEPTION WHEN OTHERS THEN
-		IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
-			RAISE;
-		END IF;
-		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
-	END;
+	PERFORM appguard.write_host_suspensions_or_record(p_tbl, keys, uri);
 	PERFORM appguard.set_applying(false);
 	UPDATE appguard.grants g
 	SET state = 'suspended', suspension_id = p_suspension_id,
@@ -412,11 +405,7 @@ BEGIN
 
 	-- The suspension of the consent's baseline holds this row too
 	PERFORM appguard.set_applying(true);
-	BEGIN
-		PERFORM appguard.write_host_suspensions(p_tbl, ARRAY[p_key], holding_uri);
-	EXCEPTION WHEN OTHERS THEN
-		PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
-	END;
+	PERFORM appguard.write_host_suspensions_or_record(p_tbl, ARRAY[p_key], holding_uri);
 	PERFORM appguard.set_applying(false);
 	-- (not counted in the suspension's tokens_suspended, the fan-out's
 	-- count: updating that one row at every token a statement inserts
@@ -770,6 +759,27 @@ BEGIN
 			 THEN pg_catalog.format(', %I = $2[1]', cfg.error_uri_name) ELSE '' END,
 		cfg.key_name, cfg.key_type, cfg.active_value),
 		p_keys, ARRAY[p_uri]), '{}');
+END
+$$;
+
+-- write_host_suspensions for a fan-out: a failure that is the table's
+-- (its CHECK rejects the suspended value, its status column is gone, ...)
+-- is recorded and reported (record_table_problem) and the caller goes on,
+-- its grants suspended in appguard's state; a transient error (a
+-- deadlock, a serialization failure, a lock not available, a cancel) is
+-- not the table's and is raised.  The caller has raised set_applying.
+CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM appguard.write_host_suspensions(p_tbl, p_keys, p_uri);
+EXCEPTION WHEN OTHERS THEN
+	IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
+		RAISE;
+	END IF;
+	PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
 END
 $$;
 

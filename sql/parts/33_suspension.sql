@@ -206,14 +206,7 @@ BEGIN
 			WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
 			  AND r.state = 'active' AND r.token_table = pt.tbl;
 			EXIT WHEN keys IS NULL;
-			BEGIN
-				PERFORM appguard.write_host_suspensions(pt.tbl, keys, pt.error_uri);
-			EXCEPTION WHEN OTHERS THEN
-				IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
-					RAISE;
-				END IF;
-				PERFORM appguard.record_table_problem(pt.tbl, SQLERRM, SQLSTATE, 'suspension');
-			END;
+			PERFORM appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri);
 			WITH p AS (
 				-- (through the baseline's active grants, the keys a filter:
 				-- a probe of the primary key per key costs twice as much)
