@@ -74,6 +74,7 @@ SELECT public.try($$SELECT appguard_snapshot('a.example.org')$$);
 SELECT public.try($$SELECT * FROM appguard.snapshots$$);
 SELECT public.try($$SELECT appguard_register_client('x', 'X', ARRAY['https://a.example.org/'])$$);
 SELECT public.try($$SELECT appguard_check_refresh('t1')$$);
+SELECT public.try($$SELECT appguard_explain_html(1, 'x')$$);
 RESET ROLE;
 SET ROLE ag_sec_owner;
 CREATE TABLE public.sec_tokens (id bigint PRIMARY KEY, client text, status text);
@@ -182,6 +183,7 @@ SELECT s AS setting, public.try(pg_catalog.format('SET %s = %L', s, v)) AS as_op
 FROM (VALUES ('appguard.allow_private_addresses', 'on'), ('appguard.dns_servers', '127.0.0.1:53'),
 			 ('appguard.ca_file', '/etc/passwd'), ('appguard.allowed_ports', '1-65535'),
 			 ('appguard.ownership_prefix', 'x'), ('appguard.error_uri_template', 'https://evil.test/{suspension_id}'),
+			 ('appguard.reapprove_uri_template', 'https://evil.test/{client_id}'),
 			 ('appguard.confirmations', '100'), ('appguard.mass_drift_threshold', '1'),
 			 ('appguard.unreachable_grace', '0'), ('appguard.baseline_max_age', '0')) AS t(s, v);
 SELECT public.try($$SELECT pg_catalog.set_config('appguard.allow_private_addresses', 'on', false)$$);

@@ -51,6 +51,8 @@ int			appguard_consent_window_s = 600;
 int			appguard_baseline_timeout_ms = 500;
 int			appguard_confirmations = 1;
 char	   *appguard_error_uri_template = NULL;
+/* read by SQL only (appguard.setting), so not in appguard.h */
+static char *appguard_reapprove_uri_template = NULL;
 double		appguard_mass_drift_threshold = 0.2;
 int			appguard_mass_drift_min_hosts = 10;
 int			appguard_unreachable_grace_s = 0;
@@ -117,6 +119,34 @@ check_error_uri_template(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * The re-approval link of the error_uri page (appguard_explain_html) is
+ * written into an href: only an http(s) URL or a path on the auth server,
+ * never a javascript: or data: URL, and nothing that would end the
+ * attribute or the URL (the page escapes it too).  Empty means no link.
+ */
+static bool
+check_reapprove_uri_template(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+
+	if (p == NULL || p[0] == '\0')
+		return true;
+	if (pg_strncasecmp(p, "https://", 8) != 0 && pg_strncasecmp(p, "http://", 7) != 0 &&
+		p[0] != '/')
+	{
+		GUC_check_errdetail("The template must start with https://, http:// or /, or be empty.");
+		return false;
+	}
+	for (; *p; p++)
+		if ((unsigned char) *p <= ' ' || *p == 0x7f || *p == '"' || *p == '<' || *p == '>')
+		{
+			GUC_check_errdetail("The template must not contain spaces, control characters, quotes or angle brackets.");
+			return false;
+		}
+	return true;
+}
+
+/*
  * Settings of the drift and suspension lifecycle.  They decide whether
  * patients' tokens keep working, so only superusers change them.
  */
@@ -148,6 +178,11 @@ define_lifecycle_settings(void)
 							   &appguard_error_uri_template,
 							   "https://auth.example.org/appguard/suspensions/{suspension_id}?client={client_id}",
 							   PGC_SUSET, 0, check_error_uri_template, NULL, NULL);
+	DefineCustomStringVariable("appguard.reapprove_uri_template",
+							   "Template of the re-approval link on the error_uri page (appguard_explain_html).",
+							   "{suspension_id} and {client_id} are replaced, URL-encoded; empty means no link.",
+							   &appguard_reapprove_uri_template, "",
+							   PGC_SUSET, 0, check_reapprove_uri_template, NULL, NULL);
 	DefineCustomRealVariable("appguard.mass_drift_threshold",
 							 "Share of a sweep's hosts drifting at suspend level above which suspensions are held.",
 							 NULL, &appguard_mass_drift_threshold, 0.2, 0.0, 1.0,

@@ -5,8 +5,8 @@
 -- snapshots, 2 drift and the means to act on other roles' tables safely
 -- (25_table_owner, 26_applying), 3 the lifecycle (clients, baselines,
 -- grants and token tables, suspension, refresh, breaker, sweeps,
--- operations, appguard's own token table), 5 consent, 9 privileges; the
--- units order the parts within a layer.
+-- operations, appguard's own token table), 5 consent and the patient's
+-- error_uri page, 9 privileges; the units order the parts within a layer.
 --
 -- Naming, for every object of the extension:
 --   * the API -- what a user, a DBA or an auth server calls -- lives in the
