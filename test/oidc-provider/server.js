@@ -51,6 +51,7 @@ const provider = new Provider(config.issuer, {
 		token_endpoint_auth_method: 'none',          // a public client (a SMART patient app)
 		grant_types: ['authorization_code', 'refresh_token'],
 		response_types: ['code'],
+		...(c.initiate_login_uri ? { initiate_login_uri: c.initiate_login_uri } : {}),
 	})),
 	// PKCE (S256) is required of public clients by default
 	scopes: ['openid', 'offline_access'],
@@ -282,6 +283,28 @@ async function explainPage(req, res, url, id)
 	}
 }
 
+// The re-approval link of the error_uri page
+// (appguard.reapprove_uri_template = '<issuer>/appguard/reapprove/{suspension_id}?client={client_id}'):
+// re-approval is a new authorization, which only the app can start, so the
+// patient is sent to the app's initiate_login_uri (OpenID Connect's
+// third-party-initiated login, with iss); the app asks again with
+// prompt=consent and the consent screen shows what is true now.
+async function reapprovePage(req, res, url)
+{
+	const client = await provider.Client.find(url.searchParams.get('client') ?? '');
+	if (client?.initiateLoginUri)
+	{
+		const target = new URL(client.initiateLoginUri);
+		target.searchParams.set('iss', config.issuer);
+		res.writeHead(303, { Location: target.href, 'Cache-Control': 'no-store' });
+		return res.end();
+	}
+	return sendHtml(res, client ? 200 : 404, 'Approve the app again',
+		`<h1>Approve the app again</h1><p>${client
+			? `Open ${escapeHtml(client.clientName ?? client.clientId)} and sign in again: you will be asked to approve it.`
+			: 'There is no such app.'}</p>`);
+}
+
 // ------------------------------------------------------------------ routes
 
 async function interaction(req, res, url)
@@ -343,7 +366,13 @@ async function handle(req, res)
 		return interaction(req, res, url);
 	const explain = url.pathname.match(/^\/appguard\/suspensions\/([^/]*)$/);
 	if (useAppguard && explain && req.method === 'GET')
-		return explainPage(req, res, url, decodeURIComponent(explain[1]));
+	{
+		let id = '';
+		try { id = decodeURIComponent(explain[1]); } catch { /* malformed: refused below */ }
+		return explainPage(req, res, url, id);
+	}
+	if (useAppguard && /^\/appguard\/reapprove\/[^/]*$/.test(url.pathname) && req.method === 'GET')
+		return reapprovePage(req, res, url);
 	if (useAppguard && req.method === 'POST' && url.pathname === '/token'
 		&& (req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded'))
 	{

@@ -65,7 +65,7 @@ const browser = await puppeteer.launch({
 });
 
 const result = { steps: {} };
-const tokens = {};
+const tokens = { ...(job.tokens ?? {}) };
 
 async function newPage(interceptPrefixes = [])
 {
@@ -147,6 +147,8 @@ async function authorize(step)
 		code_challenge: challenge, code_challenge_method: 'S256' }))
 		url.searchParams.set(k, v);
 	const { page, seen } = await newPage([step.redirect_uri]);
+	if (step.no_csp)
+		await page.setBypassCSP(true);
 	const out = { logged_in: false };
 	await page.goto(url.href, { waitUntil: 'load' });
 	if (await page.$('#password'))
@@ -217,10 +219,13 @@ async function refresh(step)
 // only escaping stands between injected values and the browser.
 async function openPage(step)
 {
-	const { page, seen } = await newPage();
+	const { page, seen } = await newPage(step.intercept ? [step.intercept] : []);
 	if (step.no_csp)
 		await page.setBypassCSP(true);
-	const res = await page.goto(step.url, { waitUntil: 'load' });
+	let url = step.url;
+	if (url.startsWith('@'))
+		url = result.steps[url.slice(1)]?.body?.error_uri;
+	const res = await page.goto(url, { waitUntil: 'load' });
 	const out = await inspect(page, seen);
 	out.status = res.status();
 	out.csp = res.headers()['content-security-policy'] ?? null;
@@ -238,6 +243,20 @@ async function openPage(step)
 	{
 		await page.setViewport({ width: 360, height: 740, isMobile: true });
 		out.mobile_overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+	}
+	// the re-approval link: followed to the app (intercepted, like a redirect URI)
+	if (step.follow)
+	{
+		const link = await page.$(`a[href*="${step.follow}"]`);
+		out.followed = null;
+		if (link)
+		{
+			const [req] = await Promise.all([
+				page.waitForRequest((r) => r.url().startsWith(step.intercept), { timeout: 15000 }),
+				link.click(),
+			]);
+			out.followed = req.url();
+		}
 	}
 	await page.close();
 	return out;
