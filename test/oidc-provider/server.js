@@ -305,6 +305,42 @@ async function reapprovePage(req, res, url)
 			: 'There is no such app.'}</p>`);
 }
 
+// The patient approved the app again on a fresh consent screen.  The token
+// this authorization issues joins the patient's consent with what that
+// screen showed (appguard_consent_info with the patient: docs/consent.md).
+// The grant's rows appguard suspended are settled in one transaction:
+// appguard_reapprove records the re-approval against the suspension (its
+// error_uri page then says access is restored), and the server retires the
+// old token, which the app replaces with the new one (a write of the status
+// column: the server's own decision, which appguard keeps).
+async function reapproveGrant(grantId)
+{
+	const db = await pool.connect();
+	try
+	{
+		await db.query('BEGIN');
+		const { rows } = await db.query(
+			`SELECT id FROM ${TOKEN_TABLE} WHERE grant_id = $1 AND status = 'suspended' ORDER BY created_at DESC LIMIT 1`,
+			[grantId]);
+		for (const { id } of rows)
+		{
+			await db.query(`SELECT appguard_reapprove('${TOKEN_TABLE}', $1)`, [id]);
+			await db.query(`UPDATE ${TOKEN_TABLE} SET status = 'revoked' WHERE grant_id = $1 AND status IN ('active', 'suspended')`,
+				[grantId]);
+		}
+		await db.query('COMMIT');
+	}
+	catch (e)
+	{
+		await db.query('ROLLBACK');
+		throw e;
+	}
+	finally
+	{
+		db.release();
+	}
+}
+
 // ------------------------------------------------------------------ routes
 
 async function interaction(req, res, url)
@@ -351,6 +387,8 @@ async function interaction(req, res, url)
 		for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {}))
 			grant.addResourceScope(indicator, scopes.join(' '));
 		const grantId = await grant.save();
+		if (useAppguard)
+			await reapproveGrant(grantId);
 		return provider.interactionFinished(req, res, { consent: { grantId } },
 			{ mergeWithLastSubmission: true });
 	}

@@ -31,6 +31,9 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+use lib "$FindBin::RealBin/../oidc-provider";
+
+use AppGuard::OidcProvider;
 use AppGuard::TestEnv;
 use AppGuard::TestNode qw(start_node sql_literal);
 
@@ -42,27 +45,15 @@ plan skip_all => "node, npm or chromium is not installed (test/install-deps.sh i
 
 my $t0   = time;
 my $json = JSON::PP->new->canonical;
-my $dir  = "$FindBin::RealBin/../oidc-provider";
+my $dir  = $AppGuard::OidcProvider::DIR;
 my $out  = "$PostgreSQL::Test::Utils::tmp_check/oidc_provider";
 make_path($out);
 note "screenshots and net logs: $out";
 
 # ---------------------------------------------------------------- npm ci
 # From the lockfile, once: node_modules is kept in test/oidc-provider
-# (test/install-deps.sh fills it in the checkout).  No browser download.
-sub npm_ci_needed
-{
-	my $installed = "$dir/node_modules/.package-lock.json";
-	return !-e $installed || (stat "$dir/package-lock.json")[9] > (stat $installed)[9];
-}
-if (npm_ci_needed())
-{
-	local $ENV{PUPPETEER_SKIP_DOWNLOAD} = 1;
-	my $log = "$out/npm-ci.log";
-	system("cd '$dir' && '$NPM' ci --no-audit --no-fund >'$log' 2>&1") == 0
-	  or BAIL_OUT("npm ci failed in $dir: " . slurp_file($log));
-	note sprintf 'npm ci in %.1f s', time - $t0;
-}
+# (test/install-deps.sh fills it in the checkout).
+BAIL_OUT($@) unless eval { AppGuard::OidcProvider::npm_ci("$out/npm-ci.log") && note 'npm ci done'; 1 };
 
 # ---------------------------------------------------------------- the apps' servers
 my $env  = AppGuard::TestEnv->new;
@@ -86,89 +77,33 @@ $env->zone('example.test', [ "app A $addr", "evil A $evil_addr", '@ TXT "appguar
 $env->start;
 note sprintf 'environment up in %.1f s', time - $t0;
 
-# ---------------------------------------------------------------- cluster, database
+# ---------------------------------------------------------------- cluster, database, server
 my $node = start_node('oidc', $env);
 my $oidc_addr = "$net.250.2";
-my $oidc_port = 4600;
-my $base      = "http://$oidc_addr:$oidc_port";
+my $base      = "http://$oidc_addr:4600";
 $node->safe_psql('postgres', "LOAD 'appguard';
 	ALTER SYSTEM SET appguard.error_uri_template = '$base/appguard/suspensions/{suspension_id}?client={client_id}';
 	ALTER SYSTEM SET appguard.reapprove_uri_template = '$base/appguard/reapprove/{suspension_id}?client={client_id}';
 	SELECT pg_reload_conf();");
-$node->safe_psql('postgres', 'CREATE ROLE oidc LOGIN');
-$node->safe_psql('postgres', 'CREATE DATABASE oidc OWNER oidc');
-$node->safe_psql('oidc', "SET ROLE oidc;\n" . slurp_file("$dir/schema.sql"));
-my $protect = slurp_file("$dir/protect.sql") =~ s/:"role"/oidc/gr;
-my $protected = $json->decode((split /\n/, $node->safe_psql('oidc', $protect))[-1]);
-is_deeply([ @{$protected}{qw(key_column subject_column grant_column error_uri_column)} ],
-	[ 'id', 'account_id', 'grant_id', 'error_uri' ],
-	'protect.sql: oidc_refresh_tokens guarded, account_id the subject, grant_id the grant');
-
-sub sql  { return $node->safe_psql('oidc', $_[0]) }
-sub jsql { my $o = sql($_[0]); return $o eq '' ? undef : $json->decode($o) }
-
-# ---------------------------------------------------------------- the auth server
-my $config = {
-	issuer  => $base,
-	listen  => { host => $oidc_addr, port => $oidc_port },
-	appguard => JSON::PP::true,
-	cookie_keys => ['appguard-test-cookie-key'],
+my $srv = AppGuard::OidcProvider->new(
+	env => $env, psql => sub { my ($db, $sql) = @_; return $node->safe_psql($db, $sql) },
+	pghost => $node->host, pgport => $node->port, addr => $oidc_addr, port => 4600,
 	accounts => { patient1 => { password => 'patient-pw-1', name => 'Pat Patient' } },
 	clients => [
 		{ client_id => 'app1', client_name => 'Example App',
 		  redirect_uris => ["https://$host:$port/cb"], initiate_login_uri => "https://$host:$port/launch" },
 		{ client_id => $evil_id, client_name => $evil_name, redirect_uris => ["https://$evil_host:$port/cb"] },
-	],
-};
-my $srv_dir = $env->dir . '/oidc-provider';
-make_path($srv_dir);
-open my $cf, '>', "$srv_dir/config.json" or die $!;
-print $cf $json->encode($config);
-close $cf;
-
-my $srv_pid = start_server();
+	]);
+my $protected = $srv->create_database;
+is_deeply([ @{$protected}{qw(key_column subject_column grant_column error_uri_column)} ],
+	[ 'id', 'account_id', 'grant_id', 'error_uri' ],
+	'protect.sql: oidc_refresh_tokens guarded, account_id the subject, grant_id the grant');
+$srv->start;
+is($srv->base, $base, 'the server listens on the env\'s loopback address');
 note sprintf 'oidc-provider up at %s in %.1f s', $base, time - $t0;
 
-# A process group of its own with its pid file in the env's run directory:
-# the env's stop (and its watchdog) stops it too.
-sub start_server
-{
-	$_->flush for \*STDOUT, \*STDERR;
-	my $pid = fork // die "fork: $!";
-	if ($pid == 0)
-	{
-		POSIX::setsid();
-		open STDIN,  '<',  '/dev/null';
-		open STDOUT, '>>', "$srv_dir/server.log";
-		open STDERR, '>&', \*STDOUT;
-		chdir $dir;
-		%ENV = (%ENV, PGHOST => $node->host, PGPORT => $node->port, PGDATABASE => 'oidc', PGUSER => 'oidc');
-		exec($NODE, 'server.js', "$srv_dir/config.json") or POSIX::_exit(127);
-	}
-	open my $pf, '>', $env->dir . '/run/oidc-provider.pid' or die $!;
-	print $pf "$pid\n";
-	close $pf;
-	my $deadline = time + 30;
-	while (time < $deadline)
-	{
-		last if slurp_file("$srv_dir/server.log") =~ /^listening on /m;
-		die "oidc-provider exited:\n" . slurp_file("$srv_dir/server.log")
-		  if waitpid($pid, POSIX::WNOHANG()) == $pid;
-		sleep 0.05;
-	}
-	return $pid;
-}
-
-END
-{
-	if ($srv_pid)
-	{
-		kill 'TERM', -$srv_pid;
-		waitpid($srv_pid, 0);
-	}
-}
-
-use POSIX ();
+sub sql  { return $node->safe_psql('oidc', $_[0]) }
+sub jsql { my $o = sql($_[0]); return $o eq '' ? undef : $json->decode($o) }
 
 # ---------------------------------------------------------------- the walk
 # One run of walk.js: a job of steps; returns its result (steps by name,
@@ -351,7 +286,19 @@ is_deeply(serious($t2->{axe}), [], '... with no serious or critical accessibilit
 is($t2->{exchange}{status}, 200, 'the re-approved code is exchanged');
 is($r4->{status}, 200, 'a refresh works again');
 ok($r4->{rotated}, '... and rotates');
-is($r5->{status}, 400, 'the suspended token stays refused');
+is($r5->{status}, 400, 'the old token is refused: the server retired it at re-approval');
+is_deeply($r5->{body}, { error => 'invalid_grant', error_description => 'The refresh token is not active.' },
+	'... as the server\'s own decision (no error_uri)');
+is_deeply([ map { $_->{kind} } @{ jsql(q{SELECT jsonb_agg(e ORDER BY id) FROM appguard.events e
+		WHERE token_table::regclass = 'oidc_refresh_tokens'::regclass AND token_key IS NOT NULL
+		  AND client_id = 'app1'}) } ],
+	[ 'reapproved' ],
+	'events: the suspended grant was re-approved');
+is(sql(q{SELECT string_agg(t.status || '/' || g.state, ',' ORDER BY t.created_at)
+	FROM oidc_refresh_tokens t JOIN appguard.grants g
+	  ON g.token_table = 'oidc_refresh_tokens'::regclass AND g.token_key = t.id WHERE t.client_id = 'app1'}),
+	'consumed/inactive,consumed/inactive,revoked/inactive,consumed/inactive,active/active',
+	'the chain: the re-approved token revoked by the server, the new one rotated once, its successor active');
 my $now_snapshot = jsql(qq{SELECT id FROM appguard.snapshots WHERE host = '$host' ORDER BY id DESC LIMIT 1});
 is(sql(qq{SELECT g.baseline_snapshot_id FROM oidc_refresh_tokens t JOIN appguard.grants g
 	ON g.token_table = 'oidc_refresh_tokens'::regclass AND g.token_key = t.id
@@ -373,20 +320,31 @@ my $w4 = walk('bad', [
 ]);
 my $b = $w4->{steps};
 is_deeply([ map { $b->{$_}{status} } qw(unknown malformed negative huge bad_escape foreign xss_client) ],
-	[ 404, 400, 400, 400, 400, 404, 400 ],
-	'error_uri pages: unknown 404, malformed ids 400, another client\'s suspension 404, a markup client id 400');
+	[ 404, 400, 400, 400, 400, 404, 404 ],
+	'error_uri pages: unknown 404, malformed ids 400, another client\'s suspension 404, a markup client id 404');
+unlike($b->{xss_client}{text}, qr/script|pwned/, '... which is not echoed');
 like($b->{foreign}{text}, qr/no suspension of this app/, 'another client\'s suspension: the same page as an unknown id');
 unlike($b->{foreign}{text}, qr/Evil|script|Harvest/i, '... showing nothing of it');
 is_deeply([ map { [ $b->{$_}{scripts}, $b->{$_}{images}, $b->{$_}{pwned}, $b->{$_}{dialogs} ] } sort keys %$b ],
 	[ map { [ 0, 0, undef, [] ] } sort keys %$b ], 'no bad-input page ran or injected anything');
 is($b->{reapproved}{status}, 200, 'the re-approved suspension\'s page still opens');
-note "re-approved suspension's page says: " . ($b->{reapproved}{text} =~ s/\s+/ /gr);
+like($b->{reapproved}{h1}[0], qr/access to your data restored/, '... and says access is restored');
+unlike($b->{reapproved}{text}, qr/Approve Example App again/, '... with no re-approval link');
+
+# pruned: the history is gone, the page says nothing was found
+my $pruned = jsql(q{SELECT appguard_prune('0 s')});
+note 'appguard_prune: ' . $json->encode($pruned);
+my $w5 = walk('pruned', [ $page->('pruned', $error_uri), $page->('pruned_hostile', "$base/appguard/suspensions/$evil_susp->{id}?client=" . uri_escape($evil_id)) ]);
+is($w5->{steps}{pruned}{status}, 404, 'a pruned suspension\'s error_uri page: 404')
+  or diag $w5->{steps}{pruned}{text};
+is($w5->{steps}{pruned_hostile}{status}, 200, 'a suspension still in use is kept by the prune, its page opens');
 
 ok(-s "$out/consent.png" && -s "$out/error_uri.png", "screenshots kept in $out");
 note sprintf 'done in %.1f s (%d browser runs)', time - $t0, $walks;
-ok(kill(0, $srv_pid), 'the server ran throughout');
-my @errors = grep { /Error|error:/ } split /\n/, slurp_file("$srv_dir/server.log");
+ok($srv->alive, 'the server ran throughout');
+my @errors = grep { /Error|error:/ } split /\n/, slurp_file($srv->log_file);
 is_deeply(\@errors, [], 'the server logged no error');
+$srv->stop;
 done_testing();
 
 sub uri_escape

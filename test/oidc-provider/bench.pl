@@ -1,0 +1,103 @@
+#!/usr/bin/perl
+# node-oidc-provider's token endpoint with appguard vs without, side by
+# side in one run (test/bench/oidc.sh runs it).
+#
+#   bench.pl --pghost DIR --pgport PORT [--requests 300]
+#
+# Two example servers (server.js), configured alike, each with its own
+# database in the same cluster: "plain" (port 4601, "appguard": false: the
+# table is not protected, the token endpoint asks nothing, no client is
+# registered) and "guarded" (port 4602: protect.sql, the refresh check in
+# the token endpoint, the client registered and measured).  bench.js
+# alternates between the two request by request and times, at the
+# client, the code exchange (PKCE; inserts a refresh token row) and a
+# refresh (rotation: the old row is consumed, a new one inserted).
+# Prints the medians and the ratios.  Asserts nothing but that every
+# request succeeded.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin", "$FindBin::RealBin/../perl";
+
+use Getopt::Long;
+use IPC::Run ();
+use JSON::PP ();
+
+use AppGuard::OidcProvider;
+use AppGuard::TestEnv;
+
+my %o = (requests => 300);
+GetOptions(\%o, 'pghost=s', 'pgport=i', 'requests=i') or die "bad options\n";
+die "--pghost and --pgport are required\n" unless $o{pghost} && $o{pgport};
+$| = 1;
+
+sub psql
+{
+	my ($db, $sql) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-h', $o{pghost}, '-p', $o{pgport},
+			'-d', $db, '-f', '-' ], '<', \$sql, '>', \$out, '2>', \$err)
+	  or die "psql: $err";
+	chomp $out;
+	return $out;
+}
+
+AppGuard::OidcProvider::npm_ci('/dev/stderr');
+
+my $env  = AppGuard::TestEnv->new;
+my $host = 'app.example.test';
+$env->cert('app', san => [$host], policies => ['OV'], o => 'Example Health, Inc.', c => 'US');
+my $addr = $env->tls_host($host, cert => 'app');
+$env->zone('example.test', [ "app A $addr", '@ TXT "appguard-client-id=app1"' ]);
+$env->start;
+my $redirect = "https://$host:" . $env->tls_port . '/cb';
+
+my $settings = join '', map {
+	my ($k, $v) = /^(\S+) = (.*)$/;
+	"ALTER SYSTEM SET $k = $v;\n"
+} split /\n/, $env->postgresql_conf(preload => 0);
+psql('postgres', "LOAD 'appguard';\n${settings}SELECT pg_reload_conf();");
+
+my %srv;
+for my $mode (qw(plain guarded))
+{
+	my $s = AppGuard::OidcProvider->new(env => $env, psql => \&psql, pghost => $o{pghost},
+		pgport => $o{pgport}, db => "oidc_$mode", role => "oidc_$mode",
+		port => $mode eq 'plain' ? 4601 : 4602, appguard => $mode eq 'guarded',
+		accounts => { patient1 => { password => 'patient-pw-1', name => 'Pat Patient' } },
+		clients => [ { client_id => 'app1', client_name => 'Example App', redirect_uris => [$redirect] } ]);
+	$s->create_database;
+	$s->start;
+	$srv{$mode} = $s;
+}
+my $snap = $srv{guarded}->sql("SELECT appguard_snapshot('$host', " . $env->tls_port . ") ->> 'status'");
+die "snapshot of $host: $snap\n" unless $snap eq 'ok';
+
+my $job = JSON::PP->new->encode({
+	servers => { map { $_ => $srv{$_}->base } keys %srv },
+	client_id => 'app1', redirect_uri => $redirect, username => 'patient1', password => 'patient-pw-1',
+	requests => $o{requests} });
+my ($out, $err) = ('', '');
+IPC::Run::run([ $AppGuard::OidcProvider::NODE, "$AppGuard::OidcProvider::DIR/bench.js", $job ],
+	'>', \$out, '2>', \$err) or die "bench.js: $err";
+my $r = JSON::PP->new->decode($out);
+my $rows = $srv{guarded}->sql(q{SELECT count(*) FROM oidc_refresh_tokens});
+my $baselined = $srv{guarded}->sql(q{SELECT count(*) FROM appguard.grants
+	WHERE token_table = 'oidc_refresh_tokens'::regclass AND baseline_snapshot_id IS NOT NULL});
+$_->stop for values %srv;
+$env->stop;
+
+printf "\nnode-oidc-provider token endpoint, %d requests per server and kind, interleaved, %.0f s, %d failures\n",
+  $r->{requests}, $r->{seconds}, $r->{failures};
+printf "guarded table at the end: %d refresh token rows, %d with a baseline\n", $rows, $baselined;
+printf "%-34s %9s %11s %22s\n", 'request (median)', 'plain ms', 'guarded ms', 'ratio plain/guarded';
+for my $kind (qw(refresh code))
+{
+	my ($p, $g) = map { $r->{median_ms}{$_}{$kind} } qw(plain guarded);
+	printf "%-34s %9.2f %11.2f %22.3f\n",
+	  $kind eq 'refresh' ? 'grant_type=refresh_token (rotates)' : 'grant_type=authorization_code',
+	  $p, $g, $g ? $p / $g : 0;
+}
+print "(ratio plain/guarded: the guarded server's speed relative to the plain one; goal for the refresh >= 0.95)\n";
+exit($r->{failures} ? 1 : 0);
