@@ -81,7 +81,7 @@ function escapeHtml(value)
 
 // The interaction pages load nothing and run no script.
 const PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'";
-const STYLE = `body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a;background:#fff;line-height:1.5}
+const STYLE = `body{font-family:system-ui,sans-serif;overflow-wrap:anywhere;max-width:36rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a;background:#fff;line-height:1.5}
 label{display:block;margin-top:1rem;font-weight:600}input{font-size:1rem;padding:.4rem;width:100%;box-sizing:border-box}
 button{font-size:1rem;padding:.5rem 1.2rem;margin:1rem .5rem 0 0;border-radius:.3rem;border:1px solid #0b4f8a}
 .primary{background:#0b4f8a;color:#fff}.secondary{background:#fff;color:#0b4f8a}
