@@ -13,8 +13,15 @@ PACKAGES=(
 	clang libclang-rt-dev
 	valgrind
 	glewlwyd
-	nodejs npm chromium fonts-liberation
+	chromium fonts-liberation
 )
+
+# Node.js and npm: the machine's own when it has them (this machine kind
+# comes with Node.js 20 and npm 11, whose nodejs package conflicts with
+# Debian's npm); else Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
