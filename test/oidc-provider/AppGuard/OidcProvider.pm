@@ -67,6 +67,7 @@ sub new
 		addr     => $a{addr} // $a{env}->net . '.250.2',
 		port     => $a{port} // 4600,
 		appguard => $a{appguard} // 1,
+		refresh_check => $a{refresh_check} // 1,
 		clients  => $a{clients} // [],
 		accounts => $a{accounts} // {},
 	}, $class;
@@ -105,6 +106,7 @@ sub start
 	my $config = {
 		issuer => $self->{base}, listen => { host => $self->{addr}, port => $self->{port} },
 		appguard => $self->{appguard} ? JSON::PP::true : JSON::PP::false,
+		refresh_check => $self->{refresh_check} ? JSON::PP::true : JSON::PP::false,
 		cookie_keys => ['appguard-test-cookie-key'],
 		clients => $self->{clients}, accounts => $self->{accounts},
 	};
