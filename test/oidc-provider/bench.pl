@@ -4,14 +4,15 @@
 #
 #   bench.pl --pghost DIR --pgport PORT [--requests 300]
 #
-# Two example servers (server.js), configured alike, each with its own
+# Three example servers (server.js), configured alike, each with its own
 # database in the same cluster: "plain" (port 4601, "appguard": false: the
 # table is not protected, the token endpoint asks nothing, no client is
-# registered) and "guarded" (port 4602: protect.sql, the refresh check in
-# the token endpoint, the client registered and measured).  bench.js
-# alternates between the two request by request and times, at the
-# client, the code exchange (PKCE; inserts a refresh token row) and a
-# refresh (rotation: the old row is consumed, a new one inserted).
+# registered), "table" (port 4603: protect.sql and the client registered
+# and measured, the token endpoint unchanged) and "guarded" (port 4602: the
+# same with the refresh check in the token endpoint: the example as
+# shipped).  bench.js alternates between them request by request and times,
+# at the client, the code exchange (PKCE; inserts a refresh token row) and
+# a refresh (rotation: the old row is consumed, a new one inserted).
 # Prints the medians and the ratios.  Asserts nothing but that every
 # request succeeded.
 use strict;
