@@ -6,16 +6,20 @@
 // oidc_models.  What matters for appguard:
 //   - a refresh token row has plain client_id, account_id and grant_id
 //     columns, copied from the payload once at insert (an upsert never
-//     rewrites them, nor the status: a refresh fires none of appguard's
-//     triggers);
+//     rewrites them, nor the status);
 //   - only an 'active' row is a usable token; a 'consumed' one (rotated
 //     away) is handed back flagged consumed, so that oidc-provider sees a
 //     reuse and revokes the grant; a 'suspended' (appguard) or 'revoked'
 //     row is not found;
 //   - consume, destroy and revokeByGrantId write the status column: the
-//     server's own decisions, which appguard records and never undoes.
+//     server's own decisions, which appguard records and never undoes
+//     (a rotation consumes the old row and inserts the new one);
+//   - with guardRefresh, the refresh is checked with appguard in the
+//     statement that reads the token (findRefresh).
 
-export function makeAdapter(pool)
+import { Provider } from 'oidc-provider';
+
+export function makeAdapter(pool, { guardRefresh = false } = {})
 {
 	const epoch = (d) => (d ? Math.floor(d.getTime() / 1000) : undefined);
 
@@ -49,10 +53,53 @@ export function makeAdapter(pool)
 					payload.userCode ?? null, expires]);
 		}
 
+		// At the token endpoint's refresh (grant_type=refresh_token), the
+		// row is read together with appguard's verdict, in one statement:
+		// appguard_check_refresh(tbl, row_key) reads appguard's state of the
+		// grant, consistent with the row.  A refusal of the requesting
+		// client's token is kept on the request (ctx.state.appguardRefusal:
+		// the invalid_grant body with error_uri, which server.js answers
+		// instead of oidc-provider's) and the token is not found.  55P03
+		// (appguard busy with this app's grants) is kept likewise, for a 503.
+		async #findRefresh(id)
+		{
+			const ctx = Provider.ctx;
+			if (!guardRefresh || ctx?.oidc?.route !== 'token' || ctx.oidc.params?.grant_type !== 'refresh_token')
+				return undefined;
+			let row;
+			try
+			{
+				({ rows: [row] } = await pool.query({
+					name: 'appguard_find_refresh',
+					text: `SELECT payload, status, client_id,
+							  appguard_check_refresh('oidc_refresh_tokens', id) AS verdict
+						   FROM oidc_refresh_tokens
+						   WHERE id = $1 AND (expires_at IS NULL OR expires_at > now())`,
+					values: [id] }));
+			}
+			catch (e)
+			{
+				if (e.code === '55P03')
+					ctx.state.appguardBusy = true;
+				throw e;
+			}
+			if (row && !row.verdict.allowed && row.client_id === ctx.oidc.client?.clientId)
+				ctx.state.appguardRefusal = row.verdict.error;
+			return { row: row ?? null };
+		}
+
 		async #findWhere(where, value)
 		{
 			if (this.isRefresh)
 			{
+				const guarded = where === 'id' ? await this.#findRefresh(value) : undefined;
+				if (guarded)
+				{
+					const { row } = guarded;
+					if (!row || !row.verdict.allowed || (row.status !== 'active' && row.status !== 'consumed'))
+						return undefined;
+					return row.status === 'consumed' ? { ...row.payload, consumed: true } : row.payload;
+				}
 				const { rows } = await pool.query(
 					`SELECT payload, status FROM oidc_refresh_tokens
 					 WHERE ${where} = $1 AND (expires_at IS NULL OR expires_at > now())`, [value]);

@@ -13,8 +13,9 @@
 //   adapter.js       refresh tokens in a table appguard protects (protect.sql)
 //   registerClients  each client registered with appguard (its redirect URI host is watched)
 //   consentPage      the organization the patient approves, from appguard_consent_info
-//   guardRefresh     the token endpoint asks appguard_check_refresh before a refresh and
-//                    answers appguard's invalid_grant body (with error_uri) when refused
+//   adapter.js       ... and at a refresh reads the token with appguard_check_refresh;
+//   provider.use     the token endpoint answers appguard's invalid_grant body (with
+//                    error_uri) when appguard refused
 //   explainPage      the error_uri page: appguard_explain_html, under a strict CSP
 // With "appguard": false (the benchmark's baseline) none of these run.
 // Re-approval needs no code of its own: the app asks again with
@@ -46,7 +47,7 @@ const signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKe
 	.export({ format: 'jwk' });
 
 const provider = new Provider(config.issuer, {
-	adapter: makeAdapter(pool),
+	adapter: makeAdapter(pool, { guardRefresh: checkRefresh }),
 	clients: config.clients.map((c) => ({
 		client_id: c.client_id,
 		client_name: c.client_name,
@@ -72,6 +73,29 @@ const provider = new Provider(config.issuer, {
 			return undefined;
 		return { accountId: id, claims: async () => ({ sub: id, name: account.name }) };
 	},
+});
+
+// The token endpoint answers appguard's refusal.  The adapter checks a
+// refresh with appguard_check_refresh in the statement that reads the token
+// (adapter.js) and, when appguard refuses, keeps the refusal on the request
+// and reports the token as not found; oidc-provider then fails the grant
+// with invalid_grant, and this post-processing puts appguard's body in
+// its place: {"error": "invalid_grant", "error_description": ...,
+// "error_uri": ...}.  55P03 (appguard busy with the app's grants) is a 503
+// with Retry-After.
+provider.use(async (ctx, next) =>
+{
+	await next();
+	if (ctx.oidc?.route !== 'token')
+		return;
+	if (ctx.state.appguardRefusal && ctx.status === 400)
+		ctx.body = ctx.state.appguardRefusal;
+	else if (ctx.state.appguardBusy && ctx.status === 500)
+	{
+		ctx.status = 503;
+		ctx.set('Retry-After', '1');
+		ctx.body = { error: 'temporarily_unavailable', error_description: 'Try again in a moment.' };
+	}
 });
 
 // ------------------------------------------------------------------ HTML
@@ -183,11 +207,6 @@ async function readBody(req)
 	return Buffer.concat(chunks);
 }
 
-function sendJson(res, status, body, headers = {})
-{
-	res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
-	res.end(JSON.stringify(body));
-}
 
 // ------------------------------------------------------------------ appguard
 
@@ -208,49 +227,6 @@ async function registerClients()
 				throw e;
 		}
 	}
-}
-
-// The token endpoint's guard.  A refresh of a token appguard refused is
-// answered here with appguard's body: {"error": "invalid_grant",
-// "error_description": ..., "error_uri": ...}.  Everything else goes on
-// to oidc-provider with the body already read (oidc-provider takes
-// req.body when the stream is consumed).  A token the adapter does not
-// know, or another client's, is left to oidc-provider.
-async function guardRefresh(req, res, body)
-{
-	const params = querystring.parse(body.toString('utf8'));
-	if (params.grant_type !== 'refresh_token' || typeof params.refresh_token !== 'string')
-		return false;
-	let clientId = typeof params.client_id === 'string' ? params.client_id : undefined;
-	const auth = req.headers.authorization ?? '';
-	if (!clientId && auth.startsWith('Basic '))
-		clientId = decodeURIComponent(Buffer.from(auth.slice(6), 'base64').toString().split(':')[0]);
-	let verdict;
-	try
-	{
-		// a named statement: parsed and planned once per connection
-		const { rows } = await pool.query({
-			name: 'appguard_check_refresh',
-			text: `SELECT appguard_check_refresh('${TOKEN_TABLE}', id) AS verdict
-				   FROM ${TOKEN_TABLE} WHERE id = $1 AND client_id = $2`,
-			values: [params.refresh_token, clientId] });
-		if (rows.length === 0)
-			return false;
-		verdict = rows[0].verdict;
-	}
-	catch (e)
-	{
-		if (e.code === '55P03')                  // appguard is busy with this app's grants
-		{
-			sendJson(res, 503, { error: 'temporarily_unavailable' }, { 'Retry-After': '1' });
-			return true;
-		}
-		throw e;
-	}
-	if (verdict.allowed)
-		return false;
-	sendJson(res, 400, verdict.error);
-	return true;
 }
 
 // The error_uri page: /appguard/suspensions/<id>?client=<client_id>[&lang=xx].
@@ -417,14 +393,6 @@ async function handle(req, res)
 	}
 	if (useAppguard && /^\/appguard\/reapprove\/[^/]*$/.test(url.pathname) && req.method === 'GET')
 		return reapprovePage(req, res, url);
-	if (checkRefresh && req.method === 'POST' && url.pathname === '/token'
-		&& (req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded'))
-	{
-		const body = await readBody(req);
-		if (await guardRefresh(req, res, body))
-			return undefined;
-		req.body = body;                         // oidc-provider reads it from here
-	}
 	return oidc(req, res);
 }
 
