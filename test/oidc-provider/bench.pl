@@ -87,6 +87,39 @@ my ($out, $err) = ('', '');
 IPC::Run::run([ $AppGuard::OidcProvider::NODE, "$AppGuard::OidcProvider::DIR/bench.js", $job ],
 	'>', \$out, '2>', \$err) or die "bench.js: $err";
 my $r = JSON::PP->new->decode($out);
+# The same writes at the SQL level, to split what a rotation costs: the
+# new row's INSERT (appguard's insert trigger: the token joins the
+# patient's consent) and the old row's UPDATE of its status (appguard's
+# status trigger), timed by pgbench in the plain and the guarded database,
+# alternately, 3 rounds of 3 s each.
+my %sql_ms;
+my %scripts = (
+	insert => "\\set g random(1, 2000000000)\n"
+	  . "INSERT INTO oidc_refresh_tokens (id, client_id, account_id, grant_id, payload) "
+	  . "VALUES ('b' || :g || '-' || :client_id, 'app1', 'patient1', 'bench', '{}') ON CONFLICT DO NOTHING;\n",
+	rotation => "\\set g random(1, 2000000000)\n"
+	  . "INSERT INTO oidc_refresh_tokens (id, client_id, account_id, grant_id, payload) "
+	  . "VALUES ('r' || :g || '-' || :client_id, 'app1', 'patient1', 'bench', '{}') ON CONFLICT DO NOTHING;\n"
+	  . "UPDATE oidc_refresh_tokens SET status = 'consumed' WHERE id = 'r' || :g || '-' || :client_id AND status = 'active';\n");
+for my $kind (sort keys %scripts)
+{
+	my $file = "$ENV{TMPDIR}/$kind.sql";
+	open my $fh, '>', $file or die $!;
+	print $fh $scripts{$kind};
+	close $fh;
+	for my $round (1 .. 3)
+	{
+		for my $mode (qw(plain guarded))
+		{
+			my ($out, $err) = ('', '');
+			IPC::Run::run([ 'pgbench', '-n', '-T', 3, '-h', $o{pghost}, '-p', $o{pgport}, '-U', "oidc_$mode",
+					'-f', $file, "oidc_$mode" ], '>', \$out, '2>', \$err) or die "pgbench: $err";
+			my ($lat) = $out =~ /latency average = ([\d.]+) ms/ or die "pgbench: $out";
+			push @{ $sql_ms{$kind}{$mode} }, $lat;
+		}
+	}
+}
+
 my $rows = $srv{guarded}->sql(q{SELECT count(*) FROM oidc_refresh_tokens});
 my $baselined = $srv{guarded}->sql(q{SELECT count(*) FROM appguard.grants
 	WHERE token_table = 'oidc_refresh_tokens'::regclass AND baseline_snapshot_id IS NOT NULL});
@@ -104,6 +137,15 @@ for my $kind (qw(refresh code))
 	printf "%-34s %9.2f %9.2f %11.2f %14.3f %14.3f\n",
 	  $kind eq 'refresh' ? 'grant_type=refresh_token (rotates)' : 'grant_type=authorization_code',
 	  $p, $t, $g, $t ? $p / $t : 0, $g ? $p / $g : 0;
+}
+sub median3 { my @s = sort { $a <=> $b } @_; return $s[ $#s / 2 ] }
+printf "\nthe same writes in SQL (pgbench, one client, 3 rounds of 3 s, median latency)\n";
+printf "%-34s %9s %11s %14s\n", 'statement(s)', 'plain ms', 'guarded ms', 'plain/guarded';
+for my $kind (qw(insert rotation))
+{
+	my ($p, $g) = map { median3(@{ $sql_ms{$kind}{$_} }) } qw(plain guarded);
+	printf "%-34s %9.3f %11.3f %14.3f\n",
+	  $kind eq 'insert' ? 'INSERT of a new token' : 'rotation: INSERT + UPDATE status', $p, $g, $p / $g;
 }
 print "plain: no appguard; table: the token table protected, the token endpoint unchanged;\n"
   . "guarded: protected and the refresh check in the token endpoint (the example as shipped).\n"
