@@ -5,23 +5,24 @@
 //   node server.js config.json        (PostgreSQL from PGHOST, PGPORT, PGDATABASE, PGUSER)
 //
 // config.json: { "issuer": "http://127.0.0.1:4600", "listen": { "host": ..., "port": ... },
-//   "clients": [{ "client_id", "client_name", "redirect_uris": [...] }],
+//   "clients": [{ "client_id", "client_name", "redirect_uris": [...], "initiate_login_uri" }],
 //   "accounts": { "<username>": { "password": ..., "name": ... } },
-//   "cookie_keys": [...], "appguard": true }
+//   "cookie_keys": [...], "appguard": true, "refresh_check": true }
 //
 // What appguard adds to a plain oidc-provider server, and where:
-//   adapter.js       refresh tokens in a table appguard protects (protect.sql)
-//   registerClients  each client registered with appguard (its redirect URI host is watched)
-//   consentPage      the organization the patient approves, from appguard_consent_info
-//   adapter.js       ... and at a refresh reads the token with appguard_check_refresh;
+//   adapter.js       refresh tokens in a table appguard protects (protect.sql); at the
+//                    token endpoint's refresh the token is read with appguard's verdict
 //   provider.use     the token endpoint answers appguard's invalid_grant body (with
 //                    error_uri) when appguard refused
+//   registerClients  each client registered with appguard (its redirect URI host is watched)
+//   consentPage      the organization the patient approves, from appguard_consent_info
 //   explainPage      the error_uri page: appguard_explain_html, under a strict CSP
-// With "appguard": false (the benchmark's baseline) none of these run.
-// Re-approval needs no code of its own: the app asks again with
-// prompt=consent; the consent screen records what it showed
-// (appguard_consent_info with the patient) and the token that follows
-// takes that as the consent's new baseline (docs/consent.md).
+//   reapprovePage    the page's re-approval link: to the app, which asks again
+//   reapproveGrant   a fresh consent re-approves the suspended grant, retires its old token
+// With "appguard": false (the benchmark's baseline) none of these run.  The
+// app asks with prompt=consent: the consent screen records what it showed
+// (appguard_consent_info with the patient) and the token that follows takes
+// that as the consent's baseline (docs/consent.md).
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
