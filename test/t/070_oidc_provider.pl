@@ -26,6 +26,7 @@ use warnings;
 
 use File::Path qw(make_path);
 use FindBin;
+use HTTP::Tiny;
 use JSON::PP ();
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -99,7 +100,12 @@ is_deeply([ @{$protected}{qw(key_column subject_column grant_column error_uri_co
 	[ 'id', 'account_id', 'grant_id', 'error_uri' ],
 	'protect.sql: oidc_refresh_tokens guarded, account_id the subject, grant_id the grant');
 $srv->start;
-is($srv->base, $base, 'the server listens on the env\'s loopback address');
+my $disco = HTTP::Tiny->new(proxy => undef, http_proxy => undef, timeout => 10)
+  ->get("$base/.well-known/openid-configuration");
+my $meta = eval { $json->decode($disco->{content}) } // {};
+is_deeply([ $disco->{status}, $meta->{issuer}, $meta->{code_challenge_methods_supported} ],
+	[ 200, $base, ['S256'] ],
+	'the server answers on the env\'s loopback address: its discovery document, PKCE with S256');
 note sprintf 'oidc-provider up at %s in %.1f s', $base, time - $t0;
 
 sub sql  { return $node->safe_psql('oidc', $_[0]) }
