@@ -1342,7 +1342,7 @@ $$;
 
 -- The document around a body: no script, no external resource, inline
 -- CSS (colours: #1a1a1a on #fff, 17:1; links #0b4f9c, 8:1; the changed
--- tag #7a1f00 on #fde8e0, 9:1).
+-- tag #7a1f00 on #fde8e0, 8.8:1; the reference line #4d4d4d, 8.4:1).
 CREATE FUNCTION appguard.html_document(lang text, title text, body text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -1361,11 +1361,14 @@ AS $$
 		|| 'main{max-width:40rem;margin:0 auto;padding:1rem}'
 		|| 'h1{font-size:1.5rem;line-height:1.25}h2{font-size:1.2rem;margin-top:1.5rem}'
 		|| 'a{color:#0b4f9c}a:focus{outline:3px solid #1a1a1a;outline-offset:2px}'
-		|| 'table{border-collapse:collapse;width:100%}caption{text-align:left;font-weight:bold;padding:.25rem 0}'
-		|| 'th,td{border:1px solid #767676;padding:.4rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}'
+		-- fixed layout: on a phone, a long value breaks within its column
+		-- rather than squeezing the others into broken words
+		|| 'table{border-collapse:collapse;width:100%;table-layout:fixed}'
+		|| 'caption{text-align:left;font-weight:bold;padding:.25rem 0}thead th:first-child{width:34%}'
+		|| 'th,td{border:1px solid #767676;padding:.4rem;text-align:left;vertical-align:top;overflow-wrap:break-word}'
 		|| 'tr.changed{background:#fde8e0}.tag{color:#7a1f00;font-weight:bold}'
 		|| '.changes li{margin-bottom:.75rem}.changes p{margin:0}.reason{font-weight:bold}'
-		|| '.old,.new{overflow-wrap:anywhere}.action{font-size:1.1rem;font-weight:bold}'
+		|| '.old,.new{overflow-wrap:break-word}.action{font-size:1.1rem;font-weight:bold}'
 		|| '.meta{color:#4d4d4d;font-size:.9rem}'
 		|| '</style>' || E'\n'
 		|| '</head>' || E'\n'
