@@ -1418,7 +1418,10 @@ AS $$
 		   '<p>' || CASE page_state
 			WHEN 'suspended' THEN 'The security information of ' || appguard.html_escape(x ->> 'app_name')
 				|| ' (' || appguard.html_escape(x ->> 'domain') || ') changed after you approved it, so its access '
-				|| 'to your data was suspended on ' || appguard.html_time(x -> 'suspended_at') || '.'
+				|| 'to your data was suspended on '
+				-- a failed suspension was never applied: its grants are refused
+				-- since the snapshot that confirmed the drift
+				|| appguard.html_time(coalesce(nullif(x -> 'suspended_at', 'null'), x -> 'confirmed_at')) || '.'
 			WHEN 'restored' THEN 'The security information of ' || appguard.html_escape(x ->> 'app_name')
 				|| ' (' || appguard.html_escape(x ->> 'domain') || ') changed after you approved it, and its access '
 				|| 'was suspended. It has since been approved again, against what the app shows now, and its access '

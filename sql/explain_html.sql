@@ -152,6 +152,13 @@ SELECT replace(try(format('SELECT appguard_explain_html(%s, %L)', :heart, 'heart
 UPDATE appguard.suspensions SET state = 'held' WHERE id = :evil;
 SELECT substring(p FROM '<h1>.*</h1>') AS h1, substring(p FROM '<p>.*?</p>') AS lead, position('<a ' IN p) = 0 AS no_link
 FROM (SELECT appguard_explain_html(:evil, $$<script>alert(1)</script>"'&$$) AS p) x \gx
+-- failed (its sweep failed to close): never applied, its grants refused
+-- at refresh; the page says suspended, since the drift was confirmed
+UPDATE appguard.suspensions SET state = 'failed', applied_at = NULL WHERE id = :evil;
+SELECT substring(p FROM '<h1>.*</h1>') AS h1,
+	   regexp_replace(substring(p FROM '<p>.*?</p>'), '[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2} UTC', 'TIME') AS lead,
+	   position('<a href=' IN p) > 0 AS link
+FROM (SELECT appguard_explain_html(:evil, $$<script>alert(1)</script>"'&$$) AS p) x \gx
 UPDATE appguard.suspensions SET state = 'discarded' WHERE id = :evil;
 SELECT substring(p FROM '<h1>.*</h1>') AS h1, substring(p FROM '<p>.*?</p>') AS lead, position('<a ' IN p) = 0 AS no_link
 FROM (SELECT appguard_explain_html(:evil, $$<script>alert(1)</script>"'&$$) AS p) x \gx
