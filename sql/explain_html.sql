@@ -62,6 +62,16 @@ SELECT position('<td>Example Health, Inc.</td>' IN p) > 0 AS old_organization,
 	   position('<meta name="viewport" content="width=device-width, initial-scale=1">' IN p) > 0 AS viewport,
 	   p !~* '<script|<link|<img|<iframe|<object|src=|url\(|@import|https?://(?!auth\.example\.org/reapprove)' AS self_contained
 FROM (SELECT appguard_explain_html(:heart, 'heart') AS p) x;
+-- the auth server's role may call it (it reads appguard's tables as
+-- their owner: SECURITY DEFINER); a role without grants may not
+CREATE ROLE ag_html_auth NOLOGIN IN ROLE appguard_auth_server;
+CREATE ROLE ag_html_nobody NOLOGIN;
+SELECT appguard_explain_html(:heart, 'heart') AS superuser_page \gset
+SET LOCAL ROLE ag_html_auth;
+SELECT appguard_explain_html(:heart, 'heart') = :'superuser_page' AS auth_server_gets_the_page;
+SET LOCAL ROLE ag_html_nobody;
+SELECT try(format('SELECT appguard_explain_html(%s, %L)', :heart, 'heart')) AS no_grant;
+RESET ROLE;
 -- the page is the explanation's: its plain words per reason
 SELECT position(appguard.html_escape(c ->> 'description') IN appguard_explain_html(:heart, 'heart')) > 0 AS shown,
 	   c ->> 'severity' AS severity, c ->> 'reason' AS reason
