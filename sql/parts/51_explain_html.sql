@@ -200,38 +200,54 @@ AS $$
 					 || ' and sign in again, or contact the app''s support.</p>' END
 $$;
 
--- The body for a suspension's state.  applied (or failed: the refresh
--- check refuses its grants): suspended, with the link; re-approved (no
--- grant left suspended by it, and a re-approval recorded): restored;
--- pending or held: being checked, access not suspended yet; discarded or
--- superseded: never applied.
-CREATE FUNCTION appguard.html_explain_body(x jsonb, page_state text, reapprove_uri text,
-										   OUT title text, OUT body text)
+-- The page's states: suspended (applied, or failed: the refresh check
+-- refuses its grants), restored (no grant left suspended by it, and a
+-- re-approval recorded), checking (pending or held: access not suspended
+-- yet), not_applied (discarded or superseded).  The title, unescaped
+-- (html_document escapes it):
+CREATE FUNCTION appguard.html_title(x jsonb, page_state text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT (x ->> 'app_name') || CASE page_state
+			WHEN 'suspended' THEN ': access to your data suspended'
+			WHEN 'restored' THEN ': access to your data restored'
+			WHEN 'checking' THEN ': a change is being checked'
+			ELSE ': access to your data not suspended' END
+$$;
+
+-- The first paragraph: what happened to the app's access.
+CREATE FUNCTION appguard.html_lead(x jsonb, page_state text)
+RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE page_state
-			WHEN 'suspended' THEN (x ->> 'app_name') || ': access to your data suspended'
-			WHEN 'restored' THEN (x ->> 'app_name') || ': access to your data restored'
-			WHEN 'checking' THEN (x ->> 'app_name') || ': a change is being checked'
-			ELSE (x ->> 'app_name') || ': access to your data not suspended' END,
-		   '<p>' || CASE page_state
-			WHEN 'suspended' THEN 'The security information of ' || appguard.html_escape(x ->> 'app_name')
-				|| ' (' || appguard.html_escape(x ->> 'domain') || ') changed after you approved it, so its access '
-				|| 'to your data was suspended on '
+	SELECT '<p>' || CASE page_state
+			WHEN 'suspended' THEN 'The security information of ' || app || ' changed after you approved it, '
+				|| 'so its access to your data was suspended on '
 				-- a failed suspension was never applied: its grants are refused
 				-- since the snapshot that confirmed the drift
 				|| appguard.html_time(coalesce(nullif(x -> 'suspended_at', 'null'), x -> 'confirmed_at')) || '.'
-			WHEN 'restored' THEN 'The security information of ' || appguard.html_escape(x ->> 'app_name')
-				|| ' (' || appguard.html_escape(x ->> 'domain') || ') changed after you approved it, and its access '
-				|| 'was suspended. It has since been approved again, against what the app shows now, and its access '
-				|| 'is restored. There is nothing more to do.'
-			WHEN 'checking' THEN 'The security information of ' || appguard.html_escape(x ->> 'app_name')
-				|| ' (' || appguard.html_escape(x ->> 'domain') || ') changed after you approved it. The change is '
-				|| 'being checked; the app''s access has not been suspended.'
-			ELSE 'A change to the security information of ' || appguard.html_escape(x ->> 'app_name')
-				|| ' (' || appguard.html_escape(x ->> 'domain') || ') was noticed, but the app''s access was not '
-				|| 'suspended for it. If the app asks you to, sign in again.' END || '</p>' || E'\n'
+			WHEN 'restored' THEN 'The security information of ' || app || ' changed after you approved it, '
+				|| 'and its access was suspended. It has since been approved again, against what the app shows '
+				|| 'now, and its access is restored. There is nothing more to do.'
+			WHEN 'checking' THEN 'The security information of ' || app || ' changed after you approved it. '
+				|| 'The change is being checked; the app''s access has not been suspended.'
+			ELSE 'A change to the security information of ' || app || ' was noticed, but the app''s access '
+				|| 'was not suspended for it. If the app asks you to, sign in again.' END || '</p>'
+	FROM (SELECT appguard.html_escape(x ->> 'app_name') || ' (' || appguard.html_escape(x ->> 'domain') || ')'
+				 AS app) a
+$$;
+
+-- The body: the lead, the domain, what changed, what to do (while
+-- suspended), a reference line.
+CREATE FUNCTION appguard.html_explain_body(x jsonb, page_state text, reapprove_uri text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT appguard.html_lead(x, page_state) || E'\n'
 		|| '<p>Domain of the app: <strong>' || appguard.html_escape(x ->> 'domain') || '</strong>. You approved it on '
 		|| appguard.html_time(x -> 'consented_at') || '.</p>' || E'\n'
 		|| '<h2>What changed</h2>' || E'\n'
@@ -239,9 +255,11 @@ AS $$
 		|| coalesce(appguard.html_change_list(x -> 'changes', true), '<p>No change at suspension level is recorded.</p>')
 		|| coalesce(E'\n<h2>Other changes</h2>\n<p>These were noticed too; on their own they do not suspend access.</p>\n'
 					|| appguard.html_change_list(x -> 'changes', false), '') || E'\n'
-		|| CASE WHEN page_state = 'suspended' THEN appguard.html_next_step(x, reapprove_uri) || E'\n' ELSE '' END
-		|| CASE WHEN page_state = 'suspended' THEN '<p>If you have already approved the app again, its access is '
-				|| 'restored and you can ignore this page.</p>' || E'\n' ELSE '' END
+		|| CASE WHEN page_state = 'suspended'
+				THEN appguard.html_next_step(x, reapprove_uri) || E'\n'
+					 || '<p>If you have already approved the app again, its access is restored and you can ignore '
+					 || 'this page.</p>' || E'\n'
+				ELSE '' END
 		|| '<p class="meta">Reference: suspension ' || appguard.html_escape(x ->> 'suspension_id')
 		|| ' of app ' || appguard.html_escape(x ->> 'client_id') || '; first detected '
 		|| appguard.html_time(x -> 'first_detected_at') || '.</p>'
@@ -257,7 +275,7 @@ DECLARE
 	lang text;
 	su record;
 	page_state text;
-	page record;
+	x jsonb;
 BEGIN
 	IF p_suspension_id IS NULL OR p_suspension_id <= 0 THEN
 		RAISE EXCEPTION 'suspension_id must be a positive number' USING ERRCODE = '22023';
@@ -280,9 +298,9 @@ BEGIN
 			 AND EXISTS (SELECT FROM appguard.events e WHERE e.suspension_id = su.id AND e.kind = 'reapproved')
 			THEN 'restored'
 		ELSE 'suspended' END;
-	SELECT * INTO page FROM appguard.html_explain_body(@extschema@.appguard_explain(su.id), page_state,
-														appguard.reapprove_uri(su.id, p_client_id));
-	RETURN appguard.html_document(lang, page.title, page.body);
+	x := @extschema@.appguard_explain(su.id);
+	RETURN appguard.html_document(lang, appguard.html_title(x, page_state),
+								  appguard.html_explain_body(x, page_state, appguard.reapprove_uri(su.id, p_client_id)));
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_explain_html(bigint, text, text) IS
