@@ -137,7 +137,8 @@ SET LOCAL appguard.reapprove_uri_template = '/consent/again/{client_id}';
 SELECT substring(appguard_explain_html(:heart, 'heart') FROM '<a href="[^"]*">') AS link;
 SELECT try(format('SET appguard.reapprove_uri_template = %L', v)) AS refused
 FROM unnest(ARRAY['javascript:alert(1)//{client_id}', 'data:text/html,x', 'https://a.example/ x',
-				  'https://a.example/"onmouseover="x', 'https://a.example/<x>', 'auth.example.org/x']) v;
+				  'https://a.example/"onmouseover="x', 'https://a.example/<x>', 'auth.example.org/x',
+				  '//evil.example/{client_id}', E'/\\evil.example/x', E'https://a.example\\@evil.example/']) v;
 SET LOCAL appguard.reapprove_uri_template = 'https://auth.example.org/reapprove?suspension={suspension_id}&client={client_id}';
 
 -- Re-approved by one of its two patients: still the suspended page (for
