@@ -62,6 +62,16 @@ SELECT position('<td>Example Health, Inc.</td>' IN p) > 0 AS old_organization,
 	   position('<meta name="viewport" content="width=device-width, initial-scale=1">' IN p) > 0 AS viewport,
 	   p !~* '<script|<link|<img|<iframe|<object|src=|url\(|@import|https?://(?!auth\.example\.org/reapprove)' AS self_contained
 FROM (SELECT appguard_explain_html(:heart, 'heart') AS p) x;
+-- the auth server's role may call it (it reads appguard's tables as
+-- their owner: SECURITY DEFINER); a role without grants may not
+CREATE ROLE ag_html_auth NOLOGIN IN ROLE appguard_auth_server;
+CREATE ROLE ag_html_nobody NOLOGIN;
+SELECT appguard_explain_html(:heart, 'heart') AS superuser_page \gset
+SET LOCAL ROLE ag_html_auth;
+SELECT appguard_explain_html(:heart, 'heart') = :'superuser_page' AS auth_server_gets_the_page;
+SET LOCAL ROLE ag_html_nobody;
+SELECT try(format('SELECT appguard_explain_html(%s, %L)', :heart, 'heart')) AS no_grant;
+RESET ROLE;
 -- the page is the explanation's: its plain words per reason
 SELECT position(appguard.html_escape(c ->> 'description') IN appguard_explain_html(:heart, 'heart')) > 0 AS shown,
 	   c ->> 'severity' AS severity, c ->> 'reason' AS reason
@@ -127,7 +137,8 @@ SET LOCAL appguard.reapprove_uri_template = '/consent/again/{client_id}';
 SELECT substring(appguard_explain_html(:heart, 'heart') FROM '<a href="[^"]*">') AS link;
 SELECT try(format('SET appguard.reapprove_uri_template = %L', v)) AS refused
 FROM unnest(ARRAY['javascript:alert(1)//{client_id}', 'data:text/html,x', 'https://a.example/ x',
-				  'https://a.example/"onmouseover="x', 'https://a.example/<x>', 'auth.example.org/x']) v;
+				  'https://a.example/"onmouseover="x', 'https://a.example/<x>', 'auth.example.org/x',
+				  '//evil.example/{client_id}', E'/\\evil.example/x', E'https://a.example\\@evil.example/']) v;
 SET LOCAL appguard.reapprove_uri_template = 'https://auth.example.org/reapprove?suspension={suspension_id}&client={client_id}';
 
 -- Re-approved by one of its two patients: still the suspended page (for
@@ -151,6 +162,13 @@ SELECT replace(try(format('SELECT appguard_explain_html(%s, %L)', :heart, 'heart
 -- hand here; test/t covers how they come about)
 UPDATE appguard.suspensions SET state = 'held' WHERE id = :evil;
 SELECT substring(p FROM '<h1>.*</h1>') AS h1, substring(p FROM '<p>.*?</p>') AS lead, position('<a ' IN p) = 0 AS no_link
+FROM (SELECT appguard_explain_html(:evil, $$<script>alert(1)</script>"'&$$) AS p) x \gx
+-- failed (its sweep failed to close): never applied, its grants refused
+-- at refresh; the page says suspended, since the drift was confirmed
+UPDATE appguard.suspensions SET state = 'failed', applied_at = NULL WHERE id = :evil;
+SELECT substring(p FROM '<h1>.*</h1>') AS h1,
+	   regexp_replace(substring(p FROM '<p>.*?</p>'), '[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2} UTC', 'TIME') AS lead,
+	   position('<a href=' IN p) > 0 AS link
 FROM (SELECT appguard_explain_html(:evil, $$<script>alert(1)</script>"'&$$) AS p) x \gx
 UPDATE appguard.suspensions SET state = 'discarded' WHERE id = :evil;
 SELECT substring(p FROM '<h1>.*</h1>') AS h1, substring(p FROM '<p>.*?</p>') AS lead, position('<a ' IN p) = 0 AS no_link

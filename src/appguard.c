@@ -131,16 +131,17 @@ check_reapprove_uri_template(char **newval, void **extra, GucSource source)
 
 	if (p == NULL || p[0] == '\0')
 		return true;
+	/* "//host" and "/\host" would lead browsers to another host */
 	if (pg_strncasecmp(p, "https://", 8) != 0 && pg_strncasecmp(p, "http://", 7) != 0 &&
-		p[0] != '/')
+		(p[0] != '/' || p[1] == '/' || p[1] == '\\'))
 	{
-		GUC_check_errdetail("The template must start with https://, http:// or /, or be empty.");
+		GUC_check_errdetail("The template must start with https://, http:// or a path (one /), or be empty.");
 		return false;
 	}
 	for (; *p; p++)
-		if ((unsigned char) *p <= ' ' || *p == 0x7f || *p == '"' || *p == '<' || *p == '>')
+		if ((unsigned char) *p <= ' ' || *p == 0x7f || *p == '"' || *p == '<' || *p == '>' || *p == '\\')
 		{
-			GUC_check_errdetail("The template must not contain spaces, control characters, quotes or angle brackets.");
+			GUC_check_errdetail("The template must not contain spaces, control characters, quotes, angle brackets or backslashes.");
 			return false;
 		}
 	return true;

@@ -142,7 +142,7 @@ $$;
 
 -- The document around a body: no script, no external resource, inline
 -- CSS (colours: #1a1a1a on #fff, 17:1; links #0b4f9c, 8:1; the changed
--- tag #7a1f00 on #fde8e0, 9:1).
+-- tag #7a1f00 on #fde8e0, 8.8:1; the reference line #4d4d4d, 8.4:1).
 CREATE FUNCTION appguard.html_document(lang text, title text, body text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -161,11 +161,14 @@ AS $$
 		|| 'main{max-width:40rem;margin:0 auto;padding:1rem}'
 		|| 'h1{font-size:1.5rem;line-height:1.25}h2{font-size:1.2rem;margin-top:1.5rem}'
 		|| 'a{color:#0b4f9c}a:focus{outline:3px solid #1a1a1a;outline-offset:2px}'
-		|| 'table{border-collapse:collapse;width:100%}caption{text-align:left;font-weight:bold;padding:.25rem 0}'
-		|| 'th,td{border:1px solid #767676;padding:.4rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}'
+		-- fixed layout: on a phone, a long value breaks within its column
+		-- rather than squeezing the others into broken words
+		|| 'table{border-collapse:collapse;width:100%;table-layout:fixed}'
+		|| 'caption{text-align:left;font-weight:bold;padding:.25rem 0}thead th:first-child{width:34%}'
+		|| 'th,td{border:1px solid #767676;padding:.4rem;text-align:left;vertical-align:top;overflow-wrap:break-word}'
 		|| 'tr.changed{background:#fde8e0}.tag{color:#7a1f00;font-weight:bold}'
 		|| '.changes li{margin-bottom:.75rem}.changes p{margin:0}.reason{font-weight:bold}'
-		|| '.old,.new{overflow-wrap:anywhere}.action{font-size:1.1rem;font-weight:bold}'
+		|| '.old,.new{overflow-wrap:break-word}.action{font-size:1.1rem;font-weight:bold}'
 		|| '.meta{color:#4d4d4d;font-size:.9rem}'
 		|| '</style>' || E'\n'
 		|| '</head>' || E'\n'
@@ -197,35 +200,54 @@ AS $$
 					 || ' and sign in again, or contact the app''s support.</p>' END
 $$;
 
--- The body for a suspension's state.  applied (or failed: the refresh
--- check refuses its grants): suspended, with the link; re-approved (no
--- grant left suspended by it, and a re-approval recorded): restored;
--- pending or held: being checked, access not suspended yet; discarded or
--- superseded: never applied.
-CREATE FUNCTION appguard.html_explain_body(x jsonb, page_state text, reapprove_uri text,
-										   OUT title text, OUT body text)
+-- The page's states: suspended (applied, or failed: the refresh check
+-- refuses its grants), restored (no grant left suspended by it, and a
+-- re-approval recorded), checking (pending or held: access not suspended
+-- yet), not_applied (discarded or superseded).  The title, unescaped
+-- (html_document escapes it):
+CREATE FUNCTION appguard.html_title(x jsonb, page_state text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT (x ->> 'app_name') || CASE page_state
+			WHEN 'suspended' THEN ': access to your data suspended'
+			WHEN 'restored' THEN ': access to your data restored'
+			WHEN 'checking' THEN ': a change is being checked'
+			ELSE ': access to your data not suspended' END
+$$;
+
+-- The first paragraph: what happened to the app's access.
+CREATE FUNCTION appguard.html_lead(x jsonb, page_state text)
+RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE page_state
-			WHEN 'suspended' THEN (x ->> 'app_name') || ': access to your data suspended'
-			WHEN 'restored' THEN (x ->> 'app_name') || ': access to your data restored'
-			WHEN 'checking' THEN (x ->> 'app_name') || ': a change is being checked'
-			ELSE (x ->> 'app_name') || ': access to your data not suspended' END,
-		   '<p>' || CASE page_state
-			WHEN 'suspended' THEN 'The security information of ' || appguard.html_escape(x ->> 'app_name')
-				|| ' (' || appguard.html_escape(x ->> 'domain') || ') changed after you approved it, so its access '
-				|| 'to your data was suspended on ' || appguard.html_time(x -> 'suspended_at') || '.'
-			WHEN 'restored' THEN 'The security information of ' || appguard.html_escape(x ->> 'app_name')
-				|| ' (' || appguard.html_escape(x ->> 'domain') || ') changed after you approved it, and its access '
-				|| 'was suspended. It has since been approved again, against what the app shows now, and its access '
-				|| 'is restored. There is nothing more to do.'
-			WHEN 'checking' THEN 'The security information of ' || appguard.html_escape(x ->> 'app_name')
-				|| ' (' || appguard.html_escape(x ->> 'domain') || ') changed after you approved it. The change is '
-				|| 'being checked; the app''s access has not been suspended.'
-			ELSE 'A change to the security information of ' || appguard.html_escape(x ->> 'app_name')
-				|| ' (' || appguard.html_escape(x ->> 'domain') || ') was noticed, but the app''s access was not '
-				|| 'suspended for it. If the app asks you to, sign in again.' END || '</p>' || E'\n'
+	SELECT '<p>' || CASE page_state
+			WHEN 'suspended' THEN 'The security information of ' || app || ' changed after you approved it, '
+				|| 'so its access to your data was suspended on '
+				-- a failed suspension was never applied: its grants are refused
+				-- since the snapshot that confirmed the drift
+				|| appguard.html_time(coalesce(nullif(x -> 'suspended_at', 'null'), x -> 'confirmed_at')) || '.'
+			WHEN 'restored' THEN 'The security information of ' || app || ' changed after you approved it, '
+				|| 'and its access was suspended. It has since been approved again, against what the app shows '
+				|| 'now, and its access is restored. There is nothing more to do.'
+			WHEN 'checking' THEN 'The security information of ' || app || ' changed after you approved it. '
+				|| 'The change is being checked; the app''s access has not been suspended.'
+			ELSE 'A change to the security information of ' || app || ' was noticed, but the app''s access '
+				|| 'was not suspended for it. If the app asks you to, sign in again.' END || '</p>'
+	FROM (SELECT appguard.html_escape(x ->> 'app_name') || ' (' || appguard.html_escape(x ->> 'domain') || ')'
+				 AS app) a
+$$;
+
+-- The body: the lead, the domain, what changed, what to do (while
+-- suspended), a reference line.
+CREATE FUNCTION appguard.html_explain_body(x jsonb, page_state text, reapprove_uri text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT appguard.html_lead(x, page_state) || E'\n'
 		|| '<p>Domain of the app: <strong>' || appguard.html_escape(x ->> 'domain') || '</strong>. You approved it on '
 		|| appguard.html_time(x -> 'consented_at') || '.</p>' || E'\n'
 		|| '<h2>What changed</h2>' || E'\n'
@@ -233,9 +255,11 @@ AS $$
 		|| coalesce(appguard.html_change_list(x -> 'changes', true), '<p>No change at suspension level is recorded.</p>')
 		|| coalesce(E'\n<h2>Other changes</h2>\n<p>These were noticed too; on their own they do not suspend access.</p>\n'
 					|| appguard.html_change_list(x -> 'changes', false), '') || E'\n'
-		|| CASE WHEN page_state = 'suspended' THEN appguard.html_next_step(x, reapprove_uri) || E'\n' ELSE '' END
-		|| CASE WHEN page_state = 'suspended' THEN '<p>If you have already approved the app again, its access is '
-				|| 'restored and you can ignore this page.</p>' || E'\n' ELSE '' END
+		|| CASE WHEN page_state = 'suspended'
+				THEN appguard.html_next_step(x, reapprove_uri) || E'\n'
+					 || '<p>If you have already approved the app again, its access is restored and you can ignore '
+					 || 'this page.</p>' || E'\n'
+				ELSE '' END
 		|| '<p class="meta">Reference: suspension ' || appguard.html_escape(x ->> 'suspension_id')
 		|| ' of app ' || appguard.html_escape(x ->> 'client_id') || '; first detected '
 		|| appguard.html_time(x -> 'first_detected_at') || '.</p>'
@@ -251,7 +275,7 @@ DECLARE
 	lang text;
 	su record;
 	page_state text;
-	page record;
+	x jsonb;
 BEGIN
 	IF p_suspension_id IS NULL OR p_suspension_id <= 0 THEN
 		RAISE EXCEPTION 'suspension_id must be a positive number' USING ERRCODE = '22023';
@@ -274,9 +298,9 @@ BEGIN
 			 AND EXISTS (SELECT FROM appguard.events e WHERE e.suspension_id = su.id AND e.kind = 'reapproved')
 			THEN 'restored'
 		ELSE 'suspended' END;
-	SELECT * INTO page FROM appguard.html_explain_body(@extschema@.appguard_explain(su.id), page_state,
-														appguard.reapprove_uri(su.id, p_client_id));
-	RETURN appguard.html_document(lang, page.title, page.body);
+	x := @extschema@.appguard_explain(su.id);
+	RETURN appguard.html_document(lang, appguard.html_title(x, page_state),
+								  appguard.html_explain_body(x, page_state, appguard.reapprove_uri(su.id, p_client_id)));
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_explain_html(bigint, text, text) IS
