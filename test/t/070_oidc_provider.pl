@@ -323,6 +323,8 @@ my $w4 = walk('bad', [
 	$page->('foreign', "$base/appguard/suspensions/$evil_susp->{id}?client=app1"),
 	$page->('xss_client', "$base/appguard/suspensions/$susp->{id}?client=" . uri_escape($xss_client)),
 	$page->('reapproved', $error_uri),
+	$page->('reapprove_hostile', "$base/appguard/reapprove/$evil_susp->{id}?client=" . uri_escape($evil_id)),
+	$page->('reapprove_unknown', "$base/appguard/reapprove/1?client=" . uri_escape($xss_client)),
 ]);
 my $b = $w4->{steps};
 is_deeply([ map { $b->{$_}{status} } qw(unknown malformed negative huge bad_escape foreign xss_client) ],
@@ -333,6 +335,9 @@ like($b->{foreign}{text}, qr/no suspension of this app/, 'another client\'s susp
 unlike($b->{foreign}{text}, qr/Evil|script|Harvest/i, '... showing nothing of it');
 is_deeply([ map { [ $b->{$_}{scripts}, $b->{$_}{images}, $b->{$_}{pwned}, $b->{$_}{dialogs} ] } sort keys %$b ],
 	[ map { [ 0, 0, undef, [] ] } sort keys %$b ], 'no bad-input page ran or injected anything');
+is_deeply([ $b->{reapprove_hostile}{status}, $b->{reapprove_unknown}{status} ], [ 200, 404 ],
+	'the re-approval route: a client without initiate_login_uri gets a page, an unknown client 404');
+like($b->{reapprove_hostile}{text}, qr/Open \Q$evil_name\E and sign in again/, '... naming the app as text');
 is($b->{reapproved}{status}, 200, 'the re-approved suspension\'s page still opens');
 like($b->{reapproved}{h1}[0], qr/access to your data restored/, '... and says access is restored');
 unlike($b->{reapproved}{text}, qr/Approve Example App again/, '... with no re-approval link');
