@@ -1551,3 +1551,14 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.appguard_explain_html(bigint, text, text)
 TO appguard_auth_server, appguard_operator;
+
+-- ---- dns_dangling_cname ----
+-- The new drift reason's policy row, as the install script seeds it from
+-- appguard_drift_reasons() (which the new module already reports).  The
+-- seed is no operator's change: no policy_insert event, as at install.
+ALTER TABLE appguard.policy DISABLE TRIGGER appguard_policy_audit;
+INSERT INTO appguard.policy (reason, severity, description)
+SELECT r.reason, r.default_severity, r.description
+FROM @extschema@.appguard_drift_reasons() AS r
+WHERE r.reason = 'dns_dangling_cname';
+ALTER TABLE appguard.policy ENABLE TRIGGER appguard_policy_audit;
