@@ -46,6 +46,63 @@ WHERE g.subject IS NOT NULL AND (g.state <> 'inactive' OR g.baseline_snapshot_id
 ORDER BY g.client_id, g.subject, g.baseline_snapshot_id IS NULL, g.created_at DESC, g.token_key DESC;
 
 -- ---- functions whose signature changed ----
+-- grant_sync in C (its common case, a host retiring an active row), the
+-- rest in grant_sync_sql, as the install script has them
+CREATE FUNCTION appguard.grant_sync_sql()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+	new_row text[];			-- key, client, status
+	old_row text[];
+BEGIN
+	IF TG_ARGV[0] = 'truncate' THEN
+		DELETE FROM appguard.grants pr WHERE pr.token_table = TG_RELID;
+		RETURN NULL;
+	END IF;
+	-- appguard's own suspension or re-approval (see appguard.set_applying:
+	-- a flag no host role can raise, unlike a setting)
+	IF TG_OP = 'UPDATE' AND appguard.applying() THEN
+		RETURN NULL;
+	END IF;
+	SELECT * INTO cfg FROM appguard.protected_table_columns(TG_RELID);
+	IF cfg.key_name IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF TG_OP IN ('INSERT', 'UPDATE') THEN
+		new_row := appguard.row_texts(NEW, cfg.attnums);
+	END IF;
+	IF TG_OP IN ('DELETE', 'UPDATE') THEN
+		old_row := appguard.row_texts(OLD, cfg.attnums);
+	END IF;
+	IF TG_ARGV[0] = 'delete' THEN
+		DELETE FROM appguard.grants pr
+		WHERE pr.token_table = TG_RELID AND pr.token_key = old_row[1];
+	ELSIF TG_ARGV[0] = 'key' THEN
+		IF old_row[1] IS DISTINCT FROM new_row[1] OR old_row[2] IS DISTINCT FROM new_row[2] THEN
+			-- a row moved to another client needs a baseline of that client
+			UPDATE appguard.grants pr
+			SET token_key = new_row[1],
+				client_id = new_row[2],
+				baseline_snapshot_id = CASE WHEN pr.client_id IS NOT DISTINCT FROM new_row[2]
+										THEN pr.baseline_snapshot_id END
+			WHERE pr.token_table = TG_RELID AND pr.token_key = old_row[1];
+		END IF;
+	ELSIF TG_ARGV[0] = 'status' THEN
+		PERFORM appguard.grant_status(TG_RELID, new_row[1], new_row[2],
+											  new_row[3] IS NOT DISTINCT FROM cfg.active_value);
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION appguard.grant_sync()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'appguard_grant_sync'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
 DROP FUNCTION @extschema@.appguard_protect(regclass, name, name, name, text, text);
 DROP FUNCTION appguard.protect_table(regclass, name, name, name, text, text);
 DROP FUNCTION appguard.protected_table_columns(regclass);
@@ -1209,6 +1266,7 @@ $$;
 
 -- ---- privileges (as sql/parts/99_privileges.sql) ----
 REVOKE ALL ON FUNCTION appguard.protected_table_columns(regclass), appguard.printed_column(name),
+	appguard.grant_sync_sql(),
 	appguard.citus_table(regclass),
 	appguard.protect_table(regclass, name, name, name, text, text, name, name),
 	@extschema@.appguard_protect(regclass, name, name, name, text, text, name, name),
