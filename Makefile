@@ -16,9 +16,8 @@ DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
 # in a database prepared by the isolation_setup target below.  Either suite
 # alone: make installcheck ISOLATION= / make installcheck REGRESS=
 # lifecycle_own_writes, consent_lineage, explain_html and partitioned run
-# last: they
-# add suspensions and events (draw ids), which the expected outputs of the
-# tests before them do not include.
+# last: they add suspensions and events (draw ids), which the expected
+# outputs of the tests before them do not include.
 LAST_REGRESS = lifecycle_own_writes consent_lineage explain_html partitioned
 REGRESS = $(filter-out $(LAST_REGRESS),$(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))) \
 	$(LAST_REGRESS)
