@@ -819,13 +819,25 @@ BEGIN
 		RAISE EXCEPTION 'the columns appguard writes in table % are gone', p_tbl
 			USING ERRCODE = '42703';
 	END IF;
-	RETURN coalesce(appguard.as_table_owner_keys(p_tbl, pg_catalog.format($sql$
+	-- A partitioned table: a key found through the primary key is looked up
+	-- in every partition (appguard does not know which holds it), so the
+	-- keys are joined with the table instead, and the planner chooses
+	-- between those look-ups and one read of the table.
+	RETURN coalesce(appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
+		CASE WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p_tbl) = 'p' THEN $sql$
+		WITH w AS (
+			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
+			FROM pg_catalog.unnest($1::%7$s[]) AS k(k)
+			WHERE h.%6$I = k.k AND h.%2$I = %8$L::%4$s
+			RETURNING h.%6$I)
+		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
+		$sql$ ELSE $sql$
 		WITH w AS (
 			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
 			WHERE h.%6$I = ANY ($1::%7$s[]) AND h.%2$I = %8$L::%4$s
 			RETURNING h.%6$I)
 		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
-		$sql$,
+		$sql$ END,
 		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
 		cfg.status_name, cfg.suspended_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
