@@ -121,6 +121,26 @@ SELECT try($$SELECT appguard_protect('pouter', 'client', 'status')$$);
 INSERT INTO public.pouter VALUES ('i1', 'pt', 'active', '2026-01-02');
 SELECT token_table, token_key, state FROM grants WHERE token_key = 'i1';
 
+-- a tree of two levels: the primary key holds the partition keys of both;
+-- the leaves map to the root through the level between
+CREATE TABLE public.ptree (token_id text NOT NULL, client text NOT NULL, status text NOT NULL DEFAULT 'active',
+	issued_at timestamptz NOT NULL, region int NOT NULL, PRIMARY KEY (token_id, issued_at, region))
+	PARTITION BY RANGE (issued_at);
+CREATE TABLE public.ptree_jan PARTITION OF public.ptree FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')
+	PARTITION BY LIST (region);
+CREATE TABLE public.ptree_jan_1 PARTITION OF public.ptree_jan FOR VALUES IN (1);
+SELECT appguard_protect('ptree', 'client', 'status') ->> 'rows' AS adopted;
+SELECT try($$SELECT appguard_protect('ptree_jan', 'client', 'status')$$);
+CREATE TABLE public.ptree_jan_2 PARTITION OF public.ptree_jan FOR VALUES IN (2);
+INSERT INTO public.ptree VALUES ('t1', 'pt', 'active', '2026-01-02', 1), ('t2', 'pt', 'active', '2026-01-02', 2);
+SELECT token_table, token_key, state FROM grants WHERE token_table = 'ptree'::regclass ORDER BY 2;
+ALTER TABLE public.ptree DETACH PARTITION public.ptree_jan;
+SELECT count(*) AS grants_left FROM grants WHERE token_table = 'ptree'::regclass;
+SELECT count(*) AS triggers_left FROM pg_trigger t
+WHERE t.tgname LIKE 'appguard_%' AND t.tgrelid IN (SELECT relid FROM pg_partition_tree('ptree_jan'));
+SELECT appguard_unprotect('ptree') ->> 'rows_forgotten' AS forgotten;
+DROP TABLE public.ptree, public.ptree_jan;
+
 -- unprotect removes every trigger appguard put on the tree
 SELECT appguard_unprotect('ptok') - 'table' AS unprotected;
 SELECT count(*) AS triggers_left FROM pg_trigger t

@@ -1303,8 +1303,14 @@ BEGIN
 		-- key: the key column leads it, the partition key columns follow,
 		-- and key values are unique across the whole table (as random
 		-- token ids are; appguard keys its state by them alone).
-		SELECT p.partattrs::smallint[] INTO part_attnums
-		FROM pg_catalog.pg_partitioned_table p WHERE p.partrelid = tbl;
+		-- (the partition keys of every level of the tree, as the root
+		-- numbers their columns)
+		SELECT pg_catalog.array_agg(DISTINCT ra.attnum) INTO part_attnums
+		FROM pg_catalog.pg_partition_tree(tbl) l
+			 JOIN pg_catalog.pg_partitioned_table p ON p.partrelid = l.relid
+			 CROSS JOIN LATERAL pg_catalog.unnest(p.partattrs::smallint[]) AS k(attnum)
+			 JOIN pg_catalog.pg_attribute pa ON pa.attrelid = l.relid AND pa.attnum = k.attnum
+			 JOIN pg_catalog.pg_attribute ra ON ra.attrelid = tbl AND ra.attname = pa.attname;
 		IF pg_catalog.cardinality(key_attnums) > 1
 		   AND (key_attnum = ANY (part_attnums)
 				OR NOT (key_attnums[pg_catalog.array_lower(key_attnums, 1) + 1:] <@ part_attnums)) THEN
