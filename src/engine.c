@@ -175,6 +175,7 @@ void
 engine_slot_put(Engine *engine, QuerySlot *slot)
 {
 	slot->probe = NULL;
+	slot->shared = NULL;
 	dns_slot_discard(slot);
 	if (slot->in_flight)
 	{
@@ -257,6 +258,7 @@ engine_open(Engine *engine)
 {
 	engine->ssl_ctx = tls_client_context();
 	engine->trust_store = tls_trust_store(appguard_ca_file);
+	dns_share_open(engine);
 	reserve_fds(engine, 1);
 	engine->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (engine->epoll_fd < 0)
@@ -292,6 +294,7 @@ engine_close(Engine *engine)
 	engine->nactive = 0;
 	if (engine->channel)
 		ares_destroy(engine->channel);	/* calls back with ARES_EDESTRUCTION */
+	dns_share_close(engine);
 	if (engine->wait_set)
 		FreeWaitEventSet(engine->wait_set);
 	if (engine->epoll_fd >= 0)
@@ -444,6 +447,7 @@ read_dns_answers(Engine *engine)
 {
 	dlist_mutable_iter iter;
 
+	dns_share_collect(engine);
 	dlist_foreach_modify(iter, &engine->awaiting_dns)
 	{
 		Flight	   *flight = dlist_container(Flight, dns_node, iter.cur);

@@ -13,19 +13,24 @@
 # measured side by side in this one run.  Takes about four minutes.
 # Not a test: it asserts nothing; read the figures.
 #
+# The working tree is built in place and installed (DESTDIR) into a copy
+# of the PostgreSQL installation in a temporary directory, not into the
+# machine's: PostgreSQL finds its library and share directories relative
+# to its binaries, so the benchmark's cluster loads this build whatever
+# the machine's installation holds, and installs by others cannot change
+# it halfway.
+#
 # --before COMMIT: also measure COMMIT's build in the CPU-bound rounds,
-# interleaved with the working tree's, each in its own throwaway cluster on
-# the same servers, and report the backend CPU per host of both and their
-# ratio.  COMMIT is built in a temporary directory and installed (DESTDIR)
-# into a copy of the PostgreSQL installation there: PostgreSQL finds its
-# library and share directories relative to its binaries, so that cluster
-# loads COMMIT's appguard while the other loads the working tree's, and
-# nothing of the machine's installation is touched for it.
+# interleaved with the working tree's, each in its own throwaway cluster
+# (from its own copy) on the same servers, and report the backend CPU per
+# host of both and their ratio.  COMMIT is taken with git archive.
 # --cpu-only: only the CPU-bound rounds (no latency-bound, memory or
 # descriptor stage).
 #
-# Root only; it installs the working tree's build, so run it under the
-# machine's install lock:
+# Root only (packages, the postgres user).  Its servers take AG_NET's
+# loopback addresses (default 127.77), as the TAP tests' do: on a shared
+# machine run it under the install lock the test commands take, or with
+# an AG_NET of its own:
 #   flock -o /tmp/appguard-install.lock bash test/bench/sweep.sh ...
 set -euo pipefail
 
@@ -48,37 +53,46 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-cd "$ROOT"
-make -s PG_CONFIG="$PG_CONFIG" WERROR=1
-make -s PG_CONFIG="$PG_CONFIG" install
-
 WORK=$(mktemp -d /tmp/appguard-sweep-bench.XXXXXX)
-trap 'if [ "${ok:-0}" = 1 ]; then rm -rf "$WORK"; else echo "sweep.sh: failed; logs kept in $WORK/tree/tmp_check/log" >&2; fi' EXIT
+# AG_KEEP=1 (or AG_PERF, whose profiles need the binaries) keeps it
+trap 'if [ "${ok:-0}" = 1 ] && [ -z "${AG_KEEP:-}${AG_PERF:-}" ]; then rm -rf "$WORK"; else echo "sweep.sh: kept $WORK" >&2; fi' EXIT
 
-# A copy of PostgreSQL's installation under $1 (binaries copied, library
-# and share files linked) with appguard built from commit $2 installed in it
-relocated_install() {
-	local dest=$1 rev=$2 src=$WORK/before-src d
-	mkdir -p "$src"
-	git -C "$ROOT" archive --format=tar "$rev" | tar -x -C "$src"
-	make -s -C "$src" PG_CONFIG="$PG_CONFIG" WERROR=1 >"$WORK/before-build.log" 2>&1 ||
-		{ cat "$WORK/before-build.log" >&2; exit 1; }
+# A copy of PostgreSQL's installation under $1: binaries copied, library
+# and share files linked.  PostgreSQL finds its library and share
+# directories relative to its binaries, so a cluster started from the
+# copy loads the appguard installed into it (DESTDIR), whatever the
+# machine's installation holds.  Prints the copy's install path.
+relocated_pg() {
+	local dest=$1 d
 	mkdir -p "$dest$("$PG_CONFIG" --bindir)"
 	cp -a "$("$PG_CONFIG" --bindir)/." "$dest$("$PG_CONFIG" --bindir)/"
 	for d in "$("$PG_CONFIG" --pkglibdir)" "$("$PG_CONFIG" --sharedir)"; do
 		mkdir -p "$dest$d"
 		cp -as "$d/." "$dest$d/"
 	done
-	# the links to the machine's appguard go, so that the install below
+	# the links to the machine's appguard go, so that the install
 	# writes files of its own rather than through them
 	find "$dest" -name 'appguard*' -prune -exec rm -rf {} +
-	make -s -C "$src" PG_CONFIG="$PG_CONFIG" DESTDIR="$dest" install >>"$WORK/before-build.log" 2>&1 ||
-		{ cat "$WORK/before-build.log" >&2; exit 1; }
 	echo "$dest$(dirname "$("$PG_CONFIG" --bindir)")"
 }
+
+# build the tree $1 (-Werror) and install it into a copy made by relocated_pg $2
+build_into() {
+	local src=$1 dest=$2 log=$WORK/build-$(basename "$2").log
+	{ make -s -C "$src" PG_CONFIG="$PG_CONFIG" WERROR=1 &&
+		make -s -C "$src" PG_CONFIG="$PG_CONFIG" DESTDIR="$dest" install; } >"$log" 2>&1 ||
+		{ cat "$log" >&2; exit 1; }
+}
+
+inst=$(relocated_pg "$WORK/after-pg")
+build_into "$ROOT" "$WORK/after-pg"
+args+=(--install "$inst")
 if [ -n "$BEFORE" ]; then
 	label=$(git -C "$ROOT" rev-parse --short "$BEFORE^{commit}")
-	inst=$(relocated_install "$WORK/before-pg" "$BEFORE")
+	mkdir -p "$WORK/before-src"
+	git -C "$ROOT" archive --format=tar "$BEFORE" | tar -x -C "$WORK/before-src"
+	inst=$(relocated_pg "$WORK/before-pg")
+	build_into "$WORK/before-src" "$WORK/before-pg"
 	args+=(--before-install "$inst" --before-label "$label")
 fi
 

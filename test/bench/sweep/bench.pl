@@ -14,13 +14,16 @@
 #                  (default 3): the table gives the median and the range of
 #                  the ratios, each measured side by side within a round
 #   --cpu-only     only the CPU-bound rounds
+#   --install DIR  the PostgreSQL installation (with appguard) to run,
+#                  default the one on PATH (sweep.sh gives its own copy)
 #   --before-install DIR, --before-label L
 #                  a copy of the PostgreSQL installation with an earlier
 #                  build of appguard (sweep.sh --before COMMIT makes it):
 #                  the CPU-bound rounds run in a cluster of each build,
 #                  interleaved, and report both and their ratio
 #   AG_PERF=FILE   perf record -g of the first round's snapshot_many
-#                  backend, to FILE.after (and FILE.before)
+#                  backend, to FILE.after (and FILE.before); AG_PERF_ARGS
+#                  replaces -g (e.g. '--call-graph dwarf')
 #
 # Latency-bound: every host behind a delay proxy (TestEnv delay_proxies):
 #   CALL appguard_sweep at the default concurrency, against the same sweep
@@ -62,7 +65,7 @@ use AppGuard::TestEnv;
 my %o = (hosts => 1000, key => 'rsa2048', sample => 50, delay => 200,
 	snapshots => 10000, stime => 5, rounds => 3);
 GetOptions(\%o, 'hosts=i', 'key=s', 'sample=i', 'full', 'delay=i', 'snapshots=i', 'stime=i', 'rounds=i',
-	'cpu-only', 'before-install=s', 'before-label=s')
+	'cpu-only', 'install=s', 'before-install=s', 'before-label=s')
   or die "usage: bench.pl [--hosts N] [--key rsa2048|ec256] [--sample N] [--full] [--delay MS] [--snapshots N] [--stime S] [--rounds N] [--cpu-only] [--before-install DIR [--before-label L]]\n";
 $o{sample} = $o{hosts} if $o{full} || $o{sample} > $o{hosts};
 
@@ -104,7 +107,7 @@ $env->zone('bench.test', \@records);
 $env->start;
 say "$o{hosts} hosts on nginx ($o{key}), $o{hosts} behind $o{delay} ms delay proxies, up";
 
-my $node = PostgreSQL::Test::Cluster->new('bench');
+my $node = PostgreSQL::Test::Cluster->new('bench', $o{install} ? (install_path => $o{install}) : ());
 $node->init;
 # durable commits, as in production
 $node->append_conf('postgresql.conf', $env->postgresql_conf . "fsync = on\n");
@@ -320,7 +323,8 @@ sub cpu_side
 	if ($ENV{AG_PERF} && $round == 1)
 	{
 		my $file = "$ENV{AG_PERF}.$side->{name}";
-		$perf = IPC::Run::start([ 'perf', 'record', '-q', '-g', '-o', $file, '-p', $mpid ],
+		$perf = IPC::Run::start([ 'perf', 'record', '-q', split(' ', $ENV{AG_PERF_ARGS} // '-g'),
+				'-o', $file, '-p', $mpid ],
 			'<', \undef, '>', \my $po, '2>', \my $pe);
 		sleep 0.5;
 	}
@@ -349,7 +353,7 @@ sub cpu_side
 
 $sides{$_}{name} = $_ for keys %sides;
 my @order = sort keys %sides;    # after, before
-my (@r_stime, %fig);
+my (@r_stime, @r_stime_cpu, %fig);
 for my $round (1 .. $o{rounds})
 {
 	my @this = $round % 2 ? reverse(@order) : @order;    # before first in odd rounds
@@ -360,23 +364,29 @@ for my $round (1 .. $o{rounds})
 		say "  round $round, $name ($sides{$name}{label}): $f->{text}";
 	}
 
+	# s_time's own CPU time (its children's, as getrusage counts them):
+	# what a bare client handshake costs, against the backend's per host
 	my ($st_out, $st_err) = ('', '');
 	my $stime_start = time;
+	my @t0 = times;
 	IPC::Run::run([ 'openssl', 's_time', '-connect', "$direct[0]:$port", '-new', '-time', $o{stime} ],
 		'<', \undef, '>', \$st_out, '2>', \$st_err);
+	my @t1 = times;
 	my $stime_wall = time - $stime_start;
 	my ($conns) = $st_out =~ /(\d+) connections in [0-9.]+s;/ or die "openssl s_time: $st_out$st_err";
 	my $rate_stime = $conns / $stime_wall;
+	my $stime_cpu = 1000 * ($t1[2] + $t1[3] - $t0[2] - $t0[3]) / $conns;
 	push @r_stime, $rate_stime;
+	push @r_stime_cpu, $stime_cpu;
 	for my $name (@order)
 	{
 		push @{ $fig{$name}{sweep_x} }, $fig{$name}{sweep_rate}[-1] / $rate_stime;
 		push @{ $fig{$name}{many_x} }, $fig{$name}{many_rate}[-1] / $rate_stime;
-		push @{ $fig{$name}{many_hs} }, $fig{$name}{many_cpu}[-1] * $rate_stime / 1000;
+		push @{ $fig{$name}{many_hs} }, $fig{$name}{many_cpu}[-1] / $stime_cpu;
 	}
-	say sprintf '  round %d: openssl s_time -new %d handshakes in %.2f s, %.0f/s (%.2f ms a handshake); '
-	  . 'appguard_snapshot_many %s of s_time; its backend CPU a host = %s handshakes of s_time',
-	  $round, $conns, $stime_wall, $rate_stime, 1000 / $rate_stime,
+	say sprintf '  round %d: openssl s_time -new %d handshakes in %.2f s, %.0f/s, its CPU %.3f ms a handshake; '
+	  . 'appguard_snapshot_many %s of s_time; its backend CPU a host = %s of s_time\'s CPU a handshake',
+	  $round, $conns, $stime_wall, $rate_stime, $stime_cpu,
 	  join(', ', map { sprintf '%s %.2f', $_, $fig{$_}{many_x}[-1] } @order),
 	  join(', ', map { sprintf '%s %.2f', $_, $fig{$_}{many_hs}[-1] } @order);
 	if ($sides{before})
@@ -389,6 +399,7 @@ for my $round (1 .. $o{rounds})
 }
 row('CPU-bound, no added latency', "openssl s_time -new, same servers and $o{key} certificate",
 	spread('%.0f', ' handshakes/s', @r_stime), '', '');
+row('', 'openssl s_time -new: its own CPU a handshake', spread('%.3f', ' ms', @r_stime_cpu), '', '');
 for my $name (@order)
 {
 	my $f = $fig{$name};
@@ -402,7 +413,7 @@ for my $name (@order)
 	row('', "${who}backend CPU a host, sweep", spread('%.2f', ' ms', @{ $f->{sweep_cpu} }), '', '');
 	row('', "${who}backend CPU a host, appguard_snapshot_many",
 		spread('%.2f', ' ms', @{ $f->{many_cpu} }),
-		spread('%.1f', ' handshakes', @{ $f->{many_hs} }), '<= 1.4 ms');
+		spread('%.2f', ' x s_time CPU', @{ $f->{many_hs} }), '<= 1.4 ms');
 }
 if ($sides{before})
 {
