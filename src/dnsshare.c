@@ -165,8 +165,11 @@ dns_share_ask(Engine *engine, QueryKind kind, const char *name)
 		}
 		PG_END_TRY();
 		entry->query->cached = true;
+		engine->shared_sent++;
 	}
-	else if (entry->query->done && entry->query->refcount == 0)
+	else
+		engine->shared_joined++;
+	if (found && entry->query->done && entry->query->refcount == 0)
 	{
 		/* an idle answer is in use again */
 		dlist_delete(&entry->query->node);

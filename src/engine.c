@@ -645,10 +645,13 @@ engine_run(EngineRun *run)
 	}
 	PG_FINALLY();
 	{
+		run->shared_sent = engine->shared_sent;
+		run->shared_joined = engine->shared_joined;
 		engine_close(engine);
 		MemoryContextDelete(cxt);
 	}
 	PG_END_TRY();
-	elog(DEBUG1, "appguard engine: %d of %d hosts probed, at most %d at once, %lld wake-ups",
-		 run->started, run->ntargets, run->most_in_flight, (long long) run->wakeups);
+	elog(DEBUG1, "appguard engine: %d of %d hosts probed, at most %d at once, %lld wake-ups, %lld shared DNS questions sent, %lld asks answered by them",
+		 run->started, run->ntargets, run->most_in_flight, (long long) run->wakeups,
+		 (long long) run->shared_sent, (long long) run->shared_joined);
 }

@@ -65,6 +65,8 @@ typedef struct EngineRun
 	int			started;		/* probes started (the others were skipped) */
 	int			most_in_flight;
 	int64		wakeups;
+	int64		shared_sent;	/* NS, TXT and CAA questions sent (dnsshare.c) */
+	int64		shared_joined;	/* asks that took a question of the run instead */
 } EngineRun;
 
 typedef struct Flight Flight;
@@ -98,6 +100,8 @@ typedef struct Engine
 	dlist_head	shared_pending; /* asked, not answered yet */
 	dlist_head	shared_idle;	/* answered, cached, nobody refers to it */
 	int			nshared_idle;
+	int64		shared_sent;	/* questions sent */
+	int64		shared_joined;	/* asks answered by a question of the run */
 } Engine;
 
 /*
