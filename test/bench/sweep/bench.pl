@@ -397,6 +397,14 @@ for my $round (1 .. $o{rounds})
 		  $round, $fig{ratio}{many_cpu}[-1], $fig{ratio}{sweep_cpu}[-1];
 	}
 }
+for my $name (@order)
+{
+	say "  $name: a stored snapshot: ", $sides{$name}{node}->safe_psql('many',
+		"SELECT format('facts %s bytes stored (%s), chain %s bytes stored (%s)',
+				round(avg(pg_column_size(facts))), string_agg(DISTINCT coalesce(pg_column_compression(facts), 'not compressed'), ', '),
+				round(avg(pg_column_size(chain))), string_agg(DISTINCT coalesce(pg_column_compression(chain), 'not compressed'), ', '))
+		 FROM appguard.snapshots WHERE status = 'ok'");
+}
 row('CPU-bound, no added latency', "openssl s_time -new, same servers and $o{key} certificate",
 	spread('%.0f', ' handshakes/s', @r_stime), '', '');
 row('', 'openssl s_time -new: its own CPU a handshake', spread('%.3f', ' ms', @r_stime_cpu), '', '');
