@@ -73,6 +73,24 @@ relocated_pg() {
 	# the links to the machine's appguard go, so that the install
 	# writes files of its own rather than through them
 	find "$dest" -name 'appguard*' -prune -exec rm -rf {} +
+	# with AG_CALLGRIND=DIR in its environment, the server runs under
+	# callgrind, counting the instructions of appguard_snapshot_many calls
+	# only (bench.pl --callgrind); else it is the real binary
+	local bin=$dest$("$PG_CONFIG" --bindir)
+	mv "$bin/postgres" "$bin/postgres.real"
+	cat >"$bin/postgres" <<'WRAP'
+#!/bin/sh
+if [ -n "$AG_CALLGRIND" ]; then
+	case " $* " in
+	*" -V "*|*" --version "*|*" -C "*|*" --describe-config "*|*" --boot "*|*" --single "*) ;;
+	*) exec valgrind --tool=callgrind --collect-atstart=no --toggle-collect=appguard_snapshot_many \
+		--callgrind-out-file="$AG_CALLGRIND/callgrind.out.%p" --log-file="$AG_CALLGRIND/vg.%p" \
+		"$(dirname "$0")/postgres.real" "$@" ;;
+	esac
+fi
+exec "$(dirname "$0")/postgres.real" "$@"
+WRAP
+	chmod 755 "$bin/postgres"
 	echo "$dest$(dirname "$("$PG_CONFIG" --bindir)")"
 }
 

@@ -21,6 +21,11 @@
 #                  build of appguard (sweep.sh --before COMMIT makes it):
 #                  the CPU-bound rounds run in a cluster of each build,
 #                  interleaved, and report both and their ratio
+#   --callgrind N  also count the instructions of appguard_snapshot_many of
+#                  N hosts, per host, in a cluster of each build whose
+#                  server runs under valgrind --tool=callgrind (needs the
+#                  copies sweep.sh makes): repeatable where CPU time on a
+#                  shared machine is not
 #   AG_PERF=FILE   perf record -g of the first round's snapshot_many
 #                  backend, to FILE.after (and FILE.before); AG_PERF_ARGS
 #                  replaces -g (e.g. '--call-graph dwarf')
@@ -65,7 +70,7 @@ use AppGuard::TestEnv;
 my %o = (hosts => 1000, key => 'rsa2048', sample => 50, delay => 200,
 	snapshots => 10000, stime => 5, rounds => 3);
 GetOptions(\%o, 'hosts=i', 'key=s', 'sample=i', 'full', 'delay=i', 'snapshots=i', 'stime=i', 'rounds=i',
-	'cpu-only', 'install=s', 'before-install=s', 'before-label=s')
+	'cpu-only', 'install=s', 'before-install=s', 'before-label=s', 'callgrind=i')
   or die "usage: bench.pl [--hosts N] [--key rsa2048|ec256] [--sample N] [--full] [--delay MS] [--snapshots N] [--stime S] [--rounds N] [--cpu-only] [--before-install DIR [--before-label L]]\n";
 $o{sample} = $o{hosts} if $o{full} || $o{sample} > $o{hosts};
 
@@ -433,6 +438,70 @@ if ($sides{before})
 
 if (!$o{'cpu-only'})
 {
+# ---------------------------------------------------------------- instructions
+# Instructions executed in appguard_snapshot_many, per host, for each build:
+# a backend's count for one warm-up host plus N hosts, less another
+# backend's count for the warm-up host alone.  Concurrency 8 and long
+# deadlines: under valgrind everything runs some fifty times slower.
+sub callgrind_ir
+{
+	my ($dir, $pid) = @_;
+	my $file = "$dir/callgrind.out.$pid";
+	for (1 .. 600)
+	{
+		last if -s $file;
+		sleep 0.1;
+	}
+	open my $f, '<', $file or die "$file: $!";
+	while (<$f>) { return $1 if /^(?:summary|totals):\s+(\d+)/ }
+	die "$file: no totals\n";
+}
+
+if ($o{callgrind})
+{
+	say "instructions: appguard_snapshot_many of $o{callgrind} hosts under callgrind, each build";
+	my $n = $o{callgrind};
+	my $cg_hosts = 'ARRAY[' . join(',', map { "'$_'" } @names_h[ 1 .. $n ]) . ']';
+	my $warm = "SELECT count(*) FROM appguard_snapshot_many(ARRAY['$names_h[0]'], ARRAY[$port])";
+	my %ir;
+	for my $name (@order)
+	{
+		my $dir = PostgreSQL::Test::Utils::tempdir("cg_$name");
+		chmod 0777, $dir;
+		my $cg = PostgreSQL::Test::Cluster->new("cg_$name",
+			install_path => ($name eq 'before' ? $o{'before-install'} : $o{install}));
+		$cg->init;
+		$cg->append_conf('postgresql.conf', $env->postgresql_conf
+			  . "appguard.sweep_concurrency = 8\nappguard.timeout_ms = 120000\n"
+			  . "appguard.connect_timeout_ms = 60000\nappguard.dns_timeout_ms = 60000\n");
+		{
+			local $ENV{AG_CALLGRIND} = $dir;
+			$cg->start;
+		}
+		$cg->safe_psql('postgres', 'CREATE EXTENSION appguard');
+		my @count;
+		for my $call ([$warm], [ $warm, "SELECT count(*) FROM appguard_snapshot_many($cg_hosts, array_fill($port, ARRAY[$n]))" ])
+		{
+			my $s = $cg->background_psql('postgres', timeout => 3600);
+			my $pid = $s->query_safe('SELECT pg_backend_pid()');
+			$s->query_safe($_) for @$call;
+			$s->quit;
+			push @count, callgrind_ir($dir, $pid);
+		}
+		$ir{$name} = ($count[1] - $count[0]) / $n;
+		$cg->stop;
+		say sprintf '  %s (%s): %.2f million instructions a host (%d and %d in all)',
+		  $name, $sides{$name}{label}, $ir{$name} / 1e6, @count;
+	}
+	row('instructions (callgrind)', "appguard_snapshot_many of $n hosts: instructions a host, $_ ($sides{$_}{label})",
+		sprintf('%.2f million', $ir{$_} / 1e6), '', '') for @order;
+	if ($ir{before})
+	{
+		row('', 'instructions a host, after / before', '', sprintf('%.3f', $ir{after} / $ir{before}), '');
+		say sprintf '  after / before: %.3f', $ir{after} / $ir{before};
+	}
+}
+
 # ---------------------------------------------------------------- memory
 say "memory: one backend, $o{snapshots} more snapshots";
 my $mem = $node->background_psql('cpu');
