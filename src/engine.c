@@ -256,8 +256,7 @@ dns_server_count(ares_channel channel)
 static void
 engine_open(Engine *engine)
 {
-	engine->ssl_ctx = tls_client_context();
-	engine->trust_store = tls_trust_store(appguard_ca_file);
+	tls_shared_context(appguard_ca_file, &engine->ssl_ctx, &engine->trust_store);
 	dns_share_open(engine);
 	reserve_fds(engine, 1);
 	engine->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
