@@ -340,6 +340,10 @@ sub cpu_side
 		$t_many /= 1000;
 	});
 	my $m1 = backend_cpu($mpid);
+	my $probes = $n->safe_psql('many', "SELECT format('probes took %s ms on average (at most %s), %s not ok',
+			round(avg((facts->>'elapsed_ms')::numeric)), max((facts->>'elapsed_ms')::int),
+			count(*) FILTER (WHERE status <> 'ok'))
+		FROM (SELECT facts, status FROM appguard.snapshots ORDER BY id DESC LIMIT $o{hosts}) s");
 	if ($perf)
 	{
 		$perf->signal('INT');
@@ -350,9 +354,9 @@ sub cpu_side
 		sweep_rate => $o{hosts} / $secs, sweep_cpu => 1000 * ($c1 - $c0) / $o{hosts},
 		many_rate => $o{hosts} / $t_many, many_cpu => 1000 * ($m1 - $m0) / $o{hosts},
 		text => sprintf('sweep %.0f snapshots/s, backend %.2f ms a host (%s); '
-			  . 'appguard_snapshot_many %.0f/s, backend %.2f ms a host (%s)',
+			  . 'appguard_snapshot_many %.0f/s, backend %.2f ms a host (%s; %s)',
 			  $o{hosts} / $secs, 1000 * ($c1 - $c0) / $o{hosts}, cpu_text($cpu, $o{hosts}),
-			  $o{hosts} / $t_many, 1000 * ($m1 - $m0) / $o{hosts}, cpu_text($cpu_many, $o{hosts})),
+			  $o{hosts} / $t_many, 1000 * ($m1 - $m0) / $o{hosts}, cpu_text($cpu_many, $o{hosts}), $probes),
 	};
 }
 
@@ -436,8 +440,6 @@ if ($sides{before})
 	$sides{before}{node}->stop;
 }
 
-if (!$o{'cpu-only'})
-{
 # ---------------------------------------------------------------- instructions
 # Instructions executed in appguard_snapshot_many, per host, for each build:
 # a backend's count for one warm-up host plus N hosts, less another
@@ -502,6 +504,8 @@ if ($o{callgrind})
 	}
 }
 
+if (!$o{'cpu-only'})
+{
 # ---------------------------------------------------------------- memory
 say "memory: one backend, $o{snapshots} more snapshots";
 my $mem = $node->background_psql('cpu');
