@@ -137,6 +137,12 @@ BEGIN
 	IF rel.relpersistence = 't' THEN
 		RAISE EXCEPTION '% is a temporary table', tbl USING ERRCODE = '0A000';
 	END IF;
+	IF appguard.citus_table(tbl) THEN
+		RAISE EXCEPTION '% is a Citus table', tbl
+			USING ERRCODE = '0A000',
+				  DETAIL = 'Its rows live in shards, where appguard''s triggers would guard nothing: appguard does not guard distributed, reference or Citus local tables yet.',
+				  HINT = 'See docs/citus.md.';
+	END IF;
 	IF rel.nspname = 'appguard' AND rel.relname <> 'refresh_tokens' THEN
 		RAISE EXCEPTION 'appguard''s own tables cannot be protected'
 			USING ERRCODE = '22023',
@@ -534,6 +540,26 @@ EXCEPTION WHEN OTHERS THEN
 		RAISE;
 	END IF;
 	PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
+END
+$$;
+
+CREATE FUNCTION appguard.citus_table(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	managed boolean := false;
+BEGIN
+	IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+		EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1)'
+			INTO managed USING tbl;
+	END IF;
+	IF NOT managed
+	   AND pg_catalog.to_regprocedure('pg_catalog.relation_is_a_known_shard(regclass)') IS NOT NULL THEN
+		EXECUTE 'SELECT pg_catalog.relation_is_a_known_shard($1)' INTO managed USING tbl;
+	END IF;
+	RETURN coalesce(managed, false);
 END
 $$;
 
@@ -1183,6 +1209,7 @@ $$;
 
 -- ---- privileges (as sql/parts/99_privileges.sql) ----
 REVOKE ALL ON FUNCTION appguard.protected_table_columns(regclass), appguard.printed_column(name),
+	appguard.citus_table(regclass),
 	appguard.protect_table(regclass, name, name, name, text, text, name, name),
 	@extschema@.appguard_protect(regclass, name, name, name, text, text, name, name),
 	appguard.consent_grant(regclass, text, text, text, text),
@@ -1524,3 +1551,14 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.appguard_explain_html(bigint, text, text)
 TO appguard_auth_server, appguard_operator;
+
+-- ---- dns_dangling_cname ----
+-- The new drift reason's policy row, as the install script seeds it from
+-- appguard_drift_reasons() (which the new module already reports).  The
+-- seed is no operator's change: no policy_insert event, as at install.
+ALTER TABLE appguard.policy DISABLE TRIGGER appguard_policy_audit;
+INSERT INTO appguard.policy (reason, severity, description)
+SELECT r.reason, r.default_severity, r.description
+FROM @extschema@.appguard_drift_reasons() AS r
+WHERE r.reason = 'dns_dangling_cname';
+ALTER TABLE appguard.policy ENABLE TRIGGER appguard_policy_audit;

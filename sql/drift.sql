@@ -313,10 +313,15 @@ SELECT 'nxdomain', pg_temp.merge(f.doc, $${
 FROM facts AS f WHERE f.name = 'base';
 SELECT d.* FROM facts AS b, facts AS c, appguard_facts_diff(b.doc, c.doc, 'health-app') AS d
 WHERE b.name = 'base' AND c.name = 'nxdomain';
--- a dangling CNAME: the alias exists, its target does not
+-- a dangling CNAME (the alias exists, its target does not) is not the
+-- host's name gone: dns_dangling_cname, below; a document without a chain
+-- (an older or handcrafted one) is read as the host's own NXDOMAIN
 SELECT d.* FROM facts AS f,
 	appguard_facts_diff(f.doc, pg_temp.merge((SELECT doc FROM facts WHERE name = 'nxdomain'),
 		'{"dns": {"cname": ["gone.cdn.test"]}}')) AS d
+WHERE f.name = 'base';
+SELECT d.* FROM facts AS f,
+	appguard_facts_diff(f.doc, (SELECT doc #- '{dns,cname}' FROM facts WHERE name = 'nxdomain')) AS d
 WHERE f.name = 'base';
 -- a baseline whose connection failed had still resolved
 SELECT d.* FROM facts AS f, facts AS c,
@@ -332,6 +337,100 @@ WHERE f.name = 'base' AND c.name = 'nxdomain';
 SELECT d.* FROM facts AS f, facts AS c,
 	appguard_facts_diff(f.doc, pg_temp.merge(c.doc, '{"dns": {"queries": {"AAAA": "NOERROR"}}}')) AS d
 WHERE f.name = 'base' AND c.name = 'nxdomain';
+
+---------------------------------------------------------------------------
+-- dns_dangling_cname: a host that resolved is now an alias of a name that
+-- is gone (NXDOMAIN) or has no address (NODATA)
+---------------------------------------------------------------------------
+
+-- As the probe writes it: the chain, no address, status dns_failed, no TLS;
+-- the registrable domain still answers its NS, TXT and CAA questions.
+INSERT INTO facts
+SELECT 'dangling', pg_temp.merge(f.doc, $${
+	"schema": 2, "status": "dns_failed", "tls": null,
+	"error": "app.example-health.test has no IPv4 or IPv6 address",
+	"dns": {"rcode": "NXDOMAIN", "ad": false,
+			"queries": {"A": "NXDOMAIN", "AAAA": "NXDOMAIN"},
+			"cname": ["edge.cdn.test"], "a": [], "aaaa": [],
+			"cname_target_domain": "cdn.test", "cname_cross_domain": true}}$$)
+FROM facts AS f WHERE f.name = 'base';
+-- the target was deleted: one row, the chains at baseline and now; not
+-- dns_domain_gone (the host's own name exists), and nothing else of a
+-- failed measurement
+SELECT d.* FROM facts AS b, facts AS c, appguard_facts_diff(b.doc, c.doc, 'health-app') AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+-- NODATA: the target exists and has no A or AAAA
+SELECT d.* FROM facts AS b, facts AS c,
+	appguard_facts_diff(b.doc, pg_temp.merge(c.doc, $${"dns": {"rcode": "NOERROR",
+		"queries": {"A": "NOERROR", "AAAA": "NOERROR"}}}$$)) AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+-- a host that was no alias at baseline, and a longer chain now
+SELECT d.* FROM facts AS b, facts AS c,
+	appguard_facts_diff(pg_temp.merge(b.doc, '{"dns": {"cname": []}}'),
+		pg_temp.merge(c.doc, '{"dns": {"cname": ["edge.cdn.test", "lb-7.cloud.test"]}}')) AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+-- the NXDOMAIN of the A question is the chain's end even when the AAAA
+-- question timed out
+SELECT d.* FROM facts AS b, facts AS c,
+	appguard_facts_diff(b.doc, pg_temp.merge(c.doc, '{"dns": {"queries": {"AAAA": "TIMEOUT"}}}')) AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+-- a baseline whose connection failed had still resolved
+SELECT d.* FROM facts AS b, facts AS c,
+	appguard_facts_diff(pg_temp.merge(b.doc, '{"status": "connect_failed", "tls": null}'), c.doc) AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+-- Unknowns, no difference: NODATA of one question and a TIMEOUT, SERVFAIL
+-- or unusable answer of the other (the other may hold the address)
+SELECT q.a, q.aaaa, d.reason
+FROM facts AS b CROSS JOIN facts AS c
+	CROSS JOIN (VALUES ('NOERROR', 'TIMEOUT'), ('SERVFAIL', 'NOERROR'), ('NOERROR', 'ERROR'),
+					   ('REFUSED', 'REFUSED'), ('NOERROR', NULL)) AS q(a, aaaa)
+	LEFT JOIN LATERAL appguard_facts_diff(b.doc, pg_temp.merge(c.doc, jsonb_build_object('dns',
+		jsonb_build_object('rcode', q.a, 'queries', jsonb_build_object('A', q.a, 'AAAA', q.aaaa))))) AS d ON true
+WHERE b.name = 'base' AND c.name = 'dangling'
+ORDER BY q.a, q.aaaa;
+-- a chain of 16 steps, the most a document records, may be a loop or cut
+-- short: its end is unknown; 15 steps are a chain that ended
+SELECT n, d.reason, d.field
+FROM facts AS b CROSS JOIN facts AS c CROSS JOIN (VALUES (15), (16)) AS k(n)
+	LEFT JOIN LATERAL appguard_facts_diff(b.doc, pg_temp.merge(c.doc, jsonb_build_object('dns',
+		jsonb_build_object('rcode', 'NOERROR', 'queries', '{"A": "NOERROR", "AAAA": "NOERROR"}'::jsonb,
+						   'cname', (SELECT jsonb_agg('hop' || i || '.cdn.test') FROM generate_series(1, k.n) AS i))))) AS d ON true
+WHERE b.name = 'base' AND c.name = 'dangling'
+ORDER BY n;
+-- the chain still ends at an address (of either family): not dangling
+SELECT * FROM pg_temp.drift('{}', '{"dns": {"a": ["192.0.2.99"], "rcode": "NOERROR", "queries": {"A": "NOERROR", "AAAA": "NOERROR"}}}',
+							from_doc => 'dangling');
+SELECT d.* FROM facts AS b, facts AS c,
+	appguard_facts_diff(b.doc, pg_temp.merge(c.doc, $${"dns": {"rcode": "NOERROR", "aaaa": ["2001:db8::99"],
+		"queries": {"A": "NOERROR", "AAAA": "NOERROR"}}}$$)) AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+-- a host that did not resolve at baseline (already dangling, or nothing
+-- measured) is not dangling drift
+SELECT * FROM pg_temp.drift('{}', '{}', from_doc => 'dangling');
+SELECT d.* FROM facts AS b, facts AS c,
+	appguard_facts_diff(pg_temp.merge(b.doc, $${"status": "dns_failed", "tls": null,
+		"dns": {"rcode": "TIMEOUT", "a": [], "aaaa": [], "queries": {"A": "TIMEOUT", "AAAA": "TIMEOUT"}}}$$),
+		c.doc) AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+-- unknown facts of the current document: no chain key, addresses of
+-- another type
+SELECT d.* FROM facts AS b, facts AS c,
+	appguard_facts_diff(b.doc, pg_temp.merge(c.doc #- '{dns,cname}', $${"dns": {"rcode": "NOERROR",
+		"queries": {"A": "NOERROR", "AAAA": "NOERROR"}}}$$)) AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+SELECT d.* FROM facts AS b, facts AS c,
+	appguard_facts_diff(b.doc, pg_temp.merge(c.doc, $${"dns": {"rcode": "NOERROR", "aaaa": null,
+		"queries": {"A": "NOERROR", "AAAA": "NOERROR"}}}$$)) AS d
+WHERE b.name = 'base' AND c.name = 'dangling';
+-- Where the chain ends is a fact, never a difference: a schema 1 baseline
+-- without the keys, and a chain that moved into the host's own domain
+-- (dns_cname_changed only)
+SELECT * FROM pg_temp.drift('{}', $${"schema": 2, "dns": {"cname_target_domain": "cdn.test",
+	"cname_cross_domain": true}}$$);
+SELECT * FROM pg_temp.drift($${"schema": 2, "dns": {"cname_target_domain": "cdn.test",
+	"cname_cross_domain": true}}$$,
+	$${"schema": 2, "dns": {"cname": ["edge.example-health.test"],
+	"cname_target_domain": "example-health.test", "cname_cross_domain": false}}$$);
 
 ---------------------------------------------------------------------------
 -- Reasons of severity "warn"
@@ -509,8 +608,12 @@ SELECT * FROM appguard_facts_diff('{}', '"ok"');
 SELECT * FROM appguard_facts_diff('{}', '42');
 SELECT * FROM appguard_facts_diff('null', '{}');
 SELECT * FROM appguard_facts_diff('{}', 'true');
-SELECT * FROM appguard_facts_diff('{"schema": 2}', '{}');
+SELECT * FROM appguard_facts_diff('{"schema": 3}', '{}');
+SELECT * FROM appguard_facts_diff('{"schema": 0}', '{}');
+SELECT * FROM appguard_facts_diff('{}', '{"schema": 2.0}');
 SELECT * FROM appguard_facts_diff('{}', '{"schema": "1"}');
+-- schemas 1 (0.1.0) and 2 (0.2.0) are read
+SELECT count(*) FROM appguard_facts_diff('{"schema": 1}', '{"schema": 2}');
 \set VERBOSITY terse
 
 ---------------------------------------------------------------------------

@@ -10,7 +10,13 @@
 
 #include "postgres.h"
 
-#define APPGUARD_FACTS_SCHEMA 1
+/*
+ * The facts document's version.  2 (0.2.0) added dns.cname_target_domain
+ * and dns.cname_cross_domain to 1; the drift rules read every version
+ * from 1 on, a key a document lacks being an unknown fact.
+ */
+#define APPGUARD_FACTS_SCHEMA 2
+#define APPGUARD_FACTS_SCHEMA_OLDEST 1
 #define APPGUARD_DEFAULT_PORT 443
 
 /* GUC variables, defined in appguard.c */

@@ -401,7 +401,29 @@ require_facts_object(Jsonb *facts, const char *argname)
 				 errhint("Pass the facts column of appguard.snapshots or a result of appguard_probe().")));
 }
 
-/* A document without "schema" is read as schema 1 (handcrafted ones) */
+/*
+ * Whether a schema number is one this version reads, by its text: "2" but
+ * not "2.0" or "02", which no probe writes.
+ */
+static bool
+schema_supported(const char *text)
+{
+	for (int v = APPGUARD_FACTS_SCHEMA_OLDEST; v <= APPGUARD_FACTS_SCHEMA; v++)
+	{
+		char		name[16];
+
+		snprintf(name, sizeof(name), "%d", v);
+		if (strcmp(text, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A document without "schema" is read as schema 1 (handcrafted ones).
+ * Older schemas stay comparable: what a newer one added is missing from
+ * them, hence unknown, and no rule counts an unknown as a change.
+ */
 static void
 require_known_schema(JsonbContainer *root, const char *argname)
 {
@@ -414,16 +436,16 @@ require_known_schema(JsonbContainer *root, const char *argname)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("facts schema in argument \"%s\" is not a number", argname),
-				 errdetail("This version compares facts documents of schema %d.",
-						   APPGUARD_FACTS_SCHEMA)));
+				 errdetail("This version compares facts documents of schema %d to %d.",
+						   APPGUARD_FACTS_SCHEMA_OLDEST, APPGUARD_FACTS_SCHEMA)));
 	text = numeric_text(&schema);
-	if (strcmp(text, CppAsString2(APPGUARD_FACTS_SCHEMA)) != 0)
+	if (!schema_supported(text))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unsupported facts schema %s in argument \"%s\"",
 						text, argname),
-				 errdetail("This version compares facts documents of schema %d.",
-						   APPGUARD_FACTS_SCHEMA)));
+				 errdetail("This version compares facts documents of schema %d to %d.",
+						   APPGUARD_FACTS_SCHEMA_OLDEST, APPGUARD_FACTS_SCHEMA)));
 }
 
 void

@@ -25,7 +25,8 @@
  * Read a facts document into a view.  Missing keys and values of the wrong
  * type become unknown facts; the strings are palloc'd in the current memory
  * context.  ERROR (22023) when the document is not a JSON object or has a
- * schema other than APPGUARD_FACTS_SCHEMA, and ERROR (54000) when an array
+ * schema outside APPGUARD_FACTS_SCHEMA_OLDEST to APPGUARD_FACTS_SCHEMA, and
+ * ERROR (54000) when an array
  * has more than DRIFT_MAX_LIST_ITEMS elements; argname names it in the
  * message.  Every list of the view is sorted (drift_list_sort).
  */

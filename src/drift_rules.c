@@ -14,22 +14,34 @@
  * MEASUREMENT FAILURES ARE UNKNOWNS, NEVER CHANGES
  *
  * 1. The current snapshot's status is not "ok" (dns_failed, connect_failed,
- *	  tls_failed, timeout, blocked, or missing): only dns_domain_gone runs.
+ *	  tls_failed, timeout, blocked, or missing): only dns_domain_gone and
+ *	  dns_dangling_cname run (see 3).
  *	  An outage or a broken handshake says nothing about who runs the app.
  *	  Parts of such a snapshot that did succeed (say the TXT answer of a
  *	  snapshot whose connection failed) are not used either: a half-measured
  *	  host is what a transient incident looks like, and persistent failure
  *	  is for the lifecycle's grace interval to judge.
- * 2. The baseline's status is not "ok": likewise only dns_domain_gone.  A
- *	  baseline that measured nothing cannot say what changed.
+ * 2. The baseline's status is not "ok": likewise only dns_domain_gone and
+ *	  dns_dangling_cname.  A baseline that measured nothing cannot say what
+ *	  changed.
  * 3. dns_domain_gone needs at baseline dns.rcode NOERROR and at least one
  *	  address in dns.a or dns.aaaa (the name resolved), and now dns.rcode
  *	  NXDOMAIN with neither the A nor the AAAA query answering NOERROR.  It
  *	  holds whatever the statuses say: a dns_failed snapshot with NXDOMAIN is
- *	  a DNS fact, not a failure to measure.  A dangling CNAME (alias present,
- *	  target gone) answers NXDOMAIN too, and counts: it is the setting of a
- *	  subdomain takeover.  The facts hold no AA bit, so the configured
- *	  resolver's NXDOMAIN is taken as the answer.
+ *	  a DNS fact, not a failure to measure.  The facts hold no AA bit, so the
+ *	  configured resolver's NXDOMAIN is taken as the answer.
+ *	  dns_dangling_cname is the same for a host that is an alias: at
+ *	  baseline the name resolved as above; now dns.cname holds a chain
+ *	  (shorter than DRIFT_CNAME_CHAIN_MAX, so that its end was seen), dns.a
+ *	  and dns.aaaa are empty, and the chain's end is either gone (NXDOMAIN
+ *	  as for dns_domain_gone; RFC 6604: the rcode of a chain is its last
+ *	  name's) or answered both the A and the AAAA question NOERROR or
+ *	  NXDOMAIN without an address (NODATA).  The host's own name still
+ *	  exists, so an NXDOMAIN at the end of a chain is dns_dangling_cname and
+ *	  not dns_domain_gone: exactly one of the two fires.  It is the setting
+ *	  of a subdomain takeover: whoever registers the target's name, or
+ *	  claims the deleted cloud resource, receives the app's traffic.  A
+ *	  timeout, SERVFAIL or REFUSED of either question leaves it unknown.
  * 4. A rule that reads a DNS answer runs only when the query behind it gave
  *	  a definitive answer, NOERROR or NXDOMAIN, in both snapshots; TIMEOUT,
  *	  SERVFAIL, REFUSED, ERROR, any other rcode and null (not asked) skip it:
@@ -64,6 +76,8 @@
  *							row per id (old value the id, new value NULL).
  *							With a client_id only that id counts.
  *	dns_domain_gone			see 3.
+ *	dns_dangling_cname		see 3.  The values are the chains at baseline and
+ *							now (JSON arrays; the baseline's may be empty).
  *	tls_issuer_org_changed	leaf issuer O differs after normalization.
  *	dns_ns_changed, dns_caa_changed, dns_addresses_changed: the sets differ;
  *							order does not matter, nor ASCII case in names.
@@ -148,6 +162,10 @@ static const DriftReasonInfo reason_info[DRIFT_REASON_COUNT] = {
 	[DRIFT_DNS_DOMAIN_GONE] = {
 		"dns_domain_gone", DRIFT_SEVERITY_SUSPEND,
 		"The app's domain name no longer exists"
+	},
+	[DRIFT_DNS_DANGLING_CNAME] = {
+		"dns_dangling_cname", DRIFT_SEVERITY_SUSPEND,
+		"The app's web address points to a service that no longer exists"
 	},
 	[DRIFT_HOST_UNREACHABLE] = {
 		"host_unreachable", DRIFT_SEVERITY_SUSPEND,
@@ -587,6 +605,31 @@ name_gone(const FactsView *view)
 		view->query_rcode[DRIFT_QUERY_AAAA] != DRIFT_RCODE_NOERROR;
 }
 
+static bool
+known_empty(const DriftList *list)
+{
+	return list->known && list->count == 0;
+}
+
+/*
+ * The host is an alias whose chain ends at a name that is gone or has no
+ * address (rule 3).  A chain of DRIFT_CNAME_CHAIN_MAX steps may be a loop
+ * or cut short, so its end is unknown.
+ */
+static bool
+chain_dangles(const FactsView *view)
+{
+	const DriftList *chain = &view->cname;
+
+	if (!chain->known || chain->count == 0 ||
+		chain->count >= DRIFT_CNAME_CHAIN_MAX ||
+		!known_empty(&view->a) || !known_empty(&view->aaaa))
+		return false;
+	return name_gone(view) ||
+		(rcode_definitive(view->query_rcode[DRIFT_QUERY_A]) &&
+		 rcode_definitive(view->query_rcode[DRIFT_QUERY_AAAA]));
+}
+
 /* OV, EV and IV vouch for who holds the certificate */
 typedef enum ValidationClass
 {
@@ -699,11 +742,21 @@ check_ownership(DriftContext *cx, const char *client_id)
 	}
 }
 
+/* the host's own name is gone; its alias's target is chain_dangles' */
 static void
 check_domain_gone(DriftContext *cx)
 {
-	if (resolved(cx->baseline) && name_gone(cx->current))
+	if (resolved(cx->baseline) && name_gone(cx->current) &&
+		!chain_dangles(cx->current))
 		emit_texts(cx, DRIFT_DNS_DOMAIN_GONE, "dns.rcode", "NOERROR", "NXDOMAIN");
+}
+
+static void
+check_dangling_cname(DriftContext *cx)
+{
+	if (resolved(cx->baseline) && chain_dangles(cx->current))
+		emit_lists(cx, DRIFT_DNS_DANGLING_CNAME, "dns.cname",
+				   &cx->baseline->cname, &cx->current->cname);
 }
 
 /* ---- the rules that warn ---- */
@@ -810,10 +863,14 @@ drift_compare(const FactsView *baseline, const FactsView *current,
 	cx.emit = emit;
 	cx.arg = arg;
 
-	/* an NXDOMAIN is a DNS fact even when the rest could not be measured */
+	/*
+	 * An NXDOMAIN or a chain that ends nowhere is a DNS fact even when the
+	 * rest could not be measured (a host without an address is dns_failed)
+	 */
 	if (!baseline->status_ok || !current->status_ok)
 	{
 		check_domain_gone(&cx);
+		check_dangling_cname(&cx);
 		return;
 	}
 
@@ -822,6 +879,7 @@ drift_compare(const FactsView *baseline, const FactsView *current,
 	check_identity(&cx);
 	check_ownership(&cx, client_id);
 	check_domain_gone(&cx);
+	check_dangling_cname(&cx);
 
 	check_issuer_org(&cx);
 	check_dns_set(&cx, DRIFT_DNS_NS_CHANGED, "dns.ns", DRIFT_QUERY_NS,

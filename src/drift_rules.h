@@ -30,6 +30,7 @@ typedef enum DriftReason
 	DRIFT_TLS_IDENTITY_CHANGED,
 	DRIFT_DNS_OWNERSHIP_LOST,
 	DRIFT_DNS_DOMAIN_GONE,
+	DRIFT_DNS_DANGLING_CNAME,
 	DRIFT_HOST_UNREACHABLE,		/* reported by the lifecycle, not compared */
 	/* default severity: warn */
 	DRIFT_TLS_ISSUER_ORG_CHANGED,
@@ -54,6 +55,13 @@ typedef enum DriftSeverity
 	DRIFT_SEVERITY_WARN,
 	DRIFT_SEVERITY_IGNORE
 } DriftSeverity;
+
+/*
+ * The longest CNAME chain a facts document records (facts_dns.c stops
+ * there).  A chain of this length may not have ended (a loop is recorded
+ * as its first 16 steps), so its end is unknown.
+ */
+#define DRIFT_CNAME_CHAIN_MAX 16
 
 /* A DNS response code as far as the rules care */
 typedef enum DriftRcode

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * facts.c
- *	  The facts document of one probe (schema 1), as jsonb.
+ *	  The facts document of one probe (schema 2), as jsonb.
  *
- *	  { "schema": 1, "host", "port", "taken_at", "status", "error",
+ *	  { "schema": 2, "host", "port", "taken_at", "status", "error",
  *	    "elapsed_ms", "dns": {...}, "tls": {...} | null }
  *
  * The README documents every key.  The document is written as JSON text

@@ -7,6 +7,13 @@
  * sorted and without duplicates, so that two snapshots of an unchanged
  * zone produce the same document whatever order the server answered in.
  *
+ * The CNAME chain is written with where it ends: the registrable domain of
+ * its last name, and whether that is another registrable domain than the
+ * host's.  An alias into someone else's domain (a cloud provider's, a
+ * CDN's) is what a subdomain takeover needs once the target is deleted;
+ * the drift rules judge the chain's end (dns_dangling_cname), the page and
+ * an operator can tell whose name it is.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -16,9 +23,11 @@
 #include "appguard.h"
 #include "dns.h"
 #include "dnswire.h"
+#include "drift_rules.h"
 #include "facts.h"
 
-#define MAX_CNAME_CHAIN 16
+/* shared with the drift rules, which need to know a chain was cut short */
+#define MAX_CNAME_CHAIN DRIFT_CNAME_CHAIN_MAX
 
 static const char *const query_type_names[QUERY_KIND_COUNT] = {
 	[QUERY_A] = "A",
@@ -169,17 +178,21 @@ write_addresses(JsonWriter *jw, const char *key, const QueryResult *r, uint16 ty
 	jw_end_array(jw);
 }
 
-/* Follow CNAMEs from the question name through the answer section */
-static void
-write_cname_chain(JsonWriter *jw, Probe *probe)
+/*
+ * Follow CNAMEs from the question name through the answer section of the
+ * A question (the AAAA question's when A holds no records); returns the
+ * number of steps put in chain (room for MAX_CNAME_CHAIN).
+ */
+static int
+cname_chain(Probe *probe, const char **chain)
 {
 	const QueryResult *r = &probe->results[QUERY_A];
 	const char *current = probe->host;
+	int			hops;
 
 	if (r->nitems == 0)
 		r = &probe->results[QUERY_AAAA];
-	jw_begin_array(jw, "cname");
-	for (int hops = 0; hops < MAX_CNAME_CHAIN; hops++)
+	for (hops = 0; hops < MAX_CNAME_CHAIN; hops++)
 	{
 		const char *next = NULL;
 
@@ -189,10 +202,45 @@ write_cname_chain(JsonWriter *jw, Probe *probe)
 				next = r->items[i].target;
 		if (next == NULL)
 			break;
-		jw_string(jw, NULL, next);
+		chain[hops] = next;
 		current = next;
 	}
+	return hops;
+}
+
+/*
+ * The chain, then the registrable domain of its end and whether that is
+ * not the host's: both null without a chain, and for a chain as long as
+ * the limit, whose end was not seen (a loop, or longer than recorded).
+ * A last name that is itself a public suffix has no registrable domain,
+ * and so is another one than the host's.
+ */
+static void
+write_cname_chain(JsonWriter *jw, Probe *probe)
+{
+	const char *chain[MAX_CNAME_CHAIN];
+	int			n = cname_chain(probe, chain);
+	char		target_domain[256];
+	bool		has_domain = false;
+
+	jw_begin_array(jw, "cname");
+	for (int i = 0; i < n; i++)
+		jw_string(jw, NULL, chain[i]);
 	jw_end_array(jw);
+	if (n == 0 || n == MAX_CNAME_CHAIN)
+	{
+		jw_null(jw, "cname_target_domain");
+		jw_null(jw, "cname_cross_domain");
+		return;
+	}
+	has_domain = dns_registrable_domain(chain[n - 1], target_domain,
+										sizeof(target_domain));
+	jw_string(jw, "cname_target_domain", has_domain ? target_domain : NULL);
+	if (probe->registrable_domain[0] == '\0')
+		jw_null(jw, "cname_cross_domain");
+	else
+		jw_bool(jw, "cname_cross_domain", !has_domain ||
+				pg_strcasecmp(target_domain, probe->registrable_domain) != 0);
 }
 
 static int

@@ -53,6 +53,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -518,6 +519,28 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 }
 
 /*
+ * A table fires the consent trigger while appguard has no protection of it
+ * on record.  appguard_protect and appguard_unprotect create and drop the
+ * trigger in the transaction that writes the record, so this is a copy of
+ * the trigger on another relation: above all the shards of a table Citus
+ * distributed after appguard_protect (with citus.enable_unsafe_triggers),
+ * on nodes whose appguard knows nothing of the table.  A row inserted there
+ * would be a token nobody guards, so the INSERT fails instead.
+ */
+static void
+refuse_unguarded_insert(Relation rel)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("table \"%s\" fires appguard's consent trigger but is not protected by appguard",
+					RelationGetRelationName(rel)),
+			 errdetail("A row inserted here would be a token appguard does not guard. "
+					   "A table distributed with Citus after appguard_protect is one such case: "
+					   "appguard does not guard Citus tables."),
+			 errhint("Drop the trigger appguard_protect_insert from the table, or keep the table local and protect it with appguard_protect.")));
+}
+
+/*
  * AFTER INSERT on every protected table: track the new row as a grant
  * (appguard.grants).  Its key, client and status are read through their
  * types' output functions (hostrow.c), as the table's other triggers read
@@ -560,7 +583,7 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 	found = keyread_row(KT_PROTECTED_TABLES, &relid_key, GetActiveSnapshot(), pt, pt_null);
 	end_fresh_read();
 	if (!found)
-		return PointerGetDatum(NULL);	/* not protected (any more) */
+		refuse_unguarded_insert(trigdata->tg_relation);
 
 	tuple = trigdata->tg_trigtuple;
 	desc = RelationGetDescr(trigdata->tg_relation);

@@ -13,14 +13,38 @@ PACKAGES=(
 	clang libclang-rt-dev
 	valgrind
 	glewlwyd
+	chromium fonts-liberation
 )
+
+# Node.js and npm: the machine's own when it has them (this machine kind
+# comes with Node.js 20 and npm 11, whose nodejs package conflicts with
+# Debian's npm); else Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# The example auth server and the browser walk of test/t/070_oidc_provider.pl:
+# node-oidc-provider, pg, puppeteer-core and axe-core from the npm registry,
+# exactly as test/oidc-provider/package-lock.json pins them, into
+# test/oidc-provider/node_modules (kept between runs; no browser download:
+# puppeteer-core drives Debian's chromium).
+npm_ci() {
+	local dir
+	dir="$(cd "$(dirname "$0")" && pwd)/oidc-provider"
+	if [ ! -e "$dir/node_modules/.package-lock.json" ] ||
+		[ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+		echo "install-deps: npm ci in $dir"
+		(cd "$dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
+	fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "install-deps: all ${#PACKAGES[@]} packages present"
+	npm_ci
 	exit 0
 fi
 
@@ -37,3 +61,4 @@ trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends "${missing[@]}"
+npm_ci

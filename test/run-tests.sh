@@ -26,6 +26,8 @@ if [ "$(id -u)" != 0 ]; then
 	exit 2
 fi
 bash "$ROOT/test/install-deps.sh"
+# Citus for test/t/080_citus.pl, from the vendored source (skipped when installed)
+bash "$ROOT/test/citus/build.sh"
 
 cd "$ROOT"
 make -s clean

@@ -132,6 +132,30 @@ CREATE TABLE appguard.consents (
 COMMENT ON TABLE appguard.consents IS 'A patient''s consent to a client: the baseline all the patient''s grants of that client are held to';
 SELECT pg_catalog.pg_extension_config_dump('appguard.consents', '');
 
+-- Whether tbl is a table Citus manages (distributed, reference or Citus
+-- local: pg_dist_partition), or one of its shards.  Read through dynamic
+-- SQL: Citus is optional, and its catalog exists only where it is
+-- installed.
+CREATE FUNCTION appguard.citus_table(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	managed boolean := false;
+BEGIN
+	IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+		EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1)'
+			INTO managed USING tbl;
+	END IF;
+	IF NOT managed
+	   AND pg_catalog.to_regprocedure('pg_catalog.relation_is_a_known_shard(regclass)') IS NOT NULL THEN
+		EXECUTE 'SELECT pg_catalog.relation_is_a_known_shard($1)' INTO managed USING tbl;
+	END IF;
+	RETURN coalesce(managed, false);
+END
+$$;
+
 -- Column names and types of a protected table, looked up by number.
 -- PL/pgSQL, not SQL: the row triggers call it for every host row, and a
 -- non-inlined SQL function is planned again at each call (milliseconds
@@ -919,6 +943,12 @@ BEGIN
 	END IF;
 	IF rel.relpersistence = 't' THEN
 		RAISE EXCEPTION '% is a temporary table', tbl USING ERRCODE = '0A000';
+	END IF;
+	IF appguard.citus_table(tbl) THEN
+		RAISE EXCEPTION '% is a Citus table', tbl
+			USING ERRCODE = '0A000',
+				  DETAIL = 'Its rows live in shards, where appguard''s triggers would guard nothing: appguard does not guard distributed, reference or Citus local tables yet.',
+				  HINT = 'See docs/citus.md.';
 	END IF;
 	IF rel.nspname = 'appguard' AND rel.relname <> 'refresh_tokens' THEN
 		RAISE EXCEPTION 'appguard''s own tables cannot be protected'

@@ -9,8 +9,12 @@
  *	  a valid kind, and lists hold count strings;
  *	- a view compared with itself, or with its sets in reverse order, has
  *	  no drift at all;
- *	- no rule but dns_domain_gone fires unless both statuses are ok
- *	  ("a failed measurement is an unknown, never a change");
+ *	- no rule but dns_domain_gone and dns_dangling_cname fires unless both
+ *	  statuses are ok ("a failed measurement is an unknown, never a
+ *	  change"; those two read answers, which a failed probe still has);
+ *	- dns_domain_gone and dns_dangling_cname never fire together, and
+ *	  dns_dangling_cname only for a current chain that is known, not
+ *	  empty and shorter than DRIFT_CNAME_CHAIN_MAX, without an address;
  *	- drift_names_equal is symmetric and reflexive.
  *
  *-------------------------------------------------------------------------
@@ -157,7 +161,9 @@ reversed(const DriftList *list, const char **buf, const char **sorted)
 typedef struct Seen
 {
 	int			count;
-	int			count_other_than_domain_gone;
+	int			count_not_of_answers;	/* but domain_gone, dangling_cname */
+	int			domain_gone;
+	int			dangling_cname;
 } Seen;
 
 static void
@@ -202,8 +208,21 @@ emit(void *arg, DriftReason reason, const char *field,
 	check_value(old_value);
 	check_value(new_value);
 	seen->count++;
-	if (reason != DRIFT_DNS_DOMAIN_GONE)
-		seen->count_other_than_domain_gone++;
+	if (reason == DRIFT_DNS_DOMAIN_GONE)
+		seen->domain_gone++;
+	else if (reason == DRIFT_DNS_DANGLING_CNAME)
+		seen->dangling_cname++;
+	else
+		seen->count_not_of_answers++;
+}
+
+/* The rules' view of a dangling chain, from the outside */
+static bool
+may_dangle(const FactsView *v)
+{
+	return v->cname.known && v->cname.count > 0 &&
+		v->cname.count < DRIFT_CNAME_CHAIN_MAX &&
+		v->a.known && v->a.count == 0 && v->aaaa.known && v->aaaa.count == 0;
 }
 
 int
@@ -213,8 +232,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FactsView	baseline,
 				current;
 	const char *client_id;
-	Seen		seen = {0, 0};
-	Seen		self = {0, 0};
+	Seen		seen = {0, 0, 0, 0};
+	Seen		self = {0, 0, 0, 0};
 
 	memset(&r, 0, sizeof(r));
 	r.data = data;
@@ -225,9 +244,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	drift_compare(&baseline, &current, client_id, emit, &seen);
 	if ((!baseline.status_ok || !current.status_ok) &&
-		seen.count_other_than_domain_gone > 0)
+		seen.count_not_of_answers > 0)
 	{
 		fprintf(stderr, "invariant broken: a failed measurement counted as a change\n");
+		abort();
+	}
+	if (seen.domain_gone > 1 || seen.dangling_cname > 1 ||
+		(seen.domain_gone && seen.dangling_cname) ||
+		(seen.dangling_cname && !may_dangle(&current)))
+	{
+		fprintf(stderr, "invariant broken: domain_gone %d, dangling_cname %d\n",
+				seen.domain_gone, seen.dangling_cname);
 		abort();
 	}
 	drift_compare(&baseline, &baseline, client_id, emit, &self);

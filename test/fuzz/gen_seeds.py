@@ -242,6 +242,13 @@ def drift_seeds():
         base + drift_view(ns=("NS1.P.TEST.",), cname=("x.cdn.test",), caa=(), version="TLSv1",
                           ad=(1, 0), serial="02", a=("192.0.2.2",)) + b"\x00",
         drift_view(subject=("a" * 2000, "US", None, None)) + drift_view(subject=("a" * 2000 + " inc", "US", None, None)) + b"\x00",
+        # dangling CNAME: the chain's end gone (NXDOMAIN), then without an address (NODATA)
+        base + drift_view(status_ok=False, rcode=2, queries=(2, 2, 1, 1, 1), cname=("gone.cloud.test",),
+                          a=()) + b"\x01app1\x00",
+        base + drift_view(status_ok=False, queries=(1, 1, 1, 1, 1), cname=("a.cdn.test", "b.cloud.test"),
+                          a=()) + b"\x00",
+        # a chain of 16 steps (the most a document records) whose end is unknown
+        base + drift_view(status_ok=False, cname=tuple("hop%d.test" % i for i in range(16)), a=()) + b"\x00",
     ]
     return seeds
 

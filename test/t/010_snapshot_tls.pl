@@ -187,7 +187,7 @@ my $ROOT_DN   = 'CN=AppGuard Test Root CA,O=AppGuard Test CA,C=US';
 sub check_measured
 {
 	my ($f, $host, $what) = @_;
-	is($f->{schema}, 1, "$what: schema 1");
+	is($f->{schema}, 2, "$what: schema 2");
 	is($f->{host}, $host, "$what: host");
 	is($f->{port}, $port, "$what: port");
 	is($f->{status}, 'ok', "$what: status ok");
@@ -242,7 +242,7 @@ is(snapshot_count(), $rows_before, 'appguard_probe stored nothing');
 	is_deeply([ sort keys %$f ], [qw(dns elapsed_ms error host port schema status taken_at tls)],
 		'document: top-level keys');
 	is_deeply([ sort keys %{ $f->{dns} } ],
-		[qw(a aaaa ad caa caa_domain cname ns ownership_ids queries rcode registrable_domain txt)],
+		[qw(a aaaa ad caa caa_domain cname cname_cross_domain cname_target_domain ns ownership_ids queries rcode registrable_domain txt)],
 		'document: dns keys');
 	is_deeply([ sort keys %{ $f->{tls} } ],
 		[qw(address chain chain_in_order cipher hostname_match leaf ocsp ocsp_error sni verified verify_code verify_depth verify_error version)],

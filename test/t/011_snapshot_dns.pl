@@ -97,6 +97,9 @@ my %ALL_NOERROR = map { $_ => 'NOERROR' } qw(A AAAA NS TXT CAA);
 	is_deeply($f->{dns}{a}, [ $addr{'www.example.test'} ], 'www: dns.a');
 	is_deeply($f->{dns}{aaaa}, [], 'www: no AAAA');
 	is_deeply($f->{dns}{cname}, [], 'www: no CNAME');
+	ok(exists $f->{dns}{cname_target_domain} && !defined $f->{dns}{cname_target_domain}
+		  && exists $f->{dns}{cname_cross_domain} && !defined $f->{dns}{cname_cross_domain},
+		'www: no chain, so no chain end: cname_target_domain and cname_cross_domain null');
 	is($f->{dns}{ad}, JSON::PP::false, 'www: AD bit not set by an authoritative server');
 	is($f->{dns}{registrable_domain}, 'example.test', 'www: registrable domain');
 	is_deeply($f->{dns}{ns}, [ 'ns1.provider.test', 'ns2.provider.test' ],
@@ -111,6 +114,8 @@ my %ALL_NOERROR = map { $_ => 'NOERROR' } qw(A AAAA NS TXT CAA);
 	is_deeply($f->{dns}{cname},
 		[ 'alias2.example.test', 'alias3.example.test', 'target.example.test' ],
 		'cname: the chain, in order');
+	is($f->{dns}{cname_target_domain}, 'example.test', "cname: the chain end's registrable domain");
+	is($f->{dns}{cname_cross_domain}, JSON::PP::false, "cname: the chain ends in the host's own registrable domain");
 	is_deeply($f->{dns}{a}, [ $addr{'target.example.test'} ], 'cname: dns.a is the final A');
 	is($f->{tls}{address}, $addr{'target.example.test'}, 'cname: connected to the final A');
 	is($f->{tls}{sni}, 'alias.example.test', 'cname: SNI is the name asked, not the target');

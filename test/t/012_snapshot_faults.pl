@@ -101,7 +101,7 @@ sub check_connected_only
 	is_deeply([ sort keys %$f ], [qw(dns elapsed_ms error host port schema status taken_at tls)],
 		'TCP refused: every top-level key present');
 	is_deeply([ sort keys %{ $f->{dns} } ],
-		[qw(a aaaa ad caa caa_domain cname ns ownership_ids queries rcode registrable_domain txt)],
+		[qw(a aaaa ad caa caa_domain cname cname_cross_domain cname_target_domain ns ownership_ids queries rcode registrable_domain txt)],
 		'TCP refused: every dns key present');
 	is_deeply($f->{dns}{a}, [ $addr{'refused.example.test'} ], 'TCP refused: dns.a kept');
 	cmp_ok($wall, '<', 3 * $SLOW, sprintf('TCP refused: returned at once (%.2f s)', $wall));
