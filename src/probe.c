@@ -85,6 +85,24 @@ take_shared(Probe *probe, QueryKind kind)
 }
 
 /*
+ * A question is out again (a CAA climb's next name): drop the last
+ * answer, whose records may belong to a shared question this probe no
+ * longer holds (and that may be freed), so that nothing reads them if the
+ * probe ends before the new answer comes (facts_dns.c reads the items of a
+ * timed-out query too).
+ */
+static void
+forget_answer(QueryResult *result)
+{
+	result->outcome = QUERY_PENDING;
+	result->rcode = 0;
+	result->ad = false;
+	result->error = NULL;
+	result->nitems = 0;
+	result->items = NULL;
+}
+
+/*
  * NS, TXT and CAA are asked through the run's shared questions
  * (dnsshare.c): an answer this run already has is taken at once.
  */
@@ -95,7 +113,7 @@ ask_shared(Engine *engine, Probe *probe, QueryKind kind, const char *name)
 	SharedQuery *previous = probe->shared[kind];
 
 	strlcpy(result->qname, name, sizeof(result->qname));
-	result->outcome = QUERY_PENDING;
+	forget_answer(result);
 	probe->shared[kind] = dns_share_ask(engine, kind, result->qname);
 	if (previous != NULL)
 		dns_share_release(engine, previous);	/* a CAA climb's last name */
@@ -119,7 +137,7 @@ ask(Engine *engine, Probe *probe, QueryKind kind, const char *name)
 	slot = probe->slots[kind];
 
 	strlcpy(result->qname, name, sizeof(result->qname));
-	result->outcome = QUERY_PENDING;
+	forget_answer(result);
 	slot->probe = probe;
 	slot->kind = kind;
 	slot->generation++;

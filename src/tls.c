@@ -169,8 +169,13 @@ tls_shared_context(const char *ca_file, SSL_CTX **ctx, X509_STORE **store)
 	}
 	if (cached_ctx == NULL)
 		cached_ctx = tls_client_context();
-	if (!SSL_CTX_up_ref(cached_ctx) || !X509_STORE_up_ref(cached_store))
+	if (!SSL_CTX_up_ref(cached_ctx))
 		elog(ERROR, "could not take a reference to appguard's TLS context");
+	if (!X509_STORE_up_ref(cached_store))
+	{
+		SSL_CTX_free(cached_ctx);	/* the reference just taken */
+		elog(ERROR, "could not take a reference to appguard's trust store");
+	}
 	*ctx = cached_ctx;
 	*store = cached_store;
 }
