@@ -349,14 +349,27 @@ sub cpu_side
 		$perf->signal('INT');
 		$perf->finish;
 	}
+
+	# one host a call, as at a refresh: appguard_snapshot with the system's
+	# trust store (appguard.ca_file = ''; the test CA's hosts then fail
+	# verification, which costs the same)
+	$m->query_safe("SET appguard.ca_file = ''");
+	$m->query_safe("SELECT appguard_snapshot('$names_h[1]', $port)");
+	my $calls = 50;
+	my $s0 = backend_cpu($mpid);
+	$m->query_safe("SELECT appguard_snapshot('$names_h[1]', $port)") for 1 .. $calls;
+	my $s1 = backend_cpu($mpid);
 	$m->quit;
 	return {
 		sweep_rate => $o{hosts} / $secs, sweep_cpu => 1000 * ($c1 - $c0) / $o{hosts},
 		many_rate => $o{hosts} / $t_many, many_cpu => 1000 * ($m1 - $m0) / $o{hosts},
+		one_cpu => 1000 * ($s1 - $s0) / $calls,
 		text => sprintf('sweep %.0f snapshots/s, backend %.2f ms a host (%s); '
-			  . 'appguard_snapshot_many %.0f/s, backend %.2f ms a host (%s; %s)',
+			  . 'appguard_snapshot_many %.0f/s, backend %.2f ms a host (%s; %s); '
+			  . 'appguard_snapshot of one host with the system trust store, backend %.2f ms a call',
 			  $o{hosts} / $secs, 1000 * ($c1 - $c0) / $o{hosts}, cpu_text($cpu, $o{hosts}),
-			  $o{hosts} / $t_many, 1000 * ($m1 - $m0) / $o{hosts}, cpu_text($cpu_many, $o{hosts}), $probes),
+			  $o{hosts} / $t_many, 1000 * ($m1 - $m0) / $o{hosts}, cpu_text($cpu_many, $o{hosts}), $probes,
+			  1000 * ($s1 - $s0) / $calls),
 	};
 }
 
@@ -369,7 +382,7 @@ for my $round (1 .. $o{rounds})
 	for my $name (@this)
 	{
 		my $f = cpu_side($sides{$name}, $round);
-		push @{ $fig{$name}{$_} }, $f->{$_} for qw(sweep_rate sweep_cpu many_rate many_cpu);
+		push @{ $fig{$name}{$_} }, $f->{$_} for qw(sweep_rate sweep_cpu many_rate many_cpu one_cpu);
 		say "  round $round, $name ($sides{$name}{label}): $f->{text}";
 	}
 
@@ -402,8 +415,10 @@ for my $round (1 .. $o{rounds})
 	{
 		push @{ $fig{ratio}{many_cpu} }, $fig{after}{many_cpu}[-1] / $fig{before}{many_cpu}[-1];
 		push @{ $fig{ratio}{sweep_cpu} }, $fig{after}{sweep_cpu}[-1] / $fig{before}{sweep_cpu}[-1];
-		say sprintf '  round %d: backend CPU a host, after / before: appguard_snapshot_many %.3f, sweep %.3f',
-		  $round, $fig{ratio}{many_cpu}[-1], $fig{ratio}{sweep_cpu}[-1];
+		push @{ $fig{ratio}{one_cpu} }, $fig{after}{one_cpu}[-1] / $fig{before}{one_cpu}[-1];
+		say sprintf '  round %d: backend CPU a host, after / before: appguard_snapshot_many %.3f, sweep %.3f, '
+		  . 'appguard_snapshot of one host %.3f',
+		  $round, $fig{ratio}{many_cpu}[-1], $fig{ratio}{sweep_cpu}[-1], $fig{ratio}{one_cpu}[-1];
 	}
 }
 for my $name (@order)
@@ -431,12 +446,16 @@ for my $name (@order)
 	row('', "${who}backend CPU a host, appguard_snapshot_many",
 		spread('%.2f', ' ms', @{ $f->{many_cpu} }),
 		spread('%.2f', ' x s_time CPU', @{ $f->{many_hs} }), '<= 1.4 ms');
+	row('', "${who}backend CPU a call, appguard_snapshot of one host, system trust store",
+		spread('%.2f', ' ms', @{ $f->{one_cpu} }), '', '');
 }
 if ($sides{before})
 {
 	row('', 'backend CPU a host, after / before: appguard_snapshot_many', '',
 		spread('%.3f', '', @{ $fig{ratio}{many_cpu} }), '<= 0.5');
 	row('', 'backend CPU a host, after / before: sweep', '', spread('%.3f', '', @{ $fig{ratio}{sweep_cpu} }), '');
+	row('', 'backend CPU a call, after / before: appguard_snapshot of one host', '',
+		spread('%.3f', '', @{ $fig{ratio}{one_cpu} }), '');
 	$sides{before}{node}->stop;
 }
 
@@ -468,7 +487,9 @@ if ($o{callgrind})
 	my %ir;
 	for my $name (@order)
 	{
-		my $dir = PostgreSQL::Test::Utils::tempdir("cg_$name");
+		# kept next to AG_PERF's profiles, for callgrind_annotate
+		my $dir = $ENV{AG_PERF} ? "$ENV{AG_PERF}.cg_$name" : PostgreSQL::Test::Utils::tempdir("cg_$name");
+		mkdir $dir;
 		chmod 0777, $dir;
 		my $cg = PostgreSQL::Test::Cluster->new("cg_$name",
 			install_path => ($name eq 'before' ? $o{'before-install'} : $o{install}));
