@@ -20,6 +20,7 @@
 
 #include "facts.h"
 #include "tls.h"
+#include "utils/builtins.h"
 
 /* Policy OIDs of the CA/Browser Forum validation classes */
 #define OID_EV "2.23.140.1.1"
@@ -215,19 +216,26 @@ hex_string(const unsigned char *bytes, unsigned int len)
 {
 	char	   *out = palloc(len * 2 + 1);
 
-	for (unsigned int i = 0; i < len; i++)
-		sprintf(out + i * 2, "%02x", bytes[i]);
+	hex_encode((const char *) bytes, len, out);	/* lower case, as %02x */
 	out[len * 2] = '\0';
 	return out;
 }
 
+/*
+ * SHA-256, fetched from the provider once for the backend: EVP_sha256()
+ * makes every EVP_Digest() look the implementation up again (OpenSSL 3),
+ * which cost about as much as hashing a certificate.
+ */
 static char *
 sha256_hex(const unsigned char *data, size_t len)
 {
+	static EVP_MD *sha256 = NULL;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 
-	if (!EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL))
+	if (sha256 == NULL)
+		sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);	/* kept: malloc'd */
+	if (!EVP_Digest(data, len, md, &mdlen, sha256 ? sha256 : EVP_sha256(), NULL))
 		return NULL;
 	return hex_string(md, mdlen);
 }
