@@ -302,6 +302,19 @@ sub backend_cpu
 	return $ns / 1e9;
 }
 
+# User and system CPU time a backend has run, in seconds: /proc/PID/stat,
+# what getrusage(RUSAGE_SELF) in the backend would say (clock ticks)
+sub backend_user_sys
+{
+	my ($pid) = @_;
+	open my $f, '<', "/proc/$pid/stat" or die "/proc/$pid/stat: $!";
+	my $line = <$f>;
+	$line =~ s/^.*\) //;		# past the command name, which may hold spaces
+	my @f = split ' ', $line;
+	my $hz = 100;				# USER_HZ, as on every Linux this runs on
+	return ($f[11] / $hz, $f[12] / $hz);
+}
+
 # One side's sweep and snapshot_many: rates, and backend CPU per host
 sub cpu_side
 {
@@ -334,12 +347,14 @@ sub cpu_side
 		sleep 0.5;
 	}
 	my $m0 = backend_cpu($mpid);
+	my @rs0 = backend_user_sys($mpid);
 	my $cpu_many = cpu_of($mpid, sub {
 		my $out = $m->query_safe("SELECT count(*) FROM appguard_snapshot_many($hosts_array, $ports_array)");
 		($t_many) = $out =~ /Time: ([0-9.]+) ms/;
 		$t_many /= 1000;
 	});
 	my $m1 = backend_cpu($mpid);
+	my @rs1 = backend_user_sys($mpid);
 	my $probes = $n->safe_psql('many', "SELECT format('probes took %s ms on average (at most %s), %s not ok',
 			round(avg((facts->>'elapsed_ms')::numeric)), max((facts->>'elapsed_ms')::int),
 			count(*) FILTER (WHERE status <> 'ok'))
@@ -365,10 +380,12 @@ sub cpu_side
 		many_rate => $o{hosts} / $t_many, many_cpu => 1000 * ($m1 - $m0) / $o{hosts},
 		one_cpu => 1000 * ($s1 - $s0) / $calls,
 		text => sprintf('sweep %.0f snapshots/s, backend %.2f ms a host (%s); '
-			  . 'appguard_snapshot_many %.0f/s, backend %.2f ms a host (%s; %s); '
+			  . 'appguard_snapshot_many %.0f/s, backend %.2f ms a host (user %.2f ms, system %.2f ms; %s; %s); '
 			  . 'appguard_snapshot of one host with the system trust store, backend %.2f ms a call',
 			  $o{hosts} / $secs, 1000 * ($c1 - $c0) / $o{hosts}, cpu_text($cpu, $o{hosts}),
-			  $o{hosts} / $t_many, 1000 * ($m1 - $m0) / $o{hosts}, cpu_text($cpu_many, $o{hosts}), $probes,
+			  $o{hosts} / $t_many, 1000 * ($m1 - $m0) / $o{hosts},
+			  1000 * ($rs1[0] - $rs0[0]) / $o{hosts}, 1000 * ($rs1[1] - $rs0[1]) / $o{hosts},
+			  cpu_text($cpu_many, $o{hosts}), $probes,
 			  1000 * ($s1 - $s0) / $calls),
 	};
 }
