@@ -163,6 +163,25 @@ BEGIN
 					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
 						AND s.state IN ('pending', 'held'));
 	GET DIAGNOSTICS n_state = ROW_COUNT;
+	-- the other hosts' baselines and verdicts of baselines no grant uses
+	DELETE FROM appguard.baseline_host_state bs
+	WHERE bs.evaluated_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = bs.client_id AND gr.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = bs.client_id AND k.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
+					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
+						AND s.state IN ('pending', 'held'));
+	DELETE FROM appguard.baseline_hosts bh
+	WHERE bh.taken_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = bh.client_id AND gr.baseline_snapshot_id = bh.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = bh.client_id AND k.baseline_snapshot_id = bh.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
+					  WHERE s.client_id = bh.client_id AND s.baseline_snapshot_id = bh.baseline_snapshot_id
+						AND s.state IN ('pending', 'held'));
 	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
 	GET DIAGNOSTICS n_drifts = ROW_COUNT;
 	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
@@ -187,7 +206,11 @@ BEGIN
 	  AND NOT EXISTS (SELECT FROM appguard.consents k
 					  WHERE s.id IN (k.baseline_snapshot_id, k.shown_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
-					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id))
+					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id,
+									 u.host_baseline_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.baseline_hosts bh WHERE bh.snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.baseline_host_state bs
+					  WHERE s.id IN (bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.baseline_state bs
 					  WHERE s.id IN (bs.baseline_snapshot_id, bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.clients c
