@@ -2621,6 +2621,112 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_register_client(text, text, text[]) IS
 	'Register an OAuth client: its name and redirect URIs; every https redirect URI''s host is watched';
+-- appguard_drift gained a column (host): its other watched hosts' differences
+DROP FUNCTION @extschema@.appguard_drift(text);
+CREATE FUNCTION @extschema@.appguard_drift(client_id text)
+RETURNS TABLE (baseline_snapshot_id bigint, snapshot_id bigint, active_grants bigint,
+			   reason text, severity text, field text, old_value jsonb, new_value jsonb, host text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cli record;
+	latest bigint;
+BEGIN
+	PERFORM appguard.check_client_id(client_id);
+	SELECT c.client_id, c.host, c.port INTO cli FROM appguard.clients c
+	WHERE c.client_id = appguard_drift.client_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'client "%" is not registered', client_id USING ERRCODE = 'P0002';
+	END IF;
+	-- the primary host
+	SELECT s.id INTO latest FROM appguard.snapshots s
+	WHERE s.host = cli.host AND s.port = cli.port
+	ORDER BY s.taken_at DESC, s.id DESC LIMIT 1;
+	IF latest IS NOT NULL THEN
+		RETURN QUERY
+		WITH b AS (
+			SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
+			FROM appguard.grants r
+			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+			  AND r.baseline_snapshot_id <> latest
+			GROUP BY r.baseline_snapshot_id
+		)
+		SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
+			   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), cli.host
+		FROM b, @extschema@.appguard_diff(b.baseline, latest, cli.client_id) d
+		WHERE d.severity <> 'ignore'
+		ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
+	END IF;
+	RETURN QUERY
+	WITH b AS (
+		SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
+		FROM appguard.grants r
+		WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+		GROUP BY r.baseline_snapshot_id
+	)
+	SELECT b.baseline, l.id, b.n, d.reason::text, d.severity::text, d.field::text,
+		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), h.host
+	FROM appguard.client_hosts h
+		 CROSS JOIN LATERAL (SELECT s.id FROM appguard.snapshots s
+							 WHERE s.host = h.host AND s.port = h.port
+							 ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) l
+		 JOIN appguard.baseline_hosts bh ON bh.client_id = h.client_id AND bh.host = h.host
+										AND bh.port = h.port AND bh.snapshot_id <> l.id
+		 JOIN b ON b.baseline = bh.baseline_snapshot_id
+		 CROSS JOIN LATERAL @extschema@.appguard_diff(bh.snapshot_id, l.id, cli.client_id) d
+	WHERE h.client_id = cli.client_id AND NOT h.is_primary AND d.severity <> 'ignore'
+	ORDER BY h.host, h.port, b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_drift(text) IS
+	'Differences between each watched host''s latest snapshot and its baseline for each baseline of the client''s active grants';
+COMMENT ON FUNCTION @extschema@.appguard_drifted(text) IS
+	'True when a watched host''s latest snapshot drifts at suspend level from its baseline for any active grant';
+REVOKE ALL ON FUNCTION @extschema@.appguard_drift(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.appguard_drift(text) TO appguard_auth_server, appguard_operator;
+-- the drift state of every watched host
+CREATE OR REPLACE VIEW appguard.client_status AS
+	SELECT c.client_id, c.name, c.host, c.port, c.registrable_domain,
+		   c.last_snapshot_id AS latest_snapshot_id, c.last_snapshot_at AS latest_snapshot_at,
+		   c.last_status AS latest_status,
+		   c.last_ok_snapshot_id AS latest_ok_snapshot_id, c.last_ok_at AS latest_ok_at,
+		   (o.facts -> 'tls' ->> 'verified')::boolean AS verified,
+		   (o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz AS certificate_expires_at,
+		   pg_catalog.floor(pg_catalog.date_part('epoch',
+				(o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz - pg_catalog.now()) / 86400)::integer
+				AS days_until_expiry,
+		   CASE WHEN c.last_ok_snapshot_id IS NULL THEN 'unmeasured'
+				WHEN d.drifting THEN 'drifting'
+				WHEN d.warn THEN 'warn'
+				ELSE 'ok' END AS drift_state,
+		   coalesce(g.active, 0) AS active_grants,
+		   coalesce(g.suspended, 0) AS suspended_grants,
+		   coalesce(g.pending, 0) AS pending_baselines,
+		   (SELECT pg_catalog.count(*) FROM appguard.suspensions s
+			WHERE s.client_id = c.client_id AND s.state = 'held') AS held_suspensions
+	FROM appguard.clients c
+		 LEFT JOIN appguard.snapshots o ON o.id = c.last_ok_snapshot_id
+		 LEFT JOIN LATERAL (
+			-- (every watched host's verdicts)
+			SELECT pg_catalog.bool_or(bs.drifting) AS drifting,
+				   pg_catalog.bool_or(bs.last_diff @> '[{"severity": "warn"}]') AS warn
+			FROM (SELECT bs.client_id, bs.baseline_snapshot_id, bs.drifting, bs.last_diff
+				  FROM appguard.baseline_state bs
+				  UNION ALL
+				  SELECT bh.client_id, bh.baseline_snapshot_id, bh.drifting, bh.last_diff
+				  FROM appguard.baseline_host_state bh) bs
+			WHERE bs.client_id = c.client_id
+			  AND bs.baseline_snapshot_id IN (SELECT gr.baseline_snapshot_id FROM appguard.grants gr
+											  WHERE gr.client_id = c.client_id AND gr.state = 'active')
+		 ) d ON true
+		 LEFT JOIN LATERAL (
+			SELECT pg_catalog.count(*) FILTER (WHERE gr.state = 'active') AS active,
+				   pg_catalog.count(*) FILTER (WHERE gr.state = 'suspended') AS suspended,
+				   pg_catalog.count(*) FILTER (WHERE gr.state = 'active' AND gr.baseline_snapshot_id IS NULL) AS pending
+			FROM appguard.grants gr WHERE gr.client_id = c.client_id
+		 ) g ON true;
+-- (end of client_status)
 -- the API's new functions
 CREATE FUNCTION @extschema@.appguard_register_client(client_id text, metadata jsonb)
 RETURNS jsonb

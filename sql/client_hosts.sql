@@ -97,6 +97,12 @@ SELECT snap('login.multi.test', 443, '{"tls.leaf.serial": "09", "tls.leaf.sha256
 SELECT host, how, snapshot_id = :s_login AS at_consent FROM baseline_hosts WHERE client_id = 'multi' ORDER BY host;
 SELECT kind, detail FROM events WHERE client_id = 'multi' AND kind = 'host_baselines_taken' ORDER BY id;
 SELECT count(*) AS suspensions FROM suspensions WHERE client_id = 'multi';
+-- a warn-level change of a secondary host: recorded, visible, suspends nothing
+SELECT snap('eu.multi.test', 8443, '{"tls.leaf.issuer.O": "Other CA"}') IS NOT NULL AS issuer_changed;
+SELECT host, reason, severity, field, old_value, new_value, active_grants FROM appguard_drift('multi');
+SELECT appguard_drifted('multi') AS drifted, (SELECT drift_state FROM client_status WHERE client_id = 'multi');
+SELECT reason, severity, snapshot_id IN (SELECT id FROM snapshots WHERE host = 'eu.multi.test') AS of_eu
+FROM drifts WHERE client_id = 'multi';
 -- a secondary redirect host changes organization: suspended, naming it
 SELECT snap('login.multi.test', 443, '{"tls.leaf.subject.O": "Northwind Data Brokers LLC"}') AS s_login2 \gset
 SELECT token_id, status FROM tokens WHERE client_id = 'multi' ORDER BY 1;

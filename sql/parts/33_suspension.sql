@@ -857,10 +857,13 @@ CREATE TRIGGER appguard_evaluate AFTER INSERT ON appguard.snapshots
 
 -- Every warn and suspend difference between the client's latest snapshot
 -- and each distinct baseline of its active grants (computed now, without
--- confirmations), with the number of active grants on that baseline.
+-- confirmations), with the number of active grants on that baseline; and
+-- the same for each other watched host: its latest snapshot against its
+-- baseline for each of those baselines (appguard.baseline_hosts).  host:
+-- the watched host the difference is of.
 CREATE FUNCTION @extschema@.appguard_drift(client_id text)
 RETURNS TABLE (baseline_snapshot_id bigint, snapshot_id bigint, active_grants bigint,
-			   reason text, severity text, field text, old_value jsonb, new_value jsonb)
+			   reason text, severity text, field text, old_value jsonb, new_value jsonb, host text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -874,29 +877,48 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'client "%" is not registered', client_id USING ERRCODE = 'P0002';
 	END IF;
+	-- the primary host
 	SELECT s.id INTO latest FROM appguard.snapshots s
 	WHERE s.host = cli.host AND s.port = cli.port
 	ORDER BY s.taken_at DESC, s.id DESC LIMIT 1;
-	IF latest IS NULL THEN
-		RETURN;
+	IF latest IS NOT NULL THEN
+		RETURN QUERY
+		WITH b AS (
+			SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
+			FROM appguard.grants r
+			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+			  AND r.baseline_snapshot_id <> latest
+			GROUP BY r.baseline_snapshot_id
+		)
+		SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
+			   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), cli.host
+		FROM b, @extschema@.appguard_diff(b.baseline, latest, cli.client_id) d
+		WHERE d.severity <> 'ignore'
+		ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
 	END IF;
 	RETURN QUERY
 	WITH b AS (
 		SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
 		FROM appguard.grants r
 		WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
-		  AND r.baseline_snapshot_id <> latest
 		GROUP BY r.baseline_snapshot_id
 	)
-	SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
-		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value)
-	FROM b, @extschema@.appguard_diff(b.baseline, latest, cli.client_id) d
-	WHERE d.severity <> 'ignore'
-	ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
+	SELECT b.baseline, l.id, b.n, d.reason::text, d.severity::text, d.field::text,
+		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), h.host
+	FROM appguard.client_hosts h
+		 CROSS JOIN LATERAL (SELECT s.id FROM appguard.snapshots s
+							 WHERE s.host = h.host AND s.port = h.port
+							 ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) l
+		 JOIN appguard.baseline_hosts bh ON bh.client_id = h.client_id AND bh.host = h.host
+										AND bh.port = h.port AND bh.snapshot_id <> l.id
+		 JOIN b ON b.baseline = bh.baseline_snapshot_id
+		 CROSS JOIN LATERAL @extschema@.appguard_diff(bh.snapshot_id, l.id, cli.client_id) d
+	WHERE h.client_id = cli.client_id AND NOT h.is_primary AND d.severity <> 'ignore'
+	ORDER BY h.host, h.port, b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_drift(text) IS
-	'Differences between the client''s latest snapshot and each baseline of its active grants';
+	'Differences between each watched host''s latest snapshot and its baseline for each baseline of the client''s active grants';
 
 CREATE FUNCTION @extschema@.appguard_drifted(client_id text)
 RETURNS boolean
@@ -906,4 +928,4 @@ AS $$
 	SELECT EXISTS (SELECT FROM @extschema@.appguard_drift($1) d WHERE d.severity = 'suspend')
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_drifted(text) IS
-	'True when the client''s latest snapshot drifts at suspend level from the baseline of any active grant';
+	'True when a watched host''s latest snapshot drifts at suspend level from its baseline for any active grant';

@@ -29,9 +29,14 @@ CREATE VIEW appguard.client_status AS
 	FROM appguard.clients c
 		 LEFT JOIN appguard.snapshots o ON o.id = c.last_ok_snapshot_id
 		 LEFT JOIN LATERAL (
+			-- (every watched host's verdicts)
 			SELECT pg_catalog.bool_or(bs.drifting) AS drifting,
 				   pg_catalog.bool_or(bs.last_diff @> '[{"severity": "warn"}]') AS warn
-			FROM appguard.baseline_state bs
+			FROM (SELECT bs.client_id, bs.baseline_snapshot_id, bs.drifting, bs.last_diff
+				  FROM appguard.baseline_state bs
+				  UNION ALL
+				  SELECT bh.client_id, bh.baseline_snapshot_id, bh.drifting, bh.last_diff
+				  FROM appguard.baseline_host_state bh) bs
 			WHERE bs.client_id = c.client_id
 			  AND bs.baseline_snapshot_id IN (SELECT gr.baseline_snapshot_id FROM appguard.grants gr
 											  WHERE gr.client_id = c.client_id AND gr.state = 'active')
