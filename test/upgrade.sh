@@ -198,8 +198,38 @@ same() {	# same A B WHAT
 	done
 }
 
+# Upgrade cases (test/upgrade/cases/NAME.{before,after}.sql, NAME.out): a
+# database of its own per case gets the release and NAME.before.sql; after
+# the working tree is installed, NAME.after.sql (which starts with ALTER
+# EXTENSION appguard UPDATE) must print exactly NAME.out.
+cases_before() {
+	local f name
+	for f in "$WORK/new/test/upgrade/cases/"*.before.sql; do
+		[ -e "$f" ] || continue
+		name=$(basename "$f" .before.sql)
+		psql_ -d postgres -c "CREATE DATABASE case_$name"
+		psql_ -d "case_$name" -c 'CREATE EXTENSION appguard' -f "$WORK/new/sql/lifecycle_helpers.inc" \
+			-f "$f" >"$WORK/case-$name-before.log" 2>&1 || { cat "$WORK/case-$name-before.log"; fail "upgrade case $name: $name.before.sql"; }
+	done
+}
+cases_after() {
+	local f name
+	for f in "$WORK/new/test/upgrade/cases/"*.after.sql; do
+		[ -e "$f" ] || continue
+		name=$(basename "$f" .after.sql)
+		psql_ -a -d "case_$name" <"$f" >"$WORK/case-$name.out" 2>&1 || true
+		if diff -u "$WORK/new/test/upgrade/cases/$name.out" "$WORK/case-$name.out" >"$WORK/case-$name.diff"; then
+			pass "upgrade case $name: as test/upgrade/cases/$name.out"
+		else
+			fail "upgrade case $name: output differs from test/upgrade/cases/$name.out ($WORK/case-$name.out):"
+			head -60 "$WORK/case-$name.diff"
+		fi
+	done
+}
+
 if [ "$MODE" = upgrade ]; then
 	if populate a; then dump a; filled a "release $REL_VERSION with the fixture (A)"; else fail "the fixture on release $REL_VERSION"; finish; fi
+	cases_before
 	install_ "$WORK/new" "$VERSION"
 	restart		# a preloaded library would keep the release's code
 	if psql_ -d a -c "ALTER EXTENSION appguard UPDATE TO '$VERSION'" >"$WORK/update.log" 2>&1; then
@@ -211,6 +241,7 @@ if [ "$MODE" = upgrade ]; then
 		finish
 	fi
 	if ! after a; then fail "test/upgrade/fixture_after.sql on the upgraded database (A)"; finish; fi
+	cases_after
 	dump a
 	if populate b && after b; then dump b; filled b "a fresh $VERSION with the fixture (B)"; else fail "the fixture on $VERSION"; finish; fi
 	same a b "upgraded (A) and fresh (B)"
