@@ -18,7 +18,7 @@ DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
 # lifecycle_own_writes, consent_lineage and explain_html run last: they
 # add suspensions and events (draw ids), which the expected outputs of the
 # tests before them do not include.
-LAST_REGRESS = lifecycle_own_writes consent_lineage explain_html
+LAST_REGRESS = lifecycle_own_writes consent_lineage explain_html client_hosts
 REGRESS = $(filter-out $(LAST_REGRESS),$(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))) \
 	$(LAST_REGRESS)
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)

@@ -394,6 +394,33 @@ SELECT token_key, client_id, state, baseline_snapshot_id, suspension_id, suspend
 	   created_at = now() AS created_now
 FROM grants WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 'c-active';
 COMMIT;
+-- the status trigger: a host retiring an active row (every rotation) is
+-- done in C; the rest by appguard.grant_sync_sql, counted here with
+-- track_functions: an untracked row, a reactivation
+SET track_functions = 'all';
+INSERT INTO public.gw_tokens VALUES ('t-retire', 'gw', 'active'), ('t-untracked', 'gw', 'active');
+SET session_replication_role = replica;
+DELETE FROM grants WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 't-untracked';
+SET session_replication_role = origin;
+CREATE FUNCTION pg_temp.sync_sql_calls() RETURNS bigint LANGUAGE sql AS $$
+	SELECT coalesce((SELECT calls FROM pg_catalog.pg_stat_xact_user_functions
+					 WHERE schemaname = 'appguard' AND funcname = 'grant_sync_sql'), 0)
+$$;
+BEGIN;
+UPDATE public.gw_tokens SET status = 'revoked' WHERE id = 't-retire';
+SELECT pg_temp.sync_sql_calls() AS sql_calls_after_retiring;
+SELECT state FROM grants WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 't-retire';
+UPDATE public.gw_tokens SET status = 'revoked' WHERE id = 't-retire';
+SELECT pg_temp.sync_sql_calls() AS sql_calls_after_retiring_again;
+UPDATE public.gw_tokens SET status = 'revoked' WHERE id = 't-untracked';
+SELECT pg_temp.sync_sql_calls() AS sql_calls_after_untracked;
+UPDATE public.gw_tokens SET status = 'active' WHERE id = 't-retire';
+SELECT pg_temp.sync_sql_calls() AS sql_calls_after_reactivating;
+COMMIT;
+SELECT token_key, state, baseline_snapshot_id = (SELECT last_ok_snapshot_id FROM clients WHERE client_id = 'gw') AS baseline_latest
+FROM grants WHERE token_table = 'public.gw_tokens'::regclass AND token_key LIKE 't-%' ORDER BY 1;
+RESET track_functions;
+DELETE FROM public.gw_tokens WHERE id LIKE 't-%';
 SELECT count(*) FROM grants WHERE token_table = 'public.gw_tokens'::regclass;
 SELECT appguard_unprotect('public.gw_tokens') ->> 'rows_forgotten' AS forgotten;
 DROP TABLE public.gw_tokens;

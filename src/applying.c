@@ -90,6 +90,7 @@
 
 #include "access/parallel.h"
 #include "access/xact.h"
+#include "applying.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/fmgrprotos.h"
@@ -334,6 +335,12 @@ appguard_set_applying(PG_FUNCTION_ARGS)
 Datum
 appguard_applying(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(nraised > 0 &&
-				   current_trigger_depth() == raised[nraised - 1].trigger_depth + 1);
+	PG_RETURN_BOOL(appguard_applying_now());
+}
+
+/* The same, for C trigger functions */
+bool
+appguard_applying_now(void)
+{
+	return nraised > 0 && current_trigger_depth() == raised[nraised - 1].trigger_depth + 1;
 }

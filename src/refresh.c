@@ -8,6 +8,7 @@
  *	  appguard_check_refresh(tbl regclass, row_key text) -> jsonb
  *	  appguard_reapprove(tbl regclass, row_key text) -> jsonb (the gate)
  *	  appguard.grant_insert() -> trigger (AFTER INSERT on token tables)
+ *	  appguard.grant_sync() -> trigger (their other row and TRUNCATE triggers)
  *
  * An active grant whose baseline has been compared with its client's
  * latest snapshot and found not (confirmed) drifted is allowed after a
@@ -39,6 +40,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "appguard.h"
+#include "applying.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -60,6 +62,7 @@
 PG_FUNCTION_INFO_V1(appguard_check_refresh_token);
 PG_FUNCTION_INFO_V1(appguard_check_refresh_row);
 PG_FUNCTION_INFO_V1(appguard_grant_insert);
+PG_FUNCTION_INFO_V1(appguard_grant_sync);
 PG_FUNCTION_INFO_V1(appguard_reapprove_row);
 
 /* Recording an allowed refresh, re-checking the status under the row lock */
@@ -600,4 +603,108 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 	track_grant(relid, key, client_id, status != NULL && strcmp(status, active_value) == 0,
 				subject, grant_key);
 	return PointerGetDatum(NULL);
+}
+
+/* ---- the host retires a row ---- */
+
+static SPIPlanPtr retire_grant_plan = NULL;
+
+/*
+ * The common case of the status trigger: the host retired an active row
+ * (a rotation consumed it, a revocation): its status no longer prints as
+ * the table's active value.  Its grant goes inactive in one kept
+ * statement, which waits for, and re-checks against, a suspension
+ * committing meanwhile.  True when that was all there was to do; false
+ * leaves the row to appguard.grant_sync_sql: a row appguard suspended (an
+ * event, and its consent's other rows), one it does not track, one the
+ * host (re)activates, a table it does not protect.
+ */
+static bool
+grant_retired(TriggerData *trigdata)
+{
+	static const Oid argtypes[2] = {REGCLASSOID, TEXTOID};
+	Relation	rel = trigdata->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+	Datum		relid_key = ObjectIdGetDatum(RelationGetRelid(rel));
+	Datum		pt[PT_NCOLUMNS];
+	bool		pt_null[PT_NCOLUMNS];
+	bool		found;
+	char	   *status;
+	char	   *key;
+	Datum		args[2];
+	bool		retired;
+
+	begin_fresh_read();
+	found = keyread_row(KT_PROTECTED_TABLES, &relid_key, GetActiveSnapshot(), pt, pt_null);
+	end_fresh_read();
+	if (!found)
+		return false;
+	status = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_STATUS_ATTNUM]));
+	if (status != NULL && strcmp(status, TextDatumGetCString(pt[PT_ACTIVE_VALUE])) == 0)
+		return false;			/* (re)activated */
+	key = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_KEY_ATTNUM]));
+	if (key == NULL)
+		return false;
+
+	args[0] = relid_key;
+	args[1] = CStringGetTextDatum(key);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	kept_plan(&retire_grant_plan,
+			  "UPDATE appguard.grants SET state = 'inactive'"
+			  " WHERE token_table = $1 AND token_key = $2 AND state = 'active'",
+			  2, argtypes);
+	if (SPI_execute_plan(retire_grant_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "retiring a grant failed");
+	retired = SPI_processed == 1;
+	SPI_finish();
+	return retired;
+}
+
+/* Run appguard.grant_sync_sql() as the trigger that fired, with its data */
+static Datum
+grant_sync_in_sql(FunctionCallInfo fcinfo)
+{
+	List	   *qualified = list_make2(makeString("appguard"), makeString("grant_sync_sql"));
+	Oid			fn = LookupFuncName(qualified, 0, NULL, false);
+	FmgrInfo	flinfo;
+	Datum		result;
+
+	LOCAL_FCINFO(inner, 0);
+
+	fmgr_info(fn, &flinfo);
+	InitFunctionCallInfoData(*inner, &flinfo, 0, fcinfo->fncollation, fcinfo->context, NULL);
+	result = FunctionCallInvoke(inner);
+	fcinfo->isnull = inner->isnull;
+	return result;
+}
+
+/*
+ * Every row trigger of a protected table but INSERT's, and its TRUNCATE
+ * trigger; TG_ARGV[0] says which fired.  A host retiring an active row
+ * (the status trigger, at every rotation) is done here in C; the rest is
+ * appguard.grant_sync_sql's, in PL/pgSQL, called with this trigger's data.
+ * SECURITY DEFINER (it writes appguard.grants).
+ */
+Datum
+appguard_grant_sync(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("appguard.grant_sync() must be called as a trigger")));
+	if (TRIGGER_FIRED_AFTER(trigdata->tg_event) && TRIGGER_FIRED_FOR_ROW(trigdata->tg_event)
+		&& TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		/* appguard's own suspension or re-approval: nothing to mirror */
+		if (appguard_applying_now())
+			return PointerGetDatum(NULL);
+		if (trigdata->tg_trigger->tgnargs == 1
+			&& strcmp(trigdata->tg_trigger->tgargs[0], "status") == 0
+			&& grant_retired(trigdata))
+			return PointerGetDatum(NULL);
+	}
+	return grant_sync_in_sql(fcinfo);
 }

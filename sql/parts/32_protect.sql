@@ -510,10 +510,19 @@ SET search_path = pg_catalog, pg_temp;
 
 -- The trigger function of every protected table but for INSERT (that is
 -- appguard.grant_insert, in C: it runs at every consent); TG_ARGV[0] says
--- which trigger fired.  The key, client and status of the row are read as
--- text by appguard.row_texts (see the top of this part: never to_jsonb of
--- the row, which could call a cast its owner wrote, as superuser).
+-- which trigger fired.  In C (src/refresh.c): a host retiring an active
+-- row, at every rotation, is done there; the rest is grant_sync_sql's.
 CREATE FUNCTION appguard.grant_sync()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'appguard_grant_sync'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- What appguard.grant_sync leaves to SQL, called by it with the trigger's
+-- data.  The key, client and status of the row are read as text by
+-- appguard.row_texts (see the top of this part: never to_jsonb of the
+-- row, which could call a cast its owner wrote, as superuser).
+CREATE FUNCTION appguard.grant_sync_sql()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
