@@ -74,7 +74,7 @@ dns_answer_callback(void *arg, int status, int timeouts,
 	QuerySlot  *slot = (QuerySlot *) arg;
 
 	slot->in_flight = false;
-	if (slot->probe == NULL)
+	if (slot->probe == NULL && slot->shared == NULL)
 		return;					/* the probe ended; nobody wants this */
 	slot->ares_status = status;
 	slot->answer = NULL;
