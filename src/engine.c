@@ -149,7 +149,7 @@ ares_socket_changed(void *data, ares_socket_t fd, int readable, int writable)
  * Called from inside c-ares; failure only means the default size.
  */
 static int
-ares_socket_configure(ares_socket_t fd, int type, void *data)
+ares_socket_configure(ares_socket_t fd, int type, void *data pg_attribute_unused())
 {
 	int			size = DNS_RECEIVE_BUFFER;
 
@@ -212,7 +212,9 @@ reclaim_orphans(Engine *engine)
 
 /* The nearest deadline at the top */
 static int
-deadline_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+deadline_cmp(const pairingheap_node *a,
+			 const pairingheap_node *b,
+			 void *arg pg_attribute_unused())
 {
 	const Flight *fa = pairingheap_const_container(Flight, heap_node, a);
 	const Flight *fb = pairingheap_const_container(Flight, heap_node, b);

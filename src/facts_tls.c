@@ -307,7 +307,7 @@ write_name_parts(JsonWriter *jw, const char *key, X509_NAME *name)
 	};
 
 	jw_begin_object(jw, key);
-	for (int i = 0; i < lengthof(parts); i++)
+	for (int i = 0; i < (int) lengthof(parts); i++)
 	{
 		int			idx = X509_NAME_get_index_by_NID(name, parts[i].nid, -1);
 		ASN1_STRING *value;

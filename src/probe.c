@@ -320,7 +320,7 @@ choose_address(Probe *probe, bool *any)
 	char	   *refused = NULL;
 
 	*any = false;
-	for (int f = 0; f < lengthof(families); f++)
+	for (int f = 0; f < (int) lengthof(families); f++)
 	{
 		QueryResult *r = &probe->results[families[f].kind];
 
@@ -548,7 +548,7 @@ connected(Engine *engine, Probe *probe)
 }
 
 void
-probe_on_socket(Engine *engine, Probe *probe, int wl_events)
+probe_on_socket(Engine *engine, Probe *probe, int wl_events pg_attribute_unused())
 {
 	if (probe->phase == PHASE_CONNECTING)
 		connected(engine, probe);
