@@ -693,8 +693,12 @@ BEGIN
 		SELECT h.id INTO hold FROM appguard.holds h WHERE h.state = 'open' FOR SHARE;
 	END IF;
 	SELECT * INTO cli FROM appguard.clients c WHERE c.client_id = p_client_id FOR NO KEY UPDATE;
-	IF NOT FOUND OR cli.host <> snap.host OR cli.port <> snap.port THEN
+	IF NOT FOUND THEN
 		RETURN false;
+	END IF;
+	IF cli.host <> snap.host OR cli.port <> snap.port THEN
+		-- another watched host of the client, if it is one
+		RETURN appguard.evaluate_client_host(p_client_id, p_snapshot_id, p_sweep_id, p_baselines, hold);
 	END IF;
 
 	IF p_baselines IS NULL THEN
@@ -833,7 +837,8 @@ BEGIN
 	WITH ins AS (
 		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
 										  first_drift_snapshot_id, reasons, diff, state,
-										  sweep_id, hold_id, error_uri)
+										  sweep_id, hold_id, error_uri,
+										  host, port, roles, host_baseline_snapshot_id)
 		SELECT x.id, p_client_id, x.baseline_snapshot_id, snap.id, x.first_drift_snapshot_id,
 			   ARRAY(SELECT DISTINCT e ->> 'reason'
 					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
@@ -842,13 +847,19 @@ BEGIN
 			   CASE WHEN hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
 			   p_sweep_id,
 			   CASE WHEN p_sweep_id IS NULL THEN hold END,
-			   appguard.error_uri(x.id, p_client_id)
+			   appguard.error_uri(x.id, p_client_id),
+			   snap.host, snap.port,
+			   coalesce((SELECT ch.roles FROM appguard.client_hosts ch
+						 WHERE ch.client_id = p_client_id AND ch.host = snap.host AND ch.port = snap.port),
+						'{primary_redirect}'),
+			   x.baseline_snapshot_id
 		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, bs.*
 			  FROM appguard.baseline_state bs
 			  WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (confirmed)
 				AND NOT EXISTS (SELECT FROM appguard.suspensions u
 								WHERE u.client_id = p_client_id
 								  AND u.baseline_snapshot_id = bs.baseline_snapshot_id
+								  AND u.host = snap.host AND u.port = snap.port
 								  AND u.state IN ('pending', 'held'))
 			  ORDER BY bs.baseline_snapshot_id) x
 		RETURNING id
@@ -964,6 +975,12 @@ BEGIN
 		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.clock_timestamp()
 		WHERE k.client_id = r.client_id AND k.subject = r.subject;
 	END IF;
+	-- the app's other hosts as they are now, too
+	PERFORM appguard.take_host_baselines(r.client_id, h.host, h.port, 'reapproved', NULL,
+										 ARRAY[new_baseline], true)
+	FROM appguard.client_hosts h
+	WHERE h.client_id = r.client_id AND NOT h.is_primary AND new_baseline IS NOT NULL
+	ORDER BY h.host, h.port;
 	PERFORM appguard.log_event('reapproved', r.client_id,
 		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', r.baseline_snapshot_id,
 									  'baseline_snapshot_id', new_baseline),
@@ -1028,6 +1045,25 @@ BEGIN
 					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
 						AND s.state IN ('pending', 'held'));
 	GET DIAGNOSTICS n_state = ROW_COUNT;
+	-- the other hosts' baselines and verdicts of baselines no grant uses
+	DELETE FROM appguard.baseline_host_state bs
+	WHERE bs.evaluated_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = bs.client_id AND gr.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = bs.client_id AND k.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
+					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
+						AND s.state IN ('pending', 'held'));
+	DELETE FROM appguard.baseline_hosts bh
+	WHERE bh.taken_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = bh.client_id AND gr.baseline_snapshot_id = bh.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = bh.client_id AND k.baseline_snapshot_id = bh.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
+					  WHERE s.client_id = bh.client_id AND s.baseline_snapshot_id = bh.baseline_snapshot_id
+						AND s.state IN ('pending', 'held'));
 	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
 	GET DIAGNOSTICS n_drifts = ROW_COUNT;
 	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
@@ -1052,7 +1088,11 @@ BEGIN
 	  AND NOT EXISTS (SELECT FROM appguard.consents k
 					  WHERE s.id IN (k.baseline_snapshot_id, k.shown_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
-					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id))
+					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id,
+									 u.host_baseline_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.baseline_hosts bh WHERE bh.snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.baseline_host_state bs
+					  WHERE s.id IN (bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.baseline_state bs
 					  WHERE s.id IN (bs.baseline_snapshot_id, bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.clients c
@@ -1081,12 +1121,13 @@ DECLARE
 	changes jsonb;
 	app text;
 	app_domain text;
+	address jsonb;
 	by_host bigint;
 BEGIN
 	IF suspension_id IS NULL THEN
 		RAISE EXCEPTION 'suspension_id must not be null' USING ERRCODE = '22023';
 	END IF;
-	SELECT su.*, c.name, c.host, c.port, c.registrable_domain,
+	SELECT su.*, c.name, c.host AS primary_host, c.port AS primary_port, c.registrable_domain,
 		   b.taken_at AS baseline_taken_at, n.taken_at AS snapshot_taken_at,
 		   f.taken_at AS first_drift_taken_at,
 		   coalesce(b.facts -> 'dns' ->> 'registrable_domain', n.facts -> 'dns' ->> 'registrable_domain') AS facts_domain
@@ -1102,6 +1143,11 @@ BEGIN
 	END IF;
 	app := coalesce(s.name, s.client_id);
 	app_domain := coalesce(s.registrable_domain, s.facts_domain, s.host);
+	-- which of the app's watched hosts changed, and what it is to the patient
+	address := pg_catalog.jsonb_build_object(
+		'host', s.host, 'port', s.port, 'roles', pg_catalog.to_jsonb(s.roles),
+		'primary', s.host_baseline_snapshot_id = s.baseline_snapshot_id,
+		'what', appguard.roles_text(s.roles));
 
 	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
 			   'reason', e ->> 'reason',
@@ -1139,10 +1185,12 @@ BEGIN
 		'app_name', app,
 		'domain', app_domain,
 		'host', s.host,
+		'address', address,
 		'reasons', pg_catalog.to_jsonb(s.reasons),
 		'changes', changes,
-		-- what the consent screen showed against what it shows now (50_consent)
-		'consent', appguard.consent_change(s.client_id, s.baseline_snapshot_id, s.snapshot_id),
+		-- what the consent screen showed against what it shows now (50_consent):
+		-- of the host that changed
+		'consent', appguard.consent_change(s.client_id, s.host_baseline_snapshot_id, s.snapshot_id),
 		'consented_at', s.baseline_taken_at,
 		'first_detected_at', coalesce(s.first_drift_taken_at, s.snapshot_taken_at),
 		'confirmed_at', s.snapshot_taken_at,
@@ -1151,8 +1199,11 @@ BEGIN
 		'snapshot_id', s.snapshot_id,
 		'error_uri', s.error_uri,
 		'summary', pg_catalog.format(
-			'The security information of %s (%s) changed after you approved it, so its access was suspended: %s.',
+			'The security information of %s (%s) changed%s after you approved it, so its access was suspended: %s.',
 			app, app_domain,
+			-- (another host than the primary: which address, in plain words)
+			CASE WHEN NOT (address ->> 'primary')::boolean
+				 THEN pg_catalog.format(' at %s, %s,', s.host, address ->> 'what') ELSE '' END,
 			(SELECT pg_catalog.string_agg(c ->> 'text', '; ') FROM pg_catalog.jsonb_array_elements(changes) c
 			 WHERE c ->> 'severity' = 'suspend')),
 		'how_to_reapprove', pg_catalog.format(
@@ -1586,6 +1637,11 @@ AS $$
 	SELECT appguard.html_lead(x, page_state) || E'\n'
 		|| '<p>Domain of the app: <strong>' || appguard.html_escape(x ->> 'domain') || '</strong>. You approved it on '
 		|| appguard.html_time(x -> 'consented_at') || '.</p>' || E'\n'
+		-- another of the app's addresses than its main one changed: which
+		|| CASE WHEN (x -> 'address' ->> 'primary')::boolean IS FALSE
+				THEN '<p>The address that changed: <strong>' || appguard.html_escape(x -> 'address' ->> 'host')
+					 || '</strong>, ' || appguard.html_escape(x -> 'address' ->> 'what') || '.</p>' || E'\n'
+				ELSE '' END
 		|| '<h2>What changed</h2>' || E'\n'
 		|| appguard.html_consent_table(x -> 'consent') || E'\n'
 		|| coalesce(appguard.html_change_list(x -> 'changes', true), '<p>No change at suspension level is recorded.</p>')
@@ -1671,6 +1727,1145 @@ SELECT r.reason, r.default_severity, r.description
 FROM @extschema@.appguard_drift_reasons() AS r
 WHERE r.reason = 'dns_dangling_cname';
 ALTER TABLE appguard.policy ENABLE TRIGGER appguard_policy_audit;
+
+-- ---- hosts of a client (issue 14, part 1) ----
+-- Every https redirect URI's host and the hosts of metadata URLs
+-- (jwks_uri, ...) are watched (appguard.client_hosts); each other host's
+-- baseline hangs off the grants' baseline (appguard.baseline_hosts), with
+-- its own verdicts (appguard.baseline_host_state); a suspension names the
+-- host that changed.
+ALTER TABLE appguard.clients ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}';
+CREATE TABLE appguard.client_hosts (
+	client_id	text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
+	host		text NOT NULL,
+	port		integer NOT NULL CHECK (port BETWEEN 1 AND 65535),
+	roles		text[] NOT NULL,	-- primary_redirect, redirect, jwks_uri, initiate_login_uri, ...
+	is_primary	boolean NOT NULL,
+	added_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (client_id, host, port)
+);
+COMMENT ON TABLE appguard.client_hosts IS 'Every host a client''s grants trust (redirect URIs, jwks_uri, other metadata URLs), with its roles';
+CREATE INDEX client_hosts_host ON appguard.client_hosts (host, port);
+CREATE UNIQUE INDEX client_hosts_primary ON appguard.client_hosts (client_id) WHERE is_primary;
+SELECT pg_catalog.pg_extension_config_dump('appguard.client_hosts', '');
+CREATE TABLE appguard.baseline_hosts (
+	client_id				text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
+	baseline_snapshot_id	bigint NOT NULL,
+	host					text NOT NULL,
+	port					integer NOT NULL,
+	snapshot_id				bigint NOT NULL,
+	how						text NOT NULL
+							CHECK (how IN ('at_baseline', 'first_facts', 'host_added', 'reapproved', 'was_primary')),
+	taken_at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	PRIMARY KEY (client_id, baseline_snapshot_id, host, port)
+);
+COMMENT ON TABLE appguard.baseline_hosts IS 'Per baseline of a client, the baseline snapshot of each of its other watched hosts';
+SELECT pg_catalog.pg_extension_config_dump('appguard.baseline_hosts', '');
+CREATE TABLE appguard.baseline_host_state (
+	client_id				text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
+	baseline_snapshot_id	bigint NOT NULL,
+	host					text NOT NULL,
+	port					integer NOT NULL,
+	evaluated_snapshot_id	bigint NOT NULL,
+	evaluated_at			timestamptz NOT NULL,
+	streak					integer NOT NULL,
+	drifting				boolean NOT NULL,
+	first_drift_snapshot_id	bigint,
+	last_diff				jsonb NOT NULL,
+	PRIMARY KEY (client_id, baseline_snapshot_id, host, port)
+);
+COMMENT ON TABLE appguard.baseline_host_state IS 'Latest comparison of each baseline of a client''s other watched hosts with their snapshots; the confirmation count';
+SELECT pg_catalog.pg_extension_config_dump('appguard.baseline_host_state', '');
+-- a suspension names the host that changed: until now the client's
+-- primary host, whose snapshot confirmed it
+ALTER TABLE appguard.suspensions ADD COLUMN host text, ADD COLUMN port integer,
+	ADD COLUMN roles text[], ADD COLUMN host_baseline_snapshot_id bigint;
+UPDATE appguard.suspensions su
+SET host = s.host, port = s.port, roles = '{primary_redirect}', host_baseline_snapshot_id = su.baseline_snapshot_id
+FROM appguard.snapshots s WHERE s.id = su.snapshot_id;
+ALTER TABLE appguard.suspensions ALTER COLUMN host SET NOT NULL, ALTER COLUMN port SET NOT NULL,
+	ALTER COLUMN roles SET NOT NULL, ALTER COLUMN host_baseline_snapshot_id SET NOT NULL;
+DROP INDEX appguard.suspensions_undecided;
+CREATE UNIQUE INDEX suspensions_undecided ON appguard.suspensions (client_id, baseline_snapshot_id, host, port)
+	WHERE state IN ('pending', 'held');
+
+-- new functions (as the install script has them)
+CREATE FUNCTION appguard.metadata_url_keys()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT ARRAY['jwks_uri', 'initiate_login_uri', 'sector_identifier_uri', 'client_uri',
+				 'logo_uri', 'policy_uri', 'tos_uri']
+$$;
+CREATE FUNCTION appguard.role_rank(role text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE $1 WHEN 'primary_redirect' THEN 0 WHEN 'redirect' THEN 1
+		   ELSE 2 + coalesce(pg_catalog.array_position(appguard.metadata_url_keys(), $1), 99) END
+$$;
+CREATE FUNCTION appguard.check_client_metadata(metadata jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	k text;
+	v jsonb;
+	watched jsonb := '{}';
+	ignored record;
+BEGIN
+	IF metadata IS NULL OR pg_catalog.jsonb_typeof(metadata) <> 'object' THEN
+		RAISE EXCEPTION 'client metadata must be a JSON object'
+			USING ERRCODE = '22023',
+				  HINT = 'For example {"client_name": "App", "redirect_uris": ["https://app.example.org/cb"], "jwks_uri": "https://keys.example.org/jwks.json"} (RFC 7591).';
+	END IF;
+	IF pg_catalog.length(metadata::text) > 65536 THEN
+		RAISE EXCEPTION 'client metadata is too large' USING ERRCODE = '22023',
+			DETAIL = 'appguard takes at most 64 kB of client metadata.';
+	END IF;
+	IF metadata ? 'client_name' AND pg_catalog.jsonb_typeof(metadata -> 'client_name') <> 'string' THEN
+		RAISE EXCEPTION 'client metadata: client_name must be a string' USING ERRCODE = '22023';
+	END IF;
+	IF NOT metadata ? 'redirect_uris' OR pg_catalog.jsonb_typeof(metadata -> 'redirect_uris') <> 'array'
+	   OR EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(metadata -> 'redirect_uris') e
+				  WHERE pg_catalog.jsonb_typeof(e) <> 'string') THEN
+		RAISE EXCEPTION 'client metadata: redirect_uris must be an array of strings' USING ERRCODE = '22023',
+			HINT = 'The first one is the primary redirect URI.';
+	END IF;
+	FOREACH k IN ARRAY appguard.metadata_url_keys() LOOP
+		v := metadata -> k;
+		CONTINUE WHEN v IS NULL OR v = 'null'::jsonb;
+		IF pg_catalog.jsonb_typeof(v) <> 'string' THEN
+			RAISE EXCEPTION 'client metadata: % must be a string', k USING ERRCODE = '22023';
+		END IF;
+		IF (v #>> '{}') !~* '^https://' THEN
+			RAISE EXCEPTION 'invalid % "%"', k, pg_catalog.left(v #>> '{}', 200)
+				USING ERRCODE = '22023',
+					  DETAIL = pg_catalog.format('appguard watches the host of %s, so it must be an https URL.', k);
+		END IF;
+		BEGIN
+			SELECT * INTO ignored FROM appguard.parse_redirect_uri(v #>> '{}', true);
+		EXCEPTION WHEN invalid_parameter_value THEN
+			DECLARE
+				why text;
+			BEGIN
+				GET STACKED DIAGNOSTICS why = PG_EXCEPTION_DETAIL;
+				RAISE EXCEPTION 'invalid % "%"', k, pg_catalog.left(v #>> '{}', 200)
+					USING ERRCODE = '22023',
+						  DETAIL = pg_catalog.replace(coalesce(why, ''), 'redirect URI', k),
+						  HINT = 'appguard watches the host of every metadata URL: it must be https://host[:port]/...';
+			END;
+		END;
+		watched := watched || pg_catalog.jsonb_build_object(k, v);
+	END LOOP;
+	RETURN watched;
+END
+$$;
+CREATE FUNCTION appguard.client_host_list(redirect_uris text[], metadata jsonb,
+										  OUT host text, OUT port integer, OUT roles text[],
+										  OUT is_primary boolean)
+RETURNS SETOF record
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	dup text;
+	n integer;
+BEGIN
+	SELECT u INTO dup FROM pg_catalog.unnest(redirect_uris) u GROUP BY u HAVING pg_catalog.count(*) > 1 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'redirect URI "%" is listed twice', pg_catalog.left(dup, 200)
+			USING ERRCODE = '22023';
+	END IF;
+	RETURN QUERY
+	WITH u AS (
+		SELECT p.host, p.port,
+			   CASE WHEN x.ord = 1 THEN 'primary_redirect' ELSE 'redirect' END AS role,
+			   x.ord AS ord
+		FROM pg_catalog.unnest(redirect_uris) WITH ORDINALITY AS x(uri, ord),
+			 LATERAL appguard.parse_redirect_uri(x.uri, x.ord = 1) p
+		WHERE p.host IS NOT NULL
+		UNION ALL
+		SELECT p.host, p.port, k.key, 1000 + k.ord
+		FROM pg_catalog.unnest(appguard.metadata_url_keys()) WITH ORDINALITY AS k(key, ord),
+			 LATERAL appguard.parse_redirect_uri(coalesce(metadata, '{}') ->> k.key, true) p
+		WHERE coalesce(metadata, '{}') ->> k.key IS NOT NULL
+	)
+	SELECT u.host, u.port,
+		   ARRAY(SELECT q.role FROM (SELECT DISTINCT u2.role FROM u u2
+									 WHERE u2.host = u.host AND u2.port = u.port) q
+				 ORDER BY appguard.role_rank(q.role)),
+		   pg_catalog.bool_or(u.role = 'primary_redirect')
+	FROM u GROUP BY u.host, u.port
+	ORDER BY pg_catalog.bool_or(u.role = 'primary_redirect') DESC, pg_catalog.min(u.ord);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	IF n > 20 THEN
+		RAISE EXCEPTION 'a client may have at most 20 hosts' USING ERRCODE = '22023',
+			DETAIL = pg_catalog.format('Its redirect URIs and metadata URLs name %s distinct hosts.', n);
+	END IF;
+END
+$$;
+CREATE FUNCTION appguard.client_hosts_json(client_id text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+			   'host', h.host, 'port', h.port, 'roles', pg_catalog.to_jsonb(h.roles))
+			   ORDER BY NOT h.is_primary, appguard.role_rank(h.roles[1]), h.host, h.port), '[]')
+	FROM appguard.client_hosts h WHERE h.client_id = $1
+$$;
+CREATE FUNCTION appguard.client_baselines(p_client_id text)
+RETURNS SETOF bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT g.baseline_snapshot_id FROM appguard.grants g
+	WHERE g.client_id = p_client_id AND g.state <> 'inactive' AND g.baseline_snapshot_id IS NOT NULL
+	UNION
+	SELECT k.baseline_snapshot_id FROM appguard.consents k
+	WHERE k.client_id = p_client_id AND k.baseline_snapshot_id IS NOT NULL
+$$;
+CREATE FUNCTION appguard.set_client_hosts(p_client_id text, p_redirect_uris text[], p_metadata jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old_primary record;
+	h record;
+	added jsonb := '[]';
+	removed jsonb := '[]';
+	nh jsonb;			-- the new host list
+BEGIN
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(l)), '[]') INTO nh
+	FROM appguard.client_host_list(p_redirect_uris, p_metadata) l;
+	SELECT ch.host, ch.port INTO old_primary FROM appguard.client_hosts ch
+	WHERE ch.client_id = p_client_id AND ch.is_primary;
+
+	FOR h IN
+		SELECT ch.host, ch.port, ch.roles FROM appguard.client_hosts ch
+		WHERE ch.client_id = p_client_id
+		  AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean) WHERE n.host = ch.host AND n.port = ch.port)
+		ORDER BY ch.host, ch.port
+	LOOP
+		DELETE FROM appguard.client_hosts ch
+		WHERE ch.client_id = p_client_id AND ch.host = h.host AND ch.port = h.port;
+		DELETE FROM appguard.baseline_hosts b
+		WHERE b.client_id = p_client_id AND b.host = h.host AND b.port = h.port;
+		DELETE FROM appguard.baseline_host_state b
+		WHERE b.client_id = p_client_id AND b.host = h.host AND b.port = h.port;
+		removed := removed || pg_catalog.jsonb_build_object('host', h.host, 'port', h.port,
+															'roles', pg_catalog.to_jsonb(h.roles));
+	END LOOP;
+	-- (the unique primary index: no two primaries, even for a moment)
+	UPDATE appguard.client_hosts ch SET is_primary = false
+	WHERE ch.client_id = p_client_id AND ch.is_primary
+	  AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)
+					  WHERE n.host = ch.host AND n.port = ch.port AND n.is_primary);
+	UPDATE appguard.client_hosts ch SET roles = n.roles, is_primary = n.is_primary
+	FROM pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)
+	WHERE ch.client_id = p_client_id AND n.host = ch.host AND n.port = ch.port
+	  AND (ch.roles, ch.is_primary) IS DISTINCT FROM (n.roles, n.is_primary);
+	IF old_primary.host IS NOT NULL THEN
+		-- a former primary still watched: the grants' baselines are its own
+		INSERT INTO appguard.baseline_hosts (client_id, baseline_snapshot_id, host, port, snapshot_id, how)
+		SELECT p_client_id, b, ch.host, ch.port, b, 'was_primary'
+		FROM appguard.client_hosts ch, appguard.client_baselines(p_client_id) b
+		WHERE ch.client_id = p_client_id AND ch.host = old_primary.host AND ch.port = old_primary.port
+		  AND NOT ch.is_primary
+		ON CONFLICT DO NOTHING;
+	END IF;
+	-- the primary is compared with the grants' baselines themselves
+	DELETE FROM appguard.baseline_hosts b
+	USING pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)
+	WHERE b.client_id = p_client_id AND n.is_primary AND b.host = n.host AND b.port = n.port;
+	DELETE FROM appguard.baseline_host_state b
+	USING pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)
+	WHERE b.client_id = p_client_id AND n.is_primary AND b.host = n.host AND b.port = n.port;
+
+	FOR h IN
+		SELECT n.* FROM pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)
+		WHERE NOT EXISTS (SELECT FROM appguard.client_hosts ch
+						  WHERE ch.client_id = p_client_id AND ch.host = n.host AND ch.port = n.port)
+		ORDER BY NOT n.is_primary, n.host, n.port
+	LOOP
+		INSERT INTO appguard.client_hosts (client_id, host, port, roles, is_primary)
+		VALUES (p_client_id, h.host, h.port, h.roles, h.is_primary);
+		added := added || pg_catalog.jsonb_build_object('host', h.host, 'port', h.port,
+														'roles', pg_catalog.to_jsonb(h.roles));
+	END LOOP;
+	RETURN pg_catalog.jsonb_build_object('added', added, 'removed', removed);
+END
+$$;
+CREATE FUNCTION appguard.log_host_changes(p_client_id text, p_changes jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e jsonb;
+BEGIN
+	FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(p_changes -> 'removed') x LOOP
+		PERFORM appguard.log_event('host_removed', p_client_id, e);
+	END LOOP;
+	FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(p_changes -> 'added') x LOOP
+		PERFORM appguard.log_event('host_added', p_client_id, e);
+		IF NOT e -> 'roles' ? 'primary_redirect' THEN
+			PERFORM appguard.take_host_baselines(p_client_id, e ->> 'host', (e ->> 'port')::integer,
+												 'host_added');
+		END IF;
+	END LOOP;
+END
+$$;
+CREATE FUNCTION appguard.register_client(p_client_id text, p_name text, p_redirect_uris text[],
+										 p_metadata jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target record;
+BEGIN
+	PERFORM appguard.check_client_id(p_client_id);
+	SELECT * INTO target FROM appguard.check_client_fields(p_name, p_redirect_uris);
+	PERFORM FROM appguard.client_host_list(p_redirect_uris, p_metadata);
+	IF EXISTS (SELECT FROM appguard.clients c WHERE c.client_id = p_client_id) THEN
+		RAISE EXCEPTION 'client "%" is already registered', p_client_id
+			USING ERRCODE = '23505',
+				  HINT = 'Use appguard_update_client to change its name, redirect URIs or metadata.';
+	END IF;
+	INSERT INTO appguard.clients (client_id, name, redirect_uris, host, port, registrable_domain, metadata)
+	VALUES (p_client_id, pg_catalog.btrim(p_name), p_redirect_uris, target.host, target.port,
+			appguard.registrable_domain_of(target.host), coalesce(p_metadata, '{}'));
+	PERFORM appguard.set_client_hosts(p_client_id, p_redirect_uris, p_metadata);
+	PERFORM appguard.refresh_client_cache(p_client_id);
+	PERFORM appguard.log_event('client_registered', p_client_id,
+							   appguard.client_json(p_client_id));
+	RETURN appguard.client_json(p_client_id)
+		|| pg_catalog.jsonb_build_object('hosts', appguard.client_hosts_json(p_client_id));
+END
+$$;
+CREATE FUNCTION appguard.update_client(p_client_id text, p_name text, p_redirect_uris text[],
+									   p_metadata jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old record;
+	target record;
+	changes jsonb;
+BEGIN
+	SELECT * INTO old FROM appguard.clients c
+	WHERE c.client_id = p_client_id FOR NO KEY UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'client "%" is not registered', p_client_id
+			USING ERRCODE = 'P0002',
+				  HINT = 'Register it with appguard_register_client.';
+	END IF;
+	SELECT * INTO target
+	FROM appguard.check_client_fields(coalesce(p_name, old.name), coalesce(p_redirect_uris, old.redirect_uris));
+	PERFORM FROM appguard.client_host_list(coalesce(p_redirect_uris, old.redirect_uris),
+										   coalesce(p_metadata, old.metadata));
+	UPDATE appguard.clients c
+	SET name = pg_catalog.btrim(coalesce(p_name, old.name)),
+		redirect_uris = coalesce(p_redirect_uris, old.redirect_uris),
+		metadata = coalesce(p_metadata, old.metadata),
+		host = target.host, port = target.port,
+		registrable_domain = CASE WHEN target.host = old.host THEN old.registrable_domain
+							 ELSE appguard.registrable_domain_of(target.host) END,
+		updated_at = pg_catalog.now()
+	WHERE c.client_id = p_client_id;
+	IF target.host <> old.host OR target.port <> old.port THEN
+		UPDATE appguard.clients c
+		SET last_snapshot_id = NULL, last_snapshot_at = NULL, last_status = NULL,
+			last_ok_snapshot_id = NULL, last_ok_at = NULL
+		WHERE c.client_id = p_client_id;
+		PERFORM appguard.refresh_client_cache(p_client_id);
+	END IF;
+	changes := appguard.set_client_hosts(p_client_id, coalesce(p_redirect_uris, old.redirect_uris),
+										 coalesce(p_metadata, old.metadata));
+	PERFORM appguard.log_event('client_updated', p_client_id,
+							   pg_catalog.jsonb_build_object(
+								   'old', pg_catalog.jsonb_build_object('name', old.name,
+									   'redirect_uris', pg_catalog.to_jsonb(old.redirect_uris),
+									   'host', old.host, 'port', old.port)
+									   || CASE WHEN old.metadata <> '{}'
+											   THEN pg_catalog.jsonb_build_object('metadata', old.metadata)
+											   ELSE '{}' END,
+								   'new', appguard.client_json(p_client_id))
+							   || CASE WHEN changes <> '{"added": [], "removed": []}'
+									   THEN pg_catalog.jsonb_build_object('hosts', changes) ELSE '{}' END);
+	PERFORM appguard.log_host_changes(p_client_id, changes);
+	RETURN appguard.client_json(p_client_id)
+		|| pg_catalog.jsonb_build_object('hosts', appguard.client_hosts_json(p_client_id));
+END
+$$;
+CREATE FUNCTION appguard.roles_text(roles text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.string_agg(w, ' and ' ORDER BY rank)
+	FROM (SELECT DISTINCT ON (w) w, rank
+		  FROM (SELECT appguard.role_rank(r) AS rank,
+					   CASE r
+						   WHEN 'primary_redirect' THEN 'the address your login is sent to'
+						   WHEN 'redirect' THEN 'the address your login is sent to'
+						   WHEN 'jwks_uri' THEN 'where the app''s keys are published'
+						   WHEN 'initiate_login_uri' THEN 'the address that starts your login to the app'
+						   WHEN 'sector_identifier_uri' THEN 'where the app lists its login addresses'
+						   WHEN 'client_uri' THEN 'the app''s home page'
+						   WHEN 'logo_uri' THEN 'where the app''s logo is published'
+						   WHEN 'policy_uri' THEN 'the app''s privacy policy'
+						   WHEN 'tos_uri' THEN 'the app''s terms of service'
+						   ELSE 'an address the app uses' END AS w
+				FROM pg_catalog.unnest($1) r) q
+		  ORDER BY w, rank) d
+$$;
+CREATE FUNCTION appguard.take_host_baselines(p_client_id text, p_host text, p_port integer, p_how text,
+											 p_snapshot_id bigint DEFAULT NULL,
+											 p_baselines bigint[] DEFAULT NULL,
+											 p_replace boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	snap bigint := p_snapshot_id;
+	n bigint;
+BEGIN
+	IF snap IS NULL THEN
+		SELECT s.id INTO snap FROM appguard.snapshots s
+		WHERE s.host = p_host AND s.port = p_port AND s.status = 'ok'
+		ORDER BY s.taken_at DESC, s.id DESC LIMIT 1;
+		IF snap IS NULL THEN
+			RETURN 0;		-- never measured: its first successful snapshot will be
+		END IF;
+	END IF;
+	INSERT INTO appguard.baseline_hosts AS bh (client_id, baseline_snapshot_id, host, port, snapshot_id, how)
+	SELECT p_client_id, b, p_host, p_port, snap, p_how
+	FROM (SELECT b FROM appguard.client_baselines(p_client_id) b
+		  WHERE p_baselines IS NULL
+		  UNION SELECT b FROM pg_catalog.unnest(p_baselines) b WHERE b IS NOT NULL) q
+	ON CONFLICT (client_id, baseline_snapshot_id, host, port) DO UPDATE
+	SET snapshot_id = EXCLUDED.snapshot_id, how = EXCLUDED.how, taken_at = EXCLUDED.taken_at
+	WHERE p_replace AND bh.snapshot_id <> EXCLUDED.snapshot_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	IF n > 0 THEN
+		IF p_replace THEN
+			-- a new baseline: the old verdicts are of no use
+			DELETE FROM appguard.baseline_host_state st
+			WHERE st.client_id = p_client_id AND st.host = p_host AND st.port = p_port
+			  AND st.baseline_snapshot_id IN (SELECT bh.baseline_snapshot_id FROM appguard.baseline_hosts bh
+											 WHERE bh.client_id = p_client_id AND bh.host = p_host
+											   AND bh.port = p_port AND bh.snapshot_id = snap);
+		END IF;
+		PERFORM appguard.log_event('host_baselines_taken', p_client_id,
+			pg_catalog.jsonb_build_object('host', p_host, 'port', p_port, 'how', p_how, 'baselines', n),
+			snapshot_id => snap);
+	END IF;
+	RETURN n;
+END
+$$;
+CREATE FUNCTION appguard.evaluate_client_host(p_client_id text, p_snapshot_id bigint,
+											  p_sweep_id bigint, p_baselines bigint[], p_hold bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	snap record;
+	ch record;
+	baselines bigint[];
+	confirmations integer;
+	grace interval;
+	max_age interval;
+	last_ok timestamptz;
+	n bigint;
+	hows text;
+	confirmed bigint[];
+	any_drift boolean;
+	new_ids bigint[];
+BEGIN
+	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
+	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
+	SELECT h.* INTO ch FROM appguard.client_hosts h
+	WHERE h.client_id = p_client_id AND h.host = snap.host AND h.port = snap.port AND NOT h.is_primary;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	IF p_baselines IS NULL AND EXISTS (
+		SELECT FROM appguard.snapshots s
+		WHERE s.host = snap.host AND s.port = snap.port AND (s.taken_at, s.id) > (snap.taken_at, snap.id)) THEN
+		RETURN false;		-- older than the host's latest snapshot: stored, not evaluated
+	END IF;
+	baselines := ARRAY(
+		SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
+		WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+		  AND (p_baselines IS NULL OR r.baseline_snapshot_id = ANY (p_baselines))
+		ORDER BY 1);
+	IF pg_catalog.cardinality(baselines) = 0 THEN
+		RETURN false;
+	END IF;
+
+	-- Baselines with no facts of this host yet: its latest successful
+	-- snapshot when the baseline was taken (no older than
+	-- appguard.baseline_max_age then, nor than the host's watching), else
+	-- this snapshot if it succeeded.
+	max_age := appguard.setting('appguard.baseline_max_age')::interval;
+	WITH missing AS (
+		SELECT b, greatest(bs.taken_at,
+						   (SELECT pg_catalog.min(coalesce(g.reapproved_at, g.created_at)) FROM appguard.grants g
+							WHERE g.client_id = p_client_id AND g.baseline_snapshot_id = b)) AS anchor
+		FROM pg_catalog.unnest(baselines) b JOIN appguard.snapshots bs ON bs.id = b
+		WHERE NOT EXISTS (SELECT FROM appguard.baseline_hosts bh
+						  WHERE bh.client_id = p_client_id AND bh.baseline_snapshot_id = b
+							AND bh.host = snap.host AND bh.port = snap.port)
+	), pick AS (
+		SELECT m.b, coalesce(c.id, CASE WHEN snap.status = 'ok' THEN snap.id END) AS sid,
+			   CASE WHEN c.id IS NOT NULL THEN 'at_baseline' ELSE 'first_facts' END AS how
+		FROM missing m
+			 LEFT JOIN LATERAL (SELECT s.id FROM appguard.snapshots s
+								WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok'
+								  AND s.taken_at <= m.anchor AND s.taken_at >= m.anchor - max_age
+								  AND s.taken_at >= ch.added_at - max_age
+								ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) c ON true
+	), ins AS (
+		INSERT INTO appguard.baseline_hosts (client_id, baseline_snapshot_id, host, port, snapshot_id, how)
+		SELECT p_client_id, pick.b, snap.host, snap.port, pick.sid, pick.how
+		FROM pick WHERE pick.sid IS NOT NULL
+		RETURNING how
+	)
+	SELECT pg_catalog.count(*), pg_catalog.string_agg(DISTINCT ins.how, ', ') INTO n, hows FROM ins;
+	IF n > 0 THEN
+		PERFORM appguard.log_event('host_baselines_taken', p_client_id,
+			pg_catalog.jsonb_build_object('host', snap.host, 'port', snap.port, 'how', hows, 'baselines', n),
+			snapshot_id => snap.id, sweep_id => p_sweep_id);
+	END IF;
+
+	confirmations := appguard.setting('appguard.confirmations')::integer;
+	grace := appguard.setting('appguard.unreachable_grace')::interval;
+	IF grace > interval '0' AND snap.status <> 'ok' THEN
+		SELECT pg_catalog.max(s.taken_at) INTO last_ok FROM appguard.snapshots s
+		WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok';
+	END IF;
+
+	WITH bh AS (
+		SELECT bh.baseline_snapshot_id AS baseline, bh.snapshot_id AS host_baseline
+		FROM appguard.baseline_hosts bh
+		WHERE bh.client_id = p_client_id AND bh.host = snap.host AND bh.port = snap.port
+		  AND bh.baseline_snapshot_id = ANY (baselines) AND bh.snapshot_id <> snap.id
+		  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = bh.snapshot_id)
+	), d AS (
+		SELECT bh.baseline,
+			   coalesce(x.diff, '[]') AS diff,
+			   coalesce(x.drifting, false) AS drifting
+		FROM bh
+			 LEFT JOIN LATERAL (
+				SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+							'reason', r.reason, 'severity', r.severity, 'field', r.field,
+							'old', pg_catalog.to_jsonb(r.old_value), 'new', pg_catalog.to_jsonb(r.new_value))
+						ORDER BY r.severity = 'suspend' DESC, r.reason, r.field)
+						FILTER (WHERE r.severity <> 'ignore') AS diff,
+					   pg_catalog.bool_or(r.severity = 'suspend') AS drifting
+				FROM (SELECT df.reason::text AS reason, df.severity::text AS severity, df.field::text AS field,
+							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
+					  FROM @extschema@.appguard_diff(bh.host_baseline, snap.id, p_client_id) df
+					  UNION ALL
+					  SELECT 'host_unreachable', coalesce(cp.severity, p.severity, 'suspend'), 'status',
+							 '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
+					  FROM (SELECT) AS one
+						   LEFT JOIN appguard.client_policy AS cp
+							   ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
+						   LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable'
+					  WHERE grace > interval '0' AND snap.status <> 'ok'
+						AND snap.taken_at - coalesce(last_ok, snap.taken_at) > grace) r
+			 ) x ON true
+	), o AS (
+		SELECT st.* FROM appguard.baseline_host_state st
+		WHERE st.client_id = p_client_id AND st.host = snap.host AND st.port = snap.port
+		  AND st.baseline_snapshot_id = ANY (baselines)
+	), n AS (
+		SELECT d.baseline, d.drifting,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.streak
+					WHEN d.drifting THEN coalesce(o.streak, 0) + 1
+					WHEN snap.status = 'ok' THEN 0
+					ELSE coalesce(o.streak, 0) END AS streak,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.drifting
+					WHEN d.drifting THEN true
+					WHEN snap.status = 'ok' THEN false
+					ELSE coalesce(o.drifting, false) END AS drifting_now,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.first_drift_snapshot_id
+					WHEN d.drifting AND coalesce(o.streak, 0) = 0 THEN snap.id
+					WHEN d.drifting THEN o.first_drift_snapshot_id
+					WHEN snap.status = 'ok' THEN NULL
+					ELSE o.first_drift_snapshot_id END AS first_drift,
+			   CASE WHEN snap.status = 'ok' OR d.diff <> '[]' THEN d.diff
+					ELSE coalesce(o.last_diff, '[]') END AS last_diff,
+			   o.last_diff AS old_diff
+		FROM d LEFT JOIN o ON o.baseline_snapshot_id = d.baseline
+	), up AS (
+		INSERT INTO appguard.baseline_host_state AS st
+			(client_id, baseline_snapshot_id, host, port, evaluated_snapshot_id, evaluated_at,
+			 streak, drifting, first_drift_snapshot_id, last_diff)
+		SELECT p_client_id, n.baseline, snap.host, snap.port, snap.id, pg_catalog.clock_timestamp(),
+			   n.streak, n.drifting_now, n.first_drift, n.last_diff
+		FROM n
+		ON CONFLICT (client_id, baseline_snapshot_id, host, port) DO UPDATE
+		SET evaluated_snapshot_id = EXCLUDED.evaluated_snapshot_id,
+			evaluated_at = EXCLUDED.evaluated_at, streak = EXCLUDED.streak,
+			drifting = EXCLUDED.drifting, first_drift_snapshot_id = EXCLUDED.first_drift_snapshot_id,
+			last_diff = EXCLUDED.last_diff
+	), dr AS (
+		INSERT INTO appguard.drifts (client_id, baseline_snapshot_id, snapshot_id,
+									 reason, severity, field, old_value, new_value)
+		SELECT p_client_id, n.baseline, snap.id, e ->> 'reason', e ->> 'severity', e ->> 'field',
+			   e -> 'old', e -> 'new'
+		FROM n, pg_catalog.jsonb_array_elements(n.last_diff) e
+		WHERE n.last_diff IS DISTINCT FROM coalesce(n.old_diff, '[]')
+	)
+	SELECT coalesce(pg_catalog.array_agg(n.baseline ORDER BY n.baseline)
+						FILTER (WHERE n.drifting AND n.streak >= confirmations), '{}'),
+		   coalesce(pg_catalog.bool_or(n.drifting), false)
+	INTO confirmed, any_drift
+	FROM n;
+
+	IF pg_catalog.cardinality(confirmed) = 0 THEN
+		RETURN any_drift;
+	END IF;
+
+	WITH ins AS (
+		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
+										  first_drift_snapshot_id, reasons, diff, state,
+										  sweep_id, hold_id, error_uri,
+										  host, port, roles, host_baseline_snapshot_id)
+		SELECT x.id, p_client_id, x.baseline_snapshot_id, snap.id, x.first_drift_snapshot_id,
+			   ARRAY(SELECT DISTINCT e ->> 'reason'
+					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
+					 WHERE e ->> 'severity' = 'suspend' ORDER BY 1),
+			   x.last_diff,
+			   CASE WHEN p_hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
+			   p_sweep_id,
+			   CASE WHEN p_sweep_id IS NULL THEN p_hold END,
+			   appguard.error_uri(x.id, p_client_id),
+			   snap.host, snap.port, ch.roles, x.host_baseline
+		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, st.*, bh.snapshot_id AS host_baseline
+			  FROM appguard.baseline_host_state st
+				   JOIN appguard.baseline_hosts bh USING (client_id, baseline_snapshot_id, host, port)
+			  WHERE st.client_id = p_client_id AND st.host = snap.host AND st.port = snap.port
+				AND st.baseline_snapshot_id = ANY (confirmed)
+				AND NOT EXISTS (SELECT FROM appguard.suspensions u
+								WHERE u.client_id = p_client_id
+								  AND u.baseline_snapshot_id = st.baseline_snapshot_id
+								  AND u.host = snap.host AND u.port = snap.port
+								  AND u.state IN ('pending', 'held'))
+			  ORDER BY st.baseline_snapshot_id) x
+		RETURNING id
+	)
+	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
+
+	IF pg_catalog.cardinality(new_ids) = 0 OR p_sweep_id IS NOT NULL THEN
+		RETURN any_drift;		-- (in a sweep, the end of the sweep decides)
+	END IF;
+	IF p_hold IS NOT NULL THEN
+		PERFORM appguard.log_event('suspension_held', p_client_id,
+			pg_catalog.jsonb_build_object('detail', 'a hold is open: new suspensions join it',
+										  'suspensions', pg_catalog.to_jsonb(new_ids)),
+			snapshot_id => snap.id, hold_id => p_hold);
+		PERFORM pg_catalog.pg_notify('appguard_hold', p_hold::text);
+		RETURN any_drift;
+	END IF;
+	PERFORM appguard.apply_suspensions(new_ids);
+	RETURN any_drift;
+END
+$$;
+-- functions whose body changed
+CREATE OR REPLACE FUNCTION appguard.parse_redirect_uri(uri text, is_primary boolean,
+											OUT host text, OUT port integer)
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m text[];
+	authority text;
+	hostpart text;
+	portpart text;
+BEGIN
+	IF uri IS NULL THEN
+		RAISE EXCEPTION 'redirect URIs must not contain nulls'
+			USING ERRCODE = '22023';
+	END IF;
+	IF uri = '' OR pg_catalog.length(uri) > 2000 THEN
+		RAISE EXCEPTION 'invalid redirect URI "%"', pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'A redirect URI has 1 to 2000 characters.';
+	END IF;
+	IF uri ~ '[[:space:][:cntrl:]]' THEN
+		RAISE EXCEPTION 'invalid redirect URI "%"', pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'A redirect URI contains no white space or control characters.';
+	END IF;
+	IF pg_catalog.strpos(uri, '#') > 0 THEN
+		RAISE EXCEPTION 'invalid redirect URI "%"', pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'A redirect URI must not contain a fragment (RFC 6749, section 3.1.2).';
+	END IF;
+	m := pg_catalog.regexp_match(uri, '^([A-Za-z][A-Za-z0-9+.-]*):(//([^/?]*))?(.*)$');
+	IF m IS NULL THEN
+		RAISE EXCEPTION 'invalid redirect URI "%"', pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'A redirect URI is an absolute URI: a scheme, a colon, then the rest.',
+				  HINT = 'For example https://app.example.org/callback.';
+	END IF;
+	authority := m[3];
+	IF is_primary AND pg_catalog.lower(m[1]) <> 'https' THEN
+		RAISE EXCEPTION 'invalid primary redirect URI "%"', pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'The first redirect URI names the host appguard watches, so it must use https.',
+				  HINT = 'Put an https:// redirect URI first.';
+	END IF;
+	IF pg_catalog.lower(m[1]) IN ('http', 'https') AND coalesce(authority, '') = '' THEN
+		RAISE EXCEPTION 'invalid redirect URI "%"', pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'An http or https redirect URI needs a host.';
+	END IF;
+	IF pg_catalog.lower(m[1]) <> 'https' THEN
+		RETURN;				-- not watched (private-use schemes, http://localhost)
+	END IF;
+	IF pg_catalog.strpos(authority, '@') > 0 THEN
+		RAISE EXCEPTION 'invalid %redirect URI "%"', CASE WHEN is_primary THEN 'primary ' ELSE '' END, pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'A redirect URI must not carry user information before the host.';
+	END IF;
+	IF pg_catalog.left(authority, 1) = '[' THEN
+		RAISE EXCEPTION 'invalid %redirect URI "%"', CASE WHEN is_primary THEN 'primary ' ELSE '' END, pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'An https redirect URI must name its host, not an IP address: appguard watches it.';
+	END IF;
+	m := pg_catalog.regexp_match(authority, '^([^:]*)(:([0-9]*))?$');
+	IF m IS NULL THEN
+		RAISE EXCEPTION 'invalid %redirect URI "%"', CASE WHEN is_primary THEN 'primary ' ELSE '' END, pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'The authority is host or host:port.';
+	END IF;
+	hostpart := m[1];
+	portpart := m[3];
+	IF m[2] IS NOT NULL AND (portpart = '' OR pg_catalog.length(portpart) > 5
+							 OR portpart::integer NOT BETWEEN 1 AND 65535) THEN
+		RAISE EXCEPTION 'invalid %redirect URI "%"', CASE WHEN is_primary THEN 'primary ' ELSE '' END, pg_catalog.left(uri, 200)
+			USING ERRCODE = '22023',
+				  DETAIL = 'A port is a number from 1 to 65535.';
+	END IF;
+	BEGIN
+		host := @extschema@.appguard_normalize_host(hostpart);
+	EXCEPTION WHEN invalid_parameter_value THEN
+		DECLARE
+			why text;
+		BEGIN
+			GET STACKED DIAGNOSTICS why = PG_EXCEPTION_DETAIL;
+			RAISE EXCEPTION 'invalid %redirect URI "%"', CASE WHEN is_primary THEN 'primary ' ELSE '' END, pg_catalog.left(uri, 200)
+				USING ERRCODE = '22023',
+					  DETAIL = 'Its host is refused: ' || coalesce(why, 'not a DNS host name.');
+		END;
+	END;
+	port := coalesce(portpart::integer, 443);
+END
+$$;
+CREATE OR REPLACE FUNCTION appguard.client_json(client_id text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.jsonb_build_object(
+		'client_id', c.client_id, 'name', c.name, 'redirect_uris', pg_catalog.to_jsonb(c.redirect_uris),
+		'host', c.host, 'port', c.port, 'registrable_domain', c.registrable_domain,
+		'registered_at', c.registered_at, 'updated_at', c.updated_at)
+		|| CASE WHEN c.metadata <> '{}' THEN pg_catalog.jsonb_build_object('metadata', c.metadata) ELSE '{}' END
+	FROM appguard.clients c WHERE c.client_id = $1
+$$;
+CREATE OR REPLACE FUNCTION @extschema@.appguard_register_client(client_id text, name text, redirect_uris text[])
+RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT appguard.register_client($1, $2, $3, '{}')
+$$;
+CREATE OR REPLACE FUNCTION @extschema@.appguard_update_client(client_id text, name text DEFAULT NULL,
+												redirect_uris text[] DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM appguard.check_client_id(client_id);
+	IF name IS NULL AND redirect_uris IS NULL THEN
+		RAISE EXCEPTION 'nothing to update for client "%"', client_id
+			USING ERRCODE = '22023',
+				  HINT = 'Give a new name, new redirect URIs, or both.';
+	END IF;
+	RETURN appguard.update_client(client_id, name, redirect_uris, NULL);
+END
+$$;
+CREATE OR REPLACE FUNCTION appguard.evaluate_snapshot(p_snapshot_id bigint, p_sweep_id bigint DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c record;
+	drifted boolean := false;
+BEGIN
+	FOR c IN
+		SELECT ch.client_id
+		FROM appguard.snapshots s JOIN appguard.client_hosts ch ON ch.host = s.host AND ch.port = s.port
+		WHERE s.id = p_snapshot_id
+		ORDER BY ch.client_id
+	LOOP
+		IF appguard.evaluate_client(c.client_id, p_snapshot_id, p_sweep_id) THEN
+			drifted := true;
+		END IF;
+	END LOOP;
+	RETURN drifted;
+END
+$$;
+CREATE OR REPLACE FUNCTION @extschema@.appguard_release_hold(hold_id bigint, client_id text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	to_apply bigint[];
+	superseded bigint[];
+	tokens bigint;
+	hold_state text;
+	result jsonb;
+BEGIN
+	PERFORM appguard.hold_for_update(hold_id, client_id);
+	-- the clients' rows first, in order, as every evaluation does
+	PERFORM FROM appguard.clients c
+	WHERE c.client_id IN (SELECT s.client_id FROM appguard.suspensions s
+						  WHERE s.hold_id = appguard_release_hold.hold_id AND s.state = 'held'
+							AND (appguard_release_hold.client_id IS NULL
+								 OR s.client_id = appguard_release_hold.client_id))
+	ORDER BY c.client_id FOR NO KEY UPDATE;
+	-- (still drifting: by the verdict of the host the suspension names)
+	SELECT coalesce(pg_catalog.array_agg(s.id ORDER BY s.id) FILTER (WHERE coalesce(bh.drifting, bs.drifting)), '{}'),
+		   coalesce(pg_catalog.array_agg(s.id ORDER BY s.id)
+						FILTER (WHERE NOT coalesce(bh.drifting, bs.drifting, false)), '{}')
+	INTO to_apply, superseded
+	FROM appguard.suspensions s
+		 LEFT JOIN appguard.baseline_state bs ON bs.client_id = s.client_id
+											 AND bs.baseline_snapshot_id = s.baseline_snapshot_id
+		 LEFT JOIN appguard.baseline_host_state bh ON bh.client_id = s.client_id
+												  AND bh.baseline_snapshot_id = s.baseline_snapshot_id
+												  AND bh.host = s.host AND bh.port = s.port
+	WHERE s.hold_id = appguard_release_hold.hold_id AND s.state = 'held'
+	  AND (appguard_release_hold.client_id IS NULL OR s.client_id = appguard_release_hold.client_id);
+	UPDATE appguard.suspensions s SET state = 'superseded', resolved_at = pg_catalog.now()
+	WHERE s.id = ANY (superseded);
+	tokens := appguard.apply_suspensions(to_apply);
+	hold_state := appguard.close_hold_if_empty(hold_id, 'released');
+	result := pg_catalog.jsonb_build_object(
+		'hold_id', hold_id, 'client_id', client_id,
+		'applied', pg_catalog.cardinality(to_apply), 'superseded', pg_catalog.cardinality(superseded),
+		'tokens_suspended', tokens, 'hold_state', hold_state);
+	PERFORM appguard.log_event('hold_released', client_id, result, hold_id => hold_id);
+	RETURN result;
+END
+$$;
+CREATE OR REPLACE FUNCTION @extschema@.appguard_sweep_begin(max_age interval, budget interval, batch_size integer DEFAULT 32)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stale record;
+	orphan record;
+	sweep bigint;
+	n integer;
+	err_state text;
+	err_message text;
+	err_detail text;
+BEGIN
+	-- 55000 when this session's settings did not hold (src/appguard.c)
+	PERFORM appguard.setting('appguard.mass_drift_threshold');
+	IF max_age IS NULL OR max_age < interval '0' THEN
+		RAISE EXCEPTION 'max_age must be an interval of zero or more' USING ERRCODE = '22023';
+	END IF;
+	IF budget IS NULL OR budget <= interval '0' THEN
+		RAISE EXCEPTION 'budget must be a positive interval' USING ERRCODE = '22023';
+	END IF;
+	IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 1024 THEN
+		RAISE EXCEPTION 'batch_size must be between 1 and 1024' USING ERRCODE = '22023';
+	END IF;
+	-- One sweep at a time.  A running sweep whose backend is gone, idle
+	-- (its CALL ended without finishing it) or this one is finished as
+	-- 'aborted': its pending suspensions go through the breaker with the
+	-- counts it reached.  If that close raises, the stale sweep ends
+	-- 'failed' (sweep_fail) and this one starts all the same.
+	LOCK TABLE appguard.sweeps IN SHARE ROW EXCLUSIVE MODE;
+	FOR stale IN
+		SELECT w.id FROM appguard.sweeps w
+		WHERE w.state = 'running'
+		  AND (w.pid = pg_catalog.pg_backend_pid()
+			   OR NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
+							  WHERE a.pid = w.pid AND a.backend_start <= w.started_at
+								AND a.state IS DISTINCT FROM 'idle'))
+		ORDER BY w.id
+	LOOP
+		BEGIN
+			PERFORM appguard.sweep_close(stale.id, 'aborted');
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS err_state = RETURNED_SQLSTATE, err_message = MESSAGE_TEXT,
+									err_detail = PG_EXCEPTION_DETAIL;
+			PERFORM appguard.sweep_fail(stale.id, 'aborted', err_state, err_message, err_detail);
+		END;
+	END LOOP;
+	-- A suspension left pending for a sweep that has ended (a refresh
+	-- check's evaluation that raced the sweep's close) would never be
+	-- decided, and would keep its baseline from being suspended: failed.
+	FOR orphan IN
+		UPDATE appguard.suspensions s SET state = 'failed', resolved_at = pg_catalog.clock_timestamp()
+		WHERE s.state = 'pending'
+		  AND NOT EXISTS (SELECT FROM appguard.sweeps w WHERE w.id = s.sweep_id AND w.state = 'running')
+		RETURNING s.id, s.client_id, s.snapshot_id, s.sweep_id, s.reasons
+	LOOP
+		PERFORM appguard.log_event('suspension_failed', orphan.client_id,
+			pg_catalog.jsonb_build_object('reasons', pg_catalog.to_jsonb(orphan.reasons),
+										  'detail', 'left pending after its sweep had ended'),
+			snapshot_id => orphan.snapshot_id, suspension_id => orphan.id, sweep_id => orphan.sweep_id);
+		RAISE WARNING 'appguard: suspension % of client "%" was left pending after sweep % ended; it is marked failed',
+			orphan.id, orphan.client_id, orphan.sweep_id
+			USING DETAIL = 'Its grants are refused at refresh while the drift lasts; the next snapshot suspends them.';
+	END LOOP;
+	SELECT w.id, w.pid INTO stale FROM appguard.sweeps w WHERE w.state = 'running' LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'sweep % is still running (backend pid %)', stale.id, stale.pid
+			USING ERRCODE = '55000',
+				  HINT = 'Let it finish; schedule sweeps further apart than their budget.';
+	END IF;
+
+	INSERT INTO appguard.sweeps (max_age, budget, batch_size, deadline)
+	VALUES (max_age, budget, batch_size, pg_catalog.clock_timestamp() + budget)
+	RETURNING id INTO sweep;
+	INSERT INTO appguard.sweep_hosts (sweep_id, host, port, ord)
+	SELECT sweep, t.host, t.port,
+		   pg_catalog.row_number() OVER (ORDER BY l.taken_at NULLS FIRST, t.host, t.port)
+	FROM (SELECT DISTINCT h.host, h.port FROM appguard.client_hosts h) t
+		 LEFT JOIN LATERAL (SELECT s.taken_at FROM appguard.snapshots s
+							WHERE s.host = t.host AND s.port = t.port
+							ORDER BY s.taken_at DESC LIMIT 1) l ON true
+	WHERE l.taken_at IS NULL OR l.taken_at < pg_catalog.clock_timestamp() - max_age;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE appguard.sweeps w SET planned = n WHERE w.id = sweep;
+	PERFORM appguard.log_event('sweep_started',
+		detail => pg_catalog.jsonb_build_object('max_age', max_age, 'budget', budget,
+												'batch_size', batch_size, 'planned', n),
+		sweep_id => sweep);
+	RETURN sweep;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_register_client(text, text, text[]) IS
+	'Register an OAuth client: its name and redirect URIs; every https redirect URI''s host is watched';
+-- appguard_drift gained a column (host): its other watched hosts' differences
+DROP FUNCTION @extschema@.appguard_drift(text);
+CREATE FUNCTION @extschema@.appguard_drift(client_id text)
+RETURNS TABLE (baseline_snapshot_id bigint, snapshot_id bigint, active_grants bigint,
+			   reason text, severity text, field text, old_value jsonb, new_value jsonb, host text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cli record;
+	latest bigint;
+BEGIN
+	PERFORM appguard.check_client_id(client_id);
+	SELECT c.client_id, c.host, c.port INTO cli FROM appguard.clients c
+	WHERE c.client_id = appguard_drift.client_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'client "%" is not registered', client_id USING ERRCODE = 'P0002';
+	END IF;
+	-- the primary host
+	SELECT s.id INTO latest FROM appguard.snapshots s
+	WHERE s.host = cli.host AND s.port = cli.port
+	ORDER BY s.taken_at DESC, s.id DESC LIMIT 1;
+	IF latest IS NOT NULL THEN
+		RETURN QUERY
+		WITH b AS (
+			SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
+			FROM appguard.grants r
+			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+			  AND r.baseline_snapshot_id <> latest
+			GROUP BY r.baseline_snapshot_id
+		)
+		SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
+			   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), cli.host
+		FROM b, @extschema@.appguard_diff(b.baseline, latest, cli.client_id) d
+		WHERE d.severity <> 'ignore'
+		ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
+	END IF;
+	RETURN QUERY
+	WITH b AS (
+		SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
+		FROM appguard.grants r
+		WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+		GROUP BY r.baseline_snapshot_id
+	)
+	SELECT b.baseline, l.id, b.n, d.reason::text, d.severity::text, d.field::text,
+		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), h.host
+	FROM appguard.client_hosts h
+		 CROSS JOIN LATERAL (SELECT s.id FROM appguard.snapshots s
+							 WHERE s.host = h.host AND s.port = h.port
+							 ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) l
+		 JOIN appguard.baseline_hosts bh ON bh.client_id = h.client_id AND bh.host = h.host
+										AND bh.port = h.port AND bh.snapshot_id <> l.id
+		 JOIN b ON b.baseline = bh.baseline_snapshot_id
+		 CROSS JOIN LATERAL @extschema@.appguard_diff(bh.snapshot_id, l.id, cli.client_id) d
+	WHERE h.client_id = cli.client_id AND NOT h.is_primary AND d.severity <> 'ignore'
+	ORDER BY h.host, h.port, b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_drift(text) IS
+	'Differences between each watched host''s latest snapshot and its baseline for each baseline of the client''s active grants';
+COMMENT ON FUNCTION @extschema@.appguard_drifted(text) IS
+	'True when a watched host''s latest snapshot drifts at suspend level from its baseline for any active grant';
+REVOKE ALL ON FUNCTION @extschema@.appguard_drift(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.appguard_drift(text) TO appguard_auth_server, appguard_operator;
+-- the drift state of every watched host
+CREATE OR REPLACE VIEW appguard.client_status AS
+	SELECT c.client_id, c.name, c.host, c.port, c.registrable_domain,
+		   c.last_snapshot_id AS latest_snapshot_id, c.last_snapshot_at AS latest_snapshot_at,
+		   c.last_status AS latest_status,
+		   c.last_ok_snapshot_id AS latest_ok_snapshot_id, c.last_ok_at AS latest_ok_at,
+		   (o.facts -> 'tls' ->> 'verified')::boolean AS verified,
+		   (o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz AS certificate_expires_at,
+		   pg_catalog.floor(pg_catalog.date_part('epoch',
+				(o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz - pg_catalog.now()) / 86400)::integer
+				AS days_until_expiry,
+		   CASE WHEN c.last_ok_snapshot_id IS NULL THEN 'unmeasured'
+				WHEN d.drifting THEN 'drifting'
+				WHEN d.warn THEN 'warn'
+				ELSE 'ok' END AS drift_state,
+		   coalesce(g.active, 0) AS active_grants,
+		   coalesce(g.suspended, 0) AS suspended_grants,
+		   coalesce(g.pending, 0) AS pending_baselines,
+		   (SELECT pg_catalog.count(*) FROM appguard.suspensions s
+			WHERE s.client_id = c.client_id AND s.state = 'held') AS held_suspensions
+	FROM appguard.clients c
+		 LEFT JOIN appguard.snapshots o ON o.id = c.last_ok_snapshot_id
+		 LEFT JOIN LATERAL (
+			-- (every watched host's verdicts)
+			SELECT pg_catalog.bool_or(bs.drifting) AS drifting,
+				   pg_catalog.bool_or(bs.last_diff @> '[{"severity": "warn"}]') AS warn
+			FROM (SELECT bs.client_id, bs.baseline_snapshot_id, bs.drifting, bs.last_diff
+				  FROM appguard.baseline_state bs
+				  UNION ALL
+				  SELECT bh.client_id, bh.baseline_snapshot_id, bh.drifting, bh.last_diff
+				  FROM appguard.baseline_host_state bh) bs
+			WHERE bs.client_id = c.client_id
+			  AND bs.baseline_snapshot_id IN (SELECT gr.baseline_snapshot_id FROM appguard.grants gr
+											  WHERE gr.client_id = c.client_id AND gr.state = 'active')
+		 ) d ON true
+		 LEFT JOIN LATERAL (
+			SELECT pg_catalog.count(*) FILTER (WHERE gr.state = 'active') AS active,
+				   pg_catalog.count(*) FILTER (WHERE gr.state = 'suspended') AS suspended,
+				   pg_catalog.count(*) FILTER (WHERE gr.state = 'active' AND gr.baseline_snapshot_id IS NULL) AS pending
+			FROM appguard.grants gr WHERE gr.client_id = c.client_id
+		 ) g ON true;
+-- (end of client_status)
+-- the API's new functions
+CREATE FUNCTION @extschema@.appguard_register_client(client_id text, metadata jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	watched jsonb;
+BEGIN
+	PERFORM appguard.check_client_id(client_id);
+	watched := appguard.check_client_metadata(metadata);
+	RETURN appguard.register_client(client_id, coalesce(metadata ->> 'client_name', client_id),
+		ARRAY(SELECT pg_catalog.jsonb_array_elements_text(metadata -> 'redirect_uris')), watched);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_register_client(text, jsonb) IS
+	'Register an OAuth client from RFC 7591 client metadata; every redirect URI''s and metadata URL''s host is watched';
+CREATE FUNCTION @extschema@.appguard_reregister_client(client_id text, metadata jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	watched jsonb;
+BEGIN
+	PERFORM appguard.check_client_id(client_id);
+	watched := appguard.check_client_metadata(metadata);
+	RETURN appguard.update_client(client_id, metadata ->> 'client_name',
+		ARRAY(SELECT pg_catalog.jsonb_array_elements_text(metadata -> 'redirect_uris')), watched);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_reregister_client(text, jsonb) IS
+	'Re-register a client from RFC 7591 client metadata: its redirect URIs and watched metadata URLs are replaced';
+
+-- Every client's hosts from its redirect URIs.  0.1.0 recorded the other
+-- redirect URIs without watching them: their hosts are watched from now
+-- on, as hosts a re-registration adds (host_added, and their latest
+-- successful snapshots taken into the baselines the grants hold).  A
+-- client whose other https redirect URIs appguard cannot watch (an IP
+-- address, a name that is not a DNS host name) keeps its primary host
+-- alone, with a WARNING.
+DO $$
+DECLARE
+	c record;
+	changes jsonb;
+	e jsonb;
+BEGIN
+	FOR c IN SELECT cl.client_id, cl.redirect_uris, cl.host, cl.port FROM appguard.clients cl ORDER BY cl.client_id LOOP
+		BEGIN
+			changes := appguard.set_client_hosts(c.client_id, c.redirect_uris, '{}');
+		EXCEPTION WHEN invalid_parameter_value THEN
+			RAISE WARNING 'appguard: client "%" has redirect URIs appguard cannot watch; only its primary host % is watched', c.client_id, c.host
+				USING HINT = 'Re-register it with appguard_update_client and https redirect URIs that name DNS hosts.';
+			changes := appguard.set_client_hosts(c.client_id, c.redirect_uris[1:1], '{}');
+		END;
+		FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(changes -> 'added') x
+				 WHERE NOT x -> 'roles' ? 'primary_redirect' LOOP
+			PERFORM appguard.log_event('host_added', c.client_id, e || '{"upgrade": "0.2.0"}');
+			PERFORM appguard.take_host_baselines(c.client_id, e ->> 'host', (e ->> 'port')::integer, 'host_added');
+		END LOOP;
+	END LOOP;
+END
+$$;
+
+-- privileges (as sql/parts/99_privileges.sql)
+REVOKE ALL ON FUNCTION
+	appguard.metadata_url_keys(),
+	appguard.role_rank(text),
+	appguard.check_client_metadata(jsonb),
+	appguard.client_host_list(text[], jsonb),
+	appguard.client_hosts_json(text),
+	appguard.client_baselines(text),
+	appguard.set_client_hosts(text, text[], jsonb),
+	appguard.log_host_changes(text, jsonb),
+	appguard.register_client(text, text, text[], jsonb),
+	appguard.update_client(text, text, text[], jsonb),
+	appguard.roles_text(text[]),
+	appguard.take_host_baselines(text, text, integer, text, bigint, bigint[], boolean),
+	appguard.evaluate_client_host(text, bigint, bigint, bigint[], bigint),
+	@extschema@.appguard_register_client(text, jsonb),
+	@extschema@.appguard_reregister_client(text, jsonb)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.appguard_register_client(text, jsonb),
+	@extschema@.appguard_reregister_client(text, jsonb)
+TO appguard_auth_server, appguard_operator;
+REVOKE ALL ON appguard.client_hosts, appguard.baseline_hosts, appguard.baseline_host_state FROM PUBLIC;
+GRANT SELECT ON appguard.client_hosts, appguard.baseline_hosts, appguard.baseline_host_state TO appguard_operator;
 
 -- ---- partitioned token tables (as sql/parts/32_protect.sql) ----
 CREATE FUNCTION appguard.protected_root(p_rel regclass)

@@ -82,7 +82,9 @@ static const char *lost_settings[MAX_LOST_SETTINGS];
 static int	nlost_settings = 0;
 
 static bool
-check_allowed_ports(char **newval, void **extra, GucSource source)
+check_allowed_ports(char **newval,
+					void **extra pg_attribute_unused(),
+					GucSource source pg_attribute_unused())
 {
 	if (guard_port_list_valid(*newval))
 		return true;
@@ -91,7 +93,9 @@ check_allowed_ports(char **newval, void **extra, GucSource source)
 }
 
 static bool
-check_ownership_prefix(char **newval, void **extra, GucSource source)
+check_ownership_prefix(char **newval,
+					   void **extra pg_attribute_unused(),
+					   GucSource source pg_attribute_unused())
 {
 	const char *p = *newval;
 
@@ -110,7 +114,9 @@ check_ownership_prefix(char **newval, void **extra, GucSource source)
 }
 
 static bool
-check_error_uri_template(char **newval, void **extra, GucSource source)
+check_error_uri_template(char **newval,
+						 void **extra pg_attribute_unused(),
+						 GucSource source pg_attribute_unused())
 {
 	if (*newval != NULL && strstr(*newval, "{suspension_id}") != NULL)
 		return true;
@@ -125,7 +131,9 @@ check_error_uri_template(char **newval, void **extra, GucSource source)
  * attribute or the URL (the page escapes it too).  Empty means no link.
  */
 static bool
-check_reapprove_uri_template(char **newval, void **extra, GucSource source)
+check_reapprove_uri_template(char **newval,
+							 void **extra pg_attribute_unused(),
+							 GucSource source pg_attribute_unused())
 {
 	const char *p = *newval;
 

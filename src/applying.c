@@ -147,7 +147,9 @@ current_trigger_depth(void)
  * worker starts with.
  */
 bool
-appguard_check_applying_depth(char **newval, void **extra, GucSource source)
+appguard_check_applying_depth(char **newval,
+							  void **extra pg_attribute_unused(),
+							  GucSource source pg_attribute_unused())
 {
 	if (*newval == NULL || (*newval)[0] == '\0' || setting_ours || InitializingParallelWorker)
 		return true;
@@ -189,7 +191,8 @@ mirror_setting(void)
  * LOCAL, goes back to '' at the same time).
  */
 static void
-applying_xact_callback(XactEvent event, void *arg)
+applying_xact_callback(XactEvent event pg_attribute_unused(),
+					   void *arg pg_attribute_unused())
 {
 	nraised = 0;
 	nlowered = 0;
@@ -206,8 +209,10 @@ applying_xact_callback(XactEvent event, void *arg)
  * and is undone if the parent aborts.
  */
 static void
-applying_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						  SubTransactionId parentSubid, void *arg)
+applying_subxact_callback(SubXactEvent event,
+						  SubTransactionId mySubid pg_attribute_unused(),
+						  SubTransactionId parentSubid pg_attribute_unused(),
+																		   void *arg pg_attribute_unused())
 {
 	int			level = GetCurrentTransactionNestLevel();
 

@@ -68,13 +68,13 @@ dns_channel_create(ares_sock_state_cb sock_state_cb, void *cb_data)
  * with malloc() and parsed later by dns_take_answer().
  */
 static void
-dns_answer_callback(void *arg, int status, int timeouts,
+dns_answer_callback(void *arg, int status, int timeouts pg_attribute_unused(),
 					unsigned char *abuf, int alen)
 {
 	QuerySlot  *slot = (QuerySlot *) arg;
 
 	slot->in_flight = false;
-	if (slot->probe == NULL)
+	if (slot->probe == NULL && slot->shared == NULL)
 		return;					/* the probe ended; nobody wants this */
 	slot->ares_status = status;
 	slot->answer = NULL;

@@ -149,7 +149,7 @@ ares_socket_changed(void *data, ares_socket_t fd, int readable, int writable)
  * Called from inside c-ares; failure only means the default size.
  */
 static int
-ares_socket_configure(ares_socket_t fd, int type, void *data)
+ares_socket_configure(ares_socket_t fd, int type, void *data pg_attribute_unused())
 {
 	int			size = DNS_RECEIVE_BUFFER;
 
@@ -175,6 +175,7 @@ void
 engine_slot_put(Engine *engine, QuerySlot *slot)
 {
 	slot->probe = NULL;
+	slot->shared = NULL;
 	dns_slot_discard(slot);
 	if (slot->in_flight)
 	{
@@ -211,7 +212,9 @@ reclaim_orphans(Engine *engine)
 
 /* The nearest deadline at the top */
 static int
-deadline_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+deadline_cmp(const pairingheap_node *a,
+			 const pairingheap_node *b,
+			 void *arg pg_attribute_unused())
 {
 	const Flight *fa = pairingheap_const_container(Flight, heap_node, a);
 	const Flight *fb = pairingheap_const_container(Flight, heap_node, b);
@@ -255,8 +258,8 @@ dns_server_count(ares_channel channel)
 static void
 engine_open(Engine *engine)
 {
-	engine->ssl_ctx = tls_client_context();
-	engine->trust_store = tls_trust_store(appguard_ca_file);
+	tls_shared_context(appguard_ca_file, &engine->ssl_ctx, &engine->trust_store);
+	dns_share_open(engine);
 	reserve_fds(engine, 1);
 	engine->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (engine->epoll_fd < 0)
@@ -292,6 +295,7 @@ engine_close(Engine *engine)
 	engine->nactive = 0;
 	if (engine->channel)
 		ares_destroy(engine->channel);	/* calls back with ARES_EDESTRUCTION */
+	dns_share_close(engine);
 	if (engine->wait_set)
 		FreeWaitEventSet(engine->wait_set);
 	if (engine->epoll_fd >= 0)
@@ -444,6 +448,7 @@ read_dns_answers(Engine *engine)
 {
 	dlist_mutable_iter iter;
 
+	dns_share_collect(engine);
 	dlist_foreach_modify(iter, &engine->awaiting_dns)
 	{
 		Flight	   *flight = dlist_container(Flight, dns_node, iter.cur);
@@ -641,10 +646,13 @@ engine_run(EngineRun *run)
 	}
 	PG_FINALLY();
 	{
+		run->shared_sent = engine->shared_sent;
+		run->shared_joined = engine->shared_joined;
 		engine_close(engine);
 		MemoryContextDelete(cxt);
 	}
 	PG_END_TRY();
-	elog(DEBUG1, "appguard engine: %d of %d hosts probed, at most %d at once, %lld wake-ups",
-		 run->started, run->ntargets, run->most_in_flight, (long long) run->wakeups);
+	elog(DEBUG1, "appguard engine: %d of %d hosts probed, at most %d at once, %lld wake-ups, %lld shared DNS questions sent, %lld asks answered by them",
+		 run->started, run->ntargets, run->most_in_flight, (long long) run->wakeups,
+		 (long long) run->shared_sent, (long long) run->shared_joined);
 }

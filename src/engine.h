@@ -23,7 +23,8 @@
 
 /*
  * How many probes may wait for their first DNS answers at once.  Each
- * sends five questions at its start; a window keeps the bursts the DNS
+ * sends up to five questions at its start (NS, TXT and CAA only when no
+ * other probe of the run asked them: dnsshare.c); a window keeps the bursts the DNS
  * server sees (and the answers we receive) within what one UDP socket
  * buffers, so that no question is dropped and retried (a dropped question
  * would make a sweep's facts differ from a single probe's).
@@ -64,6 +65,8 @@ typedef struct EngineRun
 	int			started;		/* probes started (the others were skipped) */
 	int			most_in_flight;
 	int64		wakeups;
+	int64		shared_sent;	/* NS, TXT and CAA questions sent (dnsshare.c) */
+	int64		shared_joined;	/* asks that took a question of the run instead */
 } EngineRun;
 
 typedef struct Flight Flight;
@@ -90,7 +93,45 @@ typedef struct Engine
 
 	QuerySlot  *free_slots;
 	QuerySlot  *orphan_slots;	/* still out in c-ares, owner gone */
+
+	/* questions the probes share (dnsshare.c) */
+	MemoryContext share_cxt;
+	struct HTAB *shared_queries;	/* by kind and name */
+	dlist_head	shared_pending; /* asked, not answered yet */
+	dlist_head	shared_idle;	/* answered, cached, nobody refers to it */
+	int			nshared_idle;
+	int64		shared_sent;	/* questions sent */
+	int64		shared_joined;	/* asks answered by a question of the run */
 } Engine;
+
+/*
+ * A DNS question the probes of one engine run share: NS or TXT at a
+ * registrable domain, CAA at one name of a climb.  See dnsshare.c.
+ */
+typedef struct SharedQueryKey
+{
+	QueryKind	kind;
+	char		name[256];
+} SharedQueryKey;
+
+typedef struct SharedQuery
+{
+	SharedQueryKey key;
+	MemoryContext cxt;			/* this struct and its answer's records */
+	QuerySlot  *slot;			/* while the question is out */
+	QueryResult result;			/* once done */
+	int			refcount;		/* probes whose result points into it */
+	bool		done;
+	bool		cached;			/* in the hash: later askers get it */
+	dlist_node	node;			/* in shared_pending or shared_idle */
+} SharedQuery;
+
+/* dnsshare.c */
+extern void dns_share_open(Engine *engine);
+extern SharedQuery *dns_share_ask(Engine *engine, QueryKind kind, const char *name);
+extern void dns_share_release(Engine *engine, SharedQuery *query);
+extern void dns_share_collect(Engine *engine);
+extern void dns_share_close(Engine *engine);
 
 /*
  * Probe every target, at most run->concurrency at a time (and at most as

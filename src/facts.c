@@ -26,7 +26,7 @@
 #include "utils/timestamp.h"
 
 Jsonb *
-facts_document(Engine *engine, Probe *probe)
+facts_document(Engine *engine pg_attribute_unused(), Probe *probe)
 {
 	StringInfoData buf;
 	JsonWriter	jw;

@@ -91,7 +91,7 @@ require_args(FunctionCallInfo fcinfo, int n)
 /* ---- probing without storing ---- */
 
 static void
-keep_facts(Probe *probe, Jsonb *facts, void *arg)
+keep_facts(Probe *probe pg_attribute_unused(), Jsonb *facts, void *arg)
 {
 	Jsonb	  **result = (Jsonb **) arg;
 	MemoryContext cxt = GetMemoryChunkContext(result);

@@ -77,7 +77,7 @@ static bool layout_valid = false;
 static bool callback_registered = false;
 
 static void
-forget_layout(Datum arg, Oid relid)
+forget_layout(Datum arg pg_attribute_unused(), Oid relid)
 {
 	if (relid == InvalidOid || relid == layout.relid)
 		layout_valid = false;

@@ -68,15 +68,6 @@ jw_end_array(JsonWriter *jw)
 	jw->depth--;
 }
 
-void
-jw_string(JsonWriter *jw, const char *key, const char *value)
-{
-	if (value == NULL)
-		jw_null(jw, key);
-	else
-		jw_string_bytes(jw, key, value, strlen(value));
-}
-
 /* Length of the valid UTF-8 sequence at s (at most len bytes), 0 if invalid */
 static int
 utf8_sequence_length(const unsigned char *s, size_t len)
@@ -110,14 +101,49 @@ utf8_sequence_length(const unsigned char *s, size_t len)
 	return n;
 }
 
-void
-jw_string_bytes(JsonWriter *jw, const char *key, const char *value, size_t len)
+/* Length of the prefix of s that needs no replacement: valid UTF-8, no NUL */
+static size_t
+clean_prefix_length(const unsigned char *s, size_t len)
+{
+	size_t		i = 0;
+
+	while (i < len)
+	{
+		int			n = s[i] < 0x80 ? (s[i] != 0) : utf8_sequence_length(s + i, len - i);
+
+		if (n == 0)
+			break;
+		i += n;
+	}
+	return i;
+}
+
+/*
+ * Write value (len bytes; terminated says value[len] is a NUL) as a JSON
+ * string.  Nearly every string is clean (valid UTF-8 without NUL):
+ * escaped in place when terminated, else from one exact copy; only a
+ * string with bytes to replace is rebuilt.
+ */
+static void
+write_string(JsonWriter *jw, const char *key, const char *value, size_t len,
+			 bool terminated)
 {
 	StringInfoData clean;
 	const unsigned char *s = (const unsigned char *) value;
-	size_t		i = 0;
+	size_t		i = clean_prefix_length(s, len);
 
+	if (i == len)
+	{
+		char	   *copy = terminated ? NULL : pnstrdup(value, len);
+
+		jw_prefix(jw, key);
+		escape_json(jw->buf, copy ? copy : value);
+		if (copy)
+			pfree(copy);
+		return;
+	}
 	initStringInfo(&clean);
+	appendBinaryStringInfo(&clean, value, i);
 	while (i < len)
 	{
 		int			n = utf8_sequence_length(s + i, len - i);
@@ -136,6 +162,21 @@ jw_string_bytes(JsonWriter *jw, const char *key, const char *value, size_t len)
 	jw_prefix(jw, key);
 	escape_json(jw->buf, clean.data);
 	pfree(clean.data);
+}
+
+void
+jw_string_bytes(JsonWriter *jw, const char *key, const char *value, size_t len)
+{
+	write_string(jw, key, value, len, false);
+}
+
+void
+jw_string(JsonWriter *jw, const char *key, const char *value)
+{
+	if (value == NULL)
+		jw_null(jw, key);
+	else
+		write_string(jw, key, value, strlen(value), true);
 }
 
 void

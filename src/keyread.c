@@ -98,7 +98,7 @@ static bool resolved_valid = false;
 static bool callback_registered = false;
 
 static void
-forget_resolved(Datum arg, Oid relid)
+forget_resolved(Datum arg pg_attribute_unused(), Oid relid)
 {
 	if (!resolved_valid)
 		return;

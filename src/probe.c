@@ -4,7 +4,8 @@
  *	  The state machine of one host's measurement.
  *
  *	  RESOLVING   A, AAAA, NS, TXT and CAA questions are out; we wait for
- *	              A and AAAA only.
+ *	              A and AAAA only.  NS, TXT and CAA are shared by the
+ *	              probes of a run (dnsshare.c): asked once per name.
  *	  CONNECTING  a non-blocking connect() to the first address DNS gave
  *	              that the address policy allows (never a second lookup).
  *	  HANDSHAKING SSL_do_handshake() steps as the socket becomes ready.
@@ -60,10 +61,64 @@ static const int query_types[QUERY_KIND_COUNT] = {
 	[QUERY_CAA] = DNS_TYPE_CAA,
 };
 
+static void caa_climb(Engine *engine, Probe *probe);
+
 const char *
 probe_status_name(ProbeStatus status)
 {
 	return probe_status_names[status];
+}
+
+/* Point a probe's result at a shared question's answer */
+static void
+take_shared(Probe *probe, QueryKind kind)
+{
+	QueryResult *r = &probe->results[kind];
+	const QueryResult *answer = &probe->shared[kind]->result;
+
+	r->outcome = answer->outcome;
+	r->rcode = answer->rcode;
+	r->ad = answer->ad;
+	r->error = answer->error;
+	r->nitems = answer->nitems;
+	r->items = answer->items;	/* read only: facts_dns.c sorts copies */
+}
+
+/*
+ * A question is out again (a CAA climb's next name): drop the last
+ * answer, whose records may belong to a shared question this probe no
+ * longer holds (and that may be freed), so that nothing reads them if the
+ * probe ends before the new answer comes (facts_dns.c reads the items of a
+ * timed-out query too).
+ */
+static void
+forget_answer(QueryResult *result)
+{
+	result->outcome = QUERY_PENDING;
+	result->rcode = 0;
+	result->ad = false;
+	result->error = NULL;
+	result->nitems = 0;
+	result->items = NULL;
+}
+
+/*
+ * NS, TXT and CAA are asked through the run's shared questions
+ * (dnsshare.c): an answer this run already has is taken at once.
+ */
+static void
+ask_shared(Engine *engine, Probe *probe, QueryKind kind, const char *name)
+{
+	QueryResult *result = &probe->results[kind];
+	SharedQuery *previous = probe->shared[kind];
+
+	strlcpy(result->qname, name, sizeof(result->qname));
+	forget_answer(result);
+	probe->shared[kind] = dns_share_ask(engine, kind, result->qname);
+	if (previous != NULL)
+		dns_share_release(engine, previous);	/* a CAA climb's last name */
+	if (probe->shared[kind]->done)
+		take_shared(probe, kind);
 }
 
 static void
@@ -72,12 +127,17 @@ ask(Engine *engine, Probe *probe, QueryKind kind, const char *name)
 	QueryResult *result = &probe->results[kind];
 	QuerySlot  *slot;
 
+	if (kind != QUERY_A && kind != QUERY_AAAA)
+	{
+		ask_shared(engine, probe, kind, name);
+		return;
+	}
 	if (probe->slots[kind] == NULL)
 		probe->slots[kind] = engine_slot_get(engine);
 	slot = probe->slots[kind];
 
 	strlcpy(result->qname, name, sizeof(result->qname));
-	result->outcome = QUERY_PENDING;
+	forget_answer(result);
 	slot->probe = probe;
 	slot->kind = kind;
 	slot->generation++;
@@ -117,6 +177,7 @@ probe_begin(Engine *engine, Probe *probe)
 	}
 	probe->caa_name = probe->host;
 	ask(engine, probe, QUERY_CAA, probe->caa_name);
+	caa_climb(engine, probe);
 }
 
 static void
@@ -171,31 +232,34 @@ caa_set_present(const QueryResult *r)
 /*
  * RFC 8659 tree climbing: when a name has no CAA set, ask its parent, up to
  * the top-level domain.  An error (SERVFAIL, REFUSED, timeout) ends the
- * climb: the answer is then unknown, which the rcode records.
+ * climb: the answer is then unknown, which the rcode records.  A parent
+ * another probe of the run asked already answers at once: climb on.
  */
 static void
 caa_climb(Engine *engine, Probe *probe)
 {
 	const QueryResult *r = &probe->results[QUERY_CAA];
-	const char *dot;
 
-	if (r->outcome != QUERY_ANSWERED)
-		return;
-	if (r->error != NULL)
-		return;					/* a malformed answer ends the climb: unknown */
-	if (caa_set_present(r))
+	while (r->outcome == QUERY_ANSWERED)
 	{
-		probe->caa_found = true;
-		strlcpy(probe->caa_found_at, probe->caa_name, sizeof(probe->caa_found_at));
-		return;
+		const char *dot;
+
+		if (r->error != NULL)
+			return;				/* a malformed answer ends the climb: unknown */
+		if (caa_set_present(r))
+		{
+			probe->caa_found = true;
+			strlcpy(probe->caa_found_at, probe->caa_name, sizeof(probe->caa_found_at));
+			return;
+		}
+		if (r->rcode != DNS_RCODE_NOERROR && r->rcode != DNS_RCODE_NXDOMAIN)
+			return;
+		dot = strchr(probe->caa_name, '.');
+		if (dot == NULL || dot[1] == '\0')
+			return;
+		probe->caa_name = dot + 1;
+		ask(engine, probe, QUERY_CAA, probe->caa_name);
 	}
-	if (r->rcode != DNS_RCODE_NOERROR && r->rcode != DNS_RCODE_NXDOMAIN)
-		return;
-	dot = strchr(probe->caa_name, '.');
-	if (dot == NULL || dot[1] == '\0')
-		return;
-	probe->caa_name = dot + 1;
-	ask(engine, probe, QUERY_CAA, probe->caa_name);
 }
 
 static int
@@ -256,7 +320,7 @@ choose_address(Probe *probe, bool *any)
 	char	   *refused = NULL;
 
 	*any = false;
-	for (int f = 0; f < lengthof(families); f++)
+	for (int f = 0; f < (int) lengthof(families); f++)
 	{
 		QueryResult *r = &probe->results[families[f].kind];
 
@@ -324,10 +388,21 @@ probe_on_dns(Engine *engine, Probe *probe)
 	{
 		QuerySlot  *slot = probe->slots[k];
 
-		if (probe->results[k].outcome != QUERY_PENDING || !slot->completed)
+		if (probe->results[k].outcome != QUERY_PENDING)
 			continue;
-		slot->completed = false;
-		dns_take_answer(slot, &probe->results[k]);
+		if (probe->shared[k] != NULL)
+		{
+			if (!probe->shared[k]->done)
+				continue;
+			take_shared(probe, k);
+		}
+		else
+		{
+			if (!slot->completed)
+				continue;
+			slot->completed = false;
+			dns_take_answer(slot, &probe->results[k]);
+		}
 		if (k == QUERY_CAA)
 			caa_climb(engine, probe);
 	}
@@ -473,7 +548,7 @@ connected(Engine *engine, Probe *probe)
 }
 
 void
-probe_on_socket(Engine *engine, Probe *probe, int wl_events)
+probe_on_socket(Engine *engine, Probe *probe, int wl_events pg_attribute_unused())
 {
 	if (probe->phase == PHASE_CONNECTING)
 		connected(engine, probe);
@@ -532,5 +607,8 @@ probe_release(Engine *engine, Probe *probe)
 		if (probe->slots[k] != NULL)
 			engine_slot_put(engine, probe->slots[k]);
 		probe->slots[k] = NULL;
+		if (probe->shared[k] != NULL)
+			dns_share_release(engine, probe->shared[k]);
+		probe->shared[k] = NULL;
 	}
 }

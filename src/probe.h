@@ -60,6 +60,7 @@ typedef enum QueryOutcome
 } QueryOutcome;
 
 typedef struct Probe Probe;
+struct SharedQuery;
 
 /*
  * What c-ares hands back, written by its callback.  The callback runs
@@ -70,6 +71,7 @@ typedef struct Probe Probe;
 typedef struct QuerySlot
 {
 	Probe	   *probe;			/* NULL once the probe stopped listening */
+	struct SharedQuery *shared; /* or the shared question it asks (dnsshare.c) */
 	struct QuerySlot *next;		/* engine's free and orphan lists */
 	QueryKind	kind;
 	int			generation;		/* CAA climbs reuse the slot */
@@ -122,7 +124,8 @@ struct Probe
 	 * DNS.  Slots come from the engine, not from the probe's memory: c-ares
 	 * may still answer a query after its probe has been freed.
 	 */
-	QuerySlot  *slots[QUERY_KIND_COUNT];
+	QuerySlot  *slots[QUERY_KIND_COUNT];	/* A and AAAA */
+	struct SharedQuery *shared[QUERY_KIND_COUNT];	/* NS, TXT and CAA */
 	QueryResult results[QUERY_KIND_COUNT];
 	const char *caa_name;		/* the name the current CAA query asks */
 	char		caa_found_at[256];	/* where the relevant CAA set was found */

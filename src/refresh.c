@@ -561,7 +561,7 @@ protected_table_of(Relation rel, Datum *pt, bool *pt_null)
 	list_free(ancestors);
 	if (!OidIsValid(root))
 		return InvalidOid;
-	for (int i = 0; i < lengthof(attnum_columns); i++)
+	for (int i = 0; i < (int) lengthof(attnum_columns); i++)
 	{
 		int			c = attnum_columns[i];
 		char	   *name;

@@ -27,6 +27,9 @@ typedef enum TlsStep
 extern SSL_CTX *tls_client_context(void);
 extern X509_STORE *tls_trust_store(const char *ca_file);
 
+/* Both, kept for the backend and loaded again when their files change */
+extern void tls_shared_context(const char *ca_file, SSL_CTX **ctx, X509_STORE **store);
+
 /* NULL on failure, with *error set (palloc'd) */
 extern SSL *tls_start(SSL_CTX *ctx, int sock, const char *sni, char **error);
 extern TlsStep tls_handshake_step(SSL *ssl, char **error);

@@ -6,7 +6,9 @@
 # archive) and built, the working tree too; in a private cluster, database
 # A gets the release, the rows of test/upgrade/fixture.sql, then the
 # working tree's build and ALTER EXTENSION appguard UPDATE; database B is a
-# fresh install of the working tree given the same rows.  A and B must
+# fresh install of the working tree given the same rows.  Then both get
+# the rows of test/upgrade/fixture_after.sql, which only the working
+# tree's API can make (tables the release does not have).  A and B must
 # have the same schema and the same rows.  A missing upgrade script fails
 # the UPDATE; one that leaves out or gets wrong an object, a grant or a row
 # of the install script fails a comparison.
@@ -164,6 +166,12 @@ populate() {	# populate DB: a database with the extension and the fixture's rows
 		return 1
 	fi
 }
+after() {	# after DB: the rows only the working tree's API can make (test/upgrade/fixture_after.sql)
+	if ! psql_ -d "$1" -f "$WORK/new/test/upgrade/fixture_after.sql" >"$WORK/fixture-after-$1.log" 2>&1; then
+		cat "$WORK/fixture-after-$1.log"
+		return 1
+	fi
+}
 dump() {	# dump DB: its normalised schema and rows in $WORK/{schema,rows}-DB.txt, empty tables in empty-DB.txt
 	pg pg_dump --schema-only --binary-upgrade -d "$1" >"$WORK/dump-$1.sql"
 	perl "$WORK/new/test/upgrade/normalize.pl" schema <"$WORK/dump-$1.sql" >"$WORK/schema-$1.txt"
@@ -190,8 +198,38 @@ same() {	# same A B WHAT
 	done
 }
 
+# Upgrade cases (test/upgrade/cases/NAME.{before,after}.sql, NAME.out): a
+# database of its own per case gets the release and NAME.before.sql; after
+# the working tree is installed, NAME.after.sql (which starts with ALTER
+# EXTENSION appguard UPDATE) must print exactly NAME.out.
+cases_before() {
+	local f name
+	for f in "$WORK/new/test/upgrade/cases/"*.before.sql; do
+		[ -e "$f" ] || continue
+		name=$(basename "$f" .before.sql)
+		psql_ -d postgres -c "CREATE DATABASE case_$name"
+		psql_ -d "case_$name" -c 'CREATE EXTENSION appguard' -f "$WORK/new/sql/lifecycle_helpers.inc" \
+			-f "$f" >"$WORK/case-$name-before.log" 2>&1 || { cat "$WORK/case-$name-before.log"; fail "upgrade case $name: $name.before.sql"; }
+	done
+}
+cases_after() {
+	local f name
+	for f in "$WORK/new/test/upgrade/cases/"*.after.sql; do
+		[ -e "$f" ] || continue
+		name=$(basename "$f" .after.sql)
+		psql_ -a -d "case_$name" <"$f" >"$WORK/case-$name.out" 2>&1 || true
+		if diff -u "$WORK/new/test/upgrade/cases/$name.out" "$WORK/case-$name.out" >"$WORK/case-$name.diff"; then
+			pass "upgrade case $name: as test/upgrade/cases/$name.out"
+		else
+			fail "upgrade case $name: output differs from test/upgrade/cases/$name.out ($WORK/case-$name.out):"
+			head -60 "$WORK/case-$name.diff"
+		fi
+	done
+}
+
 if [ "$MODE" = upgrade ]; then
 	if populate a; then dump a; filled a "release $REL_VERSION with the fixture (A)"; else fail "the fixture on release $REL_VERSION"; finish; fi
+	cases_before
 	install_ "$WORK/new" "$VERSION"
 	restart		# a preloaded library would keep the release's code
 	if psql_ -d a -c "ALTER EXTENSION appguard UPDATE TO '$VERSION'" >"$WORK/update.log" 2>&1; then
@@ -202,8 +240,10 @@ if [ "$MODE" = upgrade ]; then
 			"(does sql/appguard--$REL_VERSION--$VERSION.sql exist?)"
 		finish
 	fi
+	if ! after a; then fail "test/upgrade/fixture_after.sql on the upgraded database (A)"; finish; fi
+	cases_after
 	dump a
-	if populate b; then dump b; filled b "a fresh $VERSION with the fixture (B)"; else fail "the fixture on $VERSION"; finish; fi
+	if populate b && after b; then dump b; filled b "a fresh $VERSION with the fixture (B)"; else fail "the fixture on $VERSION"; finish; fi
 	same a b "upgraded (A) and fresh (B)"
 else
 	if [ -n "$REL_VERSION" ]; then
@@ -217,7 +257,7 @@ else
 			head -40 "$WORK/script.diff"
 		fi
 	fi
-	if populate a; then dump a; filled a "a fresh $VERSION with the fixture (A)"; else fail "the fixture on $VERSION"; finish; fi
+	if populate a && after a; then dump a; filled a "a fresh $VERSION with the fixture (A)"; else fail "the fixture on $VERSION"; finish; fi
 	pg pg_dump -Fc -d a -f "$WORK/a.dump"
 	psql_ -d postgres -c "CREATE DATABASE c"
 	# as the README says to restore a database with appguard: with

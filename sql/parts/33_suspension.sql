@@ -62,6 +62,49 @@ CREATE TABLE appguard.baseline_state (
 COMMENT ON TABLE appguard.baseline_state IS 'Latest comparison of each baseline of a client with the client''s snapshots; the confirmation count';
 SELECT pg_catalog.pg_extension_config_dump('appguard.baseline_state', '');
 
+-- The baseline of each other watched host of a client (appguard.client_hosts,
+-- not the primary) for each baseline its grants hold: baseline_snapshot_id
+-- is the grants' baseline (a snapshot of the primary host), snapshot_id
+-- the snapshot of this host it stands for.  how: at_baseline (the host's
+-- latest successful snapshot when the baseline was taken, found at the
+-- host's first evaluation against it), first_facts (none was young
+-- enough: the host's first successful snapshot after it; nobody approved
+-- it, so its first facts cannot be a change), host_added (taken when a
+-- re-registration added the host), reapproved, was_primary (the host was
+-- the primary one, whose snapshot the baseline is).
+CREATE TABLE appguard.baseline_hosts (
+	client_id				text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
+	baseline_snapshot_id	bigint NOT NULL,
+	host					text NOT NULL,
+	port					integer NOT NULL,
+	snapshot_id				bigint NOT NULL,
+	how						text NOT NULL
+							CHECK (how IN ('at_baseline', 'first_facts', 'host_added', 'reapproved', 'was_primary')),
+	taken_at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	PRIMARY KEY (client_id, baseline_snapshot_id, host, port)
+);
+COMMENT ON TABLE appguard.baseline_hosts IS 'Per baseline of a client, the baseline snapshot of each of its other watched hosts';
+SELECT pg_catalog.pg_extension_config_dump('appguard.baseline_hosts', '');
+
+-- appguard.baseline_state for the other watched hosts: the latest
+-- comparison of each host's baseline (appguard.baseline_hosts) with that
+-- host's snapshots, and its confirmation count.
+CREATE TABLE appguard.baseline_host_state (
+	client_id				text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
+	baseline_snapshot_id	bigint NOT NULL,
+	host					text NOT NULL,
+	port					integer NOT NULL,
+	evaluated_snapshot_id	bigint NOT NULL,
+	evaluated_at			timestamptz NOT NULL,
+	streak					integer NOT NULL,
+	drifting				boolean NOT NULL,
+	first_drift_snapshot_id	bigint,
+	last_diff				jsonb NOT NULL,
+	PRIMARY KEY (client_id, baseline_snapshot_id, host, port)
+);
+COMMENT ON TABLE appguard.baseline_host_state IS 'Latest comparison of each baseline of a client''s other watched hosts with their snapshots; the confirmation count';
+SELECT pg_catalog.pg_extension_config_dump('appguard.baseline_host_state', '');
+
 CREATE TABLE appguard.drifts (
 	id						bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	detected_at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
@@ -99,7 +142,7 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.holds', '');
 SELECT pg_catalog.pg_extension_config_dump('appguard.holds_id_seq', '');
 
 -- One suspension = one drifted baseline of one client, confirmed by one
--- snapshot.  state: pending (found by a running sweep), held (by the
+-- snapshot of one of its watched hosts (host, port, roles).  state: pending (found by a running sweep), held (by the
 -- breaker), applied, discarded (an operator discarded the hold),
 -- superseded (released after the drift had gone away), failed (its sweep
 -- failed to close, part 7: nothing was applied; the refresh check refuses
@@ -123,7 +166,11 @@ CREATE TABLE appguard.suspensions (
 	sweep_id				bigint,
 	hold_id					bigint REFERENCES appguard.holds (id),
 	error_uri				text NOT NULL,
-	tokens_suspended		bigint NOT NULL DEFAULT 0
+	tokens_suspended		bigint NOT NULL DEFAULT 0,
+	host					text NOT NULL,			-- the watched host that changed
+	port					integer NOT NULL,
+	roles					text[] NOT NULL,		-- its roles (appguard.client_hosts)
+	host_baseline_snapshot_id bigint NOT NULL		-- that host's baseline (the grants' own for the primary)
 );
 ALTER SEQUENCE appguard.suspensions_id_seq OWNED BY appguard.suspensions.id;
 COMMENT ON TABLE appguard.suspensions IS 'Suspensions: a client''s baseline confirmed drifted, with reasons, field-level diff and error_uri';
@@ -134,7 +181,7 @@ CREATE INDEX suspensions_first_drift ON appguard.suspensions (first_drift_snapsh
 CREATE INDEX suspensions_hold ON appguard.suspensions (hold_id) WHERE hold_id IS NOT NULL;
 CREATE INDEX suspensions_sweep ON appguard.suspensions (sweep_id) WHERE state = 'pending';
 -- one undecided suspension per drifted baseline
-CREATE UNIQUE INDEX suspensions_undecided ON appguard.suspensions (client_id, baseline_snapshot_id)
+CREATE UNIQUE INDEX suspensions_undecided ON appguard.suspensions (client_id, baseline_snapshot_id, host, port)
 	WHERE state IN ('pending', 'held');
 SELECT pg_catalog.pg_extension_config_dump('appguard.suspensions', '');
 SELECT pg_catalog.pg_extension_config_dump('appguard.suspensions_id_seq', '');
@@ -288,8 +335,12 @@ BEGIN
 		SELECT h.id INTO hold FROM appguard.holds h WHERE h.state = 'open' FOR SHARE;
 	END IF;
 	SELECT * INTO cli FROM appguard.clients c WHERE c.client_id = p_client_id FOR NO KEY UPDATE;
-	IF NOT FOUND OR cli.host <> snap.host OR cli.port <> snap.port THEN
+	IF NOT FOUND THEN
 		RETURN false;
+	END IF;
+	IF cli.host <> snap.host OR cli.port <> snap.port THEN
+		-- another watched host of the client, if it is one
+		RETURN appguard.evaluate_client_host(p_client_id, p_snapshot_id, p_sweep_id, p_baselines, hold);
 	END IF;
 
 	IF p_baselines IS NULL THEN
@@ -428,7 +479,8 @@ BEGIN
 	WITH ins AS (
 		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
 										  first_drift_snapshot_id, reasons, diff, state,
-										  sweep_id, hold_id, error_uri)
+										  sweep_id, hold_id, error_uri,
+										  host, port, roles, host_baseline_snapshot_id)
 		SELECT x.id, p_client_id, x.baseline_snapshot_id, snap.id, x.first_drift_snapshot_id,
 			   ARRAY(SELECT DISTINCT e ->> 'reason'
 					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
@@ -437,13 +489,19 @@ BEGIN
 			   CASE WHEN hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
 			   p_sweep_id,
 			   CASE WHEN p_sweep_id IS NULL THEN hold END,
-			   appguard.error_uri(x.id, p_client_id)
+			   appguard.error_uri(x.id, p_client_id),
+			   snap.host, snap.port,
+			   coalesce((SELECT ch.roles FROM appguard.client_hosts ch
+						 WHERE ch.client_id = p_client_id AND ch.host = snap.host AND ch.port = snap.port),
+						'{primary_redirect}'),
+			   x.baseline_snapshot_id
 		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, bs.*
 			  FROM appguard.baseline_state bs
 			  WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (confirmed)
 				AND NOT EXISTS (SELECT FROM appguard.suspensions u
 								WHERE u.client_id = p_client_id
 								  AND u.baseline_snapshot_id = bs.baseline_snapshot_id
+								  AND u.host = snap.host AND u.port = snap.port
 								  AND u.state IN ('pending', 'held'))
 			  ORDER BY bs.baseline_snapshot_id) x
 		RETURNING id
@@ -469,7 +527,278 @@ BEGIN
 END
 $$;
 
--- Evaluate a snapshot for every client watching its host.  Returns true
+-- Take a host's snapshot into baselines of a client that have none for
+-- it: every baseline the client's grants and consents hold (or only
+-- p_baselines), with p_snapshot_id or else the host's latest successful
+-- snapshot; p_replace: replace what is there (a re-approval).  Recorded
+-- (host_baselines_taken).  Returns how many baselines took it.
+CREATE FUNCTION appguard.take_host_baselines(p_client_id text, p_host text, p_port integer, p_how text,
+											 p_snapshot_id bigint DEFAULT NULL,
+											 p_baselines bigint[] DEFAULT NULL,
+											 p_replace boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	snap bigint := p_snapshot_id;
+	n bigint;
+BEGIN
+	IF snap IS NULL THEN
+		SELECT s.id INTO snap FROM appguard.snapshots s
+		WHERE s.host = p_host AND s.port = p_port AND s.status = 'ok'
+		ORDER BY s.taken_at DESC, s.id DESC LIMIT 1;
+		IF snap IS NULL THEN
+			RETURN 0;		-- never measured: its first successful snapshot will be
+		END IF;
+	END IF;
+	INSERT INTO appguard.baseline_hosts AS bh (client_id, baseline_snapshot_id, host, port, snapshot_id, how)
+	SELECT p_client_id, b, p_host, p_port, snap, p_how
+	FROM (SELECT b FROM appguard.client_baselines(p_client_id) b
+		  WHERE p_baselines IS NULL
+		  UNION SELECT b FROM pg_catalog.unnest(p_baselines) b WHERE b IS NOT NULL) q
+	ON CONFLICT (client_id, baseline_snapshot_id, host, port) DO UPDATE
+	SET snapshot_id = EXCLUDED.snapshot_id, how = EXCLUDED.how, taken_at = EXCLUDED.taken_at
+	WHERE p_replace AND bh.snapshot_id <> EXCLUDED.snapshot_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	IF n > 0 THEN
+		IF p_replace THEN
+			-- a new baseline: the old verdicts are of no use
+			DELETE FROM appguard.baseline_host_state st
+			WHERE st.client_id = p_client_id AND st.host = p_host AND st.port = p_port
+			  AND st.baseline_snapshot_id IN (SELECT bh.baseline_snapshot_id FROM appguard.baseline_hosts bh
+											 WHERE bh.client_id = p_client_id AND bh.host = p_host
+											   AND bh.port = p_port AND bh.snapshot_id = snap);
+		END IF;
+		PERFORM appguard.log_event('host_baselines_taken', p_client_id,
+			pg_catalog.jsonb_build_object('host', p_host, 'port', p_port, 'how', p_how, 'baselines', n),
+			snapshot_id => snap);
+	END IF;
+	RETURN n;
+END
+$$;
+
+-- appguard.evaluate_client for another watched host of the client (not
+-- the primary): the same steps, with the host's own baseline for each
+-- baseline of the client's active grants (appguard.baseline_hosts, taken
+-- at the host's first evaluation against it when missing), its own
+-- verdicts (appguard.baseline_host_state) and suspensions that name it.
+-- The caller locked the open hold (p_hold) and the client's row.
+CREATE FUNCTION appguard.evaluate_client_host(p_client_id text, p_snapshot_id bigint,
+											  p_sweep_id bigint, p_baselines bigint[], p_hold bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	snap record;
+	ch record;
+	baselines bigint[];
+	confirmations integer;
+	grace interval;
+	max_age interval;
+	last_ok timestamptz;
+	n bigint;
+	hows text;
+	confirmed bigint[];
+	any_drift boolean;
+	new_ids bigint[];
+BEGIN
+	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
+	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
+	SELECT h.* INTO ch FROM appguard.client_hosts h
+	WHERE h.client_id = p_client_id AND h.host = snap.host AND h.port = snap.port AND NOT h.is_primary;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	IF p_baselines IS NULL AND EXISTS (
+		SELECT FROM appguard.snapshots s
+		WHERE s.host = snap.host AND s.port = snap.port AND (s.taken_at, s.id) > (snap.taken_at, snap.id)) THEN
+		RETURN false;		-- older than the host's latest snapshot: stored, not evaluated
+	END IF;
+	baselines := ARRAY(
+		SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
+		WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+		  AND (p_baselines IS NULL OR r.baseline_snapshot_id = ANY (p_baselines))
+		ORDER BY 1);
+	IF pg_catalog.cardinality(baselines) = 0 THEN
+		RETURN false;
+	END IF;
+
+	-- Baselines with no facts of this host yet: its latest successful
+	-- snapshot when the baseline was taken (no older than
+	-- appguard.baseline_max_age then, nor than the host's watching), else
+	-- this snapshot if it succeeded.
+	max_age := appguard.setting('appguard.baseline_max_age')::interval;
+	WITH missing AS (
+		SELECT b, greatest(bs.taken_at,
+						   (SELECT pg_catalog.min(coalesce(g.reapproved_at, g.created_at)) FROM appguard.grants g
+							WHERE g.client_id = p_client_id AND g.baseline_snapshot_id = b)) AS anchor
+		FROM pg_catalog.unnest(baselines) b JOIN appguard.snapshots bs ON bs.id = b
+		WHERE NOT EXISTS (SELECT FROM appguard.baseline_hosts bh
+						  WHERE bh.client_id = p_client_id AND bh.baseline_snapshot_id = b
+							AND bh.host = snap.host AND bh.port = snap.port)
+	), pick AS (
+		SELECT m.b, coalesce(c.id, CASE WHEN snap.status = 'ok' THEN snap.id END) AS sid,
+			   CASE WHEN c.id IS NOT NULL THEN 'at_baseline' ELSE 'first_facts' END AS how
+		FROM missing m
+			 LEFT JOIN LATERAL (SELECT s.id FROM appguard.snapshots s
+								WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok'
+								  AND s.taken_at <= m.anchor AND s.taken_at >= m.anchor - max_age
+								  AND s.taken_at >= ch.added_at - max_age
+								ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) c ON true
+	), ins AS (
+		INSERT INTO appguard.baseline_hosts (client_id, baseline_snapshot_id, host, port, snapshot_id, how)
+		SELECT p_client_id, pick.b, snap.host, snap.port, pick.sid, pick.how
+		FROM pick WHERE pick.sid IS NOT NULL
+		RETURNING how
+	)
+	SELECT pg_catalog.count(*), pg_catalog.string_agg(DISTINCT ins.how, ', ') INTO n, hows FROM ins;
+	IF n > 0 THEN
+		PERFORM appguard.log_event('host_baselines_taken', p_client_id,
+			pg_catalog.jsonb_build_object('host', snap.host, 'port', snap.port, 'how', hows, 'baselines', n),
+			snapshot_id => snap.id, sweep_id => p_sweep_id);
+	END IF;
+
+	confirmations := appguard.setting('appguard.confirmations')::integer;
+	grace := appguard.setting('appguard.unreachable_grace')::interval;
+	IF grace > interval '0' AND snap.status <> 'ok' THEN
+		SELECT pg_catalog.max(s.taken_at) INTO last_ok FROM appguard.snapshots s
+		WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok';
+	END IF;
+
+	WITH bh AS (
+		SELECT bh.baseline_snapshot_id AS baseline, bh.snapshot_id AS host_baseline
+		FROM appguard.baseline_hosts bh
+		WHERE bh.client_id = p_client_id AND bh.host = snap.host AND bh.port = snap.port
+		  AND bh.baseline_snapshot_id = ANY (baselines) AND bh.snapshot_id <> snap.id
+		  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = bh.snapshot_id)
+	), d AS (
+		SELECT bh.baseline,
+			   coalesce(x.diff, '[]') AS diff,
+			   coalesce(x.drifting, false) AS drifting
+		FROM bh
+			 LEFT JOIN LATERAL (
+				SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+							'reason', r.reason, 'severity', r.severity, 'field', r.field,
+							'old', pg_catalog.to_jsonb(r.old_value), 'new', pg_catalog.to_jsonb(r.new_value))
+						ORDER BY r.severity = 'suspend' DESC, r.reason, r.field)
+						FILTER (WHERE r.severity <> 'ignore') AS diff,
+					   pg_catalog.bool_or(r.severity = 'suspend') AS drifting
+				FROM (SELECT df.reason::text AS reason, df.severity::text AS severity, df.field::text AS field,
+							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
+					  FROM @extschema@.appguard_diff(bh.host_baseline, snap.id, p_client_id) df
+					  UNION ALL
+					  SELECT 'host_unreachable', coalesce(cp.severity, p.severity, 'suspend'), 'status',
+							 '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
+					  FROM (SELECT) AS one
+						   LEFT JOIN appguard.client_policy AS cp
+							   ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
+						   LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable'
+					  WHERE grace > interval '0' AND snap.status <> 'ok'
+						AND snap.taken_at - coalesce(last_ok, snap.taken_at) > grace) r
+			 ) x ON true
+	), o AS (
+		SELECT st.* FROM appguard.baseline_host_state st
+		WHERE st.client_id = p_client_id AND st.host = snap.host AND st.port = snap.port
+		  AND st.baseline_snapshot_id = ANY (baselines)
+	), n AS (
+		SELECT d.baseline, d.drifting,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.streak
+					WHEN d.drifting THEN coalesce(o.streak, 0) + 1
+					WHEN snap.status = 'ok' THEN 0
+					ELSE coalesce(o.streak, 0) END AS streak,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.drifting
+					WHEN d.drifting THEN true
+					WHEN snap.status = 'ok' THEN false
+					ELSE coalesce(o.drifting, false) END AS drifting_now,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.first_drift_snapshot_id
+					WHEN d.drifting AND coalesce(o.streak, 0) = 0 THEN snap.id
+					WHEN d.drifting THEN o.first_drift_snapshot_id
+					WHEN snap.status = 'ok' THEN NULL
+					ELSE o.first_drift_snapshot_id END AS first_drift,
+			   CASE WHEN snap.status = 'ok' OR d.diff <> '[]' THEN d.diff
+					ELSE coalesce(o.last_diff, '[]') END AS last_diff,
+			   o.last_diff AS old_diff
+		FROM d LEFT JOIN o ON o.baseline_snapshot_id = d.baseline
+	), up AS (
+		INSERT INTO appguard.baseline_host_state AS st
+			(client_id, baseline_snapshot_id, host, port, evaluated_snapshot_id, evaluated_at,
+			 streak, drifting, first_drift_snapshot_id, last_diff)
+		SELECT p_client_id, n.baseline, snap.host, snap.port, snap.id, pg_catalog.clock_timestamp(),
+			   n.streak, n.drifting_now, n.first_drift, n.last_diff
+		FROM n
+		ON CONFLICT (client_id, baseline_snapshot_id, host, port) DO UPDATE
+		SET evaluated_snapshot_id = EXCLUDED.evaluated_snapshot_id,
+			evaluated_at = EXCLUDED.evaluated_at, streak = EXCLUDED.streak,
+			drifting = EXCLUDED.drifting, first_drift_snapshot_id = EXCLUDED.first_drift_snapshot_id,
+			last_diff = EXCLUDED.last_diff
+	), dr AS (
+		INSERT INTO appguard.drifts (client_id, baseline_snapshot_id, snapshot_id,
+									 reason, severity, field, old_value, new_value)
+		SELECT p_client_id, n.baseline, snap.id, e ->> 'reason', e ->> 'severity', e ->> 'field',
+			   e -> 'old', e -> 'new'
+		FROM n, pg_catalog.jsonb_array_elements(n.last_diff) e
+		WHERE n.last_diff IS DISTINCT FROM coalesce(n.old_diff, '[]')
+	)
+	SELECT coalesce(pg_catalog.array_agg(n.baseline ORDER BY n.baseline)
+						FILTER (WHERE n.drifting AND n.streak >= confirmations), '{}'),
+		   coalesce(pg_catalog.bool_or(n.drifting), false)
+	INTO confirmed, any_drift
+	FROM n;
+
+	IF pg_catalog.cardinality(confirmed) = 0 THEN
+		RETURN any_drift;
+	END IF;
+
+	WITH ins AS (
+		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
+										  first_drift_snapshot_id, reasons, diff, state,
+										  sweep_id, hold_id, error_uri,
+										  host, port, roles, host_baseline_snapshot_id)
+		SELECT x.id, p_client_id, x.baseline_snapshot_id, snap.id, x.first_drift_snapshot_id,
+			   ARRAY(SELECT DISTINCT e ->> 'reason'
+					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
+					 WHERE e ->> 'severity' = 'suspend' ORDER BY 1),
+			   x.last_diff,
+			   CASE WHEN p_hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
+			   p_sweep_id,
+			   CASE WHEN p_sweep_id IS NULL THEN p_hold END,
+			   appguard.error_uri(x.id, p_client_id),
+			   snap.host, snap.port, ch.roles, x.host_baseline
+		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, st.*, bh.snapshot_id AS host_baseline
+			  FROM appguard.baseline_host_state st
+				   JOIN appguard.baseline_hosts bh USING (client_id, baseline_snapshot_id, host, port)
+			  WHERE st.client_id = p_client_id AND st.host = snap.host AND st.port = snap.port
+				AND st.baseline_snapshot_id = ANY (confirmed)
+				AND NOT EXISTS (SELECT FROM appguard.suspensions u
+								WHERE u.client_id = p_client_id
+								  AND u.baseline_snapshot_id = st.baseline_snapshot_id
+								  AND u.host = snap.host AND u.port = snap.port
+								  AND u.state IN ('pending', 'held'))
+			  ORDER BY st.baseline_snapshot_id) x
+		RETURNING id
+	)
+	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
+
+	IF pg_catalog.cardinality(new_ids) = 0 OR p_sweep_id IS NOT NULL THEN
+		RETURN any_drift;		-- (in a sweep, the end of the sweep decides)
+	END IF;
+	IF p_hold IS NOT NULL THEN
+		PERFORM appguard.log_event('suspension_held', p_client_id,
+			pg_catalog.jsonb_build_object('detail', 'a hold is open: new suspensions join it',
+										  'suspensions', pg_catalog.to_jsonb(new_ids)),
+			snapshot_id => snap.id, hold_id => p_hold);
+		PERFORM pg_catalog.pg_notify('appguard_hold', p_hold::text);
+		RETURN any_drift;
+	END IF;
+	PERFORM appguard.apply_suspensions(new_ids);
+	RETURN any_drift;
+END
+$$;
+
+-- Evaluate a snapshot for every client watching its host (as its primary
+-- host or another one).  Returns true
 -- when it drifts at suspend level for any of them.
 CREATE FUNCTION appguard.evaluate_snapshot(p_snapshot_id bigint, p_sweep_id bigint DEFAULT NULL)
 RETURNS boolean
@@ -481,10 +810,10 @@ DECLARE
 	drifted boolean := false;
 BEGIN
 	FOR c IN
-		SELECT cl.client_id
-		FROM appguard.snapshots s JOIN appguard.clients cl ON cl.host = s.host AND cl.port = s.port
+		SELECT ch.client_id
+		FROM appguard.snapshots s JOIN appguard.client_hosts ch ON ch.host = s.host AND ch.port = s.port
 		WHERE s.id = p_snapshot_id
-		ORDER BY cl.client_id
+		ORDER BY ch.client_id
 	LOOP
 		IF appguard.evaluate_client(c.client_id, p_snapshot_id, p_sweep_id) THEN
 			drifted := true;
@@ -528,10 +857,13 @@ CREATE TRIGGER appguard_evaluate AFTER INSERT ON appguard.snapshots
 
 -- Every warn and suspend difference between the client's latest snapshot
 -- and each distinct baseline of its active grants (computed now, without
--- confirmations), with the number of active grants on that baseline.
+-- confirmations), with the number of active grants on that baseline; and
+-- the same for each other watched host: its latest snapshot against its
+-- baseline for each of those baselines (appguard.baseline_hosts).  host:
+-- the watched host the difference is of.
 CREATE FUNCTION @extschema@.appguard_drift(client_id text)
 RETURNS TABLE (baseline_snapshot_id bigint, snapshot_id bigint, active_grants bigint,
-			   reason text, severity text, field text, old_value jsonb, new_value jsonb)
+			   reason text, severity text, field text, old_value jsonb, new_value jsonb, host text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -545,29 +877,48 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'client "%" is not registered', client_id USING ERRCODE = 'P0002';
 	END IF;
+	-- the primary host
 	SELECT s.id INTO latest FROM appguard.snapshots s
 	WHERE s.host = cli.host AND s.port = cli.port
 	ORDER BY s.taken_at DESC, s.id DESC LIMIT 1;
-	IF latest IS NULL THEN
-		RETURN;
+	IF latest IS NOT NULL THEN
+		RETURN QUERY
+		WITH b AS (
+			SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
+			FROM appguard.grants r
+			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+			  AND r.baseline_snapshot_id <> latest
+			GROUP BY r.baseline_snapshot_id
+		)
+		SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
+			   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), cli.host
+		FROM b, @extschema@.appguard_diff(b.baseline, latest, cli.client_id) d
+		WHERE d.severity <> 'ignore'
+		ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
 	END IF;
 	RETURN QUERY
 	WITH b AS (
 		SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
 		FROM appguard.grants r
 		WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
-		  AND r.baseline_snapshot_id <> latest
 		GROUP BY r.baseline_snapshot_id
 	)
-	SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
-		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value)
-	FROM b, @extschema@.appguard_diff(b.baseline, latest, cli.client_id) d
-	WHERE d.severity <> 'ignore'
-	ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
+	SELECT b.baseline, l.id, b.n, d.reason::text, d.severity::text, d.field::text,
+		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), h.host
+	FROM appguard.client_hosts h
+		 CROSS JOIN LATERAL (SELECT s.id FROM appguard.snapshots s
+							 WHERE s.host = h.host AND s.port = h.port
+							 ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) l
+		 JOIN appguard.baseline_hosts bh ON bh.client_id = h.client_id AND bh.host = h.host
+										AND bh.port = h.port AND bh.snapshot_id <> l.id
+		 JOIN b ON b.baseline = bh.baseline_snapshot_id
+		 CROSS JOIN LATERAL @extschema@.appguard_diff(bh.snapshot_id, l.id, cli.client_id) d
+	WHERE h.client_id = cli.client_id AND NOT h.is_primary AND d.severity <> 'ignore'
+	ORDER BY h.host, h.port, b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_drift(text) IS
-	'Differences between the client''s latest snapshot and each baseline of its active grants';
+	'Differences between each watched host''s latest snapshot and its baseline for each baseline of the client''s active grants';
 
 CREATE FUNCTION @extschema@.appguard_drifted(client_id text)
 RETURNS boolean
@@ -577,4 +928,4 @@ AS $$
 	SELECT EXISTS (SELECT FROM @extschema@.appguard_drift($1) d WHERE d.severity = 'suspend')
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_drifted(text) IS
-	'True when the client''s latest snapshot drifts at suspend level from the baseline of any active grant';
+	'True when a watched host''s latest snapshot drifts at suspend level from its baseline for any active grant';

@@ -332,6 +332,31 @@ AS $$
 				ELSE $1::text END
 $$;
 
+-- What a watched host is to the patient, in plain words, from its roles
+-- (appguard.client_hosts): "the address your login is sent to", ...
+CREATE FUNCTION appguard.roles_text(roles text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_catalog.string_agg(w, ' and ' ORDER BY rank)
+	FROM (SELECT DISTINCT ON (w) w, rank
+		  FROM (SELECT appguard.role_rank(r) AS rank,
+					   CASE r
+						   WHEN 'primary_redirect' THEN 'the address your login is sent to'
+						   WHEN 'redirect' THEN 'the address your login is sent to'
+						   WHEN 'jwks_uri' THEN 'where the app''s keys are published'
+						   WHEN 'initiate_login_uri' THEN 'the address that starts your login to the app'
+						   WHEN 'sector_identifier_uri' THEN 'where the app lists its login addresses'
+						   WHEN 'client_uri' THEN 'the app''s home page'
+						   WHEN 'logo_uri' THEN 'where the app''s logo is published'
+						   WHEN 'policy_uri' THEN 'the app''s privacy policy'
+						   WHEN 'tos_uri' THEN 'the app''s terms of service'
+						   ELSE 'an address the app uses' END AS w
+				FROM pg_catalog.unnest($1) r) q
+		  ORDER BY w, rank) d
+$$;
+
 -- Everything the error_uri page shows, as jsonb: the app, its domain,
 -- each change in words with old -> new, when, and how to re-approve.
 CREATE FUNCTION @extschema@.appguard_explain(suspension_id bigint)
@@ -344,12 +369,13 @@ DECLARE
 	changes jsonb;
 	app text;
 	app_domain text;
+	address jsonb;
 	by_host bigint;
 BEGIN
 	IF suspension_id IS NULL THEN
 		RAISE EXCEPTION 'suspension_id must not be null' USING ERRCODE = '22023';
 	END IF;
-	SELECT su.*, c.name, c.host, c.port, c.registrable_domain,
+	SELECT su.*, c.name, c.host AS primary_host, c.port AS primary_port, c.registrable_domain,
 		   b.taken_at AS baseline_taken_at, n.taken_at AS snapshot_taken_at,
 		   f.taken_at AS first_drift_taken_at,
 		   coalesce(b.facts -> 'dns' ->> 'registrable_domain', n.facts -> 'dns' ->> 'registrable_domain') AS facts_domain
@@ -365,6 +391,11 @@ BEGIN
 	END IF;
 	app := coalesce(s.name, s.client_id);
 	app_domain := coalesce(s.registrable_domain, s.facts_domain, s.host);
+	-- which of the app's watched hosts changed, and what it is to the patient
+	address := pg_catalog.jsonb_build_object(
+		'host', s.host, 'port', s.port, 'roles', pg_catalog.to_jsonb(s.roles),
+		'primary', s.host_baseline_snapshot_id = s.baseline_snapshot_id,
+		'what', appguard.roles_text(s.roles));
 
 	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
 			   'reason', e ->> 'reason',
@@ -402,10 +433,12 @@ BEGIN
 		'app_name', app,
 		'domain', app_domain,
 		'host', s.host,
+		'address', address,
 		'reasons', pg_catalog.to_jsonb(s.reasons),
 		'changes', changes,
-		-- what the consent screen showed against what it shows now (50_consent)
-		'consent', appguard.consent_change(s.client_id, s.baseline_snapshot_id, s.snapshot_id),
+		-- what the consent screen showed against what it shows now (50_consent):
+		-- of the host that changed
+		'consent', appguard.consent_change(s.client_id, s.host_baseline_snapshot_id, s.snapshot_id),
 		'consented_at', s.baseline_taken_at,
 		'first_detected_at', coalesce(s.first_drift_taken_at, s.snapshot_taken_at),
 		'confirmed_at', s.snapshot_taken_at,
@@ -414,8 +447,11 @@ BEGIN
 		'snapshot_id', s.snapshot_id,
 		'error_uri', s.error_uri,
 		'summary', pg_catalog.format(
-			'The security information of %s (%s) changed after you approved it, so its access was suspended: %s.',
+			'The security information of %s (%s) changed%s after you approved it, so its access was suspended: %s.',
 			app, app_domain,
+			-- (another host than the primary: which address, in plain words)
+			CASE WHEN NOT (address ->> 'primary')::boolean
+				 THEN pg_catalog.format(' at %s, %s,', s.host, address ->> 'what') ELSE '' END,
 			(SELECT pg_catalog.string_agg(c ->> 'text', '; ') FROM pg_catalog.jsonb_array_elements(changes) c
 			 WHERE c ->> 'severity' = 'suspend')),
 		'how_to_reapprove', pg_catalog.format(
@@ -558,6 +594,12 @@ BEGIN
 		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.clock_timestamp()
 		WHERE k.client_id = r.client_id AND k.subject = r.subject;
 	END IF;
+	-- the app's other hosts as they are now, too
+	PERFORM appguard.take_host_baselines(r.client_id, h.host, h.port, 'reapproved', NULL,
+										 ARRAY[new_baseline], true)
+	FROM appguard.client_hosts h
+	WHERE h.client_id = r.client_id AND NOT h.is_primary AND new_baseline IS NOT NULL
+	ORDER BY h.host, h.port;
 	PERFORM appguard.log_event('reapproved', r.client_id,
 		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', r.baseline_snapshot_id,
 									  'baseline_snapshot_id', new_baseline),

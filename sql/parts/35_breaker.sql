@@ -83,12 +83,17 @@ BEGIN
 							AND (appguard_release_hold.client_id IS NULL
 								 OR s.client_id = appguard_release_hold.client_id))
 	ORDER BY c.client_id FOR NO KEY UPDATE;
-	SELECT coalesce(pg_catalog.array_agg(s.id ORDER BY s.id) FILTER (WHERE bs.drifting), '{}'),
-		   coalesce(pg_catalog.array_agg(s.id ORDER BY s.id) FILTER (WHERE NOT coalesce(bs.drifting, false)), '{}')
+	-- (still drifting: by the verdict of the host the suspension names)
+	SELECT coalesce(pg_catalog.array_agg(s.id ORDER BY s.id) FILTER (WHERE coalesce(bh.drifting, bs.drifting)), '{}'),
+		   coalesce(pg_catalog.array_agg(s.id ORDER BY s.id)
+						FILTER (WHERE NOT coalesce(bh.drifting, bs.drifting, false)), '{}')
 	INTO to_apply, superseded
 	FROM appguard.suspensions s
 		 LEFT JOIN appguard.baseline_state bs ON bs.client_id = s.client_id
 											 AND bs.baseline_snapshot_id = s.baseline_snapshot_id
+		 LEFT JOIN appguard.baseline_host_state bh ON bh.client_id = s.client_id
+												  AND bh.baseline_snapshot_id = s.baseline_snapshot_id
+												  AND bh.host = s.host AND bh.port = s.port
 	WHERE s.hold_id = appguard_release_hold.hold_id AND s.state = 'held'
 	  AND (appguard_release_hold.client_id IS NULL OR s.client_id = appguard_release_hold.client_id);
 	UPDATE appguard.suspensions s SET state = 'superseded', resolved_at = pg_catalog.now()

@@ -419,7 +419,7 @@ BEGIN
 	INSERT INTO appguard.sweep_hosts (sweep_id, host, port, ord)
 	SELECT sweep, t.host, t.port,
 		   pg_catalog.row_number() OVER (ORDER BY l.taken_at NULLS FIRST, t.host, t.port)
-	FROM (SELECT DISTINCT c.host, c.port FROM appguard.clients c) t
+	FROM (SELECT DISTINCT h.host, h.port FROM appguard.client_hosts h) t
 		 LEFT JOIN LATERAL (SELECT s.taken_at FROM appguard.snapshots s
 							WHERE s.host = t.host AND s.port = t.port
 							ORDER BY s.taken_at DESC LIMIT 1) l ON true

@@ -29,9 +29,14 @@ CREATE VIEW appguard.client_status AS
 	FROM appguard.clients c
 		 LEFT JOIN appguard.snapshots o ON o.id = c.last_ok_snapshot_id
 		 LEFT JOIN LATERAL (
+			-- (every watched host's verdicts)
 			SELECT pg_catalog.bool_or(bs.drifting) AS drifting,
 				   pg_catalog.bool_or(bs.last_diff @> '[{"severity": "warn"}]') AS warn
-			FROM appguard.baseline_state bs
+			FROM (SELECT bs.client_id, bs.baseline_snapshot_id, bs.drifting, bs.last_diff
+				  FROM appguard.baseline_state bs
+				  UNION ALL
+				  SELECT bh.client_id, bh.baseline_snapshot_id, bh.drifting, bh.last_diff
+				  FROM appguard.baseline_host_state bh) bs
 			WHERE bs.client_id = c.client_id
 			  AND bs.baseline_snapshot_id IN (SELECT gr.baseline_snapshot_id FROM appguard.grants gr
 											  WHERE gr.client_id = c.client_id AND gr.state = 'active')
@@ -178,6 +183,25 @@ BEGIN
 					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
 						AND s.state IN ('pending', 'held'));
 	GET DIAGNOSTICS n_state = ROW_COUNT;
+	-- the other hosts' baselines and verdicts of baselines no grant uses
+	DELETE FROM appguard.baseline_host_state bs
+	WHERE bs.evaluated_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = bs.client_id AND gr.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = bs.client_id AND k.baseline_snapshot_id = bs.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
+					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
+						AND s.state IN ('pending', 'held'));
+	DELETE FROM appguard.baseline_hosts bh
+	WHERE bh.taken_at < cutoff
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = bh.client_id AND gr.baseline_snapshot_id = bh.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.consents k
+					  WHERE k.client_id = bh.client_id AND k.baseline_snapshot_id = bh.baseline_snapshot_id)
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
+					  WHERE s.client_id = bh.client_id AND s.baseline_snapshot_id = bh.baseline_snapshot_id
+						AND s.state IN ('pending', 'held'));
 	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
 	GET DIAGNOSTICS n_drifts = ROW_COUNT;
 	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
@@ -202,7 +226,11 @@ BEGIN
 	  AND NOT EXISTS (SELECT FROM appguard.consents k
 					  WHERE s.id IN (k.baseline_snapshot_id, k.shown_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
-					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id))
+					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id,
+									 u.host_baseline_snapshot_id))
+	  AND NOT EXISTS (SELECT FROM appguard.baseline_hosts bh WHERE bh.snapshot_id = s.id)
+	  AND NOT EXISTS (SELECT FROM appguard.baseline_host_state bs
+					  WHERE s.id IN (bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.baseline_state bs
 					  WHERE s.id IN (bs.baseline_snapshot_id, bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
 	  AND NOT EXISTS (SELECT FROM appguard.clients c

@@ -250,6 +250,11 @@ AS $$
 	SELECT appguard.html_lead(x, page_state) || E'\n'
 		|| '<p>Domain of the app: <strong>' || appguard.html_escape(x ->> 'domain') || '</strong>. You approved it on '
 		|| appguard.html_time(x -> 'consented_at') || '.</p>' || E'\n'
+		-- another of the app's addresses than its main one changed: which
+		|| CASE WHEN (x -> 'address' ->> 'primary')::boolean IS FALSE
+				THEN '<p>The address that changed: <strong>' || appguard.html_escape(x -> 'address' ->> 'host')
+					 || '</strong>, ' || appguard.html_escape(x -> 'address' ->> 'what') || '.</p>' || E'\n'
+				ELSE '' END
 		|| '<h2>What changed</h2>' || E'\n'
 		|| appguard.html_consent_table(x -> 'consent') || E'\n'
 		|| coalesce(appguard.html_change_list(x -> 'changes', true), '<p>No change at suspension level is recorded.</p>')

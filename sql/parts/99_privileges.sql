@@ -34,7 +34,9 @@ GRANT USAGE ON SCHEMA appguard TO appguard_operator, appguard_auth_server;
 -- prune.
 GRANT EXECUTE ON FUNCTION
 	@extschema@.appguard_register_client(text, text, text[]),
+	@extschema@.appguard_register_client(text, jsonb),
 	@extschema@.appguard_update_client(text, text, text[]),
+	@extschema@.appguard_reregister_client(text, jsonb),
 	@extschema@.appguard_consent_info(text),
 	@extschema@.appguard_consent_info(text, text),
 	@extschema@.appguard_check_refresh(text),
@@ -64,7 +66,9 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.appguard_facts_diff(jsonb, jsonb, text),
 	@extschema@.appguard_diff(bigint, bigint, text),
 	@extschema@.appguard_register_client(text, text, text[]),
+	@extschema@.appguard_register_client(text, jsonb),
 	@extschema@.appguard_update_client(text, text, text[]),
+	@extschema@.appguard_reregister_client(text, jsonb),
 	@extschema@.appguard_unregister_client(text),
 	@extschema@.appguard_consent_info(text),
 	@extschema@.appguard_consent_info(text, text),
@@ -93,8 +97,9 @@ GRANT EXECUTE ON PROCEDURE
 TO appguard_operator;
 GRANT SELECT ON
 	appguard.snapshots, appguard.policy, appguard.client_policy,
-	appguard.clients, appguard.events, appguard.refresh_tokens, appguard.protected_tables,
-	appguard.baseline_state, appguard.drifts, appguard.suspensions,
+	appguard.clients, appguard.client_hosts, appguard.events, appguard.refresh_tokens,
+	appguard.protected_tables, appguard.baseline_state, appguard.baseline_hosts,
+	appguard.baseline_host_state, appguard.drifts, appguard.suspensions,
 	appguard.holds, appguard.sweeps, appguard.sweep_hosts, appguard.consent_shown,
 	appguard.grants, appguard.consents, appguard.client_status, appguard.expiring_certificates,
 	appguard.open_suspensions, appguard.held_suspensions, appguard.unregistered_grants,

@@ -535,6 +535,33 @@ for my $host ('dv.example.test', 'reversed.example.test', 'leafonly.example.test
 	check_leaf_file($f, 'ecdsa-renewed', 'renewed');
 }
 
+# ---------------------------------------------------------------- trust store kept
+# A backend keeps its trust store across calls and loads it again when
+# appguard.ca_file changes or the file changes on disk.
+{
+	my $ca = $env->dir . '/ca-kept.pem';
+	PostgreSQL::Test::Utils::append_to_file($ca, PostgreSQL::Test::Utils::slurp_file($env->ca_file));
+	chmod 0644, $ca;
+	my $s = $node->background_psql('postgres');
+	my $verified = sub {
+		my $out = $s->query_safe("SELECT appguard_probe('dv.example.test', $port)->'tls'->>'verified'");
+		return $out;
+	};
+	$s->query_safe("SET appguard.ca_file = '$ca'");
+	is($verified->(), 'true', 'kept store: verified against a copy of the CA file');
+	is($verified->(), 'true', 'kept store: again, with the store kept');
+	# another CA's certificate in its place: the same session no longer trusts it
+	open my $fh, '>', $ca or die "$ca: $!";
+	print $fh PostgreSQL::Test::Utils::slurp_file(cert_file('self.example.test'));
+	close $fh;
+	is($verified->(), 'false', 'kept store: the CA file replaced on disk is read again');
+	$s->query_safe("SET appguard.ca_file = '" . $env->ca_file . "'");
+	is($verified->(), 'true', 'kept store: another appguard.ca_file is loaded');
+	$s->query_safe('RESET appguard.ca_file');
+	is($verified->(), 'true', 'kept store: back to the configured file');
+	$s->quit;
+}
+
 $node->stop;
 $env->stop;
 note sprintf 'total %.1f s', time - $t0;

@@ -269,6 +269,38 @@ sub check_dns_failed
 		'three snapshots stored');
 }
 
+# ---------------------------------------------------------------- shared questions
+# One appguard_snapshot_many call (as one sweep) asks NS and TXT once per
+# registrable domain and each CAA name once, and hands the answers to every
+# probe that asks: each host's facts must be those it gets probed alone.
+# SERVFAIL and REFUSED answers are not reused for later askers.
+{
+	my @hosts = qw(www.example.test alias.example.test low.example.test caa.example.test
+	  deep.sub.example.test missing.example.test txtonly.example.test app.example.co.uk
+	  www.broken.test other.broken.test www.nozone.test);
+	my %volatile = map { $_ => 1 } qw(id taken_at elapsed_ms);
+	my $stable = sub { my ($f) = @_; return { map { $_ => $f->{$_} } grep { !$volatile{$_} } keys %$f } };
+	my %alone = map { $_ => $stable->(probe($_)) } @hosts;
+	my $list = join ',', map { "'$_'" } @hosts;
+	my ($out, $err) = ('', '');
+	$node->psql('postgres',
+		"SET client_min_messages = debug1;
+		 SELECT appguard_snapshot_many(ARRAY[$list], array_fill($port, ARRAY[" . scalar(@hosts) . ']))',
+		stdout => \$out, stderr => \$err, on_error_die => 1);
+	my %many = map { my $f = $json->decode($_); ($f->{host} => $stable->($f)) } split /\n/, $out;
+	is_deeply([ sort keys %many ], [ sort @hosts ], 'shared: one snapshot per host');
+	for my $host (@hosts)
+	{
+		is_deeply($many{$host}{dns}, $alone{$host}{dns}, "shared: $host: dns facts as when probed alone");
+		is_deeply($many{$host}, $alone{$host}, "shared: $host: every fact as when probed alone");
+	}
+	my ($sent, $joined) = $err =~ /(\d+) shared DNS questions sent, (\d+) asks answered by them/
+	  or BAIL_OUT("no engine summary in: $err");
+	# seven hosts under example.test: NS and TXT asked once, six joins each
+	cmp_ok($joined, '>=', 12, "shared: $joined asks answered by a question of the call, $sent sent");
+	cmp_ok($sent + $joined, '>', $sent, 'shared: fewer questions sent than asked');
+}
+
 $node->stop;
 $env->stop;
 note sprintf 'total %.1f s', time - $t0;

@@ -13,6 +13,22 @@
 #   --rounds N     rounds of the latency- and CPU-bound measurements
 #                  (default 3): the table gives the median and the range of
 #                  the ratios, each measured side by side within a round
+#   --cpu-only     only the CPU-bound rounds
+#   --install DIR  the PostgreSQL installation (with appguard) to run,
+#                  default the one on PATH (sweep.sh gives its own copy)
+#   --before-install DIR, --before-label L
+#                  a copy of the PostgreSQL installation with an earlier
+#                  build of appguard (sweep.sh --before COMMIT makes it):
+#                  the CPU-bound rounds run in a cluster of each build,
+#                  interleaved, and report both and their ratio
+#   --callgrind N  also count the instructions of appguard_snapshot_many of
+#                  N hosts, per host, in a cluster of each build whose
+#                  server runs under valgrind --tool=callgrind (needs the
+#                  copies sweep.sh makes): repeatable where CPU time on a
+#                  shared machine is not
+#   AG_PERF=FILE   perf record -g of the first round's snapshot_many
+#                  backend, to FILE.after (and FILE.before); AG_PERF_ARGS
+#                  replaces -g (e.g. '--call-graph dwarf')
 #
 # Latency-bound: every host behind a delay proxy (TestEnv delay_proxies):
 #   CALL appguard_sweep at the default concurrency, against the same sweep
@@ -20,7 +36,9 @@
 #   openssl s_client (test/bench/sweep/dba_loop.sh), both on a sample.
 # CPU-bound: no added latency: snapshots per second of a sweep and of
 #   appguard_snapshot_many, against openssl s_time -new handshakes per
-#   second with the same servers and certificate.
+#   second with the same servers and certificate; the backend's own CPU
+#   time per host (/proc/PID/schedstat, what getrusage would count, in ns)
+#   before and after each, and that time in handshakes of s_time.
 # Memory and descriptors: one backend's private memory (RssAnon) before and
 #   after N more snapshots; its descriptors after a sweep, a cancelled
 #   sweep and a sweep where a quarter of the hosts stall or refuse.
@@ -51,8 +69,9 @@ use AppGuard::TestEnv;
 
 my %o = (hosts => 1000, key => 'rsa2048', sample => 50, delay => 200,
 	snapshots => 10000, stime => 5, rounds => 3);
-GetOptions(\%o, 'hosts=i', 'key=s', 'sample=i', 'full', 'delay=i', 'snapshots=i', 'stime=i', 'rounds=i')
-  or die "usage: bench.pl [--hosts N] [--key rsa2048|ec256] [--sample N] [--full] [--delay MS] [--snapshots N] [--stime S] [--rounds N]\n";
+GetOptions(\%o, 'hosts=i', 'key=s', 'sample=i', 'full', 'delay=i', 'snapshots=i', 'stime=i', 'rounds=i',
+	'cpu-only', 'install=s', 'before-install=s', 'before-label=s', 'callgrind=i')
+  or die "usage: bench.pl [--hosts N] [--key rsa2048|ec256] [--sample N] [--full] [--delay MS] [--snapshots N] [--stime S] [--rounds N] [--cpu-only] [--before-install DIR [--before-label L]]\n";
 $o{sample} = $o{hosts} if $o{full} || $o{sample} > $o{hosts};
 
 # ... and so do the notes of PostgreSQL::Test::BackgroundPsql
@@ -93,7 +112,7 @@ $env->zone('bench.test', \@records);
 $env->start;
 say "$o{hosts} hosts on nginx ($o{key}), $o{hosts} behind $o{delay} ms delay proxies, up";
 
-my $node = PostgreSQL::Test::Cluster->new('bench');
+my $node = PostgreSQL::Test::Cluster->new('bench', $o{install} ? (install_path => $o{install}) : ());
 $node->init;
 # durable commits, as in production
 $node->append_conf('postgresql.conf', $env->postgresql_conf . "fsync = on\n");
@@ -184,6 +203,8 @@ sub spread
 	return $text;
 }
 
+if (!$o{'cpu-only'})
+{
 # ---------------------------------------------------------------- latency-bound
 # Each round: the sweep of every host at the default concurrency, the same
 # sweep at concurrency 1 on the sample, the DBA loop on the sample.
@@ -236,63 +257,293 @@ row('', "same sweep at concurrency 1$sampled", spread('%.1f', ' s', @t_one),
 row('', "DBA loop: kdig, openssl s_client piped to openssl x509, a host at a time$sampled",
 	spread('%.1f', ' s', @t_dba), spread('%.0f', 'x', @x_dba), '>= 100x faster');
 
+}
+
 # ---------------------------------------------------------------- CPU-bound
-# Each round: a sweep, appguard_snapshot_many, openssl s_time.
+# Each round: a sweep, appguard_snapshot_many, openssl s_time; with
+# --before-install, the same sweep and snapshot_many in the other build's
+# cluster too, the order of the two builds alternating round by round.
 say "CPU-bound: no added latency; $o{rounds} rounds";
-database('cpu', @names_h);
-sql('cpu', "CALL appguard_sweep('0', '1 hour')");
-grants('cpu');
-sql('postgres', 'CREATE DATABASE many');
-sql('many', 'CREATE EXTENSION appguard');
+my %sides = (after => { node => $node, label => 'working tree' });
+if ($o{'before-install'})
+{
+	my $before = PostgreSQL::Test::Cluster->new('before', install_path => $o{'before-install'});
+	$before->init;
+	$before->append_conf('postgresql.conf', $env->postgresql_conf . "fsync = on\n");
+	$before->start;
+	$sides{before} = { node => $before, label => $o{'before-label'} // 'before' };
+	say "before: $sides{before}{label} in its own cluster, from $o{'before-install'}";
+	$before->safe_psql('postgres', 'CREATE EXTENSION appguard');
+}
 my $hosts_array = 'ARRAY[' . join(',', map { "'$_'" } @names_h) . ']';
 my $ports_array = "array_fill($port, ARRAY[$o{hosts}])";
-my (@r_sweep, @r_many, @r_stime, @x_sweep, @x_many);
-for my $round (1 .. $o{rounds})
+for my $side (values %sides)
 {
-	my $cpu_s = $node->background_psql('cpu');
-	my $cpu_pid = $cpu_s->query_safe('SELECT pg_backend_pid()');
-	my $cpu = cpu_of($cpu_pid, sub { $cpu_s->query_safe("CALL appguard_sweep('0', '1 hour')") });
-	$cpu_s->quit;
-	my ($t_cpu) = last_sweep('cpu');
-	my $rate_sweep = $o{hosts} / $t_cpu;
+	my $n = $side->{node};
+	$n->safe_psql('postgres', 'CREATE DATABASE cpu');
+	$n->safe_psql('cpu', 'CREATE EXTENSION appguard');
+	$n->safe_psql('cpu', "SELECT count(appguard_register_client('c' || i, 'App ' || i, ARRAY['https://' || h || ':$port/cb']))
+			  FROM unnest($hosts_array) WITH ORDINALITY AS t(h, i)");
+	$n->safe_psql('cpu', "CALL appguard_sweep('0', '1 hour')");
+	$n->safe_psql('cpu', "INSERT INTO appguard.refresh_tokens (token_id, client_id, subject)
+			  SELECT 't-' || client_id, client_id, 'patient' FROM appguard.clients");
+	$n->safe_psql('postgres', 'CREATE DATABASE many');
+	$n->safe_psql('many', 'CREATE EXTENSION appguard');
+	# warm: the first call of a backend loads the public suffix list
+	$n->safe_psql('many', "SELECT count(*) FROM appguard_snapshot_many(ARRAY['$names_h[0]'], ARRAY[$port])");
+}
 
-	my $many = $node->background_psql('many');
-	my $many_pid = $many->query_safe('SELECT pg_backend_pid()');
-	$many->query_safe('\timing on');
+# CPU time a backend has run, in seconds: /proc/PID/schedstat, in ns
+sub backend_cpu
+{
+	my ($pid) = @_;
+	open my $f, '<', "/proc/$pid/schedstat" or die "/proc/$pid/schedstat: $!";
+	my ($ns) = split ' ', scalar <$f>;
+	return $ns / 1e9;
+}
+
+# User and system CPU time a backend has run, in seconds: /proc/PID/stat,
+# what getrusage(RUSAGE_SELF) in the backend would say (clock ticks)
+sub backend_user_sys
+{
+	my ($pid) = @_;
+	open my $f, '<', "/proc/$pid/stat" or die "/proc/$pid/stat: $!";
+	my $line = <$f>;
+	$line =~ s/^.*\) //;		# past the command name, which may hold spaces
+	my @f = split ' ', $line;
+	my $hz = 100;				# USER_HZ, as on every Linux this runs on
+	return ($f[11] / $hz, $f[12] / $hz);
+}
+
+# One side's sweep and snapshot_many: rates, and backend CPU per host
+sub cpu_side
+{
+	my ($side, $round) = @_;
+	my $n = $side->{node};
+	my $s = $n->background_psql('cpu');
+	my $pid = $s->query_safe('SELECT pg_backend_pid()');
+	my $c0 = backend_cpu($pid);
+	my $cpu = cpu_of($pid, sub { $s->query_safe("CALL appguard_sweep('0', '1 hour')") });
+	my $c1 = backend_cpu($pid);
+	$s->quit;
+	my ($secs, $state, $planned, $measured) = split /\|/, $n->safe_psql('cpu',
+		'SELECT extract(epoch FROM finished_at - started_at), state, planned, measured
+		 FROM appguard.sweeps ORDER BY id DESC LIMIT 1');
+	die "sweep: $state, $measured of $planned measured\n"
+	  unless $state eq 'finished' && $measured == $planned;
+
+	my $m = $n->background_psql('many');
+	my $mpid = $m->query_safe('SELECT pg_backend_pid()');
+	$m->query_safe("SELECT count(*) FROM appguard_snapshot_many(ARRAY['$names_h[0]'], ARRAY[$port])");
+	$m->query_safe('\timing on');
 	my $t_many;
-	my $cpu_many = cpu_of($many_pid, sub {
-		my $out = $many->query_safe("SELECT count(*) FROM appguard_snapshot_many($hosts_array, $ports_array)");
+	my $perf;
+	if ($ENV{AG_PERF} && $round == 1)
+	{
+		my $file = "$ENV{AG_PERF}.$side->{name}";
+		$perf = IPC::Run::start([ 'perf', 'record', '-q', split(' ', $ENV{AG_PERF_ARGS} // '-g'),
+				'-o', $file, '-p', $mpid ],
+			'<', \undef, '>', \my $po, '2>', \my $pe);
+		sleep 0.5;
+	}
+	my $m0 = backend_cpu($mpid);
+	my @rs0 = backend_user_sys($mpid);
+	my $cpu_many = cpu_of($mpid, sub {
+		my $out = $m->query_safe("SELECT count(*) FROM appguard_snapshot_many($hosts_array, $ports_array)");
 		($t_many) = $out =~ /Time: ([0-9.]+) ms/;
 		$t_many /= 1000;
 	});
-	$many->quit;
-	my $rate_many = $o{hosts} / $t_many;
+	my $m1 = backend_cpu($mpid);
+	my @rs1 = backend_user_sys($mpid);
+	my $probes = $n->safe_psql('many', "SELECT format('probes took %s ms on average (at most %s), %s not ok',
+			round(avg((facts->>'elapsed_ms')::numeric)), max((facts->>'elapsed_ms')::int),
+			count(*) FILTER (WHERE status <> 'ok'))
+		FROM (SELECT facts, status FROM appguard.snapshots ORDER BY id DESC LIMIT $o{hosts}) s");
+	if ($perf)
+	{
+		$perf->signal('INT');
+		$perf->finish;
+	}
 
+	# one host a call, as at a refresh: appguard_snapshot with the system's
+	# trust store (appguard.ca_file = ''; the test CA's hosts then fail
+	# verification, which costs the same)
+	$m->query_safe("SET appguard.ca_file = ''");
+	$m->query_safe("SELECT appguard_snapshot('$names_h[1]', $port)");
+	my $calls = 50;
+	my $s0 = backend_cpu($mpid);
+	$m->query_safe("SELECT appguard_snapshot('$names_h[1]', $port)") for 1 .. $calls;
+	my $s1 = backend_cpu($mpid);
+	$m->quit;
+	return {
+		sweep_rate => $o{hosts} / $secs, sweep_cpu => 1000 * ($c1 - $c0) / $o{hosts},
+		many_rate => $o{hosts} / $t_many, many_cpu => 1000 * ($m1 - $m0) / $o{hosts},
+		one_cpu => 1000 * ($s1 - $s0) / $calls,
+		text => sprintf('sweep %.0f snapshots/s, backend %.2f ms a host (%s); '
+			  . 'appguard_snapshot_many %.0f/s, backend %.2f ms a host (user %.2f ms, system %.2f ms; %s; %s); '
+			  . 'appguard_snapshot of one host with the system trust store, backend %.2f ms a call',
+			  $o{hosts} / $secs, 1000 * ($c1 - $c0) / $o{hosts}, cpu_text($cpu, $o{hosts}),
+			  $o{hosts} / $t_many, 1000 * ($m1 - $m0) / $o{hosts},
+			  1000 * ($rs1[0] - $rs0[0]) / $o{hosts}, 1000 * ($rs1[1] - $rs0[1]) / $o{hosts},
+			  cpu_text($cpu_many, $o{hosts}), $probes,
+			  1000 * ($s1 - $s0) / $calls),
+	};
+}
+
+$sides{$_}{name} = $_ for keys %sides;
+my @order = sort keys %sides;    # after, before
+my (@r_stime, @r_stime_cpu, %fig);
+for my $round (1 .. $o{rounds})
+{
+	my @this = $round % 2 ? reverse(@order) : @order;    # before first in odd rounds
+	for my $name (@this)
+	{
+		my $f = cpu_side($sides{$name}, $round);
+		push @{ $fig{$name}{$_} }, $f->{$_} for qw(sweep_rate sweep_cpu many_rate many_cpu one_cpu);
+		say "  round $round, $name ($sides{$name}{label}): $f->{text}";
+	}
+
+	# s_time's own CPU time (its children's, as getrusage counts them):
+	# what a bare client handshake costs, against the backend's per host
 	my ($st_out, $st_err) = ('', '');
 	my $stime_start = time;
+	my @t0 = times;
 	IPC::Run::run([ 'openssl', 's_time', '-connect', "$direct[0]:$port", '-new', '-time', $o{stime} ],
 		'<', \undef, '>', \$st_out, '2>', \$st_err);
+	my @t1 = times;
 	my $stime_wall = time - $stime_start;
 	my ($conns) = $st_out =~ /(\d+) connections in [0-9.]+s;/ or die "openssl s_time: $st_out$st_err";
 	my $rate_stime = $conns / $stime_wall;
-
-	push @r_sweep, $rate_sweep;
-	push @r_many, $rate_many;
+	my $stime_cpu = 1000 * ($t1[2] + $t1[3] - $t0[2] - $t0[3]) / $conns;
 	push @r_stime, $rate_stime;
-	push @x_sweep, $rate_sweep / $rate_stime;
-	push @x_many, $rate_many / $rate_stime;
-	say sprintf '  round %d: sweep %.0f snapshots/s (CPU per host: %s); appguard_snapshot_many %.0f/s (%s); '
-	  . 'openssl s_time -new %d handshakes in %.2f s, %.0f/s; %.2f and %.2f of s_time',
-	  $round, $rate_sweep, cpu_text($cpu, $o{hosts}), $rate_many, cpu_text($cpu_many, $o{hosts}),
-	  $conns, $stime_wall, $rate_stime, $rate_sweep / $rate_stime, $rate_many / $rate_stime;
+	push @r_stime_cpu, $stime_cpu;
+	for my $name (@order)
+	{
+		push @{ $fig{$name}{sweep_x} }, $fig{$name}{sweep_rate}[-1] / $rate_stime;
+		push @{ $fig{$name}{many_x} }, $fig{$name}{many_rate}[-1] / $rate_stime;
+		push @{ $fig{$name}{many_hs} }, $fig{$name}{many_cpu}[-1] / $stime_cpu;
+	}
+	say sprintf '  round %d: openssl s_time -new %d handshakes in %.2f s, %.0f/s, its CPU %.3f ms a handshake; '
+	  . 'appguard_snapshot_many %s of s_time; its backend CPU a host = %s of s_time\'s CPU a handshake',
+	  $round, $conns, $stime_wall, $rate_stime, $stime_cpu,
+	  join(', ', map { sprintf '%s %.2f', $_, $fig{$_}{many_x}[-1] } @order),
+	  join(', ', map { sprintf '%s %.2f', $_, $fig{$_}{many_hs}[-1] } @order);
+	if ($sides{before})
+	{
+		push @{ $fig{ratio}{many_cpu} }, $fig{after}{many_cpu}[-1] / $fig{before}{many_cpu}[-1];
+		push @{ $fig{ratio}{sweep_cpu} }, $fig{after}{sweep_cpu}[-1] / $fig{before}{sweep_cpu}[-1];
+		push @{ $fig{ratio}{one_cpu} }, $fig{after}{one_cpu}[-1] / $fig{before}{one_cpu}[-1];
+		say sprintf '  round %d: backend CPU a host, after / before: appguard_snapshot_many %.3f, sweep %.3f, '
+		  . 'appguard_snapshot of one host %.3f',
+		  $round, $fig{ratio}{many_cpu}[-1], $fig{ratio}{sweep_cpu}[-1], $fig{ratio}{one_cpu}[-1];
+	}
+}
+for my $name (@order)
+{
+	say "  $name: a stored snapshot: ", $sides{$name}{node}->safe_psql('many',
+		"SELECT format('facts %s bytes stored (%s), chain %s bytes stored (%s)',
+				round(avg(pg_column_size(facts))), string_agg(DISTINCT coalesce(pg_column_compression(facts), 'not compressed'), ', '),
+				round(avg(pg_column_size(chain))), string_agg(DISTINCT coalesce(pg_column_compression(chain), 'not compressed'), ', '))
+		 FROM appguard.snapshots WHERE status = 'ok'");
 }
 row('CPU-bound, no added latency', "openssl s_time -new, same servers and $o{key} certificate",
 	spread('%.0f', ' handshakes/s', @r_stime), '', '');
-row('', "sweep of $o{hosts} hosts (measure, store, evaluate)", spread('%.0f', ' snapshots/s', @r_sweep),
-	spread('%.2f', ' of s_time', @x_sweep), '>= 0.5');
-row('', "appguard_snapshot_many of $o{hosts} hosts (measure, store)", spread('%.0f', ' snapshots/s', @r_many),
-	spread('%.2f', ' of s_time', @x_many), '>= 0.5');
+row('', 'openssl s_time -new: its own CPU a handshake', spread('%.3f', ' ms', @r_stime_cpu), '', '');
+for my $name (@order)
+{
+	my $f = $fig{$name};
+	my $who = $sides{before} ? "$name ($sides{$name}{label}): " : '';
+	row('', "${who}sweep of $o{hosts} hosts (measure, store, evaluate)",
+		spread('%.0f', ' snapshots/s', @{ $f->{sweep_rate} }), spread('%.2f', ' of s_time', @{ $f->{sweep_x} }),
+		'>= 0.5');
+	row('', "${who}appguard_snapshot_many of $o{hosts} hosts (measure, store)",
+		spread('%.0f', ' snapshots/s', @{ $f->{many_rate} }), spread('%.2f', ' of s_time', @{ $f->{many_x} }),
+		'>= 0.5');
+	row('', "${who}backend CPU a host, sweep", spread('%.2f', ' ms', @{ $f->{sweep_cpu} }), '', '');
+	row('', "${who}backend CPU a host, appguard_snapshot_many",
+		spread('%.2f', ' ms', @{ $f->{many_cpu} }),
+		spread('%.2f', ' x s_time CPU', @{ $f->{many_hs} }), '<= 1.4 ms');
+	row('', "${who}backend CPU a call, appguard_snapshot of one host, system trust store",
+		spread('%.2f', ' ms', @{ $f->{one_cpu} }), '', '');
+}
+if ($sides{before})
+{
+	row('', 'backend CPU a host, after / before: appguard_snapshot_many', '',
+		spread('%.3f', '', @{ $fig{ratio}{many_cpu} }), '<= 0.5');
+	row('', 'backend CPU a host, after / before: sweep', '', spread('%.3f', '', @{ $fig{ratio}{sweep_cpu} }), '');
+	row('', 'backend CPU a call, after / before: appguard_snapshot of one host', '',
+		spread('%.3f', '', @{ $fig{ratio}{one_cpu} }), '');
+	$sides{before}{node}->stop;
+}
 
+# ---------------------------------------------------------------- instructions
+# Instructions executed in appguard_snapshot_many, per host, for each build:
+# a backend's count for one warm-up host plus N hosts, less another
+# backend's count for the warm-up host alone.  Concurrency 8 and long
+# deadlines: under valgrind everything runs some fifty times slower.
+sub callgrind_ir
+{
+	my ($dir, $pid) = @_;
+	my $file = "$dir/callgrind.out.$pid";
+	for (1 .. 600)
+	{
+		last if -s $file;
+		sleep 0.1;
+	}
+	open my $f, '<', $file or die "$file: $!";
+	while (<$f>) { return $1 if /^(?:summary|totals):\s+(\d+)/ }
+	die "$file: no totals\n";
+}
+
+if ($o{callgrind})
+{
+	say "instructions: appguard_snapshot_many of $o{callgrind} hosts under callgrind, each build";
+	my $n = $o{callgrind};
+	my $cg_hosts = 'ARRAY[' . join(',', map { "'$_'" } @names_h[ 1 .. $n ]) . ']';
+	my $warm = "SELECT count(*) FROM appguard_snapshot_many(ARRAY['$names_h[0]'], ARRAY[$port])";
+	my %ir;
+	for my $name (@order)
+	{
+		# kept next to AG_PERF's profiles, for callgrind_annotate
+		my $dir = $ENV{AG_PERF} ? "$ENV{AG_PERF}.cg_$name" : PostgreSQL::Test::Utils::tempdir("cg_$name");
+		mkdir $dir;
+		chmod 0777, $dir;
+		my $cg = PostgreSQL::Test::Cluster->new("cg_$name",
+			install_path => ($name eq 'before' ? $o{'before-install'} : $o{install}));
+		$cg->init;
+		$cg->append_conf('postgresql.conf', $env->postgresql_conf
+			  . "appguard.sweep_concurrency = 8\nappguard.timeout_ms = 120000\n"
+			  . "appguard.connect_timeout_ms = 60000\nappguard.dns_timeout_ms = 60000\n");
+		{
+			local $ENV{AG_CALLGRIND} = $dir;
+			$cg->start;
+		}
+		$cg->safe_psql('postgres', 'CREATE EXTENSION appguard');
+		my @count;
+		for my $call ([$warm], [ $warm, "SELECT count(*) FROM appguard_snapshot_many($cg_hosts, array_fill($port, ARRAY[$n]))" ])
+		{
+			my $s = $cg->background_psql('postgres', timeout => 3600);
+			my $pid = $s->query_safe('SELECT pg_backend_pid()');
+			$s->query_safe($_) for @$call;
+			$s->quit;
+			push @count, callgrind_ir($dir, $pid);
+		}
+		$ir{$name} = ($count[1] - $count[0]) / $n;
+		$cg->stop;
+		say sprintf '  %s (%s): %.2f million instructions a host (%d and %d in all)',
+		  $name, $sides{$name}{label}, $ir{$name} / 1e6, @count;
+	}
+	row('instructions (callgrind)', "appguard_snapshot_many of $n hosts: instructions a host, $_ ($sides{$_}{label})",
+		sprintf('%.2f million', $ir{$_} / 1e6), '', '') for @order;
+	if ($ir{before})
+	{
+		row('', 'instructions a host, after / before', '', sprintf('%.3f', $ir{after} / $ir{before}), '');
+		say sprintf '  after / before: %.3f', $ir{after} / $ir{before};
+	}
+}
+
+if (!$o{'cpu-only'})
+{
 # ---------------------------------------------------------------- memory
 say "memory: one backend, $o{snapshots} more snapshots";
 my $mem = $node->background_psql('cpu');
@@ -379,6 +630,8 @@ row('descriptors', 'after a sweep where a quarter of the hosts stall or refuse',
 	$fd0 == $fd1 ? 'back to the start' : 'LEAK', 'back to the start');
 row('', "after a cancelled sweep ($in_flight open while it ran)", "$fd2a -> $fd2",
 	$fd2a == $fd2 && $cancelled ? 'back to the start' : 'LEAK', 'back to the start');
+
+}
 
 # ---------------------------------------------------------------- report
 $node->stop;

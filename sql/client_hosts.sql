@@ -1,0 +1,177 @@
+-- Hosts of a client: registration from RFC 7591 client metadata (every
+-- redirect URI's host, jwks_uri and other metadata URLs, each distinct
+-- (host, port) watched with its roles), bad input, duplicate hosts; drift
+-- per host with suspensions that name the host; the explanation in plain
+-- words; re-registration that adds and removes hosts; re-approval; the
+-- sweep's plan.  No network: snapshots are handcrafted facts
+-- (lifecycle_helpers.inc).  It runs last (Makefile, LAST_REGRESS): its
+-- rows and ids are seen by no other test.
+\set ECHO none
+\i sql/lifecycle_helpers.inc
+\set ECHO all
+SET search_path = appguard, public;
+SELECT appguard.setting('appguard.allowed_ports') IS NOT NULL AS loaded;
+SET appguard.allowed_ports = '';
+
+-- ---------------------------------------------------------------------
+-- Registration from client metadata
+-- ---------------------------------------------------------------------
+SELECT appguard_register_client('multi', '{
+	"client_name": "Multi Host App",
+	"redirect_uris": ["https://App.multi.test/cb", "https://login.multi.test/cb", "https://app.multi.test/other",
+					  "https://eu.multi.test:8443/cb", "com.multi.app:/oauth", "http://localhost:8080/cb"],
+	"jwks_uri": "https://keys.multi.test/jwks.json",
+	"logo_uri": "https://login.multi.test/logo.png",
+	"token_endpoint_auth_method": "private_key_jwt",
+	"grant_types": ["authorization_code", "refresh_token"]
+}') - ARRAY['registered_at', 'updated_at'] AS registered;
+SELECT host, port, roles, is_primary FROM client_hosts WHERE client_id = 'multi'
+ORDER BY NOT is_primary, host;
+-- the old signature watches every https redirect host too
+SELECT appguard_register_client('two', 'Two Hosts', ARRAY['https://a.two.test/cb', 'https://b.two.test/cb'])
+	-> 'hosts' AS hosts;
+
+-- bad input: a clear error with an SQLSTATE, and nothing stored changes
+SELECT count(*) AS clients, (SELECT count(*) FROM events) AS events,
+	   (SELECT count(*) FROM client_hosts) AS hosts FROM clients \gset before_
+SELECT try(sql) FROM (VALUES
+	($$SELECT appguard_register_client('x1', NULL::jsonb)$$),
+	($$SELECT appguard_register_client('x1', '[]')$$),
+	($$SELECT appguard_register_client('x1', '"https://a.x.test/"')$$),
+	($$SELECT appguard_register_client('x1', '{}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": "https://a.x.test/"}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": []}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": [1]}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": [null]}')$$),
+	($$SELECT appguard_register_client('x1', '{"client_name": 7, "redirect_uris": ["https://a.x.test/"]}')$$),
+	($$SELECT appguard_register_client('x1', '{"client_name": " ", "redirect_uris": ["https://a.x.test/"]}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/"], "jwks_uri": 5}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/"], "jwks_uri": "http://k.x.test/jwks"}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/"], "jwks_uri": "https://192.0.2.1/jwks"}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/"], "jwks_uri": "https://u@k.x.test/jwks"}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/"], "jwks_uri": "https://k.x.test:99999/"}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/"], "tos_uri": "https://bad_host!/tos"}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/", "https://[2001:db8::1]/cb"]}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/", "https://b.x.test:0/cb"]}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/", "https://localhost/cb"]}')$$),
+	($$SELECT appguard_register_client('x1', '{"redirect_uris": ["https://a.x.test/cb", "https://a.x.test/cb"]}')$$),
+	($$SELECT appguard_register_client('x1', 'x', ARRAY['https://a.x.test/', 'https://127.0.0.1/cb'])$$),
+	($$SELECT appguard_register_client('x1', 'x', ARRAY['https://a.x.test/', 'https://a.x.test/'])$$),
+	($$SELECT appguard_register_client('x1', 'x', (SELECT array_agg('https://h' || i || '.x.test/') FROM generate_series(1, 21) i))$$),
+	($$SELECT appguard_register_client('multi', '{"redirect_uris": ["https://a.x.test/"]}')$$),
+	($$SELECT appguard_reregister_client('nobody', '{"redirect_uris": ["https://a.x.test/"]}')$$),
+	($$SELECT appguard_reregister_client('multi', '{"redirect_uris": ["https://a.x.test/"], "jwks_uri": "ftp://k.x.test/"}')$$),
+	($$SELECT appguard_update_client('multi', NULL, ARRAY['https://a.x.test/', 'https://b.x.test:/cb'])$$)
+) AS t(sql);
+SELECT count(*) = :before_clients AS clients_unchanged,
+	   (SELECT count(*) FROM events) = :before_events AS events_unchanged,
+	   (SELECT count(*) FROM client_hosts) = :before_hosts AS hosts_unchanged
+FROM clients;
+-- duplicate hosts are one watched host with every role: the same host in
+-- two redirect URIs (any case), as a redirect host and as jwks_uri
+SELECT appguard_register_client('dup', '{"redirect_uris": ["https://DUP.x.test/a", "https://dup.x.test/b",
+	"https://dup.x.test:443/c"], "jwks_uri": "https://dup.x.test/jwks", "client_uri": "https://dup.x.test/"}')
+	-> 'hosts' AS hosts;
+-- 20 hosts are allowed
+SELECT jsonb_array_length(appguard_register_client('twenty', 'Twenty',
+	(SELECT array_agg('https://h' || i || '.x.test/') FROM generate_series(1, 20) i)) -> 'hosts') AS hosts;
+SELECT appguard_unregister_client(c) FROM unnest(ARRAY['dup', 'twenty', 'two']) c;
+SELECT count(*) AS hosts_left FROM client_hosts WHERE client_id IN ('dup', 'twenty', 'two');
+
+-- ---------------------------------------------------------------------
+-- Drift per host
+-- ---------------------------------------------------------------------
+-- every host measured, then a patient consents: the baseline is the
+-- primary's snapshot, each other host's facts hang off it
+SELECT snap('app.multi.test') AS s_app, snap('login.multi.test') AS s_login,
+	   snap('eu.multi.test', 8443) AS s_eu, snap('keys.multi.test') AS s_keys \gset
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('m1', 'multi', 'alice'), ('m2', 'multi', 'bob');
+SELECT token_id, baseline_snapshot_id = :s_app AS primary_baseline FROM tokens WHERE client_id = 'multi' ORDER BY 1;
+-- the sweep plans every watched host
+SELECT appguard_sweep_begin('0', '1 hour') AS sw \gset
+SELECT host, port FROM sweep_hosts WHERE sweep_id = :sw AND host LIKE '%multi.test' ORDER BY host;
+SELECT appguard_sweep_finish(:sw) ->> 'state' AS sweep_state;
+-- a renewal of a secondary host changes nothing; its baseline is the
+-- snapshot it had when the patients consented
+SELECT snap('login.multi.test', 443, '{"tls.leaf.serial": "09", "tls.leaf.sha256": "ff"}') IS NOT NULL AS renewed;
+SELECT host, how, snapshot_id = :s_login AS at_consent FROM baseline_hosts WHERE client_id = 'multi' ORDER BY host;
+SELECT kind, detail FROM events WHERE client_id = 'multi' AND kind = 'host_baselines_taken' ORDER BY id;
+SELECT count(*) AS suspensions FROM suspensions WHERE client_id = 'multi';
+-- a warn-level change of a secondary host: recorded, visible, suspends nothing
+SELECT snap('eu.multi.test', 8443, '{"tls.leaf.issuer.O": "Other CA"}') IS NOT NULL AS issuer_changed;
+SELECT host, reason, severity, field, old_value, new_value, active_grants FROM appguard_drift('multi');
+SELECT appguard_drifted('multi') AS drifted, (SELECT drift_state FROM client_status WHERE client_id = 'multi');
+SELECT reason, severity, snapshot_id IN (SELECT id FROM snapshots WHERE host = 'eu.multi.test') AS of_eu
+FROM drifts WHERE client_id = 'multi';
+-- a secondary redirect host changes organization: suspended, naming it
+SELECT snap('login.multi.test', 443, '{"tls.leaf.subject.O": "Northwind Data Brokers LLC"}') AS s_login2 \gset
+SELECT token_id, status FROM tokens WHERE client_id = 'multi' ORDER BY 1;
+SELECT host, port, roles, reasons, state, tokens_suspended, snapshot_id = :s_login2 AS by_that_snapshot,
+	   host_baseline_snapshot_id = :s_login AS host_baseline, baseline_snapshot_id = :s_app AS grants_baseline
+FROM suspensions WHERE client_id = 'multi';
+SELECT su.id AS su_login FROM suspensions su WHERE client_id = 'multi' \gset
+SELECT explained(:su_login) - 'changes' - 'consent' AS explained;
+SELECT explained(:su_login) -> 'consent' AS consent;
+SELECT regexp_replace(appguard_explain_html(:su_login, 'multi'), '.*(<p>The address that changed: [^\n]*</p>).*', '\1')
+	AS page_names_the_address;
+-- the primary and the other hosts are still compared: nothing more
+SELECT snap('app.multi.test') IS NOT NULL AS primary_same, snap('keys.multi.test') IS NOT NULL AS keys_same;
+SELECT count(*) AS suspensions FROM suspensions WHERE client_id = 'multi';
+SELECT drift_state FROM client_status WHERE client_id = 'multi';
+-- persisting: no new suspension
+SELECT snap('login.multi.test', 443, '{"tls.leaf.subject.O": "Northwind Data Brokers LLC"}') IS NOT NULL AS again;
+SELECT count(*) AS suspensions FROM suspensions WHERE client_id = 'multi';
+
+-- re-approval takes every host as it is now
+SELECT appguard_reapprove('m1') ->> 'status' AS reapproved;
+SELECT host, how FROM baseline_hosts bh JOIN tokens t ON t.baseline_snapshot_id = bh.baseline_snapshot_id
+WHERE t.token_id = 'm1' ORDER BY host;
+SELECT snap('login.multi.test', 443, '{"tls.leaf.subject.O": "Northwind Data Brokers LLC"}') IS NOT NULL AS same_again;
+SELECT token_id, status FROM tokens WHERE client_id = 'multi' ORDER BY 1;
+
+-- the jwks_uri host loses trust: suspended, in plain words
+SELECT snap('keys.multi.test', 443, '{"tls.verified": false, "tls.verify_code": 10,
+	"tls.verify_error": "certificate has expired"}') IS NOT NULL AS keys_untrusted;
+SELECT host, roles, reasons, state FROM suspensions WHERE client_id = 'multi' ORDER BY id;
+SELECT max(id) AS su_keys FROM suspensions WHERE client_id = 'multi' \gset
+SELECT appguard_explain(:su_keys) -> 'address' AS address, appguard_explain(:su_keys) ->> 'summary' AS summary;
+-- a primary host's suspension reads as before
+SELECT appguard_reapprove('m1') ->> 'status' AS reapproved;
+SELECT snap('app.multi.test', 443, '{"tls.leaf.validation": "DV", "tls.leaf.policies": ["2.23.140.1.2.1"]}')
+	IS NOT NULL AS primary_dv;
+SELECT max(id) AS su_primary FROM suspensions WHERE client_id = 'multi' \gset
+SELECT host, roles, reasons FROM suspensions WHERE id = :su_primary;
+SELECT appguard_explain(:su_primary) -> 'address' AS address, appguard_explain(:su_primary) ->> 'summary' AS summary;
+SELECT appguard_explain_html(:su_primary, 'multi') LIKE '%The address that changed%' AS page_names_an_address;
+
+-- ---------------------------------------------------------------------
+-- Re-registration that adds and removes hosts
+-- ---------------------------------------------------------------------
+SELECT appguard_reapprove('m1') ->> 'status' AS m1, appguard_reapprove('m2') ->> 'status' AS m2;
+-- new.multi.test was measured before it is added; later.multi.test never
+SELECT snap('new.multi.test', 443, '{"tls.leaf.subject.O": "Other Org"}') AS s_new \gset
+SELECT max(id) AS ev FROM events \gset
+SELECT appguard_reregister_client('multi', '{"redirect_uris": ["https://app.multi.test/cb", "https://new.multi.test/cb",
+	"https://later.multi.test/cb"], "jwks_uri": "https://keys.multi.test/jwks.json"}') -> 'hosts' AS hosts;
+SELECT kind, detail - 'old' - 'new' AS detail FROM events WHERE id > :ev ORDER BY id;
+SELECT host, how, snapshot_id = :s_new AS current_snapshot FROM baseline_hosts
+WHERE client_id = 'multi' AND host IN ('new.multi.test', 'later.multi.test', 'login.multi.test', 'eu.multi.test')
+ORDER BY host;
+-- its first facts are the baseline: nobody approved them, so they are no change
+SELECT snap('new.multi.test', 443, '{"tls.leaf.subject.O": "Other Org"}') IS NOT NULL AS new_same;
+SELECT snap('later.multi.test', 443, '{"tls.leaf.subject.O": "Later Org"}') IS NOT NULL AS later_first;
+SELECT DISTINCT host, how FROM baseline_hosts WHERE client_id = 'multi' AND host = 'later.multi.test';
+SELECT token_id, status FROM tokens WHERE client_id = 'multi' ORDER BY 1;
+-- a removed host is no longer evaluated
+SELECT snap('login.multi.test', 443, '{"tls.leaf.subject.O": "Someone Else"}') IS NOT NULL AS removed_host_changed;
+SELECT token_id, status FROM tokens WHERE client_id = 'multi' ORDER BY 1;
+-- the primary moves to a host that was a secondary one: grants keep their
+-- baselines (a snapshot of the old primary), which the old primary, still
+-- watched, keeps as its own
+SELECT appguard_update_client('multi', NULL, ARRAY['https://new.multi.test/cb', 'https://app.multi.test/cb'])
+	-> 'hosts' AS hosts;
+SELECT host, how, snapshot_id = baseline_snapshot_id AS own FROM baseline_hosts
+WHERE client_id = 'multi' AND host IN ('app.multi.test', 'new.multi.test') ORDER BY host;
+SELECT count(*) AS grants_without_baseline FROM grants WHERE client_id = 'multi' AND baseline_snapshot_id IS NULL;
+SELECT kind, detail FROM events WHERE id > :ev AND kind IN ('host_added', 'host_removed') ORDER BY id;
+SELECT appguard_unregister_client('multi');
