@@ -15,10 +15,10 @@ DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
 # script, outputs in expected/), then the isolation specs of test/isolation
 # in a database prepared by the isolation_setup target below.  Either suite
 # alone: make installcheck ISOLATION= / make installcheck REGRESS=
-# lifecycle_own_writes, consent_lineage and explain_html run last: they
-# add suspensions and events (draw ids), which the expected outputs of the
-# tests before them do not include.
-LAST_REGRESS = lifecycle_own_writes consent_lineage explain_html client_hosts
+# lifecycle_own_writes, consent_lineage, explain_html, client_hosts and
+# partitioned run last: they add suspensions and events (draw ids), which
+# the expected outputs of the tests before them do not include.
+LAST_REGRESS = lifecycle_own_writes consent_lineage explain_html client_hosts partitioned
 REGRESS = $(filter-out $(LAST_REGRESS),$(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))) \
 	$(LAST_REGRESS)
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)

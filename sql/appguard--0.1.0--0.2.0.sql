@@ -55,31 +55,51 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	cfg record;
+	root regclass;			-- the protected table (TG_RELID, or its partitioned root)
+	attnums smallint[];
 	new_row text[];			-- key, client, status
 	old_row text[];
+	keys text[];
 BEGIN
-	IF TG_ARGV[0] = 'truncate' THEN
-		DELETE FROM appguard.grants pr WHERE pr.token_table = TG_RELID;
-		RETURN NULL;
-	END IF;
 	-- appguard's own suspension or re-approval (see appguard.set_applying:
 	-- a flag no host role can raise, unlike a setting)
 	IF TG_OP = 'UPDATE' AND appguard.applying() THEN
 		RETURN NULL;
 	END IF;
-	SELECT * INTO cfg FROM appguard.protected_table_columns(TG_RELID);
+	root := appguard.protected_root(TG_RELID);
+	IF root IS NULL THEN
+		RETURN NULL;
+	END IF;
+	SELECT * INTO cfg FROM appguard.protected_table_columns(root);
+	IF TG_ARGV[0] = 'truncate' THEN
+		IF root = TG_RELID THEN
+			DELETE FROM appguard.grants pr WHERE pr.token_table = root;
+		ELSIF cfg.key_name IS NOT NULL THEN
+			-- a partition's own (BEFORE) TRUNCATE trigger: its rows' keys
+			keys := appguard.as_table_owner(TG_RELID, pg_catalog.format(
+				'SELECT %s FROM %s h', appguard.printed_column(cfg.key_name), TG_RELID::regclass));
+			DELETE FROM appguard.grants pr WHERE pr.token_table = root AND pr.token_key = ANY (keys);
+		END IF;
+		RETURN NULL;
+	END IF;
 	IF cfg.key_name IS NULL THEN
 		RETURN NULL;
 	END IF;
+	attnums := cfg.attnums;
+	IF root <> TG_RELID THEN
+		-- a partition: the same columns, perhaps numbered otherwise
+		attnums := appguard.partition_attnums(TG_RELID,
+			ARRAY[cfg.key_name, cfg.client_name, cfg.status_name]);
+	END IF;
 	IF TG_OP IN ('INSERT', 'UPDATE') THEN
-		new_row := appguard.row_texts(NEW, cfg.attnums);
+		new_row := appguard.row_texts(NEW, attnums);
 	END IF;
 	IF TG_OP IN ('DELETE', 'UPDATE') THEN
-		old_row := appguard.row_texts(OLD, cfg.attnums);
+		old_row := appguard.row_texts(OLD, attnums);
 	END IF;
 	IF TG_ARGV[0] = 'delete' THEN
 		DELETE FROM appguard.grants pr
-		WHERE pr.token_table = TG_RELID AND pr.token_key = old_row[1];
+		WHERE pr.token_table = root AND pr.token_key = old_row[1];
 	ELSIF TG_ARGV[0] = 'key' THEN
 		IF old_row[1] IS DISTINCT FROM new_row[1] OR old_row[2] IS DISTINCT FROM new_row[2] THEN
 			-- a row moved to another client needs a baseline of that client
@@ -88,10 +108,10 @@ BEGIN
 				client_id = new_row[2],
 				baseline_snapshot_id = CASE WHEN pr.client_id IS NOT DISTINCT FROM new_row[2]
 										THEN pr.baseline_snapshot_id END
-			WHERE pr.token_table = TG_RELID AND pr.token_key = old_row[1];
+			WHERE pr.token_table = root AND pr.token_key = old_row[1];
 		END IF;
 	ELSIF TG_ARGV[0] = 'status' THEN
-		PERFORM appguard.grant_status(TG_RELID, new_row[1], new_row[2],
+		PERFORM appguard.grant_status(root, new_row[1], new_row[2],
 											  new_row[3] IS NOT DISTINCT FROM cfg.active_value);
 	END IF;
 	RETURN NULL;
@@ -162,6 +182,8 @@ AS $$
 DECLARE
 	rel record;
 	key_attnums smallint[];
+	part_attnums smallint[];
+	problem_rel regclass;
 	key_attnum smallint;
 	client_attnum smallint;
 	status_attnum smallint;
@@ -180,16 +202,43 @@ BEGIN
 	IF tbl IS NULL THEN
 		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
 	END IF;
-	SELECT c.relkind, c.relpersistence, n.nspname, c.relname INTO rel
+	SELECT c.relkind, c.relpersistence, c.relispartition, n.nspname, c.relname INTO rel
 	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.oid = tbl;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01';
 	END IF;
-	IF rel.relkind <> 'r' THEN
-		RAISE EXCEPTION '% is not an ordinary table', tbl
+	IF rel.relkind NOT IN ('r', 'p') THEN
+		RAISE EXCEPTION '% is not a table', tbl
 			USING ERRCODE = '0A000',
-				  DETAIL = 'appguard protects ordinary tables (not views, foreign or partitioned tables).';
+				  DETAIL = 'appguard protects ordinary and partitioned tables (not views, materialized views or foreign tables).';
+	END IF;
+	-- A partitioned table is protected as one table, at its root: its
+	-- partitions are guarded with it (see "Partitioned token tables" above).
+	IF rel.relispartition THEN
+		RAISE EXCEPTION '% is a partition of %', tbl, pg_catalog.pg_partition_root(tbl)
+			USING ERRCODE = '0A000',
+				  DETAIL = 'appguard protects a partitioned table as one table, with all its partitions.',
+				  HINT = pg_catalog.format('Protect the partitioned table %s instead.', pg_catalog.pg_partition_root(tbl));
+	END IF;
+	IF rel.relkind = 'p' THEN
+		SELECT l.relid INTO problem_rel FROM pg_catalog.pg_partition_tree(tbl) l
+			 JOIN appguard.protected_tables pt ON pt.tbl = l.relid
+		WHERE l.relid <> protect_table.tbl LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'partition % of % is protected on its own', problem_rel, tbl
+				USING ERRCODE = '0A000',
+					  DETAIL = 'A partitioned table is protected as one table, with all its partitions.',
+					  HINT = pg_catalog.format('Call appguard_unprotect(%L) first.', problem_rel::text);
+		END IF;
+		SELECT l.relid INTO problem_rel FROM pg_catalog.pg_partition_tree(tbl) l
+			 JOIN pg_catalog.pg_class c ON c.oid = l.relid
+		WHERE l.isleaf AND c.relkind <> 'r' LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'partition % of % is not an ordinary table', problem_rel, tbl
+				USING ERRCODE = '0A000',
+					  DETAIL = 'appguard writes the status of rows in every partition; foreign partitions are not supported.';
+		END IF;
 	END IF;
 	IF rel.relpersistence = 't' THEN
 		RAISE EXCEPTION '% is a temporary table', tbl USING ERRCODE = '0A000';
@@ -218,12 +267,33 @@ BEGIN
 			USING ERRCODE = '0A000',
 				  DETAIL = 'appguard keeps its state of each row keyed by the row''s primary key.';
 	END IF;
-	IF pg_catalog.cardinality(key_attnums) <> 1 THEN
+	key_attnum := key_attnums[pg_catalog.array_lower(key_attnums, 1)];	-- int2vector counts from 0
+	IF rel.relkind = 'p' THEN
+		-- A partitioned table's primary key must include its partition
+		-- key: the key column leads it, the partition key columns follow,
+		-- and key values are unique across the whole table (as random
+		-- token ids are; appguard keys its state by them alone).
+		-- (the partition keys of every level of the tree, as the root
+		-- numbers their columns)
+		SELECT pg_catalog.array_agg(DISTINCT ra.attnum) INTO part_attnums
+		FROM pg_catalog.pg_partition_tree(tbl) l
+			 JOIN pg_catalog.pg_partitioned_table p ON p.partrelid = l.relid
+			 CROSS JOIN LATERAL pg_catalog.unnest(p.partattrs::smallint[]) AS k(attnum)
+			 JOIN pg_catalog.pg_attribute pa ON pa.attrelid = l.relid AND pa.attnum = k.attnum
+			 JOIN pg_catalog.pg_attribute ra ON ra.attrelid = tbl AND ra.attname = pa.attname;
+		IF pg_catalog.cardinality(key_attnums) > 1
+		   AND (key_attnum = ANY (part_attnums)
+				OR NOT (key_attnums[pg_catalog.array_lower(key_attnums, 1) + 1:] <@ part_attnums)) THEN
+			RAISE EXCEPTION 'the primary key of partitioned table % is not its key column followed by its partition key', tbl
+				USING ERRCODE = '0A000',
+					  DETAIL = 'appguard keys a row by the first column of the primary key; the other columns must be the partition key, and key values must be unique across the whole table.',
+					  HINT = 'Declare the primary key as (token_id, <partition key columns>).';
+		END IF;
+	ELSIF pg_catalog.cardinality(key_attnums) <> 1 THEN
 		RAISE EXCEPTION 'the primary key of table % has more than one column', tbl
 			USING ERRCODE = '0A000',
-				  DETAIL = 'appguard supports single-column primary keys.';
+				  DETAIL = 'appguard supports single-column primary keys (a partitioned table''s may add its partition key).';
 	END IF;
-	key_attnum := key_attnums[pg_catalog.array_lower(key_attnums, 1)];	-- int2vector counts from 0
 	IF NOT appguard.key_type_supported((SELECT a.atttypid FROM pg_catalog.pg_attribute a
 										WHERE a.attrelid = tbl AND a.attnum = key_attnum)) THEN
 		RAISE EXCEPTION 'the primary key of table % has an unsupported type', tbl
@@ -279,9 +349,13 @@ BEGIN
 		RAISE EXCEPTION 'active_value and suspended_value must differ' USING ERRCODE = '22023';
 	END IF;
 	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
-		IF EXISTS (SELECT FROM pg_catalog.pg_trigger t
-				   WHERE t.tgrelid = tbl AND t.tgname = trigger_name) THEN
-			RAISE EXCEPTION 'table % already has a trigger named %', tbl, trigger_name
+		SELECT t.tgrelid INTO problem_rel FROM pg_catalog.pg_trigger t
+		WHERE (t.tgrelid = protect_table.tbl
+			   OR t.tgrelid IN (SELECT l.relid FROM pg_catalog.pg_partition_tree(protect_table.tbl) l))
+		  AND t.tgname = trigger_name
+		LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'table % already has a trigger named %', problem_rel, trigger_name
 				USING ERRCODE = '42710';
 		END IF;
 	END LOOP;
@@ -330,6 +404,11 @@ BEGIN
 		'CREATE TRIGGER appguard_protect_truncate AFTER TRUNCATE ON %s '
 		'FOR EACH STATEMENT EXECUTE FUNCTION appguard.grant_sync(''truncate'')', qualified);
 
+	-- A partitioned table's partitions: their TRUNCATE triggers
+	IF rel.relkind = 'p' THEN
+		PERFORM appguard.cover_partitions(tbl);
+	END IF;
+
 	-- Fail closed from the start: a table appguard could not suspend rows
 	-- of is refused (the CHECK constraints are evaluated as its owner).
 	problem := appguard.protection_problem(tbl);
@@ -340,46 +419,8 @@ BEGIN
 											 suspended_value_printed);
 	END IF;
 
-	-- The rows already there, read as the table's owner (key, client,
-	-- status, subject and grant as their types print them, as the triggers
-	-- read them).  Active rows of a subject join (or start) its consent:
-	-- the consent's baseline if it has one, else the client's latest
-	-- successful snapshot when recent enough, else pending.
-	WITH adopted AS (
-		SELECT h.v[1] AS token_key, h.v[2] AS client_id, h.v[4] AS subject, h.v[5] AS grant_key,
-			   h.v[3] IS NOT DISTINCT FROM active_value_printed AS active,
-			   c.client_id IS NOT NULL AS registered,
-			   CASE WHEN c.last_ok_at >= pg_catalog.clock_timestamp()
-							- appguard.setting('appguard.baseline_max_age')::interval
-					THEN c.last_ok_snapshot_id END AS recent
-		FROM pg_catalog.unnest(appguard.as_table_owner(tbl, pg_catalog.format(
-				'SELECT ARRAY[%1$s, %2$s, %3$s, %4$s, %5$s]::pg_catalog.text FROM %6$s h',
-				appguard.printed_column(cfg.key_name), appguard.printed_column(cfg.client_name),
-				appguard.printed_column(cfg.status_name), appguard.printed_column(cfg.subject_name),
-				appguard.printed_column(cfg.grant_name), qualified))) AS r(row_text),
-			 LATERAL (SELECT r.row_text::text[] AS v) h
-			 LEFT JOIN appguard.clients c ON c.client_id = h.v[2]
-	), started AS (
-		INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id)
-		SELECT DISTINCT ON (a.client_id, a.subject) a.client_id, a.subject, a.recent
-		FROM adopted a
-		WHERE a.active AND a.registered AND a.subject IS NOT NULL
-		ORDER BY a.client_id, a.subject
-		ON CONFLICT (client_id, subject) DO NOTHING
-		RETURNING client_id, subject, baseline_snapshot_id
-	)
-	INSERT INTO appguard.grants (token_table, token_key, client_id, state, baseline_snapshot_id,
-								 subject, grant_key)
-	SELECT tbl, a.token_key, a.client_id, CASE WHEN a.active THEN 'active' ELSE 'inactive' END,
-		   CASE WHEN NOT a.active THEN NULL
-				WHEN k.client_id IS NOT NULL THEN k.baseline_snapshot_id
-				WHEN n.client_id IS NOT NULL THEN n.baseline_snapshot_id
-				ELSE a.recent END,
-		   a.subject, a.grant_key
-	FROM adopted a
-		 LEFT JOIN appguard.consents k ON k.client_id = a.client_id AND k.subject = a.subject
-		 LEFT JOIN started n ON n.client_id = a.client_id AND n.subject = a.subject;
-	GET DIAGNOSTICS adopted = ROW_COUNT;
+	-- The rows already there (appguard.adopt_rows)
+	adopted := appguard.adopt_rows(tbl, tbl);
 
 	result := pg_catalog.jsonb_build_object(
 		'table', tbl::text, 'key_column', cfg.key_name, 'client_id_column', cfg.client_name,
@@ -969,12 +1010,22 @@ DECLARE
 	n_events bigint;
 	n_snapshots bigint;
 	n_consents bigint;
+	n_gone bigint := 0;
+	t regclass;
 	result jsonb;
 BEGIN
 	IF keep IS NULL OR keep < interval '0' THEN
 		RAISE EXCEPTION 'keep must be an interval of zero or more' USING ERRCODE = '22023';
 	END IF;
 	cutoff := pg_catalog.now() - keep;
+
+	FOR t IN
+		SELECT pt.tbl FROM appguard.protected_tables pt JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
+		WHERE c.relkind = 'p' ORDER BY pt.tbl
+	LOOP
+		PERFORM appguard.partitions_changed(t, 'appguard_prune');
+		n_gone := n_gone + appguard.forget_gone_rows(t);
+	END LOOP;
 
 	-- consents none of whose grants is left
 	DELETE FROM appguard.consents k
@@ -1054,7 +1105,7 @@ BEGIN
 	result := pg_catalog.jsonb_build_object(
 		'keep', keep, 'snapshots', n_snapshots, 'drifts', n_drifts, 'baseline_states', n_state,
 		'suspensions', n_suspensions, 'holds', n_holds, 'sweeps', n_sweeps, 'events', n_events,
-		'consents', n_consents);
+		'consents', n_consents, 'grants_of_gone_rows', n_gone);
 	PERFORM appguard.log_event('pruned', detail => result);
 	RETURN result;
 END
@@ -2815,3 +2866,488 @@ GRANT EXECUTE ON FUNCTION
 TO appguard_auth_server, appguard_operator;
 REVOKE ALL ON appguard.client_hosts, appguard.baseline_hosts, appguard.baseline_host_state FROM PUBLIC;
 GRANT SELECT ON appguard.client_hosts, appguard.baseline_hosts, appguard.baseline_host_state TO appguard_operator;
+
+-- ---- partitioned token tables (as sql/parts/32_protect.sql) ----
+CREATE FUNCTION appguard.protected_root(p_rel regclass)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	root regclass;
+BEGIN
+	IF EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = p_rel) THEN
+		RETURN p_rel;
+	END IF;
+	SELECT pt.tbl INTO root
+	FROM pg_catalog.pg_partition_ancestors(p_rel) WITH ORDINALITY AS a(relid, n)
+		 JOIN appguard.protected_tables pt ON pt.tbl = a.relid
+	ORDER BY a.n LIMIT 1;
+	RETURN root;
+END
+$$;
+
+CREATE FUNCTION appguard.partition_attnums(p_rel regclass, p_names name[])
+RETURNS smallint[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN (SELECT pg_catalog.array_agg(a.attnum ORDER BY n.i)
+			FROM pg_catalog.unnest(p_names) WITH ORDINALITY AS n(name, i)
+				 LEFT JOIN pg_catalog.pg_attribute a
+					 ON a.attrelid = p_rel AND a.attname = n.name AND NOT a.attisdropped);
+END
+$$;
+
+CREATE FUNCTION appguard.cover_partitions(p_tbl regclass)
+RETURNS regclass[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	leaf regclass;
+	covered regclass[] := '{}';
+BEGIN
+	FOR leaf IN
+		SELECT l.relid FROM pg_catalog.pg_partition_tree(p_tbl) l
+			 JOIN pg_catalog.pg_class c ON c.oid = l.relid
+		WHERE l.isleaf AND l.relid <> p_tbl AND c.relkind = 'r'
+		  AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+						  WHERE t.tgrelid = l.relid AND t.tgname = 'appguard_protect_truncate')
+		ORDER BY l.level, l.relid
+	LOOP
+		EXECUTE pg_catalog.format(
+			'CREATE TRIGGER appguard_protect_truncate BEFORE TRUNCATE ON %s '
+			'FOR EACH STATEMENT EXECUTE FUNCTION appguard.grant_sync(''truncate'')', leaf);
+		covered := covered || leaf;
+	END LOOP;
+	RETURN covered;
+END
+$$;
+
+CREATE FUNCTION appguard.adopt_rows(p_tbl regclass, p_from regclass)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+	n bigint;
+BEGIN
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	WITH adopted AS (
+		SELECT h.v[1] AS token_key, h.v[2] AS client_id, h.v[4] AS subject, h.v[5] AS grant_key,
+			   h.v[3] IS NOT DISTINCT FROM cfg.active_value AS active,
+			   c.client_id IS NOT NULL AS registered,
+			   CASE WHEN c.last_ok_at >= pg_catalog.clock_timestamp()
+							- appguard.setting('appguard.baseline_max_age')::interval
+					THEN c.last_ok_snapshot_id END AS recent
+		FROM pg_catalog.unnest(appguard.as_table_owner(p_from, pg_catalog.format(
+				'SELECT ARRAY[%1$s, %2$s, %3$s, %4$s, %5$s]::pg_catalog.text FROM %6$s h',
+				appguard.printed_column(cfg.key_name), appguard.printed_column(cfg.client_name),
+				appguard.printed_column(cfg.status_name), appguard.printed_column(cfg.subject_name),
+				appguard.printed_column(cfg.grant_name), p_from::text))) AS r(row_text),
+			 LATERAL (SELECT r.row_text::text[] AS v) h
+			 LEFT JOIN appguard.clients c ON c.client_id = h.v[2]
+		WHERE NOT EXISTS (SELECT FROM appguard.grants g
+						  WHERE g.token_table = p_tbl AND g.token_key = h.v[1])
+	), started AS (
+		INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id)
+		SELECT DISTINCT ON (a.client_id, a.subject) a.client_id, a.subject, a.recent
+		FROM adopted a
+		WHERE a.active AND a.registered AND a.subject IS NOT NULL
+		ORDER BY a.client_id, a.subject
+		ON CONFLICT (client_id, subject) DO NOTHING
+		RETURNING client_id, subject, baseline_snapshot_id
+	)
+	INSERT INTO appguard.grants (token_table, token_key, client_id, state, baseline_snapshot_id,
+								 subject, grant_key)
+	SELECT p_tbl, a.token_key, a.client_id, CASE WHEN a.active THEN 'active' ELSE 'inactive' END,
+		   CASE WHEN NOT a.active THEN NULL
+				WHEN k.client_id IS NOT NULL THEN k.baseline_snapshot_id
+				WHEN n.client_id IS NOT NULL THEN n.baseline_snapshot_id
+				ELSE a.recent END,
+		   a.subject, a.grant_key
+	FROM adopted a
+		 LEFT JOIN appguard.consents k ON k.client_id = a.client_id AND k.subject = a.subject
+		 LEFT JOIN started n ON n.client_id = a.client_id AND n.subject = a.subject;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
+CREATE FUNCTION appguard.forget_gone_rows(p_tbl regclass)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+	keys text[];
+	gone text[];
+	n bigint;
+BEGIN
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	IF cfg.key_name IS NULL THEN
+		RETURN 0;
+	END IF;
+	SELECT pg_catalog.array_agg(g.token_key) INTO keys FROM appguard.grants g WHERE g.token_table = p_tbl;
+	IF keys IS NULL THEN
+		RETURN 0;
+	END IF;
+	gone := appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
+		'SELECT pg_catalog.array_agg(k.k) FROM pg_catalog.unnest($1) AS k(k) '
+		'WHERE NOT EXISTS (SELECT FROM %s h WHERE %s OPERATOR(pg_catalog.=) k.k)',
+		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
+		appguard.printed_column(cfg.key_name)), keys, '{}');
+	DELETE FROM appguard.grants g WHERE g.token_table = p_tbl AND g.token_key = ANY (gone);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
+CREATE FUNCTION appguard.partitions_changed(p_tbl regclass, p_context text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	covered regclass[] := '{}';
+	leaf regclass;
+	adopted bigint := 0;
+	forgotten bigint := 0;
+	left_tree regclass[] := '{}';
+	t regclass;
+BEGIN
+	IF p_tbl IS NOT NULL THEN
+		covered := appguard.cover_partitions(p_tbl);
+		FOREACH leaf IN ARRAY covered LOOP
+			adopted := adopted + appguard.adopt_rows(p_tbl, leaf);
+		END LOOP;
+	END IF;
+	-- appguard's TRUNCATE trigger on a table no protected table holds
+	FOR leaf IN
+		SELECT t.tgrelid::regclass FROM pg_catalog.pg_trigger t
+		WHERE t.tgname = 'appguard_protect_truncate' AND t.tgparentid = 0
+		  AND t.tgfoid = 'appguard.grant_sync()'::pg_catalog.regprocedure
+		  AND appguard.protected_root(t.tgrelid) IS NULL
+		ORDER BY 1
+	LOOP
+		EXECUTE pg_catalog.format('DROP TRIGGER appguard_protect_truncate ON %s', leaf);
+		left_tree := left_tree || leaf;
+	END LOOP;
+	IF p_tbl IS NULL OR pg_catalog.cardinality(left_tree) > 0 THEN
+		FOR t IN
+			SELECT pt.tbl FROM appguard.protected_tables pt
+				 JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
+			WHERE c.relkind = 'p' ORDER BY pt.tbl
+		LOOP
+			forgotten := forgotten + appguard.forget_gone_rows(t);
+		END LOOP;
+	END IF;
+	IF pg_catalog.cardinality(covered) + pg_catalog.cardinality(left_tree) + forgotten > 0 THEN
+		PERFORM appguard.log_event('partitions_changed',
+			detail => pg_catalog.jsonb_build_object('found_by', p_context,
+				'partitions_covered', pg_catalog.to_jsonb(covered::text[]),
+				'rows_adopted', adopted,
+				'partitions_left', pg_catalog.to_jsonb(left_tree::text[]),
+				'grants_forgotten', forgotten),
+			token_table => p_tbl::text);
+	END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uri text)
+RETURNS text[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+BEGIN
+	IF coalesce(pg_catalog.cardinality(p_keys), 0) = 0 THEN
+		RETURN '{}';
+	END IF;
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	IF cfg.table_name IS NULL THEN
+		RAISE EXCEPTION 'the columns appguard writes in table % are gone', p_tbl
+			USING ERRCODE = '42703';
+	END IF;
+	-- A partitioned table: a key found through the primary key is looked up
+	-- in every partition (appguard does not know which holds it), so the
+	-- keys are joined with the table instead, and the planner chooses
+	-- between those look-ups and one read of the table.
+	RETURN coalesce(appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
+		CASE WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p_tbl) = 'p' THEN $sql$
+		WITH w AS (
+			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
+			FROM pg_catalog.unnest($1::%7$s[]) AS k(k)
+			WHERE h.%6$I = k.k AND h.%2$I = %8$L::%4$s
+			RETURNING h.%6$I)
+		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
+		$sql$ ELSE $sql$
+		WITH w AS (
+			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
+			WHERE h.%6$I = ANY ($1::%7$s[]) AND h.%2$I = %8$L::%4$s
+			RETURNING h.%6$I)
+		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
+		$sql$ END,
+		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
+		cfg.status_name, cfg.suspended_value, cfg.status_type,
+		CASE WHEN cfg.error_uri_name IS NOT NULL
+			 THEN pg_catalog.format(', %I = $2[1]', cfg.error_uri_name) ELSE '' END,
+		cfg.key_name, cfg.key_type, cfg.active_value),
+		p_keys, ARRAY[p_uri]), '{}');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.protection_problem(p_tbl regclass)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pt appguard.protected_tables;
+	cfg record;
+	con record;
+	part record;
+	verdict text[];
+	printed text;
+	trigger_name text;
+BEGIN
+	SELECT * INTO pt FROM appguard.protected_tables t WHERE t.tbl = p_tbl;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	IF cfg.key_name IS NULL THEN
+		RETURN 'its primary key, client_id or status column was dropped';
+	END IF;
+	IF pt.error_uri_attnum IS NOT NULL AND cfg.error_uri_name IS NULL THEN
+		RETURN 'its error_uri column was dropped';
+	END IF;
+	IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+			   WHERE a.attrelid = p_tbl AND a.attnum = pt.status_attnum AND a.attgenerated <> '') THEN
+		RETURN pg_catalog.format('its status column "%s" is generated', cfg.status_name);
+	END IF;
+	BEGIN
+		printed := appguard.column_value(p_tbl, pt.status_attnum, pt.suspended_value, 'suspended_value');
+		IF printed IS DISTINCT FROM pt.suspended_value THEN
+			RETURN pg_catalog.format('its status column "%s" (%s) reads the suspended value "%s" as "%s"',
+									 cfg.status_name, cfg.status_type, pt.suspended_value, printed);
+		END IF;
+		printed := appguard.column_value(p_tbl, pt.status_attnum, pt.active_value, 'active_value');
+		IF printed IS DISTINCT FROM pt.active_value THEN
+			RETURN pg_catalog.format('its status column "%s" (%s) reads the active value "%s" as "%s"',
+									 cfg.status_name, cfg.status_type, pt.active_value, printed);
+		END IF;
+	EXCEPTION WHEN invalid_parameter_value THEN
+		RETURN pg_catalog.format('its status column "%s" (%s) does not take the value: %s',
+								 cfg.status_name, cfg.status_type, SQLERRM);
+	END;
+	FOR con IN
+		SELECT c.conname, pg_catalog.pg_get_expr(c.conbin, c.conrelid) AS expr
+		FROM pg_catalog.pg_constraint c
+		WHERE c.conrelid = p_tbl AND c.contype = 'c' AND c.conkey = ARRAY[pt.status_attnum]
+		ORDER BY c.conname
+	LOOP
+		BEGIN
+			verdict := appguard.as_table_owner(p_tbl,
+				pg_catalog.format('SELECT (%s)::pg_catalog.text FROM (SELECT $1::%s AS %I) AS h',
+								  con.expr, cfg.status_type, cfg.status_name),
+				ARRAY[pt.suspended_value]);
+		EXCEPTION WHEN OTHERS THEN
+			verdict := ARRAY['error: ' || SQLERRM];
+		END;
+		IF verdict[1] IS DISTINCT FROM 'true' AND verdict[1] IS NOT NULL THEN
+			RETURN pg_catalog.format('its CHECK constraint "%s" rejects the suspended value "%s"',
+									 con.conname, pt.suspended_value);
+		END IF;
+	END LOOP;
+	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
+		IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+					   WHERE t.tgrelid = p_tbl AND t.tgname = trigger_name AND t.tgenabled <> 'D') THEN
+			RETURN pg_catalog.format('appguard''s trigger %s on it is missing or disabled', trigger_name);
+		END IF;
+	END LOOP;
+	-- Its partitions: every leaf an ordinary table, with the row triggers
+	-- cloned from it and appguard's TRUNCATE trigger, enabled
+	FOR part IN
+		SELECT l.relid, c.relkind FROM pg_catalog.pg_partition_tree(p_tbl) l
+			 JOIN pg_catalog.pg_class c ON c.oid = l.relid
+		WHERE l.isleaf AND l.relid <> p_tbl
+		ORDER BY l.level, l.relid
+	LOOP
+		IF part.relkind <> 'r' THEN
+			RETURN pg_catalog.format('its partition %s is not an ordinary table', part.relid::regclass);
+		END IF;
+		FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
+			IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+						   WHERE t.tgrelid = part.relid AND t.tgname = trigger_name AND t.tgenabled <> 'D') THEN
+				RETURN pg_catalog.format('appguard''s trigger %s on its partition %s is missing or disabled',
+										 trigger_name, part.relid::regclass);
+			END IF;
+		END LOOP;
+	END LOOP;
+	RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.appguard_unprotect(tbl regclass)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	qualified text;
+	trigger_name text;
+	part regclass;
+	result jsonb;
+BEGIN
+	IF tbl IS NULL THEN
+		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
+	END IF;
+	IF NOT EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl) THEN
+		RAISE EXCEPTION 'table % is not protected by appguard', tbl USING ERRCODE = '22023';
+	END IF;
+	IF tbl = 'appguard.refresh_tokens'::regclass THEN
+		RAISE EXCEPTION 'appguard.refresh_tokens is always protected' USING ERRCODE = '22023';
+	END IF;
+	-- (from the catalog: the columns appguard used may be gone)
+	SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO qualified
+	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	WHERE c.oid = tbl;
+	-- the lock DROP TRIGGER takes, first: a fan-out in flight on the table
+	-- commits before the rows are counted
+	EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', qualified);
+	result := pg_catalog.jsonb_build_object(
+		'table', tbl::text,
+		'rows_forgotten', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+						   WHERE pr.token_table = appguard_unprotect.tbl),
+		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+								WHERE pr.token_table = appguard_unprotect.tbl AND pr.state = 'suspended'));
+	-- forgotten before its triggers go, which the DDL check would report
+	DELETE FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl;
+	DELETE FROM appguard.grants g WHERE g.token_table = appguard_unprotect.tbl;
+	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
+		EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, qualified);
+	END LOOP;
+	-- (the row triggers' clones on partitions go with them; the partitions'
+	-- TRUNCATE triggers are appguard's own)
+	FOR part IN
+		SELECT t.tgrelid::regclass FROM pg_catalog.pg_partition_tree(tbl) l
+			 JOIN pg_catalog.pg_trigger t ON t.tgrelid = l.relid
+		WHERE l.relid <> tbl AND t.tgname = 'appguard_protect_truncate' AND t.tgparentid = 0
+		ORDER BY 1
+	LOOP
+		EXECUTE pg_catalog.format('DROP TRIGGER appguard_protect_truncate ON %s', part);
+	END LOOP;
+	PERFORM appguard.log_event('table_unprotected', detail => result, token_table => tbl::text);
+	IF (result ->> 'rows_left_suspended')::bigint > 0 THEN
+		RAISE NOTICE '% rows of % stay suspended', result ->> 'rows_left_suspended', tbl
+			USING DETAIL = 'appguard suspended them because their app''s facts drifted; unprotecting does not re-enable them.';
+	END IF;
+	RETURN result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.protected_table_dropped()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	gone record;
+	t regclass;
+BEGIN
+	FOR gone IN
+		DELETE FROM appguard.protected_tables pt
+		USING pg_catalog.pg_event_trigger_dropped_objects() d
+		WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+		  AND d.objid = pt.tbl::oid
+		RETURNING d.objid, d.object_identity
+	LOOP
+		DELETE FROM appguard.grants g WHERE g.token_table::oid = gone.objid;
+		PERFORM appguard.log_event('table_dropped', token_table => gone.object_identity);
+	END LOOP;
+	-- A dropped table that carried appguard's triggers without being
+	-- protected itself: a partition of a protected table, whose rows'
+	-- grants go with it (appguard.partitions_changed)
+	IF EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() d
+			   WHERE d.classid = 'pg_catalog.pg_trigger'::regclass
+				 AND d.address_names[3] = ANY (appguard.protect_trigger_names())
+				 AND EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() dt
+							 WHERE dt.classid = 'pg_catalog.pg_class'::regclass AND dt.objsubid = 0
+							   AND dt.address_names = d.address_names[1:2])) THEN
+		PERFORM appguard.partitions_changed(NULL, pg_catalog.lower(TG_TAG));
+	END IF;
+	-- A protected table one of whose appguard triggers was dropped (an
+	-- ALTER TABLE that drops one is checked at its end instead:
+	-- protected_table_altered)
+	IF TG_TAG <> 'ALTER TABLE' THEN
+		FOR t IN
+			SELECT DISTINCT pt.tbl
+			FROM pg_catalog.pg_event_trigger_dropped_objects() d
+				 JOIN pg_catalog.pg_class c ON c.relname = d.address_names[2]
+				 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = d.address_names[1]
+				 JOIN appguard.protected_tables pt ON pt.tbl = appguard.protected_root(c.oid)
+			WHERE d.classid = 'pg_catalog.pg_trigger'::regclass
+			  AND d.address_names[3] = ANY (appguard.protect_trigger_names())
+			ORDER BY pt.tbl
+		LOOP
+			PERFORM appguard.recheck_table(t, 'drop trigger');
+		END LOOP;
+	END IF;
+EXCEPTION WHEN OTHERS THEN
+	RAISE WARNING 'appguard could not forget a dropped protected table: %', SQLERRM;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.protected_table_altered()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t regclass;
+	partitioned boolean;
+BEGIN
+	FOR t, partitioned IN
+		SELECT pt.tbl, c.relkind = 'p'
+		FROM appguard.protected_tables pt JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
+		WHERE TG_TAG IN ('ALTER DOMAIN', 'ALTER TYPE')
+		   OR pt.tbl IN (SELECT appguard.protected_root(d.objid)
+						 FROM pg_catalog.pg_event_trigger_ddl_commands() d
+						 WHERE d.classid = 'pg_catalog.pg_class'::regclass)
+		   OR pt.tbl IN (SELECT appguard.protected_root(tr.tgrelid)
+						 FROM pg_catalog.pg_event_trigger_ddl_commands() d
+							  JOIN pg_catalog.pg_trigger tr ON tr.oid = d.objid
+						 WHERE d.classid = 'pg_catalog.pg_trigger'::regclass)
+		ORDER BY pt.tbl
+	LOOP
+		-- (a partition created, attached or detached: see partitions_changed)
+		IF partitioned AND TG_TAG IN ('CREATE TABLE', 'ALTER TABLE') THEN
+			PERFORM appguard.partitions_changed(t, pg_catalog.lower(TG_TAG));
+		END IF;
+		PERFORM appguard.recheck_table(t, pg_catalog.lower(TG_TAG));
+	END LOOP;
+EXCEPTION WHEN OTHERS THEN
+	RAISE WARNING 'appguard could not check protected tables after %: %', TG_TAG, SQLERRM;
+END
+$$;
+
+-- (it now follows CREATE TABLE too: a partition created in a protected table)
+DROP EVENT TRIGGER appguard_protected_table_altered;
+CREATE EVENT TRIGGER appguard_protected_table_altered ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER DOMAIN', 'ALTER TYPE', 'ALTER TRIGGER')
+	EXECUTE FUNCTION appguard.protected_table_altered();
+
+REVOKE ALL ON FUNCTION appguard.protected_root(regclass),
+	appguard.partition_attnums(regclass, name[]),
+	appguard.cover_partitions(regclass),
+	appguard.adopt_rows(regclass, regclass),
+	appguard.forget_gone_rows(regclass),
+	appguard.partitions_changed(regclass, text)
+FROM PUBLIC;
+-- END partitioned token tables

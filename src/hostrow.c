@@ -121,8 +121,9 @@ appguard_row_texts(PG_FUNCTION_ARGS)
 }
 
 /*
- * The primary key column of relation rel (appguard protects tables with a
- * one-column primary key): its number, name and type.
+ * The key column of relation rel, the first of its primary key (appguard
+ * protects tables with a one-column primary key, or a partitioned table's
+ * key column followed by its partition key): its number, name and type.
  */
 static bool
 primary_key_column(Relation rel, AttrNumber *attnum, char **typname)
@@ -138,7 +139,7 @@ primary_key_column(Relation rel, AttrNumber *attnum, char **typname)
 	if (!HeapTupleIsValid(indtuple))
 		return false;
 	index = (Form_pg_index) GETSTRUCT(indtuple);
-	if (index->indnatts == 1 && index->indkey.values[0] > 0)
+	if (index->indnatts >= 1 && index->indkey.values[0] > 0)
 	{
 		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), index->indkey.values[0] - 1);
 

@@ -42,6 +42,7 @@
 #include "appguard.h"
 #include "applying.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -522,6 +523,65 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 }
 
 /*
+ * The protection of the table whose row fired a trigger on rel: rel's own
+ * record in appguard.protected_tables, or, for a partition (PostgreSQL
+ * clones the row triggers of a partitioned table to its partitions), its
+ * nearest protected ancestor's (sql/parts/32_protect.sql, "Partitioned
+ * token tables").  Fills pt[] and pt_null[] and returns the protected
+ * table's OID, or InvalidOid when none is protected.  The attribute
+ * numbers are rel's: a partition may number the same columns otherwise
+ * (a column dropped from its root, a table attached), so they are looked
+ * up by name.  Call between begin_fresh_read and end_fresh_read.
+ */
+static Oid
+protected_table_of(Relation rel, Datum *pt, bool *pt_null)
+{
+	static const int attnum_columns[] = {PT_KEY_ATTNUM, PT_CLIENT_ATTNUM, PT_STATUS_ATTNUM,
+	PT_SUBJECT_ATTNUM, PT_GRANT_ATTNUM};
+	Oid			relid = RelationGetRelid(rel);
+	Datum		key = ObjectIdGetDatum(relid);
+	Oid			root = InvalidOid;
+	List	   *ancestors;
+	ListCell   *lc;
+
+	if (keyread_row(KT_PROTECTED_TABLES, &key, GetActiveSnapshot(), pt, pt_null))
+		return relid;
+	if (!rel->rd_rel->relispartition)
+		return InvalidOid;
+	ancestors = get_partition_ancestors(relid);	/* nearest first */
+	foreach(lc, ancestors)
+	{
+		key = ObjectIdGetDatum(lfirst_oid(lc));
+		if (keyread_row(KT_PROTECTED_TABLES, &key, GetActiveSnapshot(), pt, pt_null))
+		{
+			root = lfirst_oid(lc);
+			break;
+		}
+	}
+	list_free(ancestors);
+	if (!OidIsValid(root))
+		return InvalidOid;
+	for (int i = 0; i < (int) lengthof(attnum_columns); i++)
+	{
+		int			c = attnum_columns[i];
+		char	   *name;
+		AttrNumber	attnum;
+
+		if (pt_null[c])
+			continue;
+		name = get_attname(root, DatumGetInt16(pt[c]), true);
+		attnum = name ? get_attnum(relid, name) : InvalidAttrNumber;
+		if (attnum == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("partition \"%s\" lacks a column appguard reads in protected table \"%s\"",
+							RelationGetRelationName(rel), get_rel_name(root))));
+		pt[c] = Int16GetDatum(attnum);
+	}
+	return root;
+}
+
+/*
  * A table fires the consent trigger while appguard has no protection of it
  * on record.  appguard_protect and appguard_unprotect create and drop the
  * trigger in the transaction that writes the record, so this is a copy of
@@ -561,10 +621,8 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Oid			relid;
-	Datum		relid_key;
 	Datum		pt[PT_NCOLUMNS];
 	bool		pt_null[PT_NCOLUMNS];
-	bool		found;
 	HeapTuple	tuple;
 	TupleDesc	desc;
 	char	   *key;
@@ -580,12 +638,10 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("appguard.grant_insert() must be fired AFTER INSERT FOR EACH ROW")));
 	appguard_require_settings();
-	relid = RelationGetRelid(trigdata->tg_relation);
-	relid_key = ObjectIdGetDatum(relid);
 	begin_fresh_read();
-	found = keyread_row(KT_PROTECTED_TABLES, &relid_key, GetActiveSnapshot(), pt, pt_null);
+	relid = protected_table_of(trigdata->tg_relation, pt, pt_null);
 	end_fresh_read();
-	if (!found)
+	if (!OidIsValid(relid))
 		refuse_unguarded_insert(trigdata->tg_relation);
 
 	tuple = trigdata->tg_trigtuple;
@@ -625,19 +681,18 @@ grant_retired(TriggerData *trigdata)
 	static const Oid argtypes[2] = {REGCLASSOID, TEXTOID};
 	Relation	rel = trigdata->tg_relation;
 	TupleDesc	desc = RelationGetDescr(rel);
-	Datum		relid_key = ObjectIdGetDatum(RelationGetRelid(rel));
+	Oid			root;
 	Datum		pt[PT_NCOLUMNS];
 	bool		pt_null[PT_NCOLUMNS];
-	bool		found;
 	char	   *status;
 	char	   *key;
 	Datum		args[2];
 	bool		retired;
 
 	begin_fresh_read();
-	found = keyread_row(KT_PROTECTED_TABLES, &relid_key, GetActiveSnapshot(), pt, pt_null);
+	root = protected_table_of(rel, pt, pt_null);
 	end_fresh_read();
-	if (!found)
+	if (!OidIsValid(root))
 		return false;
 	status = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_STATUS_ATTNUM]));
 	if (status != NULL && strcmp(status, TextDatumGetCString(pt[PT_ACTIVE_VALUE])) == 0)
@@ -646,7 +701,7 @@ grant_retired(TriggerData *trigdata)
 	if (key == NULL)
 		return false;
 
-	args[0] = relid_key;
+	args[0] = ObjectIdGetDatum(root);
 	args[1] = CStringGetTextDatum(key);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
 	build-essential pkg-config rsync procps iproute2 openssl ca-certificates
-	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-contrib
+	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-partman postgresql-contrib
 	libssl-dev libc-ares-dev libpsl-dev libidn2-dev publicsuffix
 	libipc-run-perl
 	nginx-light knot knot-dnsutils python3 python3-dnslib

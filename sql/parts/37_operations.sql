@@ -128,6 +128,11 @@ COMMENT ON VIEW appguard.table_problems IS 'Protected tables appguard cannot sus
 -- grant or consent, anything a suspension or an undecided suspension
 -- points to, the latest snapshots of the clients, or what a kept sweep
 -- refers to.  A consent goes when no grant of its patient is left.
+-- First, partitioned token tables are reconciled with their partitions
+-- (32_protect): grants whose row a partition took with it while the event
+-- triggers were idle (DDL under session_replication_role = replica) are
+-- forgotten, and partitions they did not cover are covered; one read of
+-- each such table.
 CREATE FUNCTION @extschema@.appguard_prune(keep interval)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -143,12 +148,22 @@ DECLARE
 	n_events bigint;
 	n_snapshots bigint;
 	n_consents bigint;
+	n_gone bigint := 0;
+	t regclass;
 	result jsonb;
 BEGIN
 	IF keep IS NULL OR keep < interval '0' THEN
 		RAISE EXCEPTION 'keep must be an interval of zero or more' USING ERRCODE = '22023';
 	END IF;
 	cutoff := pg_catalog.now() - keep;
+
+	FOR t IN
+		SELECT pt.tbl FROM appguard.protected_tables pt JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
+		WHERE c.relkind = 'p' ORDER BY pt.tbl
+	LOOP
+		PERFORM appguard.partitions_changed(t, 'appguard_prune');
+		n_gone := n_gone + appguard.forget_gone_rows(t);
+	END LOOP;
 
 	-- consents none of whose grants is left
 	DELETE FROM appguard.consents k
@@ -228,7 +243,7 @@ BEGIN
 	result := pg_catalog.jsonb_build_object(
 		'keep', keep, 'snapshots', n_snapshots, 'drifts', n_drifts, 'baseline_states', n_state,
 		'suspensions', n_suspensions, 'holds', n_holds, 'sweeps', n_sweeps, 'events', n_events,
-		'consents', n_consents);
+		'consents', n_consents, 'grants_of_gone_rows', n_gone);
 	PERFORM appguard.log_event('pruned', detail => result);
 	RETURN result;
 END
