@@ -1735,6 +1735,7 @@ ALTER TABLE appguard.policy ENABLE TRIGGER appguard_policy_audit;
 -- its own verdicts (appguard.baseline_host_state); a suspension names the
 -- host that changed.
 ALTER TABLE appguard.clients ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE appguard.clients ADD COLUMN hosts_undecided boolean NOT NULL DEFAULT false;
 CREATE TABLE appguard.client_hosts (
 	client_id	text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
 	host		text NOT NULL,
@@ -2369,8 +2370,15 @@ BEGIN
 	)
 	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
 
-	IF pg_catalog.cardinality(new_ids) = 0 OR p_sweep_id IS NOT NULL THEN
-		RETURN any_drift;		-- (in a sweep, the end of the sweep decides)
+	IF pg_catalog.cardinality(new_ids) = 0 THEN
+		RETURN any_drift;
+	END IF;
+	IF p_sweep_id IS NOT NULL THEN
+		-- the end of the sweep decides; until then the refresh check of
+		-- this client's grants takes the full path, which refuses them
+		UPDATE appguard.clients c SET hosts_undecided = true
+		WHERE c.client_id = p_client_id AND NOT c.hosts_undecided;
+		RETURN any_drift;
 	END IF;
 	IF p_hold IS NOT NULL THEN
 		PERFORM appguard.log_event('suspension_held', p_client_id,
@@ -3351,3 +3359,219 @@ REVOKE ALL ON FUNCTION appguard.protected_root(regclass),
 	appguard.partitions_changed(regclass, text)
 FROM PUBLIC;
 -- END partitioned token tables
+
+-- BEGIN undecided suspensions of a client's other hosts (clients.hosts_undecided)
+-- The suspension that refuses a refresh of the client's grants on baseline
+-- p_baseline (any baseline when NULL) because another watched host than
+-- the primary drifted: the newest suspension of that (baseline, host),
+-- pending (its sweep has not decided) or failed (its sweep could not),
+-- whose host verdict is still confirmed drifted.  NULL if none.  The
+-- primary's own are appguard.verify_grant's.  VOLATILE: each call reads
+-- what has committed (appguard.sweep_close clears hosts_undecided with it).
+CREATE FUNCTION appguard.other_host_blocking(p_client_id text, p_baseline bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	blocking bigint;
+BEGIN
+	SELECT s.id INTO blocking
+	FROM appguard.suspensions s
+		 JOIN appguard.baseline_host_state bh
+			 ON bh.client_id = s.client_id AND bh.baseline_snapshot_id = s.baseline_snapshot_id
+			AND bh.host = s.host AND bh.port = s.port
+	WHERE s.client_id = p_client_id
+	  AND (p_baseline IS NULL OR s.baseline_snapshot_id = p_baseline)
+	  AND s.state IN ('pending', 'failed')
+	  AND bh.drifting AND bh.streak >= appguard.setting('appguard.confirmations')::integer
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
+					  WHERE u.client_id = s.client_id AND u.baseline_snapshot_id = s.baseline_snapshot_id
+						AND u.host = s.host AND u.port = s.port AND u.id > s.id)
+	ORDER BY s.id DESC
+	LIMIT 1;
+	RETURN blocking;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.verify_grant(p_client_id text, p_baseline bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cli record;
+	max_age interval;
+	sweep bigint;
+	verdict record;
+	decided record;
+	blocking bigint;
+BEGIN
+	IF p_client_id IS NULL OR p_baseline IS NULL THEN
+		RETURN NULL;		-- baseline pending: nothing to compare with yet
+	END IF;
+	SELECT c.last_snapshot_id, c.last_snapshot_at INTO cli
+	FROM appguard.clients c WHERE c.client_id = p_client_id;
+	IF NOT FOUND THEN
+		RETURN NULL;		-- unregistered client: left alone
+	END IF;
+	-- Another watched host's suspension its sweep has not decided, or
+	-- could not: refused, as the primary's are below (fail closed).
+	blocking := appguard.other_host_blocking(p_client_id, p_baseline);
+	IF blocking IS NOT NULL THEN
+		RETURN blocking;
+	END IF;
+	max_age := appguard.setting('appguard.refresh_max_age')::interval;
+	IF max_age > interval '0'
+	   AND (cli.last_snapshot_at IS NULL OR cli.last_snapshot_at < pg_catalog.clock_timestamp() - max_age) THEN
+		-- (held during the measurement, at most appguard.baseline_timeout_ms:
+		-- the new snapshot's evaluation needs them)
+		PERFORM appguard.lock_client_for_refresh(p_client_id);
+		PERFORM appguard.live_snapshot(p_client_id, 'refresh');
+		SELECT c.last_snapshot_id, c.last_snapshot_at INTO cli
+		FROM appguard.clients c WHERE c.client_id = p_client_id;
+	END IF;
+	IF cli.last_snapshot_id IS NULL OR cli.last_snapshot_id = p_baseline THEN
+		RETURN NULL;
+	END IF;
+	SELECT bs.evaluated_snapshot_id, bs.drifting, bs.streak INTO verdict
+	FROM appguard.baseline_state bs
+	WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = p_baseline;
+	IF FOUND AND verdict.evaluated_snapshot_id = cli.last_snapshot_id THEN
+		IF NOT (verdict.drifting
+				AND verdict.streak >= appguard.setting('appguard.confirmations')::integer) THEN
+			RETURN NULL;	-- compared, and not (yet) to be suspended
+		END IF;
+		-- Confirmed drifted: what was decided for this baseline's grants
+		-- holds for this one too.  Applied: apply it to this grant as well.
+		-- Held: the operator decides for it too.  Pending or failed:
+		-- refused (fail closed).  Discarded or superseded: the operator's
+		-- decision stands until the next snapshot.
+		SELECT s.id, s.state INTO decided FROM appguard.suspensions s
+		WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = p_baseline
+		ORDER BY s.id DESC LIMIT 1;
+		IF FOUND THEN
+			IF decided.state = 'applied' THEN
+				PERFORM appguard.lock_client_for_refresh(p_client_id);
+				PERFORM appguard.apply_suspensions(ARRAY[decided.id]);
+			ELSIF decided.state IN ('pending', 'failed') THEN
+				RETURN decided.id;
+			END IF;
+			RETURN NULL;
+		END IF;
+	END IF;
+	-- Not compared with the latest snapshot yet: compare now.
+	SELECT h.sweep_id INTO sweep
+	FROM appguard.sweep_hosts h JOIN appguard.sweeps w ON w.id = h.sweep_id
+	WHERE h.snapshot_id = cli.last_snapshot_id AND w.state = 'running';
+	PERFORM appguard.lock_client_for_refresh(p_client_id);
+	PERFORM appguard.evaluate_client(p_client_id, cli.last_snapshot_id, sweep, ARRAY[p_baseline]);
+	-- The same rule on the verdict just reached: a suspension left pending
+	-- for the running sweep, or one already pending or failed (which the
+	-- evaluation does not replace), refuses the grant.
+	SELECT s.id INTO blocking
+	FROM appguard.baseline_state bs
+		 CROSS JOIN LATERAL (SELECT s.id, s.state FROM appguard.suspensions s
+							 WHERE s.client_id = bs.client_id
+							   AND s.baseline_snapshot_id = bs.baseline_snapshot_id
+							 ORDER BY s.id DESC LIMIT 1) s
+	WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = p_baseline
+	  AND bs.drifting AND bs.streak >= appguard.setting('appguard.confirmations')::integer
+	  AND s.state IN ('pending', 'failed');
+	RETURN blocking;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.sweep_close(p_sweep_id bigint, p_state text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w appguard.sweeps;
+	pending bigint[];
+	threshold double precision;
+	min_hosts integer;
+	tripped boolean;
+	hold bigint;
+	n_applied integer := 0;
+	n_held integer := 0;
+	n_tokens bigint := 0;
+	summary jsonb;
+BEGIN
+	w := appguard.running_sweep(p_sweep_id);
+	IF w.state <> 'running' THEN
+		RETURN appguard.sweep_summary(p_sweep_id);
+	END IF;
+	-- the open hold before any client row (see part 4)
+	SELECT h.id INTO hold FROM appguard.holds h WHERE h.state = 'open' FOR UPDATE;
+	PERFORM appguard.sweep_evaluate(p_sweep_id);
+	SELECT * INTO w FROM appguard.sweeps s WHERE s.id = p_sweep_id;
+
+	threshold := appguard.setting('appguard.mass_drift_threshold')::double precision;
+	min_hosts := appguard.setting('appguard.mass_drift_min_hosts')::integer;
+	tripped := w.measured >= min_hosts AND w.drifted > threshold * w.measured;
+	pending := ARRAY(SELECT s.id FROM appguard.suspensions s
+					 WHERE s.sweep_id = p_sweep_id AND s.state = 'pending' ORDER BY s.id);
+
+	IF pg_catalog.cardinality(pending) > 0 THEN
+		IF tripped OR hold IS NOT NULL THEN
+			IF hold IS NULL THEN
+				INSERT INTO appguard.holds (sweep_id, hosts_measured, hosts_drifted, threshold, min_hosts)
+				VALUES (p_sweep_id, w.measured, w.drifted, threshold, min_hosts)
+				RETURNING id INTO hold;
+				PERFORM appguard.log_event('hold_opened', detail => pg_catalog.jsonb_build_object(
+					'hosts_measured', w.measured, 'hosts_drifted', w.drifted,
+					'threshold', threshold, 'min_hosts', min_hosts), hold_id => hold, sweep_id => p_sweep_id);
+			END IF;
+			UPDATE appguard.suspensions s SET state = 'held', hold_id = hold
+			WHERE s.id = ANY (pending);
+			n_held := pg_catalog.cardinality(pending);
+			PERFORM appguard.log_event('suspensions_held',
+				detail => pg_catalog.jsonb_build_object('suspensions', pg_catalog.to_jsonb(pending),
+														'breaker_tripped', tripped),
+				hold_id => hold, sweep_id => p_sweep_id);
+			RAISE WARNING 'appguard: % suspension(s) found by sweep % are held (hold %)', n_held, p_sweep_id, hold
+				USING DETAIL = CASE WHEN tripped
+					THEN pg_catalog.format('%s of the %s hosts measured drifted, more than the mass-drift threshold of %s.',
+										   w.drifted, w.measured, threshold)
+					ELSE 'An earlier hold is still open; new suspensions join it.' END,
+					  HINT = pg_catalog.format('Inspect appguard.held_suspensions, then call appguard_release_hold(%s) to apply them or appguard_discard_hold(%s) to drop them.', hold, hold);
+			PERFORM pg_catalog.pg_notify('appguard_hold', hold::text);
+		ELSE
+			PERFORM FROM appguard.clients c
+			WHERE c.client_id IN (SELECT s.client_id FROM appguard.suspensions s WHERE s.id = ANY (pending))
+			ORDER BY c.client_id FOR NO KEY UPDATE;
+			n_tokens := appguard.apply_suspensions(pending);
+			n_applied := pg_catalog.cardinality(pending);
+		END IF;
+	ELSIF tripped THEN
+		RAISE WARNING 'appguard: % of the % hosts measured by sweep % drifted', w.drifted, w.measured, p_sweep_id
+			USING DETAIL = 'Nothing is confirmed yet (appguard.confirmations); the next sweep may hold suspensions.';
+	END IF;
+	-- Decided: the refresh check's fast path may serve these clients again
+	-- unless another host's suspension still refuses (a failed one, one
+	-- of a sweep still running).  The rows are locked first, so that the
+	-- UPDATE's own reads see the evaluations that committed meanwhile.
+	PERFORM FROM appguard.clients c WHERE c.hosts_undecided ORDER BY c.client_id FOR NO KEY UPDATE;
+	UPDATE appguard.clients c SET hosts_undecided = false
+	WHERE c.hosts_undecided AND appguard.other_host_blocking(c.client_id, NULL) IS NULL;
+
+	UPDATE appguard.sweeps s
+	SET state = p_state, finished_at = pg_catalog.clock_timestamp(),
+		suspended = n_applied, held = n_held, tokens_suspended = n_tokens,
+		hold_id = CASE WHEN n_held > 0 THEN hold END
+	WHERE s.id = p_sweep_id;
+	summary := appguard.sweep_summary(p_sweep_id);
+	PERFORM appguard.log_event('sweep_finished', detail => summary,
+							   sweep_id => p_sweep_id, hold_id => CASE WHEN n_held > 0 THEN hold END);
+	RAISE LOG 'appguard: sweep % %: % of % hosts measured (% failed, % drifted), % skipped, % suspension(s) applied, % held, in % s',
+		p_sweep_id, p_state, summary ->> 'measured', summary ->> 'planned', summary ->> 'failed',
+		summary ->> 'drifted', summary ->> 'skipped', n_applied, n_held,
+		pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) w.started_at)::numeric, 3);
+	RETURN summary;
+END
+$$;
+
+REVOKE ALL ON FUNCTION appguard.other_host_blocking(text, bigint) FROM PUBLIC;
+-- END undecided suspensions of a client's other hosts

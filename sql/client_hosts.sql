@@ -175,3 +175,49 @@ WHERE client_id = 'multi' AND host IN ('app.multi.test', 'new.multi.test') ORDER
 SELECT count(*) AS grants_without_baseline FROM grants WHERE client_id = 'multi' AND baseline_snapshot_id IS NULL;
 SELECT kind, detail FROM events WHERE id > :ev AND kind IN ('host_added', 'host_removed') ORDER BY id;
 SELECT appguard_unregister_client('multi');
+
+-- ---------------------------------------------------------------------
+-- During a sweep: another host's suspension is pending until the sweep
+-- ends, and the refresh check refuses its grants meanwhile (C fast path
+-- and full check alike), as it does for the primary host's
+-- ---------------------------------------------------------------------
+SELECT appguard_register_client('pendhost', 'Pending Host', ARRAY['https://app.pendhost.test/cb', 'https://login.pendhost.test/cb'])
+	IS NOT NULL AS registered;
+SELECT snap('app.pendhost.test') IS NOT NULL AS s_app, snap('login.pendhost.test') IS NOT NULL AS s_login;
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('ph1', 'pendhost', 'carol');
+CREATE TABLE public.pendhost_grants (id int PRIMARY KEY, client text, status text NOT NULL DEFAULT 'active');
+SELECT appguard_protect('public.pendhost_grants', 'client', 'status') IS NOT NULL AS protected;
+INSERT INTO public.pendhost_grants (id, client) VALUES (1, 'pendhost');
+SELECT appguard_check_refresh('ph1') AS before_sweep, hosts_undecided FROM clients WHERE client_id = 'pendhost';
+SELECT appguard_sweep_begin('100 years', '1 hour') AS psweep \gset
+SELECT set_config('appguard_lifecycle.sweep_id', :'psweep', false) IS NOT NULL AS in_sweep;
+SELECT snap('login.pendhost.test', 443, '{"tls.leaf.subject.O": "Someone Else"}') IS NOT NULL AS login_changed;
+SELECT set_config('appguard_lifecycle.sweep_id', '', false) = '' AS out_of_sweep;
+SELECT sweep_evaluate(:psweep);
+SELECT error_uri AS pend_uri FROM suspensions WHERE client_id = 'pendhost' \gset
+SELECT su.host, su.state, c.hosts_undecided
+FROM suspensions su JOIN clients c USING (client_id) WHERE client_id = 'pendhost';
+-- refused with the pending suspension's error_uri; the grants stay active
+SELECT appguard_check_refresh('ph1') -> 'error' ->> 'error' AS p1,
+	   appguard_check_refresh('ph1') -> 'error' ->> 'error_uri' = :'pend_uri' AS p1_its_uri,
+	   appguard_check_refresh('public.pendhost_grants', '1') -> 'error' ->> 'error_uri' = :'pend_uri' AS row_its_uri;
+SELECT token_key, state FROM grants WHERE client_id = 'pendhost' ORDER BY 1;
+-- the full check refuses on its own (it returns the suspension that
+-- refuses); the flag is what sends the fast path to it: lowered by hand,
+-- the fast path (the primary unchanged) would allow
+SELECT verify_grant('pendhost', g.baseline_snapshot_id) = su.id AS full_check_refuses
+FROM grants g, suspensions su WHERE g.token_key = 'ph1' AND su.client_id = 'pendhost';
+UPDATE clients SET hosts_undecided = false WHERE client_id = 'pendhost';
+SELECT appguard_check_refresh('ph1') ->> 'allowed' AS fast_path_without_flag;
+UPDATE clients SET hosts_undecided = true WHERE client_id = 'pendhost';
+-- the sweep ends: applied, the flag lowered, the grants suspended
+SELECT appguard_sweep_finish(:psweep) ->> 'suspended' AS suspended;
+SELECT state FROM suspensions WHERE client_id = 'pendhost';
+SELECT hosts_undecided FROM clients WHERE client_id = 'pendhost';
+SELECT token_key, state FROM grants WHERE client_id = 'pendhost' ORDER BY 1;
+SELECT appguard_check_refresh('ph1') -> 'error' ->> 'error_uri' = :'pend_uri' AS suspended_refused;
+-- re-approved: allowed again
+SELECT appguard_reapprove('ph1') ->> 'status' AS reapproved;
+SELECT appguard_check_refresh('ph1') AS after_reapproval;
+SELECT appguard_unprotect('public.pendhost_grants') IS NOT NULL AS unprotected;
+DROP TABLE public.pendhost_grants;

@@ -191,10 +191,11 @@ kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes)
 
 /*
  * Whether an active grant needs nothing of appguard.verify_grant: its
- * baseline is pending, its client is not registered, or no live snapshot
- * is due (appguard.refresh_max_age) and the baseline is the client's
- * latest snapshot, or has been compared with it and is not confirmed
- * drifted.  False whenever verify_grant might act.  Reads with the active
+ * baseline is pending, its client is not registered, or no other watched
+ * host of the client has an undecided suspension (clients.hosts_undecided),
+ * no live snapshot is due (appguard.refresh_max_age) and the baseline is
+ * the client's latest snapshot, or has been compared with it and is not
+ * confirmed drifted.  False whenever verify_grant might act.  Reads with the active
  * snapshot.
  */
 static bool
@@ -212,6 +213,8 @@ grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_
 		return true;			/* baseline pending, or no client to watch */
 	if (!keyread_row(KT_CLIENTS, &client_id, snap, cl, cl_null))
 		return true;			/* unregistered client: left alone */
+	if (!cl_null[CL_HOSTS_UNDECIDED] && DatumGetBool(cl[CL_HOSTS_UNDECIDED]))
+		return false;			/* another host's suspension is undecided */
 	if (appguard_refresh_max_age_s > 0
 		&& (cl_null[CL_LAST_SNAPSHOT_AT]
 			|| !within_seconds(DatumGetTimestampTz(cl[CL_LAST_SNAPSHOT_AT]),

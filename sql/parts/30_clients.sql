@@ -85,7 +85,7 @@ $$;
 -- searching appguard.snapshots.
 -- Read by C (src/keyread.c, KT_CLIENTS): index clients_pkey on
 -- (client_id); columns last_snapshot_id, last_snapshot_at,
--- last_ok_snapshot_id, last_ok_at.
+-- last_ok_snapshot_id, last_ok_at, hosts_undecided.
 CREATE TABLE appguard.clients (
 	client_id			text PRIMARY KEY,
 	name				text NOT NULL,
@@ -100,7 +100,13 @@ CREATE TABLE appguard.clients (
 	last_status			text,
 	last_ok_snapshot_id	bigint,
 	last_ok_at			timestamptz,
-	metadata			jsonb NOT NULL DEFAULT '{}'	-- the metadata URLs appguard watches (jwks_uri, ...)
+	metadata			jsonb NOT NULL DEFAULT '{}',	-- the metadata URLs appguard watches (jwks_uri, ...)
+	-- Read by the refresh check's C fast path: true while one of the
+	-- client's other watched hosts may have an undecided (pending, or
+	-- failed) suspension, which sends every refresh of the client to the
+	-- full check (appguard.verify_grant, appguard.other_host_blocking).
+	-- Set with the pending suspension, cleared when a sweep closes.
+	hosts_undecided		boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE appguard.clients IS 'OAuth clients appguard watches: the primary redirect URI''s host and port, and their latest snapshots';
 CREATE INDEX clients_host ON appguard.clients (host, port);

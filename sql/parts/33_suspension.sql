@@ -781,8 +781,15 @@ BEGIN
 	)
 	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
 
-	IF pg_catalog.cardinality(new_ids) = 0 OR p_sweep_id IS NOT NULL THEN
-		RETURN any_drift;		-- (in a sweep, the end of the sweep decides)
+	IF pg_catalog.cardinality(new_ids) = 0 THEN
+		RETURN any_drift;
+	END IF;
+	IF p_sweep_id IS NOT NULL THEN
+		-- the end of the sweep decides; until then the refresh check of
+		-- this client's grants takes the full path, which refuses them
+		UPDATE appguard.clients c SET hosts_undecided = true
+		WHERE c.client_id = p_client_id AND NOT c.hosts_undecided;
+		RETURN any_drift;
 	END IF;
 	IF p_hold IS NOT NULL THEN
 		PERFORM appguard.log_event('suspension_held', p_client_id,
@@ -794,6 +801,39 @@ BEGIN
 	END IF;
 	PERFORM appguard.apply_suspensions(new_ids);
 	RETURN any_drift;
+END
+$$;
+
+-- The suspension that refuses a refresh of the client's grants on baseline
+-- p_baseline (any baseline when NULL) because another watched host than
+-- the primary drifted: the newest suspension of that (baseline, host),
+-- pending (its sweep has not decided) or failed (its sweep could not),
+-- whose host verdict is still confirmed drifted.  NULL if none.  The
+-- primary's own are appguard.verify_grant's.  VOLATILE: each call reads
+-- what has committed (appguard.sweep_close clears hosts_undecided with it).
+CREATE FUNCTION appguard.other_host_blocking(p_client_id text, p_baseline bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	blocking bigint;
+BEGIN
+	SELECT s.id INTO blocking
+	FROM appguard.suspensions s
+		 JOIN appguard.baseline_host_state bh
+			 ON bh.client_id = s.client_id AND bh.baseline_snapshot_id = s.baseline_snapshot_id
+			AND bh.host = s.host AND bh.port = s.port
+	WHERE s.client_id = p_client_id
+	  AND (p_baseline IS NULL OR s.baseline_snapshot_id = p_baseline)
+	  AND s.state IN ('pending', 'failed')
+	  AND bh.drifting AND bh.streak >= appguard.setting('appguard.confirmations')::integer
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
+					  WHERE u.client_id = s.client_id AND u.baseline_snapshot_id = s.baseline_snapshot_id
+						AND u.host = s.host AND u.port = s.port AND u.id > s.id)
+	ORDER BY s.id DESC
+	LIMIT 1;
+	RETURN blocking;
 END
 $$;
 

@@ -91,6 +91,12 @@ BEGIN
 	IF NOT FOUND THEN
 		RETURN NULL;		-- unregistered client: left alone
 	END IF;
+	-- Another watched host's suspension its sweep has not decided, or
+	-- could not: refused, as the primary's are below (fail closed).
+	blocking := appguard.other_host_blocking(p_client_id, p_baseline);
+	IF blocking IS NOT NULL THEN
+		RETURN blocking;
+	END IF;
 	max_age := appguard.setting('appguard.refresh_max_age')::interval;
 	IF max_age > interval '0'
 	   AND (cli.last_snapshot_at IS NULL OR cli.last_snapshot_at < pg_catalog.clock_timestamp() - max_age) THEN

@@ -255,6 +255,13 @@ BEGIN
 		RAISE WARNING 'appguard: % of the % hosts measured by sweep % drifted', w.drifted, w.measured, p_sweep_id
 			USING DETAIL = 'Nothing is confirmed yet (appguard.confirmations); the next sweep may hold suspensions.';
 	END IF;
+	-- Decided: the refresh check's fast path may serve these clients again
+	-- unless another host's suspension still refuses (a failed one, one
+	-- of a sweep still running).  The rows are locked first, so that the
+	-- UPDATE's own reads see the evaluations that committed meanwhile.
+	PERFORM FROM appguard.clients c WHERE c.hosts_undecided ORDER BY c.client_id FOR NO KEY UPDATE;
+	UPDATE appguard.clients c SET hosts_undecided = false
+	WHERE c.hosts_undecided AND appguard.other_host_blocking(c.client_id, NULL) IS NULL;
 
 	UPDATE appguard.sweeps s
 	SET state = p_state, finished_at = pg_catalog.clock_timestamp(),
