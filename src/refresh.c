@@ -123,11 +123,13 @@ allowed_body(void)
  * Call appguard.<name>(args), looked up schema-qualified, on the slow
  * paths only.  No EXECUTE check (fmgr makes none): the caller's right to
  * call this file's SQL functions is the gate.  A SECURITY DEFINER callee
- * runs as the extension's owner, as usual.
+ * runs as the extension's owner, as usual.  context is passed on as the
+ * callee's (a trigger's TriggerData), or NULL.
  */
 static Datum
 call_appguard_function(const char *name, int nargs, const Oid *argtypes,
-					   const Datum *args, const bool *argnulls, bool *isnull)
+					   const Datum *args, const bool *argnulls, bool *isnull,
+					   Node *context)
 {
 	List	   *qualified = list_make2(makeString("appguard"), makeString(pstrdup(name)));
 	Oid			fn = LookupFuncName(qualified, nargs, argtypes, false);
@@ -138,7 +140,7 @@ call_appguard_function(const char *name, int nargs, const Oid *argtypes,
 
 	Assert(nargs <= 2);
 	fmgr_info(fn, &flinfo);
-	InitFunctionCallInfoData(*fcinfo, &flinfo, nargs, InvalidOid, NULL, NULL);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, nargs, InvalidOid, context, NULL);
 	for (int i = 0; i < nargs; i++)
 	{
 		fcinfo->args[i].value = args[i];
@@ -162,7 +164,7 @@ call_full_check(const char *name, FunctionCallInfo outer, const Oid *argtypes)
 		args[i] = outer->args[i].value;
 		argnulls[i] = outer->args[i].isnull;
 	}
-	result = call_appguard_function(name, outer->nargs, argtypes, args, argnulls, &isnull);
+	result = call_appguard_function(name, outer->nargs, argtypes, args, argnulls, &isnull, NULL);
 	if (isnull)
 		elog(ERROR, "appguard.%s returned NULL", name);
 	return result;
@@ -377,7 +379,7 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
 		*isnull = false;
 		return cl[CL_LAST_OK_SNAPSHOT_ID];
 	}
-	return call_appguard_function("grant_baseline", 1, argtypes, &client_id, &argnull, isnull);
+	return call_appguard_function("grant_baseline", 1, argtypes, &client_id, &argnull, isnull, NULL);
 }
 
 /*
@@ -719,24 +721,6 @@ grant_retired(TriggerData *trigdata)
 	return retired;
 }
 
-/* Run appguard.grant_sync_sql() as the trigger that fired, with its data */
-static Datum
-grant_sync_in_sql(FunctionCallInfo fcinfo)
-{
-	List	   *qualified = list_make2(makeString("appguard"), makeString("grant_sync_sql"));
-	Oid			fn = LookupFuncName(qualified, 0, NULL, false);
-	FmgrInfo	flinfo;
-	Datum		result;
-
-	LOCAL_FCINFO(inner, 0);
-
-	fmgr_info(fn, &flinfo);
-	InitFunctionCallInfoData(*inner, &flinfo, 0, fcinfo->fncollation, fcinfo->context, NULL);
-	result = FunctionCallInvoke(inner);
-	fcinfo->isnull = inner->isnull;
-	return result;
-}
-
 /*
  * Every row trigger of a protected table but INSERT's, and its TRUNCATE
  * trigger; TG_ARGV[0] says which fired.  A host retiring an active row
@@ -764,5 +748,7 @@ appguard_grant_sync(PG_FUNCTION_ARGS)
 			&& grant_retired(trigdata))
 			return PointerGetDatum(NULL);
 	}
-	return grant_sync_in_sql(fcinfo);
+	/* the rest: appguard.grant_sync_sql() as the trigger that fired, with its data */
+	return call_appguard_function("grant_sync_sql", 0, NULL, NULL, NULL, &fcinfo->isnull,
+								  fcinfo->context);
 }
