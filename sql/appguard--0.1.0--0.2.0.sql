@@ -122,6 +122,11 @@ RETURNS trigger
 AS 'MODULE_PATHNAME', 'appguard_grant_sync'
 LANGUAGE C SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
+-- The consent trigger becomes its owner in C (src/identity.c)
+CREATE OR REPLACE FUNCTION appguard.grant_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'appguard_grant_insert'
+LANGUAGE C;
 
 DROP FUNCTION @extschema@.appguard_protect(regclass, name, name, name, text, text);
 DROP FUNCTION appguard.protect_table(regclass, name, name, name, text, text);

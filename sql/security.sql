@@ -139,8 +139,11 @@ WHERE c.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_class'::regclass
 				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
   AND c.relnamespace <> 'appguard'::regnamespace;
 -- every SECURITY DEFINER function and every trigger function runs with
--- search_path = pg_catalog, pg_temp
-SELECT p.oid::regprocedure AS unpinned, p.proconfig
+-- search_path = pg_catalog, pg_temp; the one exception is the consent
+-- trigger, appguard.grant_insert, neither SECURITY DEFINER nor SET: its C
+-- code becomes its owner and pins search_path around the SQL it runs
+-- (src/identity.c; section 7 runs its every path under a hostile path)
+SELECT p.oid::regprocedure AS unpinned, p.proconfig, p.prosecdef
 FROM pg_catalog.pg_proc p
 WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
 				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
@@ -152,6 +155,7 @@ SELECT t.tgrelid::regclass AS tbl, t.tgname, t.tgfoid::regprocedure AS fn
 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 WHERE t.tgrelid IN (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = 'appguard'::regnamespace)
   AND NOT t.tgisinternal
+  AND t.tgfoid <> 'appguard.grant_insert()'::regprocedure
   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
 SELECT e.evtname, e.evtfoid::regprocedure AS fn
 FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid
@@ -358,6 +362,17 @@ SELECT public.snap('hp.example.org') IS NOT NULL AS baseline;
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('hp1', 'hp-app', 'pat');
 INSERT INTO public.hp_tokens VALUES ('r1', 'hp-app', 'active', NULL);
 SELECT appguard_protect('public.hp_tokens', 'client', 'status', 'uri') ->> 'rows';
+-- the consent trigger's paths: its direct insert, a new consent
+-- (appguard.consent_grant), and a key whose grant was left behind (its
+-- row deleted with appguard's triggers idle: the SQL upsert)
+INSERT INTO public.hp_tokens VALUES ('r2', 'hp-app', 'active', NULL);
+INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('hp2', 'hp-app', 'pat2');
+SET session_replication_role = replica;
+DELETE FROM public.hp_tokens WHERE id OPERATOR(pg_catalog.=) 'r2';
+RESET session_replication_role;
+INSERT INTO public.hp_tokens VALUES ('r2', 'hp-app', 'active', NULL);
+SELECT pg_catalog.count(*) AS hp_grants FROM appguard.grants g
+WHERE g.client_id OPERATOR(pg_catalog.=) 'hp-app' AND g.state OPERATOR(pg_catalog.=) 'active';
 SELECT appguard_check_refresh('hp1') ->> 'allowed';
 SELECT public.snap('hp.example.org', 443, '{"dns.ownership_ids": [], "tls.verified": false}') IS NOT NULL AS drifted;
 SELECT appguard_check_refresh('hp1') -> 'error' ->> 'error_uri' LIKE 'https://auth.example.org/%' AS real_error_uri;

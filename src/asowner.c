@@ -22,10 +22,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "identity.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -102,35 +102,13 @@ execute_returning_texts(const char *query, ArrayType *args)
 
 /*
  * Become the owner of relid in a security-restricted operation, with
- * search_path pinned; undone by leave_owner (or by the abort of the
- * (sub)transaction, as for any SECURITY DEFINER function).
+ * search_path pinned: the owner's code must not see or keep ours
+ * (identity.c; undone by identity_restore, or by the abort).
  */
-typedef struct OwnerContext
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} OwnerContext;
-
 static void
-become_owner(Oid relid, OwnerContext *ctx)
+become_owner(Oid relid, SavedIdentity *saved)
 {
-	GetUserIdAndSecContext(&ctx->save_userid, &ctx->save_sec_context);
-	SetUserIdAndSecContext(table_owner(relid),
-						   ctx->save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	/* the owner's code must not see or keep our search_path */
-	ctx->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-}
-
-static void
-leave_owner(OwnerContext *ctx)
-{
-	AtEOXact_GUC(true, ctx->save_nestlevel);
-	SetUserIdAndSecContext(ctx->save_userid, ctx->save_sec_context);
+	identity_become(table_owner(relid), SECURITY_RESTRICTED_OPERATION, true, saved);
 }
 
 /*
@@ -152,7 +130,7 @@ appguard_as_table_owner_keys(PG_FUNCTION_ARGS)
 	Oid			types[2] = {TEXTARRAYOID, TEXTARRAYOID};
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
-	OwnerContext ctx;
+	SavedIdentity ctx;
 	Datum		result = (Datum) 0;
 	bool		isnull = true;
 	SPIPlanPtr	plan;
@@ -190,7 +168,7 @@ appguard_as_table_owner_keys(PG_FUNCTION_ARGS)
 			result = SPI_datumTransfer(result, false, -1);
 	}
 	SPI_finish();
-	leave_owner(&ctx);
+	identity_restore(&ctx);
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
@@ -210,11 +188,11 @@ appguard_as_table_owner(PG_FUNCTION_ARGS)
 	Oid			relid = PG_GETARG_OID(0);
 	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	ArrayType  *args = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
-	OwnerContext ctx;
+	SavedIdentity ctx;
 	ArrayType  *result;
 
 	become_owner(relid, &ctx);
 	result = execute_returning_texts(query, args);
-	leave_owner(&ctx);
+	identity_restore(&ctx);
 	PG_RETURN_ARRAYTYPE_P(result);
 }

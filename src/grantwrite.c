@@ -28,13 +28,18 @@
  *
  * On an error, the relation, its indexes, the slot's tuple descriptor and
  * the EState's memory are released by the aborting (sub)transaction's
- * resource owner and memory contexts, as they are for the executor.
+ * resource owner and memory contexts, as they are for the executor.  The
+ * kept expression states and index descriptions (ExecutorCache) live in a
+ * context of their own under CacheMemoryContext, reset whenever they are
+ * built again.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/table.h"
+#include "catalog/index.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -45,10 +50,12 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/primnodes.h"
+#include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/acl.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
@@ -64,18 +71,43 @@ static const Oid written_types[GW_NCOLUMNS] = {
 	REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID
 };
 
+/*
+ * What the executor would work out again for every row, kept: the CHECK
+ * constraints' expression states and the indexes' IndexInfo (partial
+ * index predicates prepared).  Re-reading the CHECK constraint's stored
+ * expression and planning it was a tenth of the consent trigger's time.
+ * Expression states with no parent plan may be kept and evaluated in any
+ * expression context, as typcache.c keeps a domain's CHECK constraints.
+ */
+typedef struct ExecutorCache
+{
+	int			nchecks;
+	ExprState **checks;
+	int			nindexes;
+	Oid		   *index_oids;
+	IndexInfo **index_infos;
+} ExecutorCache;
+
 typedef struct GrantLayout
 {
 	Oid			relid;
 	AttrNumber	attnums[GW_NCOLUMNS];
 	bool		checked;		/* plain is known (the table was open) */
 	bool		plain;			/* columns, types and defaults as expected */
+	MemoryContext cxt;			/* holds cache; reset when the layout is */
+	ExecutorCache *cache;		/* NULL: not built (or not possible) yet */
 } GrantLayout;
 
 static GrantLayout layout;
 static bool layout_valid = false;
 static bool callback_registered = false;
 
+/*
+ * Only marks the layout stale: the kept states may be in use by the insert
+ * that took the lock whose invalidations run this, and stay valid for it
+ * (no definition of appguard.grants changes while it holds the table).
+ * resolve_layout frees them before the next insert.
+ */
 static void
 forget_layout(Datum arg pg_attribute_unused(), Oid relid)
 {
@@ -94,7 +126,11 @@ resolve_layout(void)
 	{
 		CacheRegisterRelcacheCallback(forget_layout, (Datum) 0);
 		callback_registered = true;
+		layout.cxt = AllocSetContextCreate(CacheMemoryContext, "appguard grant insert",
+										   ALLOCSET_SMALL_SIZES);
 	}
+	MemoryContextReset(layout.cxt);
+	layout.cache = NULL;
 	layout.relid = keyread_layout(KT_GRANTS, keyattnums, attnums);
 	layout.attnums[GW_TOKEN_TABLE] = keyattnums[GRANT_KEY_TOKEN_TABLE];
 	layout.attnums[GW_TOKEN_KEY] = keyattnums[GRANT_KEY_TOKEN_KEY];
@@ -173,6 +209,80 @@ columns_plain(Relation rel)
 		&& ((FuncExpr *) created_default)->funcid == F_NOW;
 }
 
+/*
+ * Build the executor cache for rel, in layout.cxt.  NULL when an index has
+ * expressions (their states belong to an EState): ExecOpenIndices then
+ * does the work every time.
+ */
+static ExecutorCache *
+build_executor_cache(Relation rel)
+{
+	MemoryContext old;
+	ExecutorCache *cache;
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	List	   *index_oids;
+	ListCell   *lc;
+	int			i = 0;
+
+	MemoryContextReset(layout.cxt);	/* what a build cut short by an error left */
+	old = MemoryContextSwitchTo(layout.cxt);
+	cache = palloc0(sizeof(ExecutorCache));
+	index_oids = RelationGetIndexList(rel);
+
+	cache->nchecks = constr ? constr->num_check : 0;
+	cache->checks = palloc0(Max(cache->nchecks, 1) * sizeof(ExprState *));
+	for (int c = 0; c < cache->nchecks; c++)
+		cache->checks[c] = ExecInitExpr(expression_planner(stringToNode(constr->check[c].ccbin)),
+										NULL);
+
+	cache->nindexes = list_length(index_oids);
+	cache->index_oids = palloc(Max(cache->nindexes, 1) * sizeof(Oid));
+	cache->index_infos = palloc(Max(cache->nindexes, 1) * sizeof(IndexInfo *));
+	foreach(lc, index_oids)
+	{
+		Relation	index = index_open(lfirst_oid(lc), RowExclusiveLock);
+		IndexInfo  *info = BuildIndexInfo(index);
+
+		index_close(index, NoLock);
+		if (info->ii_Expressions != NIL)
+		{
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(layout.cxt);
+			return NULL;
+		}
+		if (info->ii_Predicate != NIL)
+			info->ii_PredicateState =
+				ExecInitQual((List *) expression_planner((Expr *) info->ii_Predicate), NULL);
+		cache->index_oids[i] = lfirst_oid(lc);
+		cache->index_infos[i++] = info;
+	}
+	MemoryContextSwitchTo(old);
+	return cache;
+}
+
+/*
+ * What ExecOpenIndices does, with the kept IndexInfos; the kept CHECK
+ * states for ExecConstraints.
+ */
+static void
+prepare_result_rel(ResultRelInfo *rri)
+{
+	ExecutorCache *cache = layout.cache;
+
+	if (cache == NULL)
+	{
+		ExecOpenIndices(rri, false);
+		return;
+	}
+	if (cache->nchecks > 0)
+		rri->ri_ConstraintExprs = cache->checks;
+	rri->ri_NumIndices = cache->nindexes;
+	rri->ri_IndexRelationInfo = cache->index_infos;
+	rri->ri_IndexRelationDescs = palloc(Max(cache->nindexes, 1) * sizeof(Relation));
+	for (int i = 0; i < cache->nindexes; i++)
+		rri->ri_IndexRelationDescs[i] = index_open(cache->index_oids[i], RowExclusiveLock);
+}
+
 /* The table, its privileges and columns allow the direct insert */
 static bool
 direct_insert_allowed(Relation rel)
@@ -185,6 +295,7 @@ direct_insert_allowed(Relation rel)
 	if (!layout.checked)
 	{
 		layout.plain = columns_plain(rel);
+		layout.cache = layout.plain ? build_executor_cache(rel) : NULL;
 		layout.checked = true;
 	}
 	return layout.plain
@@ -221,7 +332,7 @@ grantwrite_insert(Oid token_table, Datum token_key,
 	ExecInitRangeTable(estate, list_make1(rte));
 	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
+	prepare_result_rel(rri);
 
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
 	ExecClearTuple(slot);

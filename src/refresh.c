@@ -42,14 +42,15 @@
 #include "appguard.h"
 #include "applying.h"
 #include "catalog/namespace.h"
-#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "grantwrite.h"
+#include "identity.h"
 #include "hostrow.h"
 #include "keyread.h"
+#include "protected.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
@@ -476,6 +477,7 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 	Datum		args[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', 'n', ' ', ' '};
 	bool		baseline_null = true;
+	int			nestlevel;
 
 	args[0] = ObjectIdGetDatum(relid);
 	args[1] = CStringGetTextDatum(key);
@@ -509,6 +511,7 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 							 args[6], nulls[6] == 'n'))
 		return;
 
+	nestlevel = identity_pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	kept_plan(&track_grant_plan,
@@ -525,65 +528,7 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 	if (SPI_execute_plan(track_grant_plan, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "tracking a grant failed");
 	SPI_finish();
-}
-
-/*
- * The protection of the table whose row fired a trigger on rel: rel's own
- * record in appguard.protected_tables, or, for a partition (PostgreSQL
- * clones the row triggers of a partitioned table to its partitions), its
- * nearest protected ancestor's (sql/parts/32_protect.sql, "Partitioned
- * token tables").  Fills pt[] and pt_null[] and returns the protected
- * table's OID, or InvalidOid when none is protected.  The attribute
- * numbers are rel's: a partition may number the same columns otherwise
- * (a column dropped from its root, a table attached), so they are looked
- * up by name.  Call between begin_fresh_read and end_fresh_read.
- */
-static Oid
-protected_table_of(Relation rel, Datum *pt, bool *pt_null)
-{
-	static const int attnum_columns[] = {PT_KEY_ATTNUM, PT_CLIENT_ATTNUM, PT_STATUS_ATTNUM,
-	PT_SUBJECT_ATTNUM, PT_GRANT_ATTNUM};
-	Oid			relid = RelationGetRelid(rel);
-	Datum		key = ObjectIdGetDatum(relid);
-	Oid			root = InvalidOid;
-	List	   *ancestors;
-	ListCell   *lc;
-
-	if (keyread_row(KT_PROTECTED_TABLES, &key, GetActiveSnapshot(), pt, pt_null))
-		return relid;
-	if (!rel->rd_rel->relispartition)
-		return InvalidOid;
-	ancestors = get_partition_ancestors(relid);	/* nearest first */
-	foreach(lc, ancestors)
-	{
-		key = ObjectIdGetDatum(lfirst_oid(lc));
-		if (keyread_row(KT_PROTECTED_TABLES, &key, GetActiveSnapshot(), pt, pt_null))
-		{
-			root = lfirst_oid(lc);
-			break;
-		}
-	}
-	list_free(ancestors);
-	if (!OidIsValid(root))
-		return InvalidOid;
-	for (int i = 0; i < (int) lengthof(attnum_columns); i++)
-	{
-		int			c = attnum_columns[i];
-		char	   *name;
-		AttrNumber	attnum;
-
-		if (pt_null[c])
-			continue;
-		name = get_attname(root, DatumGetInt16(pt[c]), true);
-		attnum = name ? get_attnum(relid, name) : InvalidAttrNumber;
-		if (attnum == InvalidAttrNumber)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("partition \"%s\" lacks a column appguard reads in protected table \"%s\"",
-							RelationGetRelationName(rel), get_rel_name(root))));
-		pt[c] = Int16GetDatum(attnum);
-	}
-	return root;
+	identity_unpin(nestlevel);
 }
 
 /*
@@ -617,9 +562,15 @@ refuse_unguarded_insert(Relation rel)
  * were off) is replaced: the new row is a new grant.  A restore runs with
  * appguard's triggers idle (session_replication_role = replica), so the
  * grants it brings back stay as they were.  Never fails the INSERT because a measurement
- * failed (the baseline stays pending then).  SECURITY DEFINER (it writes
- * appguard.grants) without a SET clause: it resolves no name through the
- * search_path.
+ * failed (the baseline stays pending then).
+ *
+ * Not SECURITY DEFINER: it becomes its owner (the extension's) only to
+ * track the grant, after reading the row's columns as the inserting role,
+ * and pins search_path only around the SQL of its slow paths (the fast
+ * path resolves no name).  fmgr's SECURITY DEFINER wrapper, set up anew
+ * for every INSERT statement, and a SET clause cost a measurable part of
+ * a rotation (identity.c).  EXECUTE is revoked from PUBLIC, so only
+ * appguard_protect can attach it to a table.
  */
 Datum
 appguard_grant_insert(PG_FUNCTION_ARGS)
@@ -636,6 +587,7 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 	char	   *active_value;
 	char	   *subject = NULL;
 	char	   *grant_key = NULL;
+	SavedIdentity caller;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event)
 		|| !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -643,9 +595,7 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("appguard.grant_insert() must be fired AFTER INSERT FOR EACH ROW")));
 	appguard_require_settings();
-	begin_fresh_read();
 	relid = protected_table_of(trigdata->tg_relation, pt, pt_null);
-	end_fresh_read();
 	if (!OidIsValid(relid))
 		refuse_unguarded_insert(trigdata->tg_relation);
 
@@ -661,8 +611,11 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 		subject = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_SUBJECT_ATTNUM]));
 	if (!pt_null[PT_GRANT_ATTNUM])
 		grant_key = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_GRANT_ATTNUM]));
+	/* the columns were read as the inserting role; appguard's state is written as its owner */
+	identity_become(routine_owner(fcinfo->flinfo->fn_oid), 0, false, &caller);
 	track_grant(relid, key, client_id, status != NULL && strcmp(status, active_value) == 0,
 				subject, grant_key);
+	identity_restore(&caller);
 	return PointerGetDatum(NULL);
 }
 
@@ -694,9 +647,7 @@ grant_retired(TriggerData *trigdata)
 	Datum		args[2];
 	bool		retired;
 
-	begin_fresh_read();
 	root = protected_table_of(rel, pt, pt_null);
-	end_fresh_read();
 	if (!OidIsValid(root))
 		return false;
 	status = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_STATUS_ATTNUM]));

@@ -24,16 +24,15 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
 #include "access/xact.h"
 #include "utils/resowner.h"
 #include "appguard.h"
-#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "engine.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "guard.h"
+#include "identity.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "nodes/pg_list.h"
@@ -42,7 +41,6 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(appguard_sweep_run);
@@ -72,54 +70,20 @@ typedef struct Sweep
 	int			failed_batches;
 } Sweep;
 
-/* The caller's identity and settings while SQL runs as the owner */
-typedef struct AsOwner
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} AsOwner;
-
+/*
+ * Run SQL as the procedure's owner, search_path pinned (identity.c), and
+ * with generic plans: a batch evaluates the same statements for every
+ * host, thousands of times a sweep; planned anew each time (custom plans,
+ * as the plan cache prefers for some of them) that would cost more than
+ * running them.
+ */
 static void
-become_owner(Sweep *sweep, AsOwner *as)
+become_owner(Sweep *sweep, SavedIdentity *as)
 {
-	GetUserIdAndSecContext(&as->save_userid, &as->save_sec_context);
-	as->save_nestlevel = NewGUCNestLevel();
-	SetUserIdAndSecContext(sweep->owner,
-						   as->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-
-	/*
-	 * A batch evaluates the same statements for every host, thousands of
-	 * times a sweep; planned anew each time (custom plans, as the plan
-	 * cache prefers for some of them) that would cost more than running
-	 * them.
-	 */
+	identity_become(sweep->owner, 0, true, as);
 	(void) set_config_option("plan_cache_mode", "force_generic_plan",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
-}
-
-static void
-stop_being_owner(AsOwner *as)
-{
-	AtEOXact_GUC(true, as->save_nestlevel);
-	SetUserIdAndSecContext(as->save_userid, as->save_sec_context);
-}
-
-static Oid
-procedure_owner(Oid procid)
-{
-	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(procid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for procedure %u", procid);
-	owner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
-	ReleaseSysCache(tuple);
-	return owner;
 }
 
 /* The memory that must outlive our commits must not belong to a transaction */
@@ -284,7 +248,7 @@ drop_rows(Sweep *sweep, int n)
 static void
 store_batch(Sweep *sweep, int n)
 {
-	AsOwner		as;
+	SavedIdentity as;
 	char		sweep_id[32];
 
 	snprintf(sweep_id, sizeof(sweep_id), INT64_FORMAT, sweep->id);
@@ -296,7 +260,7 @@ store_batch(Sweep *sweep, int n)
 		(void) store_snapshot_row(&sweep->rows[i]);
 	run_sql_int8("SELECT appguard.sweep_evaluate($1)", sweep->id, SPI_OK_SELECT);
 	SPI_freetuptable(SPI_tuptable);
-	stop_being_owner(&as);
+	identity_restore(&as);
 }
 
 /* A batch that could not be stored: its hosts are measured, with the error */
@@ -308,7 +272,7 @@ record_batch_error(Sweep *sweep, int n, const char *message)
 		"WHERE sh.sweep_id = $1 AND sh.host = $3 AND sh.port = $4 AND sh.snapshot_id IS NULL";
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
-	AsOwner		as;
+	SavedIdentity as;
 
 	become_owner(sweep, &as);
 	values[0] = Int64GetDatum(sweep->id);
@@ -320,7 +284,7 @@ record_batch_error(Sweep *sweep, int n, const char *message)
 		if (SPI_execute_with_args(sql, 4, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not record the error of a sweep's batch");
 	}
-	stop_being_owner(&as);
+	identity_restore(&as);
 }
 
 /*
@@ -419,7 +383,7 @@ appguard_sweep_run(PG_FUNCTION_ARGS)
 	MemoryContext cxt;
 	MemoryContext old;
 	Sweep	   *sweep;
-	AsOwner		as;
+	SavedIdentity as;
 	EngineRun	run;
 	bool		running;
 
@@ -440,7 +404,7 @@ appguard_sweep_run(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(cxt);
 	sweep = palloc0(sizeof(Sweep));
 	sweep->id = PG_GETARG_INT64(0);
-	sweep->owner = procedure_owner(fcinfo->flinfo->fn_oid);
+	sweep->owner = routine_owner(fcinfo->flinfo->fn_oid);
 	sweep->cxt = cxt;
 	sweep->rows_cxt = AllocSetContextCreate(cxt, "appguard sweep rows", ALLOCSET_DEFAULT_SIZES);
 
@@ -448,7 +412,7 @@ appguard_sweep_run(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	become_owner(sweep, &as);
 	running = load_sweep(sweep, cxt);
-	stop_being_owner(&as);
+	identity_restore(&as);
 	/* nothing held while the network is waited for */
 	SPI_commit();
 
