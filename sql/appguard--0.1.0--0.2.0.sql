@@ -3575,3 +3575,34 @@ $$;
 
 REVOKE ALL ON FUNCTION appguard.other_host_blocking(text, bigint) FROM PUBLIC;
 -- END undecided suspensions of a client's other hosts
+
+-- BEGIN appguard's own tables stay local under Citus
+CREATE FUNCTION appguard.own_table_to_citus()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	shard text;
+BEGIN
+	SELECT d.object_identity INTO shard
+	FROM pg_catalog.pg_event_trigger_ddl_commands() d
+		 JOIN pg_catalog.pg_class c ON c.oid = d.objid
+	WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+	  AND c.relnamespace = 'appguard'::regnamespace
+	  AND c.relkind IN ('r', 'p') AND c.relname ~ '_[0-9]+$'
+	LIMIT 1;
+	IF shard IS NOT NULL THEN
+		RAISE EXCEPTION '% would be a Citus shard of an appguard table', shard
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'appguard keeps its own tables local on every node: Citus cannot make them reference, distributed or Citus local tables.',
+				  HINT = 'See docs/citus.md.';
+	END IF;
+END
+$$;
+CREATE EVENT TRIGGER appguard_own_table_to_citus ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+	EXECUTE FUNCTION appguard.own_table_to_citus();
+
+REVOKE ALL ON FUNCTION appguard.own_table_to_citus() FROM PUBLIC;
+-- END appguard's own tables stay local under Citus

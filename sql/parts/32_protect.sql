@@ -156,6 +156,45 @@ BEGIN
 END
 $$;
 
+-- appguard's own tables stay local on every node (docs/citus.md).  Citus
+-- makes a table a reference, distributed or Citus local table by creating
+-- its shards, named <table>_<shard id>, beside it on the nodes that hold
+-- them (or, for a Citus local table, by renaming the table so).  appguard's
+-- C code reads its tables by name through their indexes, so a table Citus
+-- took would be read empty (its shell) on one node while SQL statements
+-- reached its shards; and an extension's table that Citus took cannot be
+-- given back (undistribute_table: "cannot alter table because an extension
+-- depends on it").  So a table of schema appguard that gets a shard's name
+-- is refused: the Citus command fails on the node that makes the shard,
+-- and Citus aborts it on every node.  (No table of appguard's own has a
+-- name ending in _<digits>.)
+CREATE FUNCTION appguard.own_table_to_citus()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	shard text;
+BEGIN
+	SELECT d.object_identity INTO shard
+	FROM pg_catalog.pg_event_trigger_ddl_commands() d
+		 JOIN pg_catalog.pg_class c ON c.oid = d.objid
+	WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+	  AND c.relnamespace = 'appguard'::regnamespace
+	  AND c.relkind IN ('r', 'p') AND c.relname ~ '_[0-9]+$'
+	LIMIT 1;
+	IF shard IS NOT NULL THEN
+		RAISE EXCEPTION '% would be a Citus shard of an appguard table', shard
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'appguard keeps its own tables local on every node: Citus cannot make them reference, distributed or Citus local tables.',
+				  HINT = 'See docs/citus.md.';
+	END IF;
+END
+$$;
+CREATE EVENT TRIGGER appguard_own_table_to_citus ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+	EXECUTE FUNCTION appguard.own_table_to_citus();
+
 -- Column names and types of a protected table, looked up by number.
 -- PL/pgSQL, not SQL: the row triggers call it for every host row, and a
 -- non-inlined SQL function is planned again at each call (milliseconds

@@ -12,6 +12,8 @@
 #     triggers on) refuses every INSERT: no token gets in unguarded;
 #   - with Citus's default settings, distributing a protected table is
 #     refused by Citus itself;
+#   - appguard's own tables cannot be made Citus tables (distributed,
+#     reference, Citus local): refused, with no shard left on any node;
 #   - a local protected table on the coordinator is guarded as usual.
 use strict;
 use warnings;
@@ -89,6 +91,43 @@ $coord->safe_psql('postgres',
 isnt($rc, 0, 'appguard_protect refuses a reference table');
 like($err, qr/0A000: public\.t_ref is a Citus table/, '... with 0A000');
 is(appguard_traces('t_ref'), '0|0', '... leaving no trigger and no record');
+
+# ---------------------------------------------------------------- appguard's own tables stay local
+# Citus would make appguard's tables Citus tables by creating their shards
+# (<table>_<shard id>) in schema appguard; appguard's event trigger refuses
+# that on the node that makes the shard, and Citus aborts the command on
+# every node (an extension's table that Citus took could not be given back).
+my @own = (
+	[ 'distributing appguard.consents by client',
+		"SELECT create_distributed_table('appguard.consents', 'client_id', colocate_with => 't_dist')",
+		'consents' ],
+	[ 'making appguard.grants a reference table',
+		"SELECT create_reference_table('appguard.grants')", 'grants' ],
+	[ 'adding appguard.protected_tables to Citus\'s metadata',
+		"SELECT citus_add_local_table_to_metadata('appguard.protected_tables')",
+		'protected_tables' ]);
+for my $case (@own)
+{
+	my ($what, $sql, $tbl) = @$case;
+	($rc, $out, $err) = $coord->psql('postgres', $sql,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	isnt($rc, 0, "$what is refused");
+	like($err,
+		qr/0A000: appguard\.${tbl}_\d+ would be a Citus shard of an appguard table/,
+		'... with 0A000, naming the shard');
+}
+is( $coord->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
+		WHERE c.relnamespace = 'appguard'::regnamespace}),
+	'0', '... and no appguard table is a Citus table');
+for my $node (@nodes)
+{
+	is( $node->safe_psql('postgres', q{
+			SET citus.override_table_visibility = off;
+			SELECT count(*) FROM pg_class
+			WHERE relnamespace = 'appguard'::regnamespace AND relname ~ '_[0-9]+$'}),
+		'0', '... no shard of one is left on the ' . $node->name);
+}
 
 # ---------------------------------------------------------------- a protected table stays local
 $coord->safe_psql('postgres',
