@@ -3580,3 +3580,69 @@ $$;
 
 REVOKE ALL ON FUNCTION appguard.other_host_blocking(text, bigint) FROM PUBLIC;
 -- END undecided suspensions of a client's other hosts
+
+-- BEGIN tables Citus must not take
+CREATE FUNCTION appguard.refuse_citus_shards()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	shard numeric;
+	first_shard numeric;
+	last_shard numeric;
+	prot regclass;
+BEGIN
+	FOR r IN
+		SELECT c.oid, c.relname, c.relnamespace, d.object_identity
+		FROM pg_catalog.pg_event_trigger_ddl_commands() d
+			 JOIN pg_catalog.pg_class c ON c.oid = d.objid
+		WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+		  AND c.relkind IN ('r', 'p') AND c.relname ~ '_[0-9]+$'
+	LOOP
+		IF r.relnamespace = 'appguard'::regnamespace THEN
+			RAISE EXCEPTION '% would be a Citus shard of an appguard table', r.object_identity
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'appguard keeps its own tables local on every node: Citus cannot make them reference, distributed or Citus local tables.',
+					  HINT = 'See docs/citus.md.';
+		END IF;
+		IF last_shard IS NULL THEN
+			IF pg_catalog.to_regclass('pg_catalog.pg_dist_shardid_seq') IS NULL THEN
+				RETURN;				-- no Citus here
+			END IF;
+			EXECUTE 'SELECT s.seqmin, q.last_value FROM pg_catalog.pg_sequence s, pg_catalog.pg_dist_shardid_seq q '
+					'WHERE s.seqrelid = ''pg_catalog.pg_dist_shardid_seq''::regclass'
+				INTO first_shard, last_shard;
+		END IF;
+		shard := pg_catalog.substring(r.relname, '_([0-9]+)$')::numeric;
+		CONTINUE WHEN shard < first_shard OR shard > last_shard;
+		prot := appguard.protected_root(r.oid);
+		IF prot IS NULL THEN
+			SELECT appguard.protected_root(c.oid) INTO prot
+			FROM pg_catalog.pg_class c
+			WHERE c.relnamespace = r.relnamespace AND c.oid <> r.oid
+			  AND c.relname = pg_catalog.substring(r.relname, '^(.*)_[0-9]+$');
+		END IF;
+		IF prot = r.oid THEN			-- (renamed: named here as it was)
+			RAISE EXCEPTION 'protected table %.% would become a Citus table',
+				pg_catalog.quote_ident(r.relnamespace::regnamespace::text),
+				pg_catalog.quote_ident(pg_catalog.substring(r.relname, '^(.*)_[0-9]+$'))
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = pg_catalog.format('Citus is renaming it to %s, its shard. appguard does not guard Citus tables.', r.object_identity),
+					  HINT = 'appguard_unprotect the table first; see docs/citus.md.';
+		ELSIF prot IS NOT NULL THEN
+			RAISE EXCEPTION 'protected table % would become a Citus table', prot
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = pg_catalog.format('Citus is making %s, a shard of it. appguard does not guard Citus tables: its triggers on shards would guard nothing.', r.object_identity),
+					  HINT = 'appguard_unprotect the table first; see docs/citus.md.';
+		END IF;
+	END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER appguard_refuse_citus_shards ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+	EXECUTE FUNCTION appguard.refuse_citus_shards();
+
+REVOKE ALL ON FUNCTION appguard.refuse_citus_shards() FROM PUBLIC;
+-- END tables Citus must not take

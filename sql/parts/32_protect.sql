@@ -156,6 +156,90 @@ BEGIN
 END
 $$;
 
+-- Tables Citus must not take (docs/citus.md).  Citus makes a table a
+-- reference, distributed or Citus local table by creating its shards,
+-- named <table>_<shard id>, beside it on the nodes that hold them, or, for
+-- a Citus local table (citus_add_local_table_to_metadata, or a foreign key
+-- to a reference table), by renaming the table so on the coordinator and
+-- putting a shell in its place.  Refused here, on the node that makes the
+-- shard, so that Citus aborts the command on every node:
+--   * appguard's own tables.  appguard's C code reads them by name through
+--     their indexes, so a table Citus took would be read empty (its shell)
+--     while SQL statements reached its shards; and an extension's table
+--     that Citus took cannot be given back (undistribute_table: "cannot
+--     alter table because an extension depends on it"), and blocks every
+--     ALTER EXTENSION UPDATE.  (No table of appguard's own has a name
+--     ending in _<digits>.)
+--   * a protected table, or a partition of one, renamed to a shard's name
+--     (it would become a Citus local table's shard, its record and grants
+--     following it, the auth server's statements going to the shell), and
+--     a shard of one created on this node (a reference table's, or a
+--     distributed table's on a node that holds shards).  A shard's name
+--     ends in an id Citus has drawn from pg_dist_shardid_seq.  The shards a
+--     distributed table gets on workers, which know nothing of the table's
+--     protection, refuse every token INSERT instead (src/refresh.c).
+CREATE FUNCTION appguard.refuse_citus_shards()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	shard numeric;
+	first_shard numeric;
+	last_shard numeric;
+	prot regclass;
+BEGIN
+	FOR r IN
+		SELECT c.oid, c.relname, c.relnamespace, d.object_identity
+		FROM pg_catalog.pg_event_trigger_ddl_commands() d
+			 JOIN pg_catalog.pg_class c ON c.oid = d.objid
+		WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+		  AND c.relkind IN ('r', 'p') AND c.relname ~ '_[0-9]+$'
+	LOOP
+		IF r.relnamespace = 'appguard'::regnamespace THEN
+			RAISE EXCEPTION '% would be a Citus shard of an appguard table', r.object_identity
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'appguard keeps its own tables local on every node: Citus cannot make them reference, distributed or Citus local tables.',
+					  HINT = 'See docs/citus.md.';
+		END IF;
+		IF last_shard IS NULL THEN
+			IF pg_catalog.to_regclass('pg_catalog.pg_dist_shardid_seq') IS NULL THEN
+				RETURN;				-- no Citus here
+			END IF;
+			EXECUTE 'SELECT s.seqmin, q.last_value FROM pg_catalog.pg_sequence s, pg_catalog.pg_dist_shardid_seq q '
+					'WHERE s.seqrelid = ''pg_catalog.pg_dist_shardid_seq''::regclass'
+				INTO first_shard, last_shard;
+		END IF;
+		shard := pg_catalog.substring(r.relname, '_([0-9]+)$')::numeric;
+		CONTINUE WHEN shard < first_shard OR shard > last_shard;
+		prot := appguard.protected_root(r.oid);
+		IF prot IS NULL THEN
+			SELECT appguard.protected_root(c.oid) INTO prot
+			FROM pg_catalog.pg_class c
+			WHERE c.relnamespace = r.relnamespace AND c.oid <> r.oid
+			  AND c.relname = pg_catalog.substring(r.relname, '^(.*)_[0-9]+$');
+		END IF;
+		IF prot = r.oid THEN			-- (renamed: named here as it was)
+			RAISE EXCEPTION 'protected table %.% would become a Citus table',
+				pg_catalog.quote_ident(r.relnamespace::regnamespace::text),
+				pg_catalog.quote_ident(pg_catalog.substring(r.relname, '^(.*)_[0-9]+$'))
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = pg_catalog.format('Citus is renaming it to %s, its shard. appguard does not guard Citus tables.', r.object_identity),
+					  HINT = 'appguard_unprotect the table first; see docs/citus.md.';
+		ELSIF prot IS NOT NULL THEN
+			RAISE EXCEPTION 'protected table % would become a Citus table', prot
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = pg_catalog.format('Citus is making %s, a shard of it. appguard does not guard Citus tables: its triggers on shards would guard nothing.', r.object_identity),
+					  HINT = 'appguard_unprotect the table first; see docs/citus.md.';
+		END IF;
+	END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER appguard_refuse_citus_shards ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+	EXECUTE FUNCTION appguard.refuse_citus_shards();
+
 -- Column names and types of a protected table, looked up by number.
 -- PL/pgSQL, not SQL: the row triggers call it for every host row, and a
 -- non-inlined SQL function is planned again at each call (milliseconds

@@ -12,6 +12,11 @@
 #     triggers on) refuses every INSERT: no token gets in unguarded;
 #   - with Citus's default settings, distributing a protected table is
 #     refused by Citus itself;
+#   - appguard's own tables cannot be made Citus tables (distributed,
+#     reference, Citus local): refused, with no shard left on any node;
+#   - nor can a protected table be made a Citus local table (by hand, or
+#     by a foreign key to a reference table) or a reference table: refused
+#     on the coordinator, the table left local, protected and guarded;
 #   - a local protected table on the coordinator is guarded as usual.
 use strict;
 use warnings;
@@ -90,6 +95,43 @@ isnt($rc, 0, 'appguard_protect refuses a reference table');
 like($err, qr/0A000: public\.t_ref is a Citus table/, '... with 0A000');
 is(appguard_traces('t_ref'), '0|0', '... leaving no trigger and no record');
 
+# ---------------------------------------------------------------- appguard's own tables stay local
+# Citus would make appguard's tables Citus tables by creating their shards
+# (<table>_<shard id>) in schema appguard; appguard's event trigger refuses
+# that on the node that makes the shard, and Citus aborts the command on
+# every node (an extension's table that Citus took could not be given back).
+my @own = (
+	[ 'distributing appguard.consents by client',
+		"SELECT create_distributed_table('appguard.consents', 'client_id', colocate_with => 't_dist')",
+		'consents' ],
+	[ 'making appguard.grants a reference table',
+		"SELECT create_reference_table('appguard.grants')", 'grants' ],
+	[ 'adding appguard.protected_tables to Citus\'s metadata',
+		"SELECT citus_add_local_table_to_metadata('appguard.protected_tables')",
+		'protected_tables' ]);
+for my $case (@own)
+{
+	my ($what, $sql, $tbl) = @$case;
+	($rc, $out, $err) = $coord->psql('postgres', $sql,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	isnt($rc, 0, "$what is refused");
+	like($err,
+		qr/0A000: appguard\.${tbl}_\d+ would be a Citus shard of an appguard table/,
+		'... with 0A000, naming the shard');
+}
+is( $coord->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
+		WHERE c.relnamespace = 'appguard'::regnamespace}),
+	'0', '... and no appguard table is a Citus table');
+for my $node (@nodes)
+{
+	is( $node->safe_psql('postgres', q{
+			SET citus.override_table_visibility = off;
+			SELECT count(*) FROM pg_class
+			WHERE relnamespace = 'appguard'::regnamespace AND relname ~ '_[0-9]+$'}),
+		'0', '... no shard of one is left on the ' . $node->name);
+}
+
 # ---------------------------------------------------------------- a protected table stays local
 $coord->safe_psql('postgres',
 	"CREATE TABLE t_local $table; " . sprintf($protect, 't_local')
@@ -122,6 +164,48 @@ $coord->safe_psql('postgres', "INSERT INTO t_local VALUES ('tok-2', 'app-1', 'bo
 is( $coord->safe_psql('postgres',
 		"SELECT count(*) FROM appguard.grants WHERE token_table = 't_local'::regclass"),
 	'2', '... and guarded: the next token is a grant too');
+
+# ---------------------------------------------------------------- nor a Citus table on the coordinator
+# Citus makes a Citus local table by renaming the table to its shard's name
+# (also when a foreign key to a reference table converts it), and a
+# reference table by creating a shard on the coordinator too: appguard's
+# event trigger refuses both on the coordinator, and Citus aborts.
+$coord->safe_psql('postgres',
+	"CREATE TABLE apps (client_id text PRIMARY KEY); SELECT create_reference_table('apps');"
+	  . " INSERT INTO apps VALUES ('app-1')");
+my @coord_cases = (
+	[ 'citus_add_local_table_to_metadata of a protected table',
+		"SELECT citus_add_local_table_to_metadata('t_local')",
+		qr/DETAIL:  Citus is renaming it to public\.t_local_\d+, its shard/ ],
+	[ 'a foreign key from a protected table to a reference table (Citus converts it)',
+		'ALTER TABLE t_local ADD CONSTRAINT t_local_app FOREIGN KEY (client_id) REFERENCES apps (client_id)',
+		qr/foreign key/ ],
+	[ 'create_reference_table of a protected table, unsafe triggers on',
+		"SET citus.enable_unsafe_triggers = on; SELECT create_reference_table('t_local')",
+		qr/DETAIL:  Citus is making public\.t_local_\d+, a shard of it/ ]);
+for my $case (@coord_cases)
+{
+	my ($what, $sql, $detail) = @$case;
+	($rc, $out, $err) = $coord->psql('postgres', $sql,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	isnt($rc, 0, "$what is refused");
+	like($err, qr/ERROR:  0A000: protected table public\.t_local would become a Citus table/,
+		'... with 0A000, naming the table');
+	like($err, $detail, '... saying what Citus was doing');
+}
+is( $coord->safe_psql('postgres', q{
+		SELECT (SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 't_local'::regclass)
+			|| '|' || (SELECT count(*) FROM pg_class WHERE relname ~ '^t_local_[0-9]+$')
+			|| '|' || (SELECT count(*) FROM pg_constraint WHERE conname = 't_local_app')}),
+	'0|0|0', '... and the table stays local, with no shard and no foreign key');
+is(appguard_traces('t_local'), '5|1', '... still protected');
+$coord->safe_psql('postgres', "INSERT INTO t_local VALUES ('tok-4', 'app-1', 'dave')");
+is( $coord->safe_psql('postgres',
+		"SELECT count(*) FROM appguard.grants WHERE token_table = 't_local'::regclass"),
+	'3', '... and guarded');
+$coord->safe_psql('postgres',
+	'ALTER TABLE t_local RENAME TO t_local_2024; ALTER TABLE t_local_2024 RENAME TO t_local');
+pass('a protected table may still be renamed to a name ending in digits that are no shard id');
 
 # ---------------------------------------------------------------- distributed anyway: no token gets in
 $coord->safe_psql('postgres',
