@@ -155,6 +155,8 @@ probe_begin(Engine *engine, Probe *probe)
 	probe->deadline = TimestampTzPlusMilliseconds(probe->started_at,
 												  appguard_timeout_ms);
 	probe->sock = -1;
+	probe->first = -1;			/* no address listed yet */
+	probe->current = -1;
 	probe->phase = PHASE_RESOLVING;
 	probe->status = PROBE_OK;
 	for (int k = 0; k < QUERY_KIND_COUNT; k++)
