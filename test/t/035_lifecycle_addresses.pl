@@ -114,10 +114,10 @@ is_deeply(listed($facts->{'app.move.test'}), [ map { "$_:ok" } @{ $addr{'app.mov
 	'app.move.test: the new address is measured');
 
 my %expect = (
-	'c-org2' => { field => "tls_addresses[$addr{'app.org2.test'}[1]].subject_o",
+	'c-org2' => { address => $addr{'app.org2.test'}[1], field => "tls_addresses[$addr{'app.org2.test'}[1]].subject_o",
 		old => 'Example Health, Inc.', new => 'Northwind Data Brokers LLC',
 		text => qr/organization in the certificate at the app's server address \Q$addr{'app.org2.test'}[1]\E\): Example Health, Inc\. → Northwind Data Brokers LLC/ },
-	'c-cert2' => { field => "tls_addresses[$addr{'app.cert2.test'}[1]].verify_error",
+	'c-cert2' => { address => $addr{'app.cert2.test'}[1], field => "tls_addresses[$addr{'app.cert2.test'}[1]].verify_error",
 		old => undef, new => 'self-signed certificate',
 		text => qr/certificate trust at the app's server address \Q$addr{'app.cert2.test'}[1]\E\): trusted → self-signed certificate/ },
 );
@@ -136,8 +136,8 @@ for my $client (sort keys %expect)
 		"$client: the change names the address, old -> new") or diag explain $ex->{changes};
 	like($ex->{summary}, $e->{text}, "$client: the patient's summary says which address and what it serves");
 	like($lc->sql("SELECT appguard_explain_html($su->{id}, " . lit($client) . ')'),
-		qr{One of the app&#39;s server addresses presents a certificate that is not the app&#39;s|One of the app's server addresses presents a certificate that is not the app's},
-		"$client: the page says it in plain words");
+		qr{One of the app&#39;s server addresses presents a certificate that is not the app&#39;s</p><p>\w[^<]* at the app&#39;s server address \Q$e->{address}\E:},
+		"$client: the page says it in plain words, naming the address");
 }
 is(scalar $lc->suspensions('c-move'), 0, 'c-move: an address that came, with a renewed certificate: no suspension');
 
