@@ -135,6 +135,7 @@ for my $client (sort keys %expect)
 	is_deeply([ @$change{qw(field old new severity)} ], [ $e->{field}, $e->{old}, $e->{new}, 'suspend' ],
 		"$client: the change names the address, old -> new") or diag explain $ex->{changes};
 	like($ex->{summary}, $e->{text}, "$client: the patient's summary says which address and what it serves");
+	note "$client: $ex->{summary}";
 	like($lc->sql("SELECT appguard_explain_html($su->{id}, " . lit($client) . ')'),
 		qr{One of the app&#39;s server addresses presents a certificate that is not the app&#39;s</p><p>\w[^<]* at the app&#39;s server address \Q$e->{address}\E:},
 		"$client: the page says it in plain words, naming the address");
