@@ -3646,3 +3646,68 @@ CREATE EVENT TRIGGER appguard_refuse_citus_shards ON ddl_command_end
 
 REVOKE ALL ON FUNCTION appguard.refuse_citus_shards() FROM PUBLIC;
 -- END tables Citus must not take
+
+-- ---- every address of a host (issue 14, part 2) ----
+-- The new drift reason's policy row, as the install script seeds it (no
+-- policy_insert event, as at install), and the words for its fields.
+ALTER TABLE appguard.policy DISABLE TRIGGER appguard_policy_audit;
+INSERT INTO appguard.policy (reason, severity, description)
+SELECT r.reason, r.default_severity, r.description
+FROM @extschema@.appguard_drift_reasons() AS r
+WHERE r.reason = 'tls_address_mismatch';
+ALTER TABLE appguard.policy ENABLE TRIGGER appguard_policy_audit;
+
+CREATE OR REPLACE FUNCTION appguard.field_label(field text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN $1 LIKE 'tls\_addresses[%].subject\_o'
+			THEN 'organization in the certificate at the app''s server address '
+				 || pg_catalog.substring($1, '^tls_addresses\[(.*)\]\.subject_o$')
+		WHEN $1 LIKE 'tls\_addresses[%].verify\_error'
+			THEN 'certificate trust at the app''s server address '
+				 || pg_catalog.substring($1, '^tls_addresses\[(.*)\]\.verify_error$')
+		ELSE CASE $1
+		WHEN 'tls.leaf.subject.O' THEN 'organization in the certificate'
+		WHEN 'tls.leaf.subject.OU' THEN 'organizational unit in the certificate'
+		WHEN 'tls.leaf.subject.C' THEN 'country in the certificate'
+		WHEN 'tls.leaf.subject.ST' THEN 'state or province in the certificate'
+		WHEN 'tls.leaf.subject.L' THEN 'locality in the certificate'
+		WHEN 'tls.leaf.issuer.O' THEN 'certificate authority'
+		WHEN 'tls.leaf.validation' THEN 'validation class of the certificate'
+		WHEN 'tls.verified' THEN 'certificate trust'
+		WHEN 'tls.verify_error' THEN 'certificate trust'
+		WHEN 'tls.version' THEN 'TLS version'
+		WHEN 'dns.ownership_ids' THEN 'ownership record in DNS'
+		WHEN 'dns.rcode' THEN 'domain in DNS'
+		WHEN 'dns.ns' THEN 'name servers of the domain'
+		WHEN 'dns.cname' THEN 'alias (CNAME) of the host'
+		WHEN 'dns.caa' THEN 'certificate authorities allowed by the domain (CAA)'
+		WHEN 'dns.ad' THEN 'DNSSEC validation'
+		WHEN 'status' THEN 'reachability of the app'
+		ELSE $1 END END
+$$;
+
+CREATE OR REPLACE FUNCTION appguard.value_text(v jsonb, field text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN ($1 IS NULL OR $1 = 'null'::jsonb)
+					 AND ($2 = 'tls.verify_error' OR $2 LIKE 'tls\_addresses[%].verify\_error') THEN 'trusted'
+				WHEN ($1 IS NULL OR $1 = 'null'::jsonb) AND $2 = 'dns.ownership_ids' THEN 'absent'
+				WHEN $2 = 'dns.ownership_ids' THEN 'present for ' || ($1 #>> '{}')
+				WHEN $2 = 'dns.rcode' AND $1 = '"NOERROR"'::jsonb THEN 'exists'
+				WHEN $2 = 'dns.rcode' AND $1 = '"NXDOMAIN"'::jsonb THEN 'does not exist'
+				WHEN $1 IS NULL OR $1 = 'null'::jsonb THEN '(none)'
+				WHEN pg_catalog.jsonb_typeof($1) = 'string' THEN $1 #>> '{}'
+				WHEN pg_catalog.jsonb_typeof($1) = 'array' AND pg_catalog.jsonb_array_length($1) = 0 THEN '(none)'
+				WHEN pg_catalog.jsonb_typeof($1) = 'array'
+					THEN (SELECT pg_catalog.string_agg(CASE WHEN pg_catalog.jsonb_typeof(e) = 'string'
+															THEN e #>> '{}' ELSE e::text END, ', ')
+						  FROM pg_catalog.jsonb_array_elements($1) e)
+				ELSE $1::text END
+$$;
+-- END every address of a host

@@ -433,6 +433,90 @@ SELECT * FROM pg_temp.drift($${"schema": 2, "dns": {"cname_target_domain": "cdn.
 	"cname_target_domain": "example-health.test", "cname_cross_domain": false}}$$);
 
 ---------------------------------------------------------------------------
+-- tls_address_mismatch: another address of the host serves a certificate
+-- not trusted for the name, or another organization's
+---------------------------------------------------------------------------
+
+-- An address as the probe lists it: the right certificate
+CREATE FUNCTION pg_temp.addr(address text, patch jsonb DEFAULT '{}') RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT pg_temp.merge(jsonb_build_object('address', address, 'status', 'ok',
+		'verified', true, 'verify_code', 0, 'verify_error', null, 'leaf_sha256', '1eaf0001',
+		'spki_sha256', '5b140001', 'subject_o', 'Example Health, Inc.', 'validation', 'OV'), patch)
+$$;
+CREATE FUNCTION pg_temp.addrs(VARIADIC entries jsonb[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT jsonb_build_object('schema', 2, 'tls_addresses', to_jsonb(entries), 'tls_addresses_skipped', 0)
+$$;
+CREATE TEMP TABLE two AS SELECT pg_temp.addrs(pg_temp.addr('192.0.2.10'), pg_temp.addr('192.0.2.11')) AS doc;
+
+-- the same list, and the same list in another order: no change
+SELECT d.* FROM two, pg_temp.drift(two.doc, two.doc) AS d;
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.11'), pg_temp.addr('192.0.2.10'))) AS d;
+-- the second address serves another organization's verified certificate
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	pg_temp.addr('192.0.2.11', '{"subject_o": "Northwind Data Brokers LLC", "leaf_sha256": "0bad0001"}'))) AS d;
+-- ... a certificate that does not verify for the name
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	pg_temp.addr('192.0.2.11', '{"verified": false, "verify_code": 18, "verify_error": "self-signed certificate", "leaf_sha256": "0bad0002"}'))) AS d;
+-- ... (a document that gives no verify_error still says it failed)
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	pg_temp.addr('192.0.2.11', '{"verified": false, "verify_error": null, "leaf_sha256": "0bad0002"}'))) AS d;
+-- ... a verified DV certificate: no organization vouched for
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	pg_temp.addr('192.0.2.11', '{"subject_o": null, "validation": "DV", "leaf_sha256": "0bad0003"}'))) AS d;
+-- the same organization spelt otherwise, EV: no change; a renewal of the
+-- right certificate: no change
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	pg_temp.addr('192.0.2.11', '{"subject_o": "EXAMPLE HEALTH LLC", "validation": "EV", "leaf_sha256": "0aaa0001"}'))) AS d;
+-- addresses that come and go: no change (dns.a is not patched here)
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	pg_temp.addr('192.0.2.12', '{"leaf_sha256": "0aaa0002"}'))) AS d;
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.11'))) AS d;
+-- a new address with another organization's certificate is a change
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'), pg_temp.addr('192.0.2.11'),
+	pg_temp.addr('2001:db8::66', '{"subject_o": "Northwind Data Brokers LLC", "leaf_sha256": "0bad0004"}'))) AS d;
+-- an address as it was at baseline is no change, however bad; changed, it is
+SELECT * FROM pg_temp.drift(
+	pg_temp.addrs(pg_temp.addr('192.0.2.10'), pg_temp.addr('192.0.2.11', '{"verified": false, "verify_error": "self-signed certificate", "leaf_sha256": "0bad0002"}')),
+	pg_temp.addrs(pg_temp.addr('192.0.2.10'), pg_temp.addr('192.0.2.11', '{"verified": false, "verify_error": "self-signed certificate", "leaf_sha256": "0bad0002"}')));
+SELECT * FROM pg_temp.drift(
+	pg_temp.addrs(pg_temp.addr('192.0.2.10'), pg_temp.addr('192.0.2.11', '{"verified": false, "verify_error": "self-signed certificate", "leaf_sha256": "0bad0002"}')),
+	pg_temp.addrs(pg_temp.addr('192.0.2.10'), pg_temp.addr('192.0.2.11', '{"verified": false, "verify_error": "certificate has expired", "leaf_sha256": "0bad0005"}')));
+-- the first address (tls.address) is the other rules' (tls_trust_lost here)
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10', '{"verified": false, "leaf_sha256": "0bad0006"}'),
+	pg_temp.addr('192.0.2.11')) || '{"tls": {"verified": false, "verify_error": "self-signed certificate"}}') AS d;
+-- not measured: blocked, failed, not reached, or of unknown facts
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	'{"address": "192.0.2.11", "status": "blocked", "blocked": "private"}',
+	'{"address": "192.0.2.12", "status": "connect_failed", "error": "could not connect"}',
+	'{"address": "192.0.2.13", "status": "timeout", "error": "no answer"}',
+	'{"address": "192.0.2.14", "status": "not_measured"}',
+	pg_temp.addr('192.0.2.15', '{"verified": "no", "leaf_sha256": "0bad0007"}'),
+	pg_temp.addr('192.0.2.16', '{"validation": "XV", "subject_o": "Other", "leaf_sha256": "0bad0008"}'),
+	'{"status": "ok", "verified": false}', '"192.0.2.17"')) AS d;
+-- a baseline without the list (written before it existed), or a document
+-- whose list is not an array: the rule does not run
+SELECT * FROM pg_temp.drift('{}', pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	pg_temp.addr('192.0.2.11', '{"subject_o": "Northwind Data Brokers LLC", "leaf_sha256": "0bad0001"}')));
+SELECT d.* FROM two, pg_temp.drift(two.doc, '{"tls_addresses": {"192.0.2.11": {"verified": false}}}') AS d;
+-- a baseline that was not trusted cannot lose trust at another address; a
+-- DV baseline vouched for no organization
+SELECT d.* FROM two, pg_temp.drift(two.doc || '{"tls": {"verified": false, "verify_error": "self-signed certificate"}}',
+	pg_temp.addrs(pg_temp.addr('192.0.2.10'), pg_temp.addr('192.0.2.11', '{"verified": false, "leaf_sha256": "0bad0002"}'))) AS d;
+SELECT d.* FROM two, pg_temp.drift(two.doc || '{"tls": {"leaf": {"validation": "DV"}}}',
+	pg_temp.addrs(pg_temp.addr('192.0.2.10'), pg_temp.addr('192.0.2.11', '{"subject_o": "Northwind Data Brokers LLC", "leaf_sha256": "0bad0001"}'))
+	|| '{"tls": {"leaf": {"validation": "DV"}}}') AS d;
+-- a failed measurement is an unknown
+SELECT d.* FROM two, pg_temp.drift(two.doc, pg_temp.addrs(pg_temp.addr('192.0.2.10'),
+	pg_temp.addr('192.0.2.11', '{"subject_o": "Northwind Data Brokers LLC", "leaf_sha256": "0bad0001"}')) || '{"status": "timeout"}') AS d;
+-- the words of its fields, for appguard_explain and the page
+SELECT appguard.field_label('tls_addresses[192.0.2.11].subject_o') AS subject_o,
+	   appguard.field_label('tls_addresses[2001:db8::66].verify_error') AS verify_error,
+	   appguard.value_text('null', 'tls_addresses[192.0.2.11].verify_error') AS trusted,
+	   appguard.value_text(NULL, 'tls_addresses[192.0.2.11].subject_o') AS no_org;
+
+---------------------------------------------------------------------------
 -- Reasons of severity "warn"
 ---------------------------------------------------------------------------
 

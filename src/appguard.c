@@ -44,6 +44,7 @@ int			appguard_dns_timeout_ms = 2000;
 char	   *appguard_ca_file = NULL;
 char	   *appguard_allowed_ports = NULL;
 bool		appguard_allow_private_addresses = false;
+int			appguard_max_addresses_per_family = 4;
 char	   *appguard_ownership_prefix = NULL;
 int			appguard_sweep_concurrency = 128;
 int			appguard_baseline_max_age_s = 3600;
@@ -249,6 +250,11 @@ define_settings(void)
 							 "Metadata, multicast, broadcast, reserved and 0.0.0.0/8 addresses stay refused.",
 							 &appguard_allow_private_addresses, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("appguard.max_addresses_per_family",
+							"How many of a host's IPv4 addresses, and of its IPv6 addresses, a probe measures.",
+							"Each further address costs one more connection and TLS handshake within the probe's deadline; addresses beyond are counted, not measured.",
+							&appguard_max_addresses_per_family, 4, 1, 64,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("appguard.ownership_prefix",
 							   "Prefix of the ownership TXT record: <prefix>=<client_id>.",
 							   NULL, &appguard_ownership_prefix, "appguard-client-id",

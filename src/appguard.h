@@ -11,8 +11,8 @@
 #include "postgres.h"
 
 /*
- * The facts document's version.  2 (0.2.0) added dns.cname_target_domain
- * and dns.cname_cross_domain to 1; the drift rules read every version
+ * The facts document's version.  2 (0.2.0) added dns.cname_target_domain,
+ * dns.cname_cross_domain, tls_addresses and tls_addresses_skipped to 1; the drift rules read every version
  * from 1 on, a key a document lacks being an unknown fact.
  */
 #define APPGUARD_FACTS_SCHEMA 2
@@ -27,6 +27,7 @@ extern int	appguard_dns_timeout_ms;
 extern char *appguard_ca_file;
 extern char *appguard_allowed_ports;
 extern bool appguard_allow_private_addresses;
+extern int	appguard_max_addresses_per_family;
 extern char *appguard_ownership_prefix;
 extern int	appguard_sweep_concurrency;
 extern int	appguard_consent_window_s;

@@ -364,7 +364,48 @@ read_tls(JsonbContainer *tls, FactsView *view)
 	view->verify_error = verify_error_at(tls, &view->verified);
 	view->version = text_at(tls, "version", false);
 	view->intermediate_sha256 = intermediate_at(tls);
+	view->address = text_at(tls, "address", false);
 	read_leaf(object_at(tls, "leaf"), view);
+}
+
+/*
+ * The "tls_addresses" list; unknown when the document has none (written
+ * before the list existed).  Entries without an address string are left
+ * out; facts of the wrong type are unknown.
+ */
+static void
+read_addresses(JsonbContainer *root, FactsView *view, const char *argname)
+{
+	JsonbContainer *array = array_at(root, "tls_addresses");
+	DriftAddressList *list = &view->addresses;
+	int			n;
+
+	if (array == NULL)
+		return;
+	n = list_size(array, argname, "tls_addresses");
+	list->known = true;
+	list->items = palloc0((n + 1) * sizeof(DriftAddress));
+	for (int i = 0; i < n; i++)
+	{
+		JsonbContainer *entry = container_of(getIthJsonbValueFromContainer(array, i),
+											 false);
+		DriftAddress *a = &list->items[list->count];
+		DriftText	address = text_at(entry, "address", false);
+		DriftText	status = text_at(entry, "status", false);
+
+		CHECK_FOR_INTERRUPTS();
+		if (address.value == NULL)
+			continue;
+		a->address = address.value;
+		a->measured = status.value != NULL && strcmp(status.value, "ok") == 0;
+		a->verified = bool_at(entry, "verified");
+		a->verify_error = text_at(entry, "verify_error", false);
+		a->leaf_sha256 = text_at(entry, "leaf_sha256", false);
+		a->subject_o = text_at(entry, "subject_o", false);
+		a->validation = text_at(entry, "validation", false);
+		list->count++;
+	}
+	drift_addresses_sort(list);
 }
 
 static const char *
@@ -461,6 +502,7 @@ facts_view_from_jsonb(Jsonb *facts, const char *argname, FactsView *view)
 	view->status_ok = status.value != NULL && strcmp(status.value, "ok") == 0;
 	read_dns(object_at(root, "dns"), view, argname);
 	read_tls(object_at(root, "tls"), view);
+	read_addresses(root, view, argname);
 }
 
 /* ---- returning rows ---- */

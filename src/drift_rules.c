@@ -78,6 +78,25 @@
  *	dns_domain_gone			see 3.
  *	dns_dangling_cname		see 3.  The values are the chains at baseline and
  *							now (JSON arrays; the baseline's may be empty).
+ *	tls_address_mismatch	an address of the current tls_addresses list,
+ *							measured, other than tls.address (whose facts the
+ *							rules above compare), serves
+ *							  - a certificate that does not verify for the
+ *							    name, when the baseline's did (field
+ *							    tls_addresses[ADDRESS].verify_error, values
+ *							    the verify_error texts), or
+ *							  - a verified certificate whose organization is
+ *							    not the baseline's, when the baseline was
+ *							    OV, EV or IV: subject_o differs after
+ *							    normalization, a DV or classless certificate
+ *							    counting as no organization (field
+ *							    tls_addresses[ADDRESS].subject_o, values the
+ *							    baseline's subject O and the address's).
+ *							An address whose entry is the same in the
+ *							baseline's list (verified, leaf_sha256,
+ *							subject_o, validation) is no change, and
+ *							addresses that come and go are none either.
+ *							Runs only when both documents have the list.
  *	tls_issuer_org_changed	leaf issuer O differs after normalization.
  *	dns_ns_changed, dns_caa_changed, dns_addresses_changed: the sets differ;
  *							order does not matter, nor ASCII case in names.
@@ -123,6 +142,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,6 +186,10 @@ static const DriftReasonInfo reason_info[DRIFT_REASON_COUNT] = {
 	[DRIFT_DNS_DANGLING_CNAME] = {
 		"dns_dangling_cname", DRIFT_SEVERITY_SUSPEND,
 		"The app's web address points to a service that no longer exists"
+	},
+	[DRIFT_TLS_ADDRESS_MISMATCH] = {
+		"tls_address_mismatch", DRIFT_SEVERITY_SUSPEND,
+		"One of the app's server addresses presents a certificate that is not the app's"
 	},
 	[DRIFT_HOST_UNREACHABLE] = {
 		"host_unreachable", DRIFT_SEVERITY_SUSPEND,
@@ -361,6 +385,20 @@ drift_list_sort(DriftList *list, const char **buffer)
 		qsort(buffer, list->count, sizeof(const char *), qsort_items);
 	}
 	list->sorted = buffer;
+}
+
+static int
+qsort_addresses(const void *a, const void *b)
+{
+	return strcmp(((const DriftAddress *) a)->address,
+				  ((const DriftAddress *) b)->address);
+}
+
+void
+drift_addresses_sort(DriftAddressList *list)
+{
+	if (list->count > 1)
+		qsort(list->items, list->count, sizeof(DriftAddress), qsort_addresses);
 }
 
 /* Whether a list holds an item (exactly), by binary search in sorted */
@@ -759,6 +797,104 @@ check_dangling_cname(DriftContext *cx)
 				   &cx->baseline->cname, &cx->current->cname);
 }
 
+static bool
+same_text_fact(const DriftText *a, const DriftText *b, bool ignore_case)
+{
+	return a->known == b->known &&
+		(!a->known || texts_equal(a->value, b->value, ignore_case));
+}
+
+/* The baseline's entry of an address says what the current one says */
+static bool
+same_address_facts(const DriftAddress *a, const DriftAddress *b)
+{
+	return a->measured == b->measured &&
+		a->verified.known == b->verified.known &&
+		(!a->verified.known || a->verified.value == b->verified.value) &&
+		same_text_fact(&a->leaf_sha256, &b->leaf_sha256, true) &&
+		same_text_fact(&a->subject_o, &b->subject_o, false) &&
+		same_text_fact(&a->validation, &b->validation, false);
+}
+
+/* Some entry of the baseline's list for this address says the same */
+static bool
+unchanged_since_baseline(const DriftAddressList *list, const DriftAddress *entry)
+{
+	int			lo = 0;
+	int			hi = list->count;
+
+	while (lo < hi)				/* the first entry not below the address */
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (strcmp(list->items[mid].address, entry->address) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (int i = lo; i < list->count &&
+		 strcmp(list->items[i].address, entry->address) == 0; i++)
+		if (same_address_facts(&list->items[i], entry))
+			return true;
+	return false;
+}
+
+static void
+check_addresses(DriftContext *cx)
+{
+	const FactsView *b = cx->baseline;
+	const FactsView *c = cx->current;
+	bool		baseline_trusted = b->verified.known && b->verified.value;
+	const DriftText *baseline_org = &b->subject[DRIFT_NAME_O];
+	bool		baseline_identity =
+		validation_class(&b->validation) == VALIDATION_IDENTITY &&
+		baseline_org->known;
+
+	if (!b->addresses.known || !c->addresses.known)
+		return;
+	for (int i = 0; i < c->addresses.count; i++)
+	{
+		const DriftAddress *e = &c->addresses.items[i];
+		char		field[DRIFT_ADDRESS_MAX + 32];
+
+		if (!e->measured || !e->verified.known ||
+			strlen(e->address) > DRIFT_ADDRESS_MAX)
+			continue;
+		if (c->address.known && c->address.value != NULL &&
+			strcmp(c->address.value, e->address) == 0)
+			continue;			/* the first address: the rules above */
+		if (unchanged_since_baseline(&b->addresses, e))
+			continue;
+		if (!e->verified.value)
+		{
+			if (!baseline_trusted)
+				continue;
+			snprintf(field, sizeof(field), "tls_addresses[%s].verify_error",
+					 e->address);
+			emit_texts(cx, DRIFT_TLS_ADDRESS_MISMATCH, field,
+					   b->verify_error.known ? b->verify_error.value : NULL,
+					   e->verify_error.known && e->verify_error.value ?
+					   e->verify_error.value : "certificate verification failed");
+		}
+		else if (baseline_identity)
+		{
+			ValidationClass cls = validation_class(&e->validation);
+			const char *org;
+
+			if (cls == VALIDATION_UNKNOWN ||
+				(cls == VALIDATION_IDENTITY && !e->subject_o.known))
+				continue;
+			org = cls == VALIDATION_IDENTITY ? e->subject_o.value : NULL;
+			if (drift_names_equal(baseline_org->value, org, true))
+				continue;
+			snprintf(field, sizeof(field), "tls_addresses[%s].subject_o",
+					 e->address);
+			emit_texts(cx, DRIFT_TLS_ADDRESS_MISMATCH, field,
+					   baseline_org->value, org);
+		}
+	}
+}
+
 /* ---- the rules that warn ---- */
 
 static void
@@ -880,6 +1016,7 @@ drift_compare(const FactsView *baseline, const FactsView *current,
 	check_ownership(&cx, client_id);
 	check_domain_gone(&cx);
 	check_dangling_cname(&cx);
+	check_addresses(&cx);
 
 	check_issuer_org(&cx);
 	check_dns_set(&cx, DRIFT_DNS_NS_CHANGED, "dns.ns", DRIFT_QUERY_NS,

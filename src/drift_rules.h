@@ -31,6 +31,7 @@ typedef enum DriftReason
 	DRIFT_DNS_OWNERSHIP_LOST,
 	DRIFT_DNS_DOMAIN_GONE,
 	DRIFT_DNS_DANGLING_CNAME,
+	DRIFT_TLS_ADDRESS_MISMATCH,
 	DRIFT_HOST_UNREACHABLE,		/* reported by the lifecycle, not compared */
 	/* default severity: warn */
 	DRIFT_TLS_ISSUER_ORG_CHANGED,
@@ -124,6 +125,37 @@ typedef struct DriftList
 } DriftList;
 
 /*
+ * One entry of the document's "tls_addresses" list, as the rule
+ * tls_address_mismatch reads it.  An entry without an address string is
+ * left out of the list.
+ */
+typedef struct DriftAddress
+{
+	const char *address;
+	bool		measured;		/* "status" is "ok": a handshake was done */
+	DriftBool	verified;
+	DriftText	verify_error;
+	DriftText	leaf_sha256;
+	DriftText	subject_o;
+	DriftText	validation;
+} DriftAddress;
+
+/*
+ * The list, sorted by address (drift_addresses_sort) before drift_compare.
+ * Unknown in documents written before the list existed: the rule then
+ * does not run, so an old baseline drifts from nothing it lacks.
+ */
+typedef struct DriftAddressList
+{
+	bool		known;
+	int			count;
+	DriftAddress *items;
+} DriftAddressList;
+
+/* The longest address text the rule reads; longer ones are no address */
+#define DRIFT_ADDRESS_MAX 63
+
+/*
  * What the rules read from one facts document.  All zeros (see
  * facts_view_init) is a view in which nothing is known.  The strings
  * belong to whoever built the view.
@@ -156,6 +188,10 @@ typedef struct FactsView
 	DriftText	not_before;
 	DriftText	not_after;
 	DriftText	intermediate_sha256;	/* chain[1].sha256; NULL if none sent */
+	DriftText	address;		/* tls.address: the first address */
+
+	/* tls_addresses: every address measured */
+	DriftAddressList addresses;
 } FactsView;
 
 /* A value handed to the emit callback */
@@ -191,6 +227,9 @@ extern void facts_view_init(FactsView *view);
  * differ only in case are neighbours.  O(n log n); no allocation.
  */
 extern void drift_list_sort(DriftList *list, const char **buffer);
+
+/* Sort an address list in place, by address (byte order); no allocation */
+extern void drift_addresses_sort(DriftAddressList *list);
 
 /*
  * Compare a baseline with a current view and emit every difference.  With

@@ -4,7 +4,8 @@
  *	  The facts document of one probe (schema 2), as jsonb.
  *
  *	  { "schema": 2, "host", "port", "taken_at", "status", "error",
- *	    "elapsed_ms", "dns": {...}, "tls": {...} | null }
+ *	    "elapsed_ms", "dns": {...}, "tls": {...} | null,
+ *	    "tls_addresses": [...], "tls_addresses_skipped" }
  *
  * The README documents every key.  The document is written as JSON text
  * and parsed once into jsonb.
@@ -48,6 +49,7 @@ facts_document(Engine *engine pg_attribute_unused(), Probe *probe)
 		   (GetCurrentTimestamp() - probe->started_at) / 1000);
 	facts_dns(&jw, probe);
 	jw_raw(&jw, "tls", probe->tls_json.data);
+	facts_addresses(&jw, probe);
 	jw_end_object(&jw);
 
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));

@@ -380,7 +380,10 @@ write_sans(TlsScratch *s, JsonWriter *jw, X509 *cert)
 	jw_end_array(jw);
 }
 
-/* Write the policy OIDs and return the validation class they imply */
+/*
+ * Write the policy OIDs (unless jw is NULL) and return the validation class
+ * they imply
+ */
 static const char *
 write_policies(TlsScratch *s, JsonWriter *jw, X509 *cert)
 {
@@ -389,7 +392,8 @@ write_policies(TlsScratch *s, JsonWriter *jw, X509 *cert)
 				iv = false,
 				dv = false;
 
-	jw_begin_array(jw, "policies");
+	if (jw)
+		jw_begin_array(jw, "policies");
 	s->policies = X509_get_ext_d2i(cert, NID_certificate_policies, NULL, NULL);
 	for (int i = 0; i < sk_POLICYINFO_num(s->policies); i++)
 	{
@@ -398,7 +402,8 @@ write_policies(TlsScratch *s, JsonWriter *jw, X509 *cert)
 
 		if (OBJ_obj2txt(oid, sizeof(oid), pi->policyid, 1) <= 0)
 			continue;
-		jw_string(jw, NULL, oid);
+		if (jw)
+			jw_string(jw, NULL, oid);
 		ev |= strcmp(oid, OID_EV) == 0;
 		ov |= strcmp(oid, OID_OV) == 0;
 		iv |= strcmp(oid, OID_IV) == 0;
@@ -406,7 +411,8 @@ write_policies(TlsScratch *s, JsonWriter *jw, X509 *cert)
 	}
 	CERTIFICATEPOLICIES_free(s->policies);
 	s->policies = NULL;
-	jw_end_array(jw);
+	if (jw)
+		jw_end_array(jw);
 	return ev ? "EV" : ov ? "OV" : iv ? "IV" : dv ? "DV" : NULL;
 }
 
@@ -432,31 +438,76 @@ key_type_name(EVP_PKEY *key)
 	}
 }
 
-/* The DER-derived digests: certificate, SubjectPublicKeyInfo, TBS */
+/* SHA-256 of the leaf's DER and of its SubjectPublicKeyInfo */
 static void
-write_digests(TlsScratch *s, JsonWriter *jw, X509 *cert)
+leaf_digests(TlsScratch *s, X509 *cert, char **sha256, char **spki_sha256,
+			 char **tbs_sha256)
 {
 	int			len;
 	const unsigned char *tbs;
 	long		tbs_len;
 
+	*sha256 = *spki_sha256 = NULL;
+	if (tbs_sha256)
+		*tbs_sha256 = NULL;
 	len = i2d_X509(cert, &s->der);
-	jw_string(jw, "sha256", len > 0 ? sha256_hex(s->der, len) : NULL);
-	if (len > 0 && der_first_inner_element(s->der, len, &tbs, &tbs_len))
-		jw_string(jw, "tbs_sha256", sha256_hex(tbs, tbs_len));
-	else
-		jw_null(jw, "tbs_sha256");
+	if (len > 0)
+		*sha256 = sha256_hex(s->der, len);
+	if (tbs_sha256 && len > 0 &&
+		der_first_inner_element(s->der, len, &tbs, &tbs_len))
+		*tbs_sha256 = sha256_hex(tbs, tbs_len);
 	OPENSSL_free(s->der);
 	s->der = NULL;
 
 	len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &s->der);
-	jw_string(jw, "spki_sha256", len > 0 ? sha256_hex(s->der, len) : NULL);
+	if (len > 0)
+		*spki_sha256 = sha256_hex(s->der, len);
 	OPENSSL_free(s->der);
 	s->der = NULL;
 }
 
+/* The DER-derived digests: certificate, SubjectPublicKeyInfo, TBS */
 static void
-write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf)
+write_digests(TlsScratch *s, JsonWriter *jw, X509 *cert, TlsSummary *summary)
+{
+	char	   *sha256;
+	char	   *spki_sha256;
+	char	   *tbs_sha256;
+
+	leaf_digests(s, cert, &sha256, &spki_sha256, &tbs_sha256);
+	jw_string(jw, "sha256", sha256);
+	jw_string(jw, "tbs_sha256", tbs_sha256);
+	jw_string(jw, "spki_sha256", spki_sha256);
+	if (summary)
+	{
+		summary->leaf_sha256 = sha256;
+		summary->spki_sha256 = spki_sha256;
+	}
+}
+
+/* The subject's O as the certificate has it (bytes, may hold any value) */
+static void
+summarize_subject_o(X509 *leaf, TlsSummary *summary)
+{
+	X509_NAME  *name = X509_get_subject_name(leaf);
+	int			idx = X509_NAME_get_index_by_NID(name, NID_organizationName, -1);
+	ASN1_STRING *value;
+
+	summary->subject_o = NULL;
+	summary->subject_o_len = 0;
+	if (idx < 0)
+		return;
+	value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+	if (value == NULL)
+		return;
+	summary->subject_o_len = ASN1_STRING_length(value);
+	summary->subject_o = palloc(summary->subject_o_len + 1);
+	memcpy(summary->subject_o, ASN1_STRING_get0_data(value), summary->subject_o_len);
+	summary->subject_o[summary->subject_o_len] = '\0';
+}
+
+static void
+write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, TlsSummary *summary)
 {
 	EVP_PKEY   *key = X509_get0_pubkey(leaf);
 	int			signid = X509_get_signature_nid(leaf);
@@ -469,7 +520,7 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf)
 	write_serial(jw, leaf);
 	write_time(jw, "not_before", X509_get0_notBefore(leaf));
 	write_time(jw, "not_after", X509_get0_notAfter(leaf));
-	write_digests(s, jw, leaf);
+	write_digests(s, jw, leaf, summary);
 	jw_string(jw, "key_type", key ? key_type_name(key) : NULL);
 	if (key)
 		jw_int(jw, "key_bits", EVP_PKEY_get_bits(key));
@@ -480,6 +531,11 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf)
 	validation = write_policies(s, jw, leaf);
 	jw_string(jw, "validation", validation);
 	jw_end_object(jw);
+	if (summary)
+	{
+		summary->validation = validation;
+		summarize_subject_o(leaf, summary);
+	}
 }
 
 static void
@@ -512,10 +568,28 @@ write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 	jw_end_array(jw);
 }
 
+static void
+summarize_verification(const VerifyResult *result, TlsSummary *summary)
+{
+	summary->verified = result->verified;
+	summary->verify_code = result->code;
+	summary->verify_error = result->verified ? NULL :
+		X509_verify_cert_error_string(result->code);
+}
+
+static void
+summarize_no_certificate(TlsSummary *summary)
+{
+	memset(summary, 0, sizeof(*summary));
+	summary->verify_code = X509_V_ERR_UNSPECIFIED;
+	summary->verify_error = "the server sent no certificate";
+}
+
 void
 facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
 					   X509_STORE *store, const char *host,
-					   const unsigned char *ocsp, long ocsp_len)
+					   const unsigned char *ocsp, long ocsp_len,
+					   TlsSummary *summary)
 {
 	TlsScratch	scratch;
 	VerifyResult result;
@@ -527,6 +601,8 @@ facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
 		jw_bool(jw, "verified", false);
 		jw_int(jw, "verify_code", X509_V_ERR_UNSPECIFIED);
 		jw_string(jw, "verify_error", "the server sent no certificate");
+		if (summary)
+			summarize_no_certificate(summary);
 		return;
 	}
 	PG_TRY();
@@ -543,7 +619,44 @@ facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
 		jw_string(jw, "ocsp", result.ocsp);
 		jw_string(jw, "ocsp_error", result.ocsp_error);
 		write_chain(&scratch, jw, chain);
-		write_leaf(&scratch, jw, sk_X509_value(chain, 0));
+		write_leaf(&scratch, jw, sk_X509_value(chain, 0), summary);
+		if (summary)
+			summarize_verification(&result, summary);
+	}
+	PG_FINALLY();
+	{
+		scratch_free(&scratch);
+		X509_free(result.issuer);
+		ERR_clear_error();
+	}
+	PG_END_TRY();
+}
+
+void
+facts_tls_summary(STACK_OF(X509) *chain, X509_STORE *store, const char *host,
+				  const unsigned char *ocsp, long ocsp_len, TlsSummary *summary)
+{
+	TlsScratch	scratch;
+	VerifyResult result;
+
+	memset(&scratch, 0, sizeof(scratch));
+	memset(&result, 0, sizeof(result));
+	if (chain == NULL || sk_X509_num(chain) == 0)
+	{
+		summarize_no_certificate(summary);
+		return;
+	}
+	PG_TRY();
+	{
+		X509	   *leaf = sk_X509_value(chain, 0);
+
+		verify_chain(&scratch, chain, store, host, &result);
+		check_ocsp_staple(&scratch, chain, store, ocsp, ocsp_len, &result);
+		summarize_verification(&result, summary);
+		leaf_digests(&scratch, leaf, &summary->leaf_sha256,
+					 &summary->spki_sha256, NULL);
+		summarize_subject_o(leaf, summary);
+		summary->validation = write_policies(&scratch, NULL, leaf);
 	}
 	PG_FINALLY();
 	{

@@ -9,6 +9,10 @@
  *	  CONNECTING  a non-blocking connect() to the first address DNS gave
  *	              that the address policy allows (never a second lookup).
  *	  HANDSHAKING SSL_do_handshake() steps as the socket becomes ready.
+ *	              Then CONNECTING and HANDSHAKING again for each further
+ *	              address of the list (probe_addresses.c), one at a time,
+ *	              within the same deadline; the first address's outcome
+ *	              is the probe's, a further one's is a fact of the list.
  *	  FINISHING   TLS is measured; NS, TXT or the CAA climb still running.
  *	  DONE        everything answered, failed or timed out.
  *
@@ -151,6 +155,8 @@ probe_begin(Engine *engine, Probe *probe)
 	probe->deadline = TimestampTzPlusMilliseconds(probe->started_at,
 												  appguard_timeout_ms);
 	probe->sock = -1;
+	probe->first = -1;			/* no address listed yet */
+	probe->current = -1;
 	probe->phase = PHASE_RESOLVING;
 	probe->status = PROBE_OK;
 	for (int k = 0; k < QUERY_KIND_COUNT; k++)
@@ -262,97 +268,58 @@ caa_climb(Engine *engine, Probe *probe)
 	}
 }
 
-static int
-cmp_addr4(const void *a, const void *b)
-{
-	return memcmp(((const DnsItem *) a)->addr, ((const DnsItem *) b)->addr, 4);
-}
-
-static int
-cmp_addr16(const void *a, const void *b)
-{
-	return memcmp(((const DnsItem *) a)->addr, ((const DnsItem *) b)->addr, 16);
-}
-
+/* Connect to the next address from here on */
 static void
-fill_sockaddr(Probe *probe, const DnsItem *item)
+use_address(Probe *probe, int index)
 {
-	memset(&probe->addr, 0, sizeof(probe->addr));
-	if (item->type == DNS_TYPE_A)
-	{
-		struct sockaddr_in *sin = (struct sockaddr_in *) &probe->addr;
+	ProbeAddress *address = &probe->addresses[index];
 
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(probe->port);
-		memcpy(&sin->sin_addr, item->addr, 4);
-		probe->addrlen = sizeof(*sin);
-		inet_ntop(AF_INET, item->addr, probe->addr_text, sizeof(probe->addr_text));
-	}
-	else
-	{
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &probe->addr;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(probe->port);
-		memcpy(&sin6->sin6_addr, item->addr, 16);
-		probe->addrlen = sizeof(*sin6);
-		inet_ntop(AF_INET6, item->addr, probe->addr_text, sizeof(probe->addr_text));
-	}
+	probe->current = index;
+	memcpy(&probe->addr, &address->addr, sizeof(probe->addr));
+	probe->addrlen = address->addrlen;
+	strlcpy(probe->addr_text, address->text, sizeof(probe->addr_text));
 }
 
 /*
- * Pick the first address, IPv4 before IPv6, each in sorted order, that the
- * address policy allows.  Returns false, with the refusal recorded, when
- * there are addresses but none is allowed.
+ * No address is allowed: the probe is refused, naming the first address
+ * (the list holds at least one: the cap is at least 1 per family).
  */
-static bool
-choose_address(Probe *probe, bool *any)
+static void
+refuse_all(Probe *probe)
 {
-	static const struct
-	{
-		QueryKind	kind;
-		uint16		type;
-		int			(*cmp) (const void *, const void *);
-	}			families[] = {
-		{QUERY_A, DNS_TYPE_A, cmp_addr4},
-		{QUERY_AAAA, DNS_TYPE_AAAA, cmp_addr16},
-	};
-	char	   *refused = NULL;
+	const ProbeAddress *first = &probe->addresses[0];
 
-	*any = false;
-	for (int f = 0; f < (int) lengthof(families); f++)
-	{
-		QueryResult *r = &probe->results[families[f].kind];
-
-		qsort(r->items, r->nitems, sizeof(DnsItem), families[f].cmp);
-		for (int i = 0; i < r->nitems; i++)
-		{
-			AddressClass cls;
-
-			if (r->items[i].type != families[f].type)
-				continue;
-			*any = true;
-			fill_sockaddr(probe, &r->items[i]);
-			cls = guard_classify_address((struct sockaddr *) &probe->addr);
-			if (guard_class_allowed(cls, appguard_allow_private_addresses))
-				return true;
-			if (refused == NULL)
-				refused = psprintf("%s is a %s address", probe->addr_text,
-								   guard_address_class_name(cls));
-		}
-	}
-	if (*any)
-	{
-		probe->addr_text[0] = '\0';
-		finish(probe, PROBE_BLOCKED,
-			   psprintf("refused by the address policy: %s%s", refused,
-						appguard_allow_private_addresses ? "" :
-						" (appguard.allow_private_addresses is off)"));
-	}
-	return false;
+	probe->addr_text[0] = '\0';
+	finish(probe, PROBE_BLOCKED,
+		   psprintf("refused by the address policy: %s is a %s address%s",
+					first->text, first->blocked,
+					appguard_allow_private_addresses ? "" :
+					" (appguard.allow_private_addresses is off)"));
 }
 
+/*
+ * The connection to the current address failed: an address after the
+ * first is one fact of the list; the first one's failure is the probe's,
+ * as when a probe measured one address, and the others are then not
+ * measured (a failed probe is an unknown: its other facts are not used).
+ */
 static void
+record_failure(Probe *probe, ProbeStatus status, char *error)
+{
+	ProbeAddress *address = &probe->addresses[probe->current];
+
+	address->state = ADDRESS_FAILED;
+	address->status = status;
+	address->error = error;
+	if (probe->current == probe->first)
+	{
+		finish(probe, status, error);
+		probe_addresses_abandon(probe);
+	}
+}
+
+/* Connect to probe->addr; false, with the failure recorded, if it failed */
+static bool
 start_connect(Engine *engine, Probe *probe)
 {
 	int			sock;
@@ -363,22 +330,43 @@ start_connect(Engine *engine, Probe *probe)
 	sock = socket(probe->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (sock < 0)
 	{
-		finish(probe, PROBE_CONNECT_FAILED,
-			   psprintf("could not create a socket: %m"));
-		probe->phase = PHASE_FINISHING;
-		return;
+		record_failure(probe, PROBE_CONNECT_FAILED,
+					   psprintf("could not create a socket: %m"));
+		return false;
 	}
 	probe->sock = sock;
 	engine_watch(engine, probe, sock, WL_SOCKET_WRITEABLE);
 	if (connect(sock, (struct sockaddr *) &probe->addr, probe->addrlen) < 0 &&
 		errno != EINPROGRESS)
 	{
-		finish(probe, PROBE_CONNECT_FAILED,
-			   psprintf("could not connect to %s port %d: %m",
-						probe->addr_text, probe->port));
+		record_failure(probe, PROBE_CONNECT_FAILED,
+					   psprintf("could not connect to %s port %d: %m",
+								probe->addr_text, probe->port));
 		close_connection(engine, probe);
-		probe->phase = PHASE_FINISHING;
+		return false;
 	}
+	return true;
+}
+
+/*
+ * The first address is done: on to the next allowed one, one connection
+ * at a time (the probe holds one descriptor), until none is left.
+ */
+static void
+next_address(Engine *engine, Probe *probe)
+{
+	int			next;
+
+	while ((next = probe_next_address(probe, probe->current)) >= 0 &&
+		   GetCurrentTimestamp() < probe->deadline)
+	{
+		use_address(probe, next);
+		if (start_connect(engine, probe))
+			return;
+	}
+	probe_addresses_abandon(probe);	/* out of time: the rest */
+	probe->current = -1;
+	probe->phase = PHASE_FINISHING;
 }
 
 void
@@ -411,16 +399,22 @@ probe_on_dns(Engine *engine, Probe *probe)
 		probe->results[QUERY_A].outcome != QUERY_PENDING &&
 		probe->results[QUERY_AAAA].outcome != QUERY_PENDING)
 	{
-		bool		any;
-
-		if (choose_address(probe, &any))
-			start_connect(engine, probe);
+		if (!probe_list_addresses(probe))
+		{
+			finish(probe, PROBE_DNS_FAILED,
+				   psprintf("%s has no IPv4 or IPv6 address", probe->host));
+			probe->phase = PHASE_FINISHING;
+		}
+		else if (probe->first < 0)
+		{
+			refuse_all(probe);
+			probe->phase = PHASE_FINISHING;
+		}
 		else
 		{
-			if (!any)
-				finish(probe, PROBE_DNS_FAILED,
-					   psprintf("%s has no IPv4 or IPv6 address", probe->host));
-			probe->phase = PHASE_FINISHING;
+			use_address(probe, probe->first);
+			if (!start_connect(engine, probe))
+				probe->phase = PHASE_FINISHING;
 		}
 	}
 	maybe_done(probe);
@@ -456,7 +450,10 @@ write_tls_connection(JsonWriter *jw, Probe *probe)
 	jw_string(jw, "sni", probe->host);
 }
 
-/* The handshake is done: measure, then hang up */
+/*
+ * The handshake is done: measure, then hang up.  The first address gets
+ * the whole "tls" object, the others the summary of the list.
+ */
 static void
 measure_tls(Engine *engine, Probe *probe)
 {
@@ -464,29 +461,39 @@ measure_tls(Engine *engine, Probe *probe)
 	STACK_OF(X509) *chain = SSL_get_peer_cert_chain(probe->ssl);
 	const unsigned char *ocsp = NULL;
 	long		ocsp_len = SSL_get_tlsext_status_ocsp_resp(probe->ssl, &ocsp);
+	ProbeAddress *address = &probe->addresses[probe->current];
 
-	initStringInfo(&probe->tls_json);
-	jw_init(&jw, &probe->tls_json);
-	jw_begin_object(&jw, NULL);
-	write_tls_connection(&jw, probe);
-	jw_string(&jw, "version", SSL_get_version(probe->ssl));
-	jw_string(&jw, "cipher", SSL_get_cipher_name(probe->ssl));
-	facts_tls_certificates(&jw, chain, engine->trust_store, probe->host,
-						   ocsp, ocsp_len);
-	jw_end_object(&jw);
-	keep_chain_der(probe, chain);
-	probe->handshake_done = true;
+	address->tls = palloc0(sizeof(TlsSummary));
+	if (probe->current == probe->first)
+	{
+		initStringInfo(&probe->tls_json);
+		jw_init(&jw, &probe->tls_json);
+		jw_begin_object(&jw, NULL);
+		write_tls_connection(&jw, probe);
+		jw_string(&jw, "version", SSL_get_version(probe->ssl));
+		jw_string(&jw, "cipher", SSL_get_cipher_name(probe->ssl));
+		facts_tls_certificates(&jw, chain, engine->trust_store, probe->host,
+							   ocsp, ocsp_len, address->tls);
+		jw_end_object(&jw);
+		keep_chain_der(probe, chain);
+		probe->handshake_done = true;
+	}
+	else
+		facts_tls_summary(chain, engine->trust_store, probe->host,
+						  ocsp, ocsp_len, address->tls);
+	address->state = ADDRESS_MEASURED;
 	close_connection(engine, probe);
-	probe->phase = PHASE_FINISHING;
+	next_address(engine, probe);
 }
 
 static void
 fail_connection(Engine *engine, Probe *probe, ProbeStatus status, char *error)
 {
 	JsonWriter	jw;
+	bool		first = probe->current == probe->first;
 
-	finish(probe, status, error);
-	if (probe->phase == PHASE_HANDSHAKING)
+	record_failure(probe, status, error);
+	if (first && probe->phase == PHASE_HANDSHAKING)
 	{
 		/* connected but no TLS: say where we were, nothing more */
 		initStringInfo(&probe->tls_json);
@@ -496,7 +503,13 @@ fail_connection(Engine *engine, Probe *probe, ProbeStatus status, char *error)
 		jw_end_object(&jw);
 	}
 	close_connection(engine, probe);
-	probe->phase = PHASE_FINISHING;
+	if (first)
+	{
+		probe->current = -1;
+		probe->phase = PHASE_FINISHING;
+	}
+	else
+		next_address(engine, probe);
 }
 
 static void
@@ -572,10 +585,18 @@ probe_on_time(Engine *engine, Probe *probe, TimestampTz now)
 		return;
 	if (now >= probe->deadline)
 	{
-		if (probe->phase != PHASE_FINISHING)
-			fail_connection(engine, probe, PROBE_TIMEOUT,
-							psprintf("no answer within %d ms while %s",
-									 appguard_timeout_ms, phase_names[probe->phase]));
+		char	   *error = psprintf("no answer within %d ms while %s",
+									 appguard_timeout_ms, phase_names[probe->phase]);
+
+		if (probe->phase == PHASE_CONNECTING || probe->phase == PHASE_HANDSHAKING)
+		{
+			/* a further address times out alone (next_address sees the time) */
+			fail_connection(engine, probe, PROBE_TIMEOUT, error);
+		}
+		else if (probe->phase != PHASE_FINISHING)
+			finish(probe, PROBE_TIMEOUT, error);
+		if (probe->addresses_listed)
+			probe_addresses_abandon(probe);
 		for (int k = 0; k < QUERY_KIND_COUNT; k++)
 			abandon_query(&probe->results[k]);
 		probe->phase = PHASE_DONE;

@@ -63,6 +63,31 @@ typedef struct Probe Probe;
 struct SharedQuery;
 
 /*
+ * One address DNS gave for the host, as the probe measures it
+ * (probe_addresses.c builds the list; probe.c connects to each).
+ */
+typedef enum AddressState
+{
+	ADDRESS_PENDING = 0,		/* allowed, not measured yet */
+	ADDRESS_BLOCKED,			/* refused by the address policy: a fact */
+	ADDRESS_MEASURED,			/* handshake done, tls filled in */
+	ADDRESS_FAILED,				/* connect, TLS or time failed: status, error */
+	ADDRESS_NOT_MEASURED		/* the probe ended before its turn */
+} AddressState;
+
+typedef struct ProbeAddress
+{
+	struct sockaddr_storage addr;
+	socklen_t	addrlen;
+	char		text[64];
+	AddressState state;
+	const char *blocked;		/* the address class, when blocked */
+	ProbeStatus status;			/* when failed */
+	char	   *error;			/* when failed */
+	struct TlsSummary *tls;		/* when measured */
+} ProbeAddress;
+
+/*
  * What c-ares hands back, written by its callback.  The callback runs
  * inside ares_process_fd(), where a PostgreSQL ERROR would unwind through
  * c-ares, so it only copies the answer with malloc(); the engine parses it
@@ -131,7 +156,20 @@ struct Probe
 	char		caa_found_at[256];	/* where the relevant CAA set was found */
 	bool		caa_found;
 
-	/* connection */
+	/*
+	 * Addresses: IPv4 then IPv6, each sorted, at most
+	 * appguard.max_addresses_per_family of each (and the first allowed
+	 * one, always).  first is the one the "tls" object describes, current
+	 * the one connected to now (-1: none).
+	 */
+	ProbeAddress *addresses;
+	int			naddresses;
+	int			addresses_skipped;	/* beyond the cap: counted only */
+	int			first;
+	int			current;
+	bool		addresses_listed;
+
+	/* connection, to addresses[current] */
 	int			sock;
 	struct sockaddr_storage addr;
 	socklen_t	addrlen;
@@ -160,5 +198,16 @@ extern void probe_on_socket(struct Engine *engine, Probe *probe, int wl_events);
 extern void probe_on_time(struct Engine *engine, Probe *probe, TimestampTz now);
 extern TimestampTz probe_next_deadline(Probe *probe);
 extern void probe_release(struct Engine *engine, Probe *probe);
+
+/*
+ * The address list of a probe whose A and AAAA answers are in
+ * (probe_addresses.c): sorts the answers, applies the cap and the address
+ * policy.  Returns whether any address was given at all.
+ */
+extern bool probe_list_addresses(Probe *probe);
+/* The next address to connect to after index, or -1 */
+extern int	probe_next_address(Probe *probe, int after);
+/* Mark the addresses still pending as not measured */
+extern void probe_addresses_abandon(Probe *probe);
 
 #endif							/* APPGUARD_PROBE_H */

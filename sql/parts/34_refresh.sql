@@ -291,13 +291,21 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.appguard_check_refresh(regclass, text) IS
 	'At refresh of a protected table''s row: the same answer as appguard_check_refresh(token_id)';
 
--- What a difference means, in words.
+-- What a difference means, in words.  A further address of the host
+-- (tls_address_mismatch) is named: tls_addresses[192.0.2.7].subject_o.
 CREATE FUNCTION appguard.field_label(field text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE $1
+	SELECT CASE
+		WHEN $1 LIKE 'tls\_addresses[%].subject\_o'
+			THEN 'organization in the certificate at the app''s server address '
+				 || pg_catalog.substring($1, '^tls_addresses\[(.*)\]\.subject_o$')
+		WHEN $1 LIKE 'tls\_addresses[%].verify\_error'
+			THEN 'certificate trust at the app''s server address '
+				 || pg_catalog.substring($1, '^tls_addresses\[(.*)\]\.verify_error$')
+		ELSE CASE $1
 		WHEN 'tls.leaf.subject.O' THEN 'organization in the certificate'
 		WHEN 'tls.leaf.subject.OU' THEN 'organizational unit in the certificate'
 		WHEN 'tls.leaf.subject.C' THEN 'country in the certificate'
@@ -315,7 +323,7 @@ AS $$
 		WHEN 'dns.caa' THEN 'certificate authorities allowed by the domain (CAA)'
 		WHEN 'dns.ad' THEN 'DNSSEC validation'
 		WHEN 'status' THEN 'reachability of the app'
-		ELSE $1 END
+		ELSE $1 END END
 $$;
 
 CREATE FUNCTION appguard.value_text(v jsonb, field text)
@@ -323,7 +331,8 @@ RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE WHEN ($1 IS NULL OR $1 = 'null'::jsonb) AND $2 = 'tls.verify_error' THEN 'trusted'
+	SELECT CASE WHEN ($1 IS NULL OR $1 = 'null'::jsonb)
+					 AND ($2 = 'tls.verify_error' OR $2 LIKE 'tls\_addresses[%].verify\_error') THEN 'trusted'
 				WHEN ($1 IS NULL OR $1 = 'null'::jsonb) AND $2 = 'dns.ownership_ids' THEN 'absent'
 				WHEN $2 = 'dns.ownership_ids' THEN 'present for ' || ($1 #>> '{}')
 				WHEN $2 = 'dns.rcode' AND $1 = '"NOERROR"'::jsonb THEN 'exists'

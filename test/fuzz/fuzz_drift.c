@@ -15,6 +15,9 @@
  *	- dns_domain_gone and dns_dangling_cname never fire together, and
  *	  dns_dangling_cname only for a current chain that is known, not
  *	  empty and shorter than DRIFT_CNAME_CHAIN_MAX, without an address;
+ *	- tls_address_mismatch fires only when both views have the address
+ *	  list, at most once per current address, with a tls_addresses[...]
+ *	  field; an address list in another order is no change;
  *	- drift_names_equal is symmetric and reflexive.
  *
  *-------------------------------------------------------------------------
@@ -28,6 +31,7 @@
 
 #define MAX_LIST 12
 #define MAX_STRINGS 512
+#define MAX_ADDRESSES 8
 
 /*
  * The input as a stream: bytes for flags and small numbers, strings up to
@@ -44,6 +48,8 @@ typedef struct Reader
 	const char *lists[MAX_STRINGS];
 	const char *sorted[MAX_STRINGS];	/* lists[] sorted, list by list */
 	int			nlist_items;
+	DriftAddress addresses[2][MAX_ADDRESSES];	/* of each view */
+	int			nviews;
 } Reader;
 
 static uint8_t
@@ -113,6 +119,41 @@ next_list(Reader *r)
 	return list;
 }
 
+/*
+ * The tls_addresses list: addresses drawn from a few values (so that the
+ * two views share some), each with its facts
+ */
+static DriftAddressList
+next_addresses(Reader *r)
+{
+	static const char *const pool[] = {
+		"192.0.2.10", "192.0.2.11", "192.0.2.12", "2001:db8::1",
+	};
+	DriftAddressList list = {false, 0, NULL};
+	uint8_t		b = next_byte(r);
+
+	list.known = (b & 1) != 0;
+	if (!list.known || r->nviews >= 2)
+		return list;
+	list.items = r->addresses[r->nviews++];
+	list.count = (b >> 1) % (MAX_ADDRESSES + 1);
+	for (int i = 0; i < list.count; i++)
+	{
+		DriftAddress *a = &list.items[i];
+		uint8_t		f = next_byte(r);
+
+		a->address = (f & 4) ? next_string(r) : pool[f & 3];
+		a->measured = (f & 8) != 0;
+		a->verified = next_bool(r);
+		a->verify_error = next_text(r);
+		a->leaf_sha256 = next_text(r);
+		a->subject_o = next_text(r);
+		a->validation = next_text(r);
+	}
+	drift_addresses_sort(&list);
+	return list;
+}
+
 static void
 next_view(Reader *r, FactsView *v)
 {
@@ -141,6 +182,8 @@ next_view(Reader *r, FactsView *v)
 	v->not_before = next_text(r);
 	v->not_after = next_text(r);
 	v->intermediate_sha256 = next_text(r);
+	v->address = next_text(r);
+	v->addresses = next_addresses(r);
 }
 
 /* The same set in reverse order, in buf (room for list->count items) */
@@ -164,6 +207,7 @@ typedef struct Seen
 	int			count_not_of_answers;	/* but domain_gone, dangling_cname */
 	int			domain_gone;
 	int			dangling_cname;
+	int			address_mismatch;
 } Seen;
 
 static void
@@ -214,6 +258,15 @@ emit(void *arg, DriftReason reason, const char *field,
 		seen->dangling_cname++;
 	else
 		seen->count_not_of_answers++;
+	if (reason == DRIFT_TLS_ADDRESS_MISMATCH)
+	{
+		seen->address_mismatch++;
+		if (strncmp(field, "tls_addresses[", 14) != 0)
+		{
+			fprintf(stderr, "invariant broken: tls_address_mismatch field %s\n", field);
+			abort();
+		}
+	}
 }
 
 /* The rules' view of a dangling chain, from the outside */
@@ -232,8 +285,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FactsView	baseline,
 				current;
 	const char *client_id;
-	Seen		seen = {0, 0, 0, 0};
-	Seen		self = {0, 0, 0, 0};
+	Seen		seen = {0, 0, 0, 0, 0};
+	Seen		self = {0, 0, 0, 0, 0};
 
 	memset(&r, 0, sizeof(r));
 	r.data = data;
@@ -257,6 +310,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				seen.domain_gone, seen.dangling_cname);
 		abort();
 	}
+	if (seen.address_mismatch > 0 &&
+		(!baseline.addresses.known || !current.addresses.known ||
+		 seen.address_mismatch > current.addresses.count))
+	{
+		fprintf(stderr, "invariant broken: tls_address_mismatch without both lists, or more than one per address\n");
+		abort();
+	}
 	drift_compare(&baseline, &baseline, client_id, emit, &self);
 	drift_compare(&current, &current, NULL, emit, &self);
 	{
@@ -272,6 +332,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		shuffled.ownership_ids = reversed(&baseline.ownership_ids, buf[4], sorted[4]);
 		drift_compare(&baseline, &shuffled, client_id, emit, &self);
 		drift_compare(&shuffled, &baseline, NULL, emit, &self);
+	}
+	{
+		/* an address list in another order is the same list */
+		DriftAddress reversed_addresses[MAX_ADDRESSES];
+		FactsView	shuffled = baseline;
+
+		for (int i = 0; i < baseline.addresses.count; i++)
+			reversed_addresses[i] = baseline.addresses.items[baseline.addresses.count - 1 - i];
+		shuffled.addresses.items = reversed_addresses;
+		drift_addresses_sort(&shuffled.addresses);
+		drift_compare(&baseline, &shuffled, client_id, emit, &self);
 	}
 	if (self.count != 0)
 	{

@@ -7,7 +7,9 @@
  * OCSP response a server sent: verification against the trust store with
  * the first error kept, OCSP, the chain as sent, and the leaf's names,
  * SANs, serial, dates, digests, key and policies.  Its output must be
- * valid UTF-8 and valid JSON whatever the certificates hold.
+ * valid UTF-8 and valid JSON whatever the certificates hold.  The
+ * summary of a further address of a host (facts_tls_summary) must say
+ * what the first address's (from the same work) says.
  *
  * Input: byte 0: bit 0 trusts the last certificate of the chain (so that
  * verification can succeed and reach the OCSP checks), bits 1-2 choose
@@ -30,6 +32,12 @@
 
 #define MAX_CERTS 16
 
+static bool
+same_text(const char *a, const char *b)
+{
+	return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
 static const char *const hosts[] = {
 	"www.example.test", "example.test", "xn--bcher-kva.example.test", "a.b",
 };
@@ -41,6 +49,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	X509_STORE *store;
 	StringInfoData buf;
 	JsonWriter	jw;
+	TlsSummary	full;
+	TlsSummary	alone;
 	size_t		off = 1;
 	uint8_t		flags;
 	int			n;
@@ -72,8 +82,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	jw_init(&jw, &buf);
 	jw_begin_object(&jw, NULL);
 	facts_tls_certificates(&jw, chain, store, hosts[(flags >> 1) & 3],
-						   off < size ? data + off : NULL, (long) (size - off));
+						   off < size ? data + off : NULL, (long) (size - off),
+						   &full);
 	jw_end_object(&jw);
+	/* a further address's summary says the same as the first address's */
+	facts_tls_summary(chain, store, hosts[(flags >> 1) & 3],
+					  off < size ? data + off : NULL, (long) (size - off),
+					  &alone);
+	if (full.verified != alone.verified || full.verify_code != alone.verify_code ||
+		!same_text(full.leaf_sha256, alone.leaf_sha256) ||
+		!same_text(full.spki_sha256, alone.spki_sha256) ||
+		!same_text(full.validation, alone.validation) ||
+		full.subject_o_len != alone.subject_o_len ||
+		(full.subject_o_len > 0 &&
+		 memcmp(full.subject_o, alone.subject_o, full.subject_o_len) != 0))
+		fuzz_fail("facts_tls_summary differs from the summary of facts_tls_certificates");
 	if (jw.depth != 0)
 		fuzz_fail("unbalanced JSON writer depth %d", jw.depth);
 	check_json(buf.data, buf.len, "tls facts");

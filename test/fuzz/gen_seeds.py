@@ -218,7 +218,8 @@ def drift_view(status_ok=True, rcode=1, queries=(1, 1, 1, 1, 1), ad=(1, 1), cnam
                verify_error=None, version="TLSv1.3", validation="EV",
                subject=("Example Health, Inc.", "US", "Missouri", "St. Louis"), issuer="Fuzz CA",
                serial="01", sha="aa", spki="bb", nb="2024-01-01T00:00:00Z", na="2025-01-01T00:00:00Z",
-               inter="cc"):
+               inter="cc", address="192.0.2.10", addresses=((0, True, True, None, "aa", "Example Health, Inc.", "EV"),
+                                                             (1, True, True, None, "aa", "Example Health, Inc.", "EV"))):
     out = bytes([1 if status_ok else 0, rcode]) + bytes(queries)
     out += bytes([ad[0] | (ad[1] << 1)])
     for lst in (cname, a, aaaa, ns, caa, ids):
@@ -226,6 +227,26 @@ def drift_view(status_ok=True, rcode=1, queries=(1, 1, 1, 1, 1), ad=(1, 1), cnam
     out += bytes([1 | (2 if verified else 0)])
     for t in (verify_error, version, validation) + tuple(subject) + (issuer, serial, sha, spki, nb, na, inter):
         out += drift_text(t)
+    out += drift_text(address)
+    out += drift_addresses(addresses)
+    return out
+
+
+def drift_addresses(entries):
+    """fuzz_drift.c's next_addresses: entries are (pool index or a string,
+    measured, verified, verify_error, leaf_sha256, subject_o, validation);
+    None is a list that is not known"""
+    if entries is None:
+        return b"\x00"
+    out = bytes([(len(entries) << 1) | 1])
+    for where, measured, verified, err, leaf, org, validation in entries:
+        flags = (8 if measured else 0) | (where if isinstance(where, int) else 4)
+        out += bytes([flags])
+        if not isinstance(where, int):
+            out += where.encode() + b"\x00"
+        out += bytes([1 | (2 if verified else 0)])
+        for t in (err, leaf, org, validation):
+            out += drift_text(t)
     return out
 
 
@@ -249,6 +270,18 @@ def drift_seeds():
                           a=()) + b"\x00",
         # a chain of 16 steps (the most a document records) whose end is unknown
         base + drift_view(status_ok=False, cname=tuple("hop%d.test" % i for i in range(16)), a=()) + b"\x00",
+        # every address: the second one serves another organization's
+        # certificate, then an untrusted one; one comes and one goes; a
+        # baseline without the list
+        base + drift_view(addresses=((0, True, True, None, "aa", "Example Health, Inc.", "EV"),
+                                     (1, True, True, None, "dd", "Northwind Data Brokers LLC", "OV"))) + b"\x00",
+        base + drift_view(addresses=((0, True, True, None, "aa", "Example Health, Inc.", "EV"),
+                                     (1, True, False, "self-signed certificate", "ee", None, None))) + b"\x00",
+        base + drift_view(addresses=((0, True, True, None, "aa", "Example Health, Inc.", "EV"),
+                                     (3, True, True, None, "ff", "EXAMPLE HEALTH LLC", "OV"),
+                                     (2, False, False, None, None, None, None))) + b"\x00",
+        drift_view(addresses=None) + drift_view(addresses=((0, True, True, None, "aa", "Example Health, Inc.", "EV"),
+                                                          ("198.51.100.7", True, True, None, "dd", "Other", "DV"))) + b"\x00",
     ]
     return seeds
 

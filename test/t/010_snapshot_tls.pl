@@ -239,8 +239,15 @@ is(snapshot_count(), $rows_before, 'appguard_probe stored nothing');
 # Every documented key is present, and no other.
 {
 	my $f = $facts{'dv.example.test'};
-	is_deeply([ sort keys %$f ], [qw(dns elapsed_ms error host port schema status taken_at tls)],
+	is_deeply([ sort keys %$f ],
+		[qw(dns elapsed_ms error host port schema status taken_at tls tls_addresses tls_addresses_skipped)],
 		'document: top-level keys');
+	is_deeply([ map { [ sort keys %$_ ] } @{ $f->{tls_addresses} } ],
+		[ [qw(address leaf_sha256 spki_sha256 status subject_o validation verified verify_code verify_error)] ],
+		'document: tls_addresses keys of a measured address');
+	is_deeply([ @{ $f->{tls_addresses}[0] }{qw(address status verified leaf_sha256 spki_sha256 validation)} ],
+		[ $f->{tls}{address}, 'ok', $f->{tls}{verified}, @{ $f->{tls}{leaf} }{qw(sha256 spki_sha256 validation)} ],
+		'document: the one address listed says what the tls keys say');
 	is_deeply([ sort keys %{ $f->{dns} } ],
 		[qw(a aaaa ad caa caa_domain cname cname_cross_domain cname_target_domain ns ownership_ids queries rcode registrable_domain txt)],
 		'document: dns keys');

@@ -98,8 +98,11 @@ sub check_connected_only
 	check_failed($f, 'connect_failed', qr/^could not connect to \Q$addr{'refused.example.test'}\E port $port: Connection refused$/,
 		'TCP refused');
 	is($f->{tls}, undef, 'TCP refused: tls null');
-	is_deeply([ sort keys %$f ], [qw(dns elapsed_ms error host port schema status taken_at tls)],
+	is_deeply([ sort keys %$f ],
+		[qw(dns elapsed_ms error host port schema status taken_at tls tls_addresses tls_addresses_skipped)],
 		'TCP refused: every top-level key present');
+	is_deeply($f->{tls_addresses}, [ { address => $addr{'refused.example.test'}, status => 'connect_failed',
+				error => $f->{error} } ], 'TCP refused: the address listed with its failure');
 	is_deeply([ sort keys %{ $f->{dns} } ],
 		[qw(a aaaa ad caa caa_domain cname cname_cross_domain cname_target_domain ns ownership_ids queries rcode registrable_domain txt)],
 		'TCP refused: every dns key present');

@@ -1,7 +1,8 @@
 # Safety of a probe inside a backend: pg_cancel_backend and statement_timeout
 # stop a probe stalled in the TLS handshake or in DNS with SQLSTATE 57014,
 # quickly, leaving the backend usable; probes release every descriptor,
-# whatever happened to them.
+# whatever happened to them.  The same for a host of several addresses,
+# whose probe stalls or fails at an address after the first.
 use strict;
 use warnings;
 
@@ -24,6 +25,9 @@ $env->zone(
 		"good A $good", "stall A $stall",
 		"garbage A $garbage", "reset A $reset",
 		"refused A $refused",
+		# several addresses: the good one first (the lowest), then faults
+		(map { "multi A $_" } $good, $stall, $garbage, $reset),
+		(map { "multi2 A $_" } $good, $garbage, $reset, $refused),
 	]);
 $env->start;
 
@@ -96,6 +100,14 @@ cmp_ok($ms, '<', 500, "backend free again ${ms} ms after pg_cancel_backend (hand
 note "cancel latency, stalled handshake: $ms ms";
 is($session->query_safe('SELECT 1'), '1', 'the backend is usable after the cancel');
 
+# a host of several addresses: the first measured, a later one stalls
+($err, $ms) = cancel_during("SELECT appguard_probe('multi.safety.test', 8443)");
+like($err, qr/ERROR:  57014: canceling statement due to user request/,
+	'cancel during a stalled handshake at a later address: 57014');
+cmp_ok($ms, '<', 500, "backend free again ${ms} ms after pg_cancel_backend (later address)");
+note "cancel latency, stalled handshake at the second address: $ms ms";
+is($session->query_safe('SELECT 1'), '1', 'the backend is usable after the cancel');
+
 # The same while every DNS question goes unanswered
 $node->safe_psql('postgres',
 	"ALTER SYSTEM SET appguard.dns_servers = '" . $env->silent_dns . "'; SELECT pg_reload_conf()");
@@ -153,6 +165,29 @@ like($mix, qr/connect_failed=100 dns_failed=100 ok=680 timeout=20 tls_failed=100
 	'1,000 probes with the expected mix of outcomes');
 cmp_ok(fd_count(), '==', $fds_at_start,
 	"descriptors after 1,000 probes: " . fd_count() . " (at start: $fds_at_start)")
+  or diag "at start:\n$fd_list_at_start\nnow:\n" . fds();
+
+# Several addresses, failing after the first in every way (TLS garbage,
+# reset, refused, a stall until the deadline): the probe is ok, each
+# failure a fact of its address, and no descriptor stays open.
+my $m = $session->query_safe(q{
+SELECT f->>'status', (SELECT string_agg(e->>'status', ',' ORDER BY e->>'status')
+					  FROM jsonb_array_elements(f->'tls_addresses') e)
+FROM appguard_probe('multi.safety.test', 8443) f});
+is($m, 'ok|not_measured,not_measured,ok,timeout',
+	'a stall at the second address: the probe ok, that address timed out at the deadline, the later ones not measured');
+$mix = $session->query_safe(q{
+SELECT string_agg(s || '=' || n, ' ' ORDER BY s) FROM (
+	SELECT s, count(*) AS n FROM (
+		SELECT (f->>'status') || ':' || (SELECT string_agg(e->>'status', ',' ORDER BY e->>'status')
+										 FROM jsonb_array_elements(f->'tls_addresses') e) AS s
+		FROM generate_series(1, 200) AS i, LATERAL appguard_probe('multi2.safety.test' || repeat('', i), 8443) f) p
+	GROUP BY s) q});
+note "200 probes of four addresses: $mix";
+like($mix, qr/^ok:connect_failed,ok,tls_failed,tls_failed=200$/,
+	'200 probes of a host of four addresses, three failing after the first: every probe ok');
+cmp_ok(fd_count(), '==', $fds_at_start,
+	"descriptors after probes of several addresses: " . fd_count() . " (at start: $fds_at_start)")
   or diag "at start:\n$fd_list_at_start\nnow:\n" . fds();
 
 $session->quit;

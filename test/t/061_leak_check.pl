@@ -1,7 +1,8 @@
 # Leak check: many probes in one backend, each to a host chosen at random
 # among healthy and faulty ones (TLS ok, bad certificates, refused, reset,
 # garbage, plain HTTP, close after the ClientHello, NXDOMAIN, SERVFAIL,
-# REFUSED, a malformed DNS answer).  The backend's resident memory and its
+# REFUSED, a malformed DNS answer, and a host at all those addresses whose
+# probe measures every one of them after the first).  The backend's resident memory and its
 # open descriptors are read from /proc before (after a warm-up) and after.
 # Nothing may keep growing: descriptors return to where they were, and RSS
 # grows by less than 8 MB (what a leak of a few hundred bytes a probe
@@ -38,7 +39,8 @@ my %addr = (
 	'garbage.leak.test' => $env->fault_server('garbage', size => 100),
 	'http.leak.test'    => $env->fault_server('http', name => 'http.leak.test'),
 	'hello.leak.test'   => $env->fault_server('close_after_hello'));
-$env->zone('leak.test', [ map { "$_. A $addr{$_}" } sort keys %addr ]);
+$env->zone('leak.test', [ (map { "$_. A $addr{$_}" } sort keys %addr),
+		(map { "multi.leak.test. A $addr{$_}" } sort keys %addr) ]);
 $env->servfail_zone('broken.test');
 $env->start;
 my $fault_dns = $env->dns_fault_server(target => $addr{'ok.leak.test'});
@@ -47,13 +49,15 @@ note sprintf 'environment up in %.1f s', time - $t0;
 my $node = PostgreSQL::Test::Cluster->new('leak_check');
 $node->init;
 $node->append_conf('postgresql.conf', $env->postgresql_conf);
-$node->append_conf('postgresql.conf', "appguard.timeout_ms = 2000\nappguard.dns_timeout_ms = 300\n");
+$node->append_conf('postgresql.conf', "appguard.timeout_ms = 2000\nappguard.dns_timeout_ms = 300\n"
+	  . "appguard.max_addresses_per_family = 16\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION appguard');
 
 # Hosts with the DNS server that serves them; the scripted server gives a
 # malformed answer (garbage) and a truncated one (TCP fallback).
 my @targets = ((map { [ $_, $env->dns_servers_guc ] } sort keys %addr),
+	[ 'multi.leak.test', $env->dns_servers_guc ],
 	[ 'gone.leak.test', $env->dns_servers_guc ],
 	[ 'www.broken.test', $env->dns_servers_guc ],
 	[ 'www.nozone.example', $env->dns_servers_guc ],
