@@ -3711,3 +3711,13 @@ AS $$
 				ELSE $1::text END
 $$;
 -- END every address of a host
+
+-- ---- appguard.allowed_networks: the address policy's decision (as sql/parts/10_snapshots.sql) ----
+CREATE FUNCTION @extschema@.appguard_address_allowed(addr inet, allow_private boolean, networks text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'appguard_address_allowed'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.appguard_address_allowed(inet, boolean, text) IS
+	'Whether a probe may connect to the address, given appguard.allow_private_addresses and appguard.allowed_networks';
+REVOKE ALL ON FUNCTION @extschema@.appguard_address_allowed(inet, boolean, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.appguard_address_allowed(inet, boolean, text) TO appguard_operator;

@@ -112,6 +112,47 @@ FROM (VALUES
 	('64:ff9b:1::')
 ) AS t(addr);
 
+-- The decision: a class appguard.allow_private_addresses opens is allowed
+-- when that setting is on, or when the address lies in a network of
+-- appguard.allowed_networks; the classes never reachable stay refused
+-- whatever is listed (metadata above all)
+SELECT addr, allow_private, networks, appguard_address_allowed(addr::inet, allow_private, networks) AS allowed
+FROM (VALUES
+	('8.8.8.8', false, ''),
+	('10.20.1.5', false, ''),
+	('10.20.1.5', true, ''),
+	('10.20.1.5', false, '10.20.0.0/16'),
+	('10.21.1.5', false, '10.20.0.0/16'),
+	('10.20.1.5', false, '192.168.0.0/16, 10.20.1.5'),
+	('10.20.1.5', false, '10.20.1.4/31'),
+	('10.20.1.6', false, '10.20.1.4/31'),
+	('127.77.35.2', false, '127.77.35.2/32'),
+	('127.77.35.3', false, '127.77.35.2/32'),
+	('172.16.0.1', false, '172.16.0.0/12'),
+	('192.168.1.1', false, '172.16.0.0/12'),
+	('fd00:1::5', false, 'fd00:1::/48'),
+	('fd00:2::5', false, 'fd00:1::/48'),
+	('fd00:1::5', false, '10.0.0.0/8'),
+	('::ffff:10.20.1.5', false, '10.20.0.0/16'),
+	('10.20.1.5', false, '0.0.0.0/0'),
+	('169.254.169.254', false, '169.254.0.0/16'),
+	('169.254.169.254', true, '169.254.169.254'),
+	('169.254.1.1', false, '169.254.0.0/16'),
+	('224.0.0.1', true, '224.0.0.0/4'),
+	('0.1.2.3', false, '0.0.0.0/8'),
+	('192.0.2.1', true, '192.0.2.0/24')
+) AS t(addr, allow_private, networks);
+-- a malformed list is refused (22023), as the setting refuses it
+SELECT appguard_address_allowed('10.0.0.1', false, '10.0.0.0/33');
+SELECT appguard_address_allowed('10.0.0.1', false, '10.0.0.1/8');
+SELECT appguard_address_allowed('10.0.0.1', false, '10.0.0.0/8,');
+SELECT appguard_address_allowed('10.0.0.1', false, 'intranet');
+SET appguard.allowed_networks = '10.20.0.0/16, fd00:1::/48';
+SHOW appguard.allowed_networks;
+SET appguard.allowed_networks = '10.20.0.0/16 10.30.0.0/16';
+SET appguard.allowed_networks = '10.20.0.1/16';
+RESET appguard.allowed_networks;
+
 -- Ports: only those in appguard.allowed_ports (default 443).  A probe to
 -- another port is refused before any packet is sent, and says why.
 SET appguard.allowed_ports = '443';
@@ -136,6 +177,7 @@ CREATE ROLE appguard_regress_nobody;
 CREATE ROLE appguard_regress_operator IN ROLE appguard_operator;
 SET ROLE appguard_regress_nobody;
 SET appguard.allow_private_addresses = on;
+SET appguard.allowed_networks = '10.0.0.0/8';
 SET appguard.allowed_ports = '22';
 SET appguard.dns_servers = '192.0.2.53';
 SET appguard.ca_file = '/etc/passwd';

@@ -43,6 +43,7 @@ int			appguard_connect_timeout_ms = 1000;
 int			appguard_dns_timeout_ms = 2000;
 char	   *appguard_ca_file = NULL;
 char	   *appguard_allowed_ports = NULL;
+char	   *appguard_allowed_networks = NULL;
 bool		appguard_allow_private_addresses = false;
 int			appguard_max_addresses_per_family = 4;
 char	   *appguard_ownership_prefix = NULL;
@@ -90,6 +91,17 @@ check_allowed_ports(char **newval,
 	if (guard_port_list_valid(*newval))
 		return true;
 	GUC_check_errdetail("Give a comma-separated list of ports or ranges from 1 to 65535, e.g. \"443, 8443-8450\".");
+	return false;
+}
+
+static bool
+check_allowed_networks(char **newval,
+					   void **extra pg_attribute_unused(),
+					   GucSource source pg_attribute_unused())
+{
+	if (guard_network_list_valid(*newval))
+		return true;
+	GUC_check_errdetail("Give a comma-separated list of addresses and CIDR networks with no bits set right of the prefix, e.g. \"10.20.0.0/16, fd00:1::/48\".");
 	return false;
 }
 
@@ -250,6 +262,11 @@ define_settings(void)
 							 "Metadata, multicast, broadcast, reserved and 0.0.0.0/8 addresses stay refused.",
 							 &appguard_allow_private_addresses, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("appguard.allowed_networks",
+							   "Networks appguard may connect to although their addresses are private: a comma-separated list of CIDR networks.",
+							   "Loopback, private, link-local, CGNAT and unique-local addresses inside them are allowed with appguard.allow_private_addresses off; metadata, multicast, broadcast, reserved and 0.0.0.0/8 addresses stay refused.",
+							   &appguard_allowed_networks, "",
+							   PGC_SUSET, 0, check_allowed_networks, NULL, NULL);
 	DefineCustomIntVariable("appguard.max_addresses_per_family",
 							"How many of a host's IPv4 addresses, and of its IPv6 addresses, a probe measures.",
 							"Each further address costs one more connection and TLS handshake within the probe's deadline; addresses beyond are counted, not measured.",

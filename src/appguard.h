@@ -27,6 +27,7 @@ extern int	appguard_dns_timeout_ms;
 extern char *appguard_ca_file;
 extern char *appguard_allowed_ports;
 extern bool appguard_allow_private_addresses;
+extern char *appguard_allowed_networks;
 extern int	appguard_max_addresses_per_family;
 extern char *appguard_ownership_prefix;
 extern int	appguard_sweep_concurrency;

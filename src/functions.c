@@ -32,6 +32,7 @@ PG_FUNCTION_INFO_V1(appguard_snapshot);
 PG_FUNCTION_INFO_V1(appguard_snapshot_many);
 PG_FUNCTION_INFO_V1(appguard_normalize_host);
 PG_FUNCTION_INFO_V1(appguard_address_class);
+PG_FUNCTION_INFO_V1(appguard_address_allowed);
 PG_FUNCTION_INFO_V1(appguard_registrable_domain);
 PG_FUNCTION_INFO_V1(appguard_setting);
 PG_FUNCTION_INFO_V1(appguard_url_encode);
@@ -267,29 +268,56 @@ appguard_registrable_domain(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(regdom));
 }
 
-Datum
-appguard_address_class(PG_FUNCTION_ARGS)
+static void
+inet_to_sockaddr(inet *addr, struct sockaddr_storage *ss)
 {
-	inet	   *addr = PG_GETARG_INET_PP(0);
-	struct sockaddr_storage ss;
-
-	memset(&ss, 0, sizeof(ss));
+	memset(ss, 0, sizeof(*ss));
 	if (ip_family(addr) == PGSQL_AF_INET)
 	{
-		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
+		struct sockaddr_in *sin = (struct sockaddr_in *) ss;
 
 		sin->sin_family = AF_INET;
 		memcpy(&sin->sin_addr, ip_addr(addr), 4);
 	}
 	else
 	{
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) ss;
 
 		sin6->sin6_family = AF_INET6;
 		memcpy(&sin6->sin6_addr, ip_addr(addr), 16);
 	}
+}
+
+Datum
+appguard_address_class(PG_FUNCTION_ARGS)
+{
+	struct sockaddr_storage ss;
+
+	inet_to_sockaddr(PG_GETARG_INET_PP(0), &ss);
 	PG_RETURN_TEXT_P(cstring_to_text(guard_address_class_name(
 												guard_classify_address((struct sockaddr *) &ss))));
+}
+
+/*
+ * appguard_address_allowed(addr inet, allow_private boolean, networks text)
+ * RETURNS boolean: the address policy's decision (guard_address_allowed) as
+ * a pure function of its arguments, what a probe would decide under those
+ * two settings; a malformed list is 22023.
+ */
+Datum
+appguard_address_allowed(PG_FUNCTION_ARGS)
+{
+	struct sockaddr_storage ss;
+	char	   *networks = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	AddressClass cls;
+
+	if (!guard_network_list_valid(networks))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid network list \"%s\"", networks),
+				 errhint("Give a comma-separated list of addresses and CIDR networks, e.g. \"10.20.0.0/16, fd00:1::/48\".")));
+	inet_to_sockaddr(PG_GETARG_INET_PP(0), &ss);
+	PG_RETURN_BOOL(guard_address_allowed((struct sockaddr *) &ss, PG_GETARG_BOOL(1), networks, &cls));
 }
 
 /*

@@ -447,3 +447,139 @@ guard_port_list_valid(const char *list)
 {
 	return list != NULL && scan_port_list(-1, list) >= 0;
 }
+
+/* ---- appguard.allowed_networks ---- */
+
+/*
+ * One network of the list, "address" or "address/prefix", in its own
+ * family's bytes.  Host bits right of the prefix must be zero, as in
+ * PostgreSQL's cidr type, so that a typo cannot silently widen a network.
+ */
+typedef struct Network
+{
+	int			family;			/* AF_INET or AF_INET6 */
+	uint8_t		bytes[16];
+	int			prefix;
+} Network;
+
+static bool
+parse_network(const char *text, size_t len, Network *net)
+{
+	char		buf[INET6_ADDRSTRLEN + 8];
+	char	   *slash;
+	int			bits;
+
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	slash = strchr(buf, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	memset(net, 0, sizeof(*net));
+	if (inet_pton(AF_INET, buf, net->bytes) == 1)
+		net->family = AF_INET;
+	else if (inet_pton(AF_INET6, buf, net->bytes) == 1)
+		net->family = AF_INET6;
+	else
+		return false;
+	bits = net->family == AF_INET ? 32 : 128;
+	net->prefix = bits;
+	if (slash != NULL)
+	{
+		char	   *end;
+		long		prefix;
+
+		if (!isdigit((unsigned char) slash[1]))
+			return false;
+		prefix = strtol(slash + 1, &end, 10);
+		if (*end != '\0' || prefix < 0 || prefix > bits)
+			return false;
+		net->prefix = (int) prefix;
+	}
+	for (int bit = net->prefix; bit < bits; bit++)
+		if (net->bytes[bit / 8] & (0x80 >> (bit % 8)))
+			return false;
+	return true;
+}
+
+static bool
+network_contains(const Network *net, int family, const uint8_t *bytes)
+{
+	int			whole = net->prefix / 8;
+	int			rest = net->prefix % 8;
+
+	if (family != net->family || memcmp(net->bytes, bytes, whole) != 0)
+		return false;
+	return rest == 0 || ((net->bytes[whole] ^ bytes[whole]) & (0xff << (8 - rest))) == 0;
+}
+
+/*
+ * Walk a network list; with sa NULL only validate it.  Returns 1 when sa is
+ * in a listed network, 0 when not, -1 when the list is malformed.
+ */
+static int
+scan_network_list(const struct sockaddr *sa, const char *list)
+{
+	const char *p = list;
+	int			found = 0;
+	int			family = 0;
+	const uint8_t *bytes = NULL;
+
+	if (sa != NULL && sa->sa_family == AF_INET)
+	{
+		family = AF_INET;
+		bytes = (const uint8_t *) &((const struct sockaddr_in *) sa)->sin_addr;
+	}
+	else if (sa != NULL && sa->sa_family == AF_INET6)
+	{
+		family = AF_INET6;
+		bytes = (const uint8_t *) &((const struct sockaddr_in6 *) sa)->sin6_addr;
+	}
+	for (;;)
+	{
+		size_t		len;
+		Network		net;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			return found;
+		len = strcspn(p, ", \t");
+		if (!parse_network(p, len, &net))
+			return -1;
+		if (bytes != NULL && network_contains(&net, family, bytes))
+			found = 1;
+		p += len;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == ',')
+		{
+			p++;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (*p == '\0' || *p == ',')
+				return -1;		/* an empty element */
+		}
+		else if (*p != '\0')
+			return -1;
+	}
+}
+
+bool
+guard_network_list_valid(const char *list)
+{
+	return list != NULL && scan_network_list(NULL, list) >= 0;
+}
+
+bool
+guard_address_allowed(const struct sockaddr *sa, bool allow_private, const char *networks,
+					  AddressClass *cls)
+{
+	*cls = guard_classify_address(sa);
+	if (guard_class_allowed(*cls, allow_private))
+		return true;
+	/* only the classes allow_private would open may be listed open */
+	return guard_class_allowed(*cls, true) && networks != NULL
+		&& scan_network_list(sa, networks) == 1;
+}

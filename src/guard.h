@@ -54,6 +54,18 @@ extern const char *guard_address_class_name(AddressClass cls);
 extern bool guard_class_allowed(AddressClass cls, bool allow_private);
 
 /*
+ * Whether a connection to sa may be made, its class stored in *cls: its
+ * class is allowed (guard_class_allowed), or it is one allow_private would
+ * open and it lies in a network of networks (appguard.allowed_networks: a
+ * comma-separated list of addresses and CIDR networks, IPv4 or IPv6,
+ * matched against the address as given, never widening the classes that
+ * are never reachable).  NULL or empty networks lists none.
+ */
+extern bool guard_address_allowed(const struct sockaddr *sa, bool allow_private,
+								  const char *networks, AddressClass *cls);
+extern bool guard_network_list_valid(const char *list);
+
+/*
  * Validate and normalise a host name into out (lower-case A-labels, no final
  * dot).  Returns NULL on success, else a static message saying what is wrong.
  * Pure function: no PostgreSQL calls, so the fuzzers can use it.

@@ -294,7 +294,7 @@ refuse_all(Probe *probe)
 		   psprintf("refused by the address policy: %s is a %s address%s",
 					first->text, first->blocked,
 					appguard_allow_private_addresses ? "" :
-					" (appguard.allow_private_addresses is off)"));
+					" (appguard.allow_private_addresses is off, and appguard.allowed_networks does not list it)"));
 }
 
 /*

@@ -116,8 +116,9 @@ probe_list_addresses(Probe *probe)
 			previous = item;
 			any = true;
 			fill_sockaddr(address, item, probe->port);
-			cls = guard_classify_address((struct sockaddr *) &address->addr);
-			allowed = guard_class_allowed(cls, appguard_allow_private_addresses);
+			allowed = guard_address_allowed((struct sockaddr *) &address->addr,
+											appguard_allow_private_addresses,
+											appguard_allowed_networks, &cls);
 			if (listed >= appguard_max_addresses_per_family &&
 				!(allowed && probe->first < 0))
 			{

@@ -65,6 +65,13 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.appguard_address_class(inet) IS
 	'The class the address guard gives an address: public, loopback, private, ...';
 
+CREATE FUNCTION @extschema@.appguard_address_allowed(addr inet, allow_private boolean, networks text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'appguard_address_allowed'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.appguard_address_allowed(inet, boolean, text) IS
+	'Whether a probe may connect to the address, given appguard.allow_private_addresses and appguard.allowed_networks';
+
 CREATE FUNCTION appguard.setting(name text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'appguard_setting'

@@ -62,6 +62,7 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.appguard_normalize_host(text),
 	@extschema@.appguard_registrable_domain(text),
 	@extschema@.appguard_address_class(inet),
+	@extschema@.appguard_address_allowed(inet, boolean, text),
 	@extschema@.appguard_drift_reasons(),
 	@extschema@.appguard_facts_diff(jsonb, jsonb, text),
 	@extschema@.appguard_diff(bigint, bigint, text),

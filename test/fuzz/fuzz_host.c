@@ -2,8 +2,8 @@
  *
  * fuzz_host.c
  *	  libFuzzer harness: host-name validation and IDN conversion
- *	  (guard_normalize_host), IP-literal detection, the port list parser
- *	  and the address classifier.
+ *	  (guard_normalize_host), IP-literal detection, the port list parser,
+ *	  the address classifier and the allowed_networks list.
  *
  * Invariants checked on every input:
  *	- an accepted name is at most 253 characters of lower-case LDH labels
@@ -15,12 +15,15 @@
  *	- a refusal comes with a message;
  *	- an IPv6 address that carries an IPv4 address (mapped ::ffff:a.b.c.d,
  *	  NAT64 64:ff9b::a.b.c.d) is classified as that IPv4 address, and
- *	  loopback or private classes are never allowed with the guard on.
+ *	  loopback or private classes are never allowed with the guard on;
+ *	- appguard.allowed_networks never opens more than allow_private would,
+ *	  a malformed list opens nothing (check_network_list).
  *
  *-------------------------------------------------------------------------
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +143,46 @@ check_addresses(const uint8_t *data, size_t size)
 	}
 }
 
+/*
+ * appguard.allowed_networks: whatever the list, it never opens more than
+ * allow_private_addresses would (so never a metadata, multicast or other
+ * never-reachable address), a malformed list opens nothing, and a public
+ * address is allowed whatever it says.
+ */
+static void
+check_network_list(const char *list, const uint8_t *data, size_t size)
+{
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+	const struct sockaddr *addrs[3];
+	bool		valid = guard_network_list_valid(list);
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	memcpy(&sin.sin_addr, size >= 4 ? data : (const uint8_t *) "\x0a\0\0\x01", 4);
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	if (size >= 16)
+		memcpy(&sin6.sin6_addr, data + size - 16, 16);
+	addrs[0] = (struct sockaddr *) &sin;
+	addrs[1] = (struct sockaddr *) &sin6;
+	addrs[2] = NULL;
+	for (int i = 0; addrs[i] != NULL; i++)
+	{
+		AddressClass cls;
+		bool		allowed = guard_address_allowed(addrs[i], false, list, &cls);
+
+		if (allowed && !guard_class_allowed(cls, true))
+			fail("allowed_networks opens a never-reachable address", list, size, NULL);
+		if (allowed && !valid && cls != ADDR_PUBLIC)
+			fail("a malformed network list opens an address", list, size, NULL);
+		if (cls == ADDR_PUBLIC && !allowed)
+			fail("a public address refused", list, size, NULL);
+		if (guard_address_allowed(addrs[i], false, "", &cls) && cls != ADDR_PUBLIC)
+			fail("an empty network list opens an address", list, size, NULL);
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -167,6 +210,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	else if (guard_port_in_list(443, text))
 		fail("malformed port list admits a port", text, size, NULL);
+	check_network_list(text, data, size);
 	free(text);
 
 	check_addresses(data, size);

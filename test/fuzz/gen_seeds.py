@@ -197,6 +197,7 @@ HOSTS = [
     "a.b.", ".", "a.123", "a.0x1f", "https://x.example/", "x.example:443", "a b.example",
     "a\tb.example", "a\x00b.example", "\u00a0.example", "😀.example", "ß.example", "ς.example",
     "a\u200db.example", "١٢٣.example", "e\u0301.example", "443, 8443-8450", "1-65535", "0",
+    "10.20.0.0/16, fd00:1::/48", "127.77.35.2/32", "0.0.0.0/0", "169.254.0.0/16", "10.0.0.1/8", "::/0",
 ]
 
 

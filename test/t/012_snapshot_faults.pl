@@ -218,7 +218,7 @@ my %OFF = (allow_private_addresses => 'off');
 	my $f = probe('guarded.example.test', set => \%OFF);
 	is($f->{status}, 'blocked', 'loopback A, private addresses off: blocked');
 	is($f->{error},
-		"refused by the address policy: $guarded is a loopback address (appguard.allow_private_addresses is off)",
+		"refused by the address policy: $guarded is a loopback address (appguard.allow_private_addresses is off, and appguard.allowed_networks does not list it)",
 		'loopback A: error names the address and its class');
 	is($f->{tls}, undef, 'loopback A: tls null');
 	is_deeply($f->{dns}{a}, [$guarded], 'loopback A: the address is recorded');

@@ -12,7 +12,8 @@
 #     certificate there goes unseen, as documented);
 #   * blocked addresses (loopback, appguard.allow_private_addresses off):
 #     facts of the list; with none allowed the probe is blocked, which is
-#     no change either;
+#     no change either; with appguard.allowed_networks opening one address,
+#     that one is measured and the others are blocked facts;
 #   * an address that accepts no connection (nothing listens) is a fact of
 #     the list, not a failure of the probe, and no change.
 use strict;
@@ -177,11 +178,35 @@ is_deeply([ $fc->{status}, [ map { "$_->{address}:$_->{status}:$_->{blocked}" } 
 	[ 'blocked', [ map { "$_:blocked:loopback" } @{ $addr{'app.cap.test'} }[0, 1] ], 1, undef ],
 	'allow_private_addresses off: each loopback address is a blocked fact; none allowed: the probe is blocked')
   or diag explain $fc;
-like($fc->{error}, qr/refused by the address policy: \Q$addr{'app.cap.test'}[0]\E is a loopback address \(appguard.allow_private_addresses is off\)/,
+like($fc->{error}, qr/refused by the address policy: \Q$addr{'app.cap.test'}[0]\E is a loopback address \(appguard.allow_private_addresses is off, and appguard.allowed_networks does not list it\)/,
 	'... with the error of a blocked probe, as before');
 my $n = $lc->sql('SELECT count(*) FROM appguard.suspensions');
 $facts = $lc->snapshot(['app.org2.test', 'app.cert2.test'], set => { 'appguard.allow_private_addresses' => 'off' });
 is($lc->sql('SELECT count(*) FROM appguard.suspensions'), $n, 'a blocked probe of a watched host changes nothing');
+
+# ---------------------------------------------------------------- allowed and blocked
+# appguard.allowed_networks opens one address alone, with
+# allow_private_addresses off: that one is measured (the tls keys), the
+# others of the host are blocked facts, and the probe is ok
+my $only = $addr{'app.cap.test'}[1];
+$facts = $lc->snapshot(['app.cap.test'], set => { 'appguard.allow_private_addresses' => 'off',
+		'appguard.allowed_networks' => "$only/32" });
+$fc = $facts->{'app.cap.test'};
+is_deeply([ $fc->{status}, $fc->{tls}{address},
+		[ map { join ':', $_->{address}, $_->{status}, $_->{blocked} // '-' } @{ $fc->{tls_addresses} } ] ],
+	[ 'ok', $only, [ map { $_ eq $only ? "$_:ok:-" : "$_:blocked:loopback" } @{ $addr{'app.cap.test'} } ] ],
+	'allowed_networks lists one address: it alone is measured, the others are blocked facts, the probe ok')
+  or diag explain $fc;
+# a watched host whose other address served another organization: with
+# that address blocked the snapshot is ok, and a blocked address is no
+# change (nothing new is suspended)
+$n = $lc->sql('SELECT count(*) FROM appguard.suspensions');
+$facts = $lc->snapshot(['app.org2.test'], set => { 'appguard.allow_private_addresses' => 'off',
+		'appguard.allowed_networks' => "$addr{'app.org2.test'}[0]/32" });
+is_deeply([ $facts->{'app.org2.test'}{status}, listed($facts->{'app.org2.test'}) ],
+	[ 'ok', [ "$addr{'app.org2.test'}[0]:ok", "$addr{'app.org2.test'}[1]:blocked" ] ],
+	'app.org2.test: the first address measured, the second blocked') or diag explain $facts->{'app.org2.test'};
+is($lc->sql('SELECT count(*) FROM appguard.suspensions'), $n, '... and a blocked address changes nothing');
 
 # ---------------------------------------------------------------- a dead address
 # an address nothing listens on, after the first: refused, a fact
