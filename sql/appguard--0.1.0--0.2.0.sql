@@ -1069,6 +1069,7 @@ BEGIN
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
 					  WHERE s.client_id = bh.client_id AND s.baseline_snapshot_id = bh.baseline_snapshot_id
 						AND s.state IN ('pending', 'held'));
+	PERFORM appguard.note_hosts_drifted(c.client_id) FROM appguard.clients c WHERE c.hosts_drifted;
 	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
 	GET DIAGNOSTICS n_drifts = ROW_COUNT;
 	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
@@ -1741,6 +1742,7 @@ ALTER TABLE appguard.policy ENABLE TRIGGER appguard_policy_audit;
 -- host that changed.
 ALTER TABLE appguard.clients ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE appguard.clients ADD COLUMN hosts_undecided boolean NOT NULL DEFAULT false;
+ALTER TABLE appguard.clients ADD COLUMN hosts_drifted boolean NOT NULL DEFAULT false;
 CREATE TABLE appguard.client_hosts (
 	client_id	text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
 	host		text NOT NULL,
@@ -1794,6 +1796,49 @@ ALTER TABLE appguard.suspensions ALTER COLUMN host SET NOT NULL, ALTER COLUMN po
 DROP INDEX appguard.suspensions_undecided;
 CREATE UNIQUE INDEX suspensions_undecided ON appguard.suspensions (client_id, baseline_snapshot_id, host, port)
 	WHERE state IN ('pending', 'held');
+
+-- clients.hosts_drifted: another host's applied suspension holds the client's new grants
+-- clients.hosts_drifted of a client, from its other hosts' verdicts: true
+-- while one of them is drifting from any baseline (confirmed or not: it
+-- only sends the client's grants to the SQL paths, which decide).  Called
+-- wherever those verdicts change: an evaluation of another host, its
+-- baselines taken again, a host removed, a prune.
+CREATE FUNCTION appguard.note_hosts_drifted(p_client_id text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE appguard.clients c SET hosts_drifted = d.drifted
+	FROM (SELECT EXISTS (SELECT FROM appguard.baseline_host_state st
+						 WHERE st.client_id = p_client_id AND st.drifting) AS drifted) d
+	WHERE c.client_id = p_client_id AND c.hosts_drifted IS DISTINCT FROM d.drifted
+$$;
+
+-- The suspension a new or refreshed grant of the client on baseline
+-- p_baseline must join because another watched host than the primary
+-- drifted: the newest suspension of some (baseline, host), applied, whose
+-- host verdict is still confirmed drifted; the newest such.  NULL if
+-- none.  (The primary's own are appguard.verify_grant's.)
+CREATE FUNCTION appguard.other_host_applied(p_client_id text, p_baseline bigint)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.id
+	FROM appguard.suspensions s
+		 JOIN appguard.baseline_host_state bh
+			 ON bh.client_id = s.client_id AND bh.baseline_snapshot_id = s.baseline_snapshot_id
+			AND bh.host = s.host AND bh.port = s.port
+	WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = p_baseline
+	  AND s.state = 'applied'
+	  AND bh.drifting AND bh.streak >= appguard.setting('appguard.confirmations')::integer
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
+					  WHERE u.client_id = s.client_id AND u.baseline_snapshot_id = s.baseline_snapshot_id
+						AND u.host = s.host AND u.port = s.port AND u.id > s.id)
+	ORDER BY s.id DESC
+	LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION appguard.note_hosts_drifted(text), appguard.other_host_applied(text, bigint) FROM PUBLIC;
 
 -- new functions (as the install script has them)
 CREATE FUNCTION appguard.metadata_url_keys()
@@ -1992,6 +2037,7 @@ BEGIN
 	DELETE FROM appguard.baseline_host_state b
 	USING pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)
 	WHERE b.client_id = p_client_id AND n.is_primary AND b.host = n.host AND b.port = n.port;
+	PERFORM appguard.note_hosts_drifted(p_client_id);
 
 	FOR h IN
 		SELECT n.* FROM pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)
@@ -2170,6 +2216,7 @@ BEGIN
 			  AND st.baseline_snapshot_id IN (SELECT bh.baseline_snapshot_id FROM appguard.baseline_hosts bh
 											 WHERE bh.client_id = p_client_id AND bh.host = p_host
 											   AND bh.port = p_port AND bh.snapshot_id = snap);
+			PERFORM appguard.note_hosts_drifted(p_client_id);
 		END IF;
 		PERFORM appguard.log_event('host_baselines_taken', p_client_id,
 			pg_catalog.jsonb_build_object('host', p_host, 'port', p_port, 'how', p_how, 'baselines', n),
@@ -2340,6 +2387,7 @@ BEGIN
 		   coalesce(pg_catalog.bool_or(n.drifting), false)
 	INTO confirmed, any_drift
 	FROM n;
+	PERFORM appguard.note_hosts_drifted(p_client_id);
 
 	IF pg_catalog.cardinality(confirmed) = 0 THEN
 		RETURN any_drift;
@@ -3426,6 +3474,15 @@ BEGIN
 	IF blocking IS NOT NULL THEN
 		RETURN blocking;
 	END IF;
+	-- Another watched host's applied suspension of this baseline: it holds
+	-- this grant too (a token rotated or issued after it was applied), as
+	-- the primary's do below.
+	blocking := appguard.other_host_applied(p_client_id, p_baseline);
+	IF blocking IS NOT NULL THEN
+		PERFORM appguard.lock_client_for_refresh(p_client_id);
+		PERFORM appguard.apply_suspensions(ARRAY[blocking]);
+		RETURN NULL;
+	END IF;
 	max_age := appguard.setting('appguard.refresh_max_age')::interval;
 	IF max_age > interval '0'
 	   AND (cli.last_snapshot_at IS NULL OR cli.last_snapshot_at < pg_catalog.clock_timestamp() - max_age) THEN
@@ -3579,6 +3636,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION appguard.other_host_blocking(text, bigint) FROM PUBLIC;
+
 -- END undecided suspensions of a client's other hosts
 
 -- BEGIN tables Citus must not take

@@ -207,9 +207,9 @@ SELECT token_key, state FROM grants WHERE client_id = 'pendhost' ORDER BY 1;
 -- the fast path (the primary unchanged) would allow
 SELECT verify_grant('pendhost', g.baseline_snapshot_id) = su.id AS full_check_refuses
 FROM grants g, suspensions su WHERE g.token_key = 'ph1' AND su.client_id = 'pendhost';
-UPDATE clients SET hosts_undecided = false WHERE client_id = 'pendhost';
+UPDATE clients SET hosts_undecided = false, hosts_drifted = false WHERE client_id = 'pendhost';
 SELECT appguard_check_refresh('ph1') ->> 'allowed' AS fast_path_without_flag;
-UPDATE clients SET hosts_undecided = true WHERE client_id = 'pendhost';
+UPDATE clients SET hosts_undecided = true, hosts_drifted = true WHERE client_id = 'pendhost';
 -- the sweep ends: applied, the flag lowered, the grants suspended
 SELECT appguard_sweep_finish(:psweep) ->> 'suspended' AS suspended;
 SELECT state FROM suspensions WHERE client_id = 'pendhost';
@@ -221,3 +221,53 @@ SELECT appguard_reapprove('ph1') ->> 'status' AS reapproved;
 SELECT appguard_check_refresh('ph1') AS after_reapproval;
 SELECT appguard_unprotect('public.pendhost_grants') IS NOT NULL AS unprotected;
 DROP TABLE public.pendhost_grants;
+
+-- ---------------------------------------------------------------------
+-- After another host's suspension is applied: a rotated token of a
+-- suspended consent, a new patient's first token, and a new row of a
+-- table without subjects, all on the suspended baseline, join the
+-- suspension: none of them refreshes (clients.hosts_drifted sends them
+-- from the C fast paths to SQL, which holds them)
+-- ---------------------------------------------------------------------
+SELECT appguard_register_client('drifthost', 'Drift Host', ARRAY['https://app.drifthost.test/cb', 'https://login.drifthost.test/cb'])
+	IS NOT NULL AS registered;
+SELECT snap('app.drifthost.test') IS NOT NULL AS s_app, snap('login.drifthost.test') IS NOT NULL AS s_login;
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('dh1', 'drifthost', 'dave');
+CREATE TABLE public.drifthost_grants (id int PRIMARY KEY, client text, status text NOT NULL DEFAULT 'active');
+SELECT appguard_protect('public.drifthost_grants', 'client', 'status') IS NOT NULL AS protected;
+INSERT INTO public.drifthost_grants (id, client) VALUES (1, 'drifthost');
+SELECT hosts_drifted FROM clients WHERE client_id = 'drifthost';
+SELECT snap('login.drifthost.test', 443, '{"tls.leaf.subject.O": "Someone Else"}') IS NOT NULL AS login_changed;
+SELECT su.host, su.state, su.tokens_suspended, c.hosts_drifted
+FROM suspensions su JOIN clients c USING (client_id) WHERE client_id = 'drifthost';
+SELECT error_uri AS drift_uri FROM suspensions WHERE client_id = 'drifthost' \gset
+-- dave's token rotates; erin, a new patient, gets her first token; the
+-- table without subjects gets a new row
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('dh2', 'drifthost', 'dave');
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('dh3', 'drifthost', 'erin');
+INSERT INTO public.drifthost_grants (id, client) VALUES (2, 'drifthost');
+SELECT token_id, status, error_uri = :'drift_uri' AS its_uri FROM refresh_tokens
+WHERE client_id = 'drifthost' ORDER BY 1;
+-- every one is refused with the suspension's error_uri; the table's new
+-- row joins the suspension at its first check
+SELECT k, appguard_check_refresh(k) -> 'error' ->> 'error_uri' = :'drift_uri' AS refused_with_its_uri
+FROM unnest(ARRAY['dh1', 'dh2', 'dh3']) k;
+SELECT appguard_check_refresh('public.drifthost_grants', '2') -> 'error' ->> 'error_uri' = :'drift_uri' AS row2_refused;
+SELECT id, status FROM public.drifthost_grants ORDER BY id;
+SELECT token_key, state, suspension_id IS NOT NULL AS held FROM grants WHERE client_id = 'drifthost' ORDER BY 1;
+-- the flag is what sends the fast paths to SQL: lowered by hand, a
+-- rotation of erin's consent would be inserted active
+UPDATE clients SET hosts_drifted = false WHERE client_id = 'drifthost';
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('dh4', 'drifthost', 'erin');
+SELECT status AS without_flag FROM refresh_tokens WHERE token_id = 'dh4';
+DELETE FROM refresh_tokens WHERE token_id = 'dh4';
+SELECT note_hosts_drifted('drifthost');
+SELECT hosts_drifted AS flag_again FROM clients WHERE client_id = 'drifthost';
+-- the other host's facts come back: the drifted baseline has no active
+-- grant left to compare, so its verdict, and the flag, stand (the SQL
+-- paths decide this client's grants) until appguard_prune drops verdicts
+-- no grant or consent uses
+SELECT snap('login.drifthost.test') IS NOT NULL AS login_back;
+SELECT hosts_drifted FROM clients WHERE client_id = 'drifthost';
+SELECT appguard_unprotect('public.drifthost_grants') IS NOT NULL AS unprotected;
+DROP TABLE public.drifthost_grants;

@@ -195,8 +195,9 @@ kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes)
 /*
  * Whether an active grant needs nothing of appguard.verify_grant: its
  * baseline is pending, its client is not registered, or no other watched
- * host of the client has an undecided suspension (clients.hosts_undecided),
- * no live snapshot is due (appguard.refresh_max_age) and the baseline is
+ * host of the client has an undecided suspension (clients.hosts_undecided)
+ * or is drifted (clients.hosts_drifted: its applied suspension would hold
+ * this grant too, appguard.other_host_applied), no live snapshot is due (appguard.refresh_max_age) and the baseline is
  * the client's latest snapshot, or has been compared with it and is not
  * confirmed drifted.  False whenever verify_grant might act.  Reads with the active
  * snapshot.
@@ -218,6 +219,8 @@ grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_
 		return true;			/* unregistered client: left alone */
 	if (!cl_null[CL_HOSTS_UNDECIDED] && DatumGetBool(cl[CL_HOSTS_UNDECIDED]))
 		return false;			/* another host's suspension is undecided */
+	if (!cl_null[CL_HOSTS_DRIFTED] && DatumGetBool(cl[CL_HOSTS_DRIFTED]))
+		return false;			/* another host drifted: its suspension may hold this grant */
 	if (appguard_refresh_max_age_s > 0
 		&& (cl_null[CL_LAST_SNAPSHOT_AT]
 			|| !within_seconds(DatumGetTimestampTz(cl[CL_LAST_SNAPSHOT_AT]),
@@ -395,7 +398,7 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
  * one, one whose baseline drifted or whose suspension holds new rows).
  */
 static bool
-consent_settles(Datum client_id, Datum subject, Datum *baseline)
+consent_settles(Datum client_id, Datum subject, Datum *baseline, bool *exists)
 {
 	Datum		key[2] = {client_id, subject};
 	Datum		cs[CS_NCOLUMNS];
@@ -403,7 +406,8 @@ consent_settles(Datum client_id, Datum subject, Datum *baseline)
 	bool		settled;
 
 	begin_fresh_read();
-	settled = keyread_row(KT_CONSENTS, key, GetActiveSnapshot(), cs, cs_null)
+	*exists = keyread_row(KT_CONSENTS, key, GetActiveSnapshot(), cs, cs_null);
+	settled = *exists
 		&& (cs_null[CS_SHOWN_SNAPSHOT_ID] || cs_null[CS_SHOWN_AT]
 			|| !within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s)
 			|| (!cs_null[CS_APPROVED_AT]
@@ -414,6 +418,60 @@ consent_settles(Datum client_id, Datum subject, Datum *baseline)
 	if (settled)
 		*baseline = cs[CS_BASELINE_SNAPSHOT_ID];
 	return settled;
+}
+
+/* Starting a patient's first consent */
+static SPIPlanPtr start_consent_plan = NULL;
+
+/*
+ * The first grant of a subject with no consent yet, in its common case:
+ * the client is registered, its latest successful snapshot is younger than
+ * appguard.baseline_max_age and verified (grant_verified: not drifted,
+ * hence not suspended).  That snapshot becomes the new consent's baseline,
+ * as appguard.consent_grant would make it, and *baseline is set.  False
+ * leaves everything to appguard.consent_grant: an unregistered client, a
+ * live snapshot due, a drifted baseline, or a consent another transaction
+ * started meanwhile (the INSERT ... ON CONFLICT DO NOTHING found it).
+ */
+static bool
+consent_started(Datum client_id, Datum subject, Datum *baseline)
+{
+	static const Oid argtypes[3] = {TEXTOID, TEXTOID, INT8OID};
+	Datum		cl[CL_NCOLUMNS];
+	bool		cl_null[CL_NCOLUMNS];
+	Datum		args[3];
+	bool		usable;
+	int			nestlevel;
+	bool		started;
+
+	begin_fresh_read();
+	usable = keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null)
+		&& !cl_null[CL_LAST_OK_SNAPSHOT_ID] && !cl_null[CL_LAST_OK_AT]
+		&& within_seconds(DatumGetTimestampTz(cl[CL_LAST_OK_AT]), appguard_baseline_max_age_s)
+		&& grant_verified(client_id, false, cl[CL_LAST_OK_SNAPSHOT_ID], false);
+	end_fresh_read();
+	if (!usable)
+		return false;
+
+	args[0] = client_id;
+	args[1] = subject;
+	args[2] = cl[CL_LAST_OK_SNAPSHOT_ID];
+	nestlevel = identity_pin_search_path();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	kept_plan(&start_consent_plan,
+			  "INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)"
+			  " VALUES ($1, $2, $3, pg_catalog.clock_timestamp())"
+			  " ON CONFLICT (client_id, subject) DO NOTHING",
+			  3, argtypes);
+	if (SPI_execute_plan(start_consent_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "starting a consent failed");
+	started = SPI_processed == 1;
+	SPI_finish();
+	identity_unpin(nestlevel);
+	if (started)
+		*baseline = args[2];
+	return started;
 }
 
 /* appguard.consent_grant(tbl, key, client_id, subject, grant_key) */
@@ -491,8 +549,11 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 	nulls[6] = grant_key ? ' ' : 'n';
 	if (active && client_id && subject)
 	{
-		/* the subject's consent decides (see consent_settles) */
-		if (!consent_settles(args[2], args[5], &args[4]))
+		bool		consent_exists;
+
+		/* the subject's consent decides (see consent_settles), or begins here */
+		if (!consent_settles(args[2], args[5], &args[4], &consent_exists)
+			&& (consent_exists || !consent_started(args[2], args[5], &args[4])))
 		{
 			consent_grant(args[0], args[1], args[2], args[5], args[6], nulls[6] == 'n');
 			return;

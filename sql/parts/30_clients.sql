@@ -85,7 +85,7 @@ $$;
 -- searching appguard.snapshots.
 -- Read by C (src/keyread.c, KT_CLIENTS): index clients_pkey on
 -- (client_id); columns last_snapshot_id, last_snapshot_at,
--- last_ok_snapshot_id, last_ok_at, hosts_undecided.
+-- last_ok_snapshot_id, last_ok_at, hosts_undecided, hosts_drifted.
 CREATE TABLE appguard.clients (
 	client_id			text PRIMARY KEY,
 	name				text NOT NULL,
@@ -106,7 +106,16 @@ CREATE TABLE appguard.clients (
 	-- failed) suspension, which sends every refresh of the client to the
 	-- full check (appguard.verify_grant, appguard.other_host_blocking).
 	-- Set with the pending suspension, cleared when a sweep closes.
-	hosts_undecided		boolean NOT NULL DEFAULT false
+	hosts_undecided		boolean NOT NULL DEFAULT false,
+	-- Read by the refresh check's and the consent trigger's C fast paths:
+	-- true while one of the client's other watched hosts is drifted from
+	-- a baseline it keeps verdicts for (appguard.baseline_host_state).  A
+	-- grant of that baseline -- a rotated token, a remembered approval, a
+	-- new grant -- must join its applied suspension, which C does not
+	-- know of: every grant of the client then takes the SQL paths
+	-- (appguard.consent_grant, appguard.verify_grant and
+	-- appguard.other_host_applied).  Kept by appguard.note_hosts_drifted.
+	hosts_drifted		boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE appguard.clients IS 'OAuth clients appguard watches: the primary redirect URI''s host and port, and their latest snapshots';
 CREATE INDEX clients_host ON appguard.clients (host, port);
@@ -576,6 +585,7 @@ BEGIN
 	DELETE FROM appguard.baseline_host_state b
 	USING pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)
 	WHERE b.client_id = p_client_id AND n.is_primary AND b.host = n.host AND b.port = n.port;
+	PERFORM appguard.note_hosts_drifted(p_client_id);
 
 	FOR h IN
 		SELECT n.* FROM pg_catalog.jsonb_to_recordset(nh) AS n(host text, port integer, roles text[], is_primary boolean)

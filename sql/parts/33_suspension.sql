@@ -569,6 +569,7 @@ BEGIN
 			  AND st.baseline_snapshot_id IN (SELECT bh.baseline_snapshot_id FROM appguard.baseline_hosts bh
 											 WHERE bh.client_id = p_client_id AND bh.host = p_host
 											   AND bh.port = p_port AND bh.snapshot_id = snap);
+			PERFORM appguard.note_hosts_drifted(p_client_id);
 		END IF;
 		PERFORM appguard.log_event('host_baselines_taken', p_client_id,
 			pg_catalog.jsonb_build_object('host', p_host, 'port', p_port, 'how', p_how, 'baselines', n),
@@ -746,6 +747,7 @@ BEGIN
 		   coalesce(pg_catalog.bool_or(n.drifting), false)
 	INTO confirmed, any_drift
 	FROM n;
+	PERFORM appguard.note_hosts_drifted(p_client_id);
 
 	IF pg_catalog.cardinality(confirmed) = 0 THEN
 		RETURN any_drift;
@@ -802,6 +804,47 @@ BEGIN
 	PERFORM appguard.apply_suspensions(new_ids);
 	RETURN any_drift;
 END
+$$;
+
+-- clients.hosts_drifted of a client, from its other hosts' verdicts: true
+-- while one of them is drifting from any baseline (confirmed or not: it
+-- only sends the client's grants to the SQL paths, which decide).  Called
+-- wherever those verdicts change: an evaluation of another host, its
+-- baselines taken again, a host removed, a prune.
+CREATE FUNCTION appguard.note_hosts_drifted(p_client_id text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE appguard.clients c SET hosts_drifted = d.drifted
+	FROM (SELECT EXISTS (SELECT FROM appguard.baseline_host_state st
+						 WHERE st.client_id = p_client_id AND st.drifting) AS drifted) d
+	WHERE c.client_id = p_client_id AND c.hosts_drifted IS DISTINCT FROM d.drifted
+$$;
+
+-- The suspension a new or refreshed grant of the client on baseline
+-- p_baseline must join because another watched host than the primary
+-- drifted: the newest suspension of some (baseline, host), applied, whose
+-- host verdict is still confirmed drifted; the newest such.  NULL if
+-- none.  (The primary's own are appguard.verify_grant's.)
+CREATE FUNCTION appguard.other_host_applied(p_client_id text, p_baseline bigint)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.id
+	FROM appguard.suspensions s
+		 JOIN appguard.baseline_host_state bh
+			 ON bh.client_id = s.client_id AND bh.baseline_snapshot_id = s.baseline_snapshot_id
+			AND bh.host = s.host AND bh.port = s.port
+	WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = p_baseline
+	  AND s.state = 'applied'
+	  AND bh.drifting AND bh.streak >= appguard.setting('appguard.confirmations')::integer
+	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
+					  WHERE u.client_id = s.client_id AND u.baseline_snapshot_id = s.baseline_snapshot_id
+						AND u.host = s.host AND u.port = s.port AND u.id > s.id)
+	ORDER BY s.id DESC
+	LIMIT 1
 $$;
 
 -- The suspension that refuses a refresh of the client's grants on baseline

@@ -97,6 +97,15 @@ BEGIN
 	IF blocking IS NOT NULL THEN
 		RETURN blocking;
 	END IF;
+	-- Another watched host's applied suspension of this baseline: it holds
+	-- this grant too (a token rotated or issued after it was applied), as
+	-- the primary's do below.
+	blocking := appguard.other_host_applied(p_client_id, p_baseline);
+	IF blocking IS NOT NULL THEN
+		PERFORM appguard.lock_client_for_refresh(p_client_id);
+		PERFORM appguard.apply_suspensions(ARRAY[blocking]);
+		RETURN NULL;
+	END IF;
 	max_age := appguard.setting('appguard.refresh_max_age')::interval;
 	IF max_age > interval '0'
 	   AND (cli.last_snapshot_at IS NULL OR cli.last_snapshot_at < pg_catalog.clock_timestamp() - max_age) THEN

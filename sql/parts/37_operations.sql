@@ -202,6 +202,7 @@ BEGIN
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
 					  WHERE s.client_id = bh.client_id AND s.baseline_snapshot_id = bh.baseline_snapshot_id
 						AND s.state IN ('pending', 'held'));
+	PERFORM appguard.note_hosts_drifted(c.client_id) FROM appguard.clients c WHERE c.hosts_drifted;
 	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
 	GET DIAGNOSTICS n_drifts = ROW_COUNT;
 	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;

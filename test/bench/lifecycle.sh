@@ -28,7 +28,8 @@
 #             every protected table) tracks the grant in appguard.grants,
 #             for a subject with no consent yet: a first consent, which
 #             starts the subject's consent with the client's cached
-#             snapshot as baseline (appguard.consent_grant, SQL)
+#             snapshot as baseline (in C: one kept INSERT into
+#             appguard.consents)
 #             (consent_first_guarded.sql), vs the same INSERT into a copy
 #             of the table without triggers (consent_first_plain.sql);
 #             goal >= 0.8.
