@@ -67,6 +67,9 @@ hostrow_column_text(HeapTuple tuple, TupleDesc desc, int attnum)
 	value = heap_getattr(tuple, attnum, desc, &isnull);
 	if (isnull)
 		return NULL;
+	/* text prints as itself: no output function to look up (every token INSERT reads several) */
+	if (att->atttypid == TEXTOID)
+		return TextDatumGetCString(value);
 	getTypeOutputInfo(att->atttypid, &output, &varlena);
 	return OidOutputFunctionCall(output, value);
 }
