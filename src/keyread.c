@@ -27,6 +27,7 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
@@ -41,6 +42,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #define KEYREAD_MAX_KEYS 2
 
@@ -259,6 +261,20 @@ keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
 	index_close(index, NoLock);
 	table_close(heap, NoLock);
 	return found;
+}
+
+void
+keyread_begin_fresh(void)
+{
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+}
+
+void
+keyread_end_fresh(void)
+{
+	PopActiveSnapshot();
 }
 
 /*

@@ -83,4 +83,12 @@ extern bool keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
  */
 extern Oid	keyread_layout(KeyedTable table, AttrNumber *keyattnums, AttrNumber *attnums);
 
+/*
+ * A fresh read, as a volatile PL/pgSQL function's statement sees: after a
+ * command counter increment, with a new snapshot made active until
+ * keyread_end_fresh.  Read with GetActiveSnapshot() between the two.
+ */
+extern void keyread_begin_fresh(void);
+extern void keyread_end_fresh(void);
+
 #endif							/* APPGUARD_KEYREAD_H */

@@ -51,24 +51,20 @@ typedef struct ProtectionEntry
 	bool		pt_null[PT_NCOLUMNS];
 } ProtectionEntry;
 
+/* The table and the values it points to live in kept_cxt */
 static HTAB *kept = NULL;
 static MemoryContext kept_cxt = NULL;
 static uint64 generation = 0;
 static Oid	protected_tables_relid = InvalidOid;
 
-/* Forget every kept protection (the values' memory too) */
+/* Forget every kept protection: the table goes with its memory */
 static void
 forget_all(void)
 {
-	HASH_SEQ_STATUS scan;
-	ProtectionEntry *entry;
-
 	generation++;
-	if (kept == NULL || hash_get_num_entries(kept) == 0)
+	if (kept == NULL)
 		return;
-	hash_seq_init(&scan, kept);
-	while ((entry = hash_seq_search(&scan)) != NULL)
-		(void) hash_search(kept, &entry->relid, HASH_REMOVE, NULL);
+	kept = NULL;
 	MemoryContextReset(kept_cxt);
 }
 
@@ -102,14 +98,17 @@ init_kept(void)
 {
 	HASHCTL		ctl;
 
-	kept_cxt = AllocSetContextCreate(CacheMemoryContext, "appguard protected tables",
-									 ALLOCSET_SMALL_SIZES);
+	if (kept_cxt == NULL)
+	{
+		kept_cxt = AllocSetContextCreate(CacheMemoryContext, "appguard protected tables",
+										 ALLOCSET_SMALL_SIZES);
+		CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+	}
 	ctl.keysize = sizeof(Oid);
 	ctl.entrysize = sizeof(ProtectionEntry);
-	ctl.hcxt = CacheMemoryContext;
+	ctl.hcxt = kept_cxt;
 	kept = hash_create("appguard protected tables", 16, &ctl,
 					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
 }
 
 /*
@@ -193,22 +192,19 @@ protected_table_of(Relation rel, Datum *pt, bool *pt_null)
 		return entry->root;
 	}
 
-	/* a fresh read, as a volatile function's statement would see */
 	read_generation = generation;
-	CommandCounterIncrement();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	UpdateActiveSnapshotCommandId();
+	keyread_begin_fresh();
 	root = read_protection(rel, pt, pt_null);
-	PopActiveSnapshot();
-	if (!OidIsValid(root) || generation != read_generation)
-		return root;			/* not protected, or overtaken: not kept */
-
+	keyread_end_fresh();
 	{
 		AttrNumber	keyattnums[INDEX_MAX_KEYS];
 		AttrNumber	attnums[KEYREAD_MAX_COLUMNS];
 
 		protected_tables_relid = keyread_layout(KT_PROTECTED_TABLES, keyattnums, attnums);
 	}
+	if (!OidIsValid(root) || generation != read_generation)
+		return root;			/* not protected, or overtaken (kept is gone too): not kept */
+
 	entry = hash_search(kept, &relid, HASH_ENTER, NULL);
 	entry->root = root;
 	memcpy(entry->pt_null, pt_null, sizeof(entry->pt_null));

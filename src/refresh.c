@@ -87,20 +87,6 @@ within_seconds(TimestampTz at, int seconds)
 	return at >= GetCurrentTimestamp() - (int64) seconds * USECS_PER_SEC;
 }
 
-static void
-begin_fresh_read(void)
-{
-	CommandCounterIncrement();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	UpdateActiveSnapshotCommandId();
-}
-
-static void
-end_fresh_read(void)
-{
-	PopActiveSnapshot();
-}
-
 /* {"allowed": true}, parsed once per backend */
 static Jsonb *
 allowed_body(void)
@@ -172,12 +158,19 @@ call_full_check(const char *name, FunctionCallInfo outer, const Oid *argtypes)
 }
 
 /*
- * The plan of query, prepared the first time and kept for the backend in
- * *slot.  The caller is connected to SPI.
+ * Run query with args (nulls as SPI takes them, or NULL) through SPI, its
+ * plan prepared the first time and kept for the backend in *slot; it must
+ * answer expected (SPI_OK_INSERT, ...), else what went wrong is "what".
+ * Returns the number of rows it processed.
  */
-static SPIPlanPtr
-kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes)
+static uint64
+run_kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes,
+			  Datum *args, const char *nulls, int expected, const char *what)
 {
+	uint64		processed;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 	if (*slot == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(query, nargs, (Oid *) argtypes);
@@ -187,7 +180,11 @@ kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes)
 		SPI_keepplan(plan);
 		*slot = plan;
 	}
-	return *slot;
+	if (SPI_execute_plan(*slot, args, nulls, false, 0) != expected)
+		elog(ERROR, "%s failed", what);
+	processed = SPI_processed;
+	SPI_finish();
+	return processed;
 }
 
 /* ---- is an active grant verified? ---- */
@@ -197,26 +194,21 @@ kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes)
  * baseline is pending, its client is not registered, or no other watched
  * host of the client has an undecided suspension (clients.hosts_undecided)
  * or is drifted (clients.hosts_drifted: its applied suspension would hold
- * this grant too, appguard.other_host_applied), no live snapshot is due (appguard.refresh_max_age) and the baseline is
- * the client's latest snapshot, or has been compared with it and is not
- * confirmed drifted.  False whenever verify_grant might act.  Reads with the active
- * snapshot.
+ * this grant too, appguard.other_host_blocking), no live snapshot is due
+ * (appguard.refresh_max_age) and the baseline is the client's latest
+ * snapshot, or has been compared with it and is not confirmed drifted.
+ * False whenever verify_grant might act.  Reads with the active snapshot;
+ * client_verifies judges a client row already read.
  */
 static bool
-grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_null)
+client_verifies(Datum client_id, const Datum *cl, const bool *cl_null, Datum baseline)
 {
 	Snapshot	snap = GetActiveSnapshot();
-	Datum		cl[CL_NCOLUMNS];
-	bool		cl_null[CL_NCOLUMNS];
 	Datum		bs_key[2];
 	Datum		bs[BS_NCOLUMNS];
 	bool		bs_null[BS_NCOLUMNS];
 	int64		latest;
 
-	if (baseline_null || client_null)
-		return true;			/* baseline pending, or no client to watch */
-	if (!keyread_row(KT_CLIENTS, &client_id, snap, cl, cl_null))
-		return true;			/* unregistered client: left alone */
 	if (!cl_null[CL_HOSTS_UNDECIDED] && DatumGetBool(cl[CL_HOSTS_UNDECIDED]))
 		return false;			/* another host's suspension is undecided */
 	if (!cl_null[CL_HOSTS_DRIFTED] && DatumGetBool(cl[CL_HOSTS_DRIFTED]))
@@ -242,6 +234,19 @@ grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_
 			 && DatumGetInt32(bs[BS_STREAK]) >= appguard_confirmations);
 }
 
+static bool
+grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_null)
+{
+	Datum		cl[CL_NCOLUMNS];
+	bool		cl_null[CL_NCOLUMNS];
+
+	if (baseline_null || client_null)
+		return true;			/* baseline pending, or no client to watch */
+	if (!keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null))
+		return true;			/* unregistered client: left alone */
+	return client_verifies(client_id, cl, cl_null, baseline);
+}
+
 /* The grant keyed by key (token table, row key) is active and verified */
 static bool
 active_grant_verified(const Datum *key)
@@ -250,12 +255,12 @@ active_grant_verified(const Datum *key)
 	bool		grant_null[GRANT_NCOLUMNS];
 	bool		verified;
 
-	begin_fresh_read();
+	keyread_begin_fresh();
 	verified = keyread_row(KT_GRANTS, key, GetActiveSnapshot(), grant, grant_null)
 		&& !grant_null[GRANT_STATE] && text_equals(grant[GRANT_STATE], "active")
 		&& grant_verified(grant[GRANT_CLIENT_ID], grant_null[GRANT_CLIENT_ID],
 						  grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID]);
-	end_fresh_read();
+	keyread_end_fresh();
 	return verified;
 }
 
@@ -268,21 +273,13 @@ static bool
 record_refresh(Datum token_id)
 {
 	static const Oid argtypes[1] = {TEXTOID};
-	bool		recorded;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	kept_plan(&record_refresh_plan,
-			  "UPDATE appguard.refresh_tokens"
-			  " SET last_refreshed_at = pg_catalog.now()"
-			  " WHERE token_id OPERATOR(pg_catalog.=) $1"
-			  " AND status OPERATOR(pg_catalog.=) 'active'",
-			  1, argtypes);
-	if (SPI_execute_plan(record_refresh_plan, &token_id, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "recording the refresh failed");
-	recorded = SPI_processed == 1;
-	SPI_finish();
-	return recorded;
+	return run_kept_plan(&record_refresh_plan,
+						 "UPDATE appguard.refresh_tokens"
+						 " SET last_refreshed_at = pg_catalog.now()"
+						 " WHERE token_id OPERATOR(pg_catalog.=) $1"
+						 " AND status OPERATOR(pg_catalog.=) 'active'",
+						 1, argtypes, &token_id, NULL, SPI_OK_UPDATE, "recording the refresh") == 1;
 }
 
 /* ---- SQL entry points ---- */
@@ -355,6 +352,21 @@ appguard_reapprove_row(PG_FUNCTION_ARGS)
 static SPIPlanPtr track_grant_plan = NULL;
 
 /*
+ * The client row's latest successful snapshot, if younger than
+ * appguard.baseline_max_age: the baseline a grant created now takes
+ * without measuring.
+ */
+static bool
+cached_baseline(const Datum *cl, const bool *cl_null, Datum *baseline)
+{
+	if (cl_null[CL_LAST_OK_SNAPSHOT_ID] || cl_null[CL_LAST_OK_AT]
+		|| !within_seconds(DatumGetTimestampTz(cl[CL_LAST_OK_AT]), appguard_baseline_max_age_s))
+		return false;
+	*baseline = cl[CL_LAST_OK_SNAPSHOT_ID];
+	return true;
+}
+
+/*
  * The baseline of a grant of client_id created now: the client's latest
  * successful snapshot if younger than appguard.baseline_max_age, else
  * whatever appguard.grant_baseline decides (a live snapshot, or NULL:
@@ -368,20 +380,20 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
 	bool		registered;
 	static const Oid argtypes[1] = {TEXTOID};
 	bool		argnull = false;
+	Datum		baseline;
 
-	begin_fresh_read();
+	keyread_begin_fresh();
 	registered = keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null);
-	end_fresh_read();
+	keyread_end_fresh();
 	if (!registered)
 	{
 		*isnull = true;
 		return (Datum) 0;
 	}
-	if (!cl_null[CL_LAST_OK_SNAPSHOT_ID] && !cl_null[CL_LAST_OK_AT]
-		&& within_seconds(DatumGetTimestampTz(cl[CL_LAST_OK_AT]), appguard_baseline_max_age_s))
+	if (cached_baseline(cl, cl_null, &baseline))
 	{
 		*isnull = false;
-		return cl[CL_LAST_OK_SNAPSHOT_ID];
+		return baseline;
 	}
 	return call_appguard_function("grant_baseline", 1, argtypes, &client_id, &argnull, isnull, NULL);
 }
@@ -405,7 +417,7 @@ consent_settles(Datum client_id, Datum subject, Datum *baseline, bool *exists)
 	bool		cs_null[CS_NCOLUMNS];
 	bool		settled;
 
-	begin_fresh_read();
+	keyread_begin_fresh();
 	*exists = keyread_row(KT_CONSENTS, key, GetActiveSnapshot(), cs, cs_null);
 	settled = *exists
 		&& (cs_null[CS_SHOWN_SNAPSHOT_ID] || cs_null[CS_SHOWN_AT]
@@ -414,7 +426,7 @@ consent_settles(Datum client_id, Datum subject, Datum *baseline, bool *exists)
 				&& DatumGetTimestampTz(cs[CS_SHOWN_AT]) <= DatumGetTimestampTz(cs[CS_APPROVED_AT])))
 		&& !cs_null[CS_BASELINE_SNAPSHOT_ID]
 		&& grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false);
-	end_fresh_read();
+	keyread_end_fresh();
 	if (settled)
 		*baseline = cs[CS_BASELINE_SNAPSHOT_ID];
 	return settled;
@@ -444,30 +456,22 @@ consent_started(Datum client_id, Datum subject, Datum *baseline)
 	int			nestlevel;
 	bool		started;
 
-	begin_fresh_read();
+	keyread_begin_fresh();
 	usable = keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null)
-		&& !cl_null[CL_LAST_OK_SNAPSHOT_ID] && !cl_null[CL_LAST_OK_AT]
-		&& within_seconds(DatumGetTimestampTz(cl[CL_LAST_OK_AT]), appguard_baseline_max_age_s)
-		&& grant_verified(client_id, false, cl[CL_LAST_OK_SNAPSHOT_ID], false);
-	end_fresh_read();
+		&& cached_baseline(cl, cl_null, &args[2])
+		&& client_verifies(client_id, cl, cl_null, args[2]);
+	keyread_end_fresh();
 	if (!usable)
 		return false;
 
 	args[0] = client_id;
 	args[1] = subject;
-	args[2] = cl[CL_LAST_OK_SNAPSHOT_ID];
 	nestlevel = identity_pin_search_path();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	kept_plan(&start_consent_plan,
-			  "INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)"
-			  " VALUES ($1, $2, $3, pg_catalog.clock_timestamp())"
-			  " ON CONFLICT (client_id, subject) DO NOTHING",
-			  3, argtypes);
-	if (SPI_execute_plan(start_consent_plan, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "starting a consent failed");
-	started = SPI_processed == 1;
-	SPI_finish();
+	started = run_kept_plan(&start_consent_plan,
+							"INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)"
+							" VALUES ($1, $2, $3, pg_catalog.clock_timestamp())"
+							" ON CONFLICT (client_id, subject) DO NOTHING",
+							3, argtypes, args, NULL, SPI_OK_INSERT, "starting a consent") == 1;
 	identity_unpin(nestlevel);
 	if (started)
 		*baseline = args[2];
@@ -573,22 +577,17 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 		return;
 
 	nestlevel = identity_pin_search_path();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	kept_plan(&track_grant_plan,
-			  "INSERT INTO appguard.grants"
-			  " (token_table, token_key, client_id, state, baseline_snapshot_id, subject, grant_key)"
-			  " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-			  " ON CONFLICT (token_table, token_key) DO UPDATE"
-			  " SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,"
-			  " baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,"
-			  " subject = EXCLUDED.subject, grant_key = EXCLUDED.grant_key,"
-			  " suspension_id = NULL, suspended_at = NULL, error_uri = NULL,"
-			  " created_at = pg_catalog.now(), reapproved_at = NULL",
-			  7, argtypes);
-	if (SPI_execute_plan(track_grant_plan, args, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "tracking a grant failed");
-	SPI_finish();
+	(void) run_kept_plan(&track_grant_plan,
+						 "INSERT INTO appguard.grants"
+						 " (token_table, token_key, client_id, state, baseline_snapshot_id, subject, grant_key)"
+						 " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+						 " ON CONFLICT (token_table, token_key) DO UPDATE"
+						 " SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,"
+						 " baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,"
+						 " subject = EXCLUDED.subject, grant_key = EXCLUDED.grant_key,"
+						 " suspension_id = NULL, suspended_at = NULL, error_uri = NULL,"
+						 " created_at = pg_catalog.now(), reapproved_at = NULL",
+						 7, argtypes, args, nulls, SPI_OK_INSERT, "tracking a grant");
 	identity_unpin(nestlevel);
 }
 
@@ -706,7 +705,6 @@ grant_retired(TriggerData *trigdata)
 	char	   *status;
 	char	   *key;
 	Datum		args[2];
-	bool		retired;
 
 	root = protected_table_of(rel, pt, pt_null);
 	if (!OidIsValid(root))
@@ -720,17 +718,10 @@ grant_retired(TriggerData *trigdata)
 
 	args[0] = ObjectIdGetDatum(root);
 	args[1] = CStringGetTextDatum(key);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	kept_plan(&retire_grant_plan,
-			  "UPDATE appguard.grants SET state = 'inactive'"
-			  " WHERE token_table = $1 AND token_key = $2 AND state = 'active'",
-			  2, argtypes);
-	if (SPI_execute_plan(retire_grant_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "retiring a grant failed");
-	retired = SPI_processed == 1;
-	SPI_finish();
-	return retired;
+	return run_kept_plan(&retire_grant_plan,
+						 "UPDATE appguard.grants SET state = 'inactive'"
+						 " WHERE token_table = $1 AND token_key = $2 AND state = 'active'",
+						 2, argtypes, args, NULL, SPI_OK_UPDATE, "retiring a grant") == 1;
 }
 
 /*
