@@ -385,6 +385,67 @@ guard_normalize_host(const char *input, size_t input_len,
 }
 
 /*
+ * The next element of a comma-separated settings list ("443, 8443-8450",
+ * "10.20.0.0/16, fd00:1::/48"): spaces and tabs around elements are
+ * skipped, an element ends at a comma, space or tab.  Returns 1 with the
+ * element in *item and *len and *p past it and its comma, 0 at the end of
+ * the list, -1 when the list is malformed (an empty element, two elements
+ * without a comma between them).
+ */
+static int
+next_list_item(const char **p, const char **item, size_t *len)
+{
+	const char *s = *p;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (*s == '\0')
+	{
+		*p = s;
+		return 0;
+	}
+	if (*s == ',')
+		return -1;				/* an empty element */
+	*item = s;
+	*len = strcspn(s, ", \t");
+	s += *len;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (*s == ',')
+	{
+		s++;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (*s == '\0' || *s == ',')
+			return -1;			/* an empty element */
+	}
+	else if (*s != '\0')
+		return -1;
+	*p = s;
+	return 1;
+}
+
+/* A port or a range of ports, digits only: "443", "8443-8450" */
+static bool
+parse_port_range(const char *item, size_t len, long *lo, long *hi)
+{
+	const char *end = item + len;
+	char	   *stop;
+
+	if (!isdigit((unsigned char) *item))
+		return false;
+	*lo = strtol(item, &stop, 10);
+	*hi = *lo;
+	if (stop < end && *stop == '-')
+	{
+		if (!isdigit((unsigned char) stop[1]))
+			return false;
+		*hi = strtol(stop + 1, &stop, 10);
+	}
+	return stop == end && *lo >= 1 && *hi <= 65535 && *lo <= *hi;
+}
+
+/*
  * Walk a port list; with port < 0 only validate it.  Returns 1 when port is
  * listed, 0 when not, -1 when the list is malformed.
  */
@@ -392,48 +453,22 @@ static int
 scan_port_list(int port, const char *list)
 {
 	const char *p = list;
+	const char *item;
+	size_t		len;
 	int			found = 0;
+	int			more;
 
-	for (;;)
+	while ((more = next_list_item(&p, &item, &len)) == 1)
 	{
-		char	   *end;
 		long		lo,
 					hi;
 
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '\0')
-			return found;
-		if (!isdigit((unsigned char) *p))
-			return -1;
-		lo = strtol(p, &end, 10);
-		hi = lo;
-		p = end;
-		if (*p == '-')
-		{
-			p++;
-			if (!isdigit((unsigned char) *p))
-				return -1;
-			hi = strtol(p, &end, 10);
-			p = end;
-		}
-		if (lo < 1 || hi > 65535 || lo > hi)
+		if (!parse_port_range(item, len, &lo, &hi))
 			return -1;
 		if (port >= lo && port <= hi)
 			found = 1;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == ',')
-		{
-			p++;
-			while (*p == ' ' || *p == '\t')
-				p++;
-			if (!isdigit((unsigned char) *p))
-				return -1;		/* an empty element */
-		}
-		else if (*p != '\0')
-			return -1;
 	}
+	return more < 0 ? -1 : found;
 }
 
 bool
@@ -522,7 +557,10 @@ static int
 scan_network_list(const struct sockaddr *sa, const char *list)
 {
 	const char *p = list;
+	const char *item;
+	size_t		len;
 	int			found = 0;
+	int			more;
 	int			family = 0;
 	const uint8_t *bytes = NULL;
 
@@ -536,34 +574,16 @@ scan_network_list(const struct sockaddr *sa, const char *list)
 		family = AF_INET6;
 		bytes = (const uint8_t *) &((const struct sockaddr_in6 *) sa)->sin6_addr;
 	}
-	for (;;)
+	while ((more = next_list_item(&p, &item, &len)) == 1)
 	{
-		size_t		len;
 		Network		net;
 
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '\0')
-			return found;
-		len = strcspn(p, ", \t");
-		if (!parse_network(p, len, &net))
+		if (!parse_network(item, len, &net))
 			return -1;
 		if (bytes != NULL && network_contains(&net, family, bytes))
 			found = 1;
-		p += len;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == ',')
-		{
-			p++;
-			while (*p == ' ' || *p == '\t')
-				p++;
-			if (*p == '\0' || *p == ',')
-				return -1;		/* an empty element */
-		}
-		else if (*p != '\0')
-			return -1;
 	}
+	return more < 0 ? -1 : found;
 }
 
 bool
