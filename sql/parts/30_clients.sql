@@ -114,7 +114,7 @@ CREATE TABLE appguard.clients (
 	-- new grant -- must join its applied suspension, which C does not
 	-- know of: every grant of the client then takes the SQL paths
 	-- (appguard.consent_grant, appguard.verify_grant and
-	-- appguard.other_host_applied).  Kept by appguard.note_hosts_drifted.
+	-- appguard.other_host_blocking).  Kept by appguard.note_hosts_drifted.
 	hosts_drifted		boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE appguard.clients IS 'OAuth clients appguard watches: the primary redirect URI''s host and port, and their latest snapshots';

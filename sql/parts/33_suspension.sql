@@ -822,39 +822,18 @@ AS $$
 	WHERE c.client_id = p_client_id AND c.hosts_drifted IS DISTINCT FROM d.drifted
 $$;
 
--- The suspension a new or refreshed grant of the client on baseline
--- p_baseline must join because another watched host than the primary
--- drifted: the newest suspension of some (baseline, host), applied, whose
--- host verdict is still confirmed drifted; the newest such.  NULL if
--- none.  (The primary's own are appguard.verify_grant's.)
-CREATE FUNCTION appguard.other_host_applied(p_client_id text, p_baseline bigint)
-RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT s.id
-	FROM appguard.suspensions s
-		 JOIN appguard.baseline_host_state bh
-			 ON bh.client_id = s.client_id AND bh.baseline_snapshot_id = s.baseline_snapshot_id
-			AND bh.host = s.host AND bh.port = s.port
-	WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = p_baseline
-	  AND s.state = 'applied'
-	  AND bh.drifting AND bh.streak >= appguard.setting('appguard.confirmations')::integer
-	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
-					  WHERE u.client_id = s.client_id AND u.baseline_snapshot_id = s.baseline_snapshot_id
-						AND u.host = s.host AND u.port = s.port AND u.id > s.id)
-	ORDER BY s.id DESC
-	LIMIT 1
-$$;
-
--- The suspension that refuses a refresh of the client's grants on baseline
--- p_baseline (any baseline when NULL) because another watched host than
--- the primary drifted: the newest suspension of that (baseline, host),
--- pending (its sweep has not decided) or failed (its sweep could not),
--- whose host verdict is still confirmed drifted.  NULL if none.  The
--- primary's own are appguard.verify_grant's.  VOLATILE: each call reads
--- what has committed (appguard.sweep_close clears hosts_undecided with it).
-CREATE FUNCTION appguard.other_host_blocking(p_client_id text, p_baseline bigint)
+-- The suspension that holds the client's grants on baseline p_baseline
+-- (any baseline when NULL) because another watched host than the primary
+-- drifted: the newest suspension of some (baseline, host) in one of
+-- p_states, whose host verdict is still confirmed drifted; the newest
+-- such.  NULL if none.  With the default states, pending (its sweep has
+-- not decided) or failed (its sweep could not), it refuses a refresh;
+-- applied, a grant that came on the baseline after the fan-out joins it
+-- (appguard.verify_grant).  The primary's own are verify_grant's.
+-- VOLATILE: each call reads what has committed (appguard.sweep_close
+-- clears hosts_undecided with it).
+CREATE FUNCTION appguard.other_host_blocking(p_client_id text, p_baseline bigint,
+											 p_states text[] DEFAULT '{pending,failed}')
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -869,7 +848,7 @@ BEGIN
 			AND bh.host = s.host AND bh.port = s.port
 	WHERE s.client_id = p_client_id
 	  AND (p_baseline IS NULL OR s.baseline_snapshot_id = p_baseline)
-	  AND s.state IN ('pending', 'failed')
+	  AND s.state = ANY (p_states)
 	  AND bh.drifting AND bh.streak >= appguard.setting('appguard.confirmations')::integer
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
 					  WHERE u.client_id = s.client_id AND u.baseline_snapshot_id = s.baseline_snapshot_id

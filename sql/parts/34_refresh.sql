@@ -100,7 +100,7 @@ BEGIN
 	-- Another watched host's applied suspension of this baseline: it holds
 	-- this grant too (a token rotated or issued after it was applied), as
 	-- the primary's do below.
-	blocking := appguard.other_host_applied(p_client_id, p_baseline);
+	blocking := appguard.other_host_blocking(p_client_id, p_baseline, '{applied}');
 	IF blocking IS NOT NULL THEN
 		PERFORM appguard.lock_client_for_refresh(p_client_id);
 		PERFORM appguard.apply_suspensions(ARRAY[blocking]);
