@@ -25,6 +25,12 @@ CREATE TABLE appguard.consents (
 COMMENT ON TABLE appguard.consents IS 'A patient''s consent to a client: the baseline all the patient''s grants of that client are held to';
 SELECT pg_catalog.pg_extension_config_dump('appguard.consents', '');
 ALTER TABLE appguard.refresh_tokens ADD COLUMN grant_id text;
+-- a consent's applied suspension holds its new rows
+ALTER TABLE appguard.baseline_state ADD COLUMN suspension_applied boolean NOT NULL DEFAULT false;
+UPDATE appguard.baseline_state bs SET suspension_applied = true
+FROM appguard.suspensions s
+WHERE s.state = 'applied' AND bs.client_id = s.client_id
+  AND bs.baseline_snapshot_id = s.baseline_snapshot_id AND NOT bs.suspension_applied;
 
 -- appguard.refresh_tokens is protected with its subject and grant_id
 -- columns; its grants learn their subject, and each subject's consent
@@ -478,8 +484,8 @@ DECLARE
 	c record;
 	baseline bigint;
 	holding_id bigint;
-	holding_state text;
 	holding_uri text;
+	released bigint;
 	held boolean := false;
 	saved bigint;
 BEGIN
@@ -499,6 +505,23 @@ BEGIN
 			EXECUTE 'UPDATE appguard.consents k SET baseline_snapshot_id = $3, '
 					'approved_at = pg_catalog.clock_timestamp() WHERE k.client_id = $1 AND k.subject = $2'
 				USING p_client_id, p_subject, baseline;
+			-- a patient whose consent was suspended approved the app again
+			-- on a fresh consent screen: a re-approval, as appguard_reapprove
+			SELECT s.id INTO released FROM appguard.suspensions s
+			WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = c.baseline_snapshot_id
+			  AND s.state = 'applied' AND c.baseline_snapshot_id IS DISTINCT FROM baseline
+			ORDER BY s.id DESC LIMIT 1;
+			IF released IS NOT NULL THEN
+				saved := appguard.saved_lastval();
+				PERFORM appguard.log_event('reapproved', p_client_id,
+					pg_catalog.jsonb_build_object('old_baseline_snapshot_id', c.baseline_snapshot_id,
+												  'baseline_snapshot_id', baseline,
+												  'detail', 'the patient approved the app again on a consent screen',
+												  'subject_given', true),
+					snapshot_id => baseline, suspension_id => released,
+					token_table => p_tbl::text, token_key => p_key);
+				PERFORM appguard.restore_lastval(saved);
+			END IF;
 		ELSIF c.client_id IS NOT NULL AND c.baseline_snapshot_id IS NOT NULL THEN
 			baseline := c.baseline_snapshot_id;
 		ELSIF c.client_id IS NOT NULL THEN
@@ -520,11 +543,14 @@ BEGIN
 			END IF;
 		END IF;
 		IF baseline IS NOT NULL THEN
-			SELECT s.id, s.state, s.error_uri INTO holding_id, holding_state, holding_uri
+			-- (applied once, a suspension holds the consent until the
+			-- patient approves again, even if the facts come back or a
+			-- later verdict of the baseline is pending or discarded)
+			SELECT s.id, s.error_uri INTO holding_id, holding_uri
 			FROM appguard.suspensions s
-			WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = baseline
+			WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = baseline AND s.state = 'applied'
 			ORDER BY s.id DESC LIMIT 1;
-			held := holding_state IS NOT DISTINCT FROM 'applied';
+			held := holding_id IS NOT NULL;
 		END IF;
 	END IF;
 
@@ -1301,6 +1327,10 @@ BEGIN
 	SET state = 'applied', applied_at = coalesce(s.applied_at, pg_catalog.clock_timestamp()),
 		resolved_at = coalesce(s.resolved_at, pg_catalog.clock_timestamp())
 	WHERE s.id = ANY (p_ids);
+	UPDATE appguard.baseline_state bs SET suspension_applied = true
+	FROM appguard.suspensions s
+	WHERE s.id = ANY (p_ids) AND bs.client_id = s.client_id
+	  AND bs.baseline_snapshot_id = s.baseline_snapshot_id AND NOT bs.suspension_applied;
 	FOR rec IN
 		SELECT s.id, s.client_id, s.tokens_suspended, s.reasons, s.snapshot_id, s.sweep_id, s.hold_id
 		FROM appguard.suspensions s WHERE s.id = ANY (p_ids) ORDER BY s.id

@@ -150,6 +150,44 @@ SELECT id, enabled FROM public.gl_tokens ORDER BY id;
 SELECT appguard_explain(s.id) -> 'host_decisions' ->> 'tokens_disabled_by_host' AS by_host
 FROM suspensions s WHERE s.client_id = 'cl' AND s.snapshot_id = :snap_d;
 
+-- ---- the facts come back: the suspended consent still holds ----
+-- wes consented at A; the organization changed (suspended), then changed
+-- back.  Until wes approves again, a rotation and a remembered approval
+-- join the applied suspension: what wes approved was found changed once,
+-- and nobody showed wes that it is back (before, the consent trigger's C
+-- path inserted them active, the verdict being clean again).
+SELECT appguard_register_client('rv', 'Revert App', ARRAY['https://rv.example.org/']) IS NOT NULL;
+SELECT snap('rv.example.org') AS snap_ra \gset
+INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('w1', 'rv', 'wes', 'g-wes');
+SELECT snap('rv.example.org', changes => '{"tls.leaf.subject.O": "Northwind Data Brokers LLC"}') AS snap_rb \gset
+SELECT snap('rv.example.org') AS snap_rc \gset
+-- (A has no active grant left, so the new snapshot is compared with it
+-- only when one shows up: here as the refresh check of a straggler on A
+-- would compare it)
+SELECT appguard.evaluate_client('rv', :snap_rc, NULL, ARRAY[:snap_ra]::bigint[]) IS NOT NULL AS compared;
+SELECT (tok('w1')).status AS w1_after_revert,
+	   (SELECT drifting FROM baseline_state WHERE client_id = 'rv' AND baseline_snapshot_id = :snap_ra) AS a_drifting_now,
+	   (SELECT suspension_applied FROM baseline_state WHERE client_id = 'rv' AND baseline_snapshot_id = :snap_ra) AS a_suspension_applied;
+INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('w2', 'rv', 'wes', 'g-wes');
+INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('w3', 'rv', 'wes', 'g-wes-2');
+SELECT token_id, status, state, suspension_id = (SELECT suspension_id FROM tokens WHERE token_id = 'w1') AS same_suspension
+FROM tokens WHERE token_id IN ('w2', 'w3') ORDER BY token_id;
+SELECT appguard_check_refresh('w2') -> 'error' ->> 'error' AS w2_refresh;
+-- a new patient consents to the app as it is now: active
+INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('x1', 'rv', 'xia', 'g-xia');
+SELECT (tok('x1')).status AS x1_new_patient;
+-- wes approves again on a fresh consent screen: a re-approval, recorded
+SELECT appguard_consent_info('rv', 'wes') ->> 'organization' IS NOT NULL AS shown_to_wes;
+INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('w4', 'rv', 'wes', 'g-wes-3');
+SELECT (tok('w4')).status AS w4_after_consent_screen,
+	   (SELECT baseline_snapshot_id = :snap_rc FROM consents WHERE client_id = 'rv' AND subject = 'wes') AS wes_consent_now;
+SELECT kind, detail ->> 'detail' AS detail, (detail ->> 'old_baseline_snapshot_id')::bigint = :snap_ra AS from_a,
+	   suspension_id = (SELECT suspension_id FROM tokens WHERE token_id = 'w1') AS its_suspension, token_key
+FROM events WHERE client_id = 'rv' AND kind = 'reapproved';
+-- and the rotations after it are active
+INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('w5', 'rv', 'wes', 'g-wes-3');
+SELECT (tok('w5')).status AS w5_rotation;
+
 -- ---- bad input ----
 CREATE TABLE public.gl2 (id bigint PRIMARY KEY, client text, username text, enabled smallint);
 SELECT try($$SELECT appguard_protect('public.gl2', 'client', 'enabled', NULL, '1', '0', grant_column => 'username')$$);

@@ -79,7 +79,7 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 	[KT_BASELINE_STATE] = {
 		"baseline_state", "baseline_state_pkey",
 		2, {"client_id", "baseline_snapshot_id"}, {F_TEXTEQ, F_INT8EQ},
-		BS_NCOLUMNS, {"evaluated_snapshot_id", "drifting", "streak"}
+		BS_NCOLUMNS, {"evaluated_snapshot_id", "drifting", "streak", "suspension_applied"}
 	},
 	[KT_CONSENTS] = {
 		"consents", "consents_pkey",

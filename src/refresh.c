@@ -197,11 +197,16 @@ run_kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtype
  * this grant too, appguard.other_host_blocking), no live snapshot is due
  * (appguard.refresh_max_age) and the baseline is the client's latest
  * snapshot, or has been compared with it and is not confirmed drifted.
- * False whenever verify_grant might act.  Reads with the active snapshot;
- * client_verifies judges a client row already read.
+ * False whenever verify_grant might act.  For a new row joining a consent
+ * (joining), false also when a suspension of the baseline was applied:
+ * appguard.consent_grant inserts the row suspended, even if the facts
+ * came back since.  (The baseline's state row is read whenever it is not
+ * the latest snapshot, and a suspension needs a later one.)  Reads with
+ * the active snapshot; client_verifies judges a client row already read.
  */
 static bool
-client_verifies(Datum client_id, const Datum *cl, const bool *cl_null, Datum baseline)
+client_verifies(Datum client_id, const Datum *cl, const bool *cl_null, Datum baseline,
+				bool joining)
 {
 	Snapshot	snap = GetActiveSnapshot();
 	Datum		bs_key[2];
@@ -230,12 +235,15 @@ client_verifies(Datum client_id, const Datum *cl, const bool *cl_null, Datum bas
 		return false;			/* never compared with the latest snapshot */
 	if (bs_null[BS_EVALUATED_SNAPSHOT_ID] || DatumGetInt64(bs[BS_EVALUATED_SNAPSHOT_ID]) != latest)
 		return false;
+	if (joining && DatumGetBool(bs[BS_SUSPENSION_APPLIED]))
+		return false;			/* the consent's suspension holds its new rows */
 	return !(DatumGetBool(bs[BS_DRIFTING])
 			 && DatumGetInt32(bs[BS_STREAK]) >= appguard_confirmations);
 }
 
 static bool
-grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_null)
+grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_null,
+			   bool joining)
 {
 	Datum		cl[CL_NCOLUMNS];
 	bool		cl_null[CL_NCOLUMNS];
@@ -244,7 +252,7 @@ grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_
 		return true;			/* baseline pending, or no client to watch */
 	if (!keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null))
 		return true;			/* unregistered client: left alone */
-	return client_verifies(client_id, cl, cl_null, baseline);
+	return client_verifies(client_id, cl, cl_null, baseline, joining);
 }
 
 /* The grant keyed by key (token table, row key) is active and verified */
@@ -259,7 +267,8 @@ active_grant_verified(const Datum *key)
 	verified = keyread_row(KT_GRANTS, key, GetActiveSnapshot(), grant, grant_null)
 		&& !grant_null[GRANT_STATE] && text_equals(grant[GRANT_STATE], "active")
 		&& grant_verified(grant[GRANT_CLIENT_ID], grant_null[GRANT_CLIENT_ID],
-						  grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID]);
+						  grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID],
+						  false);
 	keyread_end_fresh();
 	return verified;
 }
@@ -404,8 +413,8 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
  * no consent screen was shown to the subject within
  * appguard.consent_window since the consent's last approval (a screen
  * shown before it is spent), and its baseline is verified against the
- * client's latest snapshot (grant_verified: so not drifted, hence not
- * suspended).  Returns false for everything else, which
+ * client's latest snapshot and no suspension of it was ever applied
+ * (grant_verified, joining).  Returns false for everything else, which
  * appguard.consent_grant decides (a new consent, a fresh one, a pending
  * one, one whose baseline drifted or whose suspension holds new rows).
  */
@@ -425,7 +434,7 @@ consent_settles(Datum client_id, Datum subject, Datum *baseline, bool *exists)
 			|| (!cs_null[CS_APPROVED_AT]
 				&& DatumGetTimestampTz(cs[CS_SHOWN_AT]) <= DatumGetTimestampTz(cs[CS_APPROVED_AT])))
 		&& !cs_null[CS_BASELINE_SNAPSHOT_ID]
-		&& grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false);
+		&& grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false, true);
 	keyread_end_fresh();
 	if (settled)
 		*baseline = cs[CS_BASELINE_SNAPSHOT_ID];
@@ -459,7 +468,7 @@ consent_started(Datum client_id, Datum subject, Datum *baseline)
 	keyread_begin_fresh();
 	usable = keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null)
 		&& cached_baseline(cl, cl_null, &args[2])
-		&& client_verifies(client_id, cl, cl_null, args[2]);
+		&& client_verifies(client_id, cl, cl_null, args[2], true);
 	keyread_end_fresh();
 	if (!usable)
 		return false;

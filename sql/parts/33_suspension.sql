@@ -47,7 +47,7 @@
 -- Verdict of the latest comparison of one baseline of a client.
 -- Read by C (src/keyread.c, KT_BASELINE_STATE): index baseline_state_pkey
 -- on (client_id, baseline_snapshot_id); columns evaluated_snapshot_id,
--- drifting, streak.
+-- drifting, streak, suspension_applied.
 CREATE TABLE appguard.baseline_state (
 	client_id				text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
 	baseline_snapshot_id	bigint NOT NULL,
@@ -57,6 +57,10 @@ CREATE TABLE appguard.baseline_state (
 	drifting				boolean NOT NULL,	-- the latest known verdict
 	first_drift_snapshot_id	bigint,				-- first snapshot of the current streak
 	last_diff				jsonb NOT NULL,		-- warn and suspend differences of the latest verdict
+	-- a suspension of this baseline was applied: the new rows of its
+	-- consents join it even when the facts come back (consent_grant), so
+	-- the consent trigger's C path leaves them to SQL (src/refresh.c)
+	suspension_applied		boolean NOT NULL DEFAULT false,
 	PRIMARY KEY (client_id, baseline_snapshot_id)
 );
 COMMENT ON TABLE appguard.baseline_state IS 'Latest comparison of each baseline of a client with the client''s snapshots; the confirmation count';
@@ -280,6 +284,10 @@ BEGIN
 	SET state = 'applied', applied_at = coalesce(s.applied_at, pg_catalog.clock_timestamp()),
 		resolved_at = coalesce(s.resolved_at, pg_catalog.clock_timestamp())
 	WHERE s.id = ANY (p_ids);
+	UPDATE appguard.baseline_state bs SET suspension_applied = true
+	FROM appguard.suspensions s
+	WHERE s.id = ANY (p_ids) AND bs.client_id = s.client_id
+	  AND bs.baseline_snapshot_id = s.baseline_snapshot_id AND NOT bs.suspension_applied;
 	FOR rec IN
 		SELECT s.id, s.client_id, s.tokens_suspended, s.reasons, s.snapshot_id, s.sweep_id, s.hold_id
 		FROM appguard.suspensions s WHERE s.id = ANY (p_ids) ORDER BY s.id
