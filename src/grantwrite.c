@@ -8,11 +8,14 @@
  * The consent trigger (refresh.c) records every new token row as a grant.
  * Through SPI, even with a kept plan, that INSERT cost about as much as
  * the auth server's own token INSERT.  Here the row is built in a virtual
- * slot and given to ExecSimpleRelationInsert with a minimal EState, which
- * checks the table's constraints (NOT NULL, CHECK), inserts the heap
- * tuple and every index entry (a partial index only where its predicate
- * holds; a unique index raises unique_violation on a duplicate, waiting
- * for an in-progress inserter of the same key first, as any INSERT does).
+ * slot and inserted with a minimal EState, as ExecSimpleRelationInsert
+ * does (the table's constraints checked: NOT NULL, CHECK; the heap tuple
+ * and every index entry, a partial index only where its predicate holds),
+ * but speculatively, as INSERT ... ON CONFLICT inserts: when the primary
+ * key already holds the key (a grant left under it, one another
+ * transaction is writing, or one whose deletion is not committed), the
+ * tuple is killed again and the caller's upsert decides.  The unique
+ * index's own check is the look-up: a key is found once, not twice.
  *
  * Only the plain case is done so: the table a regular one, without
  * triggers or row security, every column the code does not write without
@@ -39,6 +42,7 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/index.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
@@ -52,6 +56,7 @@
 #include "nodes/primnodes.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -302,7 +307,34 @@ direct_insert_allowed(Relation rel)
 		&& pg_class_aclmask(layout.relid, GetUserId(), needed, ACLMASK_ALL) == needed;
 }
 
-bool
+/*
+ * Insert the slot's tuple unless a unique index already holds its key, the
+ * way ExecInsert does for ON CONFLICT, without its pre-check: the
+ * speculative tuple's index entries are the check.  Returns false, the
+ * tuple dead to everyone, on a possible duplicate.
+ */
+static bool
+insert_unless_duplicate(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot)
+{
+	Relation	rel = rri->ri_RelationDesc;
+	TransactionId xid = GetCurrentTransactionId();
+	bool		conflict = false;
+	uint32		token;
+	List	   *recheck;
+
+	CheckCmdReplicaIdentity(rel, CMD_INSERT);
+	if (rel->rd_att->constr)
+		ExecConstraints(rri, slot, estate);
+	token = SpeculativeInsertionLockAcquire(xid);
+	table_tuple_insert_speculative(rel, slot, GetCurrentCommandId(true), 0, NULL, token);
+	recheck = ExecInsertIndexTuples(rri, slot, estate, false, true, &conflict, NIL);
+	table_tuple_complete_speculative(rel, slot, token, !conflict);
+	SpeculativeInsertionLockRelease(xid);
+	list_free(recheck);
+	return !conflict;
+}
+
+GrantWriteResult
 grantwrite_insert(Oid token_table, Datum token_key,
 				  Datum client_id, bool client_null,
 				  Datum state,
@@ -315,11 +347,12 @@ grantwrite_insert(Oid token_table, Datum token_key,
 	RangeTblEntry *rte;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
+	bool		inserted;
 
 	if (!direct_insert_allowed(rel))
 	{
 		table_close(rel, NoLock);	/* the statement takes the same lock */
-		return false;
+		return GW_NOT_DIRECT;
 	}
 
 	/* A one-relation range table, as the apply worker's */
@@ -352,11 +385,11 @@ grantwrite_insert(Oid token_table, Datum token_key,
 #undef SET_COLUMN
 	ExecStoreVirtualTuple(slot);
 
-	ExecSimpleRelationInsert(rri, estate, slot);
+	inserted = insert_unless_duplicate(rri, estate, slot);
 
 	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
-	return true;
+	return inserted ? GW_INSERTED : GW_DUPLICATE;
 }

@@ -12,23 +12,34 @@
 
 #include "postgres.h"
 
+typedef enum GrantWriteResult
+{
+	GW_INSERTED,				/* the grant is written */
+	GW_DUPLICATE,				/* the key has a grant already: nothing written */
+	GW_NOT_DIRECT				/* not a plain case: nothing written */
+} GrantWriteResult;
+
 /*
  * Insert the row (token_table, token_key, client_id, state,
  * baseline_snapshot_id, subject, grant_key, created_at = now(), every other
  * column NULL) into appguard.grants, as INSERT INTO appguard.grants
  * (token_table, token_key, client_id, state, baseline_snapshot_id, subject,
- * grant_key) VALUES (...) would: constraints
- * checked, every index maintained, a duplicate key a unique_violation.
- * Returns false, having written nothing, where that would not be exactly
- * what the statement does (a trigger or row security on the table, a
- * default the C code does not know, a privilege missing): the caller
- * runs the statement then.
+ * grant_key) VALUES (...) ON CONFLICT (token_table, token_key) DO NOTHING
+ * would: constraints checked, every index maintained.  GW_DUPLICATE when
+ * the primary key holds the key already, committed or not (another
+ * transaction's INSERT still running, this transaction's own row, a row
+ * whose deletion is not committed): nothing is left of the new row, and
+ * the caller's upsert decides (waiting for that transaction).
+ * GW_NOT_DIRECT, having written nothing, where the direct insert would not
+ * be exactly what the statement does (a trigger or row security on the
+ * table, a default the C code does not know, a privilege missing): the
+ * caller runs the statement then.
  */
-extern bool grantwrite_insert(Oid token_table, Datum token_key,
-							  Datum client_id, bool client_null,
-							  Datum state,
-							  Datum baseline, bool baseline_null,
-							  Datum subject, bool subject_null,
-							  Datum grant_key, bool grant_key_null);
+extern GrantWriteResult grantwrite_insert(Oid token_table, Datum token_key,
+										  Datum client_id, bool client_null,
+										  Datum state,
+										  Datum baseline, bool baseline_null,
+										  Datum subject, bool subject_null,
+										  Datum grant_key, bool grant_key_null);
 
 #endif							/* APPGUARD_GRANTWRITE_H */

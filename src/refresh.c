@@ -513,32 +513,12 @@ consent_grant(Datum relid, Datum key, Datum client_id, Datum subject,
 }
 
 /*
- * Whether appguard.grants holds a row under key, committed or not (a
- * dirty read: an uncommitted one is another transaction's INSERT still
- * running, or this transaction's own), or one whose deletion is not
- * committed.
- */
-static bool
-grant_row_exists(const Datum *key)
-{
-	SnapshotData dirty;
-	Datum		grant[GRANT_NCOLUMNS];
-	bool		grant_null[GRANT_NCOLUMNS];
-
-	InitDirtySnapshot(dirty);
-	return keyread_row(KT_GRANTS, key, &dirty, grant, grant_null);
-}
-
-/*
  * Record the grant.  As a rule nothing is under its key yet, and the row
- * is inserted directly (grantwrite.c); a grant left under the key (see
- * appguard_grant_insert), or one being written by another transaction,
- * goes through the upsert below, which replaces it or waits for that
- * transaction.  Both write the same row.  A grant committed by another
- * transaction between the look-up and the direct insert is a
- * unique_violation where the upsert would have replaced it (or, under
- * REPEATABLE READ, failed to serialize): only a second row printing the
- * same key, inserted at the same moment, can do that.
+ * is inserted directly (grantwrite.c); when the primary key holds the key
+ * already (a grant left under it, see appguard_grant_insert, or one being
+ * written by another transaction), nothing is left of that insert and the
+ * upsert below replaces the grant or waits for that transaction.  Both
+ * write the same row.
  */
 static void
 track_grant(Oid relid, const char *key, const char *client_id, bool active,
@@ -579,10 +559,9 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 		nulls[4] = baseline_null ? 'n' : ' ';
 	}
 
-	if (!grant_row_exists(args)
-		&& grantwrite_insert(relid, args[1], args[2], nulls[2] == 'n', args[3],
-							 args[4], nulls[4] == 'n', args[5], nulls[5] == 'n',
-							 args[6], nulls[6] == 'n'))
+	if (grantwrite_insert(relid, args[1], args[2], nulls[2] == 'n', args[3],
+						  args[4], nulls[4] == 'n', args[5], nulls[5] == 'n',
+						  args[6], nulls[6] == 'n') == GW_INSERTED)
 		return;
 
 	nestlevel = identity_pin_search_path();
@@ -641,6 +620,23 @@ refuse_unguarded_insert(Relation rel)
  * a rotation (identity.c).  EXECUTE is revoked from PUBLIC, so only
  * appguard_protect can attach it to a table.
  */
+/*
+ * No token of appguard.refresh_tokens is created suspended: a suspension
+ * needs its record and error_uri, which only appguard writes (a restore
+ * runs with appguard's triggers idle: README, Upgrading).  Checked here,
+ * in the consent trigger every row fires anyway, rather than by a trigger
+ * of its own: a WHEN clause is parsed again for every INSERT statement.
+ */
+static void
+refuse_suspended_token(Oid relid)
+{
+	if (relid == refresh_tokens_relid() && !appguard_applying_now())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a refresh token cannot be created suspended"),
+				 errdetail("Only appguard suspends tokens, when their app's facts drift.")));
+}
+
 Datum
 appguard_grant_insert(PG_FUNCTION_ARGS)
 {
@@ -680,6 +676,8 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 		subject = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_SUBJECT_ATTNUM]));
 	if (!pt_null[PT_GRANT_ATTNUM])
 		grant_key = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_GRANT_ATTNUM]));
+	if (status != NULL && strcmp(status, "suspended") == 0)
+		refuse_suspended_token(relid);
 	/* the columns were read as the inserting role; appguard's state is written as its owner */
 	identity_become(routine_owner(fcinfo->flinfo->fn_oid), 0, false, &caller);
 	track_grant(relid, key, client_id, status != NULL && strcmp(status, active_value) == 0,

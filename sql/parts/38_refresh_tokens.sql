@@ -42,11 +42,11 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.refresh_tokens', '');
 -- then (appguard.grants: inactive, with the suspension_id), so the auth
 -- server may not make it active again either.  appguard's own writes are
 -- told from the auth server's by appguard.applying() (26_applying), a
--- flag only appguard's code can raise.  No token is created suspended (a
--- restore runs with appguard's triggers idle: README, Upgrading).  The
--- WHEN clauses keep ordinary statements free of any
--- call (they run with the writing role's rights, so they call nothing of
--- appguard's), and so are appguard's own writes, which change error_uri
+-- flag only appguard's code can raise.  No token is created suspended
+-- either: the consent trigger refuses it (src/refresh.c,
+-- refuse_suspended_token).  The WHEN clause keeps ordinary statements free
+-- of any call (they run with the writing role's rights, so they call
+-- nothing of appguard's), and so are appguard's own writes, which change error_uri
 -- with the status (a suspension sets it, a re-approval clears it): the
 -- auth server's role may not write error_uri (99_privileges), so each of
 -- its status changes meets the guard, which tells appguard's writes by
@@ -61,11 +61,6 @@ DECLARE
 BEGIN
 	IF appguard.applying() THEN
 		RETURN NEW;			-- a suspension or a re-approval by appguard
-	END IF;
-	IF TG_OP = 'INSERT' THEN
-		RAISE EXCEPTION 'a refresh token cannot be created suspended'
-			USING ERRCODE = '22023',
-				  DETAIL = 'Only appguard suspends tokens, when their app''s facts drift.';
 	END IF;
 	SELECT gr.state, gr.suspension_id INTO g FROM appguard.grants gr
 	WHERE gr.token_table = 'appguard.refresh_tokens'::regclass AND gr.token_key = NEW.token_id;
@@ -88,10 +83,6 @@ CREATE TRIGGER appguard_status_guard BEFORE UPDATE OF status ON appguard.refresh
 	FOR EACH ROW
 	WHEN (NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('suspended', 'active')
 		  AND NEW.error_uri IS NOT DISTINCT FROM OLD.error_uri)
-	EXECUTE FUNCTION appguard.refresh_token_status_guard();
-CREATE TRIGGER appguard_status_guard_insert BEFORE INSERT ON appguard.refresh_tokens
-	FOR EACH ROW
-	WHEN (NEW.status = 'suspended')
 	EXECUTE FUNCTION appguard.refresh_token_status_guard();
 
 -- Protected like any token table; not recorded as an event (it is part of
