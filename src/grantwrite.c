@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * grantwrite.c
- *	  Inserting a new grant into appguard.grants the way logical
- *	  replication's apply worker inserts a row: no parser, planner or
- *	  per-statement executor set-up.
+ *	  Inserting a new grant into appguard.grants, and retiring one, the
+ *	  way logical replication's apply worker writes a row: no parser,
+ *	  planner or per-statement executor set-up.
  *
  * The consent trigger (refresh.c) records every new token row as a grant.
  * Through SPI, even with a kept plan, that INSERT cost about as much as
@@ -16,6 +16,12 @@
  * transaction is writing, or one whose deletion is not committed), the
  * tuple is killed again and the caller's upsert decides.  The unique
  * index's own check is the look-up: a key is found once, not twice.
+ *
+ * The status trigger retires a grant (state 'inactive') the same way, as
+ * the apply worker updates a row: found through the primary key and
+ * locked (RelationFindReplTupleByIndex), then ExecSimpleRelationUpdate.
+ * Through SPI, the kept UPDATE's executor start, and the CHECK constraint
+ * read and planned again for each execution, cost as much as the update.
  *
  * Only the plain case is done so: the table a regular one, without
  * triggers or row security, every column the code does not write without
@@ -62,6 +68,7 @@
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 /* The columns written, in this order */
@@ -334,6 +341,53 @@ insert_unless_duplicate(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot
 	return !conflict;
 }
 
+/* A direct write: the relation, and a minimal EState with its result relation */
+typedef struct DirectWrite
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+} DirectWrite;
+
+/*
+ * Open appguard.grants for a direct write, with a one-relation range table
+ * as the apply worker's.  False, the table closed again, where the SQL
+ * statement must do the write (see direct_insert_allowed).
+ */
+static bool
+direct_write_begin(DirectWrite *w)
+{
+	RangeTblEntry *rte;
+
+	w->rel = open_grants();
+	if (!direct_insert_allowed(w->rel))
+	{
+		table_close(w->rel, NoLock);	/* the statement takes the same lock */
+		return false;
+	}
+	w->estate = CreateExecutorState();
+	w->estate->es_output_cid = GetCurrentCommandId(true);
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = layout.relid;
+	rte->relkind = RELKIND_RELATION;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(w->estate, list_make1(rte));
+	w->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
+	prepare_result_rel(w->rri);
+	return true;
+}
+
+static void
+direct_write_end(DirectWrite *w)
+{
+	ExecCloseIndices(w->rri);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	FreeExecutorState(w->estate);
+	table_close(w->rel, NoLock);
+}
+
 GrantWriteResult
 grantwrite_insert(Oid token_table, Datum token_key,
 				  Datum client_id, bool client_null,
@@ -342,32 +396,14 @@ grantwrite_insert(Oid token_table, Datum token_key,
 				  Datum subject, bool subject_null,
 				  Datum grant_key, bool grant_key_null)
 {
-	Relation	rel = open_grants();
-	EState	   *estate;
-	RangeTblEntry *rte;
-	ResultRelInfo *rri;
+	DirectWrite w;
 	TupleTableSlot *slot;
 	bool		inserted;
 
-	if (!direct_insert_allowed(rel))
-	{
-		table_close(rel, NoLock);	/* the statement takes the same lock */
+	if (!direct_write_begin(&w))
 		return GW_NOT_DIRECT;
-	}
 
-	/* A one-relation range table, as the apply worker's */
-	estate = CreateExecutorState();
-	rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = layout.relid;
-	rte->relkind = RELKIND_RELATION;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(estate, list_make1(rte));
-	rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	prepare_result_rel(rri);
-
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	slot = ExecInitExtraTupleSlot(w.estate, RelationGetDescr(w.rel), &TTSOpsVirtual);
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, slot->tts_tupleDescriptor->natts * sizeof(bool));
 #define SET_COLUMN(c, value, isnull) \
@@ -385,11 +421,69 @@ grantwrite_insert(Oid token_table, Datum token_key,
 #undef SET_COLUMN
 	ExecStoreVirtualTuple(slot);
 
-	inserted = insert_unless_duplicate(rri, estate, slot);
+	inserted = insert_unless_duplicate(w.rri, w.estate, slot);
 
-	ExecCloseIndices(rri);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	table_close(rel, NoLock);
+	direct_write_end(&w);
 	return inserted ? GW_INSERTED : GW_DUPLICATE;
+}
+
+/*
+ * The grant's current version, found through the primary key and locked
+ * (FOR UPDATE), waiting for a transaction writing it, as the apply worker
+ * finds a row; true when it is there and active.
+ */
+static bool
+lock_active_grant(DirectWrite *w, Oid token_table, Datum token_key, TupleTableSlot *found)
+{
+	TupleTableSlot *search = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
+	bool		isnull;
+	Datum		state;
+
+	ExecClearTuple(search);
+	memset(search->tts_isnull, true, search->tts_tupleDescriptor->natts * sizeof(bool));
+	search->tts_values[layout.attnums[GW_TOKEN_TABLE] - 1] = ObjectIdGetDatum(token_table);
+	search->tts_isnull[layout.attnums[GW_TOKEN_TABLE] - 1] = false;
+	search->tts_values[layout.attnums[GW_TOKEN_KEY] - 1] = token_key;
+	search->tts_isnull[layout.attnums[GW_TOKEN_KEY] - 1] = false;
+	ExecStoreVirtualTuple(search);
+
+	if (!RelationFindReplTupleByIndex(w->rel, RelationGetPrimaryKeyIndex(w->rel),
+									  LockTupleExclusive, search, found))
+		return false;
+	state = slot_getattr(found, layout.attnums[GW_STATE], &isnull);
+	return !isnull && strcmp(TextDatumGetCString(state), "active") == 0;
+}
+
+GrantWriteResult
+grantwrite_retire(Oid token_table, Datum token_key)
+{
+	DirectWrite w;
+	TupleTableSlot *found;
+	TupleTableSlot *retired;
+	EPQState	epqstate;
+	bool		active;
+
+	if (!direct_write_begin(&w))
+		return GW_NOT_DIRECT;
+
+	found = table_slot_create(w.rel, &w.estate->es_tupleTable);
+	active = lock_active_grant(&w, token_table, token_key, found);
+	if (active)
+	{
+		int			natts = RelationGetDescr(w.rel)->natts;
+
+		retired = ExecInitExtraTupleSlot(w.estate, RelationGetDescr(w.rel), &TTSOpsVirtual);
+		ExecClearTuple(retired);
+		slot_getallattrs(found);
+		memcpy(retired->tts_values, found->tts_values, natts * sizeof(Datum));
+		memcpy(retired->tts_isnull, found->tts_isnull, natts * sizeof(bool));
+		retired->tts_values[layout.attnums[GW_STATE] - 1] = CStringGetTextDatum("inactive");
+		ExecStoreVirtualTuple(retired);
+
+		EvalPlanQualInit(&epqstate, w.estate, NULL, NIL, -1);
+		ExecSimpleRelationUpdate(w.rri, w.estate, &epqstate, found, retired);
+		EvalPlanQualEnd(&epqstate);
+	}
+	direct_write_end(&w);
+	return active ? GW_RETIRED : GW_NOT_ACTIVE;
 }

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * grantwrite.h
- *	  Writing a new grant into appguard.grants without the planner and the
- *	  executor's per-statement work: the consent trigger (refresh.c) does
- *	  it at every token INSERT of the auth server.
+ *	  Writing a new grant into appguard.grants, and retiring one, without
+ *	  the planner and the executor's per-statement work: the consent
+ *	  trigger (refresh.c) inserts at every token INSERT of the auth server,
+ *	  the status trigger retires at every rotation and revocation.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,6 +17,8 @@ typedef enum GrantWriteResult
 {
 	GW_INSERTED,				/* the grant is written */
 	GW_DUPLICATE,				/* the key has a grant already: nothing written */
+	GW_RETIRED,					/* the grant went inactive */
+	GW_NOT_ACTIVE,				/* no active grant under the key: nothing written */
 	GW_NOT_DIRECT				/* not a plain case: nothing written */
 } GrantWriteResult;
 
@@ -41,5 +44,17 @@ extern GrantWriteResult grantwrite_insert(Oid token_table, Datum token_key,
 										  Datum baseline, bool baseline_null,
 										  Datum subject, bool subject_null,
 										  Datum grant_key, bool grant_key_null);
+
+/*
+ * The host retired a row (its status no longer the active value): its
+ * grant goes inactive, as UPDATE appguard.grants SET state = 'inactive'
+ * WHERE token_table = ... AND token_key = ... AND state = 'active' would
+ * under READ COMMITTED: the grant's current version is locked first,
+ * waiting for a transaction writing it (a suspension committing
+ * meanwhile), then re-read.  GW_RETIRED, or GW_NOT_ACTIVE when there is no
+ * active grant under the key (nothing written: the caller's SQL decides),
+ * or GW_NOT_DIRECT as for grantwrite_insert.
+ */
+extern GrantWriteResult grantwrite_retire(Oid token_table, Datum token_key);
 
 #endif							/* APPGUARD_GRANTWRITE_H */

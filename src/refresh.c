@@ -693,9 +693,10 @@ static SPIPlanPtr retire_grant_plan = NULL;
 /*
  * The common case of the status trigger: the host retired an active row
  * (a rotation consumed it, a revocation): its status no longer prints as
- * the table's active value.  Its grant goes inactive in one kept
- * statement, which waits for, and re-checks against, a suspension
- * committing meanwhile.  True when that was all there was to do; false
+ * the table's active value.  Its grant goes inactive directly
+ * (grantwrite_retire: its current version locked, waiting for a
+ * suspension committing meanwhile, then re-checked), or through one kept
+ * statement that does the same where the direct write is not possible.  True when that was all there was to do; false
  * leaves the row to appguard.grant_sync_sql: a row appguard suspended (an
  * event, and its consent's other rows), one it does not track, one the
  * host (re)activates, a table it does not protect.
@@ -725,6 +726,15 @@ grant_retired(TriggerData *trigdata)
 
 	args[0] = ObjectIdGetDatum(root);
 	args[1] = CStringGetTextDatum(key);
+	switch (grantwrite_retire(root, args[1]))
+	{
+		case GW_RETIRED:
+			return true;
+		case GW_NOT_ACTIVE:
+			return false;
+		default:
+			break;				/* not a plain case: the statement below */
+	}
 	return run_kept_plan(&retire_grant_plan,
 						 "UPDATE appguard.grants SET state = 'inactive'"
 						 " WHERE token_table = $1 AND token_key = $2 AND state = 'active'",

@@ -3,7 +3,7 @@
 # callgrind: a figure the machine's load does not move, for comparing two
 # builds of the consent trigger (run it in each checkout).
 #
-#   sudo bash test/bench/instructions.sh          (about a minute)
+#   sudo bash test/bench/instructions.sh          (about two minutes)
 #
 # As root it builds and installs appguard first (test/bench/common.sh).  It
 # starts a throwaway cluster, loads test/bench/lifecycle/setup.sql (100
@@ -14,9 +14,13 @@
 #              (the consent trigger's C fast path: rotation_guarded.sql's row)
 #   plain      the same rows into bench.refresh_tokens_plain, a copy of the
 #              table without triggers
+#   retire     then each of those rows revoked (UPDATE ... SET status =
+#              'revoked', one statement a row, as a host consuming the old
+#              token of a rotation), in each table: the status trigger
+#              retires the grant
 # and prints the instructions a row of each and their ratio (plain /
-# rotation: the share of a guarded INSERT's instructions that a plain one
-# costs).  The loop runs PL/pgSQL's kept plan: no parsing or planning, so
+# guarded: the share of a guarded statement's instructions that a plain
+# one costs).  The loop runs PL/pgSQL's kept plan: no parsing or planning, so
 # the ratio is lower than pgbench's (lifecycle.sh), whose statements each
 # pay those on both sides.  AG_KEEP=1 keeps the callgrind files.
 set -euo pipefail
@@ -39,9 +43,14 @@ loop() {
 	printf "DO \$\$ BEGIN FOR n IN 1..%d LOOP INSERT INTO %s (token_id, client_id, subject) VALUES ('cg-' || nextval('bench.token_seq'), 'client-' || (1 + (1 + n %% 10000) %% 100), 'patient-' || (1 + n %% 10000)); END LOOP; END \$\$;\n" "$ROWS" "$1"
 }
 
+# each row the rotation loop inserted, revoked by a statement of its own
+revoke_loop() {
+	printf "DO \$\$ DECLARE t text; BEGIN FOR t IN SELECT token_id FROM %s WHERE token_id LIKE 'cg-%%' AND status = 'active' LOOP UPDATE %s SET status = 'revoked' WHERE token_id = t; END LOOP; END \$\$;\n" "$1" "$1"
+}
+
 count() {
-	local name=$1 table=$2
-	loop "$table" >"$WORK/$name.sql"
+	local name=$1 table=$2 script=${3:-loop}
+	"$script" "$table" >"$WORK/$name.sql"
 	as_pg valgrind --tool=callgrind --toggle-collect=plpgsql_inline_handler \
 		--callgrind-out-file="$WORK/$name.callgrind" \
 		"$BIN/postgres" --single -D "$WORK/pg/data" postgres <"$WORK/$name.sql" >"$WORK/$name.log" 2>&1
@@ -54,8 +63,12 @@ count() {
 
 rotation=$(count rotation appguard.refresh_tokens)
 plain=$(count plain bench.refresh_tokens_plain)
-awk -v r="$rotation" -v p="$plain" -v n="$ROWS" 'BEGIN {
+retire=$(count retire appguard.refresh_tokens revoke_loop)
+retire_plain=$(count retire_plain bench.refresh_tokens_plain revoke_loop)
+awk -v r="$rotation" -v p="$plain" -v rr="$retire" -v rp="$retire_plain" -v n="$ROWS" 'BEGIN {
 	printf "instructions a row: rotation INSERT %.0f, plain INSERT %.0f, plain / rotation %.3f (%d rows each)\n",
-		r / n, p / n, p / r, n }'
+		r / n, p / n, p / r, n
+	printf "instructions a row: revoking UPDATE %.0f, plain UPDATE %.0f, plain / revoking %.3f (%d rows each)\n",
+		rr / n, rp / n, rp / rr, n }'
 # (the cluster is started again only to be stopped and removed at exit)
 as_pg "$BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w start >/dev/null
