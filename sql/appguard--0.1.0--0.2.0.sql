@@ -2081,6 +2081,7 @@ DECLARE
 	confirmations integer;
 	grace interval;
 	last_ok timestamptz;
+	unreachable text;
 	confirmed jsonb;
 	any_drift boolean;
 	new_ids bigint[];
@@ -2089,20 +2090,38 @@ BEGIN
 	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
 	confirmations := appguard.setting('appguard.confirmations')::integer;
 	grace := appguard.setting('appguard.unreachable_grace')::interval;
-	-- the host's last successful measurement: the client's record of it for
-	-- the primary host (the caller has not moved it for a failed one)
-	IF grace > interval '0' AND snap.status <> 'ok' AND p_primary THEN
-		SELECT c.last_ok_at INTO last_ok FROM appguard.clients c WHERE c.client_id = p_client_id;
-	ELSIF grace > interval '0' AND snap.status <> 'ok' THEN
-		SELECT pg_catalog.max(s.taken_at) INTO last_ok FROM appguard.snapshots s
-		WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok';
+	-- appguard.unreachable_grace: a host that has not been measured
+	-- successfully for longer than the grace counts as drifted (off by
+	-- default), at the severity the policy gives host_unreachable (suspend
+	-- by default), from every baseline.  Its last successful measurement:
+	-- the client's record of it for the primary host (the caller has not
+	-- moved it for a failed one), the newest successful snapshot for
+	-- another.
+	IF grace > interval '0' AND snap.status <> 'ok' THEN
+		IF p_primary THEN
+			SELECT c.last_ok_at INTO last_ok FROM appguard.clients c WHERE c.client_id = p_client_id;
+		ELSE
+			SELECT pg_catalog.max(s.taken_at) INTO last_ok FROM appguard.snapshots s
+			WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok';
+		END IF;
+		IF snap.taken_at - coalesce(last_ok, snap.taken_at) > grace THEN
+			SELECT coalesce(cp.severity, p.severity, 'suspend') INTO unreachable
+			FROM (SELECT) AS one
+				 LEFT JOIN appguard.client_policy AS cp
+					 ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
+				 LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable';
+		END IF;
 	END IF;
 
 	WITH d AS (
+		-- (the pairs by subscript, not by unnest, whose row estimate is the
+		-- arrays' length in a custom plan and 100 in a generic one: that made
+		-- PL/pgSQL plan this statement again at every call)
 		SELECT b.baseline, b.compared,
 			   coalesce(x.diff, '[]') AS diff,
 			   coalesce(x.drifting, false) AS drifting
-		FROM ROWS FROM (pg_catalog.unnest(p_baselines), pg_catalog.unnest(p_compared)) AS b(baseline, compared)
+		FROM (SELECT p_baselines[i] AS baseline, p_compared[i] AS compared
+			  FROM pg_catalog.generate_subscripts(p_baselines, 1) AS i) b
 			 LEFT JOIN LATERAL (
 				SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
 							'reason', r.reason, 'severity', r.severity, 'field', r.field,
@@ -2114,18 +2133,8 @@ BEGIN
 							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
 					  FROM @extschema@.appguard_diff(b.compared, snap.id, p_client_id) df
 					  UNION ALL
-					  -- appguard.unreachable_grace: a host that has not been
-					  -- measured successfully for longer than the grace counts
-					  -- as drifted (off by default), at the severity the
-					  -- policy gives host_unreachable (suspend by default)
-					  SELECT 'host_unreachable', coalesce(cp.severity, p.severity, 'suspend'), 'status',
-							 '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
-					  FROM (SELECT) AS one
-						   LEFT JOIN appguard.client_policy AS cp
-							   ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
-						   LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable'
-					  WHERE grace > interval '0' AND snap.status <> 'ok'
-						AND snap.taken_at - coalesce(last_ok, snap.taken_at) > grace) r
+					  SELECT 'host_unreachable', unreachable, 'status', '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
+					  WHERE unreachable IS NOT NULL) r
 			 ) x ON true
 	), o AS (
 		SELECT bs.baseline_snapshot_id, bs.evaluated_snapshot_id, bs.streak, bs.drifting,
