@@ -271,3 +271,27 @@ SELECT snap('login.drifthost.test') IS NOT NULL AS login_back;
 SELECT hosts_drifted FROM clients WHERE client_id = 'drifthost';
 SELECT appguard_unprotect('public.drifthost_grants') IS NOT NULL AS unprotected;
 DROP TABLE public.drifthost_grants;
+
+-- ---------------------------------------------------------------------
+-- appguard.unreachable_grace: another watched host that stays
+-- unmeasurable past the grace drifts as host_unreachable, counted from
+-- its own newest successful snapshot (test/t/030 shows the primary's)
+-- ---------------------------------------------------------------------
+BEGIN;
+SET LOCAL appguard.unreachable_grace = '1h';
+SELECT appguard_register_client('gracehost', 'Grace Host', ARRAY['https://app.gracehost.test/cb', 'https://login.gracehost.test/cb'])
+	IS NOT NULL AS registered;
+SELECT snap('login.gracehost.test') IS NOT NULL AS s_login, snap('app.gracehost.test') IS NOT NULL AS s_app;
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('gh1', 'gracehost', 'fay');
+-- unreachable within the grace: an unknown, nothing happens
+INSERT INTO snapshots (host, port, taken_at, status, facts)
+VALUES ('login.gracehost.test', 443, clock_timestamp() + interval '30 minutes', 'connect_failed',
+		facts('login.gracehost.test', 443, '{}', 'connect_failed'));
+SELECT count(*) AS suspensions FROM suspensions WHERE client_id = 'gracehost';
+-- still unreachable past it: suspended, naming the host
+INSERT INTO snapshots (host, port, taken_at, status, facts)
+VALUES ('login.gracehost.test', 443, clock_timestamp() + interval '2 hours', 'connect_failed',
+		facts('login.gracehost.test', 443, '{}', 'connect_failed'));
+SELECT host, roles, reasons, state, diff FROM suspensions WHERE client_id = 'gracehost';
+SELECT token_id, status FROM tokens WHERE client_id = 'gracehost';
+ROLLBACK;

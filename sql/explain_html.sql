@@ -3,8 +3,9 @@
 -- re-approval link (appguard.reapprove_uri_template); every value escaped,
 -- hostile names included; unknown, foreign, malformed and pruned ids; a
 -- suspension re-approved by some or all of its patients, and one never
--- applied; languages.  No network: snapshots are handcrafted facts
--- (lifecycle_helpers.inc).  Everything runs in one transaction that is
+-- applied; languages; a fact two reasons report, given once.  No
+-- network: snapshots are handcrafted facts (lifecycle_helpers.inc).
+-- Everything runs in one transaction that is
 -- rolled back, so the tests that share this database afterwards see none
 -- of it.  Ids and times differ from run to run: pages are shown with
 -- them masked (public.page).
@@ -173,5 +174,27 @@ FROM (SELECT appguard_explain_html(:evil, $$<script>alert(1)</script>"'&$$) AS p
 UPDATE appguard.suspensions SET state = 'discarded' WHERE id = :evil;
 SELECT substring(p FROM '<h1>.*</h1>') AS h1, substring(p FROM '<p>.*?</p>') AS lead, position('<a ' IN p) = 0 AS no_link
 FROM (SELECT appguard_explain_html(:evil, $$<script>alert(1)</script>"'&$$) AS p) x \gx
+
+
+-- One fact, two reasons: a chain that changed and now dangles is both
+-- dns_cname_changed (warn) and dns_dangling_cname (suspend), of the same
+-- field with the same values.  The explanation and the page give it once,
+-- at the severity that applies (suspend), not again among the other
+-- changes.  (A probe writes a host without an address as dns_failed, where
+-- only the dangling rule runs; both documents are ok here.)
+SELECT appguard_register_client('alias', 'Alias App', ARRAY['https://app.alias.example.org/cb']) IS NOT NULL;
+SELECT snap('app.alias.example.org', 443, '{"dns.cname": ["edge.cdn.example.net"]}') IS NOT NULL;
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('a1', 'alias', 'patient-1');
+SELECT snap('app.alias.example.org', 443, '{"dns.cname": ["gone.cdn.example.net"], "dns.a": [], "dns.aaaa": [],
+	"dns.rcode": "NXDOMAIN", "dns.queries.A": "NXDOMAIN", "dns.queries.AAAA": "NXDOMAIN"}') IS NOT NULL AS dangling;
+SELECT id AS alias FROM appguard.suspensions WHERE client_id = 'alias' \gset
+SELECT e ->> 'reason' AS reason, e ->> 'severity' AS severity, e ->> 'field' AS field
+FROM suspensions, jsonb_array_elements(diff) e WHERE id = :alias;
+SELECT c ->> 'reason' AS reason, c ->> 'severity' AS severity, c ->> 'text' AS text
+FROM jsonb_array_elements(appguard_explain(:alias) -> 'changes') c;
+SELECT appguard_explain(:alias) ->> 'summary' AS summary;
+SELECT (length(p) - length(replace(p, 'gone.cdn.example.net', ''))) / length('gone.cdn.example.net') AS chain_on_page,
+	   position('Other changes' IN p) = 0 AS no_other_changes
+FROM (SELECT appguard_explain_html(:alias, 'alias') AS p) x;
 
 ROLLBACK;

@@ -2,7 +2,9 @@
 -- Lifecycle, part 4: drift evaluation and suspension
 --
 -- When a snapshot of a host is stored, every client watching that host
--- (host and port) is evaluated (appguard.evaluate_client):
+-- (host and port) is evaluated (appguard.evaluate_client; for another
+-- watched host than the primary, appguard.evaluate_client_host; steps 3
+-- to 5 are appguard.evaluate_baselines, which both call):
 --   1. the client's cached latest snapshot is updated; a snapshot older
 --      than the client's latest one is stored but not evaluated;
 --   2. if the snapshot succeeded, grants with a pending baseline get it;
@@ -305,6 +307,221 @@ BEGIN
 END
 $$;
 
+-- Steps 3 to 5 for one watched host of client p_client_id: compare
+-- snapshot p_snapshot_id with p_compared[i], the host's own baseline for
+-- the grants' baseline p_baselines[i] (the same snapshot for the primary
+-- host, p_primary), keep the verdicts (appguard.baseline_state for the
+-- primary host, appguard.baseline_host_state for another one), record the
+-- differences that changed, and suspend the grants of each confirmed
+-- baseline with a suspension that names the host (pending in a sweep,
+-- held while a hold is open).  The caller locked the open hold (p_hold)
+-- and the client's row.  Returns true when the snapshot drifts at suspend
+-- level from at least one baseline (confirmed or not): the breaker counts
+-- such hosts.
+CREATE FUNCTION appguard.evaluate_baselines(p_client_id text, p_snapshot_id bigint, p_primary boolean,
+											p_baselines bigint[], p_compared bigint[],
+											p_sweep_id bigint, p_hold bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	snap record;
+	confirmations integer;
+	grace interval;
+	last_ok timestamptz;
+	unreachable text;
+	confirmed jsonb;
+	any_drift boolean;
+	new_ids bigint[];
+BEGIN
+	SELECT s.id, s.host, s.port, s.taken_at, s.status INTO snap
+	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
+	confirmations := appguard.setting('appguard.confirmations')::integer;
+	grace := appguard.setting('appguard.unreachable_grace')::interval;
+	-- appguard.unreachable_grace: a host that has not been measured
+	-- successfully for longer than the grace counts as drifted (off by
+	-- default), at the severity the policy gives host_unreachable (suspend
+	-- by default), from every baseline.  Its last successful measurement:
+	-- the client's record of it for the primary host (the caller has not
+	-- moved it for a failed one), the newest successful snapshot for
+	-- another.
+	IF grace > interval '0' AND snap.status <> 'ok' THEN
+		IF p_primary THEN
+			SELECT c.last_ok_at INTO last_ok FROM appguard.clients c WHERE c.client_id = p_client_id;
+		ELSE
+			SELECT pg_catalog.max(s.taken_at) INTO last_ok FROM appguard.snapshots s
+			WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok';
+		END IF;
+		IF snap.taken_at - coalesce(last_ok, snap.taken_at) > grace THEN
+			SELECT coalesce(cp.severity, p.severity, 'suspend') INTO unreachable
+			FROM (SELECT) AS one
+				 LEFT JOIN appguard.client_policy AS cp
+					 ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
+				 LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable';
+		END IF;
+	END IF;
+
+	WITH d AS (
+		-- (the pairs by subscript, not by unnest, whose row estimate is the
+		-- arrays' length in a custom plan and 100 in a generic one: that made
+		-- PL/pgSQL plan this statement again at every call)
+		SELECT b.baseline, b.compared,
+			   coalesce(x.diff, '[]') AS diff,
+			   coalesce(x.drifting, false) AS drifting
+		FROM (SELECT p_baselines[i] AS baseline, p_compared[i] AS compared
+			  FROM pg_catalog.generate_subscripts(p_baselines, 1) AS i) b
+			 LEFT JOIN LATERAL (
+				SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+							'reason', r.reason, 'severity', r.severity, 'field', r.field,
+							'old', pg_catalog.to_jsonb(r.old_value), 'new', pg_catalog.to_jsonb(r.new_value))
+						ORDER BY r.severity = 'suspend' DESC, r.reason, r.field)
+						FILTER (WHERE r.severity <> 'ignore') AS diff,
+					   pg_catalog.bool_or(r.severity = 'suspend') AS drifting
+				FROM (SELECT df.reason::text AS reason, df.severity::text AS severity, df.field::text AS field,
+							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
+					  FROM @extschema@.appguard_diff(b.compared, snap.id, p_client_id) df
+					  UNION ALL
+					  SELECT 'host_unreachable', unreachable, 'status', '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
+					  WHERE unreachable IS NOT NULL) r
+			 ) x ON true
+	), o AS (
+		SELECT bs.baseline_snapshot_id, bs.evaluated_snapshot_id, bs.streak, bs.drifting,
+			   bs.first_drift_snapshot_id, bs.last_diff
+		FROM appguard.baseline_state bs
+		WHERE p_primary AND bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (p_baselines)
+		UNION ALL
+		SELECT st.baseline_snapshot_id, st.evaluated_snapshot_id, st.streak, st.drifting,
+			   st.first_drift_snapshot_id, st.last_diff
+		FROM appguard.baseline_host_state st
+		WHERE NOT p_primary AND st.client_id = p_client_id AND st.host = snap.host AND st.port = snap.port
+		  AND st.baseline_snapshot_id = ANY (p_baselines)
+	), n AS (
+		-- (a baseline already compared with this snapshot keeps its verdict:
+		-- the refresh check may evaluate a straggler's baseline again)
+		SELECT d.baseline, d.compared, d.drifting,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.streak
+					WHEN d.drifting THEN coalesce(o.streak, 0) + 1
+					WHEN snap.status = 'ok' THEN 0
+					ELSE coalesce(o.streak, 0) END AS streak,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.drifting
+					WHEN d.drifting THEN true
+					WHEN snap.status = 'ok' THEN false
+					ELSE coalesce(o.drifting, false) END AS drifting_now,
+			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.first_drift_snapshot_id
+					WHEN d.drifting AND coalesce(o.streak, 0) = 0 THEN snap.id
+					WHEN d.drifting THEN o.first_drift_snapshot_id
+					WHEN snap.status = 'ok' THEN NULL
+					ELSE o.first_drift_snapshot_id END AS first_drift,
+			   CASE WHEN snap.status = 'ok' OR d.diff <> '[]' THEN d.diff
+					ELSE coalesce(o.last_diff, '[]') END AS last_diff,
+			   o.last_diff AS old_diff
+		FROM d LEFT JOIN o ON o.baseline_snapshot_id = d.baseline
+	), up AS (
+		INSERT INTO appguard.baseline_state AS bs
+			(client_id, baseline_snapshot_id, evaluated_snapshot_id, evaluated_at,
+			 streak, drifting, first_drift_snapshot_id, last_diff)
+		SELECT p_client_id, n.baseline, snap.id, pg_catalog.clock_timestamp(),
+			   n.streak, n.drifting_now, n.first_drift, n.last_diff
+		FROM n WHERE p_primary
+		ON CONFLICT (client_id, baseline_snapshot_id) DO UPDATE
+		SET evaluated_snapshot_id = EXCLUDED.evaluated_snapshot_id,
+			evaluated_at = EXCLUDED.evaluated_at, streak = EXCLUDED.streak,
+			drifting = EXCLUDED.drifting, first_drift_snapshot_id = EXCLUDED.first_drift_snapshot_id,
+			last_diff = EXCLUDED.last_diff
+	), up_host AS (
+		INSERT INTO appguard.baseline_host_state AS st
+			(client_id, baseline_snapshot_id, host, port, evaluated_snapshot_id, evaluated_at,
+			 streak, drifting, first_drift_snapshot_id, last_diff)
+		SELECT p_client_id, n.baseline, snap.host, snap.port, snap.id, pg_catalog.clock_timestamp(),
+			   n.streak, n.drifting_now, n.first_drift, n.last_diff
+		FROM n WHERE NOT p_primary
+		ON CONFLICT (client_id, baseline_snapshot_id, host, port) DO UPDATE
+		SET evaluated_snapshot_id = EXCLUDED.evaluated_snapshot_id,
+			evaluated_at = EXCLUDED.evaluated_at, streak = EXCLUDED.streak,
+			drifting = EXCLUDED.drifting, first_drift_snapshot_id = EXCLUDED.first_drift_snapshot_id,
+			last_diff = EXCLUDED.last_diff
+	), dr AS (
+		INSERT INTO appguard.drifts (client_id, baseline_snapshot_id, snapshot_id,
+									 reason, severity, field, old_value, new_value)
+		SELECT p_client_id, n.baseline, snap.id, e ->> 'reason', e ->> 'severity', e ->> 'field',
+			   e -> 'old', e -> 'new'
+		FROM n, pg_catalog.jsonb_array_elements(n.last_diff) e
+		WHERE n.last_diff IS DISTINCT FROM coalesce(n.old_diff, '[]')
+	)
+	-- the confirmed baselines' verdicts, as just kept
+	SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+				'baseline', n.baseline, 'compared', n.compared,
+				'first_drift', n.first_drift, 'last_diff', n.last_diff) ORDER BY n.baseline)
+			   FILTER (WHERE n.drifting AND n.streak >= confirmations),
+		   coalesce(pg_catalog.bool_or(n.drifting), false)
+	INTO confirmed, any_drift
+	FROM n;
+	IF NOT p_primary THEN
+		PERFORM appguard.note_hosts_drifted(p_client_id);
+	END IF;
+
+	IF confirmed IS NULL THEN
+		RETURN any_drift;
+	END IF;
+
+	WITH ins AS (
+		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
+										  first_drift_snapshot_id, reasons, diff, state,
+										  sweep_id, hold_id, error_uri,
+										  host, port, roles, host_baseline_snapshot_id)
+		SELECT x.id, p_client_id, x.baseline, snap.id, x.first_drift,
+			   ARRAY(SELECT DISTINCT e ->> 'reason'
+					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
+					 WHERE e ->> 'severity' = 'suspend' ORDER BY 1),
+			   x.last_diff,
+			   CASE WHEN p_hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
+			   p_sweep_id,
+			   CASE WHEN p_sweep_id IS NULL THEN p_hold END,
+			   appguard.error_uri(x.id, p_client_id),
+			   snap.host, snap.port,
+			   coalesce((SELECT ch.roles FROM appguard.client_hosts ch
+						 WHERE ch.client_id = p_client_id AND ch.host = snap.host AND ch.port = snap.port),
+						'{primary_redirect}'),
+			   x.compared
+		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, c.*
+			  FROM pg_catalog.jsonb_to_recordset(confirmed)
+				   AS c(baseline bigint, compared bigint, first_drift bigint, last_diff jsonb)
+			  WHERE NOT EXISTS (SELECT FROM appguard.suspensions u
+								WHERE u.client_id = p_client_id AND u.baseline_snapshot_id = c.baseline
+								  AND u.host = snap.host AND u.port = snap.port
+								  AND u.state IN ('pending', 'held'))
+			  ORDER BY c.baseline) x
+		RETURNING id
+	)
+	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
+
+	IF pg_catalog.cardinality(new_ids) = 0 THEN
+		RETURN any_drift;
+	END IF;
+	IF p_sweep_id IS NOT NULL THEN
+		-- the end of the sweep decides; until then the refresh check of the
+		-- grants takes the full path, which refuses them (its C path reads
+		-- the primary host's verdicts, and for the other hosts this flag)
+		IF NOT p_primary THEN
+			UPDATE appguard.clients c SET hosts_undecided = true
+			WHERE c.client_id = p_client_id AND NOT c.hosts_undecided;
+		END IF;
+		RETURN any_drift;
+	END IF;
+	IF p_hold IS NOT NULL THEN
+		PERFORM appguard.log_event('suspension_held', p_client_id,
+			pg_catalog.jsonb_build_object('detail', 'a hold is open: new suspensions join it',
+										  'suspensions', pg_catalog.to_jsonb(new_ids)),
+			snapshot_id => snap.id, hold_id => p_hold);
+		PERFORM pg_catalog.pg_notify('appguard_hold', p_hold::text);
+		RETURN any_drift;
+	END IF;
+	PERFORM appguard.apply_suspensions(new_ids);
+	RETURN any_drift;
+END
+$$;
+
 -- Compare snapshot p_snapshot_id with the baselines of client p_client_id
 -- (all distinct baselines of its active grants, or only p_baselines) and
 -- act on the verdicts, as described at the top of this part.
@@ -323,13 +540,8 @@ DECLARE
 	snap record;
 	cli record;
 	baselines bigint[];
-	confirmations integer;
-	grace interval;
 	filled bigint;
-	confirmed bigint[];
-	any_drift boolean;
 	hold bigint;
-	new_ids bigint[];
 BEGIN
 	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
 	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
@@ -398,140 +610,7 @@ BEGIN
 		RETURN false;
 	END IF;
 
-	confirmations := appguard.setting('appguard.confirmations')::integer;
-	grace := appguard.setting('appguard.unreachable_grace')::interval;
-
-	WITH d AS (
-		SELECT b.id AS baseline,
-			   coalesce(x.diff, '[]') AS diff,
-			   coalesce(x.drifting, false) AS drifting
-		FROM pg_catalog.unnest(baselines) AS b(id)
-			 LEFT JOIN LATERAL (
-				SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-							'reason', r.reason, 'severity', r.severity, 'field', r.field,
-							'old', pg_catalog.to_jsonb(r.old_value), 'new', pg_catalog.to_jsonb(r.new_value))
-						ORDER BY r.severity = 'suspend' DESC, r.reason, r.field)
-						FILTER (WHERE r.severity <> 'ignore') AS diff,
-					   pg_catalog.bool_or(r.severity = 'suspend') AS drifting
-				FROM (SELECT df.reason::text AS reason, df.severity::text AS severity, df.field::text AS field,
-							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
-					  FROM @extschema@.appguard_diff(b.id, snap.id, p_client_id) df
-					  UNION ALL
-					  -- appguard.unreachable_grace: a host that has not been
-					  -- measured successfully for longer than the grace counts
-					  -- as drifted (off by default), at the severity the
-					  -- policy gives host_unreachable (suspend by default)
-					  SELECT 'host_unreachable', coalesce(cp.severity, p.severity, 'suspend'), 'status',
-							 '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
-					  FROM (SELECT) AS one
-						   LEFT JOIN appguard.client_policy AS cp
-							   ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
-						   LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable'
-					  WHERE grace > interval '0' AND snap.status <> 'ok'
-						AND snap.taken_at - coalesce(cli.last_ok_at, snap.taken_at) > grace) r
-			 ) x ON true
-	), o AS (
-		SELECT bs.* FROM appguard.baseline_state bs
-		WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (baselines)
-	), n AS (
-		-- (a baseline already compared with this snapshot keeps its verdict:
-		-- the refresh check may evaluate a straggler's baseline again)
-		SELECT d.baseline, d.drifting,
-			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.streak
-					WHEN d.drifting THEN coalesce(o.streak, 0) + 1
-					WHEN snap.status = 'ok' THEN 0
-					ELSE coalesce(o.streak, 0) END AS streak,
-			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.drifting
-					WHEN d.drifting THEN true
-					WHEN snap.status = 'ok' THEN false
-					ELSE coalesce(o.drifting, false) END AS drifting_now,
-			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.first_drift_snapshot_id
-					WHEN d.drifting AND coalesce(o.streak, 0) = 0 THEN snap.id
-					WHEN d.drifting THEN o.first_drift_snapshot_id
-					WHEN snap.status = 'ok' THEN NULL
-					ELSE o.first_drift_snapshot_id END AS first_drift,
-			   CASE WHEN snap.status = 'ok' OR d.diff <> '[]' THEN d.diff
-					ELSE coalesce(o.last_diff, '[]') END AS last_diff,
-			   o.last_diff AS old_diff
-		FROM d LEFT JOIN o ON o.baseline_snapshot_id = d.baseline
-	), up AS (
-		INSERT INTO appguard.baseline_state AS bs
-			(client_id, baseline_snapshot_id, evaluated_snapshot_id, evaluated_at,
-			 streak, drifting, first_drift_snapshot_id, last_diff)
-		SELECT p_client_id, n.baseline, snap.id, pg_catalog.clock_timestamp(),
-			   n.streak, n.drifting_now, n.first_drift, n.last_diff
-		FROM n
-		ON CONFLICT (client_id, baseline_snapshot_id) DO UPDATE
-		SET evaluated_snapshot_id = EXCLUDED.evaluated_snapshot_id,
-			evaluated_at = EXCLUDED.evaluated_at, streak = EXCLUDED.streak,
-			drifting = EXCLUDED.drifting, first_drift_snapshot_id = EXCLUDED.first_drift_snapshot_id,
-			last_diff = EXCLUDED.last_diff
-	), dr AS (
-		INSERT INTO appguard.drifts (client_id, baseline_snapshot_id, snapshot_id,
-									 reason, severity, field, old_value, new_value)
-		SELECT p_client_id, n.baseline, snap.id, e ->> 'reason', e ->> 'severity', e ->> 'field',
-			   e -> 'old', e -> 'new'
-		FROM n, pg_catalog.jsonb_array_elements(n.last_diff) e
-		WHERE n.last_diff IS DISTINCT FROM coalesce(n.old_diff, '[]')
-	)
-	SELECT coalesce(pg_catalog.array_agg(n.baseline ORDER BY n.baseline)
-						FILTER (WHERE n.drifting AND n.streak >= confirmations), '{}'),
-		   coalesce(pg_catalog.bool_or(n.drifting), false)
-	INTO confirmed, any_drift
-	FROM n;
-
-	IF pg_catalog.cardinality(confirmed) = 0 THEN
-		RETURN any_drift;
-	END IF;
-
-	WITH ins AS (
-		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
-										  first_drift_snapshot_id, reasons, diff, state,
-										  sweep_id, hold_id, error_uri,
-										  host, port, roles, host_baseline_snapshot_id)
-		SELECT x.id, p_client_id, x.baseline_snapshot_id, snap.id, x.first_drift_snapshot_id,
-			   ARRAY(SELECT DISTINCT e ->> 'reason'
-					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
-					 WHERE e ->> 'severity' = 'suspend' ORDER BY 1),
-			   x.last_diff,
-			   CASE WHEN hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
-			   p_sweep_id,
-			   CASE WHEN p_sweep_id IS NULL THEN hold END,
-			   appguard.error_uri(x.id, p_client_id),
-			   snap.host, snap.port,
-			   coalesce((SELECT ch.roles FROM appguard.client_hosts ch
-						 WHERE ch.client_id = p_client_id AND ch.host = snap.host AND ch.port = snap.port),
-						'{primary_redirect}'),
-			   x.baseline_snapshot_id
-		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, bs.*
-			  FROM appguard.baseline_state bs
-			  WHERE bs.client_id = p_client_id AND bs.baseline_snapshot_id = ANY (confirmed)
-				AND NOT EXISTS (SELECT FROM appguard.suspensions u
-								WHERE u.client_id = p_client_id
-								  AND u.baseline_snapshot_id = bs.baseline_snapshot_id
-								  AND u.host = snap.host AND u.port = snap.port
-								  AND u.state IN ('pending', 'held'))
-			  ORDER BY bs.baseline_snapshot_id) x
-		RETURNING id
-	)
-	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
-
-	IF pg_catalog.cardinality(new_ids) = 0 THEN
-		RETURN any_drift;
-	END IF;
-	IF p_sweep_id IS NOT NULL THEN
-		RETURN any_drift;		-- the end of the sweep decides
-	END IF;
-	IF hold IS NOT NULL THEN
-		PERFORM appguard.log_event('suspension_held', p_client_id,
-			pg_catalog.jsonb_build_object('detail', 'a hold is open: new suspensions join it',
-										  'suspensions', pg_catalog.to_jsonb(new_ids)),
-			snapshot_id => snap.id, hold_id => hold);
-		PERFORM pg_catalog.pg_notify('appguard_hold', hold::text);
-		RETURN any_drift;
-	END IF;
-	PERFORM appguard.apply_suspensions(new_ids);
-	RETURN any_drift;
+	RETURN appguard.evaluate_baselines(p_client_id, snap.id, true, baselines, baselines, p_sweep_id, hold);
 END
 $$;
 
@@ -588,11 +667,12 @@ END
 $$;
 
 -- appguard.evaluate_client for another watched host of the client (not
--- the primary): the same steps, with the host's own baseline for each
--- baseline of the client's active grants (appguard.baseline_hosts, taken
--- at the host's first evaluation against it when missing), its own
--- verdicts (appguard.baseline_host_state) and suspensions that name it.
--- The caller locked the open hold (p_hold) and the client's row.
+-- the primary): the same steps (appguard.evaluate_baselines), with the
+-- host's own baseline for each baseline of the client's active grants
+-- (appguard.baseline_hosts, taken at the host's first evaluation against
+-- it when missing), its own verdicts (appguard.baseline_host_state) and
+-- suspensions that name it.  The caller locked the open hold (p_hold) and
+-- the client's row.
 CREATE FUNCTION appguard.evaluate_client_host(p_client_id text, p_snapshot_id bigint,
 											  p_sweep_id bigint, p_baselines bigint[], p_hold bigint)
 RETURNS boolean
@@ -603,17 +683,12 @@ DECLARE
 	snap record;
 	ch record;
 	baselines bigint[];
-	confirmations integer;
-	grace interval;
+	compared bigint[];
 	max_age interval;
-	last_ok timestamptz;
 	n bigint;
 	hows text;
-	confirmed bigint[];
-	any_drift boolean;
-	new_ids bigint[];
 BEGIN
-	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
+	SELECT s.id, s.host, s.port, s.taken_at, s.status INTO snap
 	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
 	SELECT h.* INTO ch FROM appguard.client_hosts h
 	WHERE h.client_id = p_client_id AND h.host = snap.host AND h.port = snap.port AND NOT h.is_primary;
@@ -669,148 +744,15 @@ BEGIN
 			snapshot_id => snap.id, sweep_id => p_sweep_id);
 	END IF;
 
-	confirmations := appguard.setting('appguard.confirmations')::integer;
-	grace := appguard.setting('appguard.unreachable_grace')::interval;
-	IF grace > interval '0' AND snap.status <> 'ok' THEN
-		SELECT pg_catalog.max(s.taken_at) INTO last_ok FROM appguard.snapshots s
-		WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok';
-	END IF;
-
-	WITH bh AS (
-		SELECT bh.baseline_snapshot_id AS baseline, bh.snapshot_id AS host_baseline
-		FROM appguard.baseline_hosts bh
-		WHERE bh.client_id = p_client_id AND bh.host = snap.host AND bh.port = snap.port
-		  AND bh.baseline_snapshot_id = ANY (baselines) AND bh.snapshot_id <> snap.id
-		  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = bh.snapshot_id)
-	), d AS (
-		SELECT bh.baseline,
-			   coalesce(x.diff, '[]') AS diff,
-			   coalesce(x.drifting, false) AS drifting
-		FROM bh
-			 LEFT JOIN LATERAL (
-				SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-							'reason', r.reason, 'severity', r.severity, 'field', r.field,
-							'old', pg_catalog.to_jsonb(r.old_value), 'new', pg_catalog.to_jsonb(r.new_value))
-						ORDER BY r.severity = 'suspend' DESC, r.reason, r.field)
-						FILTER (WHERE r.severity <> 'ignore') AS diff,
-					   pg_catalog.bool_or(r.severity = 'suspend') AS drifting
-				FROM (SELECT df.reason::text AS reason, df.severity::text AS severity, df.field::text AS field,
-							 pg_catalog.to_jsonb(df.old_value) AS old_value, pg_catalog.to_jsonb(df.new_value) AS new_value
-					  FROM @extschema@.appguard_diff(bh.host_baseline, snap.id, p_client_id) df
-					  UNION ALL
-					  SELECT 'host_unreachable', coalesce(cp.severity, p.severity, 'suspend'), 'status',
-							 '"ok"'::jsonb, pg_catalog.to_jsonb(snap.status)
-					  FROM (SELECT) AS one
-						   LEFT JOIN appguard.client_policy AS cp
-							   ON cp.client_id = p_client_id AND cp.reason = 'host_unreachable'
-						   LEFT JOIN appguard.policy AS p ON p.reason = 'host_unreachable'
-					  WHERE grace > interval '0' AND snap.status <> 'ok'
-						AND snap.taken_at - coalesce(last_ok, snap.taken_at) > grace) r
-			 ) x ON true
-	), o AS (
-		SELECT st.* FROM appguard.baseline_host_state st
-		WHERE st.client_id = p_client_id AND st.host = snap.host AND st.port = snap.port
-		  AND st.baseline_snapshot_id = ANY (baselines)
-	), n AS (
-		SELECT d.baseline, d.drifting,
-			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.streak
-					WHEN d.drifting THEN coalesce(o.streak, 0) + 1
-					WHEN snap.status = 'ok' THEN 0
-					ELSE coalesce(o.streak, 0) END AS streak,
-			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.drifting
-					WHEN d.drifting THEN true
-					WHEN snap.status = 'ok' THEN false
-					ELSE coalesce(o.drifting, false) END AS drifting_now,
-			   CASE WHEN o.evaluated_snapshot_id = snap.id THEN o.first_drift_snapshot_id
-					WHEN d.drifting AND coalesce(o.streak, 0) = 0 THEN snap.id
-					WHEN d.drifting THEN o.first_drift_snapshot_id
-					WHEN snap.status = 'ok' THEN NULL
-					ELSE o.first_drift_snapshot_id END AS first_drift,
-			   CASE WHEN snap.status = 'ok' OR d.diff <> '[]' THEN d.diff
-					ELSE coalesce(o.last_diff, '[]') END AS last_diff,
-			   o.last_diff AS old_diff
-		FROM d LEFT JOIN o ON o.baseline_snapshot_id = d.baseline
-	), up AS (
-		INSERT INTO appguard.baseline_host_state AS st
-			(client_id, baseline_snapshot_id, host, port, evaluated_snapshot_id, evaluated_at,
-			 streak, drifting, first_drift_snapshot_id, last_diff)
-		SELECT p_client_id, n.baseline, snap.host, snap.port, snap.id, pg_catalog.clock_timestamp(),
-			   n.streak, n.drifting_now, n.first_drift, n.last_diff
-		FROM n
-		ON CONFLICT (client_id, baseline_snapshot_id, host, port) DO UPDATE
-		SET evaluated_snapshot_id = EXCLUDED.evaluated_snapshot_id,
-			evaluated_at = EXCLUDED.evaluated_at, streak = EXCLUDED.streak,
-			drifting = EXCLUDED.drifting, first_drift_snapshot_id = EXCLUDED.first_drift_snapshot_id,
-			last_diff = EXCLUDED.last_diff
-	), dr AS (
-		INSERT INTO appguard.drifts (client_id, baseline_snapshot_id, snapshot_id,
-									 reason, severity, field, old_value, new_value)
-		SELECT p_client_id, n.baseline, snap.id, e ->> 'reason', e ->> 'severity', e ->> 'field',
-			   e -> 'old', e -> 'new'
-		FROM n, pg_catalog.jsonb_array_elements(n.last_diff) e
-		WHERE n.last_diff IS DISTINCT FROM coalesce(n.old_diff, '[]')
-	)
-	SELECT coalesce(pg_catalog.array_agg(n.baseline ORDER BY n.baseline)
-						FILTER (WHERE n.drifting AND n.streak >= confirmations), '{}'),
-		   coalesce(pg_catalog.bool_or(n.drifting), false)
-	INTO confirmed, any_drift
-	FROM n;
-	PERFORM appguard.note_hosts_drifted(p_client_id);
-
-	IF pg_catalog.cardinality(confirmed) = 0 THEN
-		RETURN any_drift;
-	END IF;
-
-	WITH ins AS (
-		INSERT INTO appguard.suspensions (id, client_id, baseline_snapshot_id, snapshot_id,
-										  first_drift_snapshot_id, reasons, diff, state,
-										  sweep_id, hold_id, error_uri,
-										  host, port, roles, host_baseline_snapshot_id)
-		SELECT x.id, p_client_id, x.baseline_snapshot_id, snap.id, x.first_drift_snapshot_id,
-			   ARRAY(SELECT DISTINCT e ->> 'reason'
-					 FROM pg_catalog.jsonb_array_elements(x.last_diff) e
-					 WHERE e ->> 'severity' = 'suspend' ORDER BY 1),
-			   x.last_diff,
-			   CASE WHEN p_hold IS NOT NULL AND p_sweep_id IS NULL THEN 'held' ELSE 'pending' END,
-			   p_sweep_id,
-			   CASE WHEN p_sweep_id IS NULL THEN p_hold END,
-			   appguard.error_uri(x.id, p_client_id),
-			   snap.host, snap.port, ch.roles, x.host_baseline
-		FROM (SELECT pg_catalog.nextval('appguard.suspensions_id_seq') AS id, st.*, bh.snapshot_id AS host_baseline
-			  FROM appguard.baseline_host_state st
-				   JOIN appguard.baseline_hosts bh USING (client_id, baseline_snapshot_id, host, port)
-			  WHERE st.client_id = p_client_id AND st.host = snap.host AND st.port = snap.port
-				AND st.baseline_snapshot_id = ANY (confirmed)
-				AND NOT EXISTS (SELECT FROM appguard.suspensions u
-								WHERE u.client_id = p_client_id
-								  AND u.baseline_snapshot_id = st.baseline_snapshot_id
-								  AND u.host = snap.host AND u.port = snap.port
-								  AND u.state IN ('pending', 'held'))
-			  ORDER BY st.baseline_snapshot_id) x
-		RETURNING id
-	)
-	SELECT coalesce(pg_catalog.array_agg(ins.id ORDER BY ins.id), '{}') INTO new_ids FROM ins;
-
-	IF pg_catalog.cardinality(new_ids) = 0 THEN
-		RETURN any_drift;
-	END IF;
-	IF p_sweep_id IS NOT NULL THEN
-		-- the end of the sweep decides; until then the refresh check of
-		-- this client's grants takes the full path, which refuses them
-		UPDATE appguard.clients c SET hosts_undecided = true
-		WHERE c.client_id = p_client_id AND NOT c.hosts_undecided;
-		RETURN any_drift;
-	END IF;
-	IF p_hold IS NOT NULL THEN
-		PERFORM appguard.log_event('suspension_held', p_client_id,
-			pg_catalog.jsonb_build_object('detail', 'a hold is open: new suspensions join it',
-										  'suspensions', pg_catalog.to_jsonb(new_ids)),
-			snapshot_id => snap.id, hold_id => p_hold);
-		PERFORM pg_catalog.pg_notify('appguard_hold', p_hold::text);
-		RETURN any_drift;
-	END IF;
-	PERFORM appguard.apply_suspensions(new_ids);
-	RETURN any_drift;
+	-- each baseline with the host's own that can be compared
+	SELECT coalesce(pg_catalog.array_agg(bh.baseline_snapshot_id ORDER BY bh.baseline_snapshot_id), '{}'),
+		   coalesce(pg_catalog.array_agg(bh.snapshot_id ORDER BY bh.baseline_snapshot_id), '{}')
+	INTO baselines, compared
+	FROM appguard.baseline_hosts bh
+	WHERE bh.client_id = p_client_id AND bh.host = snap.host AND bh.port = snap.port
+	  AND bh.baseline_snapshot_id = ANY (baselines) AND bh.snapshot_id <> snap.id
+	  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = bh.snapshot_id);
+	RETURN appguard.evaluate_baselines(p_client_id, snap.id, false, baselines, compared, p_sweep_id, p_hold);
 END
 $$;
 

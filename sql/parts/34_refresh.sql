@@ -382,7 +382,8 @@ AS $$
 $$;
 
 -- Everything the error_uri page shows, as jsonb: the app, its domain,
--- each change in words with old -> new, when, and how to re-approve.
+-- each change in words with old -> new (each fact once), when, and how to
+-- re-approve.
 CREATE FUNCTION @extschema@.appguard_explain(suspension_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -437,8 +438,14 @@ BEGIN
 			   ORDER BY e ->> 'severity' = 'suspend' DESC, e ->> 'reason',
 						e ->> 'field' = 'tls.leaf.subject.O' DESC, e ->> 'field'), '[]')
 	INTO changes
-	FROM pg_catalog.jsonb_array_elements(s.diff) e
-		 LEFT JOIN appguard.policy p ON p.reason = e ->> 'reason';
+	-- one change per fact (field, old and new value): a fact that two
+	-- reasons report (a chain that changed and now dangles is
+	-- dns_cname_changed and dns_dangling_cname) is given once, with the
+	-- reason of the severity that applies
+	FROM (SELECT DISTINCT ON (d ->> 'field', d -> 'old', d -> 'new') d AS e
+		  FROM pg_catalog.jsonb_array_elements(s.diff) d
+		  ORDER BY d ->> 'field', d -> 'old', d -> 'new', d ->> 'severity' = 'suspend' DESC, d ->> 'reason') f
+		 LEFT JOIN appguard.policy p ON p.reason = f.e ->> 'reason';
 
 	-- tokens of this approval the auth server disabled itself, before or
 	-- after the suspension (revoked, or the newest token of a chain broken
