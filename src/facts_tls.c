@@ -438,10 +438,14 @@ key_type_name(EVP_PKEY *key)
 	}
 }
 
-/* SHA-256 of the leaf's DER and of its SubjectPublicKeyInfo */
+/*
+ * SHA-256 of the leaf's DER (unless known: the chain's list has it already),
+ * of its TBSCertificate (when tbs_sha256 is given) and of its
+ * SubjectPublicKeyInfo
+ */
 static void
-leaf_digests(TlsScratch *s, X509 *cert, char **sha256, char **spki_sha256,
-			 char **tbs_sha256)
+leaf_digests(TlsScratch *s, X509 *cert, char *known_sha256, char **sha256,
+			 char **spki_sha256, char **tbs_sha256)
 {
 	int			len;
 	const unsigned char *tbs;
@@ -451,7 +455,9 @@ leaf_digests(TlsScratch *s, X509 *cert, char **sha256, char **spki_sha256,
 	if (tbs_sha256)
 		*tbs_sha256 = NULL;
 	len = i2d_X509(cert, &s->der);
-	if (len > 0)
+	if (known_sha256)
+		*sha256 = known_sha256;
+	else if (len > 0)
 		*sha256 = sha256_hex(s->der, len);
 	if (tbs_sha256 && len > 0 &&
 		der_first_inner_element(s->der, len, &tbs, &tbs_len))
@@ -468,13 +474,14 @@ leaf_digests(TlsScratch *s, X509 *cert, char **sha256, char **spki_sha256,
 
 /* The DER-derived digests: certificate, SubjectPublicKeyInfo, TBS */
 static void
-write_digests(TlsScratch *s, JsonWriter *jw, X509 *cert, TlsSummary *summary)
+write_digests(TlsScratch *s, JsonWriter *jw, X509 *cert, char *known_sha256,
+			  TlsSummary *summary)
 {
 	char	   *sha256;
 	char	   *spki_sha256;
 	char	   *tbs_sha256;
 
-	leaf_digests(s, cert, &sha256, &spki_sha256, &tbs_sha256);
+	leaf_digests(s, cert, known_sha256, &sha256, &spki_sha256, &tbs_sha256);
 	jw_string(jw, "sha256", sha256);
 	jw_string(jw, "tbs_sha256", tbs_sha256);
 	jw_string(jw, "spki_sha256", spki_sha256);
@@ -507,7 +514,8 @@ summarize_subject_o(X509 *leaf, TlsSummary *summary)
 }
 
 static void
-write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, TlsSummary *summary)
+write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, char *leaf_sha256,
+		   TlsSummary *summary)
 {
 	EVP_PKEY   *key = X509_get0_pubkey(leaf);
 	int			signid = X509_get_signature_nid(leaf);
@@ -520,7 +528,7 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, TlsSummary *summary)
 	write_serial(jw, leaf);
 	write_time(jw, "not_before", X509_get0_notBefore(leaf));
 	write_time(jw, "not_after", X509_get0_notAfter(leaf));
-	write_digests(s, jw, leaf, summary);
+	write_digests(s, jw, leaf, leaf_sha256, summary);
 	jw_string(jw, "key_type", key ? key_type_name(key) : NULL);
 	if (key)
 		jw_int(jw, "key_bits", EVP_PKEY_get_bits(key));
@@ -538,11 +546,13 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, TlsSummary *summary)
 	}
 }
 
-static void
+/* The chain's list; returns the first certificate's (the leaf's) SHA-256 */
+static char *
 write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 {
 	bool		in_order = true;
 	int			n = sk_X509_num(chain);
+	char	   *leaf_sha256 = NULL;
 
 	for (int i = 0; i + 1 < n; i++)
 		if (X509_NAME_cmp(X509_get_issuer_name(sk_X509_value(chain, i)),
@@ -555,17 +565,22 @@ write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 	{
 		X509	   *cert = sk_X509_value(chain, i);
 		int			len;
+		char	   *sha256;
 
 		jw_begin_object(jw, NULL);
 		jw_string(jw, "subject", name_rfc2253(s, X509_get_subject_name(cert)));
 		jw_string(jw, "issuer", name_rfc2253(s, X509_get_issuer_name(cert)));
 		len = i2d_X509(cert, &s->der);
-		jw_string(jw, "sha256", len > 0 ? sha256_hex(s->der, len) : NULL);
+		sha256 = len > 0 ? sha256_hex(s->der, len) : NULL;
+		jw_string(jw, "sha256", sha256);
 		OPENSSL_free(s->der);
 		s->der = NULL;
 		jw_end_object(jw);
+		if (i == 0)
+			leaf_sha256 = sha256;
 	}
 	jw_end_array(jw);
+	return leaf_sha256;
 }
 
 static void
@@ -607,6 +622,8 @@ facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
 	}
 	PG_TRY();
 	{
+		char	   *leaf_sha256;
+
 		verify_chain(&scratch, chain, store, host, &result);
 		check_ocsp_staple(&scratch, chain, store, ocsp, ocsp_len, &result);
 
@@ -618,8 +635,8 @@ facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
 		jw_bool(jw, "hostname_match", result.hostname_match);
 		jw_string(jw, "ocsp", result.ocsp);
 		jw_string(jw, "ocsp_error", result.ocsp_error);
-		write_chain(&scratch, jw, chain);
-		write_leaf(&scratch, jw, sk_X509_value(chain, 0), summary);
+		leaf_sha256 = write_chain(&scratch, jw, chain);
+		write_leaf(&scratch, jw, sk_X509_value(chain, 0), leaf_sha256, summary);
 		if (summary)
 			summarize_verification(&result, summary);
 	}
@@ -653,7 +670,7 @@ facts_tls_summary(STACK_OF(X509) *chain, X509_STORE *store, const char *host,
 		verify_chain(&scratch, chain, store, host, &result);
 		check_ocsp_staple(&scratch, chain, store, ocsp, ocsp_len, &result);
 		summarize_verification(&result, summary);
-		leaf_digests(&scratch, leaf, &summary->leaf_sha256,
+		leaf_digests(&scratch, leaf, NULL, &summary->leaf_sha256,
 					 &summary->spki_sha256, NULL);
 		summarize_subject_o(leaf, summary);
 		summary->validation = write_policies(&scratch, NULL, leaf);
