@@ -60,12 +60,26 @@ order_pairs(JsonbValue *object)
 	bool		sorted = true;
 	int			kept;
 
-	/* nearly every object is written in order already */
+	/* many objects are written in order already */
 	for (int i = 1; i < n && sorted; i++)
 		sorted = compare_pairs(&pairs[i - 1], &pairs[i], NULL) < 0;
 	if (sorted)
 		return;					/* (a repeated key is never "in order") */
-	qsort_arg(pairs, n, sizeof(JsonbPair), compare_pairs, NULL);
+	if (n <= 32)
+	{
+		/* the facts' objects are small: no qsort's overhead */
+		for (int i = 1; i < n; i++)
+		{
+			JsonbPair	pair = pairs[i];
+			int			j = i;
+
+			for (; j > 0 && compare_pairs(&pairs[j - 1], &pair, NULL) > 0; j--)
+				pairs[j] = pairs[j - 1];
+			pairs[j] = pair;
+		}
+	}
+	else
+		qsort_arg(pairs, n, sizeof(JsonbPair), compare_pairs, NULL);
 	kept = 1;
 	for (int i = 1; i < n; i++)
 	{
