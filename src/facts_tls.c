@@ -269,6 +269,7 @@ der_first_inner_element(const unsigned char *der, long len,
 	return *elem_len <= len - (*elem - der);
 }
 
+/* A name as RFC 2253 text; the scratch's memory BIO is kept for the next */
 static char *
 name_rfc2253(TlsScratch *s, X509_NAME *name)
 {
@@ -276,7 +277,10 @@ name_rfc2253(TlsScratch *s, X509_NAME *name)
 	long		len;
 	char	   *copy;
 
-	s->bio = BIO_new(BIO_s_mem());
+	if (s->bio == NULL)
+		s->bio = BIO_new(BIO_s_mem());
+	else
+		(void) BIO_reset(s->bio);
 	if (s->bio == NULL)
 		return NULL;
 	X509_NAME_print_ex(s->bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
@@ -285,9 +289,37 @@ name_rfc2253(TlsScratch *s, X509_NAME *name)
 	if (len > 0)				/* an empty name leaves data NULL */
 		memcpy(copy, data, len);
 	copy[len] = '\0';
-	BIO_free(s->bio);
-	s->bio = NULL;
 	return copy;
+}
+
+/*
+ * The chain's names in order (each certificate's subject, then issuer):
+ * a name whose DER is the previous one's (an issuer and the next
+ * certificate's subject, in a chain in order) has the same text.
+ */
+typedef struct NameText
+{
+	const unsigned char *der;
+	size_t		der_len;
+	char	   *text;
+} NameText;
+
+static char *
+chain_name(TlsScratch *s, NameText *last, X509_NAME *name)
+{
+	const unsigned char *der;
+	size_t		der_len;
+
+	if (!X509_NAME_get0_der(name, &der, &der_len))
+		return name_rfc2253(s, name);
+	if (last->text == NULL || der_len != last->der_len ||
+		memcmp(der, last->der, der_len) != 0)
+	{
+		last->text = name_rfc2253(s, name);
+		last->der = der;
+		last->der_len = der_len;
+	}
+	return last->text;
 }
 
 static void
@@ -553,6 +585,7 @@ write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 	bool		in_order = true;
 	int			n = sk_X509_num(chain);
 	char	   *leaf_sha256 = NULL;
+	NameText	last = {0};
 
 	for (int i = 0; i + 1 < n; i++)
 		if (X509_NAME_cmp(X509_get_issuer_name(sk_X509_value(chain, i)),
@@ -568,8 +601,8 @@ write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 		char	   *sha256;
 
 		jw_begin_object(jw, NULL);
-		jw_string(jw, "subject", name_rfc2253(s, X509_get_subject_name(cert)));
-		jw_string(jw, "issuer", name_rfc2253(s, X509_get_issuer_name(cert)));
+		jw_string(jw, "subject", chain_name(s, &last, X509_get_subject_name(cert)));
+		jw_string(jw, "issuer", chain_name(s, &last, X509_get_issuer_name(cert)));
 		len = i2d_X509(cert, &s->der);
 		sha256 = len > 0 ? sha256_hex(s->der, len) : NULL;
 		jw_string(jw, "sha256", sha256);
