@@ -45,6 +45,7 @@ typedef struct VerifyResult
 typedef struct TlsScratch
 {
 	X509_STORE_CTX *vctx;
+	STACK_OF(X509) *untrusted;	/* the chain given to verification */
 	OCSP_RESPONSE *resp;
 	OCSP_BASICRESP *basic;
 	OCSP_CERTID *certid;
@@ -58,6 +59,7 @@ static void
 scratch_free(TlsScratch *s)
 {
 	X509_STORE_CTX_free(s->vctx);
+	sk_X509_pop_free(s->untrusted, X509_free);
 	OCSP_RESPONSE_free(s->resp);
 	OCSP_BASICRESP_free(s->basic);
 	OCSP_CERTID_free(s->certid);
@@ -80,6 +82,98 @@ record_first_error(int ok, X509_STORE_CTX *ctx)
 		result->depth = X509_STORE_CTX_get_error_depth(ctx);
 	}
 	return 1;
+}
+
+/*
+ * The certificates a server sends after its leaf (its issuers), decoded for
+ * an earlier host, by DER: hosts under one CA send the same intermediate,
+ * and verifying with the decoded copy kept from before skips what OpenSSL
+ * works out once per certificate object (its extensions and digest, the
+ * Montgomery form of its public key for checking the leaf's signature).
+ * Every signature is checked as before: a copy only stands in for a
+ * certificate with the same DER.  Kept for the backend, at most
+ * KNOWN_ISSUERS, each slot replaced in turn.  OpenSSL's memory only: no
+ * ERROR can leave a slot half made.
+ */
+#define KNOWN_ISSUERS 16
+
+typedef struct KnownIssuer
+{
+	unsigned char *der;			/* OPENSSL_malloc'd */
+	int			der_len;
+	X509	   *cert;			/* a reference of the cache's */
+} KnownIssuer;
+
+static KnownIssuer known_issuers[KNOWN_ISSUERS];
+static int	next_known_issuer = 0;
+
+/* cert, or the copy of its DER kept from an earlier host: a new reference */
+static X509 *
+known_issuer(X509 *cert)
+{
+	unsigned char *der = NULL;
+	int			len = i2d_X509(cert, &der);
+	KnownIssuer *slot;
+
+	if (len > 0)
+	{
+		for (int i = 0; i < KNOWN_ISSUERS; i++)
+		{
+			slot = &known_issuers[i];
+			if (slot->cert != NULL && slot->der_len == len &&
+				memcmp(slot->der, der, len) == 0 && X509_up_ref(slot->cert))
+			{
+				OPENSSL_free(der);
+				return slot->cert;
+			}
+		}
+		if (X509_up_ref(cert))
+		{
+			slot = &known_issuers[next_known_issuer];
+			next_known_issuer = (next_known_issuer + 1) % KNOWN_ISSUERS;
+			X509_free(slot->cert);
+			OPENSSL_free(slot->der);
+			slot->der = der;
+			slot->der_len = len;
+			slot->cert = cert;
+			der = NULL;
+		}
+	}
+	OPENSSL_free(der);
+	if (!X509_up_ref(cert))
+		return NULL;
+	return cert;
+}
+
+/*
+ * The chain as sent, each issuer replaced by its kept copy (each element a
+ * reference of the stack's), or NULL if that fails
+ */
+static STACK_OF(X509) *
+verification_chain(STACK_OF(X509) *chain)
+{
+	int			n = sk_X509_num(chain);
+	STACK_OF(X509) *untrusted = sk_X509_new_reserve(NULL, n);
+
+	if (untrusted == NULL)
+		return NULL;
+	for (int i = 0; i < n; i++)
+	{
+		X509	   *cert = sk_X509_value(chain, i);
+		X509	   *use;
+
+		if (i == 0)
+			use = X509_up_ref(cert) ? cert : NULL;
+		else
+			use = known_issuer(cert);
+		if (use == NULL || !sk_X509_push(untrusted, use))
+		{
+			X509_free(use);
+			sk_X509_pop_free(untrusted, X509_free);
+			return NULL;
+		}
+	}
+	return untrusted;
 }
 
 static X509 *
@@ -107,8 +201,10 @@ verify_chain(TlsScratch *s, STACK_OF(X509) *chain, X509_STORE *store,
 	int			rc;
 
 	result->hostname_match = X509_check_host(leaf, host, 0, 0, NULL) == 1;
+	s->untrusted = verification_chain(chain);
 	s->vctx = X509_STORE_CTX_new();
-	if (s->vctx == NULL || !X509_STORE_CTX_init(s->vctx, store, leaf, chain))
+	if (s->vctx == NULL ||
+		!X509_STORE_CTX_init(s->vctx, store, leaf, s->untrusted ? s->untrusted : chain))
 	{
 		result->code = X509_V_ERR_UNSPECIFIED;
 		return;
