@@ -29,14 +29,18 @@ jw_add(JsonWriter *jw, const char *key, JwKind kind)
 	node->next = NULL;
 	if (jw->depth == 0)
 	{
-		Assert(jw->result == NULL);
+		if (jw->result != NULL)
+			elog(ERROR, "appguard JSON writer: a second outermost value");
 		jw->result = node;
 	}
 	else
 	{
 		JwNode	   *parent = jw->open[jw->depth];
 
-		Assert((parent->kind == JW_OBJECT) == (key != NULL));
+		/* a caller's mistake: fail rather than build a tree jsonb cannot take */
+		if ((parent->kind == JW_OBJECT) != (key != NULL))
+			elog(ERROR, "appguard JSON writer: %s",
+				 key ? "a key in an array" : "an object member without a key");
 		if (parent->v.kids.last)
 			parent->v.kids.last->next = node;
 		else
@@ -63,11 +67,19 @@ jw_begin_object(JsonWriter *jw, const char *key)
 	jw_open(jw, key, JW_OBJECT);
 }
 
+static void
+jw_close(JsonWriter *jw, JwKind kind)
+{
+	if (jw->depth <= 0 || jw->open[jw->depth]->kind != kind)
+		elog(ERROR, "appguard JSON writer: no %s to end",
+			 kind == JW_OBJECT ? "object" : "array");
+	jw->depth--;
+}
+
 void
 jw_end_object(JsonWriter *jw)
 {
-	Assert(jw->depth > 0 && jw->open[jw->depth]->kind == JW_OBJECT);
-	jw->depth--;
+	jw_close(jw, JW_OBJECT);
 }
 
 void
@@ -79,8 +91,7 @@ jw_begin_array(JsonWriter *jw, const char *key)
 void
 jw_end_array(JsonWriter *jw)
 {
-	Assert(jw->depth > 0 && jw->open[jw->depth]->kind == JW_ARRAY);
-	jw->depth--;
+	jw_close(jw, JW_ARRAY);
 }
 
 /* Length of the valid UTF-8 sequence at s (at most len bytes), 0 if invalid */
