@@ -23,6 +23,7 @@ struct Engine;
 
 /* The whole facts document of a finished probe (facts.c) */
 extern Jsonb *facts_document(struct Engine *engine, Probe *probe);
+extern Jsonb *jw_jsonb(const JwNode *root);
 
 /* Write the "dns" object of the facts document (facts_dns.c) */
 extern void facts_dns(JsonWriter *jw, Probe *probe);

@@ -45,6 +45,7 @@ typedef struct VerifyResult
 typedef struct TlsScratch
 {
 	X509_STORE_CTX *vctx;
+	STACK_OF(X509) *untrusted;	/* the chain given to verification */
 	OCSP_RESPONSE *resp;
 	OCSP_BASICRESP *basic;
 	OCSP_CERTID *certid;
@@ -58,6 +59,7 @@ static void
 scratch_free(TlsScratch *s)
 {
 	X509_STORE_CTX_free(s->vctx);
+	sk_X509_pop_free(s->untrusted, X509_free);
 	OCSP_RESPONSE_free(s->resp);
 	OCSP_BASICRESP_free(s->basic);
 	OCSP_CERTID_free(s->certid);
@@ -80,6 +82,98 @@ record_first_error(int ok, X509_STORE_CTX *ctx)
 		result->depth = X509_STORE_CTX_get_error_depth(ctx);
 	}
 	return 1;
+}
+
+/*
+ * The certificates a server sends after its leaf (its issuers), decoded for
+ * an earlier host, by DER: hosts under one CA send the same intermediate,
+ * and verifying with the decoded copy kept from before skips what OpenSSL
+ * works out once per certificate object (its extensions and digest, the
+ * Montgomery form of its public key for checking the leaf's signature).
+ * Every signature is checked as before: a copy only stands in for a
+ * certificate with the same DER.  Kept for the backend, at most
+ * KNOWN_ISSUERS, each slot replaced in turn.  OpenSSL's memory only: no
+ * ERROR can leave a slot half made.
+ */
+#define KNOWN_ISSUERS 16
+
+typedef struct KnownIssuer
+{
+	unsigned char *der;			/* OPENSSL_malloc'd */
+	int			der_len;
+	X509	   *cert;			/* a reference of the cache's */
+} KnownIssuer;
+
+static KnownIssuer known_issuers[KNOWN_ISSUERS];
+static int	next_known_issuer = 0;
+
+/* cert, or the copy of its DER kept from an earlier host: a new reference */
+static X509 *
+known_issuer(X509 *cert)
+{
+	unsigned char *der = NULL;
+	int			len = i2d_X509(cert, &der);
+	KnownIssuer *slot;
+
+	if (len > 0)
+	{
+		for (int i = 0; i < KNOWN_ISSUERS; i++)
+		{
+			slot = &known_issuers[i];
+			if (slot->cert != NULL && slot->der_len == len &&
+				memcmp(slot->der, der, len) == 0 && X509_up_ref(slot->cert))
+			{
+				OPENSSL_free(der);
+				return slot->cert;
+			}
+		}
+		if (X509_up_ref(cert))
+		{
+			slot = &known_issuers[next_known_issuer];
+			next_known_issuer = (next_known_issuer + 1) % KNOWN_ISSUERS;
+			X509_free(slot->cert);
+			OPENSSL_free(slot->der);
+			slot->der = der;
+			slot->der_len = len;
+			slot->cert = cert;
+			der = NULL;
+		}
+	}
+	OPENSSL_free(der);
+	if (!X509_up_ref(cert))
+		return NULL;
+	return cert;
+}
+
+/*
+ * The chain as sent, each issuer replaced by its kept copy (each element a
+ * reference of the stack's), or NULL if that fails
+ */
+static STACK_OF(X509) *
+verification_chain(STACK_OF(X509) *chain)
+{
+	int			n = sk_X509_num(chain);
+	STACK_OF(X509) *untrusted = sk_X509_new_reserve(NULL, n);
+
+	if (untrusted == NULL)
+		return NULL;
+	for (int i = 0; i < n; i++)
+	{
+		X509	   *cert = sk_X509_value(chain, i);
+		X509	   *use;
+
+		if (i == 0)
+			use = X509_up_ref(cert) ? cert : NULL;
+		else
+			use = known_issuer(cert);
+		if (use == NULL || !sk_X509_push(untrusted, use))
+		{
+			X509_free(use);
+			sk_X509_pop_free(untrusted, X509_free);
+			return NULL;
+		}
+	}
+	return untrusted;
 }
 
 static X509 *
@@ -107,8 +201,10 @@ verify_chain(TlsScratch *s, STACK_OF(X509) *chain, X509_STORE *store,
 	int			rc;
 
 	result->hostname_match = X509_check_host(leaf, host, 0, 0, NULL) == 1;
+	s->untrusted = verification_chain(chain);
 	s->vctx = X509_STORE_CTX_new();
-	if (s->vctx == NULL || !X509_STORE_CTX_init(s->vctx, store, leaf, chain))
+	if (s->vctx == NULL ||
+		!X509_STORE_CTX_init(s->vctx, store, leaf, s->untrusted ? s->untrusted : chain))
 	{
 		result->code = X509_V_ERR_UNSPECIFIED;
 		return;
@@ -269,6 +365,7 @@ der_first_inner_element(const unsigned char *der, long len,
 	return *elem_len <= len - (*elem - der);
 }
 
+/* A name as RFC 2253 text; the scratch's memory BIO is kept for the next */
 static char *
 name_rfc2253(TlsScratch *s, X509_NAME *name)
 {
@@ -276,7 +373,10 @@ name_rfc2253(TlsScratch *s, X509_NAME *name)
 	long		len;
 	char	   *copy;
 
-	s->bio = BIO_new(BIO_s_mem());
+	if (s->bio == NULL)
+		s->bio = BIO_new(BIO_s_mem());
+	else
+		(void) BIO_reset(s->bio);
 	if (s->bio == NULL)
 		return NULL;
 	X509_NAME_print_ex(s->bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
@@ -285,9 +385,37 @@ name_rfc2253(TlsScratch *s, X509_NAME *name)
 	if (len > 0)				/* an empty name leaves data NULL */
 		memcpy(copy, data, len);
 	copy[len] = '\0';
-	BIO_free(s->bio);
-	s->bio = NULL;
 	return copy;
+}
+
+/*
+ * The chain's names in order (each certificate's subject, then issuer):
+ * a name whose DER is the previous one's (an issuer and the next
+ * certificate's subject, in a chain in order) has the same text.
+ */
+typedef struct NameText
+{
+	const unsigned char *der;
+	size_t		der_len;
+	char	   *text;
+} NameText;
+
+static char *
+chain_name(TlsScratch *s, NameText *last, X509_NAME *name)
+{
+	const unsigned char *der;
+	size_t		der_len;
+
+	if (!X509_NAME_get0_der(name, &der, &der_len))
+		return name_rfc2253(s, name);
+	if (last->text == NULL || der_len != last->der_len ||
+		memcmp(der, last->der, der_len) != 0)
+	{
+		last->text = name_rfc2253(s, name);
+		last->der = der;
+		last->der_len = der_len;
+	}
+	return last->text;
 }
 
 static void
@@ -438,10 +566,14 @@ key_type_name(EVP_PKEY *key)
 	}
 }
 
-/* SHA-256 of the leaf's DER and of its SubjectPublicKeyInfo */
+/*
+ * SHA-256 of the leaf's DER (unless known: the chain's list has it already),
+ * of its TBSCertificate (when tbs_sha256 is given) and of its
+ * SubjectPublicKeyInfo
+ */
 static void
-leaf_digests(TlsScratch *s, X509 *cert, char **sha256, char **spki_sha256,
-			 char **tbs_sha256)
+leaf_digests(TlsScratch *s, X509 *cert, char *known_sha256, char **sha256,
+			 char **spki_sha256, char **tbs_sha256)
 {
 	int			len;
 	const unsigned char *tbs;
@@ -451,7 +583,9 @@ leaf_digests(TlsScratch *s, X509 *cert, char **sha256, char **spki_sha256,
 	if (tbs_sha256)
 		*tbs_sha256 = NULL;
 	len = i2d_X509(cert, &s->der);
-	if (len > 0)
+	if (known_sha256)
+		*sha256 = known_sha256;
+	else if (len > 0)
 		*sha256 = sha256_hex(s->der, len);
 	if (tbs_sha256 && len > 0 &&
 		der_first_inner_element(s->der, len, &tbs, &tbs_len))
@@ -468,13 +602,14 @@ leaf_digests(TlsScratch *s, X509 *cert, char **sha256, char **spki_sha256,
 
 /* The DER-derived digests: certificate, SubjectPublicKeyInfo, TBS */
 static void
-write_digests(TlsScratch *s, JsonWriter *jw, X509 *cert, TlsSummary *summary)
+write_digests(TlsScratch *s, JsonWriter *jw, X509 *cert, char *known_sha256,
+			  TlsSummary *summary)
 {
 	char	   *sha256;
 	char	   *spki_sha256;
 	char	   *tbs_sha256;
 
-	leaf_digests(s, cert, &sha256, &spki_sha256, &tbs_sha256);
+	leaf_digests(s, cert, known_sha256, &sha256, &spki_sha256, &tbs_sha256);
 	jw_string(jw, "sha256", sha256);
 	jw_string(jw, "tbs_sha256", tbs_sha256);
 	jw_string(jw, "spki_sha256", spki_sha256);
@@ -507,7 +642,8 @@ summarize_subject_o(X509 *leaf, TlsSummary *summary)
 }
 
 static void
-write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, TlsSummary *summary)
+write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, char *leaf_sha256,
+		   TlsSummary *summary)
 {
 	EVP_PKEY   *key = X509_get0_pubkey(leaf);
 	int			signid = X509_get_signature_nid(leaf);
@@ -520,7 +656,7 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, TlsSummary *summary)
 	write_serial(jw, leaf);
 	write_time(jw, "not_before", X509_get0_notBefore(leaf));
 	write_time(jw, "not_after", X509_get0_notAfter(leaf));
-	write_digests(s, jw, leaf, summary);
+	write_digests(s, jw, leaf, leaf_sha256, summary);
 	jw_string(jw, "key_type", key ? key_type_name(key) : NULL);
 	if (key)
 		jw_int(jw, "key_bits", EVP_PKEY_get_bits(key));
@@ -538,11 +674,14 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, TlsSummary *summary)
 	}
 }
 
-static void
+/* The chain's list; returns the first certificate's (the leaf's) SHA-256 */
+static char *
 write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 {
 	bool		in_order = true;
 	int			n = sk_X509_num(chain);
+	char	   *leaf_sha256 = NULL;
+	NameText	last = {0};
 
 	for (int i = 0; i + 1 < n; i++)
 		if (X509_NAME_cmp(X509_get_issuer_name(sk_X509_value(chain, i)),
@@ -555,17 +694,22 @@ write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 	{
 		X509	   *cert = sk_X509_value(chain, i);
 		int			len;
+		char	   *sha256;
 
 		jw_begin_object(jw, NULL);
-		jw_string(jw, "subject", name_rfc2253(s, X509_get_subject_name(cert)));
-		jw_string(jw, "issuer", name_rfc2253(s, X509_get_issuer_name(cert)));
+		jw_string(jw, "subject", chain_name(s, &last, X509_get_subject_name(cert)));
+		jw_string(jw, "issuer", chain_name(s, &last, X509_get_issuer_name(cert)));
 		len = i2d_X509(cert, &s->der);
-		jw_string(jw, "sha256", len > 0 ? sha256_hex(s->der, len) : NULL);
+		sha256 = len > 0 ? sha256_hex(s->der, len) : NULL;
+		jw_string(jw, "sha256", sha256);
 		OPENSSL_free(s->der);
 		s->der = NULL;
 		jw_end_object(jw);
+		if (i == 0)
+			leaf_sha256 = sha256;
 	}
 	jw_end_array(jw);
+	return leaf_sha256;
 }
 
 static void
@@ -607,6 +751,8 @@ facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
 	}
 	PG_TRY();
 	{
+		char	   *leaf_sha256;
+
 		verify_chain(&scratch, chain, store, host, &result);
 		check_ocsp_staple(&scratch, chain, store, ocsp, ocsp_len, &result);
 
@@ -618,8 +764,8 @@ facts_tls_certificates(JsonWriter *jw, STACK_OF(X509) *chain,
 		jw_bool(jw, "hostname_match", result.hostname_match);
 		jw_string(jw, "ocsp", result.ocsp);
 		jw_string(jw, "ocsp_error", result.ocsp_error);
-		write_chain(&scratch, jw, chain);
-		write_leaf(&scratch, jw, sk_X509_value(chain, 0), summary);
+		leaf_sha256 = write_chain(&scratch, jw, chain);
+		write_leaf(&scratch, jw, sk_X509_value(chain, 0), leaf_sha256, summary);
 		if (summary)
 			summarize_verification(&result, summary);
 	}
@@ -653,7 +799,7 @@ facts_tls_summary(STACK_OF(X509) *chain, X509_STORE *store, const char *host,
 		verify_chain(&scratch, chain, store, host, &result);
 		check_ocsp_staple(&scratch, chain, store, ocsp, ocsp_len, &result);
 		summarize_verification(&result, summary);
-		leaf_digests(&scratch, leaf, &summary->leaf_sha256,
+		leaf_digests(&scratch, leaf, NULL, &summary->leaf_sha256,
 					 &summary->spki_sha256, NULL);
 		summarize_subject_o(leaf, summary);
 		summary->validation = write_policies(&scratch, NULL, leaf);

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * jsonw.c
- *	  Minimal streaming JSON writer.  See jsonw.h.
+ *	  Minimal JSON writer building a tree of values.  See jsonw.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,60 +12,86 @@
 #include "jsonw.h"
 
 void
-jw_init(JsonWriter *jw, StringInfo buf)
+jw_init(JsonWriter *jw)
 {
-	jw->buf = buf;
 	jw->depth = 0;
-	jw->has_items[0] = false;
+	jw->result = NULL;
 }
 
-/* Comma and key before a value */
-static void
-jw_prefix(JsonWriter *jw, const char *key)
+/* A new value of the open container (or the outermost one) */
+static JwNode *
+jw_add(JsonWriter *jw, const char *key, JwKind kind)
 {
-	if (jw->has_items[jw->depth])
-		appendStringInfoChar(jw->buf, ',');
-	jw->has_items[jw->depth] = true;
-	if (key)
+	JwNode	   *node = palloc(sizeof(JwNode));
+
+	node->kind = kind;
+	node->key = key ? pstrdup(key) : NULL;
+	node->next = NULL;
+	if (jw->depth == 0)
 	{
-		escape_json(jw->buf, key);
-		appendStringInfoChar(jw->buf, ':');
+		if (jw->result != NULL)
+			elog(ERROR, "appguard JSON writer: a second outermost value");
+		jw->result = node;
 	}
+	else
+	{
+		JwNode	   *parent = jw->open[jw->depth];
+
+		/* a caller's mistake: fail rather than build a tree jsonb cannot take */
+		if ((parent->kind == JW_OBJECT) != (key != NULL))
+			elog(ERROR, "appguard JSON writer: %s",
+				 key ? "a key in an array" : "an object member without a key");
+		if (parent->v.kids.last)
+			parent->v.kids.last->next = node;
+		else
+			parent->v.kids.first = node;
+		parent->v.kids.last = node;
+	}
+	return node;
 }
 
 static void
-jw_open(JsonWriter *jw, const char *key, char bracket)
+jw_open(JsonWriter *jw, const char *key, JwKind kind)
 {
-	jw_prefix(jw, key);
-	appendStringInfoChar(jw->buf, bracket);
-	Assert(jw->depth + 1 < JW_MAX_DEPTH);
-	jw->has_items[++jw->depth] = false;
+	JwNode	   *node = jw_add(jw, key, kind);
+
+	node->v.kids.first = node->v.kids.last = NULL;
+	if (jw->depth >= JW_MAX_DEPTH)
+		elog(ERROR, "appguard JSON writer nested too deep");
+	jw->open[++jw->depth] = node;
 }
 
 void
 jw_begin_object(JsonWriter *jw, const char *key)
 {
-	jw_open(jw, key, '{');
+	jw_open(jw, key, JW_OBJECT);
+}
+
+static void
+jw_close(JsonWriter *jw, JwKind kind)
+{
+	if (jw->depth <= 0 || jw->open[jw->depth]->kind != kind)
+		elog(ERROR, "appguard JSON writer: no %s to end",
+			 kind == JW_OBJECT ? "object" : "array");
+	jw->depth--;
 }
 
 void
 jw_end_object(JsonWriter *jw)
 {
-	appendStringInfoChar(jw->buf, '}');
-	jw->depth--;
+	jw_close(jw, JW_OBJECT);
 }
 
 void
 jw_begin_array(JsonWriter *jw, const char *key)
 {
-	jw_open(jw, key, '[');
+	jw_open(jw, key, JW_ARRAY);
 }
 
 void
 jw_end_array(JsonWriter *jw)
 {
-	appendStringInfoChar(jw->buf, ']');
-	jw->depth--;
+	jw_close(jw, JW_ARRAY);
 }
 
 /* Length of the valid UTF-8 sequence at s (at most len bytes), 0 if invalid */
@@ -119,27 +145,23 @@ clean_prefix_length(const unsigned char *s, size_t len)
 }
 
 /*
- * Write value (len bytes; terminated says value[len] is a NUL) as a JSON
- * string.  Nearly every string is clean (valid UTF-8 without NUL):
- * escaped in place when terminated, else from one exact copy; only a
- * string with bytes to replace is rebuilt.
+ * Add value (len bytes; terminated says value[len] is a NUL) as a string,
+ * copied.  Nearly every string is clean (valid UTF-8 without NUL): copied
+ * as it is; only a string with bytes to replace is rebuilt.
  */
 static void
-write_string(JsonWriter *jw, const char *key, const char *value, size_t len,
-			 bool terminated)
+write_string(JsonWriter *jw, const char *key, const char *value, size_t len)
 {
 	StringInfoData clean;
 	const unsigned char *s = (const unsigned char *) value;
 	size_t		i = clean_prefix_length(s, len);
+	JwNode	   *node;
 
 	if (i == len)
 	{
-		char	   *copy = terminated ? NULL : pnstrdup(value, len);
-
-		jw_prefix(jw, key);
-		escape_json(jw->buf, copy ? copy : value);
-		if (copy)
-			pfree(copy);
+		node = jw_add(jw, key, JW_STRING);
+		node->v.str.data = pnstrdup(value, len);
+		node->v.str.len = (int) len;
 		return;
 	}
 	initStringInfo(&clean);
@@ -159,15 +181,15 @@ write_string(JsonWriter *jw, const char *key, const char *value, size_t len,
 			i += n;
 		}
 	}
-	jw_prefix(jw, key);
-	escape_json(jw->buf, clean.data);
-	pfree(clean.data);
+	node = jw_add(jw, key, JW_STRING);
+	node->v.str.data = clean.data;
+	node->v.str.len = clean.len;
 }
 
 void
 jw_string_bytes(JsonWriter *jw, const char *key, const char *value, size_t len)
 {
-	write_string(jw, key, value, len, false);
+	write_string(jw, key, value, len);
 }
 
 void
@@ -176,38 +198,74 @@ jw_string(JsonWriter *jw, const char *key, const char *value)
 	if (value == NULL)
 		jw_null(jw, key);
 	else
-		write_string(jw, key, value, strlen(value), true);
+		write_string(jw, key, value, strlen(value));
 }
 
 void
 jw_int(JsonWriter *jw, const char *key, int64 value)
 {
-	jw_prefix(jw, key);
-	appendStringInfo(jw->buf, INT64_FORMAT, value);
+	jw_add(jw, key, JW_INT)->v.num = value;
 }
 
 void
 jw_bool(JsonWriter *jw, const char *key, bool value)
 {
-	jw_prefix(jw, key);
-	appendStringInfoString(jw->buf, value ? "true" : "false");
+	jw_add(jw, key, JW_BOOL)->v.flag = value;
 }
 
 void
 jw_null(JsonWriter *jw, const char *key)
 {
-	jw_prefix(jw, key);
-	appendStringInfoString(jw->buf, "null");
+	(void) jw_add(jw, key, JW_NULL);
 }
 
+/* A shallow copy under this key: the other writer's tree is shared */
 void
-jw_raw(JsonWriter *jw, const char *key, const char *json)
+jw_node(JsonWriter *jw, const char *key, const JwNode *value)
 {
-	if (json == NULL)
+	JwNode	   *node;
+
+	if (value == NULL)
 	{
 		jw_null(jw, key);
 		return;
 	}
-	jw_prefix(jw, key);
-	appendStringInfoString(jw->buf, json);
+	node = jw_add(jw, key, value->kind);
+	node->v = value->v;
+}
+
+void
+jw_text(StringInfo buf, const JwNode *node)
+{
+	switch (node->kind)
+	{
+		case JW_NULL:
+			appendStringInfoString(buf, "null");
+			break;
+		case JW_STRING:
+			escape_json(buf, node->v.str.data);
+			break;
+		case JW_INT:
+			appendStringInfo(buf, INT64_FORMAT, node->v.num);
+			break;
+		case JW_BOOL:
+			appendStringInfoString(buf, node->v.flag ? "true" : "false");
+			break;
+		case JW_OBJECT:
+		case JW_ARRAY:
+			appendStringInfoChar(buf, node->kind == JW_OBJECT ? '{' : '[');
+			for (const JwNode *kid = node->v.kids.first; kid; kid = kid->next)
+			{
+				if (kid != node->v.kids.first)
+					appendStringInfoChar(buf, ',');
+				if (node->kind == JW_OBJECT)
+				{
+					escape_json(buf, kid->key);
+					appendStringInfoChar(buf, ':');
+				}
+				jw_text(buf, kid);
+			}
+			appendStringInfoChar(buf, node->kind == JW_OBJECT ? '}' : ']');
+			break;
+	}
 }

@@ -466,8 +466,7 @@ measure_tls(Engine *engine, Probe *probe)
 	address->tls = palloc0(sizeof(TlsSummary));
 	if (probe->current == probe->first)
 	{
-		initStringInfo(&probe->tls_json);
-		jw_init(&jw, &probe->tls_json);
+		jw_init(&jw);
 		jw_begin_object(&jw, NULL);
 		write_tls_connection(&jw, probe);
 		jw_string(&jw, "version", SSL_get_version(probe->ssl));
@@ -475,6 +474,7 @@ measure_tls(Engine *engine, Probe *probe)
 		facts_tls_certificates(&jw, chain, engine->trust_store, probe->host,
 							   ocsp, ocsp_len, address->tls);
 		jw_end_object(&jw);
+		probe->tls_facts = jw.result;
 		keep_chain_der(probe, chain);
 		probe->handshake_done = true;
 	}
@@ -496,11 +496,11 @@ fail_connection(Engine *engine, Probe *probe, ProbeStatus status, char *error)
 	if (first && probe->phase == PHASE_HANDSHAKING)
 	{
 		/* connected but no TLS: say where we were, nothing more */
-		initStringInfo(&probe->tls_json);
-		jw_init(&jw, &probe->tls_json);
+		jw_init(&jw);
 		jw_begin_object(&jw, NULL);
 		write_tls_connection(&jw, probe);
 		jw_end_object(&jw);
+		probe->tls_facts = jw.result;
 	}
 	close_connection(engine, probe);
 	if (first)

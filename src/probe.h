@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 
 #include "datatype/timestamp.h"
+#include "jsonw.h"
 #include "lib/stringinfo.h"
 
 typedef enum ProbeStatus
@@ -182,7 +183,7 @@ struct Probe
 	ProbeStatus status;
 	char	   *error;
 	bool		handshake_done;
-	StringInfoData tls_json;	/* the "tls" object once measured */
+	JwNode	   *tls_facts;		/* the "tls" object once measured, or NULL */
 	char	  **chain_der;		/* certificates as sent (palloc'd DER) */
 	int		   *chain_der_len;
 	int			chain_len;

@@ -25,6 +25,8 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 static SPIPlanPtr insert_plan = NULL;
@@ -126,11 +128,34 @@ store_snapshot_row(const SnapshotRow *row)
 	return id;
 }
 
+/*
+ * The facts with "id" added: what facts || '{"id": id}' gives (jsonb_concat),
+ * without parsing a document for the id: the top-level members are pushed
+ * again (a nested one as it is stored) and "id" last, so that it wins over
+ * an "id" the facts might hold, as the right operand's does.
+ */
 Jsonb *
 facts_with_id(Jsonb *facts, int64 id)
 {
-	Datum		id_doc = DirectFunctionCall1(jsonb_in,
-											 CStringGetDatum(psprintf("{\"id\": " INT64_FORMAT "}", id)));
+	JsonbParseState *state = NULL;
+	JsonbIterator *it = JsonbIteratorInit(&facts->root);
+	JsonbIteratorToken token;
+	JsonbValue	value;
+	JsonbValue *result;
 
-	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(facts), id_doc));
+	token = JsonbIteratorNext(&it, &value, false);
+	if (token != WJB_BEGIN_OBJECT)
+		elog(ERROR, "appguard facts document is not an object");
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	while ((token = JsonbIteratorNext(&it, &value, true)) != WJB_END_OBJECT)
+		(void) pushJsonbValue(&state, token, &value);
+	value.type = jbvString;
+	value.val.string.val = "id";
+	value.val.string.len = 2;
+	(void) pushJsonbValue(&state, WJB_KEY, &value);
+	value.type = jbvNumeric;
+	value.val.numeric = int64_to_numeric(id);
+	result = pushJsonbValue(&state, WJB_VALUE, &value);
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(result);
 }

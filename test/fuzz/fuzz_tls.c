@@ -78,8 +78,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if ((flags & 1) && n > 0)
 		X509_STORE_add_cert(store, sk_X509_value(chain, n - 1));
 
-	initStringInfo(&buf);
-	jw_init(&jw, &buf);
+	jw_init(&jw);
 	jw_begin_object(&jw, NULL);
 	facts_tls_certificates(&jw, chain, store, hosts[(flags >> 1) & 3],
 						   off < size ? data + off : NULL, (long) (size - off),
@@ -99,6 +98,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_fail("facts_tls_summary differs from the summary of facts_tls_certificates");
 	if (jw.depth != 0)
 		fuzz_fail("unbalanced JSON writer depth %d", jw.depth);
+	initStringInfo(&buf);
+	jw_text(&buf, jw.result);
 	check_json(buf.data, buf.len, "tls facts");
 	if (ERR_peek_error() != 0)
 		fuzz_fail("facts_tls_certificates left an OpenSSL error queued");
