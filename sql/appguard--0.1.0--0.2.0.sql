@@ -123,11 +123,11 @@ BEGIN
 	RETURN NULL;
 END
 $$;
+-- (not SECURITY DEFINER, as grant_insert: its C code becomes the owner to write)
 CREATE OR REPLACE FUNCTION appguard.grant_sync()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'appguard_grant_sync'
-LANGUAGE C SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C;
 -- The consent trigger becomes its owner in C (src/identity.c)
 CREATE OR REPLACE FUNCTION appguard.grant_insert()
 RETURNS trigger
@@ -391,22 +391,14 @@ BEGIN
 		'CREATE TRIGGER appguard_protect_key AFTER UPDATE OF %I, %I ON %s '
 		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''key'')',
 		cfg.key_name, cfg.client_name, qualified);
-	-- The WHEN clause keeps appguard's own writes of the status (a fan-out,
-	-- a re-approval) from even queueing the trigger: appguard.applying_depth
-	-- holds the trigger depth appguard raised appguard.set_applying at, and
-	-- its statement's row events are queued at that depth; a host statement
-	-- (at depth 0, or run by host trigger code deeper down) fires it.  A
-	-- placeholder of that name, which any role can set while the library is
-	-- not loaded in its session, lacks the NO_RESET_ALL flag of appguard's
-	-- own setting and fires it too (src/applying.c).  The flags are read
-	-- only when the depth matches.  grant_sync still asks applying().
+	-- No WHEN clause: PostgreSQL reads a trigger's WHEN expression again for
+	-- every statement, which cost a host's status UPDATE (every rotation)
+	-- more than the trigger's own work.  appguard's own writes (a fan-out,
+	-- a re-approval) fire it too, and grant_sync returns at once for them
+	-- (appguard.applying(), a flag in the backend's memory: src/applying.c).
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_status AFTER UPDATE OF %I ON %s '
-		'FOR EACH ROW WHEN (pg_catalog.current_setting(''appguard.applying_depth'', true) '
-		'IS DISTINCT FROM pg_catalog.pg_trigger_depth()::pg_catalog.text '
-		'OR (''NO_RESET_ALL'' OPERATOR(pg_catalog.=) ANY '
-		'(pg_catalog.pg_settings_get_flags(''appguard.applying_depth''))) IS NOT TRUE) '
-		'EXECUTE FUNCTION appguard.grant_sync(''status'')',
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''status'')',
 		cfg.status_name, qualified);
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_delete AFTER DELETE ON %s '
@@ -3752,5 +3744,31 @@ BEGIN
 				  HINT = 'Reactivate a suspended token with appguard_reapprove(token_id), which takes a new baseline; a token revoked while suspended stays revoked.';
 	END IF;
 	RETURN NEW;
+END
+$$;
+
+-- ---- the status trigger without a WHEN clause (as sql/parts/32_protect.sql) ----
+-- each protected table's status trigger again, without its WHEN clause
+-- (appguard's event triggers idle meanwhile: the table is never without
+-- its trigger once this commits, and no problem is to be recorded)
+DO $$
+DECLARE
+	t record;
+	role_before text := pg_catalog.current_setting('session_replication_role');
+BEGIN
+	PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+	FOR t IN
+		SELECT c.* FROM appguard.protected_tables pt,
+			 LATERAL appguard.protected_table_columns(pt.tbl) c
+		ORDER BY pt.tbl
+	LOOP
+		EXECUTE pg_catalog.format('DROP TRIGGER appguard_protect_status ON %I.%I',
+								  t.schema_name, t.table_name);
+		EXECUTE pg_catalog.format(
+			'CREATE TRIGGER appguard_protect_status AFTER UPDATE OF %I ON %I.%I '
+			'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''status'')',
+			t.status_name, t.schema_name, t.table_name);
+	END LOOP;
+	PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
 END
 $$;

@@ -1,10 +1,11 @@
 -- appguard's own writes of a protected table's status (a fan-out, a
--- re-approval) do not even queue its trigger appguard_protect_status: its
--- WHEN clause compares appguard.applying_depth, which appguard sets while
--- it writes, with pg_trigger_depth() (src/applying.c).  The host's writes
--- still fire it, those its trigger code makes during appguard's write
--- included.  Calls are counted with track_functions in one transaction
--- (pg_stat_xact_user_functions).
+-- re-approval) fire its trigger appguard_protect_status as the host's do
+-- (no WHEN clause: PostgreSQL would parse one again for every statement),
+-- and appguard.grant_sync returns at once for them: appguard.applying(),
+-- a flag in the backend (src/applying.c), says whose write it is.  The
+-- host's writes, those its trigger code makes during appguard's write
+-- included, change appguard's state.  Calls are counted with
+-- track_functions in one transaction (pg_stat_xact_user_functions).
 \set ECHO none
 \i sql/lifecycle_helpers.inc
 \set ECHO all
@@ -57,11 +58,12 @@ GROUP BY 1, 2 ORDER BY 1, 2;
 BEGIN;
 SET LOCAL track_functions = 'all';
 SELECT sync_calls() AS calls_before;
--- the fan-out: 40 rows suspended, no call of grant_sync
+-- the fan-out: 40 rows suspended; grant_sync, called for each, leaves them
+-- to appguard
 SELECT snap('ow.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS drifted;
 SELECT sync_calls() AS calls_after_fan_out;
 SELECT * FROM ow_state;
-SELECT current_setting('appguard.applying_depth') = '' AS setting_lowered;
+SELECT appguard.applying() AS flag_raised_after;
 -- the host's UPDATE of the status: one call per row, appguard's state follows
 UPDATE ow.tokens SET status = 'revoked' WHERE id IN (1, 2);
 SELECT sync_calls() AS calls_after_host_update;
@@ -74,7 +76,7 @@ SELECT sync_calls() AS calls_after_linked_fan_out;
 SELECT h.id, h.status, g.state, g.suspension_id IS NOT NULL AS suspended_by_appguard
 FROM ow.tokens h JOIN grants g ON g.token_table = 'ow.tokens'::regclass AND g.token_key = h.id::text
 WHERE h.id IN (41, 42) ORDER BY 1;
--- a re-approval is appguard's own write too: no call
+-- a re-approval is appguard's own write too: one call, which leaves it
 SELECT snap('ow.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS new_facts;
 SELECT appguard_reapprove('ow.tokens', '3') ->> 'reapproved' AS reapproved;
 SELECT sync_calls() AS calls_after_reapproval;
@@ -83,27 +85,23 @@ SELECT h.status, g.state FROM ow.tokens h
 WHERE h.id = 3;
 COMMIT;
 
--- The setting: only appguard sets it.  A non-superuser cannot (the
--- library is preloaded, as in the supported set-up), nor can a superuser
--- give it a value; RESET ALL leaves it alone.
+-- No setting tells appguard's writes: appguard.* names are reserved, so a
+-- host role cannot make one up either.
 SET ROLE appguard_regress_ow_host;
 SELECT try($$SET appguard.applying_depth = '0'$$);
 SELECT try($$SELECT pg_catalog.set_config('appguard.applying_depth', '0', true)$$);
 RESET ROLE;
-SELECT try($$SET appguard.applying_depth = '0'$$);
-SELECT try($$SET appguard.applying_depth = ''$$);
-SELECT 'NO_RESET_ALL' = ANY (pg_settings_get_flags('appguard.applying_depth')) AS not_a_placeholder;
-SELECT count(*) AS shown_in_pg_settings FROM pg_settings WHERE name = 'appguard.applying_depth';
+SELECT count(*) AS settings_named_so FROM pg_settings WHERE name = 'appguard.applying_depth';
 
--- The setting follows the flag (appguard.set_applying, called here as the
--- superuser its owner is) through raises, lowers, subtransactions and
--- functions with a SET clause.  Each line: whether a row trigger of a
--- statement run here sees appguard.applying(), and the setting.
+-- The flag (appguard.set_applying, called here as the superuser its owner
+-- is) through raises, lowers, subtransactions and functions with a SET
+-- clause.  Each line: whether a row trigger of a statement run here sees
+-- appguard.applying().
 CREATE TABLE ow.probe (n int);
-CREATE TABLE ow.seen (applying boolean, setting text);
+CREATE TABLE ow.seen (applying boolean);
 CREATE FUNCTION ow.record() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	INSERT INTO ow.seen VALUES (appguard.applying(), current_setting('appguard.applying_depth'));
+	INSERT INTO ow.seen VALUES (appguard.applying());
 	RETURN NULL;
 END
 $$;
@@ -115,7 +113,7 @@ BEGIN
 	DELETE FROM ow.seen;
 	INSERT INTO ow.probe VALUES (1);
 	SELECT * INTO r FROM ow.seen;
-	RETURN format('applying %s, setting %L', r.applying, r.setting);
+	RETURN format('applying %s', r.applying);
 END
 $$;
 CREATE FUNCTION public.raise_with_set_clause() RETURNS void LANGUAGE plpgsql

@@ -139,10 +139,11 @@ WHERE c.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_class'::regclass
 				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
   AND c.relnamespace <> 'appguard'::regnamespace;
 -- every SECURITY DEFINER function and every trigger function runs with
--- search_path = pg_catalog, pg_temp; the one exception is the consent
--- trigger, appguard.grant_insert, neither SECURITY DEFINER nor SET: its C
--- code becomes its owner and pins search_path around the SQL it runs
--- (src/identity.c; section 7 runs its every path under a hostile path)
+-- search_path = pg_catalog, pg_temp; the exceptions are the protected
+-- tables' row triggers, appguard.grant_insert and appguard.grant_sync,
+-- neither SECURITY DEFINER nor SET: their C code becomes their owner and
+-- pins search_path around the SQL it runs (src/identity.c; section 7 runs
+-- their paths under a hostile path)
 SELECT p.oid::regprocedure AS unpinned, p.proconfig, p.prosecdef
 FROM pg_catalog.pg_proc p
 WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
@@ -155,7 +156,7 @@ SELECT t.tgrelid::regclass AS tbl, t.tgname, t.tgfoid::regprocedure AS fn
 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 WHERE t.tgrelid IN (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = 'appguard'::regnamespace)
   AND NOT t.tgisinternal
-  AND t.tgfoid <> 'appguard.grant_insert()'::regprocedure
+  AND t.tgfoid NOT IN ('appguard.grant_insert()'::regprocedure, 'appguard.grant_sync()'::regprocedure)
   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
 SELECT e.evtname, e.evtfoid::regprocedure AS fn
 FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid
@@ -382,7 +383,14 @@ SELECT appguard_explain((SELECT t.suspension_id FROM public.tokens t
 SELECT appguard_reapprove('hp1') ->> 'reapproved';
 SELECT appguard_reapprove('public.hp_tokens', 'r1') ->> 'reapproved';
 SELECT appguard_update_client('hp-app', 'Hostile Path 2') ->> 'name';
+-- the status trigger's paths (appguard.grant_sync): a retired row (its
+-- direct write), a row it suspended revoked by the host, the key trigger
+-- and a delete (grant_sync_sql)
 UPDATE appguard.refresh_tokens SET status = 'revoked' WHERE token_id OPERATOR(pg_catalog.=) 'hp1';
+UPDATE public.hp_tokens SET status = 'revoked' WHERE id OPERATOR(pg_catalog.=) 'r2';
+UPDATE public.hp_tokens SET client = 'hp-app' WHERE id OPERATOR(pg_catalog.=) 'r1';
+SELECT g.token_key, g.state FROM appguard.grants g
+WHERE g.token_table OPERATOR(pg_catalog.=) 'public.hp_tokens'::pg_catalog.regclass ORDER BY 1;
 DELETE FROM public.hp_tokens;
 SELECT appguard_unprotect('public.hp_tokens') ->> 'rows_forgotten';
 UPDATE appguard.policy SET severity = 'warn' WHERE reason OPERATOR(pg_catalog.=) 'dns_caa_changed';

@@ -60,10 +60,6 @@ int			appguard_mass_drift_min_hosts = 10;
 int			appguard_unreachable_grace_s = 0;
 int			appguard_refresh_max_age_s = 0;
 
-/* appguard.applying_depth: internal, src/applying.c's (value and check hook) */
-extern char *appguard_applying_depth;
-extern bool appguard_check_applying_depth(char **newval, void **extra, GucSource source);
-
 void		_PG_init(void);
 
 /*
@@ -282,23 +278,6 @@ define_settings(void)
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	define_lifecycle_settings();
 
-	/*
-	 * Internal, not for users: set by appguard only, while it writes the
-	 * status of protected tables' rows (src/applying.c), and read by the
-	 * WHEN clause of their trigger appguard_protect_status.  Hidden from
-	 * SHOW ALL and the sample file, refused in the configuration file, left
-	 * alone by RESET ALL; its check hook refuses any value but '' that
-	 * applying.c did not set.  GUC_NO_RESET_ALL is also how the trigger
-	 * tells this setting from a placeholder of its name (applying.c).
-	 */
-	DefineCustomStringVariable("appguard.applying_depth",
-							   "Internal: the trigger depth of appguard's own write in progress, or empty.",
-							   "Set by appguard only; not for users.",
-							   &appguard_applying_depth, "",
-							   PGC_SUSET,
-							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE |
-							   GUC_NO_RESET_ALL,
-							   appguard_check_applying_depth, NULL, NULL);
 	MarkGUCPrefixReserved("appguard");
 }
 

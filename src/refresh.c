@@ -702,7 +702,7 @@ static SPIPlanPtr retire_grant_plan = NULL;
  * host (re)activates, a table it does not protect.
  */
 static bool
-grant_retired(TriggerData *trigdata)
+grant_retired(TriggerData *trigdata, Oid owner)
 {
 	static const Oid argtypes[2] = {REGCLASSOID, TEXTOID};
 	Relation	rel = trigdata->tg_relation;
@@ -713,6 +713,8 @@ grant_retired(TriggerData *trigdata)
 	char	   *status;
 	char	   *key;
 	Datum		args[2];
+	SavedIdentity caller;
+	GrantWriteResult result;
 
 	root = protected_table_of(rel, pt, pt_null);
 	if (!OidIsValid(root))
@@ -726,19 +728,22 @@ grant_retired(TriggerData *trigdata)
 
 	args[0] = ObjectIdGetDatum(root);
 	args[1] = CStringGetTextDatum(key);
-	switch (grantwrite_retire(root, args[1]))
+	/* the columns were read as the writing role; appguard's state is written as its owner */
+	identity_become(owner, 0, false, &caller);
+	result = grantwrite_retire(root, args[1]);
+	if (result == GW_NOT_DIRECT)
 	{
-		case GW_RETIRED:
-			return true;
-		case GW_NOT_ACTIVE:
-			return false;
-		default:
-			break;				/* not a plain case: the statement below */
+		int			nestlevel = identity_pin_search_path();
+
+		result = run_kept_plan(&retire_grant_plan,
+							   "UPDATE appguard.grants SET state = 'inactive'"
+							   " WHERE token_table = $1 AND token_key = $2 AND state = 'active'",
+							   2, argtypes, args, NULL, SPI_OK_UPDATE, "retiring a grant") == 1
+			? GW_RETIRED : GW_NOT_ACTIVE;
+		identity_unpin(nestlevel);
 	}
-	return run_kept_plan(&retire_grant_plan,
-						 "UPDATE appguard.grants SET state = 'inactive'"
-						 " WHERE token_table = $1 AND token_key = $2 AND state = 'active'",
-						 2, argtypes, args, NULL, SPI_OK_UPDATE, "retiring a grant") == 1;
+	identity_restore(&caller);
+	return result == GW_RETIRED;
 }
 
 /*
@@ -752,6 +757,8 @@ Datum
 appguard_grant_sync(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	SavedIdentity caller;
+	Datum		result;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -765,10 +772,17 @@ appguard_grant_sync(PG_FUNCTION_ARGS)
 			return PointerGetDatum(NULL);
 		if (trigdata->tg_trigger->tgnargs == 1
 			&& strcmp(trigdata->tg_trigger->tgargs[0], "status") == 0
-			&& grant_retired(trigdata))
+			&& grant_retired(trigdata, routine_owner(fcinfo->flinfo->fn_oid)))
 			return PointerGetDatum(NULL);
 	}
-	/* the rest: appguard.grant_sync_sql() as the trigger that fired, with its data */
-	return call_appguard_function("grant_sync_sql", 0, NULL, NULL, NULL, &fcinfo->isnull,
-								  fcinfo->context);
+	/*
+	 * The rest: appguard.grant_sync_sql() as the trigger that fired, with
+	 * its data; looked up as the owner (the writing role may not use schema
+	 * appguard), and SECURITY DEFINER itself.
+	 */
+	identity_become(routine_owner(fcinfo->flinfo->fn_oid), 0, false, &caller);
+	result = call_appguard_function("grant_sync_sql", 0, NULL, NULL, NULL, &fcinfo->isnull,
+									fcinfo->context);
+	identity_restore(&caller);
+	return result;
 }

@@ -617,13 +617,16 @@ LANGUAGE C;
 
 -- The trigger function of every protected table but for INSERT (that is
 -- appguard.grant_insert, in C: it runs at every consent); TG_ARGV[0] says
--- which trigger fired.  In C (src/refresh.c): a host retiring an active
--- row, at every rotation, is done there; the rest is grant_sync_sql's.
+-- which trigger fired.  In C (src/refresh.c): appguard's own writes return
+-- at once, a host retiring an active row, at every rotation, is done
+-- there; the rest is grant_sync_sql's (SECURITY DEFINER itself).  Not
+-- SECURITY DEFINER, and no SET clause, as grant_insert: the C code becomes
+-- the function's owner only to write appguard's state (fmgr's wrapper was
+-- set up for every statement, and ran for every row of a fan-out).
 CREATE FUNCTION appguard.grant_sync()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'appguard_grant_sync'
-LANGUAGE C SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C;
 
 -- What appguard.grant_sync leaves to SQL, called by it with the trigger's
 -- data.  The key, client and status of the row are read as text by
@@ -1517,22 +1520,14 @@ BEGIN
 		'CREATE TRIGGER appguard_protect_key AFTER UPDATE OF %I, %I ON %s '
 		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''key'')',
 		cfg.key_name, cfg.client_name, qualified);
-	-- The WHEN clause keeps appguard's own writes of the status (a fan-out,
-	-- a re-approval) from even queueing the trigger: appguard.applying_depth
-	-- holds the trigger depth appguard raised appguard.set_applying at, and
-	-- its statement's row events are queued at that depth; a host statement
-	-- (at depth 0, or run by host trigger code deeper down) fires it.  A
-	-- placeholder of that name, which any role can set while the library is
-	-- not loaded in its session, lacks the NO_RESET_ALL flag of appguard's
-	-- own setting and fires it too (src/applying.c).  The flags are read
-	-- only when the depth matches.  grant_sync still asks applying().
+	-- No WHEN clause: PostgreSQL reads a trigger's WHEN expression again for
+	-- every statement, which cost a host's status UPDATE (every rotation)
+	-- more than the trigger's own work.  appguard's own writes (a fan-out,
+	-- a re-approval) fire it too, and grant_sync returns at once for them
+	-- (appguard.applying(), a flag in the backend's memory: src/applying.c).
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_status AFTER UPDATE OF %I ON %s '
-		'FOR EACH ROW WHEN (pg_catalog.current_setting(''appguard.applying_depth'', true) '
-		'IS DISTINCT FROM pg_catalog.pg_trigger_depth()::pg_catalog.text '
-		'OR (''NO_RESET_ALL'' OPERATOR(pg_catalog.=) ANY '
-		'(pg_catalog.pg_settings_get_flags(''appguard.applying_depth''))) IS NOT TRUE) '
-		'EXECUTE FUNCTION appguard.grant_sync(''status'')',
+		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''status'')',
 		cfg.status_name, qualified);
 	EXECUTE pg_catalog.format(
 		'CREATE TRIGGER appguard_protect_delete AFTER DELETE ON %s '
