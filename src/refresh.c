@@ -602,6 +602,23 @@ refuse_unguarded_insert(Relation rel)
 }
 
 /*
+ * No token of appguard.refresh_tokens is created suspended: a suspension
+ * needs its record and error_uri, which only appguard writes (a restore
+ * runs with appguard's triggers idle: README, Upgrading).  Checked here,
+ * in the consent trigger every row fires anyway, rather than by a trigger
+ * of its own: a WHEN clause is parsed again for every INSERT statement.
+ */
+static void
+refuse_suspended_token(Oid relid)
+{
+	if (relid == refresh_tokens_relid() && !appguard_applying_now())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a refresh token cannot be created suspended"),
+				 errdetail("Only appguard suspends tokens, when their app's facts drift.")));
+}
+
+/*
  * AFTER INSERT on every protected table: track the new row as a grant
  * (appguard.grants).  Its key, client and status are read through their
  * types' output functions (hostrow.c), as the table's other triggers read
@@ -620,23 +637,6 @@ refuse_unguarded_insert(Relation rel)
  * a rotation (identity.c).  EXECUTE is revoked from PUBLIC, so only
  * appguard_protect can attach it to a table.
  */
-/*
- * No token of appguard.refresh_tokens is created suspended: a suspension
- * needs its record and error_uri, which only appguard writes (a restore
- * runs with appguard's triggers idle: README, Upgrading).  Checked here,
- * in the consent trigger every row fires anyway, rather than by a trigger
- * of its own: a WHEN clause is parsed again for every INSERT statement.
- */
-static void
-refuse_suspended_token(Oid relid)
-{
-	if (relid == refresh_tokens_relid() && !appguard_applying_now())
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a refresh token cannot be created suspended"),
-				 errdetail("Only appguard suspends tokens, when their app's facts drift.")));
-}
-
 Datum
 appguard_grant_insert(PG_FUNCTION_ARGS)
 {
@@ -751,7 +751,10 @@ grant_retired(TriggerData *trigdata, Oid owner)
  * trigger; TG_ARGV[0] says which fired.  A host retiring an active row
  * (the status trigger, at every rotation) is done here in C; the rest is
  * appguard.grant_sync_sql's, in PL/pgSQL, called with this trigger's data.
- * SECURITY DEFINER (it writes appguard.grants).
+ * appguard's own writes fire it too (the status trigger has no WHEN
+ * clause) and return at once.  Not SECURITY DEFINER, as grant_insert: the
+ * row's columns are read as the writing role, and appguard's state is
+ * written as the function's owner (identity.c).
  */
 Datum
 appguard_grant_sync(PG_FUNCTION_ARGS)
