@@ -3716,36 +3716,11 @@ COMMENT ON FUNCTION @extschema@.appguard_address_allowed(inet, boolean, text) IS
 REVOKE ALL ON FUNCTION @extschema@.appguard_address_allowed(inet, boolean, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.appguard_address_allowed(inet, boolean, text) TO appguard_operator;
 
--- ---- no refresh token is created suspended: the consent trigger refuses it (as sql/parts/38_refresh_tokens.sql) ----
+-- ---- appguard.refresh_tokens' status rules: in the protected table's own triggers (as sql/parts/38_refresh_tokens.sql) ----
 DROP TRIGGER appguard_status_guard_insert ON appguard.refresh_tokens;
-CREATE OR REPLACE FUNCTION appguard.refresh_token_status_guard()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	g record;
-BEGIN
-	IF appguard.applying() THEN
-		RETURN NEW;			-- a suspension or a re-approval by appguard
-	END IF;
-	SELECT gr.state, gr.suspension_id INTO g FROM appguard.grants gr
-	WHERE gr.token_table = 'appguard.refresh_tokens'::regclass AND gr.token_key = NEW.token_id;
-	IF NEW.status = 'suspended' THEN
-		RAISE EXCEPTION 'only appguard suspends refresh tokens'
-			USING ERRCODE = '55000',
-				  HINT = 'Set status to ''revoked'' to revoke a token.';
-	END IF;
-	IF g.state = 'suspended' OR (g.state = 'inactive' AND g.suspension_id IS NOT NULL) THEN
-		RAISE EXCEPTION 'refresh token was suspended by appguard'
-			USING ERRCODE = '55000',
-				  DETAIL = pg_catalog.format('It is %s under suspension %s; only appguard_reapprove makes it active again.',
-											 OLD.status, g.suspension_id),
-				  HINT = 'Reactivate a suspended token with appguard_reapprove(token_id), which takes a new baseline; a token revoked while suspended stays revoked.';
-	END IF;
-	RETURN NEW;
-END
-$$;
+DROP TRIGGER appguard_status_guard ON appguard.refresh_tokens;
+DROP FUNCTION appguard.refresh_token_status_guard();
+
 
 -- ---- the status trigger without a WHEN clause (as sql/parts/32_protect.sql) ----
 -- each protected table's status trigger again, without its WHEN clause

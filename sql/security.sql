@@ -149,7 +149,8 @@ FROM pg_catalog.pg_proc p
 WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
 				AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'appguard'))
   AND (p.prosecdef OR p.prorettype IN ('trigger'::regtype, 'event_trigger'::regtype))
-  AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
+  AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
+ORDER BY p.oid::pg_catalog.regprocedure::pg_catalog.text;
 -- every trigger on appguard's tables (but the built-in ones of foreign
 -- keys), and the event trigger, call such functions
 SELECT t.tgrelid::regclass AS tbl, t.tgname, t.tgfoid::regprocedure AS fn

@@ -62,7 +62,7 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 		"grants", "grants_pkey",
 		2, {"token_table", "token_key"}, {F_OIDEQ, F_TEXTEQ},
 		GRANT_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id", "created_at",
-						 "subject", "grant_key"}
+						 "subject", "grant_key", "suspension_id"}
 	},
 	[KT_PROTECTED_TABLES] = {
 		"protected_tables", "protected_tables_pkey",

@@ -35,7 +35,7 @@ typedef enum KeyedTable
 enum
 {
 	GRANT_STATE, GRANT_CLIENT_ID, GRANT_BASELINE_SNAPSHOT_ID, GRANT_CREATED_AT,
-	GRANT_SUBJECT, GRANT_GRANT_KEY,
+	GRANT_SUBJECT, GRANT_GRANT_KEY, GRANT_SUSPENSION_ID,
 	GRANT_NCOLUMNS
 };
 enum
@@ -65,7 +65,7 @@ enum
 	GRANT_KEY_TOKEN_TABLE, GRANT_KEY_TOKEN_KEY, GRANT_NKEYS
 };
 
-#define KEYREAD_MAX_COLUMNS 6
+#define KEYREAD_MAX_COLUMNS 7
 
 /*
  * Read the row of table whose primary key is key[] (as many values as the

@@ -691,6 +691,56 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 static SPIPlanPtr retire_grant_plan = NULL;
 
 /*
+ * appguard.refresh_tokens: only appguard suspends a token, or makes one it
+ * suspended active again (appguard_reapprove, which takes a new
+ * baseline); the auth server revokes, and a token revoked while suspended
+ * stays revoked.  The host's status UPDATE is refused (55000).  Called for
+ * the host's writes only (appguard's return before), and only for a row
+ * whose new status is 'suspended' or 'active'.
+ */
+static void
+refuse_token_status(TriggerData *trigdata, Oid root, const Datum *pt, const char *status)
+{
+	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+	AttrNumber	status_attnum = DatumGetInt16(pt[PT_STATUS_ATTNUM]);
+	char	   *old_status;
+	Datum		key[2];
+	Datum		grant[GRANT_NCOLUMNS];
+	bool		grant_null[GRANT_NCOLUMNS];
+	bool		held;
+
+	if (root != refresh_tokens_relid())
+		return;
+	old_status = hostrow_column_text(trigdata->tg_trigtuple, desc, status_attnum);
+	if (old_status != NULL && strcmp(old_status, status) == 0)
+		return;					/* not a change of the status */
+	if (strcmp(status, "suspended") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("only appguard suspends refresh tokens"),
+				 errhint("Set status to 'revoked' to revoke a token.")));
+
+	key[0] = ObjectIdGetDatum(root);
+	key[1] = CStringGetTextDatum(hostrow_column_text(trigdata->tg_newtuple, desc,
+													 DatumGetInt16(pt[PT_KEY_ATTNUM])));
+	keyread_begin_fresh();
+	held = keyread_row(KT_GRANTS, key, GetActiveSnapshot(), grant, grant_null)
+		&& !grant_null[GRANT_STATE]
+		&& (text_equals(grant[GRANT_STATE], "suspended")
+			|| (text_equals(grant[GRANT_STATE], "inactive") && !grant_null[GRANT_SUSPENSION_ID]));
+	keyread_end_fresh();
+	if (held)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("refresh token was suspended by appguard"),
+				 errdetail("It is %s under suspension %s; only appguard_reapprove makes it active again.",
+						   old_status ? old_status : "",
+						   grant_null[GRANT_SUSPENSION_ID] ? ""
+						   : psprintf(INT64_FORMAT, DatumGetInt64(grant[GRANT_SUSPENSION_ID]))),
+				 errhint("Reactivate a suspended token with appguard_reapprove(token_id), which takes a new baseline; a token revoked while suspended stays revoked.")));
+}
+
+/*
  * The common case of the status trigger: the host retired an active row
  * (a rotation consumed it, a revocation): its status no longer prints as
  * the table's active value.  Its grant goes inactive directly
@@ -720,6 +770,8 @@ grant_retired(TriggerData *trigdata, Oid owner)
 	if (!OidIsValid(root))
 		return false;
 	status = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_STATUS_ATTNUM]));
+	if (status != NULL && (strcmp(status, "suspended") == 0 || strcmp(status, "active") == 0))
+		refuse_token_status(trigdata, root, pt, status);
 	if (status != NULL && strcmp(status, TextDatumGetCString(pt[PT_ACTIVE_VALUE])) == 0)
 		return false;			/* (re)activated */
 	key = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_KEY_ATTNUM]));

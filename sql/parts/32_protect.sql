@@ -75,7 +75,8 @@ COMMENT ON TABLE appguard.protected_tables IS 'Token tables of an auth server gu
 -- snapshot becomes it), and the suspension that holds it.
 -- Read by C (src/keyread.c, KT_GRANTS): index grants_pkey on
 -- (token_table, token_key); columns state, client_id, baseline_snapshot_id,
--- created_at, subject, grant_key (src/grantwrite.c inserts them).
+-- created_at, subject, grant_key (src/grantwrite.c inserts them),
+-- suspension_id.
 CREATE TABLE appguard.grants (
 	token_table				regclass NOT NULL,	-- a protected table (no foreign key: it would
 												-- lock that table's row at every consent; its

@@ -40,50 +40,13 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.refresh_tokens', '');
 -- a new baseline (appguard_reapprove).  Revoking a suspended token is the
 -- auth server's right; appguard's state of the grant keeps its suspension
 -- then (appguard.grants: inactive, with the suspension_id), so the auth
--- server may not make it active again either.  appguard's own writes are
--- told from the auth server's by appguard.applying() (26_applying), a
--- flag only appguard's code can raise.  No token is created suspended
--- either: the consent trigger refuses it (src/refresh.c,
--- refuse_suspended_token).  The WHEN clause keeps ordinary statements free
--- of any call (they run with the writing role's rights, so they call
--- nothing of appguard's), and so are appguard's own writes, which change error_uri
--- with the status (a suspension sets it, a re-approval clears it): the
--- auth server's role may not write error_uri (99_privileges), so each of
--- its status changes meets the guard, which tells appguard's writes by
--- appguard.applying() in any case.
-CREATE FUNCTION appguard.refresh_token_status_guard()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	g record;
-BEGIN
-	IF appguard.applying() THEN
-		RETURN NEW;			-- a suspension or a re-approval by appguard
-	END IF;
-	SELECT gr.state, gr.suspension_id INTO g FROM appguard.grants gr
-	WHERE gr.token_table = 'appguard.refresh_tokens'::regclass AND gr.token_key = NEW.token_id;
-	IF NEW.status = 'suspended' THEN
-		RAISE EXCEPTION 'only appguard suspends refresh tokens'
-			USING ERRCODE = '55000',
-				  HINT = 'Set status to ''revoked'' to revoke a token.';
-	END IF;
-	IF g.state = 'suspended' OR (g.state = 'inactive' AND g.suspension_id IS NOT NULL) THEN
-		RAISE EXCEPTION 'refresh token was suspended by appguard'
-			USING ERRCODE = '55000',
-				  DETAIL = pg_catalog.format('It is %s under suspension %s; only appguard_reapprove makes it active again.',
-											 OLD.status, g.suspension_id),
-				  HINT = 'Reactivate a suspended token with appguard_reapprove(token_id), which takes a new baseline; a token revoked while suspended stays revoked.';
-	END IF;
-	RETURN NEW;
-END
-$$;
-CREATE TRIGGER appguard_status_guard BEFORE UPDATE OF status ON appguard.refresh_tokens
-	FOR EACH ROW
-	WHEN (NEW.status IS DISTINCT FROM OLD.status AND NEW.status IN ('suspended', 'active')
-		  AND NEW.error_uri IS NOT DISTINCT FROM OLD.error_uri)
-	EXECUTE FUNCTION appguard.refresh_token_status_guard();
+-- server may not make it active again either.  No token is created
+-- suspended either.  The protected table's own triggers refuse all three
+-- (src/refresh.c: refuse_suspended_token in the consent trigger,
+-- refuse_token_status in the status trigger), telling appguard's own
+-- writes by appguard.applying() (26_applying), a flag only appguard's code
+-- can raise.  (A trigger of their own, with a WHEN clause, had PostgreSQL
+-- parse that clause again for every statement.)
 
 -- Protected like any token table; not recorded as an event (it is part of
 -- the install), and not dumped (CREATE EXTENSION makes it again).
