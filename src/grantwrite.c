@@ -295,9 +295,9 @@ prepare_result_rel(ResultRelInfo *rri)
 		rri->ri_IndexRelationDescs[i] = index_open(cache->index_oids[i], RowExclusiveLock);
 }
 
-/* The table, its privileges and columns allow the direct insert */
+/* The table, its privileges and columns allow a direct write (insert or retire) */
 static bool
-direct_insert_allowed(Relation rel)
+direct_write_allowed(Relation rel)
 {
 	const AclMode needed = ACL_INSERT | ACL_SELECT | ACL_UPDATE;
 
@@ -352,7 +352,7 @@ typedef struct DirectWrite
 /*
  * Open appguard.grants for a direct write, with a one-relation range table
  * as the apply worker's.  False, the table closed again, where the SQL
- * statement must do the write (see direct_insert_allowed).
+ * statement must do the write (see direct_write_allowed).
  */
 static bool
 direct_write_begin(DirectWrite *w)
@@ -360,7 +360,7 @@ direct_write_begin(DirectWrite *w)
 	RangeTblEntry *rte;
 
 	w->rel = open_grants();
-	if (!direct_insert_allowed(w->rel))
+	if (!direct_write_allowed(w->rel))
 	{
 		table_close(w->rel, NoLock);	/* the statement takes the same lock */
 		return false;
@@ -377,6 +377,25 @@ direct_write_begin(DirectWrite *w)
 	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
 	prepare_result_rel(w->rri);
 	return true;
+}
+
+/* A virtual slot of appguard.grants' row type, every column NULL */
+static TupleTableSlot *
+null_row_slot(DirectWrite *w)
+{
+	TupleTableSlot *slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
+
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, slot->tts_tupleDescriptor->natts * sizeof(bool));
+	return slot;
+}
+
+/* Set written column c (GW_*) of a virtual slot being filled */
+static inline void
+set_column(TupleTableSlot *slot, int c, Datum value, bool isnull)
+{
+	slot->tts_values[layout.attnums[c] - 1] = value;
+	slot->tts_isnull[layout.attnums[c] - 1] = isnull;
 }
 
 static void
@@ -403,22 +422,16 @@ grantwrite_insert(Oid token_table, Datum token_key,
 	if (!direct_write_begin(&w))
 		return GW_NOT_DIRECT;
 
-	slot = ExecInitExtraTupleSlot(w.estate, RelationGetDescr(w.rel), &TTSOpsVirtual);
-	ExecClearTuple(slot);
-	memset(slot->tts_isnull, true, slot->tts_tupleDescriptor->natts * sizeof(bool));
-#define SET_COLUMN(c, value, isnull) \
-	(slot->tts_values[layout.attnums[c] - 1] = (value), \
-	 slot->tts_isnull[layout.attnums[c] - 1] = (isnull))
-	SET_COLUMN(GW_TOKEN_TABLE, ObjectIdGetDatum(token_table), false);
-	SET_COLUMN(GW_TOKEN_KEY, token_key, false);
-	SET_COLUMN(GW_CLIENT_ID, client_id, client_null);
-	SET_COLUMN(GW_STATE, state, false);
-	SET_COLUMN(GW_BASELINE, baseline, baseline_null);
-	SET_COLUMN(GW_SUBJECT, subject, subject_null);
-	SET_COLUMN(GW_GRANT_KEY, grant_key, grant_key_null);
+	slot = null_row_slot(&w);
+	set_column(slot, GW_TOKEN_TABLE, ObjectIdGetDatum(token_table), false);
+	set_column(slot, GW_TOKEN_KEY, token_key, false);
+	set_column(slot, GW_CLIENT_ID, client_id, client_null);
+	set_column(slot, GW_STATE, state, false);
+	set_column(slot, GW_BASELINE, baseline, baseline_null);
+	set_column(slot, GW_SUBJECT, subject, subject_null);
+	set_column(slot, GW_GRANT_KEY, grant_key, grant_key_null);
 	/* now(): the transaction's start, as the column's default */
-	SET_COLUMN(GW_CREATED_AT, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
-#undef SET_COLUMN
+	set_column(slot, GW_CREATED_AT, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
 	ExecStoreVirtualTuple(slot);
 
 	inserted = insert_unless_duplicate(w.rri, w.estate, slot);
@@ -435,16 +448,12 @@ grantwrite_insert(Oid token_table, Datum token_key,
 static bool
 lock_active_grant(DirectWrite *w, Oid token_table, Datum token_key, TupleTableSlot *found)
 {
-	TupleTableSlot *search = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
+	TupleTableSlot *search = null_row_slot(w);
 	bool		isnull;
 	Datum		state;
 
-	ExecClearTuple(search);
-	memset(search->tts_isnull, true, search->tts_tupleDescriptor->natts * sizeof(bool));
-	search->tts_values[layout.attnums[GW_TOKEN_TABLE] - 1] = ObjectIdGetDatum(token_table);
-	search->tts_isnull[layout.attnums[GW_TOKEN_TABLE] - 1] = false;
-	search->tts_values[layout.attnums[GW_TOKEN_KEY] - 1] = token_key;
-	search->tts_isnull[layout.attnums[GW_TOKEN_KEY] - 1] = false;
+	set_column(search, GW_TOKEN_TABLE, ObjectIdGetDatum(token_table), false);
+	set_column(search, GW_TOKEN_KEY, token_key, false);
 	ExecStoreVirtualTuple(search);
 
 	if (!RelationFindReplTupleByIndex(w->rel, RelationGetPrimaryKeyIndex(w->rel),
@@ -477,7 +486,7 @@ grantwrite_retire(Oid token_table, Datum token_key)
 		slot_getallattrs(found);
 		memcpy(retired->tts_values, found->tts_values, natts * sizeof(Datum));
 		memcpy(retired->tts_isnull, found->tts_isnull, natts * sizeof(bool));
-		retired->tts_values[layout.attnums[GW_STATE] - 1] = CStringGetTextDatum("inactive");
+		set_column(retired, GW_STATE, CStringGetTextDatum("inactive"), false);
 		ExecStoreVirtualTuple(retired);
 
 		EvalPlanQualInit(&epqstate, w.estate, NULL, NIL, -1);

@@ -813,29 +813,30 @@ appguard_grant_sync(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	SavedIdentity caller;
+	bool		row_update;
+	Oid			owner;
 	Datum		result;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("appguard.grant_sync() must be called as a trigger")));
-	if (TRIGGER_FIRED_AFTER(trigdata->tg_event) && TRIGGER_FIRED_FOR_ROW(trigdata->tg_event)
-		&& TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
-	{
-		/* appguard's own suspension or re-approval: nothing to mirror */
-		if (appguard_applying_now())
-			return PointerGetDatum(NULL);
-		if (trigdata->tg_trigger->tgnargs == 1
-			&& strcmp(trigdata->tg_trigger->tgargs[0], "status") == 0
-			&& grant_retired(trigdata, routine_owner(fcinfo->flinfo->fn_oid)))
-			return PointerGetDatum(NULL);
-	}
+	row_update = TRIGGER_FIRED_AFTER(trigdata->tg_event) && TRIGGER_FIRED_FOR_ROW(trigdata->tg_event)
+		&& TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event);
+	/* appguard's own suspension or re-approval: nothing to mirror */
+	if (row_update && appguard_applying_now())
+		return PointerGetDatum(NULL);
+	owner = routine_owner(fcinfo->flinfo->fn_oid);
+	if (row_update && trigdata->tg_trigger->tgnargs == 1
+		&& strcmp(trigdata->tg_trigger->tgargs[0], "status") == 0
+		&& grant_retired(trigdata, owner))
+		return PointerGetDatum(NULL);
 	/*
 	 * The rest: appguard.grant_sync_sql() as the trigger that fired, with
 	 * its data; looked up as the owner (the writing role may not use schema
 	 * appguard), and SECURITY DEFINER itself.
 	 */
-	identity_become(routine_owner(fcinfo->flinfo->fn_oid), 0, false, &caller);
+	identity_become(owner, 0, false, &caller);
 	result = call_appguard_function("grant_sync_sql", 0, NULL, NULL, NULL, &fcinfo->isnull,
 									fcinfo->context);
 	identity_restore(&caller);
