@@ -12,10 +12,12 @@
 # else as the postgres user; as any other user it expects them installed.
 # It starts a throwaway cluster (test/cluster.sh), a test TLS host and DNS
 # zone for the app (AppGuard::TestEnv, on $AG_NET.x.y, default 127.77) and
-# three servers on $AG_NET.250.2, ports 4601 (no appguard), 4603 (table
-# protected, token endpoint unchanged) and 4602 (table protected, refresh
-# check in the token endpoint: the example as shipped), each with its own
-# database (test/oidc-provider/bench.pl); test/oidc-provider/bench.js sends
+# four servers on $AG_NET.250.2, ports 4601 and 4604 (no appguard: the
+# second one is the control, what two identical servers measure apart),
+# 4603 (table protected, token endpoint unchanged) and 4602 (table
+# protected, refresh check in the token endpoint: the example as shipped),
+# each with its own database (test/oidc-provider/bench.pl);
+# test/oidc-provider/bench.js sends
 # AG_BENCH_REQUESTS (300) code exchanges and refreshes to each, interleaved
 # one by one.  AG_BENCH_PORT (55493) is the cluster's port; AG_KEEP=1 keeps
 # the work directory.
