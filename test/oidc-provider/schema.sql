@@ -39,3 +39,7 @@ CREATE TABLE oidc_refresh_tokens (
 	created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX oidc_refresh_tokens_grant ON oidc_refresh_tokens (grant_id);
+-- A re-approval finds the grant's newest suspended row (server.js,
+-- reapproveGrant) without reading the rest of a long rotation chain.
+CREATE INDEX oidc_refresh_tokens_suspended ON oidc_refresh_tokens (grant_id, created_at)
+	WHERE status = 'suspended';
