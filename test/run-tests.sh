@@ -135,7 +135,8 @@ else
 	}
 	trap stop_sanitize INT TERM
 	set +e
-	bash "$ROOT/test/sanitize.sh" </dev/null >"$WORK/sanitize.log" 2>&1 &
+	: >"$WORK/sanitize.log"		# (created before tail follows it)
+	bash "$ROOT/test/sanitize.sh" </dev/null >>"$WORK/sanitize.log" 2>&1 &
 	sanitize_pid=$!
 	tail -n +1 -f --pid="$sanitize_pid" "$WORK/sanitize.log" &
 	tail_pid=$!
