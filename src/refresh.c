@@ -164,8 +164,8 @@ call_full_check(const char *name, FunctionCallInfo outer, const Oid *argtypes)
  * Returns the number of rows it processed.
  */
 static uint64
-run_kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes,
-			  Datum *args, const char *nulls, int expected, const char *what)
+run_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes,
+		 Datum *args, const char *nulls, int expected, const char *what, int cursor_options)
 {
 	uint64		processed;
 
@@ -173,7 +173,7 @@ run_kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtype
 		elog(ERROR, "SPI_connect failed");
 	if (*slot == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(query, nargs, (Oid *) argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(query, nargs, (Oid *) argtypes, cursor_options);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -185,6 +185,13 @@ run_kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtype
 	processed = SPI_processed;
 	SPI_finish();
 	return processed;
+}
+
+static uint64
+run_kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtypes,
+			  Datum *args, const char *nulls, int expected, const char *what)
+{
+	return run_plan(slot, query, nargs, argtypes, args, nulls, expected, what, 0);
 }
 
 /* ---- is an active grant verified? ---- */
@@ -407,38 +414,134 @@ baseline_for_new_grant(Datum client_id, bool *isnull)
 	return call_appguard_function("grant_baseline", 1, argtypes, &client_id, &argnull, isnull, NULL);
 }
 
+/* What the consent trigger's C path found of a subject's consent */
+typedef enum ConsentReading
+{
+	CONSENT_MISSING,			/* no consent yet */
+	CONSENT_SETTLED,			/* its baseline, as it is (consent_reading) */
+	CONSENT_FRESH_SCREEN,		/* approved on a fresh screen (consent_approved) */
+	CONSENT_UNDECIDED			/* appguard.consent_grant decides */
+} ConsentReading;
+
 /*
- * The baseline of a new active row of client_id whose table names its
- * subject, when its subject's consent settles it here: the consent exists,
- * no consent screen was shown to the subject within
- * appguard.consent_window since the consent's last approval (a screen
- * shown before it is spent), and its baseline is verified against the
- * client's latest snapshot and no suspension of it was ever applied
- * (grant_verified, joining).  Returns false for everything else, which
- * appguard.consent_grant decides (a new consent, a fresh one, a pending
- * one, one whose baseline drifted or whose suspension holds new rows).
+ * The subject's consent to client_id, for a new active row of a table that
+ * names its subject.  CONSENT_SETTLED, with *baseline, when the consent
+ * settles the row's baseline here: no consent screen was shown to the
+ * subject within appguard.consent_window since the consent's last
+ * approval (a screen shown before it is spent), and its baseline is
+ * verified against the client's latest snapshot and no suspension of it
+ * was ever applied (grant_verified, joining).  CONSENT_FRESH_SCREEN when
+ * such a screen was shown after the last approval: this row is the
+ * patient's approval of it, with *shown the screen's snapshot and *old
+ * (NULL: *old_null) the consent's baseline.  CONSENT_UNDECIDED for the
+ * rest, which appguard.consent_grant decides (a pending consent, one whose
+ * baseline drifted or whose suspension holds new rows).
  */
-static bool
-consent_settles(Datum client_id, Datum subject, Datum *baseline, bool *exists)
+static ConsentReading
+consent_reading(Datum client_id, Datum subject, Datum *baseline, Datum *shown,
+				Datum *old, bool *old_null)
 {
 	Datum		key[2] = {client_id, subject};
 	Datum		cs[CS_NCOLUMNS];
 	bool		cs_null[CS_NCOLUMNS];
-	bool		settled;
+	ConsentReading reading;
 
 	keyread_begin_fresh();
-	*exists = keyread_row(KT_CONSENTS, key, GetActiveSnapshot(), cs, cs_null);
-	settled = *exists
-		&& (cs_null[CS_SHOWN_SNAPSHOT_ID] || cs_null[CS_SHOWN_AT]
-			|| !within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s)
-			|| (!cs_null[CS_APPROVED_AT]
-				&& DatumGetTimestampTz(cs[CS_SHOWN_AT]) <= DatumGetTimestampTz(cs[CS_APPROVED_AT])))
-		&& !cs_null[CS_BASELINE_SNAPSHOT_ID]
-		&& grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false, true);
-	keyread_end_fresh();
-	if (settled)
+	if (!keyread_row(KT_CONSENTS, key, GetActiveSnapshot(), cs, cs_null))
+		reading = CONSENT_MISSING;
+	else if (!cs_null[CS_SHOWN_SNAPSHOT_ID] && !cs_null[CS_SHOWN_AT] && !cs_null[CS_APPROVED_AT]
+			 && within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s)
+			 && DatumGetTimestampTz(cs[CS_SHOWN_AT]) > DatumGetTimestampTz(cs[CS_APPROVED_AT]))
+	{
+		reading = CONSENT_FRESH_SCREEN;
+		*shown = cs[CS_SHOWN_SNAPSHOT_ID];
+		*old = cs[CS_BASELINE_SNAPSHOT_ID];
+		*old_null = cs_null[CS_BASELINE_SNAPSHOT_ID];
+	}
+	else if ((cs_null[CS_SHOWN_SNAPSHOT_ID] || cs_null[CS_SHOWN_AT]
+			  || !within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s)
+			  || (!cs_null[CS_APPROVED_AT]
+				  && DatumGetTimestampTz(cs[CS_SHOWN_AT]) <= DatumGetTimestampTz(cs[CS_APPROVED_AT])))
+			 && !cs_null[CS_BASELINE_SNAPSHOT_ID]
+			 && grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false, true))
+	{
+		reading = CONSENT_SETTLED;
 		*baseline = cs[CS_BASELINE_SNAPSHOT_ID];
-	return settled;
+	}
+	else
+		reading = CONSENT_UNDECIDED;
+	keyread_end_fresh();
+	return reading;
+}
+
+static SPIPlanPtr applied_suspension_plan = NULL;
+
+/* Whether a suspension of client_id's baseline was applied */
+static bool
+baseline_suspension_applied(Datum client_id, Datum baseline)
+{
+	static const Oid argtypes[2] = {TEXTOID, INT8OID};
+	Datum		args[2] = {client_id, baseline};
+
+	return run_kept_plan(&applied_suspension_plan,
+						 "SELECT FROM appguard.suspensions s"
+						 " WHERE s.baseline_snapshot_id OPERATOR(pg_catalog.=) $2"
+						 " AND s.client_id OPERATOR(pg_catalog.=) $1"
+						 " AND s.state OPERATOR(pg_catalog.=) 'applied' LIMIT 1",
+						 2, argtypes, args, NULL, SPI_OK_SELECT,
+						 "looking for an applied suspension") > 0;
+}
+
+static SPIPlanPtr approve_consent_plan = NULL;
+
+/*
+ * The patient approved the app on a fresh consent screen (shown, the
+ * screen's snapshot; old, the consent's baseline until now), in its common
+ * case: the client is registered, the screen's snapshot is verified as a
+ * joining row's baseline would be (client_verifies: no suspension of it
+ * applied, no other host drifted), and no applied suspension holds the
+ * baseline it replaces (that approval is a re-approval, with its event:
+ * appguard.consent_grant).  The consent takes the screen's snapshot as its
+ * baseline, as consent_grant's UPDATE does, by an UPDATE that checks again,
+ * under the row's lock, that the screen is still unanswered and the
+ * baseline still old (another token of the same approval may have answered
+ * it meanwhile).  It is planned at each call, as consent_grant's statements
+ * on appguard.consents are (a plan kept from when the table was small would
+ * scan it whole).  False, with nothing written, leaves the row to
+ * consent_grant.
+ */
+static bool
+consent_approved(Datum client_id, Datum subject, Datum shown, Datum old, bool old_null)
+{
+	static const Oid argtypes[4] = {TEXTOID, TEXTOID, INT8OID, INT8OID};
+	Datum		cl[CL_NCOLUMNS];
+	bool		cl_null[CL_NCOLUMNS];
+	Datum		args[4] = {client_id, subject, shown, old};
+	char		nulls[4] = {' ', ' ', ' ', old_null ? 'n' : ' '};
+	bool		usable;
+	int			nestlevel;
+	uint64		updated;
+
+	keyread_begin_fresh();
+	usable = keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null)
+		&& client_verifies(client_id, cl, cl_null, shown, true);
+	keyread_end_fresh();
+	if (!usable)
+		return false;
+	if (!old_null && DatumGetInt64(old) != DatumGetInt64(shown)
+		&& baseline_suspension_applied(client_id, old))
+		return false;
+
+	nestlevel = identity_pin_search_path();
+	updated = run_plan(&approve_consent_plan,
+					   "UPDATE appguard.consents k"
+					   " SET baseline_snapshot_id = $3, approved_at = pg_catalog.clock_timestamp()"
+					   " WHERE k.client_id = $1 AND k.subject = $2 AND k.shown_snapshot_id = $3"
+					   " AND k.shown_at > k.approved_at AND k.baseline_snapshot_id IS NOT DISTINCT FROM $4",
+					   4, argtypes, args, nulls, SPI_OK_UPDATE, "approving a consent",
+					   CURSOR_OPT_CUSTOM_PLAN);
+	identity_unpin(nestlevel);
+	return updated == 1;
 }
 
 /* Starting a patient's first consent */
@@ -542,11 +645,29 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 	nulls[6] = grant_key ? ' ' : 'n';
 	if (active && client_id && subject)
 	{
-		bool		consent_exists;
+		Datum		shown = (Datum) 0;
+		Datum		old = (Datum) 0;
+		bool		old_null = true;
+		bool		decided;
 
-		/* the subject's consent decides (see consent_settles), or begins here */
-		if (!consent_settles(args[2], args[5], &args[4], &consent_exists)
-			&& (consent_exists || !consent_started(args[2], args[5], &args[4])))
+		/* the subject's consent decides (see consent_reading), or begins here */
+		switch (consent_reading(args[2], args[5], &args[4], &shown, &old, &old_null))
+		{
+			case CONSENT_SETTLED:
+				decided = true;
+				break;
+			case CONSENT_FRESH_SCREEN:
+				decided = consent_approved(args[2], args[5], shown, old, old_null);
+				args[4] = shown;
+				break;
+			case CONSENT_MISSING:
+				decided = consent_started(args[2], args[5], &args[4]);
+				break;
+			default:
+				decided = false;
+				break;
+		}
+		if (!decided)
 		{
 			consent_grant(args[0], args[1], args[2], args[5], args[6], nulls[6] == 'n');
 			return;
