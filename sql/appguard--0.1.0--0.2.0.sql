@@ -3747,3 +3747,40 @@ BEGIN
 	PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
 END
 $$;
+
+
+-- ---- expiring certificates of every watched host (as sql/parts/37_operations.sql) ----
+CREATE OR REPLACE FUNCTION @extschema@.appguard_expiring_certificates(within_days integer DEFAULT 30)
+RETURNS TABLE (client_id text, name text, host text, port integer, snapshot_id bigint,
+			   not_after timestamptz, days_left integer, verified boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF within_days IS NULL OR within_days < 0 THEN
+		RAISE EXCEPTION 'within_days must be zero or more' USING ERRCODE = '22023';
+	END IF;
+	-- every host the client's grants trust (appguard.client_hosts: the
+	-- primary redirect host, the other redirect hosts, jwks_uri, ...), as
+	-- its latest successful snapshot found it (the first address's
+	-- certificate, the snapshot's tls keys)
+	RETURN QUERY
+	SELECT h.client_id, c.name, h.host, h.port, o.id, o.not_after,
+		   pg_catalog.floor(pg_catalog.date_part('epoch', o.not_after - pg_catalog.now()) / 86400)::integer,
+		   o.verified
+	FROM appguard.client_hosts h
+		 JOIN appguard.clients c ON c.client_id = h.client_id
+		 CROSS JOIN LATERAL (
+			SELECT s.id, (s.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz AS not_after,
+				   (s.facts -> 'tls' ->> 'verified')::boolean AS verified
+			FROM appguard.snapshots s
+			WHERE s.host = h.host AND s.port = h.port AND s.status = 'ok'
+			ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) o
+	WHERE o.not_after < pg_catalog.now() + pg_catalog.make_interval(days => within_days)
+	ORDER BY o.not_after, h.client_id, h.host, h.port;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.appguard_expiring_certificates(integer) IS
+	'Certificates of the hosts clients'' grants trust that expire within N days (default 30)';
+
+COMMENT ON VIEW appguard.expiring_certificates IS 'Certificates of watched hosts expiring within 30 days (appguard_expiring_certificates(N) for another horizon)';

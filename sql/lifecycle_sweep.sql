@@ -225,6 +225,15 @@ SELECT client_id, name, host, days_left, verified FROM appguard_expiring_certifi
 WHERE client_id IN ('exp', 'b01');
 SELECT client_id, days_left FROM expiring_certificates WHERE client_id = 'exp';
 SELECT count(*) AS none FROM appguard_expiring_certificates(3) WHERE client_id = 'exp';
+-- every host the grants trust: a second redirect host whose certificate
+-- expires soon is listed, the primary host (years left) is not
+SELECT appguard_register_client('exp2', 'Two Hosts App',
+	ARRAY['https://one.exp.breaker.test/', 'https://two.exp.breaker.test/cb']) IS NOT NULL;
+SELECT snap('one.exp.breaker.test') IS NOT NULL;
+SELECT snap('two.exp.breaker.test', 443, jsonb_build_object('tls.leaf.not_after', now() + interval '9 days 1 hour')) IS NOT NULL;
+SELECT client_id, host, port, days_left, verified FROM appguard_expiring_certificates(30)
+WHERE client_id = 'exp2';
+SELECT count(*) AS none FROM appguard_expiring_certificates(8) WHERE client_id = 'exp2';
 SELECT try($$SELECT appguard_expiring_certificates(-1)$$);
 SELECT client_id, latest_status, verified,
 	   CASE WHEN days_until_expiry > 365 THEN 'years' ELSE days_until_expiry::text END AS expires_in,

@@ -61,20 +61,32 @@ BEGIN
 	IF within_days IS NULL OR within_days < 0 THEN
 		RAISE EXCEPTION 'within_days must be zero or more' USING ERRCODE = '22023';
 	END IF;
+	-- every host the client's grants trust (appguard.client_hosts: the
+	-- primary redirect host, the other redirect hosts, jwks_uri, ...), as
+	-- its latest successful snapshot found it (the first address's
+	-- certificate, the snapshot's tls keys)
 	RETURN QUERY
-	SELECT cs.client_id, cs.name, cs.host, cs.port, cs.latest_ok_snapshot_id,
-		   cs.certificate_expires_at, cs.days_until_expiry, cs.verified
-	FROM appguard.client_status cs
-	WHERE cs.certificate_expires_at < pg_catalog.now() + pg_catalog.make_interval(days => within_days)
-	ORDER BY cs.certificate_expires_at, cs.client_id;
+	SELECT h.client_id, c.name, h.host, h.port, o.id, o.not_after,
+		   pg_catalog.floor(pg_catalog.date_part('epoch', o.not_after - pg_catalog.now()) / 86400)::integer,
+		   o.verified
+	FROM appguard.client_hosts h
+		 JOIN appguard.clients c ON c.client_id = h.client_id
+		 CROSS JOIN LATERAL (
+			SELECT s.id, (s.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz AS not_after,
+				   (s.facts -> 'tls' ->> 'verified')::boolean AS verified
+			FROM appguard.snapshots s
+			WHERE s.host = h.host AND s.port = h.port AND s.status = 'ok'
+			ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) o
+	WHERE o.not_after < pg_catalog.now() + pg_catalog.make_interval(days => within_days)
+	ORDER BY o.not_after, h.client_id, h.host, h.port;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_expiring_certificates(integer) IS
-	'Clients whose certificate expires within N days (default 30)';
+	'Certificates of the hosts clients'' grants trust that expire within N days (default 30)';
 
 CREATE VIEW appguard.expiring_certificates AS
 	SELECT * FROM @extschema@.appguard_expiring_certificates(30);
-COMMENT ON VIEW appguard.expiring_certificates IS 'Certificates expiring within 30 days (appguard_expiring_certificates(N) for another horizon)';
+COMMENT ON VIEW appguard.expiring_certificates IS 'Certificates of watched hosts expiring within 30 days (appguard_expiring_certificates(N) for another horizon)';
 
 -- Applied suspensions that still keep grants suspended.
 CREATE VIEW appguard.open_suspensions AS
