@@ -3784,3 +3784,25 @@ COMMENT ON FUNCTION @extschema@.appguard_expiring_certificates(integer) IS
 	'Certificates of the hosts clients'' grants trust that expire within N days (default 30)';
 
 COMMENT ON VIEW appguard.expiring_certificates IS 'Certificates of watched hosts expiring within 30 days (appguard_expiring_certificates(N) for another horizon)';
+
+
+-- ---- the consent screen's label in PL/pgSQL (as sql/parts/50_consent.sql) ----
+CREATE OR REPLACE FUNCTION appguard.consent_label(app_name text, domain text, organization text,
+									   location text, ownership_verified boolean,
+									   OUT level text, OUT label text)
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	level := CASE WHEN consent_label.organization IS NOT NULL THEN 'organization'
+				  WHEN consent_label.ownership_verified THEN 'domain'
+				  ELSE 'unverified' END;
+	label := consent_label.app_name || ' — ' || CASE level
+		WHEN 'organization' THEN consent_label.organization || coalesce(', ' || consent_label.location, '')
+								 || ' (' || consent_label.domain
+								 || CASE WHEN consent_label.ownership_verified
+										 THEN ', domain ownership verified' ELSE '' END || ')'
+		WHEN 'domain' THEN consent_label.domain || ' (domain ownership verified; organization not verified)'
+		ELSE consent_label.domain || ' (organization and domain ownership not verified)' END;
+END
+$$;

@@ -42,21 +42,26 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.consent_shown', '');
 --                 "<app> — <domain> (domain ownership verified; organization not verified)"
 --   unverified    neither:
 --                 "<app> — <domain> (organization and domain ownership not verified)"
+-- (PL/pgSQL, not SQL: a SQL function with a SET clause is not inlined,
+-- and its body was parsed and planned again at every consent screen)
 CREATE FUNCTION appguard.consent_label(app_name text, domain text, organization text,
 									   location text, ownership_verified boolean,
 									   OUT level text, OUT label text)
-LANGUAGE sql IMMUTABLE
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT l.level,
-		   $1 || ' — ' || CASE l.level
-			WHEN 'organization' THEN $3 || coalesce(', ' || $4, '') || ' (' || $2
-									 || CASE WHEN $5 THEN ', domain ownership verified' ELSE '' END || ')'
-			WHEN 'domain' THEN $2 || ' (domain ownership verified; organization not verified)'
-			ELSE $2 || ' (organization and domain ownership not verified)' END
-	FROM (SELECT CASE WHEN $3 IS NOT NULL THEN 'organization'
-					  WHEN $5 THEN 'domain'
-					  ELSE 'unverified' END AS level) l
+BEGIN
+	level := CASE WHEN consent_label.organization IS NOT NULL THEN 'organization'
+				  WHEN consent_label.ownership_verified THEN 'domain'
+				  ELSE 'unverified' END;
+	label := consent_label.app_name || ' — ' || CASE level
+		WHEN 'organization' THEN consent_label.organization || coalesce(', ' || consent_label.location, '')
+								 || ' (' || consent_label.domain
+								 || CASE WHEN consent_label.ownership_verified
+										 THEN ', domain ownership verified' ELSE '' END || ')'
+		WHEN 'domain' THEN consent_label.domain || ' (domain ownership verified; organization not verified)'
+		ELSE consent_label.domain || ' (organization and domain ownership not verified)' END;
+END
 $$;
 
 -- What the consent screen shows about a client from one snapshot (NULL:
