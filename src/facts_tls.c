@@ -18,6 +18,7 @@
 #include <openssl/ocsp.h>
 #include <openssl/x509v3.h>
 
+#include "chainverify.h"
 #include "facts.h"
 #include "tls.h"
 
@@ -215,12 +216,53 @@ verify_chain(TlsScratch *s, STACK_OF(X509) *chain, X509_STORE *store,
 	X509_STORE_CTX_set_purpose(s->vctx, X509_PURPOSE_SSL_SERVER);
 	X509_STORE_CTX_set_app_data(s->vctx, result);
 	X509_STORE_CTX_set_verify_cb(s->vctx, record_first_error);
+	chainverify_install(s->vctx);
 	rc = X509_verify_cert(s->vctx);
 	if (rc <= 0 && result->code == 0)
 		result->code = X509_STORE_CTX_get_error(s->vctx);
 	if (rc <= 0 && result->code == 0)
 		result->code = X509_V_ERR_UNSPECIFIED;
 	result->verified = (result->code == 0);
+#ifdef APPGUARD_CHAINVERIFY_CROSSCHECK
+	{
+		/* the same verification with OpenSSL's own step: the same result? */
+		X509_STORE_CTX *v2 = X509_STORE_CTX_new();
+		VerifyResult r2;
+		int			rc2;
+
+		memset(&r2, 0, sizeof(r2));
+		if (v2 && X509_STORE_CTX_init(v2, store, leaf, s->untrusted ? s->untrusted : chain))
+		{
+			param = X509_STORE_CTX_get0_param(v2);
+			X509_VERIFY_PARAM_set1_host(param, host, 0);
+			X509_VERIFY_PARAM_set_auth_level(param, 2);
+			X509_STORE_CTX_set_purpose(v2, X509_PURPOSE_SSL_SERVER);
+			X509_STORE_CTX_set_app_data(v2, &r2);
+			X509_STORE_CTX_set_verify_cb(v2, record_first_error);
+			rc2 = X509_verify_cert(v2);
+			if (rc2 <= 0 && r2.code == 0)
+				r2.code = X509_STORE_CTX_get_error(v2);
+			if (rc2 <= 0 && r2.code == 0)
+				r2.code = X509_V_ERR_UNSPECIFIED;
+			if (rc2 != rc || r2.code != result->code || r2.depth != result->depth ||
+				X509_STORE_CTX_get_error(v2) != X509_STORE_CTX_get_error(s->vctx) ||
+				X509_STORE_CTX_get_error_depth(v2) != X509_STORE_CTX_get_error_depth(s->vctx))
+				elog(WARNING, "CHAINVERIFY-MISMATCH %s: rc %d/%d code %d/%d depth %d/%d",
+					 host, rc, rc2, result->code, r2.code, result->depth, r2.depth);
+			else
+			{
+				long		kept,
+							skipped;
+
+				chainverify_counts(&kept, &skipped);
+				elog(LOG, "CHAINVERIFY-SAME %s: rc %d code %d depth %d chain %d kept %ld skipped %ld",
+					 host, rc, r2.code, r2.depth,
+					 sk_X509_num(X509_STORE_CTX_get0_chain(s->vctx)), kept, skipped);
+			}
+		}
+		X509_STORE_CTX_free(v2);
+	}
+#endif
 
 	/* the issuer as verification found it, else as the chain says */
 	{
