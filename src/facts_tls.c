@@ -716,6 +716,72 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, char *leaf_sha256,
 	}
 }
 
+/*
+ * What the chain's list says of a certificate after the leaf (an issuer),
+ * kept by DER for the backend: hosts under one CA send the same
+ * intermediate, whose issuer's name and SHA-256 each host computed again.
+ * At most KNOWN_CHAIN_CERTS, each slot replaced in turn; OpenSSL's memory
+ * only (nothing here can ERROR and leave a slot half made).
+ */
+#define KNOWN_CHAIN_CERTS 16
+
+typedef struct KnownChainCert
+{
+	unsigned char *der;			/* NULL: a free slot */
+	int			der_len;
+	char	   *subject;
+	char	   *issuer;
+	char	   *sha256;			/* NULL if it could not be computed */
+} KnownChainCert;
+
+static KnownChainCert known_chain_certs[KNOWN_CHAIN_CERTS];
+static int	next_known_chain_cert = 0;
+
+static const KnownChainCert *
+known_chain_cert(const unsigned char *der, int len)
+{
+	for (int i = 0; i < KNOWN_CHAIN_CERTS; i++)
+	{
+		const KnownChainCert *k = &known_chain_certs[i];
+
+		if (k->der != NULL && k->der_len == len && memcmp(k->der, der, len) == 0)
+			return k;
+	}
+	return NULL;
+}
+
+static void
+keep_chain_cert(const unsigned char *der, int len, const char *subject,
+				const char *issuer, const char *sha256)
+{
+	KnownChainCert fresh;
+	KnownChainCert *slot;
+
+	if (subject == NULL || issuer == NULL)
+		return;
+	fresh.der = OPENSSL_memdup(der, len);
+	fresh.der_len = len;
+	fresh.subject = OPENSSL_strdup(subject);
+	fresh.issuer = OPENSSL_strdup(issuer);
+	fresh.sha256 = sha256 ? OPENSSL_strdup(sha256) : NULL;
+	if (fresh.der == NULL || fresh.subject == NULL || fresh.issuer == NULL ||
+		(sha256 != NULL && fresh.sha256 == NULL))
+	{
+		OPENSSL_free(fresh.der);
+		OPENSSL_free(fresh.subject);
+		OPENSSL_free(fresh.issuer);
+		OPENSSL_free(fresh.sha256);
+		return;
+	}
+	slot = &known_chain_certs[next_known_chain_cert];
+	next_known_chain_cert = (next_known_chain_cert + 1) % KNOWN_CHAIN_CERTS;
+	OPENSSL_free(slot->der);
+	OPENSSL_free(slot->subject);
+	OPENSSL_free(slot->issuer);
+	OPENSSL_free(slot->sha256);
+	*slot = fresh;
+}
+
 /* The chain's list; returns the first certificate's (the leaf's) SHA-256 */
 static char *
 write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
@@ -737,12 +803,36 @@ write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 		X509	   *cert = sk_X509_value(chain, i);
 		int			len;
 		char	   *sha256;
+		const KnownChainCert *known = NULL;
+		const unsigned char *issuer_der;
+		size_t		issuer_der_len;
 
 		jw_begin_object(jw, NULL);
-		jw_string(jw, "subject", chain_name(s, &last, X509_get_subject_name(cert)));
-		jw_string(jw, "issuer", chain_name(s, &last, X509_get_issuer_name(cert)));
 		len = i2d_X509(cert, &s->der);
-		sha256 = len > 0 ? sha256_hex(s->der, len) : NULL;
+		if (i > 0 && len > 0)
+			known = known_chain_cert(s->der, len);
+		if (known != NULL &&
+			X509_NAME_get0_der(X509_get_issuer_name(cert), &issuer_der, &issuer_der_len))
+		{
+			/* as chain_name would print them, and the issuer is the last */
+			jw_string(jw, "subject", known->subject);
+			jw_string(jw, "issuer", known->issuer);
+			last.text = pstrdup(known->issuer);
+			last.der = issuer_der;
+			last.der_len = issuer_der_len;
+			sha256 = known->sha256 ? pstrdup(known->sha256) : NULL;
+		}
+		else
+		{
+			char	   *subject = chain_name(s, &last, X509_get_subject_name(cert));
+			char	   *issuer = chain_name(s, &last, X509_get_issuer_name(cert));
+
+			jw_string(jw, "subject", subject);
+			jw_string(jw, "issuer", issuer);
+			sha256 = len > 0 ? sha256_hex(s->der, len) : NULL;
+			if (i > 0 && len > 0)
+				keep_chain_cert(s->der, len, subject, issuer, sha256);
+		}
 		jw_string(jw, "sha256", sha256);
 		OPENSSL_free(s->der);
 		s->der = NULL;
