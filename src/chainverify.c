@@ -26,7 +26,11 @@
  * DER) was found to have signed the same certificate (the same DER) in an
  * earlier call with the same trust store.  The key usage, key and times
  * of both are checked every time.  Any other chain goes to OpenSSL's own
- * step unchanged.
+ * step unchanged.  (OpenSSL's step also notes each depth's issuer in the
+ * context, which no public call sets: nothing after this step reads it,
+ * and neither does facts_tls.c.)  Built with
+ * APPGUARD_CHAINVERIFY_CROSSCHECK defined, facts_tls.c verifies every
+ * chain again with OpenSSL's own step and logs any difference.
  *
  * Kept for the backend: at most VERIFIED_PAIRS pairs, each slot replaced
  * in turn, and the trust store they were verified for (a reference of
