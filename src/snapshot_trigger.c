@@ -80,13 +80,44 @@ appguard_relation(Oid nsp, const char *name)
 	return relid;
 }
 
+/*
+ * What a trigger call looks up by name, kept in the trigger's FmgrInfo
+ * (fn_extra): the executor keeps that for a statement, or for the rows of
+ * a SnapshotStore (src/store.c), as it keeps the trigger function itself.
+ */
+typedef struct TriggerCache
+{
+	Oid			client_hosts;
+	Oid			client_hosts_host;
+	bool		have_inner;
+	FmgrInfo	inner;			/* appguard.snapshot_inserted() */
+} TriggerCache;
+
+static TriggerCache *
+trigger_cache(FunctionCallInfo fcinfo)
+{
+	TriggerCache *cache = (TriggerCache *) fcinfo->flinfo->fn_extra;
+
+	if (cache == NULL)
+	{
+		Oid			nsp = get_namespace_oid("appguard", false);
+		Oid			heap = appguard_relation(nsp, "client_hosts");
+		Oid			index = appguard_relation(nsp, "client_hosts_host");
+
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(TriggerCache));
+		cache->client_hosts = heap;
+		cache->client_hosts_host = index;
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	return cache;
+}
+
 /* Whether a row of appguard.client_hosts has this host and port */
 static bool
-host_watched(Datum host, Datum port)
+host_watched(TriggerCache *cache, Datum host, Datum port)
 {
-	Oid			nsp = get_namespace_oid("appguard", false);
-	Relation	heap = table_open(appguard_relation(nsp, "client_hosts"), AccessShareLock);
-	Relation	index = index_open(appguard_relation(nsp, "client_hosts_host"), AccessShareLock);
+	Relation	heap = table_open(cache->client_hosts, AccessShareLock);
+	Relation	index = index_open(cache->client_hosts_host, AccessShareLock);
 	Form_pg_index form = index->rd_index;
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
@@ -120,14 +151,19 @@ host_watched(Datum host, Datum port)
 static Datum
 pass_on(FunctionCallInfo outer)
 {
-	List	   *name = list_make2(makeString("appguard"), makeString("snapshot_inserted"));
-	Oid			funcid = LookupFuncName(name, 0, NULL, false);
-	FmgrInfo	flinfo;
+	TriggerCache *cache = trigger_cache(outer);
 	LOCAL_FCINFO(fcinfo, 0);
 	Datum		result;
 
-	fmgr_info(funcid, &flinfo);
-	InitFunctionCallInfoData(*fcinfo, &flinfo, 0, InvalidOid, outer->context, NULL);
+	if (!cache->have_inner)
+	{
+		List	   *name = list_make2(makeString("appguard"), makeString("snapshot_inserted"));
+
+		fmgr_info_cxt(LookupFuncName(name, 0, NULL, false), &cache->inner,
+					  outer->flinfo->fn_mcxt);
+		cache->have_inner = true;
+	}
+	InitFunctionCallInfoData(*fcinfo, &cache->inner, 0, InvalidOid, outer->context, NULL);
 	result = FunctionCallInvoke(fcinfo);
 	if (fcinfo->isnull)
 		result = PointerGetDatum(NULL);
@@ -161,7 +197,7 @@ appguard_snapshot_inserted_check(PG_FUNCTION_ARGS)
 		return pass_on(fcinfo);
 	host = heap_getattr(trigdata->tg_trigtuple, host_att, desc, &host_null);
 	port = heap_getattr(trigdata->tg_trigtuple, port_att, desc, &port_null);
-	if (host_null || port_null || host_watched(host, port))
+	if (host_null || port_null || host_watched(trigger_cache(fcinfo), host, port))
 		return pass_on(fcinfo);
 	return PointerGetDatum(NULL);	/* an AFTER trigger's result is ignored */
 }
