@@ -148,24 +148,30 @@ static const char *const snapshot_columns[SS_NCOLUMNS] = {
 	"id", "host", "port", "taken_at", "status", "facts", "chain"
 };
 
+/* ... and the types of the Datums written to them */
+static const Oid snapshot_column_types[SS_NCOLUMNS] = {
+	INT8OID, TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID, JSONBOID, BYTEAARRAYOID
+};
+
 /*
  * Whether rel allows the direct insert: a plain table of exactly the
- * seven columns, none generated and id an identity column (the others'
- * values are always given), no row level security, INSERT granted to the
- * current user (what the statement's permission check asks).
+ * seven columns, of the types written (the statement would coerce), none
+ * generated and id an identity column (the others' values are always
+ * given), no row level security, no trigger but AFTER INSERT row
+ * triggers, INSERT granted to the current user (what the statement's
+ * permission check asks).
  */
 static bool
 direct_insert_allowed(SnapshotStore *store, Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	int			live = 0;
-
 	TriggerDesc *trig = rel->trigdesc;
+	int			live = 0;
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relrowsecurity
 		|| rel->rd_rel->relispartition)
 		return false;
-	/* row triggers after the insert only, as the statement's end fires them */
+	/* AFTER INSERT row triggers only: they fire as the statement's end would */
 	if (trig != NULL && (trig->trig_insert_before_row || trig->trig_insert_instead_row
 						 || trig->trig_insert_before_statement
 						 || trig->trig_insert_after_statement || trig->trig_insert_new_table))
@@ -183,7 +189,8 @@ direct_insert_allowed(SnapshotStore *store, Relation rel)
 		if (attnum == InvalidAttrNumber)
 			return false;
 		att = TupleDescAttr(desc, attnum - 1);
-		if (att->attgenerated || (c == SS_ID) != (att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS))
+		if (att->atttypid != snapshot_column_types[c] || att->attgenerated
+			|| (c == SS_ID) != (att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS))
 			return false;
 		store->attnums[c] = attnum;
 	}
