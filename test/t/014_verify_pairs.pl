@@ -5,7 +5,8 @@
 # signature), a changed leaf, and an intermediate with the same key and
 # name but expired, each served after the good chain was verified in the
 # same session (and before it, in another), fail as OpenSSL fails them:
-# the same verify_code and verify_depth as `openssl verify` gives.
+# the same verify_code and verify_depth as `openssl verify` gives.  And
+# the snapshot store's row, stored directly or by its INSERT statement.
 use strict;
 use warnings;
 
@@ -125,6 +126,25 @@ for my $name (qw(badinter.example.test badleaf.example.test oldinter.example.tes
 is(openssl_verdict('badinter.example.test')->[0], 7, 'changed intermediate: a signature failure');
 is_deeply(openssl_verdict('badleaf.example.test'), [ 7, 0 ], 'changed leaf: a signature failure at the leaf');
 is_deeply(openssl_verdict('oldinter.example.test'), [ 10, 1 ], 'expired intermediate: expired at depth 1');
+
+# The snapshot store (src/store.c): the row stored is the row returned, by
+# the direct insert, by the INSERT statement it falls back to when the table
+# has a column more, and directly again once that column is dropped
+sub stored_as_returned
+{
+	my ($what) = @_;
+	my $ok = $node->safe_psql('postgres', qq{
+		CREATE TEMP TABLE r AS SELECT appguard_snapshot('good.example.test', $port) AS f;
+		SELECT s.facts = (r.f - 'id') AND s.host = 'good.example.test' AND s.status = 'ok'
+		       AND cardinality(s.chain) = 2 AND (r.f->'tls'->>'verified')::boolean
+		FROM r JOIN appguard.snapshots s ON s.id = (r.f->>'id')::bigint});
+	is($ok, 't', "$what: the stored row is the one returned");
+}
+stored_as_returned('direct insert');
+$node->safe_psql('postgres', 'ALTER TABLE appguard.snapshots ADD COLUMN extra integer');
+stored_as_returned('a column more: through the INSERT statement');
+$node->safe_psql('postgres', 'ALTER TABLE appguard.snapshots DROP COLUMN extra');
+stored_as_returned('a dropped column: direct insert again');
 
 $node->stop;
 $env->stop;
