@@ -3806,3 +3806,14 @@ BEGIN
 		ELSE consent_label.domain || ' (organization and domain ownership not verified)' END;
 END
 $$;
+
+
+-- ---- the snapshots trigger in C, for the rows no client watches (as sql/parts/33_suspension.sql) ----
+CREATE FUNCTION appguard.snapshot_inserted_check()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'appguard_snapshot_inserted_check'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION appguard.snapshot_inserted_check() FROM PUBLIC;
+DROP TRIGGER appguard_evaluate ON appguard.snapshots;
+CREATE TRIGGER appguard_evaluate AFTER INSERT ON appguard.snapshots
+	FOR EACH ROW EXECUTE FUNCTION appguard.snapshot_inserted_check();

@@ -143,7 +143,9 @@ WHERE c.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_class'::regclass
 -- tables' row triggers, appguard.grant_insert and appguard.grant_sync,
 -- neither SECURITY DEFINER nor SET: their C code becomes their owner and
 -- pins search_path around the SQL it runs (src/identity.c; section 7 runs
--- their paths under a hostile path)
+-- their paths under a hostile path); and appguard.snapshot_inserted_check,
+-- the trigger of appguard.snapshots, which runs no SQL (an index lookup,
+-- then appguard.snapshot_inserted(), pinned, by its OID)
 SELECT p.oid::regprocedure AS unpinned, p.proconfig, p.prosecdef
 FROM pg_catalog.pg_proc p
 WHERE p.oid IN (SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass
@@ -157,7 +159,8 @@ SELECT t.tgrelid::regclass AS tbl, t.tgname, t.tgfoid::regprocedure AS fn
 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 WHERE t.tgrelid IN (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = 'appguard'::regnamespace)
   AND NOT t.tgisinternal
-  AND t.tgfoid NOT IN ('appguard.grant_insert()'::regprocedure, 'appguard.grant_sync()'::regprocedure)
+  AND t.tgfoid NOT IN ('appguard.grant_insert()'::regprocedure, 'appguard.grant_sync()'::regprocedure,
+					   'appguard.snapshot_inserted_check()'::regprocedure)
   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
 SELECT e.evtname, e.evtfoid::regprocedure AS fn
 FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid

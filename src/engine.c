@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "appguard.h"
+#include "chainverify.h"
 #include "dns.h"
 #include "engine.h"
 #include "facts.h"
@@ -655,4 +656,12 @@ engine_run(EngineRun *run)
 	elog(DEBUG1, "appguard engine: %d of %d hosts probed, at most %d at once, %lld wake-ups, %lld shared DNS questions sent, %lld asks answered by them",
 		 run->started, run->ntargets, run->most_in_flight, (long long) run->wakeups,
 		 (long long) run->shared_sent, (long long) run->shared_joined);
+	{
+		long		kept,
+					skipped;
+
+		chainverify_counts(&kept, &skipped);
+		elog(DEBUG1, "appguard engine: CA signatures verified before (this backend): %ld pairs kept, %ld checks skipped",
+			 kept, skipped);
+	}
 }

@@ -18,6 +18,7 @@
 #include <openssl/ocsp.h>
 #include <openssl/x509v3.h>
 
+#include "chainverify.h"
 #include "facts.h"
 #include "tls.h"
 
@@ -215,12 +216,53 @@ verify_chain(TlsScratch *s, STACK_OF(X509) *chain, X509_STORE *store,
 	X509_STORE_CTX_set_purpose(s->vctx, X509_PURPOSE_SSL_SERVER);
 	X509_STORE_CTX_set_app_data(s->vctx, result);
 	X509_STORE_CTX_set_verify_cb(s->vctx, record_first_error);
+	chainverify_install(s->vctx);
 	rc = X509_verify_cert(s->vctx);
 	if (rc <= 0 && result->code == 0)
 		result->code = X509_STORE_CTX_get_error(s->vctx);
 	if (rc <= 0 && result->code == 0)
 		result->code = X509_V_ERR_UNSPECIFIED;
 	result->verified = (result->code == 0);
+#ifdef APPGUARD_CHAINVERIFY_CROSSCHECK
+	{
+		/* the same verification with OpenSSL's own step: the same result? */
+		X509_STORE_CTX *v2 = X509_STORE_CTX_new();
+		VerifyResult r2;
+		int			rc2;
+
+		memset(&r2, 0, sizeof(r2));
+		if (v2 && X509_STORE_CTX_init(v2, store, leaf, s->untrusted ? s->untrusted : chain))
+		{
+			param = X509_STORE_CTX_get0_param(v2);
+			X509_VERIFY_PARAM_set1_host(param, host, 0);
+			X509_VERIFY_PARAM_set_auth_level(param, 2);
+			X509_STORE_CTX_set_purpose(v2, X509_PURPOSE_SSL_SERVER);
+			X509_STORE_CTX_set_app_data(v2, &r2);
+			X509_STORE_CTX_set_verify_cb(v2, record_first_error);
+			rc2 = X509_verify_cert(v2);
+			if (rc2 <= 0 && r2.code == 0)
+				r2.code = X509_STORE_CTX_get_error(v2);
+			if (rc2 <= 0 && r2.code == 0)
+				r2.code = X509_V_ERR_UNSPECIFIED;
+			if (rc2 != rc || r2.code != result->code || r2.depth != result->depth ||
+				X509_STORE_CTX_get_error(v2) != X509_STORE_CTX_get_error(s->vctx) ||
+				X509_STORE_CTX_get_error_depth(v2) != X509_STORE_CTX_get_error_depth(s->vctx))
+				elog(WARNING, "CHAINVERIFY-MISMATCH %s: rc %d/%d code %d/%d depth %d/%d",
+					 host, rc, rc2, result->code, r2.code, result->depth, r2.depth);
+			else
+			{
+				long		kept,
+							skipped;
+
+				chainverify_counts(&kept, &skipped);
+				elog(LOG, "CHAINVERIFY-SAME %s: rc %d code %d depth %d chain %d kept %ld skipped %ld",
+					 host, rc, r2.code, r2.depth,
+					 sk_X509_num(X509_STORE_CTX_get0_chain(s->vctx)), kept, skipped);
+			}
+		}
+		X509_STORE_CTX_free(v2);
+	}
+#endif
 
 	/* the issuer as verification found it, else as the chain says */
 	{
@@ -674,6 +716,72 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, char *leaf_sha256,
 	}
 }
 
+/*
+ * What the chain's list says of a certificate after the leaf (an issuer),
+ * kept by DER for the backend: hosts under one CA send the same
+ * intermediate, whose issuer's name and SHA-256 each host computed again.
+ * At most KNOWN_CHAIN_CERTS, each slot replaced in turn; OpenSSL's memory
+ * only (nothing here can ERROR and leave a slot half made).
+ */
+#define KNOWN_CHAIN_CERTS 16
+
+typedef struct KnownChainCert
+{
+	unsigned char *der;			/* NULL: a free slot */
+	int			der_len;
+	char	   *subject;
+	char	   *issuer;
+	char	   *sha256;			/* NULL if it could not be computed */
+} KnownChainCert;
+
+static KnownChainCert known_chain_certs[KNOWN_CHAIN_CERTS];
+static int	next_known_chain_cert = 0;
+
+static const KnownChainCert *
+known_chain_cert(const unsigned char *der, int len)
+{
+	for (int i = 0; i < KNOWN_CHAIN_CERTS; i++)
+	{
+		const KnownChainCert *k = &known_chain_certs[i];
+
+		if (k->der != NULL && k->der_len == len && memcmp(k->der, der, len) == 0)
+			return k;
+	}
+	return NULL;
+}
+
+static void
+keep_chain_cert(const unsigned char *der, int len, const char *subject,
+				const char *issuer, const char *sha256)
+{
+	KnownChainCert fresh;
+	KnownChainCert *slot;
+
+	if (subject == NULL || issuer == NULL)
+		return;
+	fresh.der = OPENSSL_memdup(der, len);
+	fresh.der_len = len;
+	fresh.subject = OPENSSL_strdup(subject);
+	fresh.issuer = OPENSSL_strdup(issuer);
+	fresh.sha256 = sha256 ? OPENSSL_strdup(sha256) : NULL;
+	if (fresh.der == NULL || fresh.subject == NULL || fresh.issuer == NULL ||
+		(sha256 != NULL && fresh.sha256 == NULL))
+	{
+		OPENSSL_free(fresh.der);
+		OPENSSL_free(fresh.subject);
+		OPENSSL_free(fresh.issuer);
+		OPENSSL_free(fresh.sha256);
+		return;
+	}
+	slot = &known_chain_certs[next_known_chain_cert];
+	next_known_chain_cert = (next_known_chain_cert + 1) % KNOWN_CHAIN_CERTS;
+	OPENSSL_free(slot->der);
+	OPENSSL_free(slot->subject);
+	OPENSSL_free(slot->issuer);
+	OPENSSL_free(slot->sha256);
+	*slot = fresh;
+}
+
 /* The chain's list; returns the first certificate's (the leaf's) SHA-256 */
 static char *
 write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
@@ -695,12 +803,36 @@ write_chain(TlsScratch *s, JsonWriter *jw, STACK_OF(X509) *chain)
 		X509	   *cert = sk_X509_value(chain, i);
 		int			len;
 		char	   *sha256;
+		const KnownChainCert *known = NULL;
+		const unsigned char *issuer_der;
+		size_t		issuer_der_len;
 
 		jw_begin_object(jw, NULL);
-		jw_string(jw, "subject", chain_name(s, &last, X509_get_subject_name(cert)));
-		jw_string(jw, "issuer", chain_name(s, &last, X509_get_issuer_name(cert)));
 		len = i2d_X509(cert, &s->der);
-		sha256 = len > 0 ? sha256_hex(s->der, len) : NULL;
+		if (i > 0 && len > 0)
+			known = known_chain_cert(s->der, len);
+		if (known != NULL &&
+			X509_NAME_get0_der(X509_get_issuer_name(cert), &issuer_der, &issuer_der_len))
+		{
+			/* as chain_name would print them, and the issuer is the last */
+			jw_string(jw, "subject", known->subject);
+			jw_string(jw, "issuer", known->issuer);
+			last.text = pstrdup(known->issuer);
+			last.der = issuer_der;
+			last.der_len = issuer_der_len;
+			sha256 = known->sha256 ? pstrdup(known->sha256) : NULL;
+		}
+		else
+		{
+			char	   *subject = chain_name(s, &last, X509_get_subject_name(cert));
+			char	   *issuer = chain_name(s, &last, X509_get_issuer_name(cert));
+
+			jw_string(jw, "subject", subject);
+			jw_string(jw, "issuer", issuer);
+			sha256 = len > 0 ? sha256_hex(s->der, len) : NULL;
+			if (i > 0 && len > 0)
+				keep_chain_cert(s->der, len, subject, issuer, sha256);
+		}
 		jw_string(jw, "sha256", sha256);
 		OPENSSL_free(s->der);
 		s->der = NULL;

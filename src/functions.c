@@ -169,6 +169,7 @@ typedef struct StoreMany
 {
 	Tuplestorestate *tupstore;
 	TupleDesc	tupdesc;
+	SnapshotStore *store;
 } StoreMany;
 
 static void
@@ -180,15 +181,16 @@ store_many(Probe *probe, Jsonb *facts, void *arg)
 	bool		isnull = false;
 
 	snapshot_row_from_probe(&row, probe, facts);
-	value = JsonbPGetDatum(facts_with_id(facts, store_snapshot_row(&row)));
+	value = JsonbPGetDatum(facts_with_id(facts, snapshot_store_row(state->store, &row)));
 	tuplestore_putvalues(state->tupstore, state->tupdesc, &value, &isnull);
 }
 
 /*
  * appguard_snapshot_many(hosts text[], ports int[] DEFAULT NULL): every
  * host measured by one engine, appguard.sweep_concurrency at a time, each
- * stored as it finishes (in the caller's transaction: for batches that
- * commit as they go, see the sweep in sweep.c).
+ * stored as it finishes, through one SnapshotStore (in the caller's
+ * transaction: for batches that commit as they go, see the sweep in
+ * sweep.c).
  */
 Datum
 appguard_snapshot_many(PG_FUNCTION_ARGS)
@@ -244,7 +246,9 @@ appguard_snapshot_many(PG_FUNCTION_ARGS)
 	run.concurrency = appguard_sweep_concurrency;
 	run.done = store_many;
 	run.arg = &state;
+	state.store = snapshot_store_open();
 	engine_run(&run);
+	snapshot_store_close(state.store);
 	return (Datum) 0;
 }
 

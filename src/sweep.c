@@ -250,14 +250,17 @@ store_batch(Sweep *sweep, int n)
 {
 	SavedIdentity as;
 	char		sweep_id[32];
+	SnapshotStore *store;
 
 	snprintf(sweep_id, sizeof(sweep_id), INT64_FORMAT, sweep->id);
 	become_owner(sweep, &as);
 	(void) set_config_option("appguard_lifecycle.sweep_id", sweep_id,
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+	store = snapshot_store_open();
 	for (int i = 0; i < n; i++)
-		(void) store_snapshot_row(&sweep->rows[i]);
+		(void) snapshot_store_row(store, &sweep->rows[i]);
+	snapshot_store_close(store);
 	run_sql_int8("SELECT appguard.sweep_evaluate($1)", sweep->id, SPI_OK_SELECT);
 	SPI_freetuptable(SPI_tuptable);
 	identity_restore(&as);

@@ -137,6 +137,8 @@ CREATE TABLE appguard.client_hosts (
 	PRIMARY KEY (client_id, host, port)
 );
 COMMENT ON TABLE appguard.client_hosts IS 'Every host a client''s grants trust (redirect URIs, jwks_uri, other metadata URLs), with its roles';
+-- Read by C (src/snapshot_trigger.c, the snapshots trigger): index
+-- client_hosts_host on (host, port), texts and integers.
 CREATE INDEX client_hosts_host ON appguard.client_hosts (host, port);
 CREATE UNIQUE INDEX client_hosts_primary ON appguard.client_hosts (client_id) WHERE is_primary;
 SELECT pg_catalog.pg_extension_config_dump('appguard.client_hosts', '');

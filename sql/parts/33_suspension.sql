@@ -835,8 +835,9 @@ BEGIN
 END
 $$;
 
--- AFTER INSERT on appguard.snapshots: evaluate now, or, inside a sweep,
--- record the snapshot for the sweep to evaluate after its batch.
+-- AFTER INSERT on appguard.snapshots, through appguard.snapshot_inserted_check
+-- (below): evaluate now, or, inside a sweep, record the snapshot for the
+-- sweep to evaluate after its batch.
 CREATE FUNCTION appguard.snapshot_inserted()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -860,8 +861,20 @@ BEGIN
 	RETURN NULL;
 END
 $$;
+-- The trigger itself, in C (src/snapshot_trigger.c): outside a sweep
+-- (appguard_lifecycle.sweep_id unset), a snapshot of a host no client
+-- watches (no appguard.client_hosts row, by the index client_hosts_host)
+-- has nothing to evaluate, and returns at once; every other row goes to
+-- appguard.snapshot_inserted() as its trigger call.  Neither SECURITY
+-- DEFINER nor SET (fmgr's wrapper would cost a snapshot more than the
+-- lookup): it runs no SQL and names every object schema-qualified, and
+-- only the extension's owner writes snapshots.
+CREATE FUNCTION appguard.snapshot_inserted_check()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'appguard_snapshot_inserted_check'
+LANGUAGE C;
 CREATE TRIGGER appguard_evaluate AFTER INSERT ON appguard.snapshots
-	FOR EACH ROW EXECUTE FUNCTION appguard.snapshot_inserted();
+	FOR EACH ROW EXECUTE FUNCTION appguard.snapshot_inserted_check();
 
 ---------------------------------------------------------------------------
 -- Asking about drift

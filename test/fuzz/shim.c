@@ -4,7 +4,7 @@
  *	  The few PostgreSQL backend symbols the fuzzed modules need, for a
  *	  standalone libFuzzer binary.
  *
- * The harnessed code (dnswire.c, dns.c, facts_dns.c, facts_tls.c,
+ * The harnessed code (dnswire.c, dns.c, facts_dns.c, facts_tls.c, chainverify.c,
  * jsonw.c, guard.c, drift_rules.c) is linked unchanged.  StringInfo,
  * psprintf, snprintf and the JSON parser come from PostgreSQL's own
  * libpgcommon and libpgport; this file adds:
