@@ -444,32 +444,34 @@ consent_reading(Datum client_id, Datum subject, Datum *baseline, Datum *shown,
 	Datum		key[2] = {client_id, subject};
 	Datum		cs[CS_NCOLUMNS];
 	bool		cs_null[CS_NCOLUMNS];
-	ConsentReading reading;
+	ConsentReading reading = CONSENT_UNDECIDED;
+	bool		recent_screen;
+	bool		approved;
 
 	keyread_begin_fresh();
 	if (!keyread_row(KT_CONSENTS, key, GetActiveSnapshot(), cs, cs_null))
-		reading = CONSENT_MISSING;
-	else if (!cs_null[CS_SHOWN_SNAPSHOT_ID] && !cs_null[CS_SHOWN_AT] && !cs_null[CS_APPROVED_AT]
-			 && within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s)
-			 && DatumGetTimestampTz(cs[CS_SHOWN_AT]) > DatumGetTimestampTz(cs[CS_APPROVED_AT]))
+	{
+		keyread_end_fresh();
+		return CONSENT_MISSING;
+	}
+	recent_screen = !cs_null[CS_SHOWN_SNAPSHOT_ID] && !cs_null[CS_SHOWN_AT]
+		&& within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s);
+	approved = !cs_null[CS_APPROVED_AT];	/* (a screen's own row has -infinity) */
+	if (recent_screen && approved
+		&& DatumGetTimestampTz(cs[CS_SHOWN_AT]) > DatumGetTimestampTz(cs[CS_APPROVED_AT]))
 	{
 		reading = CONSENT_FRESH_SCREEN;
 		*shown = cs[CS_SHOWN_SNAPSHOT_ID];
 		*old = cs[CS_BASELINE_SNAPSHOT_ID];
 		*old_null = cs_null[CS_BASELINE_SNAPSHOT_ID];
 	}
-	else if ((cs_null[CS_SHOWN_SNAPSHOT_ID] || cs_null[CS_SHOWN_AT]
-			  || !within_seconds(DatumGetTimestampTz(cs[CS_SHOWN_AT]), appguard_consent_window_s)
-			  || (!cs_null[CS_APPROVED_AT]
-				  && DatumGetTimestampTz(cs[CS_SHOWN_AT]) <= DatumGetTimestampTz(cs[CS_APPROVED_AT])))
+	else if ((!recent_screen || approved)	/* no screen, or a spent one */
 			 && !cs_null[CS_BASELINE_SNAPSHOT_ID]
 			 && grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false, true))
 	{
 		reading = CONSENT_SETTLED;
 		*baseline = cs[CS_BASELINE_SNAPSHOT_ID];
 	}
-	else
-		reading = CONSENT_UNDECIDED;
 	keyread_end_fresh();
 	return reading;
 }
