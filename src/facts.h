@@ -31,7 +31,8 @@ extern void facts_dns(JsonWriter *jw, Probe *probe);
 /*
  * What the per-address list (facts_addresses.c) says of one address's
  * certificate: whether it verified for the host name (a stapled OCSP
- * revocation included), the leaf's digests, subject O and validation class.
+ * revocation included), the leaf's digests, subject O, validation class and
+ * end of validity.
  * Strings are palloc'd; verify_error points to static text.
  */
 typedef struct TlsSummary
@@ -44,6 +45,7 @@ typedef struct TlsSummary
 	char	   *subject_o;		/* NULL when the subject has none */
 	int			subject_o_len;
 	const char *validation;		/* DV, OV, IV, EV or NULL */
+	char	   *not_after;		/* the leaf's, ISO 8601 UTC, or NULL */
 } TlsSummary;
 
 /*

@@ -7,7 +7,7 @@
  *	  "tls_addresses": [
  *	    {"address", "status": "ok", "verified", "verify_code",
  *	     "verify_error", "leaf_sha256", "spki_sha256", "subject_o",
- *	     "validation"},
+ *	     "validation", "not_after"},
  *	    {"address", "status": "blocked", "blocked": "loopback"},
  *	    {"address", "status": "connect_failed" | "tls_failed" | "timeout",
  *	     "error"},
@@ -66,6 +66,7 @@ write_address(JsonWriter *jw, const ProbeAddress *address)
 		else
 			jw_null(jw, "subject_o");
 		jw_string(jw, "validation", tls->validation);
+		jw_string(jw, "not_after", tls->not_after);
 	}
 	jw_end_object(jw);
 }

@@ -493,19 +493,28 @@ write_name_parts(JsonWriter *jw, const char *key, X509_NAME *name)
 	jw_end_object(jw);
 }
 
-static void
-write_time(JsonWriter *jw, const char *key, const ASN1_TIME *t)
+/* An ASN1_TIME as ISO 8601 UTC (palloc'd), or NULL if it cannot be read */
+static char *
+time_text(const ASN1_TIME *t)
 {
 	struct tm	tm;
 
 	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
-	{
+		return NULL;
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02dZ",
+					tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static void
+write_time(JsonWriter *jw, const char *key, const ASN1_TIME *t)
+{
+	char	   *text = time_text(t);
+
+	if (text == NULL)
 		jw_null(jw, key);
-		return;
-	}
-	jw_string(jw, key, psprintf("%04d-%02d-%02dT%02d:%02d:%02dZ",
-								tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-								tm.tm_hour, tm.tm_min, tm.tm_sec));
+	else
+		jw_string(jw, key, text);
 }
 
 static void
@@ -713,6 +722,7 @@ write_leaf(TlsScratch *s, JsonWriter *jw, X509 *leaf, char *leaf_sha256,
 	{
 		summary->validation = validation;
 		summarize_subject_o(leaf, summary);
+		summary->not_after = time_text(X509_get0_notAfter(leaf));
 	}
 }
 
@@ -935,6 +945,7 @@ facts_tls_summary(STACK_OF(X509) *chain, X509_STORE *store, const char *host,
 					 &summary->spki_sha256, NULL);
 		summarize_subject_o(leaf, summary);
 		summary->validation = write_policies(&scratch, NULL, leaf);
+		summary->not_after = time_text(X509_get0_notAfter(leaf));
 	}
 	PG_FINALLY();
 	{

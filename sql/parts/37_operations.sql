@@ -49,11 +49,15 @@ CREATE VIEW appguard.client_status AS
 		 ) g ON true;
 COMMENT ON VIEW appguard.client_status IS 'Per client: latest snapshot, trust, days until the certificate expires, drift state, grant counts';
 
--- Certificates (of each client's latest successful snapshot) that expire
--- within the given number of days, soonest first; expired ones included.
+-- Certificates that expire within the given number of days, soonest
+-- first, expired ones included: of every host a client's grants trust
+-- (appguard.client_hosts: the primary redirect host, the other redirect
+-- hosts, jwks_uri, ...), at every address its latest successful snapshot
+-- measured (tls_addresses; a snapshot taken before 0.2.0 lists no
+-- not_after there, and its tls keys, the first address's, stand in).
 CREATE FUNCTION @extschema@.appguard_expiring_certificates(within_days integer DEFAULT 30)
 RETURNS TABLE (client_id text, name text, host text, port integer, snapshot_id bigint,
-			   not_after timestamptz, days_left integer, verified boolean)
+			   not_after timestamptz, days_left integer, verified boolean, address text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -61,28 +65,34 @@ BEGIN
 	IF within_days IS NULL OR within_days < 0 THEN
 		RAISE EXCEPTION 'within_days must be zero or more' USING ERRCODE = '22023';
 	END IF;
-	-- every host the client's grants trust (appguard.client_hosts: the
-	-- primary redirect host, the other redirect hosts, jwks_uri, ...), as
-	-- its latest successful snapshot found it (the first address's
-	-- certificate, the snapshot's tls keys)
 	RETURN QUERY
-	SELECT h.client_id, c.name, h.host, h.port, o.id, o.not_after,
-		   pg_catalog.floor(pg_catalog.date_part('epoch', o.not_after - pg_catalog.now()) / 86400)::integer,
-		   o.verified
+	SELECT h.client_id, c.name, h.host, h.port, o.id, a.not_after,
+		   pg_catalog.floor(pg_catalog.date_part('epoch', a.not_after - pg_catalog.now()) / 86400)::integer,
+		   a.verified, a.address
 	FROM appguard.client_hosts h
 		 JOIN appguard.clients c ON c.client_id = h.client_id
 		 CROSS JOIN LATERAL (
-			SELECT s.id, (s.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz AS not_after,
-				   (s.facts -> 'tls' ->> 'verified')::boolean AS verified
+			SELECT s.id, s.facts
 			FROM appguard.snapshots s
 			WHERE s.host = h.host AND s.port = h.port AND s.status = 'ok'
 			ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) o
-	WHERE o.not_after < pg_catalog.now() + pg_catalog.make_interval(days => within_days)
-	ORDER BY o.not_after, h.client_id, h.host, h.port;
+		 CROSS JOIN LATERAL (
+			SELECT e ->> 'address' AS address, (e ->> 'not_after')::timestamptz AS not_after,
+				   (e ->> 'verified')::boolean AS verified
+			FROM pg_catalog.jsonb_array_elements(
+					 CASE WHEN pg_catalog.jsonb_typeof(o.facts -> 'tls_addresses') = 'array'
+						  THEN o.facts -> 'tls_addresses' ELSE '[]' END) e
+			WHERE e ->> 'status' = 'ok' AND e ? 'not_after'
+			UNION ALL
+			SELECT o.facts -> 'tls' ->> 'address', (o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz,
+				   (o.facts -> 'tls' ->> 'verified')::boolean
+			WHERE NOT pg_catalog.jsonb_path_exists(o.facts, '$.tls_addresses[*] ? (@.status == "ok" && exists(@.not_after))')) a
+	WHERE a.not_after < pg_catalog.now() + pg_catalog.make_interval(days => within_days)
+	ORDER BY a.not_after, h.client_id, h.host, h.port, a.address;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.appguard_expiring_certificates(integer) IS
-	'Certificates of the hosts clients'' grants trust that expire within N days (default 30)';
+	'Certificates of the hosts clients'' grants trust, at each address measured, that expire within N days (default 30)';
 
 CREATE VIEW appguard.expiring_certificates AS
 	SELECT * FROM @extschema@.appguard_expiring_certificates(30);

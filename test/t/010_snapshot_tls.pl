@@ -243,7 +243,7 @@ is(snapshot_count(), $rows_before, 'appguard_probe stored nothing');
 		[qw(dns elapsed_ms error host port schema status taken_at tls tls_addresses tls_addresses_skipped)],
 		'document: top-level keys');
 	is_deeply([ map { [ sort keys %$_ ] } @{ $f->{tls_addresses} } ],
-		[ [qw(address leaf_sha256 spki_sha256 status subject_o validation verified verify_code verify_error)] ],
+		[ [qw(address leaf_sha256 not_after spki_sha256 status subject_o validation verified verify_code verify_error)] ],
 		'document: tls_addresses keys of a measured address');
 	is_deeply([ @{ $f->{tls_addresses}[0] }{qw(address status verified leaf_sha256 spki_sha256 validation)} ],
 		[ $f->{tls}{address}, 'ok', $f->{tls}{verified}, @{ $f->{tls}{leaf} }{qw(sha256 spki_sha256 validation)} ],

@@ -44,6 +44,9 @@ $certs{'app.org2.test-other'} = { %id, o => 'Northwind Data Brokers LLC', polici
 $certs{'app.cert2.test-self'} = { %id, policies => ['OV'], issuer => 'self', san => ['app.cert2.test'] };
 $certs{'app.move.test-renewed'} = { %id, o => 'EXAMPLE HEALTH LLC', policies => ['EV'], san => ['app.move.test'] };
 $certs{'app.cap.test-self'} = { %id, policies => ['OV'], issuer => 'self', san => ['app.cap.test'] };
+# app.exp2.test: the second address serves a certificate expiring in 5 days
+$certs{'app.exp2.test'} = { %id, policies => ['OV'], key_of => 'base', san => ['app.exp2.test'] };
+$certs{'app.exp2.test-soon'} = { %id, policies => ['OV'], not_after => 5, san => ['app.exp2.test'] };
 $env->certs(%certs);
 
 # two addresses each; app.cap.test three, the last with an untrusted cert;
@@ -56,6 +59,8 @@ for my $h (@names)
 push @{ $addr{'app.cap.test'} }, $env->tls_host('app.cap.test', cert => 'app.cap.test-self');
 $addr{'app.move.test'}[2] = $env->tls_host('app.move.test', cert => 'app.move.test-renewed');
 my $silent = $env->net . '.250.1';	# a loopback address nothing listens on
+$addr{'app.exp2.test'} = [ $env->tls_host('app.exp2.test', cert => 'app.exp2.test'),
+	$env->tls_host('app.exp2.test', cert => 'app.exp2.test-soon') ];
 
 sub a_recs { my ($label, @a) = @_; return map { "$label A $_" } @a }
 my %zones = (
@@ -63,6 +68,7 @@ my %zones = (
 	'cert2.test' => [ a_recs('app', @{ $addr{'app.cert2.test'} }) ],
 	'move.test'  => [ a_recs('app', $addr{'app.move.test'}[0]) ],
 	'cap.test'   => [ a_recs('app', @{ $addr{'app.cap.test'} }) ],
+	'exp2.test'  => [ a_recs('app', @{ $addr{'app.exp2.test'} }) ],
 );
 my %client = ('org2.test' => 'c-org2', 'cert2.test' => 'c-cert2', 'move.test' => 'c-move');
 push @{ $zones{$_} }, qq{\@ TXT "appguard-client-id=$client{$_}"} for keys %client;
@@ -218,6 +224,25 @@ my ($dead) = grep { $_->{address} eq $silent } @{ $fm->{tls_addresses} };
 ok($fm->{status} eq 'ok' && $dead && $dead->{status} =~ /^(connect_failed|tls_failed)$/,
 	'an address that refuses the connection: a fact of the list, the probe ok') or diag explain $fm;
 is(scalar $lc->suspensions('c-move'), 0, '... and no change');
+
+# ---------------------------------------------------------------- expiry at each address
+# each measured address gives its leaf's not_after; a certificate expiring
+# soon at the second address is listed by appguard_expiring_certificates
+# with that address, though the first address (the tls keys) has 90 days
+$lc->register('c-exp2', 'App c-exp2', 'app.exp2.test');
+my $fx = $lc->snapshot(['app.exp2.test'])->{'app.exp2.test'};
+is_deeply([ $fx->{status}, listed($fx) ], [ 'ok', [ map { "$_:ok" } @{ $addr{'app.exp2.test'} } ] ],
+	'app.exp2.test: both addresses measured') or diag explain $fx;
+is($fx->{tls_addresses}[0]{not_after}, $fx->{tls}{leaf}{not_after},
+	'the first address: the not_after of the tls keys');
+ok($fx->{tls_addresses}[1]{not_after} && $fx->{tls_addresses}[1]{not_after} lt $fx->{tls}{leaf}{not_after},
+	'the second address: its own, sooner not_after') or diag explain $fx->{tls_addresses};
+is($lc->sql(q{SELECT string_agg(host || ' ' || address || ' ' || days_left || ' ' || verified, ', ')
+			  FROM appguard_expiring_certificates(30) WHERE client_id = 'c-exp2'}),
+	"app.exp2.test $addr{'app.exp2.test'}[1] 4 true",
+	'appguard_expiring_certificates: the second address, 4 days left, verified');
+is($lc->sql(q{SELECT count(*) FROM appguard_expiring_certificates(3) WHERE client_id = 'c-exp2'}), 0,
+	'... and nothing within 3 days');
 
 note sprintf 'done in %.1f s', time - $t0;
 done_testing();
