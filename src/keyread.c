@@ -115,8 +115,8 @@ forget_resolved(Datum arg pg_attribute_unused(), Oid relid)
 			resolved_valid = false;
 }
 
-static Oid
-appguard_relation(Oid nsp, const char *name)
+Oid
+keyread_relation(Oid nsp, const char *name)
 {
 	Oid			relid = get_relname_relid(name, nsp);
 
@@ -176,8 +176,8 @@ resolve_tables(void)
 		const KeyedTableDef *def = &table_defs[t];
 		ResolvedTable *res = &resolved[t];
 
-		res->relid = appguard_relation(nsp, def->relname);
-		res->indexid = appguard_relation(nsp, def->indexname);
+		res->relid = keyread_relation(nsp, def->relname);
+		res->indexid = keyread_relation(nsp, def->indexname);
 		check_key_index(def, res->relid, res->indexid);
 		for (int k = 0; k < def->nkeys; k++)
 			res->keyattnums[k] = appguard_column(res->relid, def->relname, def->keycolumns[k]);

@@ -77,6 +77,12 @@ extern bool keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
 						Datum *values, bool *nulls);
 
 /*
+ * The OID of relation name in schema appguard (nsp); an ERROR that says
+ * the library and the SQL objects do not match if there is none.
+ */
+extern Oid	keyread_relation(Oid nsp, const char *name);
+
+/*
  * The table's OID, and the attribute numbers of its key columns and of its
  * columns above (the arrays are filled in the orders above).  Valid until
  * the next relcache invalidation of the table or its index.

@@ -66,20 +66,6 @@ sweep_setting_present(void)
 	return true;
 }
 
-static Oid
-appguard_relation(Oid nsp, const char *name)
-{
-	Oid			relid = get_relname_relid(name, nsp);
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation appguard.%s does not exist", name),
-				 errhint("The appguard library and its SQL objects do not match: "
-						 "ALTER EXTENSION appguard UPDATE, or reinstall.")));
-	return relid;
-}
-
 /*
  * What a trigger call looks up by name, kept in the trigger's FmgrInfo
  * (fn_extra): the executor keeps that for a statement, or for the rows of
@@ -101,8 +87,8 @@ trigger_cache(FunctionCallInfo fcinfo)
 	if (cache == NULL)
 	{
 		Oid			nsp = get_namespace_oid("appguard", false);
-		Oid			heap = appguard_relation(nsp, "client_hosts");
-		Oid			index = appguard_relation(nsp, "client_hosts_host");
+		Oid			heap = keyread_relation(nsp, "client_hosts");
+		Oid			index = keyread_relation(nsp, "client_hosts_host");
 
 		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(TriggerCache));
 		cache->client_hosts = heap;
