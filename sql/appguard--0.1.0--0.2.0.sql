@@ -3831,3 +3831,17 @@ REVOKE ALL ON FUNCTION appguard.snapshot_inserted_check() FROM PUBLIC;
 DROP TRIGGER appguard_evaluate ON appguard.snapshots;
 CREATE TRIGGER appguard_evaluate AFTER INSERT ON appguard.snapshots
 	FOR EACH ROW EXECUTE FUNCTION appguard.snapshot_inserted_check();
+
+
+-- ---- the C<->SQL contract lists appguard.client_hosts' plain index (as sql/parts/34_refresh.sql) ----
+-- keyread_contract() gains index_is_primary: its result type changes, so
+-- it is made again, with the install script's privileges (99_privileges:
+-- nobody but its owner may execute it).
+DROP FUNCTION appguard.keyread_contract();
+CREATE FUNCTION appguard.keyread_contract(OUT table_name text, OUT index_name text,
+										  OUT index_is_primary boolean,
+										  OUT key_columns text[], OUT columns text[])
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'appguard_keyread_contract'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION appguard.keyread_contract() FROM PUBLIC;

@@ -1,16 +1,25 @@
--- The C<->SQL contract: what src/keyread.c reads by name (tables, their
--- primary-key indexes, key columns, columns) exists in schema appguard as
--- the C code expects.  Each query lists violations: no rows expected.
-SELECT count(*) AS tables_read_by_c FROM appguard.keyread_contract();
--- every table and index exists, and the index is the table's primary key
--- on exactly the key columns, in order
-SELECT k.table_name, k.index_name
+-- The C<->SQL contract: what src/keyread.c reads by name (tables, the
+-- indexes it scans, key columns, columns) exists in schema appguard as the
+-- C code expects.  The queries that list violations expect no rows.
+SELECT count(*) AS tables_read_by_c, count(*) FILTER (WHERE NOT index_is_primary) AS by_plain_index
+FROM appguard.keyread_contract();
+-- every table and index exists, and the index is a btree on exactly the
+-- key columns, in order, on every row (no predicate, no expression): the C
+-- code scans it with btree equality and takes "no row" for an answer.  It
+-- is the table's primary key if and only if the C code says so: it reads
+-- the first row found as the only one.
+SELECT k.table_name, k.index_name, k.index_is_primary
 FROM appguard.keyread_contract() k
 WHERE NOT EXISTS (
 	SELECT FROM pg_index i
+		 JOIN pg_class ic ON ic.oid = i.indexrelid
+		 JOIN pg_am am ON am.oid = ic.relam
 	WHERE i.indexrelid = to_regclass('appguard.' || quote_ident(k.index_name))
 	  AND i.indrelid = to_regclass('appguard.' || quote_ident(k.table_name))
-	  AND i.indisprimary
+	  AND i.indisprimary = k.index_is_primary
+	  AND am.amname = 'btree'
+	  AND i.indpred IS NULL
+	  AND i.indexprs IS NULL
 	  AND i.indnkeyatts = cardinality(k.key_columns)
 	  AND ARRAY(SELECT a.attname::text
 				FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS x(attnum, n)
@@ -30,6 +39,19 @@ FROM appguard.keyread_contract() k
 	 JOIN pg_attribute a ON a.attrelid = to_regclass('appguard.' || quote_ident(k.table_name))
 						AND a.attname = c.column_name
 ORDER BY 1, 2;
+-- the snapshots trigger (src/snapshot_trigger.c) looks up a new snapshot's
+-- host in appguard.client_hosts (KT_CLIENT_HOSTS) by the snapshot's
+-- columns named as that table's key columns: same names, same types
+SELECT c.column_name, format_type(s.atttypid, s.atttypmod) AS snapshots_type,
+	   format_type(h.atttypid, h.atttypmod) AS client_hosts_type
+FROM appguard.keyread_contract() k
+	 CROSS JOIN LATERAL unnest(k.key_columns) WITH ORDINALITY AS c(column_name, n)
+	 LEFT JOIN pg_attribute h ON h.attrelid = 'appguard.client_hosts'::regclass
+							 AND h.attname = c.column_name AND NOT h.attisdropped
+	 LEFT JOIN pg_attribute s ON s.attrelid = 'appguard.snapshots'::regclass
+							 AND s.attname = c.column_name AND NOT s.attisdropped
+WHERE k.table_name = 'client_hosts'
+ORDER BY c.n;
 -- appguard.grants: the consent trigger writes its rows directly
 -- (src/grantwrite.c): the key columns and the columns listed above; of
 -- the others none has a default (they are NULL in a new grant) and

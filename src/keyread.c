@@ -2,10 +2,12 @@
  *
  * keyread.c
  *	  Reading one row of an appguard table by its primary key, straight
- *	  through the index: no parser, planner or executor.
+ *	  through the index: no parser, planner or executor.  Also whether a
+ *	  row exists by a plain index's key (keyread_exists_fresh).
  *
- * The refresh check runs inside the auth server's refresh transaction and
- * the consent trigger inside its token INSERT.  Through SPI, even a
+ * The refresh check runs inside the auth server's refresh transaction, the
+ * consent trigger inside its token INSERT, and the snapshots trigger for
+ * every snapshot stored outside a sweep.  Through SPI, even a
  * prepared single-row lookup costs more than the host's own statement;
  * an index scan costs a few microseconds.
  *
@@ -23,15 +25,18 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/relscan.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "keyread.h"
@@ -44,12 +49,11 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#define KEYREAD_MAX_KEYS 2
-
 typedef struct KeyedTableDef
 {
 	const char *relname;
 	const char *indexname;
+	bool		index_is_primary;	/* else a plain index: keyread_exists_fresh */
 	int			nkeys;
 	const char *keycolumns[KEYREAD_MAX_KEYS];
 	RegProcedure keyeq[KEYREAD_MAX_KEYS];	/* equality of each key column */
@@ -59,32 +63,38 @@ typedef struct KeyedTableDef
 
 static const KeyedTableDef table_defs[KT_COUNT] = {
 	[KT_GRANTS] = {
-		"grants", "grants_pkey",
+		"grants", "grants_pkey", true,
 		2, {"token_table", "token_key"}, {F_OIDEQ, F_TEXTEQ},
 		GRANT_NCOLUMNS, {"state", "client_id", "baseline_snapshot_id", "created_at",
 						 "subject", "grant_key", "suspension_id"}
 	},
 	[KT_PROTECTED_TABLES] = {
-		"protected_tables", "protected_tables_pkey",
+		"protected_tables", "protected_tables_pkey", true,
 		1, {"tbl"}, {F_OIDEQ},
 		PT_NCOLUMNS, {"key_attnum", "client_attnum", "status_attnum", "active_value",
 					  "subject_attnum", "grant_attnum"}
 	},
 	[KT_CLIENTS] = {
-		"clients", "clients_pkey",
+		"clients", "clients_pkey", true,
 		1, {"client_id"}, {F_TEXTEQ},
 		CL_NCOLUMNS, {"last_snapshot_id", "last_snapshot_at", "last_ok_snapshot_id", "last_ok_at",
 					  "hosts_undecided", "hosts_drifted"}
 	},
 	[KT_BASELINE_STATE] = {
-		"baseline_state", "baseline_state_pkey",
+		"baseline_state", "baseline_state_pkey", true,
 		2, {"client_id", "baseline_snapshot_id"}, {F_TEXTEQ, F_INT8EQ},
 		BS_NCOLUMNS, {"evaluated_snapshot_id", "drifting", "streak", "suspension_applied"}
 	},
 	[KT_CONSENTS] = {
-		"consents", "consents_pkey",
+		"consents", "consents_pkey", true,
 		2, {"client_id", "subject"}, {F_TEXTEQ, F_TEXTEQ},
 		CS_NCOLUMNS, {"baseline_snapshot_id", "shown_snapshot_id", "shown_at", "approved_at"}
+	},
+	/* the index the evaluation's join uses; only whether a row exists */
+	[KT_CLIENT_HOSTS] = {
+		"client_hosts", "client_hosts_host", false,
+		2, {"host", "port"}, {F_TEXTEQ, F_INT4EQ},
+		0, {NULL}
 	},
 };
 
@@ -143,13 +153,20 @@ appguard_column(Oid relid, const char *relname, const char *column)
 	return attnum;
 }
 
-/* The index must be the unique one on the key columns, in order */
+/*
+ * The index must be a btree on the key columns, in order, on every row (not
+ * partial): the scans compare with btree equality, and the answer "no row"
+ * must mean there is none.  A primary key's must also be unique: the first
+ * row found is the only one.
+ */
 static void
 check_key_index(const KeyedTableDef *def, Oid relid, Oid indexid)
 {
 	Relation	index = index_open(indexid, AccessShareLock);
 	Form_pg_index form = index->rd_index;
-	bool		ok = form->indrelid == relid && form->indisunique
+	bool		ok = form->indrelid == relid && index->rd_rel->relam == BTREE_AM_OID
+		&& (form->indisunique || !def->index_is_primary)
+		&& heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL)
 		&& form->indnkeyatts == def->nkeys;
 
 	for (int k = 0; ok && k < def->nkeys; k++)
@@ -158,7 +175,8 @@ check_key_index(const KeyedTableDef *def, Oid relid, Oid indexid)
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("index appguard.%s is not the primary key appguard expects", def->indexname)));
+				 errmsg("index appguard.%s is not the %s appguard expects", def->indexname,
+						def->index_is_primary ? "primary key" : "index")));
 }
 
 static void
@@ -225,22 +243,36 @@ copy_columns(TupleTableSlot *slot, const KeyedTableDef *def, const ResolvedTable
 	}
 }
 
-bool
-keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
-			Datum *values, bool *nulls)
+/* Lock the table and its index, as keyread_row and keyread_exists_fresh read */
+static void
+open_keyed(KeyedTable table, Relation *heap, Relation *index)
+{
+	ResolvedTable *res = &resolved[table];
+
+	*heap = open_keyed_table(res);
+	*index = index_open(res->indexid, AccessShareLock);
+}
+
+static void
+close_keyed(Relation heap, Relation index)
+{
+	index_close(index, NoLock);
+	table_close(heap, NoLock);
+}
+
+/*
+ * Whether the index has a row with key[] seen by snapshot: the first one
+ * found, whose columns go to values[] and nulls[] unless values is NULL.
+ */
+static bool
+scan_keyed(KeyedTable table, Relation heap, Relation index, const Datum *key,
+		   Snapshot snapshot, Datum *values, bool *nulls)
 {
 	const KeyedTableDef *def = &table_defs[table];
-	ResolvedTable *res;
-	Relation	heap;
-	Relation	index;
 	ScanKeyData keys[KEYREAD_MAX_KEYS];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	bool		found;
-
-	res = &resolved[table];
-	heap = open_keyed_table(res);
-	index = index_open(res->indexid, AccessShareLock);
 
 	/*
 	 * The key's collation is the index's: a text key compared under another
@@ -254,13 +286,71 @@ keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
 	scan = index_beginscan(heap, index, snapshot, def->nkeys, 0);
 	index_rescan(scan, keys, def->nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	if (found)
-		copy_columns(slot, def, res, values, nulls);
+	if (found && values != NULL)
+		copy_columns(slot, def, &resolved[table], values, nulls);
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, NoLock);
-	table_close(heap, NoLock);
 	return found;
+}
+
+bool
+keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
+			Datum *values, bool *nulls)
+{
+	Relation	heap;
+	Relation	index;
+	bool		found;
+
+	Assert(table_defs[table].index_is_primary);
+	open_keyed(table, &heap, &index);
+	found = scan_keyed(table, heap, index, key, snapshot, values, nulls);
+	close_keyed(heap, index);
+	return found;
+}
+
+/*
+ * A PL/pgSQL statement's locks are taken as its plan is fetched, before its
+ * snapshot: so here, and a lock waited for shows what its holder committed.
+ */
+bool
+keyread_exists_fresh(KeyedTable table, const Datum *key)
+{
+	Relation	heap;
+	Relation	index;
+	bool		found;
+
+	open_keyed(table, &heap, &index);
+	keyread_begin_fresh();
+	found = scan_keyed(table, heap, index, key, GetActiveSnapshot(), NULL, NULL);
+	keyread_end_fresh();
+	close_keyed(heap, index);
+	return found;
+}
+
+/*
+ * rel's columns are found by the names of table_defs' key columns at each
+ * call (a short scan of rel's tuple descriptor), not resolved and kept:
+ * rel is not the keyed table, and a rel without them is an answer (false),
+ * not an error.
+ */
+bool
+keyread_key_from_tuple(KeyedTable table, Relation rel, HeapTuple tuple, Datum *key)
+{
+	const KeyedTableDef *def = &table_defs[table];
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int k = 0; k < def->nkeys; k++)
+	{
+		int			attnum = SPI_fnumber(desc, def->keycolumns[k]);
+		bool		isnull;
+
+		if (attnum <= 0)
+			return false;
+		key[k] = heap_getattr(tuple, attnum, desc, &isnull);
+		if (isnull)
+			return false;
+	}
+	return true;
 }
 
 void
@@ -313,8 +403,9 @@ text_array(const char *const *items, int n)
 
 /*
  * appguard.keyread_contract() RETURNS TABLE (table_name, index_name,
- * key_columns, columns): what this file reads by name, for the regression
- * test that checks it against the catalog (sql/c_contract.sql).
+ * index_is_primary, key_columns, columns): what this file reads by name,
+ * for the regression test that checks it against the catalog
+ * (sql/c_contract.sql).
  */
 Datum
 appguard_keyread_contract(PG_FUNCTION_ARGS)
@@ -325,13 +416,14 @@ appguard_keyread_contract(PG_FUNCTION_ARGS)
 	for (int t = 0; t < KT_COUNT; t++)
 	{
 		const KeyedTableDef *def = &table_defs[t];
-		Datum		values[4];
-		bool		nulls[4] = {false, false, false, false};
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
 
 		values[0] = CStringGetTextDatum(def->relname);
 		values[1] = CStringGetTextDatum(def->indexname);
-		values[2] = text_array(def->keycolumns, def->nkeys);
-		values[3] = text_array(def->columns, def->ncolumns);
+		values[2] = BoolGetDatum(def->index_is_primary);
+		values[3] = text_array(def->keycolumns, def->nkeys);
+		values[4] = text_array(def->columns, def->ncolumns);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

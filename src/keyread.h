@@ -3,7 +3,9 @@
  * keyread.h
  *	  Reading one row of an appguard table by its primary key, without the
  *	  executor: the refresh check and the consent trigger (refresh.c) run
- *	  on every refresh and every consent of the auth server.
+ *	  on every refresh and every consent of the auth server.  Also whether
+ *	  a row exists by a plain index's key (the snapshots trigger,
+ *	  snapshot_trigger.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -13,6 +15,8 @@
 #include "postgres.h"
 
 #include "access/attnum.h"
+#include "access/htup.h"
+#include "utils/relcache.h"
 #include "utils/snapshot.h"
 
 /*
@@ -28,6 +32,8 @@ typedef enum KeyedTable
 	KT_CLIENTS,					/* key (client_id) */
 	KT_BASELINE_STATE,			/* key (client_id, baseline_snapshot_id) */
 	KT_CONSENTS,				/* key (client_id, subject) */
+	KT_CLIENT_HOSTS,			/* (host, port): a plain index, not the
+								 * primary key; read by keyread_exists_fresh */
 	KT_COUNT
 } KeyedTable;
 
@@ -66,6 +72,7 @@ enum
 };
 
 #define KEYREAD_MAX_COLUMNS 7
+#define KEYREAD_MAX_KEYS 2
 
 /*
  * Read the row of table whose primary key is key[] (as many values as the
@@ -75,6 +82,22 @@ enum
  */
 extern bool keyread_row(KeyedTable table, const Datum *key, Snapshot snapshot,
 						Datum *values, bool *nulls);
+
+/*
+ * Whether table has a row whose index key is key[], read as a volatile
+ * PL/pgSQL statement reads: the table and index locked first, then a fresh
+ * snapshot (keyread_begin_fresh) for the scan.  For any table, its index
+ * primary key or not.
+ */
+extern bool keyread_exists_fresh(KeyedTable table, const Datum *key);
+
+/*
+ * The key of table from the columns of the same names in tuple (of rel,
+ * another table): false if rel lacks one of them or it is NULL in tuple.
+ * The values point into tuple.
+ */
+extern bool keyread_key_from_tuple(KeyedTable table, Relation rel, HeapTuple tuple,
+								   Datum *key);
 
 /*
  * The OID of relation name in schema appguard (nsp); an ERROR that says

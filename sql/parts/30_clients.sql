@@ -127,6 +127,10 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.clients', '');
 -- redirect URI's, is_primary) is also appguard.clients' host and port:
 -- grants' and consents' baselines are snapshots of it.  The other hosts'
 -- baselines hang off those (appguard.baseline_hosts, part 4).
+-- Read by C (src/keyread.c, KT_CLIENT_HOSTS, for src/snapshot_trigger.c,
+-- the snapshots trigger): index client_hosts_host below, a plain btree
+-- index on (host, port), text and integer, on every row (not partial):
+-- whether a row exists.
 CREATE TABLE appguard.client_hosts (
 	client_id	text NOT NULL REFERENCES appguard.clients ON DELETE CASCADE,
 	host		text NOT NULL,
@@ -137,8 +141,6 @@ CREATE TABLE appguard.client_hosts (
 	PRIMARY KEY (client_id, host, port)
 );
 COMMENT ON TABLE appguard.client_hosts IS 'Every host a client''s grants trust (redirect URIs, jwks_uri, other metadata URLs), with its roles';
--- Read by C (src/snapshot_trigger.c, the snapshots trigger): index
--- client_hosts_host on (host, port), texts and integers.
 CREATE INDEX client_hosts_host ON appguard.client_hosts (host, port);
 CREATE UNIQUE INDEX client_hosts_primary ON appguard.client_hosts (client_id) WHERE is_primary;
 SELECT pg_catalog.pg_extension_config_dump('appguard.client_hosts', '');

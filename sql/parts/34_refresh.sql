@@ -658,10 +658,12 @@ COMMENT ON FUNCTION @extschema@.appguard_reapprove(regclass, text) IS
 	'Re-enable a protected table''s row appguard suspended, with a new baseline; recorded';
 
 -- What the C code reads by name, straight through indexes (src/keyread.c):
--- tables, their primary-key indexes, key columns and the columns read, one
--- row per table.  Each of those tables says so in a comment; the
--- regression test c_contract checks this list against the catalog.
+-- tables, the index read (the primary key's, or a plain index's when
+-- index_is_primary is false), key columns and the columns read, one row
+-- per table.  Each of those tables says so in a comment; the regression
+-- test c_contract checks this list against the catalog.
 CREATE FUNCTION appguard.keyread_contract(OUT table_name text, OUT index_name text,
+										  OUT index_is_primary boolean,
 										  OUT key_columns text[], OUT columns text[])
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'appguard_keyread_contract'
