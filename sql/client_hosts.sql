@@ -172,7 +172,7 @@ SELECT appguard_update_client('multi', NULL, ARRAY['https://new.multi.test/cb', 
 	-> 'hosts' AS hosts;
 SELECT host, how, snapshot_id = baseline_snapshot_id AS own FROM baseline_hosts
 WHERE client_id = 'multi' AND host IN ('app.multi.test', 'new.multi.test') ORDER BY host;
-SELECT count(*) AS grants_without_baseline FROM grants WHERE client_id = 'multi' AND baseline_snapshot_id IS NULL;
+SELECT count(*) AS grants_without_baseline FROM grant_states WHERE client_id = 'multi' AND baseline_snapshot_id IS NULL;
 SELECT kind, detail FROM events WHERE id > :ev AND kind IN ('host_added', 'host_removed') ORDER BY id;
 SELECT appguard_unregister_client('multi');
 
@@ -201,12 +201,12 @@ FROM suspensions su JOIN clients c USING (client_id) WHERE client_id = 'pendhost
 SELECT appguard_check_refresh('ph1') -> 'error' ->> 'error' AS p1,
 	   appguard_check_refresh('ph1') -> 'error' ->> 'error_uri' = :'pend_uri' AS p1_its_uri,
 	   appguard_check_refresh('public.pendhost_grants', '1') -> 'error' ->> 'error_uri' = :'pend_uri' AS row_its_uri;
-SELECT token_key, state FROM grants WHERE client_id = 'pendhost' ORDER BY 1;
+SELECT token_key, state FROM grant_states WHERE client_id = 'pendhost' ORDER BY 1;
 -- the full check refuses on its own (it returns the suspension that
 -- refuses); the flag is what sends the fast path to it: lowered by hand,
 -- the fast path (the primary unchanged) would allow
 SELECT verify_grant('pendhost', g.baseline_snapshot_id) = su.id AS full_check_refuses
-FROM grants g, suspensions su WHERE g.token_key = 'ph1' AND su.client_id = 'pendhost';
+FROM grant_states g, suspensions su WHERE g.token_key = 'ph1' AND su.client_id = 'pendhost';
 UPDATE clients SET hosts_undecided = false, hosts_drifted = false WHERE client_id = 'pendhost';
 SELECT appguard_check_refresh('ph1') ->> 'allowed' AS fast_path_without_flag;
 UPDATE clients SET hosts_undecided = true, hosts_drifted = true WHERE client_id = 'pendhost';
@@ -214,7 +214,7 @@ UPDATE clients SET hosts_undecided = true, hosts_drifted = true WHERE client_id 
 SELECT appguard_sweep_finish(:psweep) ->> 'suspended' AS suspended;
 SELECT state FROM suspensions WHERE client_id = 'pendhost';
 SELECT hosts_undecided FROM clients WHERE client_id = 'pendhost';
-SELECT token_key, state FROM grants WHERE client_id = 'pendhost' ORDER BY 1;
+SELECT token_key, state FROM grant_states WHERE client_id = 'pendhost' ORDER BY 1;
 SELECT appguard_check_refresh('ph1') -> 'error' ->> 'error_uri' = :'pend_uri' AS suspended_refused;
 -- re-approved: allowed again
 SELECT appguard_reapprove('ph1') ->> 'status' AS reapproved;
@@ -254,13 +254,20 @@ SELECT k, appguard_check_refresh(k) -> 'error' ->> 'error_uri' = :'drift_uri' AS
 FROM unnest(ARRAY['dh1', 'dh2', 'dh3']) k;
 SELECT appguard_check_refresh('public.drifthost_grants', '2') -> 'error' ->> 'error_uri' = :'drift_uri' AS row2_refused;
 SELECT id, status FROM public.drifthost_grants ORDER BY id;
-SELECT token_key, state, suspension_id IS NOT NULL AS held FROM grants WHERE client_id = 'drifthost' ORDER BY 1;
--- the flag is what sends the fast paths to SQL: lowered by hand, a
+SELECT token_key, state, suspension_id IS NOT NULL AS held FROM grant_states WHERE client_id = 'drifthost' ORDER BY 1;
+-- the flag and the held baseline (clients.held_baselines) are what send
+-- the fast paths to SQL: either one is enough; both lowered by hand, a
 -- rotation of erin's consent would be inserted active
 UPDATE clients SET hosts_drifted = false WHERE client_id = 'drifthost';
 INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('dh4', 'drifthost', 'erin');
 SELECT status AS without_flag FROM refresh_tokens WHERE token_id = 'dh4';
 DELETE FROM refresh_tokens WHERE token_id = 'dh4';
+SELECT held_baselines AS held FROM clients WHERE client_id = 'drifthost' \gset
+UPDATE clients SET held_baselines = '{}' WHERE client_id = 'drifthost';
+INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('dh4', 'drifthost', 'erin');
+SELECT status AS without_flag_or_held FROM refresh_tokens WHERE token_id = 'dh4';
+DELETE FROM refresh_tokens WHERE token_id = 'dh4';
+UPDATE clients SET held_baselines = :'held' WHERE client_id = 'drifthost';
 SELECT note_hosts_drifted('drifthost');
 SELECT hosts_drifted AS flag_again FROM clients WHERE client_id = 'drifthost';
 -- the other host's facts come back: the drifted baseline has no active

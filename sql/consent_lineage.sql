@@ -85,8 +85,11 @@ WHERE token_table = 'appguard.refresh_tokens'::regclass AND token_key = 's1';
 UPDATE consents SET baseline_snapshot_id = :snap_a WHERE client_id = 'cl' AND subject = 'sam';
 UPDATE grants SET created_at = created_at - interval '1 minute'
 WHERE token_table = 'appguard.refresh_tokens'::regclass AND token_key = 's1';
+-- (a suspension of snapshot A was applied before s1 was moved onto
+-- it: s1 is suspended by that baseline's hold, and its row, which no
+-- fan-out wrote, says so at its first refresh check)
 SELECT snap('cl.example.org', changes => '{"tls.leaf.subject.O": "Northwind Data Brokers LLC"}') AS snap_b3 \gset
-SELECT (tok('s1')).status AS s1_suspended;
+SELECT (tok('s1')).status AS s1_row, state AS s1_suspended FROM tokens WHERE token_id = 's1';
 -- a second token of sam's grant, rotated while suspended (inserted
 -- suspended), the first revoked by the host as it rotates
 INSERT INTO refresh_tokens (token_id, client_id, subject, grant_id) VALUES ('s2', 'cl', 'sam', 'g-sam');
@@ -133,7 +136,7 @@ INSERT INTO public.gl_tokens VALUES (1, 'cl', 'uma', 1), (2, 'cl', 'uma', 0), (3
 SELECT appguard_protect('public.gl_tokens', 'client', 'enabled', NULL, '1', '0',
 						subject_column => 'username') - 'table' AS protected;
 SELECT token_key, state, subject, baseline_snapshot_id IS NOT NULL AS has_baseline
-FROM grants WHERE token_table = 'public.gl_tokens'::regclass ORDER BY token_key;
+FROM grant_states WHERE token_table = 'public.gl_tokens'::regclass ORDER BY token_key;
 SELECT baseline_snapshot_id = (SELECT last_ok_snapshot_id FROM clients WHERE client_id = 'cl') AS uma_consent_latest
 FROM consents WHERE client_id = 'cl' AND subject = 'uma';
 -- the next drift suspends uma's token; her rotation is inserted suspended

@@ -51,7 +51,7 @@ CREATE FUNCTION public.sync_calls() RETURNS bigint LANGUAGE sql AS $$
 $$;
 CREATE VIEW public.ow_state AS
 SELECT g.state, h.status, count(*) AS n, count(h.err) AS with_error_uri
-FROM ow.tokens h JOIN appguard.grants g ON g.token_table = 'ow.tokens'::regclass
+FROM ow.tokens h JOIN appguard.grant_states g ON g.token_table = 'ow.tokens'::regclass
 										AND g.token_key = h.id::text
 GROUP BY 1, 2 ORDER BY 1, 2;
 
@@ -67,21 +67,21 @@ SELECT appguard.applying() AS flag_raised_after;
 -- the host's UPDATE of the status: one call per row, appguard's state follows
 UPDATE ow.tokens SET status = 'revoked' WHERE id IN (1, 2);
 SELECT sync_calls() AS calls_after_host_update;
-SELECT token_key, state FROM grants
+SELECT token_key, state FROM grant_states
 WHERE token_table = 'ow.tokens'::regclass AND token_key IN ('1', '2', '3') ORDER BY 1;
 -- the host's trigger, fired by appguard's fan-out of row 41, revokes row
 -- 42: that is the host's write (one call), and appguard's state follows
 SELECT snap('linked.ow.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS drifted;
 SELECT sync_calls() AS calls_after_linked_fan_out;
 SELECT h.id, h.status, g.state, g.suspension_id IS NOT NULL AS suspended_by_appguard
-FROM ow.tokens h JOIN grants g ON g.token_table = 'ow.tokens'::regclass AND g.token_key = h.id::text
+FROM ow.tokens h JOIN grant_states g ON g.token_table = 'ow.tokens'::regclass AND g.token_key = h.id::text
 WHERE h.id IN (41, 42) ORDER BY 1;
 -- a re-approval is appguard's own write too: one call, which leaves it
 SELECT snap('ow.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS new_facts;
 SELECT appguard_reapprove('ow.tokens', '3') ->> 'reapproved' AS reapproved;
 SELECT sync_calls() AS calls_after_reapproval;
 SELECT h.status, g.state FROM ow.tokens h
-	 JOIN grants g ON g.token_table = 'ow.tokens'::regclass AND g.token_key = h.id::text
+	 JOIN grant_states g ON g.token_table = 'ow.tokens'::regclass AND g.token_key = h.id::text
 WHERE h.id = 3;
 COMMIT;
 

@@ -58,14 +58,14 @@ SELECT appguard_protect('"we""ird"."tok""ens; DROP TABLE x; --"', 'cli ent', 'en
 SELECT try($$SELECT appguard_protect('"we""ird"."tok""ens; DROP TABLE x; --"', 'cli ent', 'en"abled', NULL, '1', '0')$$);
 SELECT tgname FROM pg_trigger WHERE tgrelid = '"we""ird"."tok""ens; DROP TABLE x; --"'::regclass ORDER BY 1;
 SELECT token_key, client_id, state, baseline_snapshot_id IS NOT NULL AS has_baseline
-FROM grants WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
+FROM grant_states WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
 SELECT * FROM unregistered_grants ORDER BY token_table;
 
 -- the host's own statements work unchanged
 INSERT INTO "we""ird"."tok""ens; DROP TABLE x; --" ("cli ent") VALUES ('glw'), ('glw');
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "last seen" = now() WHERE "k""ey" = 1;
 SELECT token_key, client_id, state, baseline_snapshot_id IS NOT NULL AS has_baseline
-FROM grants WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
+FROM grant_states WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
 SELECT appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '1');
 SELECT appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '2');
 SELECT try($$SELECT appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '99')$$);
@@ -78,7 +78,7 @@ SELECT "k""ey", "cli ent", "en""abled",
 	   "err'uri" = (SELECT error_uri FROM suspensions s WHERE s.client_id = 'glw') AS error_uri_set
 FROM "we""ird"."tok""ens; DROP TABLE x; --" ORDER BY 1;
 SELECT token_key, state, suspension_id IS NOT NULL AS suspended_by_appguard
-FROM grants WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
+FROM grant_states WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
 SELECT (appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '1') -> 'error') - 'error_uri' AS refused;
 SELECT appguard_check_refresh('"we""ird"."tok""ens; DROP TABLE x; --"', '2');
 SELECT tokens_suspended FROM suspensions WHERE client_id = 'glw';
@@ -86,7 +86,7 @@ SELECT appguard_drifted('glw');
 
 -- the host revokes row 5 itself: appguard will not re-enable it
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "en""abled" = 0 WHERE "k""ey" = 5;
-SELECT token_key, state FROM grants WHERE token_key IN ('1', '5', '6') AND token_table <> 'appguard.refresh_tokens'::regclass ORDER BY 1;
+SELECT token_key, state FROM grant_states WHERE token_key IN ('1', '5', '6') AND token_table <> 'appguard.refresh_tokens'::regclass ORDER BY 1;
 SELECT try($$SELECT appguard_reapprove('"we""ird"."tok""ens; DROP TABLE x; --"', '5')$$);
 SELECT try($$SELECT appguard_reapprove('"we""ird"."tok""ens; DROP TABLE x; --"', '2')$$);
 -- re-approval of row 1: the host's value back, error_uri cleared, new baseline
@@ -99,17 +99,17 @@ SELECT kind, token_key FROM events WHERE token_table IS NOT NULL AND kind IN ('r
 -- the host re-enables row 6 on its own: appguard follows (its baseline
 -- is unchanged, so the next drifting snapshot suspends it again)
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "en""abled" = 1 WHERE "k""ey" = 6;
-SELECT token_key, state FROM grants WHERE token_key = '6' AND token_table <> 'appguard.refresh_tokens'::regclass;
+SELECT token_key, state FROM grant_states WHERE token_key = '6' AND token_table <> 'appguard.refresh_tokens'::regclass;
 SELECT snap('glw.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS next_sweep;
 SELECT "k""ey", "en""abled" FROM "we""ird"."tok""ens; DROP TABLE x; --" ORDER BY 1;
 
 -- key changes, deletes, truncates
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "k""ey" = 60 WHERE "k""ey" = 6;
 DELETE FROM "we""ird"."tok""ens; DROP TABLE x; --" WHERE "k""ey" = 4;
-SELECT token_key, client_id, state FROM grants WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
+SELECT token_key, client_id, state FROM grant_states WHERE token_table <> 'appguard.refresh_tokens'::regclass ORDER BY token_key::int;
 -- a row moved to another client takes that client's next baseline
 UPDATE "we""ird"."tok""ens; DROP TABLE x; --" SET "cli ent" = 'we"ird' WHERE "k""ey" = 1;
-SELECT token_key, client_id, state, baseline_snapshot_id IS NULL AS pending FROM grants WHERE token_key = '1' AND token_table <> 'appguard.refresh_tokens'::regclass;
+SELECT token_key, client_id, state, baseline_snapshot_id IS NULL AS pending FROM grant_states WHERE token_key = '1' AND token_table <> 'appguard.refresh_tokens'::regclass;
 
 -- A second table: text status with its own values, no error_uri column
 -- (appguard keeps the error_uri of a row itself)
@@ -120,18 +120,18 @@ INSERT INTO grants2 VALUES ('00000000-0000-0000-0000-000000000001', 'we"ird', 'l
 SELECT snap('weird.example.org', 443, '{"tls.verified": false, "tls.verify_error": "unable to get local issuer certificate"}') IS NOT NULL AS drifted;
 SELECT id, state FROM grants2 ORDER BY id;
 SELECT appguard_check_refresh('grants2', '00000000-0000-0000-0000-000000000001') -> 'error' ->> 'error_uri'
-	= (SELECT error_uri FROM grants WHERE token_key = '00000000-0000-0000-0000-000000000001') AS own_error_uri;
+	= (SELECT error_uri FROM grant_states WHERE token_key = '00000000-0000-0000-0000-000000000001') AS own_error_uri;
 SELECT appguard_check_refresh('grants2', '00000000-0000-0000-0000-000000000002');
 SELECT "k""ey", "en""abled" FROM "we""ird"."tok""ens; DROP TABLE x; --" WHERE "cli ent" = 'we"ird' ORDER BY 1;
 SELECT appguard_reapprove('grants2', '00000000-0000-0000-0000-000000000001') ->> 'reapproved' AS reapproved;
 SELECT id, state FROM grants2 ORDER BY id;
 TRUNCATE grants2;
-SELECT count(*) AS rows_left FROM grants WHERE token_table = 'grants2'::regclass;
+SELECT count(*) AS rows_left FROM grant_states WHERE token_table = 'grants2'::regclass;
 
 -- unprotect removes everything protect added; suspended rows stay suspended
 SELECT appguard_unprotect('"we""ird"."tok""ens; DROP TABLE x; --"');
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = '"we""ird"."tok""ens; DROP TABLE x; --"'::regclass;
-SELECT count(*) AS rows_left FROM grants
+SELECT count(*) AS rows_left FROM grant_states
 WHERE token_table = '"we""ird"."tok""ens; DROP TABLE x; --"'::regclass;
 SELECT "k""ey", "en""abled" FROM "we""ird"."tok""ens; DROP TABLE x; --" ORDER BY 1;
 INSERT INTO "we""ird"."tok""ens; DROP TABLE x; --" ("cli ent") VALUES ('glw');
@@ -165,7 +165,7 @@ SET ROLE appguard_regress_lv_host;
 INSERT INTO public.lv_tokens (client) VALUES ('lv');
 SELECT lastval() = (SELECT max(id) FROM public.lv_tokens) AS lastval_is_the_new_key;
 RESET ROLE;
-SELECT token_key, state, baseline_snapshot_id IS NULL AS pending FROM grants
+SELECT token_key, state, baseline_snapshot_id IS NULL AS pending FROM grant_states
 WHERE token_table = 'lv_tokens'::regclass ORDER BY token_key;
 -- the host takes over a row appguard suspended (an event): lastval() kept
 SELECT snap('lastval.example.org') IS NOT NULL AS baseline;
@@ -204,7 +204,7 @@ CREATE VIEW public.hf_state AS
 SELECT h.id, h.enabled, pr.state,
 	   CASE WHEN h.enabled = 1 THEN pr.state = 'active' ELSE pr.state <> 'active' END AS in_step
 FROM public.hf_tokens h
-	 JOIN appguard.grants pr ON pr.token_table = 'public.hf_tokens'::regclass AND pr.token_key = h.id::text;
+	 JOIN appguard.grant_states pr ON pr.token_table = 'public.hf_tokens'::regclass AND pr.token_key = h.id::text;
 
 -- Neither role can raise the flag, nor read it
 SET ROLE appguard_regress_hf_owner;
@@ -356,7 +356,7 @@ INSERT INTO public.gw_tokens VALUES
 SELECT c.token_key, to_jsonb(c) - 'token_key' = to_jsonb(s) - 'token_key' AS same_as_sql,
 	   c.client_id, c.state, c.baseline_snapshot_id = (SELECT last_ok_snapshot_id FROM clients WHERE client_id = 'gw') AS baseline_latest,
 	   c.created_at = now() AS created_now
-FROM grants c JOIN grants s ON s.token_table = c.token_table AND s.token_key = 's-' || substr(c.token_key, 3)
+FROM grant_states c JOIN grant_states s ON s.token_table = c.token_table AND s.token_key = 's-' || substr(c.token_key, 3)
 WHERE c.token_table = 'public.gw_tokens'::regclass AND c.token_key LIKE 'c-%'
 ORDER BY 1;
 COMMIT;
@@ -366,7 +366,7 @@ SELECT split_part(try($$INSERT INTO appguard.grants (token_table, token_key, sta
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
 EXPLAIN (COSTS OFF) SELECT token_key FROM grants WHERE client_id = 'gw' AND state = 'active';
-SELECT token_key FROM grants WHERE client_id = 'gw' AND state = 'active' ORDER BY 1;
+SELECT token_key FROM grant_states WHERE client_id = 'gw' AND state = 'active' ORDER BY 1;
 RESET enable_seqscan;
 RESET enable_bitmapscan;
 -- the table's constraints and unique indexes hold for the direct insert
@@ -377,7 +377,7 @@ CREATE UNIQUE INDEX gw_test_unique ON appguard.grants (client_id) WHERE client_i
 SELECT split_part(try($$INSERT INTO public.gw_tokens VALUES ('c-forbidden', 'forbidden', 'active')$$), ' (', 1) AS check_violation;
 INSERT INTO public.gw_tokens VALUES ('c-solo', 'solo', 'active');
 SELECT try($$INSERT INTO public.gw_tokens VALUES ('c-solo2', 'solo', 'active')$$) AS unique_violation;
-SELECT token_key FROM grants WHERE token_table = 'public.gw_tokens'::regclass
+SELECT token_key FROM grant_states WHERE token_table = 'public.gw_tokens'::regclass
   AND token_key IN ('c-forbidden', 'c-solo', 'c-solo2');
 DROP INDEX appguard.gw_test_unique;
 ALTER TABLE appguard.grants DROP CONSTRAINT gw_test_check;
@@ -392,7 +392,7 @@ BEGIN;
 INSERT INTO public.gw_tokens VALUES ('c-active', NULL, 'revoked');
 SELECT token_key, client_id, state, baseline_snapshot_id, suspension_id, suspended_at, error_uri, reapproved_at,
 	   created_at = now() AS created_now
-FROM grants WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 'c-active';
+FROM grant_states WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 'c-active';
 COMMIT;
 -- the status trigger: a host retiring an active row (every rotation) is
 -- done in C; the rest by appguard.grant_sync_sql, counted here with
@@ -409,7 +409,7 @@ $$;
 BEGIN;
 UPDATE public.gw_tokens SET status = 'revoked' WHERE id = 't-retire';
 SELECT pg_temp.sync_sql_calls() AS sql_calls_after_retiring;
-SELECT state FROM grants WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 't-retire';
+SELECT state FROM grant_states WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 't-retire';
 UPDATE public.gw_tokens SET status = 'revoked' WHERE id = 't-retire';
 SELECT pg_temp.sync_sql_calls() AS sql_calls_after_retiring_again;
 UPDATE public.gw_tokens SET status = 'revoked' WHERE id = 't-untracked';
@@ -418,10 +418,10 @@ UPDATE public.gw_tokens SET status = 'active' WHERE id = 't-retire';
 SELECT pg_temp.sync_sql_calls() AS sql_calls_after_reactivating;
 COMMIT;
 SELECT token_key, state, baseline_snapshot_id = (SELECT last_ok_snapshot_id FROM clients WHERE client_id = 'gw') AS baseline_latest
-FROM grants WHERE token_table = 'public.gw_tokens'::regclass AND token_key LIKE 't-%' ORDER BY 1;
+FROM grant_states WHERE token_table = 'public.gw_tokens'::regclass AND token_key LIKE 't-%' ORDER BY 1;
 RESET track_functions;
 DELETE FROM public.gw_tokens WHERE id LIKE 't-%';
-SELECT count(*) FROM grants WHERE token_table = 'public.gw_tokens'::regclass;
+SELECT count(*) FROM grant_states WHERE token_table = 'public.gw_tokens'::regclass;
 SELECT appguard_unprotect('public.gw_tokens') ->> 'rows_forgotten' AS forgotten;
 DROP TABLE public.gw_tokens;
 DROP FUNCTION public.gw_via_sql();

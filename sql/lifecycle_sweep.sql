@@ -252,7 +252,7 @@ SELECT (appguard_prune('0') ->> 'snapshots')::int > 0 AS pruned;
 -- every baseline, everything a suspension points to, every client's latest
 -- snapshot is still there
 SELECT count(*) AS missing FROM (
-	SELECT baseline_snapshot_id AS id FROM grants WHERE baseline_snapshot_id IS NOT NULL
+	SELECT baseline_snapshot_id AS id FROM grant_states WHERE baseline_snapshot_id IS NOT NULL
 	UNION SELECT baseline_snapshot_id FROM suspensions
 	UNION SELECT snapshot_id FROM suspensions
 	UNION SELECT first_drift_snapshot_id FROM suspensions WHERE first_drift_snapshot_id IS NOT NULL
@@ -396,7 +396,7 @@ SELECT appguard_check_refresh('tok-fc1') -> 'error' ->> 'error' AS tok_fc1,
 	   appguard_check_refresh('tok-fc1') -> 'error' ->> 'error_uri' = :'pending_uri' AS its_error_uri,
 	   appguard_check_refresh('public.fc_grants', '1') -> 'error' ->> 'error_uri' = :'pending_uri' AS row_refused,
 	   appguard_check_refresh('tok-fc2') AS tok_fc2;
-SELECT token, status FROM (SELECT token_key AS token, state AS status FROM grants WHERE client_id = 'fc1') g ORDER BY 1;
+SELECT token, status FROM (SELECT token_key AS token, state AS status FROM grant_states WHERE client_id = 'fc1') g ORDER BY 1;
 -- the close fails: the sweep ends failed, its suspension too (WARNING)
 SELECT appguard_sweep_finish(:sweep) - 'sweep_id' AS sweep;
 SELECT state, error, error_sqlstate, finished_at IS NOT NULL AS finished FROM sweeps WHERE id = :sweep;
@@ -406,7 +406,7 @@ SELECT kind, client_id, detail ->> 'closing' AS closing, detail ->> 'error' AS e
 FROM events WHERE sweep_id = :sweep AND kind LIKE '%failed' ORDER BY id;
 -- nothing was applied; the grants stay active but are refused while the
 -- drift lasts (appguard_drifted agrees), by the C fast path's caller too
-SELECT token_key, state FROM grants WHERE client_id = 'fc1' ORDER BY 1;
+SELECT token_key, state FROM grant_states WHERE client_id = 'fc1' ORDER BY 1;
 SELECT appguard_drifted('fc1') AS drifted,
 	   appguard_check_refresh('tok-fc1') -> 'error' ->> 'error_uri' = :'pending_uri' AS tok_refused,
 	   appguard_check_refresh('public.fc_grants', '1') -> 'error' ->> 'error_uri' = :'pending_uri' AS row_refused,
@@ -438,7 +438,7 @@ SELECT count(*) AS running FROM sweeps WHERE state = 'running';
 SELECT snap('fc1.failclose.test', 443, '{"tls.leaf.subject.O": "Someone Else"}') IS NOT NULL AS persists;
 SELECT state, count(*) FROM suspensions WHERE client_id = 'fc1' GROUP BY state ORDER BY state;
 SELECT token_key, state, error_uri = (SELECT error_uri FROM suspensions WHERE client_id = 'fc1' AND state = 'applied') AS new_uri
-FROM grants WHERE client_id = 'fc1' ORDER BY 1;
+FROM grant_states WHERE client_id = 'fc1' ORDER BY 1;
 SELECT appguard_check_refresh('tok-fc1') -> 'error' ->> 'error' AS refused,
 	   appguard_check_refresh('public.fc_grants', '1') -> 'error' ->> 'error' AS row_refused;
 -- a suspension left pending by a sweep that ended without deciding it

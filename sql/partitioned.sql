@@ -60,19 +60,19 @@ INSERT INTO public.ptok (token_id, client, subject, issued_at)
 VALUES ('j2', 'pt', 'alice', '2026-01-06'), ('f2', 'pt', 'bob', '2026-02-06'),
 	   ('m1', 'pt', 'carol', '2026-03-06'), ('m2', 'stranger', NULL, '2026-03-07');
 SELECT token_table, token_key, client_id, state, subject, baseline_snapshot_id IS NOT NULL AS has_baseline
-FROM grants WHERE token_table = 'ptok'::regclass ORDER BY token_key;
+FROM grant_states WHERE token_table = 'ptok'::regclass ORDER BY token_key;
 SELECT appguard_check_refresh('ptok', 'm1');
 SELECT try($$SELECT appguard_check_refresh('ptok_mar', 'm1')$$);
 
 -- the host retires a row of a partition (its status trigger, in C)
 UPDATE public.ptok SET status = 'revoked' WHERE token_id = 'j1';
-SELECT token_key, state FROM grants WHERE token_table = 'ptok'::regclass AND token_key = 'j1';
+SELECT token_key, state FROM grant_states WHERE token_table = 'ptok'::regclass AND token_key = 'j1';
 
 -- drift: the fan-out writes the rows in every partition
 SELECT snap('pt.example.org', 443, '{"tls.leaf.subject.O": "Data Harvest Ltd"}') IS NOT NULL AS drifted;
 SELECT tableoid::regclass AS part, token_id, status, err IS NOT NULL AS has_error_uri
 FROM public.ptok ORDER BY token_id;
-SELECT token_key, state FROM grants WHERE token_table = 'ptok'::regclass ORDER BY token_key;
+SELECT token_key, state FROM grant_states WHERE token_table = 'ptok'::regclass ORDER BY token_key;
 SELECT appguard_check_refresh('ptok', 'm1') ->> 'allowed' AS allowed;
 SELECT tokens_suspended FROM suspensions WHERE client_id = 'pt';
 -- a rotation in a partition joins the consent's suspension (subject column)
@@ -84,19 +84,19 @@ SELECT token_id, status FROM public.ptok WHERE token_id IN ('m1', 'm3') ORDER BY
 
 -- TRUNCATE of one partition forgets that partition's grants only
 TRUNCATE public.ptok_jan;
-SELECT token_key FROM grants WHERE token_table = 'ptok'::regclass ORDER BY token_key;
+SELECT token_key FROM grant_states WHERE token_table = 'ptok'::regclass ORDER BY token_key;
 -- a detached partition takes its rows' grants, and appguard's triggers
 ALTER TABLE public.ptok DETACH PARTITION public.ptok_feb;
-SELECT token_key FROM grants WHERE token_table = 'ptok'::regclass ORDER BY token_key;
+SELECT token_key FROM grant_states WHERE token_table = 'ptok'::regclass ORDER BY token_key;
 SELECT count(*) AS triggers_left FROM pg_trigger
 WHERE tgrelid = 'ptok_feb'::regclass AND tgname LIKE 'appguard_%';
 -- an attached table brings its rows, which are adopted
 INSERT INTO public.ptok_feb (token_id, client, status, issued_at) VALUES ('f3', 'pt', 'active', '2026-02-07');
 ALTER TABLE public.ptok ATTACH PARTITION public.ptok_feb FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
-SELECT token_key, state FROM grants WHERE token_table = 'ptok'::regclass ORDER BY token_key;
+SELECT token_key, state FROM grant_states WHERE token_table = 'ptok'::regclass ORDER BY token_key;
 -- a dropped partition takes its rows' grants
 DROP TABLE public.ptok_mar;
-SELECT token_key FROM grants WHERE token_table = 'ptok'::regclass ORDER BY token_key;
+SELECT token_key FROM grant_states WHERE token_table = 'ptok'::regclass ORDER BY token_key;
 SELECT kind, detail - 'partitions_covered' - 'partitions_left' AS detail
 FROM events WHERE kind = 'partitions_changed' ORDER BY id;
 
@@ -111,13 +111,13 @@ SELECT count(*) AS problems FROM table_problems;
 SET session_replication_role = replica;
 DROP TABLE public.ptok_feb;
 RESET session_replication_role;
-SELECT count(*) AS stale_grants FROM grants WHERE token_table = 'ptok'::regclass;
+SELECT count(*) AS stale_grants FROM grant_states WHERE token_table = 'ptok'::regclass;
 SELECT (appguard_prune('100 years') ->> 'grants_of_gone_rows')::int AS forgotten;
-SELECT count(*) AS grants_left FROM grants WHERE token_table = 'ptok'::regclass;
+SELECT count(*) AS grants_left FROM grant_states WHERE token_table = 'ptok'::regclass;
 
 -- TRUNCATE of the partitioned table forgets all its grants
 TRUNCATE public.ptok;
-SELECT count(*) AS grants_left FROM grants WHERE token_table = 'ptok'::regclass;
+SELECT count(*) AS grants_left FROM grant_states WHERE token_table = 'ptok'::regclass;
 
 -- refused: a partitioned table one of whose partitions is protected on its
 -- own (whose rows that partition's own triggers keep guarding)
@@ -128,7 +128,7 @@ SELECT appguard_protect('pinner', 'client', 'status') ->> 'rows' AS adopted;
 ALTER TABLE public.pouter ATTACH PARTITION public.pinner FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
 SELECT try($$SELECT appguard_protect('pouter', 'client', 'status')$$);
 INSERT INTO public.pouter VALUES ('i1', 'pt', 'active', '2026-01-02');
-SELECT token_table, token_key, state FROM grants WHERE token_key = 'i1';
+SELECT token_table, token_key, state FROM grant_states WHERE token_key = 'i1';
 
 -- a tree of two levels: the primary key holds the partition keys of both;
 -- the leaves map to the root through the level between
@@ -142,9 +142,9 @@ SELECT appguard_protect('ptree', 'client', 'status') ->> 'rows' AS adopted;
 SELECT try($$SELECT appguard_protect('ptree_jan', 'client', 'status')$$);
 CREATE TABLE public.ptree_jan_2 PARTITION OF public.ptree_jan FOR VALUES IN (2);
 INSERT INTO public.ptree VALUES ('t1', 'pt', 'active', '2026-01-02', 1), ('t2', 'pt', 'active', '2026-01-02', 2);
-SELECT token_table, token_key, state FROM grants WHERE token_table = 'ptree'::regclass ORDER BY 2;
+SELECT token_table, token_key, state FROM grant_states WHERE token_table = 'ptree'::regclass ORDER BY 2;
 ALTER TABLE public.ptree DETACH PARTITION public.ptree_jan;
-SELECT count(*) AS grants_left FROM grants WHERE token_table = 'ptree'::regclass;
+SELECT count(*) AS grants_left FROM grant_states WHERE token_table = 'ptree'::regclass;
 SELECT count(*) AS triggers_left FROM pg_trigger t
 WHERE t.tgname LIKE 'appguard_%' AND t.tgrelid IN (SELECT relid FROM pg_partition_tree('ptree_jan'));
 SELECT appguard_unprotect('ptree') ->> 'rows_forgotten' AS forgotten;

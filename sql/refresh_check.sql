@@ -23,7 +23,7 @@ SELECT appguard_protect('public.host_grants', 'client', 'status', 'error_uri') -
 INSERT INTO refresh_tokens (token_id, client_id, subject) VALUES ('t-a', 'fp', 'ann');
 SELECT baseline_snapshot_id = :snap_a AS baseline_is_latest FROM public.tokens WHERE token_id = 't-a';
 INSERT INTO public.host_grants (id, client) VALUES (1, 'fp');
-SELECT baseline_snapshot_id = :snap_a AS row_baseline_is_latest FROM grants WHERE token_key = '1';
+SELECT baseline_snapshot_id = :snap_a AS row_baseline_is_latest FROM grant_states WHERE token_key = '1';
 -- too old (baseline_max_age = 0): a live snapshot, refused here, so the
 -- baseline is pending and the failure is an event
 SET LOCAL appguard.baseline_max_age = 0;
@@ -107,9 +107,9 @@ SELECT appguard_check_refresh('t-revoked');
 SET session_replication_role = replica;
 DELETE FROM refresh_tokens WHERE token_id = 't-a';
 SET session_replication_role = origin;
-SELECT state FROM grants WHERE token_key = 't-a' AND token_table = 'refresh_tokens'::regclass;
+SELECT state FROM grant_states WHERE token_key = 't-a' AND token_table = 'refresh_tokens'::regclass;
 INSERT INTO refresh_tokens (token_id, client_id, subject, status) VALUES ('t-a', 'fp', 'again', 'revoked');
-SELECT state, suspension_id IS NULL AS no_suspension FROM grants
+SELECT state, suspension_id IS NULL AS no_suspension FROM grant_states
 WHERE token_key = 't-a' AND token_table = 'refresh_tokens'::regclass;
 SELECT appguard_check_refresh('t-a') ->> 'allowed' AS allowed;
 

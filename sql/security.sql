@@ -376,7 +376,7 @@ SET session_replication_role = replica;
 DELETE FROM public.hp_tokens WHERE id OPERATOR(pg_catalog.=) 'r2';
 RESET session_replication_role;
 INSERT INTO public.hp_tokens VALUES ('r2', 'hp-app', 'active', NULL);
-SELECT pg_catalog.count(*) AS hp_grants FROM appguard.grants g
+SELECT pg_catalog.count(*) AS hp_grants FROM appguard.grant_states g
 WHERE g.client_id OPERATOR(pg_catalog.=) 'hp-app' AND g.state OPERATOR(pg_catalog.=) 'active';
 SELECT appguard_check_refresh('hp1') ->> 'allowed';
 SELECT public.snap('hp.example.org', 443, '{"dns.ownership_ids": [], "tls.verified": false}') IS NOT NULL AS drifted;
@@ -393,7 +393,7 @@ SELECT appguard_update_client('hp-app', 'Hostile Path 2') ->> 'name';
 UPDATE appguard.refresh_tokens SET status = 'revoked' WHERE token_id OPERATOR(pg_catalog.=) 'hp1';
 UPDATE public.hp_tokens SET status = 'revoked' WHERE id OPERATOR(pg_catalog.=) 'r2';
 UPDATE public.hp_tokens SET client = 'hp-app' WHERE id OPERATOR(pg_catalog.=) 'r1';
-SELECT g.token_key, g.state FROM appguard.grants g
+SELECT g.token_key, g.state FROM appguard.grant_states g
 WHERE g.token_table OPERATOR(pg_catalog.=) 'public.hp_tokens'::pg_catalog.regclass ORDER BY 1;
 DELETE FROM public.hp_tokens;
 SELECT appguard_unprotect('public.hp_tokens') ->> 'rows_forgotten';

@@ -74,7 +74,7 @@ UPDATE idp.grants SET status = 'revoked' WHERE id = 4;
 DELETE FROM idp.grants WHERE id = 4;
 RESET ROLE;
 SELECT * FROM pg_temp.owner_is_superuser;
-SELECT token_key, client_id, state FROM appguard.grants
+SELECT token_key, client_id, state FROM appguard.grant_states
 WHERE token_table = 'idp.grants'::regclass ORDER BY token_key;
 -- a status column of such a type is read without the cast too
 SET ROLE ag_hostile_owner;
@@ -96,7 +96,7 @@ RESET ROLE;
 -- rows already in the table, adopted at protect: no cast to json
 SELECT appguard_protect('idp.grants_enum', 'client', 'status') - 'table' AS protected;
 SELECT * FROM pg_temp.owner_is_superuser;
-SELECT token_key, state FROM appguard.grants WHERE token_table = 'idp.grants_enum'::regclass ORDER BY token_key;
+SELECT token_key, state FROM appguard.grant_states WHERE token_table = 'idp.grants_enum'::regclass ORDER BY token_key;
 SELECT appguard_unprotect('idp.grants_enum') ->> 'rows_forgotten' AS forgotten;
 -- a cast from text into the status type runs as the owner, not as superuser
 SET ROLE ag_hostile_owner;
@@ -161,7 +161,7 @@ SELECT snap('app2.example.org', 443, '{"tls.leaf.subject.O": "Someone Else LLC"}
 SELECT id, status, error_uri IS NOT NULL AS has_error_uri FROM idp.g_broken ORDER BY id;
 SELECT id, client, status FROM idp.g_sound ORDER BY id;
 SELECT token_table, token_key, state, suspension_id IS NOT NULL AS suspended_by_appguard
-FROM appguard.grants WHERE token_table IN ('idp.g_broken'::regclass, 'idp.g_sound'::regclass)
+FROM appguard.grant_states WHERE token_table IN ('idp.g_broken'::regclass, 'idp.g_sound'::regclass)
 ORDER BY token_table::text, token_key;
 -- refresh checks of the broken table's rows answer not allowed, with the error_uri
 SELECT appguard_check_refresh('idp.g_broken', '1') -> 'error' ->> 'error' AS g_broken_1,

@@ -78,7 +78,7 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 		"clients", "clients_pkey", true,
 		1, {"client_id"}, {F_TEXTEQ},
 		CL_NCOLUMNS, {"last_snapshot_id", "last_snapshot_at", "last_ok_snapshot_id", "last_ok_at",
-					  "hosts_undecided", "hosts_drifted"}
+					  "hosts_undecided", "hosts_drifted", "held_baselines"}
 	},
 	[KT_BASELINE_STATE] = {
 		"baseline_state", "baseline_state_pkey", true,

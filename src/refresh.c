@@ -53,6 +53,7 @@
 #include "protected.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -211,6 +212,69 @@ run_kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtype
  * the latest snapshot, and a suspension needs a later one.)  Reads with
  * the active snapshot; client_verifies judges a client row already read.
  */
+/*
+ * Whether baseline is one of the client's held baselines
+ * (clients.held_baselines, of a client row already read): a suspension
+ * applied to it holds its active grants (appguard.baseline_hold), unless
+ * the host re-enabled one after it, which SQL tells (appguard.grant_states).
+ */
+static bool
+baseline_held(const Datum *cl, const bool *cl_null, Datum baseline)
+{
+	ArrayType  *held;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int64		wanted = DatumGetInt64(baseline);
+
+	if (cl_null[CL_HELD_BASELINES])
+		return false;
+	held = DatumGetArrayTypeP(cl[CL_HELD_BASELINES]);
+	if (ARR_NDIM(held) == 0)
+		return false;
+	deconstruct_array(held, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i] && DatumGetInt64(elems[i]) == wanted)
+			return true;
+	return false;
+}
+
+static bool grant_baseline_held(Datum client_id, bool client_null, Datum baseline,
+								bool baseline_null);
+
+/*
+ * For grantwrite_retire: grant_baseline_held with a snapshot taken now.
+ * The host's statement may have waited for a fan-out's write of the same
+ * row; its own snapshot, older, would not see the baseline held.
+ */
+static bool
+retired_grant_held(Datum client_id, bool client_null, Datum baseline, bool baseline_null)
+{
+	bool		held;
+
+	if (client_null || baseline_null)
+		return false;
+	keyread_begin_fresh();
+	held = grant_baseline_held(client_id, client_null, baseline, baseline_null);
+	keyread_end_fresh();
+	return held;
+}
+
+/* The client's row says the grant's baseline is held (baseline_held) */
+static bool
+grant_baseline_held(Datum client_id, bool client_null, Datum baseline, bool baseline_null)
+{
+	Datum		cl[CL_NCOLUMNS];
+	bool		cl_null[CL_NCOLUMNS];
+
+	if (client_null || baseline_null)
+		return false;
+	if (!keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null))
+		return false;
+	return baseline_held(cl, cl_null, baseline);
+}
+
 static bool
 client_verifies(Datum client_id, const Datum *cl, const bool *cl_null, Datum baseline,
 				bool joining)
@@ -221,6 +285,8 @@ client_verifies(Datum client_id, const Datum *cl, const bool *cl_null, Datum bas
 	bool		bs_null[BS_NCOLUMNS];
 	int64		latest;
 
+	if (baseline_held(cl, cl_null, baseline))
+		return false;			/* a suspension holds the baseline: SQL decides */
 	if (!cl_null[CL_HOSTS_UNDECIDED] && DatumGetBool(cl[CL_HOSTS_UNDECIDED]))
 		return false;			/* another host's suspension is undecided */
 	if (!cl_null[CL_HOSTS_DRIFTED] && DatumGetBool(cl[CL_HOSTS_DRIFTED]))
@@ -821,8 +887,29 @@ static SPIPlanPtr retire_grant_plan = NULL;
  * the host's writes only (appguard's return before), and only for a row
  * whose new status is 'suspended' or 'active'.
  */
+/*
+ * The suspension holding the grant's baseline (appguard.baseline_hold),
+ * read as appguard's owner, as text for a message; "" if none.
+ */
+static char *
+baseline_hold_text(Oid owner, Datum client_id, Datum baseline)
+{
+	static const Oid argtypes[2] = {TEXTOID, INT8OID};
+	Datum		args[2] = {client_id, baseline};
+	bool		argnulls[2] = {false, false};
+	bool		isnull;
+	Datum		hold;
+	SavedIdentity caller;
+
+	identity_become(owner, 0, false, &caller);
+	hold = call_appguard_function("baseline_hold", 2, argtypes, args, argnulls, &isnull, NULL);
+	identity_restore(&caller);
+	return isnull ? "" : psprintf(INT64_FORMAT, DatumGetInt64(hold));
+}
+
 static void
-refuse_token_status(TriggerData *trigdata, Oid root, const Datum *pt, const char *status)
+refuse_token_status(TriggerData *trigdata, Oid root, const Datum *pt, const char *status,
+					Oid owner)
 {
 	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
 	AttrNumber	status_attnum = DatumGetInt16(pt[PT_STATUS_ATTNUM]);
@@ -830,7 +917,9 @@ refuse_token_status(TriggerData *trigdata, Oid root, const Datum *pt, const char
 	Datum		key[2];
 	Datum		grant[GRANT_NCOLUMNS];
 	bool		grant_null[GRANT_NCOLUMNS];
+	bool		found;
 	bool		held;
+	bool		held_by_baseline;
 
 	if (root != refresh_tokens_relid())
 		return;
@@ -847,18 +936,26 @@ refuse_token_status(TriggerData *trigdata, Oid root, const Datum *pt, const char
 	key[1] = CStringGetTextDatum(hostrow_column_text(trigdata->tg_newtuple, desc,
 													 DatumGetInt16(pt[PT_KEY_ATTNUM])));
 	keyread_begin_fresh();
-	held = keyread_row(KT_GRANTS, key, GetActiveSnapshot(), grant, grant_null)
-		&& !grant_null[GRANT_STATE]
+	found = keyread_row(KT_GRANTS, key, GetActiveSnapshot(), grant, grant_null)
+		&& !grant_null[GRANT_STATE];
+	held = found
 		&& (text_equals(grant[GRANT_STATE], "suspended")
 			|| (text_equals(grant[GRANT_STATE], "inactive") && !grant_null[GRANT_SUSPENSION_ID]));
+	/* an active grant on a held baseline: suspended by the baseline's hold */
+	held_by_baseline = found && !held && text_equals(grant[GRANT_STATE], "active")
+		&& grant_baseline_held(grant[GRANT_CLIENT_ID], grant_null[GRANT_CLIENT_ID],
+							   grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID]);
 	keyread_end_fresh();
-	if (held)
+	if (held || held_by_baseline)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("refresh token was suspended by appguard"),
 				 errdetail("It is %s under suspension %s; only appguard_reapprove makes it active again.",
 						   old_status ? old_status : "",
-						   grant_null[GRANT_SUSPENSION_ID] ? ""
+						   held_by_baseline
+						   ? baseline_hold_text(owner, grant[GRANT_CLIENT_ID],
+												grant[GRANT_BASELINE_SNAPSHOT_ID])
+						   : grant_null[GRANT_SUSPENSION_ID] ? ""
 						   : psprintf(INT64_FORMAT, DatumGetInt64(grant[GRANT_SUSPENSION_ID]))),
 				 errhint("Reactivate a suspended token with appguard_reapprove(token_id), which takes a new baseline; a token revoked while suspended stays revoked.")));
 }
@@ -894,7 +991,7 @@ grant_retired(TriggerData *trigdata, Oid owner)
 		return false;
 	status = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_STATUS_ATTNUM]));
 	if (status != NULL && (strcmp(status, "suspended") == 0 || strcmp(status, "active") == 0))
-		refuse_token_status(trigdata, root, pt, status);
+		refuse_token_status(trigdata, root, pt, status, owner);
 	if (status != NULL && strcmp(status, TextDatumGetCString(pt[PT_ACTIVE_VALUE])) == 0)
 		return false;			/* (re)activated */
 	key = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_KEY_ATTNUM]));
@@ -905,14 +1002,18 @@ grant_retired(TriggerData *trigdata, Oid owner)
 	args[1] = CStringGetTextDatum(key);
 	/* the columns were read as the writing role; appguard's state is written as its owner */
 	identity_become(owner, 0, false, &caller);
-	result = grantwrite_retire(root, args[1]);
+	result = grantwrite_retire(root, args[1], retired_grant_held);
 	if (result == GW_NOT_DIRECT)
 	{
 		int			nestlevel = identity_pin_search_path();
 
+		/* (a grant its baseline's hold suspends is left to SQL, as above) */
 		result = run_kept_plan(&retire_grant_plan,
-							   "UPDATE appguard.grants SET state = 'inactive'"
-							   " WHERE token_table = $1 AND token_key = $2 AND state = 'active'",
+							   "UPDATE appguard.grants g SET state = 'inactive'"
+							   " WHERE g.token_table = $1 AND g.token_key = $2 AND g.state = 'active'"
+							   " AND NOT EXISTS (SELECT FROM appguard.clients c"
+							   " WHERE c.client_id = g.client_id"
+							   " AND g.baseline_snapshot_id = ANY (c.held_baselines))",
 							   2, argtypes, args, NULL, SPI_OK_UPDATE, "retiring a grant") == 1
 			? GW_RETIRED : GW_NOT_ACTIVE;
 		identity_unpin(nestlevel);

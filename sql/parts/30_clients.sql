@@ -85,7 +85,8 @@ $$;
 -- searching appguard.snapshots.
 -- Read by C (src/keyread.c, KT_CLIENTS): index clients_pkey on
 -- (client_id); columns last_snapshot_id, last_snapshot_at,
--- last_ok_snapshot_id, last_ok_at, hosts_undecided, hosts_drifted.
+-- last_ok_snapshot_id, last_ok_at, hosts_undecided, hosts_drifted,
+-- held_baselines.
 CREATE TABLE appguard.clients (
 	client_id			text PRIMARY KEY,
 	name				text NOT NULL,
@@ -115,7 +116,15 @@ CREATE TABLE appguard.clients (
 	-- know of: every grant of the client then takes the SQL paths
 	-- (appguard.consent_grant, appguard.verify_grant and
 	-- appguard.other_host_blocking).  Kept by appguard.note_hosts_drifted.
-	hosts_drifted		boolean NOT NULL DEFAULT false
+	hosts_drifted		boolean NOT NULL DEFAULT false,
+	-- The client's baselines held by an applied suspension (part 4,
+	-- appguard.baseline_hold): every active grant on one of them is
+	-- suspended -- the fan-out writes the grants' host rows, not the
+	-- grants -- until the patient approves again.  Read by the C fast
+	-- paths, which leave such grants to SQL.  Set by
+	-- appguard.apply_suspensions, emptied of baselines no grant holds any
+	-- more by appguard_prune.
+	held_baselines		bigint[] NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE appguard.clients IS 'OAuth clients appguard watches: the primary redirect URI''s host and port, and their latest snapshots';
 CREATE INDEX clients_host ON appguard.clients (host, port);

@@ -375,10 +375,12 @@ BEGIN
 END
 $$;
 
--- Suspend, under suspension p_suspension_id, the active rows of table
--- p_tbl of one consent (p_client_id, p_subject) on baseline p_baseline:
--- their host rows (as the table's owner), then their grants.  For rows
--- that joined a consent while its suspension was being applied.
+-- Write the host rows of table p_tbl of one consent (p_client_id,
+-- p_subject) on baseline p_baseline that suspension p_suspension_id
+-- holds (appguard.grant_states) but that still have the active value: rows
+-- that joined the consent while its suspension was being applied.  Their
+-- grants are suspended already (the baseline is held); this makes their
+-- host rows say so.  Returns the number of host rows written.
 CREATE FUNCTION appguard.suspend_consent_rows(p_tbl regclass, p_client_id text, p_subject text,
 											  p_baseline bigint, p_suspension_id bigint)
 RETURNS bigint
@@ -387,32 +389,33 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	keys text[];
+	written text[];
 	uri text;
 	n bigint;
 	saved bigint;
 BEGIN
-	SELECT pg_catalog.array_agg(g.token_key) INTO keys FROM appguard.grants g
+	SELECT pg_catalog.array_agg(g.token_key) INTO keys FROM appguard.grant_states g
 	WHERE g.token_table = p_tbl AND g.client_id = p_client_id AND g.subject = p_subject
-	  AND g.baseline_snapshot_id = p_baseline AND g.state = 'active';
+	  AND g.baseline_snapshot_id = p_baseline AND g.state = 'suspended'
+	  AND g.suspension_id = p_suspension_id;
 	SELECT s.error_uri INTO uri FROM appguard.suspensions s
 	WHERE s.id = p_suspension_id AND s.state = 'applied';
 	IF keys IS NULL OR uri IS NULL THEN
 		RETURN 0;
 	END IF;
 	PERFORM appguard.set_applying(true);
-	PERFORM appguard.write_host_suspensions_or_record(p_tbl, keys, uri);
+	written := appguard.write_host_suspensions_or_record(p_tbl, keys, uri);
 	PERFORM appguard.set_applying(false);
-	UPDATE appguard.grants g
-	SET state = 'suspended', suspension_id = p_suspension_id,
-		suspended_at = pg_catalog.clock_timestamp(), error_uri = uri
-	WHERE g.token_table = p_tbl AND g.token_key = ANY (keys) AND g.state = 'active';
-	GET DIAGNOSTICS n = ROW_COUNT;
+	n := pg_catalog.cardinality(written);
+	IF n = 0 THEN
+		RETURN 0;
+	END IF;
 	UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
 	WHERE s.id = p_suspension_id;
 	saved := appguard.saved_lastval();
 	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
 		pg_catalog.jsonb_build_object('detail', 'tokens of a consent whose suspension was applied as they were issued',
-									  'tokens', n, 'token_keys', pg_catalog.to_jsonb(keys)),
+									  'tokens', n, 'token_keys', pg_catalog.to_jsonb(written)),
 		snapshot_id => p_baseline, suspension_id => p_suspension_id, token_table => p_tbl::text);
 	PERFORM appguard.restore_lastval(saved);
 	RETURN n;
@@ -558,7 +561,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	r record;
+	r appguard.grants;
 	saved bigint;
 BEGIN
 	SELECT * INTO r FROM appguard.grants pr
@@ -567,14 +570,18 @@ BEGIN
 		PERFORM appguard.grant_track(p_tbl, p_key, p_client_id, p_active);
 		RETURN;
 	END IF;
+	r := appguard.grant_effective(r);
 	IF p_active AND r.state <> 'active' THEN
 		-- A row the host (re)activates keeps its baseline if it has one:
 		-- if its app still drifts from it, the next snapshot suspends it
-		-- again; only re-approval takes a new baseline.
+		-- again; only re-approval takes a new baseline.  The suspension
+		-- holding that baseline (appguard.baseline_hold) no longer holds
+		-- this grant: its suspension_id records the one the host overrode.
 		UPDATE appguard.grants pr
 		SET state = 'active',
 			baseline_snapshot_id = coalesce(pr.baseline_snapshot_id, appguard.grant_baseline(pr.client_id)),
-			suspension_id = NULL, suspended_at = NULL, error_uri = NULL
+			suspension_id = appguard.baseline_hold(pr.client_id, pr.baseline_snapshot_id),
+			suspended_at = NULL, error_uri = NULL
 		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
 		IF r.state = 'suspended' THEN
 			saved := appguard.saved_lastval();
@@ -584,7 +591,12 @@ BEGIN
 			PERFORM appguard.restore_lastval(saved);
 		END IF;
 	ELSIF NOT p_active AND r.state <> 'inactive' THEN
-		UPDATE appguard.grants pr SET state = 'inactive'
+		-- (a suspended grant keeps its suspension: revoked while suspended)
+		UPDATE appguard.grants pr
+		SET state = 'inactive',
+			suspension_id = CASE WHEN r.state = 'suspended' THEN r.suspension_id END,
+			suspended_at = CASE WHEN r.state = 'suspended' THEN r.suspended_at END,
+			error_uri = CASE WHEN r.state = 'suspended' THEN r.error_uri END
 		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
 		IF r.state = 'suspended' THEN
 			saved := appguard.saved_lastval();
@@ -645,6 +657,7 @@ DECLARE
 	new_row text[];			-- key, client, status
 	old_row text[];
 	keys text[];
+	g appguard.grants;
 BEGIN
 	-- appguard's own suspension or re-approval (see appguard.set_applying:
 	-- a flag no host role can raise, unlike a setting)
@@ -687,12 +700,19 @@ BEGIN
 		WHERE pr.token_table = root AND pr.token_key = old_row[1];
 	ELSIF TG_ARGV[0] = 'key' THEN
 		IF old_row[1] IS DISTINCT FROM new_row[1] OR old_row[2] IS DISTINCT FROM new_row[2] THEN
-			-- a row moved to another client needs a baseline of that client
+			-- a row moved to another client needs a baseline of that client;
+			-- a suspended one stays suspended (its suspension written into
+			-- the grant: the baseline that held it is the old client's)
+			SELECT * INTO g FROM appguard.grants pr
+			WHERE pr.token_table = root AND pr.token_key = old_row[1] FOR UPDATE;
+			g := appguard.grant_effective(g);
 			UPDATE appguard.grants pr
 			SET token_key = new_row[1],
 				client_id = new_row[2],
 				baseline_snapshot_id = CASE WHEN pr.client_id IS NOT DISTINCT FROM new_row[2]
-										THEN pr.baseline_snapshot_id END
+										THEN pr.baseline_snapshot_id END,
+				state = g.state, suspension_id = g.suspension_id,
+				suspended_at = g.suspended_at, error_uri = g.error_uri
 			WHERE pr.token_table = root AND pr.token_key = old_row[1];
 		END IF;
 	ELSIF TG_ARGV[0] = 'status' THEN
@@ -964,18 +984,21 @@ $$;
 -- its grants suspended in appguard's state; a transient error (a
 -- deadlock, a serialization failure, a lock not available, a cancel) is
 -- not the table's and is raised.  The caller has raised set_applying.
+-- Returns the keys of the host rows written (none when the failure is
+-- recorded).
 CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text)
-RETURNS void
+RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM appguard.write_host_suspensions(p_tbl, p_keys, p_uri);
+	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri);
 EXCEPTION WHEN OTHERS THEN
 	IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
 		RAISE;
 	END IF;
 	PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
+	RETURN '{}';
 END
 $$;
 
@@ -1012,7 +1035,7 @@ BEGIN
 		written := 0;
 		FOR rec IN
 			SELECT r.error_uri, pg_catalog.array_agg(r.token_key) AS keys
-			FROM appguard.grants r WHERE r.token_table = p_tbl AND r.state = 'suspended'
+			FROM appguard.grant_states r WHERE r.token_table = p_tbl AND r.state = 'suspended'
 			GROUP BY r.error_uri
 		LOOP
 			written := written + pg_catalog.cardinality(
@@ -1561,7 +1584,7 @@ BEGIN
 		'error_uri_column', cfg.error_uri_name,
 		'active_value', active_value_printed, 'suspended_value', suspended_value_printed,
 		'rows', adopted,
-		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.grant_states pr
 						WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'),
 		'pending_baselines', (SELECT pg_catalog.count(*) FROM appguard.grants pr
 							  JOIN appguard.clients c ON c.client_id = pr.client_id
@@ -1632,7 +1655,7 @@ BEGIN
 		'table', tbl::text,
 		'rows_forgotten', (SELECT pg_catalog.count(*) FROM appguard.grants pr
 						   WHERE pr.token_table = appguard_unprotect.tbl),
-		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.grant_states pr
 								WHERE pr.token_table = appguard_unprotect.tbl AND pr.state = 'suspended'));
 	-- forgotten before its triggers go, which the DDL check would report
 	DELETE FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl;

@@ -204,12 +204,115 @@ AS $$
 			   '{client_id}', appguard.url_encode($2))
 $$;
 
--- Suspend the active grants of the given suspensions' baselines, in
--- every token table (appguard.refresh_tokens included), and mark the
--- suspensions applied.  The caller holds the clients' rows.  Returns the
--- number of tokens suspended.  Applying an applied suspension again
--- suspends the grants on its baseline that were missed (see
--- appguard.verify_grant).
+-- The suspension that holds a client's baseline: its newest applied one
+-- (of any of the client's watched hosts).  NULL if none.  Applied once, a
+-- suspension holds every active grant on the baseline -- the tokens the
+-- fan-out found, a rotated token, a remembered approval -- until the
+-- patient approves again (which moves the grant or its consent to another
+-- baseline), even if the facts come back or a later verdict of the
+-- baseline is pending or discarded.  appguard.clients.held_baselines lists
+-- the baselines that may have one, for the C fast paths and for
+-- appguard.grant_states.
+CREATE FUNCTION appguard.baseline_hold(p_client_id text, p_baseline bigint)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.id FROM appguard.suspensions s
+	WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = p_baseline AND s.state = 'applied'
+	ORDER BY s.id DESC LIMIT 1
+$$;
+
+-- Whether a baseline of a client has an active grant its hold does not
+-- suspend: it is not held (appguard.baseline_hold), or the host re-enabled
+-- one of its grants after the suspension that holds it.  Evaluations
+-- compare only such baselines with new snapshots: the grants of the others
+-- are suspended until the patient approves again, whatever the facts say.
+CREATE FUNCTION appguard.baseline_unheld(p_client_id text, p_baseline bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM appguard.clients c
+				   WHERE c.client_id = p_client_id AND p_baseline = ANY (c.held_baselines)) THEN
+		RETURN true;
+	END IF;
+	RETURN EXISTS (SELECT FROM appguard.grants r
+				   WHERE r.client_id = p_client_id AND r.baseline_snapshot_id = p_baseline
+					 AND r.state = 'active'
+					 AND r.suspension_id = appguard.baseline_hold(p_client_id, p_baseline));
+END
+$$;
+
+-- Every grant as its state is: appguard.grants, with an active grant on a
+-- held baseline (appguard.baseline_hold) shown suspended under that
+-- baseline's suspension (its id, error_uri, and when it held the grant),
+-- unless the host re-enabled the grant after that very suspension (an
+-- active grant's suspension_id: the suspension the host overrode,
+-- appguard.grant_status).  The fan-out writes the host rows of a held
+-- baseline's grants, not the grants: this is where their suspension is.
+-- Read wherever a grant's state is read; written through appguard.grants.
+CREATE VIEW appguard.grant_states AS
+SELECT g.token_table, g.token_key, g.client_id,
+	   CASE WHEN h.id IS NOT NULL THEN 'suspended' ELSE g.state END AS state,
+	   g.baseline_snapshot_id,
+	   coalesce(h.id, g.suspension_id) AS suspension_id,
+	   CASE WHEN h.id IS NOT NULL THEN GREATEST(h.applied_at, g.created_at)
+			ELSE g.suspended_at END AS suspended_at,
+	   coalesce(h.error_uri, g.error_uri) AS error_uri,
+	   g.created_at, g.reapproved_at, g.subject, g.grant_key
+FROM appguard.grants g
+	 LEFT JOIN appguard.clients c
+		 ON g.state = 'active' AND c.client_id = g.client_id
+		AND g.baseline_snapshot_id = ANY (c.held_baselines)
+	 LEFT JOIN LATERAL (
+		SELECT x.id, x.applied_at, x.error_uri
+		FROM (SELECT s.id, s.applied_at, s.error_uri FROM appguard.suspensions s
+			  WHERE s.client_id = g.client_id AND s.baseline_snapshot_id = g.baseline_snapshot_id
+				AND s.state = 'applied'
+			  ORDER BY s.id DESC LIMIT 1) x
+		WHERE x.id IS DISTINCT FROM g.suspension_id) h ON c.client_id IS NOT NULL;
+COMMENT ON VIEW appguard.grant_states IS 'Every grant as its state is: an active grant on a baseline held by an applied suspension is suspended';
+
+-- One grant as appguard.grant_states shows it.
+CREATE FUNCTION appguard.grant_effective(g appguard.grants)
+RETURNS appguard.grants
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	h record;
+BEGIN
+	IF g.state <> 'active' OR g.baseline_snapshot_id IS NULL
+	   OR NOT EXISTS (SELECT FROM appguard.clients c
+					  WHERE c.client_id = g.client_id AND g.baseline_snapshot_id = ANY (c.held_baselines)) THEN
+		RETURN g;
+	END IF;
+	SELECT s.id, s.applied_at, s.error_uri INTO h FROM appguard.suspensions s
+	WHERE s.client_id = g.client_id AND s.baseline_snapshot_id = g.baseline_snapshot_id
+	  AND s.state = 'applied'
+	ORDER BY s.id DESC LIMIT 1;
+	IF h.id IS NULL OR h.id = g.suspension_id THEN
+		RETURN g;				-- not held, or re-enabled by the host after this suspension
+	END IF;
+	g.state := 'suspended';
+	g.suspension_id := h.id;
+	g.suspended_at := GREATEST(h.applied_at, g.created_at);
+	g.error_uri := h.error_uri;
+	RETURN g;
+END
+$$;
+
+-- Apply the given suspensions: mark them applied, hold their baselines
+-- (appguard.clients.held_baselines: from then on every active grant on
+-- them is suspended, appguard.grant_states), and write the host rows of
+-- those grants, in every token table (appguard.refresh_tokens included).
+-- The grants themselves are not written: a fan-out of 100,000 tokens
+-- writes 100,000 host rows, as the auth server's own UPDATE would.  The
+-- caller holds the clients' rows.  Returns the number of tokens
+-- suspended.  Applying an applied suspension again writes the host rows
+-- that were missed (see appguard.verify_grant).
 CREATE FUNCTION appguard.apply_suspensions(p_ids bigint[])
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -221,66 +324,16 @@ DECLARE
 	rec record;
 	already bigint[];
 	keys text[];
+	done text[];
+	n bigint;
+	written bigint;
 	round integer;
 BEGIN
 	IF p_ids IS NULL OR pg_catalog.cardinality(p_ids) = 0 THEN
 		RETURN 0;
 	END IF;
-	PERFORM appguard.set_applying(true);
 
-	-- Per token table and suspension: the token rows first, as the table's
-	-- owner (write_host_suspensions: through the primary key, a row only if
-	-- it still has the active value), then their grants -- the order of the
-	-- host's own statements through the triggers (host row, then grant),
-	-- so a host transaction holding a token row while it writes its status
-	-- cannot deadlock with a fan-out.  Repeated in new statements until no
-	-- active grant of the baseline is left: a rotation that committed while
-	-- the fan-out waited for its rows is seen and suspended too.  A table
-	-- appguard cannot write (its CHECK rejects the suspended value, its
-	-- status column is gone, ...) keeps the failure to itself: it is
-	-- recorded and reported (record_table_problem), its grants are
-	-- suspended in appguard's state all the same, so that their refresh
-	-- checks answer not allowed, and the other tables and the caller (a
-	-- sweep) go on.  Transient errors (a deadlock, a serialization
-	-- failure, a lock not available, a cancel) are not the table's: they
-	-- are raised.
-	FOR pt IN
-		SELECT DISTINCT r.token_table AS tbl, s.id AS sid, s.error_uri
-		FROM appguard.suspensions s
-			 JOIN appguard.grants r ON r.client_id = s.client_id
-									AND r.baseline_snapshot_id = s.baseline_snapshot_id
-									AND r.state = 'active'
-		WHERE s.id = ANY (p_ids)
-		ORDER BY 1, 2
-	LOOP
-		FOR round IN 1 .. 5 LOOP
-			SELECT pg_catalog.array_agg(r.token_key) INTO keys
-			FROM appguard.grants r JOIN appguard.suspensions s ON s.id = pt.sid
-			WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
-			  AND r.state = 'active' AND r.token_table = pt.tbl;
-			EXIT WHEN keys IS NULL;
-			PERFORM appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri);
-			WITH p AS (
-				-- (through the baseline's active grants, the keys a filter:
-				-- a probe of the primary key per key costs twice as much)
-				UPDATE appguard.grants r
-				SET state = 'suspended', suspension_id = pt.sid,
-					suspended_at = pg_catalog.clock_timestamp(), error_uri = pt.error_uri
-				FROM appguard.suspensions s
-				WHERE s.id = pt.sid AND r.client_id = s.client_id
-				  AND r.baseline_snapshot_id = s.baseline_snapshot_id AND r.state = 'active'
-				  AND r.token_table = pt.tbl AND r.token_key = ANY (keys)
-				RETURNING 1
-			)
-			UPDATE appguard.suspensions s
-			SET tokens_suspended = s.tokens_suspended + (SELECT pg_catalog.count(*) FROM p)
-			WHERE s.id = pt.sid;
-		END LOOP;
-	END LOOP;
-
-	PERFORM appguard.set_applying(false);
-
-	SELECT pg_catalog.array_agg(s.id) INTO already FROM appguard.suspensions s
+	SELECT coalesce(pg_catalog.array_agg(s.id), '{}') INTO already FROM appguard.suspensions s
 	WHERE s.id = ANY (p_ids) AND s.state = 'applied';
 	UPDATE appguard.suspensions s
 	SET state = 'applied', applied_at = coalesce(s.applied_at, pg_catalog.clock_timestamp()),
@@ -290,6 +343,74 @@ BEGIN
 	FROM appguard.suspensions s
 	WHERE s.id = ANY (p_ids) AND bs.client_id = s.client_id
 	  AND bs.baseline_snapshot_id = s.baseline_snapshot_id AND NOT bs.suspension_applied;
+	UPDATE appguard.clients c
+	SET held_baselines = ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(c.held_baselines || h.baselines) b
+							   ORDER BY b)
+	FROM (SELECT s.client_id, pg_catalog.array_agg(DISTINCT s.baseline_snapshot_id) AS baselines
+		  FROM appguard.suspensions s WHERE s.id = ANY (p_ids) GROUP BY s.client_id) h
+	WHERE c.client_id = h.client_id AND NOT c.held_baselines @> h.baselines;
+
+	-- Applied again (appguard.verify_grant): the suspension holds again
+	-- the grants the host re-enabled after it (appguard.grant_status)
+	UPDATE appguard.grants r SET suspension_id = NULL
+	FROM appguard.suspensions s
+	WHERE s.id = ANY (already) AND r.client_id = s.client_id
+	  AND r.baseline_snapshot_id = s.baseline_snapshot_id AND r.state = 'active'
+	  AND r.suspension_id = s.id;
+
+	PERFORM appguard.set_applying(true);
+	-- Per token table and suspension, the host rows of the grants its
+	-- baseline's hold suspends, as the table's owner
+	-- (write_host_suspensions: through the primary key, a row only if it
+	-- still has the active value).  Repeated in new statements for grants
+	-- not seen yet, until none is left: a rotation that committed while
+	-- the fan-out waited for its rows is seen and written too (its grant
+	-- is suspended already: its baseline is held).  A table appguard
+	-- cannot write (its CHECK rejects the suspended value, its status
+	-- column is gone, ...) keeps the failure to itself: it is recorded and
+	-- reported (record_table_problem), its grants are suspended in
+	-- appguard's state all the same, so that their refresh checks answer
+	-- not allowed, and the other tables and the caller (a sweep) go on.
+	-- Transient errors (a deadlock, a serialization failure, a lock not
+	-- available, a cancel) are not the table's: they are raised.
+	FOR pt IN
+		SELECT t.*, appguard.baseline_hold(t.client_id, t.baseline) AS hold
+		FROM (SELECT DISTINCT r.token_table AS tbl, s.id AS sid, s.error_uri, s.client_id,
+					 s.baseline_snapshot_id AS baseline
+			  FROM appguard.suspensions s
+				   JOIN appguard.grants r ON r.client_id = s.client_id
+										  AND r.baseline_snapshot_id = s.baseline_snapshot_id
+										  AND r.state = 'active'
+			  WHERE s.id = ANY (p_ids)) t
+		ORDER BY 1, 2
+	LOOP
+		done := '{}';
+		n := 0;
+		FOR round IN 1 .. 5 LOOP
+			-- (executed with its arrays as values: the grants not seen yet
+			-- are found by hashing the keys seen, where a kept plan would
+			-- compare each grant with each of them)
+			EXECUTE 'SELECT pg_catalog.array_agg(r.token_key) FROM appguard.grants r '
+					'WHERE r.client_id = $1 AND r.baseline_snapshot_id = $2 AND r.state = ''active'' '
+					'AND r.token_table = $3 AND r.suspension_id IS DISTINCT FROM $4 '
+					'AND NOT (r.token_key = ANY ($5))'
+				INTO keys USING pt.client_id, pt.baseline, pt.tbl, pt.hold, done;
+			EXIT WHEN keys IS NULL;
+			written := pg_catalog.cardinality(
+				appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri));
+			-- (counted: the grants it holds when first applied, whether or
+			-- not their table could be written; applied again, the host
+			-- rows it wrote -- the grants it held already are not counted
+			-- twice)
+			n := n + CASE WHEN pt.sid = ANY (already) THEN written
+						  ELSE pg_catalog.cardinality(keys) END;
+			done := done || keys;
+		END LOOP;
+		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
+		WHERE s.id = pt.sid;
+	END LOOP;
+	PERFORM appguard.set_applying(false);
+
 	FOR rec IN
 		SELECT s.id, s.client_id, s.tokens_suspended, s.reasons, s.snapshot_id, s.sweep_id, s.hold_id
 		FROM appguard.suspensions s WHERE s.id = ANY (p_ids) ORDER BY s.id
@@ -592,10 +713,12 @@ BEGIN
 		END IF;
 
 		baselines := ARRAY(
-			SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
-			WHERE r.client_id = p_client_id AND r.state = 'active'
-			  AND r.baseline_snapshot_id IS NOT NULL AND r.baseline_snapshot_id <> snap.id
-			  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = r.baseline_snapshot_id)
+			SELECT b.baseline FROM (
+				SELECT DISTINCT r.baseline_snapshot_id AS baseline FROM appguard.grants r
+				WHERE r.client_id = p_client_id AND r.state = 'active'
+				  AND r.baseline_snapshot_id IS NOT NULL AND r.baseline_snapshot_id <> snap.id
+				  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = r.baseline_snapshot_id)) b
+			WHERE appguard.baseline_unheld(p_client_id, b.baseline)
 			ORDER BY 1);
 	ELSE
 		baselines := ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(p_baselines) b
@@ -701,9 +824,11 @@ BEGIN
 		RETURN false;		-- older than the host's latest snapshot: stored, not evaluated
 	END IF;
 	baselines := ARRAY(
-		SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
-		WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
-		  AND (p_baselines IS NULL OR r.baseline_snapshot_id = ANY (p_baselines))
+		SELECT b.baseline FROM (
+			SELECT DISTINCT r.baseline_snapshot_id AS baseline FROM appguard.grants r
+			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+			  AND (p_baselines IS NULL OR r.baseline_snapshot_id = ANY (p_baselines))) b
+		WHERE p_baselines IS NOT NULL OR appguard.baseline_unheld(p_client_id, b.baseline)
 		ORDER BY 1);
 	IF pg_catalog.cardinality(baselines) = 0 THEN
 		RETURN false;
@@ -910,7 +1035,7 @@ BEGIN
 		RETURN QUERY
 		WITH b AS (
 			SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
-			FROM appguard.grants r
+			FROM appguard.grant_states r
 			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
 			  AND r.baseline_snapshot_id <> latest
 			GROUP BY r.baseline_snapshot_id
@@ -924,7 +1049,7 @@ BEGIN
 	RETURN QUERY
 	WITH b AS (
 		SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
-		FROM appguard.grants r
+		FROM appguard.grant_states r
 		WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
 		GROUP BY r.baseline_snapshot_id
 	)

@@ -214,7 +214,8 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.appguard_check_refresh(text) IS
 	'At refresh: {"allowed": true}, or {"allowed": false, "error": <the OAuth invalid_grant body>}';
 
--- appguard's state of the grant row_key of token table p_tbl.
+-- appguard's state of the grant row_key of token table p_tbl, as
+-- appguard.grant_states shows it (suspended by its baseline's hold).
 CREATE FUNCTION appguard.grant_of(p_tbl regclass, p_row_key text)
 RETURNS appguard.grants
 LANGUAGE plpgsql STABLE
@@ -240,7 +241,7 @@ BEGIN
 			USING ERRCODE = 'P0002',
 				  HINT = 'Give the row''s primary key as text.';
 	END IF;
-	RETURN r;
+	RETURN appguard.grant_effective(r);
 END
 $$;
 
@@ -271,6 +272,22 @@ BEGIN
 		END IF;
 	END IF;
 	IF r.state = 'suspended' THEN
+		-- a grant its baseline's hold suspends whose host row the fan-out
+		-- did not write (it committed as the fan-out ran): written now
+		-- (counted as the suspension's; a table appguard cannot write now
+		-- is left to appguard_recheck_table)
+		IF EXISTS (SELECT FROM appguard.grants g
+				   WHERE g.token_table = tbl AND g.token_key = row_key AND g.state = 'active')
+		   AND NOT EXISTS (SELECT FROM appguard.protected_tables pt
+						   WHERE pt.tbl = check_row_refresh_full.tbl AND pt.problem IS NOT NULL) THEN
+			PERFORM appguard.set_applying(true);
+			IF pg_catalog.cardinality(
+				   appguard.write_host_suspensions_or_record(tbl, ARRAY[row_key], r.error_uri)) > 0 THEN
+				UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + 1
+				WHERE s.id = r.suspension_id;
+			END IF;
+			PERFORM appguard.set_applying(false);
+		END IF;
 		RETURN appguard.refusal(true, r.error_uri);
 	END IF;
 	RETURN appguard.refusal(false, NULL);		-- the host's own decision
@@ -567,7 +584,7 @@ BEGIN
 	ELSIF r.subject IS NOT NULL AND r.state = 'suspended' THEN
 		-- no grant column: the patient's newest row appguard suspended
 		-- (rows the host disabled, such as a broken chain's, stay as they are)
-		SELECT g.token_key INTO row_key FROM appguard.grants g
+		SELECT g.token_key INTO row_key FROM appguard.grant_states g
 		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
 		  AND g.subject = r.subject AND g.state = 'suspended'
 		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
@@ -584,6 +601,7 @@ BEGIN
 		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(row_key, 100), tbl
 			USING ERRCODE = 'P0002';
 	END IF;
+	r := appguard.grant_effective(r);
 	IF r.state = 'active' THEN
 		RETURN pg_catalog.jsonb_build_object('reapproved', false, 'status', 'active',
 											 'baseline_snapshot_id', r.baseline_snapshot_id);
@@ -602,21 +620,28 @@ BEGIN
 	END IF;
 	new_baseline := appguard.baseline_for(r.client_id);
 	PERFORM appguard.set_applying(true);
-	-- as the table's owner: its triggers never run as appguard's owner
+	-- as the table's owner: its triggers never run as appguard's owner.
+	-- (A row the fan-out did not write -- it committed as the fan-out ran
+	-- -- still has the active value: its grant is re-approved all the same.)
 	done := pg_catalog.cardinality(appguard.as_table_owner(tbl, pg_catalog.format(
-		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I = %L::%s RETURNING true',
+		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I IN (%L::%s, %L::%s) RETURNING true',
 		cfg.schema_name, cfg.table_name, cfg.status_name, cfg.active_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
 			 THEN pg_catalog.format(', %I = NULL', cfg.error_uri_name) ELSE '' END,
-		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type),
+		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type,
+		cfg.active_value, cfg.status_type),
 		ARRAY[row_key])) > 0;
 	PERFORM appguard.set_applying(false);
 	IF NOT done THEN
 		RAISE EXCEPTION 'row "%" of % no longer has the suspended value', pg_catalog.left(row_key, 100), tbl
 			USING ERRCODE = '55000';
 	END IF;
+	-- (the app as it is now may be the baseline a suspension holds, when
+	-- another of its hosts changed: the patient approved it again, so that
+	-- suspension no longer holds this grant -- its suspension_id says so)
 	UPDATE appguard.grants g
-	SET state = 'active', baseline_snapshot_id = new_baseline, suspension_id = NULL,
+	SET state = 'active', baseline_snapshot_id = new_baseline,
+		suspension_id = appguard.baseline_hold(g.client_id, new_baseline),
 		suspended_at = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
 	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key;
 	IF r.subject IS NOT NULL THEN

@@ -38,14 +38,14 @@ CREATE VIEW appguard.client_status AS
 				  SELECT bh.client_id, bh.baseline_snapshot_id, bh.drifting, bh.last_diff
 				  FROM appguard.baseline_host_state bh) bs
 			WHERE bs.client_id = c.client_id
-			  AND bs.baseline_snapshot_id IN (SELECT gr.baseline_snapshot_id FROM appguard.grants gr
+			  AND bs.baseline_snapshot_id IN (SELECT gr.baseline_snapshot_id FROM appguard.grant_states gr
 											  WHERE gr.client_id = c.client_id AND gr.state = 'active')
 		 ) d ON true
 		 LEFT JOIN LATERAL (
 			SELECT pg_catalog.count(*) FILTER (WHERE gr.state = 'active') AS active,
 				   pg_catalog.count(*) FILTER (WHERE gr.state = 'suspended') AS suspended,
 				   pg_catalog.count(*) FILTER (WHERE gr.state = 'active' AND gr.baseline_snapshot_id IS NULL) AS pending
-			FROM appguard.grants gr WHERE gr.client_id = c.client_id
+			FROM appguard.grant_states gr WHERE gr.client_id = c.client_id
 		 ) g ON true;
 COMMENT ON VIEW appguard.client_status IS 'Per client: latest snapshot, trust, days until the certificate expires, drift state, grant counts';
 
@@ -105,7 +105,7 @@ CREATE VIEW appguard.open_suspensions AS
 		   n.still_suspended
 	FROM appguard.suspensions s
 		 JOIN (SELECT gr.suspension_id, pg_catalog.count(*) AS still_suspended
-			   FROM appguard.grants gr
+			   FROM appguard.grant_states gr
 			   WHERE gr.state = 'suspended' AND gr.suspension_id IS NOT NULL
 			   GROUP BY gr.suspension_id) n ON n.suspension_id = s.id
 		 LEFT JOIN appguard.clients c ON c.client_id = s.client_id
@@ -117,7 +117,7 @@ CREATE VIEW appguard.held_suspensions AS
 	SELECT h.id AS hold_id, h.opened_at, h.hosts_measured, h.hosts_drifted, h.threshold,
 		   s.id AS suspension_id, s.client_id, c.name, c.host, s.reasons, s.diff,
 		   s.created_at AS detected_at, s.sweep_id,
-		   (SELECT pg_catalog.count(*) FROM appguard.grants gr
+		   (SELECT pg_catalog.count(*) FROM appguard.grant_states gr
 			WHERE gr.client_id = s.client_id AND gr.state = 'active'
 			  AND gr.baseline_snapshot_id = s.baseline_snapshot_id) AS active_grants
 	FROM appguard.suspensions s
@@ -140,7 +140,7 @@ COMMENT ON VIEW appguard.unregistered_grants IS 'Active grants of clients that a
 -- holds suspended in its own state meanwhile.
 CREATE VIEW appguard.table_problems AS
 	SELECT pt.tbl AS token_table, pt.problem, pt.problem_sqlstate, pt.problem_at,
-		   (SELECT pg_catalog.count(*) FROM appguard.grants r
+		   (SELECT pg_catalog.count(*) FROM appguard.grant_states r
 			WHERE r.token_table = pt.tbl AND r.state = 'suspended') AS rows_suspended
 	FROM appguard.protected_tables pt
 	WHERE pt.problem IS NOT NULL;
@@ -229,10 +229,28 @@ BEGIN
 	GET DIAGNOSTICS n_drifts = ROW_COUNT;
 	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
 	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
-	-- decided suspensions no grant points to any more
+	-- held baselines no active grant and no consent holds any more
+	-- (only the rows that change are written: a client's row is what its
+	-- evaluations and re-approvals lock)
+	UPDATE appguard.clients c SET held_baselines = n.kept
+	FROM (SELECT h.client_id, ARRAY(
+				 SELECT b FROM pg_catalog.unnest(h.held_baselines) b
+				 WHERE EXISTS (SELECT FROM appguard.grants gr
+							   WHERE gr.client_id = h.client_id AND gr.baseline_snapshot_id = b
+								 AND gr.state = 'active')
+					OR EXISTS (SELECT FROM appguard.consents k
+							   WHERE k.client_id = h.client_id AND k.baseline_snapshot_id = b)
+				 ORDER BY b) AS kept
+		  FROM appguard.clients h WHERE h.held_baselines <> '{}') n
+	WHERE c.client_id = n.client_id AND c.held_baselines IS DISTINCT FROM n.kept;
+	-- decided suspensions no grant points to any more, neither by its own
+	-- suspension_id nor as its baseline's hold
 	DELETE FROM appguard.suspensions s
 	WHERE s.created_at < cutoff AND s.state IN ('applied', 'discarded', 'superseded', 'failed')
 	  AND NOT EXISTS (SELECT FROM appguard.grants gr WHERE gr.suspension_id = s.id)
+	  AND NOT (s.state = 'applied'
+			   AND EXISTS (SELECT FROM appguard.clients c
+						   WHERE c.client_id = s.client_id AND s.baseline_snapshot_id = ANY (c.held_baselines)))
 	  -- (the suspension of a consent's baseline holds the consent's next tokens)
 	  AND NOT EXISTS (SELECT FROM appguard.consents k
 					  WHERE k.client_id = s.client_id AND k.baseline_snapshot_id = s.baseline_snapshot_id);

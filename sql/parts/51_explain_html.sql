@@ -298,7 +298,7 @@ BEGIN
 	page_state := CASE
 		WHEN su.state IN ('pending', 'held') THEN 'checking'
 		WHEN su.state IN ('discarded', 'superseded') THEN 'not_applied'
-		WHEN NOT EXISTS (SELECT FROM appguard.grants g
+		WHEN NOT EXISTS (SELECT FROM appguard.grant_states g
 						 WHERE g.client_id = p_client_id AND g.suspension_id = su.id AND g.state = 'suspended')
 			 AND EXISTS (SELECT FROM appguard.events e WHERE e.suspension_id = su.id AND e.kind = 'reapproved')
 			THEN 'restored'

@@ -102,7 +102,7 @@ GRANT SELECT ON
 	appguard.protected_tables, appguard.baseline_state, appguard.baseline_hosts,
 	appguard.baseline_host_state, appguard.drifts, appguard.suspensions,
 	appguard.holds, appguard.sweeps, appguard.sweep_hosts, appguard.consent_shown,
-	appguard.grants, appguard.consents, appguard.client_status, appguard.expiring_certificates,
+	appguard.grants, appguard.grant_states, appguard.consents, appguard.client_status, appguard.expiring_certificates,
 	appguard.open_suspensions, appguard.held_suspensions, appguard.unregistered_grants,
 	appguard.table_problems
 TO appguard_operator;

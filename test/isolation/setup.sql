@@ -24,5 +24,5 @@ LANGUAGE sql AS $$
 				ELSE 'S' || (SELECT count(*) FROM appguard.snapshots s JOIN appguard.clients c
 							 ON c.host = s.host AND c.port = s.port
 							 WHERE c.client_id = g.client_id AND s.id <= g.baseline_snapshot_id) END
-	FROM appguard.grants g ORDER BY 1
+	FROM appguard.grant_states g ORDER BY 1
 $$;
