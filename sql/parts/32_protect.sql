@@ -930,11 +930,14 @@ $$;
 -- Write the suspended value (and error_uri p_uri, where the table has the
 -- column) into the rows p_keys of protected table p_tbl that still have
 -- the active value, as the table's owner: its triggers never run as
--- appguard's owner.  Returns the keys written.  The caller has raised
--- appguard.set_applying.  The rows are found through the table's primary
--- key (key = ANY (keys)), not by a join with the keys, which would read
--- the whole table to hash it.
-CREATE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uri text)
+-- appguard's owner.  Returns the keys written, or with p_count_only their
+-- number, as a one-element array (a fan-out of 100,000 rows needs no
+-- array of their keys).  The caller has raised appguard.set_applying.  The
+-- rows are found by key = ANY (keys), planned with the keys (src/asowner.c):
+-- the planner chooses between a look-up of each key through the primary
+-- key and one read of the table with the keys hashed.
+CREATE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uri text,
+												p_count_only boolean DEFAULT false)
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -961,19 +964,21 @@ BEGIN
 			FROM pg_catalog.unnest($1::%7$s[]) AS k(k)
 			WHERE h.%6$I = k.k AND h.%2$I = %8$L::%4$s
 			RETURNING h.%6$I)
-		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
+		SELECT %9$s FROM w
 		$sql$ ELSE $sql$
 		WITH w AS (
 			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
 			WHERE h.%6$I = ANY ($1::%7$s[]) AND h.%2$I = %8$L::%4$s
 			RETURNING h.%6$I)
-		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
+		SELECT %9$s FROM w
 		$sql$ END,
 		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
 		cfg.status_name, cfg.suspended_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
 			 THEN pg_catalog.format(', %I = $2[1]', cfg.error_uri_name) ELSE '' END,
-		cfg.key_name, cfg.key_type, cfg.active_value),
+		cfg.key_name, cfg.key_type, cfg.active_value,
+		CASE WHEN p_count_only THEN 'ARRAY[pg_catalog.count(*)::pg_catalog.text]'
+			 ELSE pg_catalog.format('pg_catalog.array_agg(w.%I::pg_catalog.text)', cfg.key_name) END),
 		p_keys, ARRAY[p_uri]), '{}');
 END
 $$;
@@ -984,21 +989,22 @@ $$;
 -- its grants suspended in appguard's state; a transient error (a
 -- deadlock, a serialization failure, a lock not available, a cancel) is
 -- not the table's and is raised.  The caller has raised set_applying.
--- Returns the keys of the host rows written (none when the failure is
--- recorded).
-CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text)
+-- Returns what write_host_suspensions returns (no key, and a count of 0
+-- with p_count_only, when the failure is recorded).
+CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text,
+														   p_count_only boolean DEFAULT false)
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri);
+	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri, p_count_only);
 EXCEPTION WHEN OTHERS THEN
 	IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
 		RAISE;
 	END IF;
 	PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
-	RETURN '{}';
+	RETURN CASE WHEN p_count_only THEN '{0}' ELSE '{}' END::text[];
 END
 $$;
 

@@ -326,6 +326,7 @@ DECLARE
 	keys text[];
 	done text[];
 	n bigint;
+	held bigint;
 	written bigint;
 	round integer;
 BEGIN
@@ -374,19 +375,29 @@ BEGIN
 	-- Transient errors (a deadlock, a serialization failure, a lock not
 	-- available, a cancel) are not the table's: they are raised.
 	FOR pt IN
-		SELECT t.*, appguard.baseline_hold(t.client_id, t.baseline) AS hold
-		FROM (SELECT DISTINCT r.token_table AS tbl, s.id AS sid, s.error_uri, s.client_id,
-					 s.baseline_snapshot_id AS baseline
-			  FROM appguard.suspensions s
-				   JOIN appguard.grants r ON r.client_id = s.client_id
-										  AND r.baseline_snapshot_id = s.baseline_snapshot_id
-										  AND r.state = 'active'
-			  WHERE s.id = ANY (p_ids)) t
+		-- (the token tables that have an active grant on the baseline: one
+		-- probe of each protected table, not a read of every grant)
+		SELECT t.tbl, s.id AS sid, s.error_uri, s.client_id, s.baseline_snapshot_id AS baseline,
+			   appguard.baseline_hold(s.client_id, s.baseline_snapshot_id) AS hold
+		FROM appguard.suspensions s CROSS JOIN appguard.protected_tables t
+		WHERE s.id = ANY (p_ids)
+		  AND EXISTS (SELECT FROM appguard.grants r
+					  WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
+						AND r.state = 'active' AND r.token_table = t.tbl)
 		ORDER BY 1, 2
 	LOOP
 		done := '{}';
 		n := 0;
 		FOR round IN 1 .. 5 LOOP
+			IF round > 1 THEN
+				-- anything new since the last round? (counted first: a count
+				-- costs less than the keys)
+				EXECUTE 'SELECT pg_catalog.count(*) FROM appguard.grants r '
+						'WHERE r.client_id = $1 AND r.baseline_snapshot_id = $2 AND r.state = ''active'' '
+						'AND r.token_table = $3 AND r.suspension_id IS DISTINCT FROM $4'
+					INTO held USING pt.client_id, pt.baseline, pt.tbl, pt.hold;
+				EXIT WHEN held <= pg_catalog.cardinality(done);
+			END IF;
 			-- (executed with its arrays as values: the grants not seen yet
 			-- are found by hashing the keys seen, where a kept plan would
 			-- compare each grant with each of them)
@@ -396,8 +407,7 @@ BEGIN
 					'AND NOT (r.token_key = ANY ($5))'
 				INTO keys USING pt.client_id, pt.baseline, pt.tbl, pt.hold, done;
 			EXIT WHEN keys IS NULL;
-			written := pg_catalog.cardinality(
-				appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri));
+			written := (appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri, true))[1]::bigint;
 			-- (counted: the grants it holds when first applied, whether or
 			-- not their table could be written; applied again, the host
 			-- rows it wrote -- the grants it held already are not counted
@@ -713,13 +723,14 @@ BEGIN
 		END IF;
 
 		baselines := ARRAY(
-			SELECT b.baseline FROM (
-				SELECT DISTINCT r.baseline_snapshot_id AS baseline FROM appguard.grants r
-				WHERE r.client_id = p_client_id AND r.state = 'active'
-				  AND r.baseline_snapshot_id IS NOT NULL AND r.baseline_snapshot_id <> snap.id
-				  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = r.baseline_snapshot_id)) b
-			WHERE appguard.baseline_unheld(p_client_id, b.baseline)
+			SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
+			WHERE r.client_id = p_client_id AND r.state = 'active'
+			  AND r.baseline_snapshot_id IS NOT NULL AND r.baseline_snapshot_id <> snap.id
+			  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = r.baseline_snapshot_id)
 			ORDER BY 1);
+		-- (a statement of its own: once per baseline, not per grant)
+		baselines := ARRAY(SELECT b FROM pg_catalog.unnest(baselines) b
+						   WHERE appguard.baseline_unheld(p_client_id, b) ORDER BY b);
 	ELSE
 		baselines := ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(p_baselines) b
 						   WHERE b IS NOT NULL AND b <> snap.id
@@ -824,12 +835,15 @@ BEGIN
 		RETURN false;		-- older than the host's latest snapshot: stored, not evaluated
 	END IF;
 	baselines := ARRAY(
-		SELECT b.baseline FROM (
-			SELECT DISTINCT r.baseline_snapshot_id AS baseline FROM appguard.grants r
-			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
-			  AND (p_baselines IS NULL OR r.baseline_snapshot_id = ANY (p_baselines))) b
-		WHERE p_baselines IS NOT NULL OR appguard.baseline_unheld(p_client_id, b.baseline)
+		SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
+		WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
+		  AND (p_baselines IS NULL OR r.baseline_snapshot_id = ANY (p_baselines))
 		ORDER BY 1);
+	IF p_baselines IS NULL THEN
+		-- (a statement of its own: once per baseline, not per grant)
+		baselines := ARRAY(SELECT b FROM pg_catalog.unnest(baselines) b
+						   WHERE appguard.baseline_unheld(p_client_id, b) ORDER BY b);
+	END IF;
 	IF pg_catalog.cardinality(baselines) = 0 THEN
 		RETURN false;
 	END IF;
