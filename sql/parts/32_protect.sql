@@ -517,14 +517,11 @@ BEGIN
 		END IF;
 	END IF;
 
+	-- (a held baseline's suspension holds the grant: appguard.grant_states)
 	INSERT INTO appguard.grants AS r
 		(token_table, token_key, client_id, state, baseline_snapshot_id, subject, grant_key,
 		 suspension_id, suspended_at, error_uri)
-	VALUES (p_tbl, p_key, p_client_id, CASE WHEN held THEN 'suspended' ELSE 'active' END,
-			baseline, p_subject, p_grant_key,
-			CASE WHEN held THEN holding_id END,
-			CASE WHEN held THEN pg_catalog.clock_timestamp() END,
-			CASE WHEN held THEN holding_uri END)
+	VALUES (p_tbl, p_key, p_client_id, 'active', baseline, p_subject, p_grant_key, NULL, NULL, NULL)
 	ON CONFLICT (token_table, token_key) DO UPDATE
 	SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,
 		baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,

@@ -326,7 +326,6 @@ DECLARE
 	keys text[];
 	done text[];
 	n bigint;
-	held bigint;
 	written bigint;
 	round integer;
 BEGIN
@@ -389,15 +388,6 @@ BEGIN
 		done := '{}';
 		n := 0;
 		FOR round IN 1 .. 5 LOOP
-			IF round > 1 THEN
-				-- anything new since the last round? (counted first: a count
-				-- costs less than the keys)
-				EXECUTE 'SELECT pg_catalog.count(*) FROM appguard.grants r '
-						'WHERE r.client_id = $1 AND r.baseline_snapshot_id = $2 AND r.state = ''active'' '
-						'AND r.token_table = $3 AND r.suspension_id IS DISTINCT FROM $4'
-					INTO held USING pt.client_id, pt.baseline, pt.tbl, pt.hold;
-				EXIT WHEN held <= pg_catalog.cardinality(done);
-			END IF;
 			-- (executed with its arrays as values: the grants not seen yet
 			-- are found by hashing the keys seen, where a kept plan would
 			-- compare each grant with each of them)
