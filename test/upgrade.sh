@@ -240,6 +240,11 @@ if [ "$MODE" = upgrade ]; then
 			"(does sql/appguard--$REL_VERSION--$VERSION.sql exist?)"
 		finish
 	fi
+	# (the helpers again, as the working tree's install has them: their view
+	# of tokens reads what the update added)
+	if ! psql_ -d a -f "$WORK/new/sql/lifecycle_helpers.inc" >"$WORK/helpers-a.log" 2>&1; then
+		cat "$WORK/helpers-a.log"; fail "sql/lifecycle_helpers.inc on the upgraded database (A)"; finish
+	fi
 	if ! after a; then fail "test/upgrade/fixture_after.sql on the upgraded database (A)"; finish; fi
 	cases_after
 	dump a
