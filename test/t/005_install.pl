@@ -81,7 +81,7 @@ SELECT api.appguard_check_refresh('t1') ->> 'allowed';
 } . snapshot_sql('app1.install.test', 'Someone Else LLC') . q{
 SELECT status FROM appguard.refresh_tokens WHERE token_id = 't1';
 SELECT api.appguard_check_refresh('t1') -> 'error' ->> 'error';
-SELECT api.appguard_explain(suspension_id) ->> 'app_name' FROM appguard.grants WHERE token_key = 't1';
+SELECT api.appguard_explain(suspension_id) ->> 'app_name' FROM appguard.grant_states WHERE token_key = 't1';
 });
 is($lifecycle, "app1.install.test\ntrue\nsuspended\ninvalid_grant\nApp One",
 	'SCHEMA api: consent, a drift, the suspension, the refusal and the explanation, through api');

@@ -208,7 +208,7 @@ $early->safe_psql('postgres', 'ALTER ROLE ag_ops SET appguard.baseline_max_age =
 	my $before = snapshots($early);
 	my ($rc, $out, $err) = run_as($early, 'ag_ops', undef, <<'SQL');
 INSERT INTO appguard.refresh_tokens (token_id, client_id, subject) VALUES ('t2', 'hold-app', 'patient-2');
-SELECT baseline_snapshot_id IS NOT NULL FROM appguard.grants
+SELECT baseline_snapshot_id IS NOT NULL FROM appguard.grant_states
 WHERE token_table = 'appguard.refresh_tokens'::regclass AND token_key = 't2';
 SQL
 	is($out, 't', 'early: a consent as the role takes a baseline') or diag $err;

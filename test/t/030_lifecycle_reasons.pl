@@ -192,7 +192,7 @@ for my $s (@all)
 $lc->issue($_->{client}, "$_->{client}-t1", "$_->{client}-t2") for @all;
 is($lc->sql(q{SELECT count(*) FILTER (WHERE g.baseline_snapshot_id IS NULL), count(*)
                FROM appguard.refresh_tokens t
-                    LEFT JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass
+                    LEFT JOIN appguard.grant_states g ON g.token_table = 'appguard.refresh_tokens'::regclass
                                                AND g.token_key = t.token_id}),
 	'0|' . 2 * @all, 'every token took the cached snapshot as its baseline');
 

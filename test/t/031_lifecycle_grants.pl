@@ -70,7 +70,7 @@ is($s1->{tls}{leaf}{subject}{O}, 'Example Health, Inc.', 'baseline snapshot: O =
 $lc->issue('grants-app', 't-old');
 $lc->sql(qq{INSERT INTO $tbl VALUES (1, 'grants-app', 'patient-1')});
 is($lc->token('t-old')->{baseline_snapshot_id}, $s1->{id}, 'old token: baseline = the snapshot before the change');
-is($lc->sql(qq{SELECT baseline_snapshot_id FROM appguard.grants WHERE token_table = '$tbl'::regclass AND token_key = '1'}),
+is($lc->sql(qq{SELECT baseline_snapshot_id FROM appguard.grant_states WHERE token_table = '$tbl'::regclass AND token_key = '1'}),
 	$s1->{id}, 'old protected row: the same baseline');
 
 # ---------------------------------------------------------------- the organization changes

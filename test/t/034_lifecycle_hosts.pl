@@ -94,7 +94,7 @@ for my $h (@tls_hosts)
 	  or diag explain $facts->{$h};
 }
 $lc->issue($_, "$_-t1", "$_-t2") for qw(c-org c-dangle c-jwks c-rereg);
-is($lc->sql(q{SELECT count(*) FROM appguard.grants WHERE baseline_snapshot_id IS NULL}), '0',
+is($lc->sql(q{SELECT count(*) FROM appguard.grant_states WHERE baseline_snapshot_id IS NULL}), '0',
 	'every token has a baseline');
 
 # ---------------------------------------------------------------- re-registration
@@ -111,7 +111,7 @@ is($lc->sql(q{SELECT string_agg(DISTINCT how, ',') FROM appguard.baseline_hosts
 	'host_added', 're-registration: the added host has a baseline in every consent');
 is($lc->sql(q{SELECT count(*) FROM appguard.baseline_hosts WHERE client_id = 'c-rereg' AND host = 'old.rereg.test'}),
 	'0', 're-registration: the removed host\'s baselines are gone');
-is($lc->sql(q{SELECT count(*) FROM appguard.grants WHERE client_id = 'c-rereg' AND baseline_snapshot_id IS NULL}),
+is($lc->sql(q{SELECT count(*) FROM appguard.grant_states WHERE client_id = 'c-rereg' AND baseline_snapshot_id IS NULL}),
 	'0', 're-registration: no grant is left without a baseline');
 
 # ---------------------------------------------------------------- the changes

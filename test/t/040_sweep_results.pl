@@ -345,7 +345,7 @@ ok((grep { $_ > 0 && $_ < $planned } keys %seen),
 		 WHERE c.host LIKE 'g%.mix.test'");
 	is($node->safe_psql('postgres',
 		"SELECT count(*) FROM appguard.refresh_tokens t
-		   JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass
+		   JOIN appguard.grant_states g ON g.token_table = 'appguard.refresh_tokens'::regclass
 		                         AND g.token_key = t.token_id
 		   JOIN appguard.sweep_hosts sh
 		   ON sh.snapshot_id = g.baseline_snapshot_id AND sh.sweep_id = $sweep_id

@@ -88,7 +88,7 @@ sub try_sql
 sub row_of
 {
 	my ($id) = @_;
-	return jsql("SELECT to_jsonb(g) FROM appguard.grants g "
+	return jsql("SELECT to_jsonb(g) FROM appguard.grant_states g "
 		  . "WHERE g.token_table = 'gpo_refresh_token'::regclass AND g.token_key = '$id'");
 }
 
@@ -327,7 +327,7 @@ is($status, 200, 'and refresh');
 my $un = jsql(q{SELECT appguard_unprotect('gpo_refresh_token')});
 is($un->{rows_left_suspended}, 0, 'appguard_unprotect: no row left suspended');
 is(sql($triggers_sql), 0, 'its triggers are gone');
-is(sql(q{SELECT count(*) FROM appguard.grants WHERE token_table <> 'appguard.refresh_tokens'::regclass}), 0,
+is(sql(q{SELECT count(*) FROM appguard.grant_states WHERE token_table <> 'appguard.refresh_tokens'::regclass}), 0,
 	'so is its row state');
 is(sql($columns_sql), $columns_before, 'gpo_refresh_token is as Glewlwyd made it');
 my $t6 = $glw->consent_and_token($patient, 'app1');

@@ -108,7 +108,7 @@ sub try_sql
 sub row_of
 {
 	my ($id) = @_;
-	return jsql("SELECT to_jsonb(g) FROM appguard.grants g "
+	return jsql("SELECT to_jsonb(g) FROM appguard.grant_states g "
 		  . "WHERE g.token_table = 'gpo_refresh_token'::regclass AND g.token_key = '$id'") // {};
 }
 

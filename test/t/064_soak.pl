@@ -244,11 +244,11 @@ SELECT appguard_protect('idp.oauth_grants', 'app_ref', 'live', 'why_uri', '1', '
 });
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM appguard.refresh_tokens t
-	  JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+	  JOIN appguard.grant_states g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
 	  WHERE t.status = 'active' AND g.baseline_snapshot_id IS NOT NULL AND t.token_id LIKE 'tok-%'}),
 	$tokens, "$tokens active tokens with a baseline");
 is($node->safe_psql('postgres',
-	q{SELECT count(*) FROM appguard.grants WHERE token_table = 'idp.oauth_grants'::regclass
+	q{SELECT count(*) FROM appguard.grant_states WHERE token_table = 'idp.oauth_grants'::regclass
 	  AND state = 'active' AND baseline_snapshot_id IS NOT NULL}),
 	$rows, "$rows active rows of the protected table idp.oauth_grants with a baseline");
 
@@ -310,7 +310,7 @@ FROM (SELECT token_id FROM appguard.refresh_tokens WHERE status = 'suspended' OR
 INSERT INTO public.soak_sweeps (kind, result)
 SELECT 'reapprove_rows', jsonb_build_object('reapproved',
 	count(*) FILTER (WHERE (appguard_reapprove('idp.oauth_grants', token_key) ->> 'reapproved')::boolean))
-FROM (SELECT token_key FROM appguard.grants
+FROM (SELECT token_key FROM appguard.grant_states
 	  WHERE token_table = 'idp.oauth_grants'::regclass AND state = 'suspended' ORDER BY random()) x;
 });
 
@@ -415,7 +415,7 @@ SELECT 'answers|' || count(*) || '|allowed|' || count(*) FILTER (WHERE answer = 
 	|| '|reapproved_events|' || (SELECT count(*) FROM appguard.events
 								 WHERE kind = 'reapproved' AND token_table = 'idp.oauth_grants')
 	|| '|out_of_step|' || (SELECT count(*) FROM idp.oauth_grants g
-						   LEFT JOIN appguard.grants pr ON pr.token_table = 'idp.oauth_grants'::regclass
+						   LEFT JOIN appguard.grant_states pr ON pr.token_table = 'idp.oauth_grants'::regclass
 														   AND pr.token_key = g.grant_no::text
 						   WHERE (g.live, pr.state) IS DISTINCT FROM (1::smallint, 'active')
 							 AND (g.live, pr.state) IS DISTINCT FROM (0::smallint, 'suspended'))
@@ -443,24 +443,24 @@ SELECT 'rotations|' || (SELECT count(*) FROM public.soak_rotations)
 	|| '|chains_forked|' || (SELECT count(*) FROM (SELECT t.client_id, t.subject FROM appguard.refresh_tokens t
 												   WHERE t.status = 'active' GROUP BY 1, 2 HAVING count(*) > 1) x)
 	|| '|active_on_suspended|' || (SELECT count(*) FROM appguard.refresh_tokens t
-		JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+		JOIN appguard.grant_states g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
 		CROSS JOIN LATERAL (SELECT s.state, s.applied_at FROM appguard.suspensions s
 							WHERE s.client_id = g.client_id AND s.baseline_snapshot_id = g.baseline_snapshot_id
 							ORDER BY s.id DESC LIMIT 1) s
 		WHERE t.status = 'active' AND s.state = 'applied'
 		  AND s.applied_at > coalesce(g.reapproved_at, '-infinity'))
 	|| '|active_on_suspended_rotated|' || (SELECT count(*) FROM appguard.refresh_tokens t
-		JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+		JOIN appguard.grant_states g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
 		CROSS JOIN LATERAL (SELECT s.state, s.applied_at FROM appguard.suspensions s
 							WHERE s.client_id = g.client_id AND s.baseline_snapshot_id = g.baseline_snapshot_id
 							ORDER BY s.id DESC LIMIT 1) s
 		WHERE t.status = 'active' AND s.state = 'applied' AND t.token_id LIKE 'rot-%'
 		  AND s.applied_at > coalesce(g.reapproved_at, '-infinity'))
 	|| '|tokens_out_of_step|' || (SELECT count(*) FROM appguard.refresh_tokens t
-		JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+		JOIN appguard.grant_states g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
 		WHERE (t.status, g.state) NOT IN (('active', 'active'), ('suspended', 'suspended'), ('revoked', 'inactive')))
 	|| '|consent_baseline_off|' || (SELECT count(*) FROM appguard.refresh_tokens t
-		JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
+		JOIN appguard.grant_states g ON g.token_table = 'appguard.refresh_tokens'::regclass AND g.token_key = t.token_id
 		JOIN appguard.consents k ON k.client_id = t.client_id AND k.subject = t.subject
 		WHERE t.status = 'active' AND g.baseline_snapshot_id IS DISTINCT FROM k.baseline_snapshot_id)});
 note 'rotations: ' . join ', ', map { "$_ $r{$_}" } sort keys %r;

@@ -207,7 +207,7 @@ ok($r1->{rotated} && $r2->{rotated} && $r1->{refresh_token} ne $r2->{refresh_tok
 
 my $chain = jsql(q{SELECT jsonb_agg(jsonb_build_object('status', t.status, 'state', g.state,
 		'baseline', g.baseline_snapshot_id, 'grant', t.grant_id, 'subject', t.account_id) ORDER BY t.created_at)
-	FROM oidc_refresh_tokens t JOIN appguard.grants g
+	FROM oidc_refresh_tokens t JOIN appguard.grant_states g
 	  ON g.token_table = 'oidc_refresh_tokens'::regclass AND g.token_key = t.id
 	WHERE t.client_id = 'app1'});
 is_deeply([ map { "$_->{status}/$_->{state}" } @$chain ],
@@ -301,12 +301,12 @@ is_deeply([ map { $_->{kind} } @{ jsql(q{SELECT jsonb_agg(e ORDER BY id) FROM ap
 	[ 'reapproved' ],
 	'events: the suspended grant was re-approved');
 is(sql(q{SELECT string_agg(t.status || '/' || g.state, ',' ORDER BY t.created_at)
-	FROM oidc_refresh_tokens t JOIN appguard.grants g
+	FROM oidc_refresh_tokens t JOIN appguard.grant_states g
 	  ON g.token_table = 'oidc_refresh_tokens'::regclass AND g.token_key = t.id WHERE t.client_id = 'app1'}),
 	'consumed/inactive,consumed/inactive,revoked/inactive,consumed/inactive,active/active',
 	'the chain: the re-approved token revoked by the server, the new one rotated once, its successor active');
 my $now_snapshot = jsql(qq{SELECT id FROM appguard.snapshots WHERE host = '$host' ORDER BY id DESC LIMIT 1});
-is(sql(qq{SELECT g.baseline_snapshot_id FROM oidc_refresh_tokens t JOIN appguard.grants g
+is(sql(qq{SELECT g.baseline_snapshot_id FROM oidc_refresh_tokens t JOIN appguard.grant_states g
 	ON g.token_table = 'oidc_refresh_tokens'::regclass AND g.token_key = t.id
 	WHERE t.client_id = 'app1' AND t.status = 'active'}), $now_snapshot,
 	'the new token\'s baseline is the snapshot shown on the new consent screen');

@@ -137,7 +137,7 @@ $coord->safe_psql('postgres',
 	"CREATE TABLE t_local $table; " . sprintf($protect, 't_local')
 	  . "; INSERT INTO t_local VALUES ('tok-1', 'app-1', 'alice')");
 is( $coord->safe_psql('postgres',
-		"SELECT state FROM appguard.grants WHERE token_table = 't_local'::regclass AND token_key = 'tok-1'"),
+		"SELECT state FROM appguard.grant_states WHERE token_table = 't_local'::regclass AND token_key = 'tok-1'"),
 	'active',
 	'a local protected table on the coordinator: a new token is a grant');
 
@@ -156,13 +156,13 @@ like($err, qr/ERROR:  [0-9A-Z]{5}: table "t_local_\d+" fires appguard's consent 
 is( $coord->safe_psql('postgres', q{
 		SELECT (SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 't_local'::regclass)
 			|| '|' || (SELECT count(*) FROM t_local)
-			|| '|' || (SELECT string_agg(state, ',') FROM appguard.grants
+			|| '|' || (SELECT string_agg(state, ',') FROM appguard.grant_states
 					   WHERE token_table = 't_local'::regclass)}),
 	'0|1|active', '... and the table stays local, with its row and its grant');
 is(appguard_traces('t_local'), '5|1', '... still protected');
 $coord->safe_psql('postgres', "INSERT INTO t_local VALUES ('tok-2', 'app-1', 'bob')");
 is( $coord->safe_psql('postgres',
-		"SELECT count(*) FROM appguard.grants WHERE token_table = 't_local'::regclass"),
+		"SELECT count(*) FROM appguard.grant_states WHERE token_table = 't_local'::regclass"),
 	'2', '... and guarded: the next token is a grant too');
 
 # ---------------------------------------------------------------- nor a Citus table on the coordinator
@@ -201,7 +201,7 @@ is( $coord->safe_psql('postgres', q{
 is(appguard_traces('t_local'), '5|1', '... still protected');
 $coord->safe_psql('postgres', "INSERT INTO t_local VALUES ('tok-4', 'app-1', 'dave')");
 is( $coord->safe_psql('postgres',
-		"SELECT count(*) FROM appguard.grants WHERE token_table = 't_local'::regclass"),
+		"SELECT count(*) FROM appguard.grant_states WHERE token_table = 't_local'::regclass"),
 	'3', '... and guarded');
 $coord->safe_psql('postgres',
 	'ALTER TABLE t_local RENAME TO t_local_2024; ALTER TABLE t_local_2024 RENAME TO t_local');

@@ -85,7 +85,7 @@ UPDATE idp.tokens SET status = 'rotated' WHERE token_id = 'bob-1';
 INSERT INTO idp.tokens (token_id, client_id, subject, grant_id) VALUES ('bob-2', 'part-app', 'bob', 'g-bob');
 SQL
 is($lc->sql(q{SELECT string_agg(token_key || ':' || state || ':' || (baseline_snapshot_id = } . $s1->{id}
-	  . q{)::text, ' ' ORDER BY token_key) FROM appguard.grants WHERE token_table = 'idp.tokens'::regclass}),
+	  . q{)::text, ' ' ORDER BY token_key) FROM appguard.grant_states WHERE token_table = 'idp.tokens'::regclass}),
 	'bob-1:inactive:true bob-2:active:true carol-1:active:true old-1:active:true',
 	'the grants name the partitioned table; each took the consent baseline; the rotated token is inactive');
 is($lc->sql(q{SELECT count(DISTINCT tableoid) FROM idp.tokens}), '3', 'the tokens sit in 3 partitions');
@@ -127,7 +127,7 @@ is($lc->sql(q{SELECT count(*) FROM pg_partition_tree('idp.tokens') l
 		WHERE t.tgrelid = l.relid AND t.tgname LIKE 'appguard_protect_%' AND t.tgenabled <> 'D') = 5}),
 	$after, "after maintenance: all $after partitions covered, the new ones included");
 is($lc->sql(q{SELECT count(*) FROM idp.tokens WHERE token_id = 'old-1'}), '0', 'retention dropped old-1 with its partition');
-is($lc->sql(q{SELECT count(*) FROM appguard.grants WHERE token_key = 'old-1'}), '0', "old-1's grant is gone too");
+is($lc->sql(q{SELECT count(*) FROM appguard.grant_states WHERE token_key = 'old-1'}), '0', "old-1's grant is gone too");
 my ($ev) = $lc->rows(q{SELECT detail FROM appguard.events WHERE kind = 'partitions_changed'
 	AND (detail->>'grants_forgotten')::int > 0 ORDER BY id DESC LIMIT 1});
 is($ev->{detail}{grants_forgotten}, 1, 'partitions_changed event: 1 grant forgotten');
@@ -179,7 +179,7 @@ is($lc->sql(q{SELECT string_agg(token_id || '=' || status, ' ' ORDER BY token_id
 # ---------------------------------------------------------------- one partition truncated by hand
 my $bob_part = $lc->sql(q{SELECT tableoid::regclass FROM idp.tokens WHERE token_id = 'bob-2'});
 $lc->sql("TRUNCATE $bob_part");
-is($lc->sql(q{SELECT string_agg(token_key, ' ' ORDER BY token_key) FROM appguard.grants
+is($lc->sql(q{SELECT string_agg(token_key, ' ' ORDER BY token_key) FROM appguard.grant_states
 	WHERE token_table = 'idp.tokens'::regclass}), 'carol-1 carol-2',
 	"TRUNCATE of today's partition forgot its tokens' grants, and only those");
 is($lc->sql(q{SELECT count(*) FROM appguard.table_problems}), '0', 'no table problem');

@@ -107,7 +107,7 @@ sub token
 		  . q{'baseline_snapshot_id', g.baseline_snapshot_id, 'suspension_id', g.suspension_id, }
 		  . q{'suspended_at', g.suspended_at, 'reapproved_at', g.reapproved_at) }
 		  . 'FROM appguard.refresh_tokens t '
-		  . q{LEFT JOIN appguard.grants g ON g.token_table = 'appguard.refresh_tokens'::regclass }
+		  . q{LEFT JOIN appguard.grant_states g ON g.token_table = 'appguard.refresh_tokens'::regclass }
 		  . 'AND g.token_key = t.token_id '
 		  . 'WHERE t.token_id = ' . lit($id));
 }
