@@ -463,20 +463,8 @@ lock_active_grant(DirectWrite *w, Oid token_table, Datum token_key, TupleTableSl
 	return !isnull && strcmp(TextDatumGetCString(state), "active") == 0;
 }
 
-/* held_back's answer for the grant found */
-static bool
-grant_held_back(TupleTableSlot *found, GrantRetireCheck held_back)
-{
-	bool		client_null;
-	bool		baseline_null;
-	Datum		client_id = slot_getattr(found, layout.attnums[GW_CLIENT_ID], &client_null);
-	Datum		baseline = slot_getattr(found, layout.attnums[GW_BASELINE], &baseline_null);
-
-	return held_back(client_id, client_null, baseline, baseline_null);
-}
-
 GrantWriteResult
-grantwrite_retire(Oid token_table, Datum token_key, GrantRetireCheck held_back)
+grantwrite_retire(Oid token_table, Datum token_key)
 {
 	DirectWrite w;
 	TupleTableSlot *found;
@@ -489,11 +477,6 @@ grantwrite_retire(Oid token_table, Datum token_key, GrantRetireCheck held_back)
 
 	found = table_slot_create(w.rel, &w.estate->es_tupleTable);
 	active = lock_active_grant(&w, token_table, token_key, found);
-	if (active && grant_held_back(found, held_back))
-	{
-		direct_write_end(&w);
-		return GW_HELD;
-	}
 	if (active)
 	{
 		int			natts = RelationGetDescr(w.rel)->natts;

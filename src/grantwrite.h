@@ -19,7 +19,6 @@ typedef enum GrantWriteResult
 	GW_DUPLICATE,				/* the key has a grant already: nothing written */
 	GW_RETIRED,					/* the grant went inactive */
 	GW_NOT_ACTIVE,				/* no active grant under the key: nothing written */
-	GW_HELD,					/* the caller's check held the grant back: nothing written */
 	GW_NOT_DIRECT				/* not a plain case: nothing written */
 } GrantWriteResult;
 
@@ -47,25 +46,15 @@ extern GrantWriteResult grantwrite_insert(Oid token_table, Datum token_key,
 										  Datum grant_key, bool grant_key_null);
 
 /*
- * Whether an active grant of this client on this baseline must be left to
- * SQL rather than retired directly (its baseline is held by a suspension:
- * it is suspended, not active).
- */
-typedef bool (*GrantRetireCheck) (Datum client_id, bool client_null,
-								  Datum baseline, bool baseline_null);
-
-/*
  * The host retired a row (its status no longer the active value): its
  * grant goes inactive, as UPDATE appguard.grants SET state = 'inactive'
  * WHERE token_table = ... AND token_key = ... AND state = 'active' would
  * under READ COMMITTED: the grant's current version is locked first,
- * waiting for a transaction writing it, then re-read.  GW_RETIRED, or
- * GW_NOT_ACTIVE when there is no active grant under the key (nothing
- * written: the caller's SQL decides), GW_HELD when held_back says so of
- * the active grant found (nothing written, the grant stays locked), or
- * GW_NOT_DIRECT as for grantwrite_insert.
+ * waiting for a transaction writing it (a suspension committing
+ * meanwhile), then re-read.  GW_RETIRED, or GW_NOT_ACTIVE when there is no
+ * active grant under the key (nothing written: the caller's SQL decides),
+ * or GW_NOT_DIRECT as for grantwrite_insert.
  */
-extern GrantWriteResult grantwrite_retire(Oid token_table, Datum token_key,
-										  GrantRetireCheck held_back);
+extern GrantWriteResult grantwrite_retire(Oid token_table, Datum token_key);
 
 #endif							/* APPGUARD_GRANTWRITE_H */

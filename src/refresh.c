@@ -198,21 +198,6 @@ run_kept_plan(SPIPlanPtr *slot, const char *query, int nargs, const Oid *argtype
 /* ---- is an active grant verified? ---- */
 
 /*
- * Whether an active grant needs nothing of appguard.verify_grant: its
- * baseline is pending, its client is not registered, or no other watched
- * host of the client has an undecided suspension (clients.hosts_undecided)
- * or is drifted (clients.hosts_drifted: its applied suspension would hold
- * this grant too, appguard.other_host_blocking), no live snapshot is due
- * (appguard.refresh_max_age) and the baseline is the client's latest
- * snapshot, or has been compared with it and is not confirmed drifted.
- * False whenever verify_grant might act.  For a new row joining a consent
- * (joining), false also when a suspension of the baseline was applied:
- * appguard.consent_grant inserts the row suspended, even if the facts
- * came back since.  (The baseline's state row is read whenever it is not
- * the latest snapshot, and a suspension needs a later one.)  Reads with
- * the active snapshot; client_verifies judges a client row already read.
- */
-/*
  * Whether baseline is one of the client's held baselines
  * (clients.held_baselines, of a client row already read): a suspension
  * applied to it holds its active grants (appguard.baseline_hold), unless
@@ -240,27 +225,6 @@ baseline_held(const Datum *cl, const bool *cl_null, Datum baseline)
 	return false;
 }
 
-static bool grant_baseline_held(Datum client_id, bool client_null, Datum baseline,
-								bool baseline_null);
-
-/*
- * For grantwrite_retire: grant_baseline_held with a snapshot taken now.
- * The host's statement may have waited for a fan-out's write of the same
- * row; its own snapshot, older, would not see the baseline held.
- */
-static bool
-retired_grant_held(Datum client_id, bool client_null, Datum baseline, bool baseline_null)
-{
-	bool		held;
-
-	if (client_null || baseline_null)
-		return false;
-	keyread_begin_fresh();
-	held = grant_baseline_held(client_id, client_null, baseline, baseline_null);
-	keyread_end_fresh();
-	return held;
-}
-
 /* The client's row says the grant's baseline is held (baseline_held) */
 static bool
 grant_baseline_held(Datum client_id, bool client_null, Datum baseline, bool baseline_null)
@@ -275,6 +239,21 @@ grant_baseline_held(Datum client_id, bool client_null, Datum baseline, bool base
 	return baseline_held(cl, cl_null, baseline);
 }
 
+/*
+ * Whether an active grant needs nothing of appguard.verify_grant: its
+ * baseline is pending, its client is not registered, or no other watched
+ * host of the client has an undecided suspension (clients.hosts_undecided)
+ * or is drifted (clients.hosts_drifted: its applied suspension would hold
+ * this grant too, appguard.other_host_blocking), no live snapshot is due
+ * (appguard.refresh_max_age) and the baseline is the client's latest
+ * snapshot, or has been compared with it and is not confirmed drifted.
+ * False whenever verify_grant might act.  For a new row joining a consent
+ * (joining), false also when a suspension of the baseline was applied:
+ * appguard.consent_grant inserts the row suspended, even if the facts
+ * came back since.  (The baseline's state row is read whenever it is not
+ * the latest snapshot, and a suspension needs a later one.)  Reads with
+ * the active snapshot; client_verifies judges a client row already read.
+ */
 static bool
 client_verifies(Datum client_id, const Datum *cl, const bool *cl_null, Datum baseline,
 				bool joining)
@@ -880,14 +859,6 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 static SPIPlanPtr retire_grant_plan = NULL;
 
 /*
- * appguard.refresh_tokens: only appguard suspends a token, or makes one it
- * suspended active again (appguard_reapprove, which takes a new
- * baseline); the auth server revokes, and a token revoked while suspended
- * stays revoked.  The host's status UPDATE is refused (55000).  Called for
- * the host's writes only (appguard's return before), and only for a row
- * whose new status is 'suspended' or 'active'.
- */
-/*
  * The suspension holding the grant's baseline (appguard.baseline_hold),
  * read as appguard's owner, as text for a message; "" if none.
  */
@@ -907,6 +878,14 @@ baseline_hold_text(Oid owner, Datum client_id, Datum baseline)
 	return isnull ? "" : psprintf(INT64_FORMAT, DatumGetInt64(hold));
 }
 
+/*
+ * appguard.refresh_tokens: only appguard suspends a token, or makes one it
+ * suspended active again (appguard_reapprove, which takes a new
+ * baseline); the auth server revokes, and a token revoked while suspended
+ * stays revoked.  The host's status UPDATE is refused (55000).  Called for
+ * the host's writes only (appguard's return before), and only for a row
+ * whose new status is 'suspended' or 'active'.
+ */
 static void
 refuse_token_status(TriggerData *trigdata, Oid root, const Datum *pt, const char *status,
 					Oid owner)
@@ -962,14 +941,15 @@ refuse_token_status(TriggerData *trigdata, Oid root, const Datum *pt, const char
 
 /*
  * The common case of the status trigger: the host retired an active row
- * (a rotation consumed it, a revocation): its status no longer prints as
- * the table's active value.  Its grant goes inactive directly
- * (grantwrite_retire: its current version locked, waiting for a
- * suspension committing meanwhile, then re-checked), or through one kept
- * statement that does the same where the direct write is not possible.  True when that was all there was to do; false
- * leaves the row to appguard.grant_sync_sql: a row appguard suspended (an
- * event, and its consent's other rows), one it does not track, one the
- * host (re)activates, a table it does not protect.
+ * (a rotation consumed it, a revocation): its status was the table's
+ * active value and no longer is.  Its grant goes inactive directly
+ * (grantwrite_retire: its current version locked, then re-checked), or
+ * through one kept statement that does the same where the direct write is
+ * not possible.  True when that was all there was to do; false leaves the
+ * row to appguard.grant_sync_sql: a row appguard suspended (its status the
+ * suspended value: a fan-out's write of the row comes before the host's,
+ * which waits for it; an event, and its consent's other rows), one it does
+ * not track, one the host (re)activates, a table it does not protect.
  */
 static bool
 grant_retired(TriggerData *trigdata, Oid owner)
@@ -981,6 +961,7 @@ grant_retired(TriggerData *trigdata, Oid owner)
 	Datum		pt[PT_NCOLUMNS];
 	bool		pt_null[PT_NCOLUMNS];
 	char	   *status;
+	char	   *old_status;
 	char	   *key;
 	Datum		args[2];
 	SavedIdentity caller;
@@ -994,6 +975,9 @@ grant_retired(TriggerData *trigdata, Oid owner)
 		refuse_token_status(trigdata, root, pt, status, owner);
 	if (status != NULL && strcmp(status, TextDatumGetCString(pt[PT_ACTIVE_VALUE])) == 0)
 		return false;			/* (re)activated */
+	old_status = hostrow_column_text(trigdata->tg_trigtuple, desc, DatumGetInt16(pt[PT_STATUS_ATTNUM]));
+	if (old_status == NULL || strcmp(old_status, TextDatumGetCString(pt[PT_ACTIVE_VALUE])) != 0)
+		return false;			/* not an active row: one appguard suspended, say */
 	key = hostrow_column_text(trigdata->tg_newtuple, desc, DatumGetInt16(pt[PT_KEY_ATTNUM]));
 	if (key == NULL)
 		return false;
@@ -1002,18 +986,14 @@ grant_retired(TriggerData *trigdata, Oid owner)
 	args[1] = CStringGetTextDatum(key);
 	/* the columns were read as the writing role; appguard's state is written as its owner */
 	identity_become(owner, 0, false, &caller);
-	result = grantwrite_retire(root, args[1], retired_grant_held);
+	result = grantwrite_retire(root, args[1]);
 	if (result == GW_NOT_DIRECT)
 	{
 		int			nestlevel = identity_pin_search_path();
 
-		/* (a grant its baseline's hold suspends is left to SQL, as above) */
 		result = run_kept_plan(&retire_grant_plan,
-							   "UPDATE appguard.grants g SET state = 'inactive'"
-							   " WHERE g.token_table = $1 AND g.token_key = $2 AND g.state = 'active'"
-							   " AND NOT EXISTS (SELECT FROM appguard.clients c"
-							   " WHERE c.client_id = g.client_id"
-							   " AND g.baseline_snapshot_id = ANY (c.held_baselines))",
+							   "UPDATE appguard.grants SET state = 'inactive'"
+							   " WHERE token_table = $1 AND token_key = $2 AND state = 'active'",
 							   2, argtypes, args, NULL, SPI_OK_UPDATE, "retiring a grant") == 1
 			? GW_RETIRED : GW_NOT_ACTIVE;
 		identity_unpin(nestlevel);
