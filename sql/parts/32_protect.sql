@@ -941,9 +941,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	cfg record;
+	partitioned boolean;
+	rows_of text;			-- the rows of the keys: FROM/WHERE of both statements
+	write_sql text;
+	written text[];
+	again text[];
 BEGIN
 	IF coalesce(pg_catalog.cardinality(p_keys), 0) = 0 THEN
-		RETURN '{}';
+		RETURN CASE WHEN p_count_only THEN '{0}' ELSE '{}' END::text[];
 	END IF;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
 	IF cfg.table_name IS NULL THEN
@@ -954,29 +959,43 @@ BEGIN
 	-- in every partition (appguard does not know which holds it), so the
 	-- keys are joined with the table instead, and the planner chooses
 	-- between those look-ups and one read of the table.
-	RETURN coalesce(appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
-		CASE WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p_tbl) = 'p' THEN $sql$
-		WITH w AS (
-			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-			FROM pg_catalog.unnest($1::%7$s[]) AS k(k)
-			WHERE h.%6$I = k.k AND h.%2$I = %8$L::%4$s
-			RETURNING h.%6$I)
-		SELECT %9$s FROM w
-		$sql$ ELSE $sql$
-		WITH w AS (
-			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-			WHERE h.%6$I = ANY ($1::%7$s[]) AND h.%2$I = %8$L::%4$s
-			RETURNING h.%6$I)
-		SELECT %9$s FROM w
-		$sql$ END,
-		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
+	partitioned := (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p_tbl) = 'p';
+	rows_of := pg_catalog.format(
+		CASE WHEN partitioned THEN '%1$s h, pg_catalog.unnest($1::%3$s[]) AS k(k) WHERE h.%2$I = k.k'
+			 ELSE '%1$s h WHERE h.%2$I = ANY ($1::%3$s[])' END,
+		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name), cfg.key_name, cfg.key_type);
+	write_sql := pg_catalog.format(
+		'WITH w AS (UPDATE %1$s SET %2$I = %3$L::%4$s %5$s %6$s AND h.%2$I = %7$L::%4$s RETURNING h.%8$I) '
+		'SELECT %9$s FROM w',
+		pg_catalog.format('%I.%I h', cfg.schema_name, cfg.table_name),
 		cfg.status_name, cfg.suspended_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
 			 THEN pg_catalog.format(', %I = $2[1]', cfg.error_uri_name) ELSE '' END,
-		cfg.key_name, cfg.key_type, cfg.active_value,
+		CASE WHEN partitioned THEN pg_catalog.format('FROM pg_catalog.unnest($1::%s[]) AS k(k) WHERE h.%I = k.k',
+													   cfg.key_type, cfg.key_name)
+			 ELSE pg_catalog.format('WHERE h.%I = ANY ($1::%s[])', cfg.key_name, cfg.key_type) END,
+		cfg.active_value, cfg.key_name,
 		CASE WHEN p_count_only THEN 'ARRAY[pg_catalog.count(*)::pg_catalog.text]'
-			 ELSE pg_catalog.format('pg_catalog.array_agg(w.%I::pg_catalog.text)', cfg.key_name) END),
-		p_keys, ARRAY[p_uri]), '{}');
+			 ELSE pg_catalog.format('pg_catalog.array_agg(w.%I::pg_catalog.text)', cfg.key_name) END);
+	written := coalesce(appguard.as_table_owner_keys(p_tbl, write_sql, p_keys, ARRAY[p_uri]), '{}');
+	IF (CASE WHEN p_count_only THEN written[1]::bigint ELSE pg_catalog.cardinality(written) END)
+	   >= pg_catalog.cardinality(p_keys) THEN
+		RETURN written;
+	END IF;
+	-- Rows that did not have the active value: the host may be writing one
+	-- of them right now (re-enabling a row that the statement above saw
+	-- suspended).  Their locks are waited for, then the rows that have the
+	-- active value now are written too, so that a re-enabling that commits
+	-- as the fan-out runs is seen and suspended, as the fan-out's write and
+	-- the host's serialise on the row (the host's trigger reads the
+	-- suspension once the fan-out commits).
+	PERFORM appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
+		'WITH l AS (SELECT FROM %s FOR UPDATE OF h) SELECT ARRAY[pg_catalog.count(*)::pg_catalog.text] FROM l',
+		rows_of), p_keys, NULL);
+	again := coalesce(appguard.as_table_owner_keys(p_tbl, write_sql, p_keys, ARRAY[p_uri]), '{}');
+	RETURN CASE WHEN p_count_only
+				THEN ARRAY[(written[1]::bigint + again[1]::bigint)::text]
+				ELSE written || again END;
 END
 $$;
 

@@ -47,6 +47,49 @@ EXCEPTION WHEN lock_not_available THEN
 END
 $$;
 
+-- Whether row p_row_key of protected table p_tbl has the active value (read
+-- as the table's owner).
+CREATE FUNCTION appguard.host_row_active(p_tbl regclass, p_row_key text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+BEGIN
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	IF cfg.table_name IS NULL THEN
+		RETURN false;
+	END IF;
+	RETURN coalesce(pg_catalog.cardinality(appguard.as_table_owner(p_tbl, pg_catalog.format(
+		'SELECT true FROM %I.%I h WHERE h.%I = $1::%s AND h.%I = %L::%s',
+		cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type,
+		cfg.status_name, cfg.active_value, cfg.status_type), ARRAY[p_row_key])), 0) > 0;
+END
+$$;
+
+-- Give row p_row_key of protected table p_tbl its active value back (and
+-- clear its error_uri column), if it has the suspended value, as the
+-- table's owner.  The caller has raised appguard.set_applying.
+CREATE FUNCTION appguard.write_host_active(p_tbl regclass, p_row_key text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+BEGIN
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	RETURN coalesce(pg_catalog.cardinality(appguard.as_table_owner(p_tbl, pg_catalog.format(
+		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I = %L::%s RETURNING true',
+		cfg.schema_name, cfg.table_name, cfg.status_name, cfg.active_value, cfg.status_type,
+		CASE WHEN cfg.error_uri_name IS NOT NULL
+			 THEN pg_catalog.format(', %I = NULL', cfg.error_uri_name) ELSE '' END,
+		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type),
+		ARRAY[p_row_key])), 0) > 0;
+END
+$$;
+
 -- Make sure an active grant's baseline has been compared with its
 -- client's latest snapshot, and found not confirmed drifted, before the
 -- grant is allowed to refresh:
@@ -272,17 +315,26 @@ BEGIN
 		END IF;
 	END IF;
 	IF r.state = 'suspended' THEN
-		-- a grant its baseline's hold suspends whose host row the fan-out
-		-- did not write (it committed as the fan-out ran): written now
-		-- (counted as the suspension's; a table appguard cannot write now
-		-- is left to appguard_recheck_table)
+		-- a grant its baseline's hold suspends whose host row still has the
+		-- active value (it committed as the fan-out ran): its row is written
+		-- now.  No lock of the app is taken (the host holds this row): the
+		-- write locks the row, then the grant is read again, and if a
+		-- re-approval committed meanwhile the row is given its active value
+		-- back.  Counted as the suspension's; a table appguard cannot write
+		-- now is left to appguard_recheck_table.
 		IF EXISTS (SELECT FROM appguard.grants g
 				   WHERE g.token_table = tbl AND g.token_key = row_key AND g.state = 'active')
 		   AND NOT EXISTS (SELECT FROM appguard.protected_tables pt
-						   WHERE pt.tbl = check_row_refresh_full.tbl AND pt.problem IS NOT NULL) THEN
+						   WHERE pt.tbl = check_row_refresh_full.tbl AND pt.problem IS NOT NULL)
+		   AND appguard.host_row_active(tbl, row_key) THEN
 			PERFORM appguard.set_applying(true);
 			IF pg_catalog.cardinality(
 				   appguard.write_host_suspensions_or_record(tbl, ARRAY[row_key], r.error_uri)) > 0 THEN
+				IF (appguard.grant_of(tbl, row_key)).state <> 'suspended' THEN
+					PERFORM appguard.write_host_active(tbl, row_key);
+					PERFORM appguard.set_applying(false);
+					RETURN appguard.check_row_refresh_full(tbl, row_key);	-- re-approved meanwhile
+				END IF;
 				UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + 1
 				WHERE s.id = r.suspension_id;
 			END IF;
