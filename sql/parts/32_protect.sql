@@ -934,7 +934,8 @@ $$;
 -- the planner chooses between a look-up of each key through the primary
 -- key and one read of the table with the keys hashed.
 CREATE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uri text,
-												p_count_only boolean DEFAULT false)
+												p_count_only boolean DEFAULT false,
+												p_held_again bigint[] DEFAULT '{}')
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -945,6 +946,7 @@ DECLARE
 	rows_of text;			-- the rows of the keys: FROM/WHERE of both statements
 	write_sql text;
 	written text[];
+	still text[];
 	again text[];
 BEGIN
 	IF coalesce(pg_catalog.cardinality(p_keys), 0) = 0 THEN
@@ -984,15 +986,28 @@ BEGIN
 	END IF;
 	-- Rows that did not have the active value: the host may be writing one
 	-- of them right now (re-enabling a row that the statement above saw
-	-- suspended).  Their locks are waited for, then the rows that have the
-	-- active value now are written too, so that a re-enabling that commits
-	-- as the fan-out runs is seen and suspended, as the fan-out's write and
-	-- the host's serialise on the row (the host's trigger reads the
-	-- suspension once the fan-out commits).
+	-- suspended).  The rows are locked, waiting for such a write, and their
+	-- grants read again as they are now: a grant the host re-enabled as we
+	-- wrote is left alone (appguard.grant_status let it go), unless it was
+	-- let go by one of the suspensions p_held_again, which are being
+	-- applied again and hold it again; the rows of the grants still held
+	-- that have the active value now are written.  (The host's trigger,
+	-- waiting for the rows this statement wrote, reads the suspension once
+	-- it commits.)
 	PERFORM appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
 		'WITH l AS (SELECT FROM %s FOR UPDATE OF h) SELECT ARRAY[pg_catalog.count(*)::pg_catalog.text] FROM l',
 		rows_of), p_keys, NULL);
-	again := coalesce(appguard.as_table_owner_keys(p_tbl, write_sql, p_keys, ARRAY[p_uri]), '{}');
+	IF pg_catalog.cardinality(p_held_again) > 0 THEN
+		EXECUTE 'UPDATE appguard.grants g SET suspension_id = NULL '
+				'WHERE g.token_table = $1 AND g.token_key = ANY ($2) AND g.state = ''active'' '
+				'AND g.suspension_id = ANY ($3)'
+			USING p_tbl, p_keys, p_held_again;
+	END IF;
+	EXECUTE 'SELECT pg_catalog.array_agg(g.token_key) FROM appguard.grant_states g '
+			'WHERE g.token_table = $1 AND g.token_key = ANY ($2) AND g.state = ''suspended'''
+		INTO still USING p_tbl, p_keys;
+	again := coalesce(appguard.as_table_owner_keys(p_tbl, write_sql, coalesce(still, '{}'), ARRAY[p_uri]),
+					  CASE WHEN p_count_only THEN '{0}' ELSE '{}' END::text[]);
 	RETURN CASE WHEN p_count_only
 				THEN ARRAY[(written[1]::bigint + again[1]::bigint)::text]
 				ELSE written || again END;
@@ -1008,13 +1023,14 @@ $$;
 -- Returns what write_host_suspensions returns (no key, and a count of 0
 -- with p_count_only, when the failure is recorded).
 CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text,
-														   p_count_only boolean DEFAULT false)
+														   p_count_only boolean DEFAULT false,
+														   p_held_again bigint[] DEFAULT '{}')
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri, p_count_only);
+	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri, p_count_only, p_held_again);
 EXCEPTION WHEN OTHERS THEN
 	IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
 		RAISE;

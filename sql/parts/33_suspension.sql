@@ -397,7 +397,8 @@ BEGIN
 					'AND NOT (r.token_key = ANY ($5))'
 				INTO keys USING pt.client_id, pt.baseline, pt.tbl, pt.hold, done;
 			EXIT WHEN keys IS NULL;
-			written := (appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri, true))[1]::bigint;
+			written := (appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri, true,
+																  already))[1]::bigint;
 			-- (counted: the grants it holds when first applied, whether or
 			-- not their table could be written; applied again, the host
 			-- rows it wrote -- the grants it held already are not counted
