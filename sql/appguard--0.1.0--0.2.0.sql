@@ -3960,16 +3960,23 @@ DROP FUNCTION appguard.write_host_suspensions_or_record(regclass, text[], text);
 DROP FUNCTION appguard.write_host_suspensions(regclass, text[], text);
 
 CREATE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uri text,
-												p_count_only boolean DEFAULT false)
+												p_count_only boolean DEFAULT false,
+												p_held_again bigint[] DEFAULT '{}')
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	cfg record;
+	partitioned boolean;
+	rows_of text;			-- the rows of the keys: FROM/WHERE of both statements
+	write_sql text;
+	written text[];
+	still text[];
+	again text[];
 BEGIN
 	IF coalesce(pg_catalog.cardinality(p_keys), 0) = 0 THEN
-		RETURN '{}';
+		RETURN CASE WHEN p_count_only THEN '{0}' ELSE '{}' END::text[];
 	END IF;
 	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
 	IF cfg.table_name IS NULL THEN
@@ -3980,42 +3987,70 @@ BEGIN
 	-- in every partition (appguard does not know which holds it), so the
 	-- keys are joined with the table instead, and the planner chooses
 	-- between those look-ups and one read of the table.
-	RETURN coalesce(appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
-		CASE WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p_tbl) = 'p' THEN $sql$
-		WITH w AS (
-			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-			FROM pg_catalog.unnest($1::%7$s[]) AS k(k)
-			WHERE h.%6$I = k.k AND h.%2$I = %8$L::%4$s
-			RETURNING h.%6$I)
-		SELECT %9$s FROM w
-		$sql$ ELSE $sql$
-		WITH w AS (
-			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-			WHERE h.%6$I = ANY ($1::%7$s[]) AND h.%2$I = %8$L::%4$s
-			RETURNING h.%6$I)
-		SELECT %9$s FROM w
-		$sql$ END,
-		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
+	partitioned := (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p_tbl) = 'p';
+	rows_of := pg_catalog.format(
+		CASE WHEN partitioned THEN '%1$s h, pg_catalog.unnest($1::%3$s[]) AS k(k) WHERE h.%2$I = k.k'
+			 ELSE '%1$s h WHERE h.%2$I = ANY ($1::%3$s[])' END,
+		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name), cfg.key_name, cfg.key_type);
+	write_sql := pg_catalog.format(
+		'WITH w AS (UPDATE %1$s SET %2$I = %3$L::%4$s %5$s %6$s AND h.%2$I = %7$L::%4$s RETURNING h.%8$I) '
+		'SELECT %9$s FROM w',
+		pg_catalog.format('%I.%I h', cfg.schema_name, cfg.table_name),
 		cfg.status_name, cfg.suspended_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
 			 THEN pg_catalog.format(', %I = $2[1]', cfg.error_uri_name) ELSE '' END,
-		cfg.key_name, cfg.key_type, cfg.active_value,
+		CASE WHEN partitioned THEN pg_catalog.format('FROM pg_catalog.unnest($1::%s[]) AS k(k) WHERE h.%I = k.k',
+													   cfg.key_type, cfg.key_name)
+			 ELSE pg_catalog.format('WHERE h.%I = ANY ($1::%s[])', cfg.key_name, cfg.key_type) END,
+		cfg.active_value, cfg.key_name,
 		CASE WHEN p_count_only THEN 'ARRAY[pg_catalog.count(*)::pg_catalog.text]'
-			 ELSE pg_catalog.format('pg_catalog.array_agg(w.%I::pg_catalog.text)', cfg.key_name) END),
-		p_keys, ARRAY[p_uri]), '{}');
+			 ELSE pg_catalog.format('pg_catalog.array_agg(w.%I::pg_catalog.text)', cfg.key_name) END);
+	written := coalesce(appguard.as_table_owner_keys(p_tbl, write_sql, p_keys, ARRAY[p_uri]), '{}');
+	IF (CASE WHEN p_count_only THEN written[1]::bigint ELSE pg_catalog.cardinality(written) END)
+	   >= pg_catalog.cardinality(p_keys) THEN
+		RETURN written;
+	END IF;
+	-- Rows that did not have the active value: the host may be writing one
+	-- of them right now (re-enabling a row that the statement above saw
+	-- suspended).  The rows are locked, waiting for such a write, and their
+	-- grants read again as they are now: a grant the host re-enabled as we
+	-- wrote is left alone (appguard.grant_status let it go), unless it was
+	-- let go by one of the suspensions p_held_again, which are being
+	-- applied again and hold it again; the rows of the grants still held
+	-- that have the active value now are written.  (The host's trigger,
+	-- waiting for the rows this statement wrote, reads the suspension once
+	-- it commits.)
+	PERFORM appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
+		'WITH l AS (SELECT FROM %s FOR UPDATE OF h) SELECT ARRAY[pg_catalog.count(*)::pg_catalog.text] FROM l',
+		rows_of), p_keys, NULL);
+	IF pg_catalog.cardinality(p_held_again) > 0 THEN
+		EXECUTE 'UPDATE appguard.grants g SET suspension_id = NULL '
+				'WHERE g.token_table = $1 AND g.token_key = ANY ($2) AND g.state = ''active'' '
+				'AND g.suspension_id = ANY ($3)'
+			USING p_tbl, p_keys, p_held_again;
+	END IF;
+	EXECUTE 'SELECT pg_catalog.array_agg(g.token_key) FROM appguard.grant_states g '
+			'WHERE g.token_table = $1 AND g.token_key = ANY ($2) AND g.state = ''suspended'''
+		INTO still USING p_tbl, p_keys;
+	again := coalesce(appguard.as_table_owner_keys(p_tbl, write_sql, coalesce(still, '{}'), ARRAY[p_uri]),
+					  CASE WHEN p_count_only THEN '{0}' ELSE '{}' END::text[]);
+	RETURN CASE WHEN p_count_only
+				THEN ARRAY[(written[1]::bigint + again[1]::bigint)::text]
+				ELSE written || again END;
 END
 $$;
 
-REVOKE ALL ON FUNCTION appguard.write_host_suspensions(regclass, text[], text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION appguard.write_host_suspensions(regclass, text[], text, boolean, bigint[]) FROM PUBLIC;
 
 CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text,
-														   p_count_only boolean DEFAULT false)
+														   p_count_only boolean DEFAULT false,
+														   p_held_again bigint[] DEFAULT '{}')
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri, p_count_only);
+	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri, p_count_only, p_held_again);
 EXCEPTION WHEN OTHERS THEN
 	IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
 		RAISE;
@@ -4025,7 +4060,49 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
-REVOKE ALL ON FUNCTION appguard.write_host_suspensions_or_record(regclass, text[], text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION appguard.write_host_suspensions_or_record(regclass, text[], text, boolean, bigint[]) FROM PUBLIC;
+
+CREATE FUNCTION appguard.host_row_active(p_tbl regclass, p_row_key text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+BEGIN
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	IF cfg.table_name IS NULL THEN
+		RETURN false;
+	END IF;
+	RETURN coalesce(pg_catalog.cardinality(appguard.as_table_owner(p_tbl, pg_catalog.format(
+		'SELECT true FROM %I.%I h WHERE h.%I = $1::%s AND h.%I = %L::%s',
+		cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type,
+		cfg.status_name, cfg.active_value, cfg.status_type), ARRAY[p_row_key])), 0) > 0;
+END
+$$;
+
+REVOKE ALL ON FUNCTION appguard.host_row_active(regclass, text) FROM PUBLIC;
+
+CREATE FUNCTION appguard.write_host_active(p_tbl regclass, p_row_key text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cfg record;
+BEGIN
+	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
+	RETURN coalesce(pg_catalog.cardinality(appguard.as_table_owner(p_tbl, pg_catalog.format(
+		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I = %L::%s RETURNING true',
+		cfg.schema_name, cfg.table_name, cfg.status_name, cfg.active_value, cfg.status_type,
+		CASE WHEN cfg.error_uri_name IS NOT NULL
+			 THEN pg_catalog.format(', %I = NULL', cfg.error_uri_name) ELSE '' END,
+		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type),
+		ARRAY[p_row_key])), 0) > 0;
+END
+$$;
+
+REVOKE ALL ON FUNCTION appguard.write_host_active(regclass, text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION appguard.suspend_consent_rows(p_tbl regclass, p_client_id text, p_subject text,
 											  p_baseline bigint, p_suspension_id bigint)
@@ -4728,14 +4805,6 @@ BEGIN
 		  FROM appguard.suspensions s WHERE s.id = ANY (p_ids) GROUP BY s.client_id) h
 	WHERE c.client_id = h.client_id AND NOT c.held_baselines @> h.baselines;
 
-	-- Applied again (appguard.verify_grant): the suspension holds again
-	-- the grants the host re-enabled after it (appguard.grant_status)
-	UPDATE appguard.grants r SET suspension_id = NULL
-	FROM appguard.suspensions s
-	WHERE s.id = ANY (already) AND r.client_id = s.client_id
-	  AND r.baseline_snapshot_id = s.baseline_snapshot_id AND r.state = 'active'
-	  AND r.suspension_id = s.id;
-
 	PERFORM appguard.set_applying(true);
 	-- Per token table and suspension, the host rows of the grants its
 	-- baseline's hold suspends, as the table's owner
@@ -4766,6 +4835,16 @@ BEGIN
 		done := '{}';
 		n := 0;
 		FOR round IN 1 .. 5 LOOP
+			IF pt.sid = ANY (already) THEN
+				-- Applied again (appguard.verify_grant): the suspension holds
+				-- again the grants the host re-enabled after it
+				-- (appguard.grant_status), at every round: one the host
+				-- re-enables as the rows are written is held at the next
+				-- (its write and ours serialise on its row)
+				UPDATE appguard.grants r SET suspension_id = NULL
+				WHERE r.client_id = pt.client_id AND r.baseline_snapshot_id = pt.baseline
+				  AND r.state = 'active' AND r.token_table = pt.tbl AND r.suspension_id = ANY (already);
+			END IF;
 			-- (executed with its arrays as values: the grants not seen yet
 			-- are found by hashing the keys seen, where a kept plan would
 			-- compare each grant with each of them)
@@ -4775,7 +4854,8 @@ BEGIN
 					'AND NOT (r.token_key = ANY ($5))'
 				INTO keys USING pt.client_id, pt.baseline, pt.tbl, pt.hold, done;
 			EXIT WHEN keys IS NULL;
-			written := (appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri, true))[1]::bigint;
+			written := (appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri, true,
+																  already))[1]::bigint;
 			-- (counted: the grants it holds when first applied, whether or
 			-- not their table could be written; applied again, the host
 			-- rows it wrote -- the grants it held already are not counted
@@ -5090,17 +5170,26 @@ BEGIN
 		END IF;
 	END IF;
 	IF r.state = 'suspended' THEN
-		-- a grant its baseline's hold suspends whose host row the fan-out
-		-- did not write (it committed as the fan-out ran): written now
-		-- (counted as the suspension's; a table appguard cannot write now
-		-- is left to appguard_recheck_table)
+		-- a grant its baseline's hold suspends whose host row still has the
+		-- active value (it committed as the fan-out ran): its row is written
+		-- now.  No lock of the app is taken (the host holds this row): the
+		-- write locks the row, then the grant is read again, and if a
+		-- re-approval committed meanwhile the row is given its active value
+		-- back.  Counted as the suspension's; a table appguard cannot write
+		-- now is left to appguard_recheck_table.
 		IF EXISTS (SELECT FROM appguard.grants g
 				   WHERE g.token_table = tbl AND g.token_key = row_key AND g.state = 'active')
 		   AND NOT EXISTS (SELECT FROM appguard.protected_tables pt
-						   WHERE pt.tbl = check_row_refresh_full.tbl AND pt.problem IS NOT NULL) THEN
+						   WHERE pt.tbl = check_row_refresh_full.tbl AND pt.problem IS NOT NULL)
+		   AND appguard.host_row_active(tbl, row_key) THEN
 			PERFORM appguard.set_applying(true);
 			IF pg_catalog.cardinality(
 				   appguard.write_host_suspensions_or_record(tbl, ARRAY[row_key], r.error_uri)) > 0 THEN
+				IF (appguard.grant_of(tbl, row_key)).state <> 'suspended' THEN
+					PERFORM appguard.write_host_active(tbl, row_key);
+					PERFORM appguard.set_applying(false);
+					RETURN appguard.check_row_refresh_full(tbl, row_key);	-- re-approved meanwhile
+				END IF;
 				UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + 1
 				WHERE s.id = r.suspension_id;
 			END IF;

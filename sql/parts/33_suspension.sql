@@ -350,14 +350,6 @@ BEGIN
 		  FROM appguard.suspensions s WHERE s.id = ANY (p_ids) GROUP BY s.client_id) h
 	WHERE c.client_id = h.client_id AND NOT c.held_baselines @> h.baselines;
 
-	-- Applied again (appguard.verify_grant): the suspension holds again
-	-- the grants the host re-enabled after it (appguard.grant_status)
-	UPDATE appguard.grants r SET suspension_id = NULL
-	FROM appguard.suspensions s
-	WHERE s.id = ANY (already) AND r.client_id = s.client_id
-	  AND r.baseline_snapshot_id = s.baseline_snapshot_id AND r.state = 'active'
-	  AND r.suspension_id = s.id;
-
 	PERFORM appguard.set_applying(true);
 	-- Per token table and suspension, the host rows of the grants its
 	-- baseline's hold suspends, as the table's owner
@@ -388,6 +380,16 @@ BEGIN
 		done := '{}';
 		n := 0;
 		FOR round IN 1 .. 5 LOOP
+			IF pt.sid = ANY (already) THEN
+				-- Applied again (appguard.verify_grant): the suspension holds
+				-- again the grants the host re-enabled after it
+				-- (appguard.grant_status), at every round: one the host
+				-- re-enables as the rows are written is held at the next
+				-- (its write and ours serialise on its row)
+				UPDATE appguard.grants r SET suspension_id = NULL
+				WHERE r.client_id = pt.client_id AND r.baseline_snapshot_id = pt.baseline
+				  AND r.state = 'active' AND r.token_table = pt.tbl AND r.suspension_id = ANY (already);
+			END IF;
 			-- (executed with its arrays as values: the grants not seen yet
 			-- are found by hashing the keys seen, where a kept plan would
 			-- compare each grant with each of them)

@@ -175,10 +175,10 @@ CREATE TABLE idp.oauth_grants (
 	live smallint NOT NULL DEFAULT 1,		-- 1 usable, 0 suspended
 	why_uri text,
 	used_at timestamptz);
-CREATE TABLE idp.live_changes (grant_no bigint NOT NULL, old_live smallint, new_live smallint, at timestamptz DEFAULT clock_timestamp(), xid bigint DEFAULT txid_current(), why text DEFAULT current_setting('application_name'));
+CREATE TABLE idp.live_changes (grant_no bigint NOT NULL, old_live smallint, new_live smallint);
 CREATE FUNCTION idp.log_live() RETURNS trigger LANGUAGE plpgsql AS \$\$
 BEGIN
-	INSERT INTO idp.live_changes (grant_no, old_live, new_live, why) VALUES (NEW.grant_no, OLD.live, NEW.live, coalesce(nullif(current_setting('appguard.debug_why', true), ''), current_query()));
+	INSERT INTO idp.live_changes VALUES (NEW.grant_no, OLD.live, NEW.live);
 	RETURN NULL;
 END
 \$\$;
@@ -464,17 +464,6 @@ SELECT 'rotations|' || (SELECT count(*) FROM public.soak_rotations)
 		JOIN appguard.consents k ON k.client_id = t.client_id AND k.subject = t.subject
 		WHERE t.status = 'active' AND g.baseline_snapshot_id IS DISTINCT FROM k.baseline_snapshot_id)});
 note 'rotations: ' . join ', ', map { "$_ $r{$_}" } sort keys %r;
-diag 'DEBUG ' . $node->safe_psql('postgres', q{
-WITH c AS (SELECT grant_no, count(*) AS up FROM idp.live_changes WHERE old_live = 0 AND new_live = 1 GROUP BY 1),
-h AS (SELECT grant_no, count(*) AS n FROM idp.host_reenables GROUP BY 1),
-r AS (SELECT token_key::bigint AS grant_no, count(*) FILTER (WHERE kind = 'reapproved') AS n, count(*) FILTER (WHERE kind = 'host_reactivated') AS hr FROM appguard.events WHERE token_table = 'idp.oauth_grants' GROUP BY 1),
-bad AS (SELECT c.grant_no FROM c LEFT JOIN h USING (grant_no) LEFT JOIN r USING (grant_no)
-WHERE coalesce(h.n,0) <> coalesce(r.hr,0) LIMIT 1)
-SELECT string_agg(x, E'\n' ORDER BY at) FROM (
- SELECT l.at, format('%s live %s>%s xid %s: %s', to_char(l.at, 'MI:SS.US'), l.old_live, l.new_live, l.xid, left(regexp_replace(l.why, '\s+', ' ', 'g'), 90)) AS x FROM idp.live_changes l JOIN bad USING (grant_no)
- UNION ALL SELECT e.at, format('%s event %s s%s', to_char(e.at, 'MI:SS.US'), e.kind, e.suspension_id) FROM appguard.events e JOIN bad ON e.token_table = 'idp.oauth_grants' AND e.token_key = bad.grant_no::text
- UNION ALL SELECT hr.at, format('%s hostlog reenable', to_char(hr.at, 'MI:SS.US')) FROM idp.host_reenables hr JOIN bad USING (grant_no)
-) y});
 if ($rotate)
 {
 	is($r{rotations}, $rot_tx, 'every committed rotation recorded itself');
