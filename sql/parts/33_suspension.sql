@@ -19,10 +19,13 @@
 --      unknown: it yields no difference but dns_domain_gone, an
 --      authoritative NXDOMAIN, which is a real answer and confirms);
 --   5. each confirmed baseline gets one suspension record (reasons,
---      field-level diff, snapshot ids, error_uri), and all the client's
---      active grants on those baselines are suspended by one UPDATE per
---      token table (set-based: 100,000 tokens are one statement), then
---      NOTIFY appguard_suspension, payload the suspension id.
+--      field-level diff, snapshot ids, error_uri); applied, it holds the
+--      baseline (appguard.clients.held_baselines): every active grant on
+--      it is suspended (appguard.grant_states), and their host rows are
+--      written by one UPDATE per token table (set-based: 100,000 tokens
+--      are one statement), then NOTIFY appguard_suspension, payload the
+--      suspension id.  A held baseline is compared with new snapshots only
+--      while the host has re-enabled one of its grants.
 -- Differences that changed since the previous evaluation of a baseline
 -- are recorded in appguard.drifts (warn ones included), so persisting
 -- drift is not recorded again at every sweep.
