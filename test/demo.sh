@@ -202,9 +202,9 @@ echo
 show "INSERT INTO appguard.refresh_tokens (token_id, client_id, subject)
 VALUES ('rt-alice', 'app1', 'alice'), ('rt-bob', 'app1', 'bob'), ('rt-carol', 'app1', 'carol');
 SELECT token_id, subject, status FROM appguard.refresh_tokens ORDER BY token_id;
-SELECT token_table, token_key, state, baseline_snapshot_id FROM appguard.grants ORDER BY token_key;"
+SELECT token_table, token_key, state, baseline_snapshot_id FROM appguard.grant_states ORDER BY token_key;"
 expect "every token has the app's snapshot as its baseline" \
-	"SELECT count(*) = 3 AND bool_and(g.baseline_snapshot_id = c.last_ok_snapshot_id) FROM appguard.grants g
+	"SELECT count(*) = 3 AND bool_and(g.baseline_snapshot_id = c.last_ok_snapshot_id) FROM appguard.grant_states g
 	 JOIN appguard.clients c USING (client_id)"
 echo
 show "SELECT appguard_check_refresh('rt-alice') AS the_token_endpoint_asks;"
@@ -221,11 +221,11 @@ echo
 show "SELECT (appguard_snapshot('app1.example.test', $TLS_PORT) ->> 'id')::bigint AS new_snapshot;
 SELECT d.reason, d.severity, d.field, left(d.old_value, 30) AS old_value, left(d.new_value, 30) AS new_value
 FROM appguard_diff(
-       (SELECT baseline_snapshot_id FROM appguard.grants WHERE token_key = 'rt-alice'),
+       (SELECT baseline_snapshot_id FROM appguard.grant_states WHERE token_key = 'rt-alice'),
        (SELECT last_snapshot_id FROM appguard.clients WHERE client_id = 'app1'), 'app1') AS d;"
 expect "the renewal differs only at severity ignore" \
 	"SELECT count(*) >= 4 AND bool_and(d.severity = 'ignore') FROM appguard_diff(
-	   (SELECT baseline_snapshot_id FROM appguard.grants WHERE token_key = 'rt-alice'),
+	   (SELECT baseline_snapshot_id FROM appguard.grant_states WHERE token_key = 'rt-alice'),
 	   (SELECT last_snapshot_id FROM appguard.clients WHERE client_id = 'app1'), 'app1') d"
 expect "no token suspended, no suspension recorded" \
 	"SELECT (SELECT count(*) FROM appguard.refresh_tokens WHERE status <> 'active') = 0
@@ -243,10 +243,10 @@ echo
 show "LISTEN appguard_suspension;
 SELECT appguard_snapshot('app1.example.test', $TLS_PORT) -> 'tls' -> 'leaf' -> 'subject' ->> 'O' AS organization_now;
 SELECT t.token_id, t.status, g.suspension_id, t.error_uri
-FROM appguard.refresh_tokens t JOIN appguard.grants g ON g.token_key = t.token_id ORDER BY 1;"
+FROM appguard.refresh_tokens t JOIN appguard.grant_states g ON g.token_key = t.token_id ORDER BY 1;"
 expect "all three tokens suspended, with the error_uri of the suspension" \
 	"SELECT count(*) = 3 AND bool_and(t.status = 'suspended' AND t.error_uri = s.error_uri)
-	 FROM appguard.refresh_tokens t JOIN appguard.grants g ON g.token_key = t.token_id
+	 FROM appguard.refresh_tokens t JOIN appguard.grant_states g ON g.token_key = t.token_id
 	      JOIN appguard.suspensions s ON s.id = g.suspension_id"
 expect "one suspension, reason tls_identity_changed" \
 	"SELECT count(*) = 1 AND bool_and(reasons = '{tls_identity_changed}') FROM appguard.suspensions"
@@ -281,11 +281,11 @@ say "She signs in again and approves the app as it is now; the auth server calls
 echo
 show "SELECT appguard_reapprove('rt-alice');
 SELECT t.token_id, t.status, g.baseline_snapshot_id
-FROM appguard.refresh_tokens t JOIN appguard.grants g ON g.token_key = t.token_id ORDER BY 1;"
+FROM appguard.refresh_tokens t JOIN appguard.grant_states g ON g.token_key = t.token_id ORDER BY 1;"
 expect "alice's token is active again with a new baseline" \
 	"SELECT t.status = 'active' AND g.baseline_snapshot_id = (SELECT last_ok_snapshot_id FROM appguard.clients
 	                                                          WHERE client_id = 'app1')
-	 FROM appguard.refresh_tokens t JOIN appguard.grants g ON g.token_key = t.token_id
+	 FROM appguard.refresh_tokens t JOIN appguard.grant_states g ON g.token_key = t.token_id
 	 WHERE t.token_id = 'rt-alice'"
 expect "bob's and carol's stay suspended until they decide" \
 	"SELECT count(*) = 2 FROM appguard.refresh_tokens WHERE status = 'suspended'"

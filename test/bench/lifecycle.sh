@@ -44,7 +44,8 @@
 #             commits still run them.)
 #   fan-out   one drifting snapshot suspending 100,000 tokens of one client
 #             (appguard.refresh_tokens' status and error_uri, written as
-#             the table's owner, and their grants in appguard.grants) vs a
+#             the table's owner; their grants are held by the suspension's
+#             baseline, appguard.grant_states, and not written) vs a
 #             bare UPDATE ... SET status of the same rows of
 #             appguard.refresh_tokens, and of a copy of them in a table
 #             without appguard's triggers (fanout.sql); goal: time ratio

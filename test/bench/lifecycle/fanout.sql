@@ -9,7 +9,8 @@
 --               suspension -- the order alternates between rounds;
 --   copy        the same rows in a table without appguard's triggers.
 -- One grant model: the suspension writes the token rows (status,
--- error_uri, as the table's owner) and their grants in appguard.grants;
+-- error_uri, as the table's owner); their grants are held by its baseline
+-- (appguard.grant_states), not written;
 -- the token table has no baseline column, so the bare statements pick
 -- the client's active tokens (all of them share the baseline).
 \set ON_ERROR_STOP on

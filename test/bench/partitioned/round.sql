@@ -7,7 +7,7 @@
 --            the row's status by its token id, vs the statement calling
 --            nothing (subtracted from both): CPU time of the backend
 --   fan-out  a drifting snapshot suspending the :tokens grants (the host
---            rows' status and error_uri, and appguard.grants), vs a bare
+--            rows' status and error_uri; the grants are held, not written), vs a bare
 --            UPDATE ... SET status of the same rows freshly inserted again
 --            and vacuumed, appguard's triggers off: CPU time
 \set ON_ERROR_STOP on
