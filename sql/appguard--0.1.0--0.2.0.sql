@@ -66,6 +66,7 @@ DECLARE
 	new_row text[];			-- key, client, status
 	old_row text[];
 	keys text[];
+	g appguard.grants;
 BEGIN
 	-- appguard's own suspension or re-approval (see appguard.set_applying:
 	-- a flag no host role can raise, unlike a setting)
@@ -108,12 +109,19 @@ BEGIN
 		WHERE pr.token_table = root AND pr.token_key = old_row[1];
 	ELSIF TG_ARGV[0] = 'key' THEN
 		IF old_row[1] IS DISTINCT FROM new_row[1] OR old_row[2] IS DISTINCT FROM new_row[2] THEN
-			-- a row moved to another client needs a baseline of that client
+			-- a row moved to another client needs a baseline of that client;
+			-- a suspended one stays suspended (its suspension written into
+			-- the grant: the baseline that held it is the old client's)
+			SELECT * INTO g FROM appguard.grants pr
+			WHERE pr.token_table = root AND pr.token_key = old_row[1] FOR UPDATE;
+			g := appguard.grant_effective(g);
 			UPDATE appguard.grants pr
 			SET token_key = new_row[1],
 				client_id = new_row[2],
 				baseline_snapshot_id = CASE WHEN pr.client_id IS NOT DISTINCT FROM new_row[2]
-										THEN pr.baseline_snapshot_id END
+										THEN pr.baseline_snapshot_id END,
+				state = g.state, suspension_id = g.suspension_id,
+				suspended_at = g.suspended_at, error_uri = g.error_uri
 			WHERE pr.token_table = root AND pr.token_key = old_row[1];
 		END IF;
 	ELSIF TG_ARGV[0] = 'status' THEN
@@ -431,7 +439,7 @@ BEGIN
 		'error_uri_column', cfg.error_uri_name,
 		'active_value', active_value_printed, 'suspended_value', suspended_value_printed,
 		'rows', adopted,
-		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.grant_states pr
 						WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'),
 		'pending_baselines', (SELECT pg_catalog.count(*) FROM appguard.grants pr
 							  JOIN appguard.clients c ON c.client_id = pr.client_id
@@ -546,14 +554,11 @@ BEGIN
 		END IF;
 	END IF;
 
+	-- (a held baseline's suspension holds the grant: appguard.grant_states)
 	INSERT INTO appguard.grants AS r
 		(token_table, token_key, client_id, state, baseline_snapshot_id, subject, grant_key,
 		 suspension_id, suspended_at, error_uri)
-	VALUES (p_tbl, p_key, p_client_id, CASE WHEN held THEN 'suspended' ELSE 'active' END,
-			baseline, p_subject, p_grant_key,
-			CASE WHEN held THEN holding_id END,
-			CASE WHEN held THEN pg_catalog.clock_timestamp() END,
-			CASE WHEN held THEN holding_uri END)
+	VALUES (p_tbl, p_key, p_client_id, 'active', baseline, p_subject, p_grant_key, NULL, NULL, NULL)
 	ON CONFLICT (token_table, token_key) DO UPDATE
 	SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,
 		baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,
@@ -617,50 +622,54 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	keys text[];
+	written text[];
 	uri text;
 	n bigint;
 	saved bigint;
 BEGIN
-	SELECT pg_catalog.array_agg(g.token_key) INTO keys FROM appguard.grants g
+	SELECT pg_catalog.array_agg(g.token_key) INTO keys FROM appguard.grant_states g
 	WHERE g.token_table = p_tbl AND g.client_id = p_client_id AND g.subject = p_subject
-	  AND g.baseline_snapshot_id = p_baseline AND g.state = 'active';
+	  AND g.baseline_snapshot_id = p_baseline AND g.state = 'suspended'
+	  AND g.suspension_id = p_suspension_id;
 	SELECT s.error_uri INTO uri FROM appguard.suspensions s
 	WHERE s.id = p_suspension_id AND s.state = 'applied';
 	IF keys IS NULL OR uri IS NULL THEN
 		RETURN 0;
 	END IF;
 	PERFORM appguard.set_applying(true);
-	PERFORM appguard.write_host_suspensions_or_record(p_tbl, keys, uri);
+	written := appguard.write_host_suspensions_or_record(p_tbl, keys, uri);
 	PERFORM appguard.set_applying(false);
-	UPDATE appguard.grants g
-	SET state = 'suspended', suspension_id = p_suspension_id,
-		suspended_at = pg_catalog.clock_timestamp(), error_uri = uri
-	WHERE g.token_table = p_tbl AND g.token_key = ANY (keys) AND g.state = 'active';
-	GET DIAGNOSTICS n = ROW_COUNT;
+	n := pg_catalog.cardinality(written);
+	IF n = 0 THEN
+		RETURN 0;
+	END IF;
 	UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
 	WHERE s.id = p_suspension_id;
 	saved := appguard.saved_lastval();
 	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
 		pg_catalog.jsonb_build_object('detail', 'tokens of a consent whose suspension was applied as they were issued',
-									  'tokens', n, 'token_keys', pg_catalog.to_jsonb(keys)),
+									  'tokens', n, 'token_keys', pg_catalog.to_jsonb(written)),
 		snapshot_id => p_baseline, suspension_id => p_suspension_id, token_table => p_tbl::text);
 	PERFORM appguard.restore_lastval(saved);
 	RETURN n;
 END
 $$;
 
-CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text)
-RETURNS void
+CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text,
+														   p_count_only boolean DEFAULT false,
+														   p_held_again bigint[] DEFAULT '{}')
+RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM appguard.write_host_suspensions(p_tbl, p_keys, p_uri);
+	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri, p_count_only, p_held_again);
 EXCEPTION WHEN OTHERS THEN
 	IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
 		RAISE;
 	END IF;
 	PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
+	RETURN CASE WHEN p_count_only THEN '{0}' ELSE '{}' END::text[];
 END
 $$;
 
@@ -753,6 +762,9 @@ BEGIN
 			  AND r.baseline_snapshot_id IS NOT NULL AND r.baseline_snapshot_id <> snap.id
 			  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = r.baseline_snapshot_id)
 			ORDER BY 1);
+		-- (a statement of its own: once per baseline, not per grant)
+		baselines := ARRAY(SELECT b FROM pg_catalog.unnest(baselines) b
+						   WHERE appguard.baseline_unheld(p_client_id, b) ORDER BY b);
 	ELSE
 		baselines := ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(p_baselines) b
 						   WHERE b IS NOT NULL AND b <> snap.id
@@ -802,7 +814,7 @@ BEGIN
 	ELSIF r.subject IS NOT NULL AND r.state = 'suspended' THEN
 		-- no grant column: the patient's newest row appguard suspended
 		-- (rows the host disabled, such as a broken chain's, stay as they are)
-		SELECT g.token_key INTO row_key FROM appguard.grants g
+		SELECT g.token_key INTO row_key FROM appguard.grant_states g
 		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
 		  AND g.subject = r.subject AND g.state = 'suspended'
 		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
@@ -819,6 +831,7 @@ BEGIN
 		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(row_key, 100), tbl
 			USING ERRCODE = 'P0002';
 	END IF;
+	r := appguard.grant_effective(r);
 	IF r.state = 'active' THEN
 		RETURN pg_catalog.jsonb_build_object('reapproved', false, 'status', 'active',
 											 'baseline_snapshot_id', r.baseline_snapshot_id);
@@ -837,21 +850,28 @@ BEGIN
 	END IF;
 	new_baseline := appguard.baseline_for(r.client_id);
 	PERFORM appguard.set_applying(true);
-	-- as the table's owner: its triggers never run as appguard's owner
+	-- as the table's owner: its triggers never run as appguard's owner.
+	-- (A row the fan-out did not write -- it committed as the fan-out ran
+	-- -- still has the active value: its grant is re-approved all the same.)
 	done := pg_catalog.cardinality(appguard.as_table_owner(tbl, pg_catalog.format(
-		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I = %L::%s RETURNING true',
+		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I IN (%L::%s, %L::%s) RETURNING true',
 		cfg.schema_name, cfg.table_name, cfg.status_name, cfg.active_value, cfg.status_type,
 		CASE WHEN cfg.error_uri_name IS NOT NULL
 			 THEN pg_catalog.format(', %I = NULL', cfg.error_uri_name) ELSE '' END,
-		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type),
+		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type,
+		cfg.active_value, cfg.status_type),
 		ARRAY[row_key])) > 0;
 	PERFORM appguard.set_applying(false);
 	IF NOT done THEN
 		RAISE EXCEPTION 'row "%" of % no longer has the suspended value', pg_catalog.left(row_key, 100), tbl
 			USING ERRCODE = '55000';
 	END IF;
+	-- (the app as it is now may be the baseline a suspension holds, when
+	-- another of its hosts changed: the patient approved it again, so that
+	-- suspension no longer holds this grant -- its suspension_id says so)
 	UPDATE appguard.grants g
-	SET state = 'active', baseline_snapshot_id = new_baseline, suspension_id = NULL,
+	SET state = 'active', baseline_snapshot_id = new_baseline,
+		suspension_id = appguard.baseline_hold(g.client_id, new_baseline),
 		suspended_at = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
 	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key;
 	IF r.subject IS NOT NULL THEN
@@ -954,10 +974,28 @@ BEGIN
 	GET DIAGNOSTICS n_drifts = ROW_COUNT;
 	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
 	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
-	-- decided suspensions no grant points to any more
+	-- held baselines no active grant and no consent holds any more
+	-- (only the rows that change are written: a client's row is what its
+	-- evaluations and re-approvals lock)
+	UPDATE appguard.clients c SET held_baselines = n.kept
+	FROM (SELECT h.client_id, ARRAY(
+				 SELECT b FROM pg_catalog.unnest(h.held_baselines) b
+				 WHERE EXISTS (SELECT FROM appguard.grants gr
+							   WHERE gr.client_id = h.client_id AND gr.baseline_snapshot_id = b
+								 AND gr.state = 'active')
+					OR EXISTS (SELECT FROM appguard.consents k
+							   WHERE k.client_id = h.client_id AND k.baseline_snapshot_id = b)
+				 ORDER BY b) AS kept
+		  FROM appguard.clients h WHERE h.held_baselines <> '{}') n
+	WHERE c.client_id = n.client_id AND c.held_baselines IS DISTINCT FROM n.kept;
+	-- decided suspensions no grant points to any more, neither by its own
+	-- suspension_id nor as its baseline's hold
 	DELETE FROM appguard.suspensions s
 	WHERE s.created_at < cutoff AND s.state IN ('applied', 'discarded', 'superseded', 'failed')
 	  AND NOT EXISTS (SELECT FROM appguard.grants gr WHERE gr.suspension_id = s.id)
+	  AND NOT (s.state = 'applied'
+			   AND EXISTS (SELECT FROM appguard.clients c
+						   WHERE c.client_id = s.client_id AND s.baseline_snapshot_id = ANY (c.held_baselines)))
 	  -- (the suspension of a consent's baseline holds the consent's next tokens)
 	  AND NOT EXISTS (SELECT FROM appguard.consents k
 					  WHERE k.client_id = s.client_id AND k.baseline_snapshot_id = s.baseline_snapshot_id);
@@ -1122,66 +1160,16 @@ DECLARE
 	rec record;
 	already bigint[];
 	keys text[];
+	done text[];
+	n bigint;
+	written bigint;
 	round integer;
 BEGIN
 	IF p_ids IS NULL OR pg_catalog.cardinality(p_ids) = 0 THEN
 		RETURN 0;
 	END IF;
-	PERFORM appguard.set_applying(true);
 
-	-- Per token table and suspension: the token rows first, as the table's
-	-- owner (write_host_suspensions: through the primary key, a row only if
-	-- it still has the active value), then their grants -- the order of the
-	-- host's own statements through the triggers (host row, then grant),
-	-- so a host transaction holding a token row while it writes its status
-	-- cannot deadlock with a fan-out.  Repeated in new statements until no
-	-- active grant of the baseline is left: a rotation that committed while
-	-- the fan-out waited for its rows is seen and suspended too.  A table
-	-- appguard cannot write (its CHECK rejects the suspended value, its
-	-- status column is gone, ...) keeps the failure to itself: it is
-	-- recorded and reported (record_table_problem), its grants are
-	-- suspended in appguard's state all the same, so that their refresh
-	-- checks answer not allowed, and the other tables and the caller (a
-	-- sweep) go on.  Transient errors (a deadlock, a serialization
-	-- failure, a lock not available, a cancel) are not the table's: they
-	-- are raised.
-	FOR pt IN
-		SELECT DISTINCT r.token_table AS tbl, s.id AS sid, s.error_uri
-		FROM appguard.suspensions s
-			 JOIN appguard.grants r ON r.client_id = s.client_id
-									AND r.baseline_snapshot_id = s.baseline_snapshot_id
-									AND r.state = 'active'
-		WHERE s.id = ANY (p_ids)
-		ORDER BY 1, 2
-	LOOP
-		FOR round IN 1 .. 5 LOOP
-			SELECT pg_catalog.array_agg(r.token_key) INTO keys
-			FROM appguard.grants r JOIN appguard.suspensions s ON s.id = pt.sid
-			WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
-			  AND r.state = 'active' AND r.token_table = pt.tbl;
-			EXIT WHEN keys IS NULL;
-			PERFORM appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri);
-			WITH p AS (
-				-- (through the baseline's active grants, the keys a filter:
-				-- a probe of the primary key per key costs twice as much)
-				UPDATE appguard.grants r
-				SET state = 'suspended', suspension_id = pt.sid,
-					suspended_at = pg_catalog.clock_timestamp(), error_uri = pt.error_uri
-				FROM appguard.suspensions s
-				WHERE s.id = pt.sid AND r.client_id = s.client_id
-				  AND r.baseline_snapshot_id = s.baseline_snapshot_id AND r.state = 'active'
-				  AND r.token_table = pt.tbl AND r.token_key = ANY (keys)
-				RETURNING 1
-			)
-			UPDATE appguard.suspensions s
-			SET tokens_suspended = s.tokens_suspended + (SELECT pg_catalog.count(*) FROM p)
-			WHERE s.id = pt.sid;
-		END LOOP;
-	END LOOP;
-
-	PERFORM appguard.set_applying(false);
-
-	SELECT pg_catalog.array_agg(s.id) INTO already FROM appguard.suspensions s
+	SELECT coalesce(pg_catalog.array_agg(s.id), '{}') INTO already FROM appguard.suspensions s
 	WHERE s.id = ANY (p_ids) AND s.state = 'applied';
 	UPDATE appguard.suspensions s
 	SET state = 'applied', applied_at = coalesce(s.applied_at, pg_catalog.clock_timestamp()),
@@ -1191,6 +1179,77 @@ BEGIN
 	FROM appguard.suspensions s
 	WHERE s.id = ANY (p_ids) AND bs.client_id = s.client_id
 	  AND bs.baseline_snapshot_id = s.baseline_snapshot_id AND NOT bs.suspension_applied;
+	UPDATE appguard.clients c
+	SET held_baselines = ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(c.held_baselines || h.baselines) b
+							   ORDER BY b)
+	FROM (SELECT s.client_id, pg_catalog.array_agg(DISTINCT s.baseline_snapshot_id) AS baselines
+		  FROM appguard.suspensions s WHERE s.id = ANY (p_ids) GROUP BY s.client_id) h
+	WHERE c.client_id = h.client_id AND NOT c.held_baselines @> h.baselines;
+
+	PERFORM appguard.set_applying(true);
+	-- Per token table and suspension, the host rows of the grants its
+	-- baseline's hold suspends, as the table's owner
+	-- (write_host_suspensions: through the primary key, a row only if it
+	-- still has the active value).  Repeated in new statements for grants
+	-- not seen yet, until none is left: a rotation that committed while
+	-- the fan-out waited for its rows is seen and written too (its grant
+	-- is suspended already: its baseline is held).  A table appguard
+	-- cannot write (its CHECK rejects the suspended value, its status
+	-- column is gone, ...) keeps the failure to itself: it is recorded and
+	-- reported (record_table_problem), its grants are suspended in
+	-- appguard's state all the same, so that their refresh checks answer
+	-- not allowed, and the other tables and the caller (a sweep) go on.
+	-- Transient errors (a deadlock, a serialization failure, a lock not
+	-- available, a cancel) are not the table's: they are raised.
+	FOR pt IN
+		-- (the token tables that have an active grant on the baseline: one
+		-- probe of each protected table, not a read of every grant)
+		SELECT t.tbl, s.id AS sid, s.error_uri, s.client_id, s.baseline_snapshot_id AS baseline,
+			   appguard.baseline_hold(s.client_id, s.baseline_snapshot_id) AS hold
+		FROM appguard.suspensions s CROSS JOIN appguard.protected_tables t
+		WHERE s.id = ANY (p_ids)
+		  AND EXISTS (SELECT FROM appguard.grants r
+					  WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
+						AND r.state = 'active' AND r.token_table = t.tbl)
+		ORDER BY 1, 2
+	LOOP
+		done := '{}';
+		n := 0;
+		FOR round IN 1 .. 5 LOOP
+			IF pt.sid = ANY (already) THEN
+				-- Applied again (appguard.verify_grant): the suspension holds
+				-- again the grants the host re-enabled after it
+				-- (appguard.grant_status), at every round: one the host
+				-- re-enables as the rows are written is held at the next
+				-- (its write and ours serialise on its row)
+				UPDATE appguard.grants r SET suspension_id = NULL
+				WHERE r.client_id = pt.client_id AND r.baseline_snapshot_id = pt.baseline
+				  AND r.state = 'active' AND r.token_table = pt.tbl AND r.suspension_id = ANY (already);
+			END IF;
+			-- (executed with its arrays as values: the grants not seen yet
+			-- are found by hashing the keys seen, where a kept plan would
+			-- compare each grant with each of them)
+			EXECUTE 'SELECT pg_catalog.array_agg(r.token_key) FROM appguard.grants r '
+					'WHERE r.client_id = $1 AND r.baseline_snapshot_id = $2 AND r.state = ''active'' '
+					'AND r.token_table = $3 AND r.suspension_id IS DISTINCT FROM $4 '
+					'AND NOT (r.token_key = ANY ($5))'
+				INTO keys USING pt.client_id, pt.baseline, pt.tbl, pt.hold, done;
+			EXIT WHEN keys IS NULL;
+			written := (appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri, true,
+																  already))[1]::bigint;
+			-- (counted: the grants it holds when first applied, whether or
+			-- not their table could be written; applied again, the host
+			-- rows it wrote -- the grants it held already are not counted
+			-- twice)
+			n := n + CASE WHEN pt.sid = ANY (already) THEN written
+						  ELSE pg_catalog.cardinality(keys) END;
+			done := done || keys;
+		END LOOP;
+		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
+		WHERE s.id = pt.sid;
+	END LOOP;
+	PERFORM appguard.set_applying(false);
+
 	FOR rec IN
 		SELECT s.id, s.client_id, s.tokens_suspended, s.reasons, s.snapshot_id, s.sweep_id, s.hold_id
 		FROM appguard.suspensions s WHERE s.id = ANY (p_ids) ORDER BY s.id
@@ -1215,7 +1274,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	r record;
+	r appguard.grants;
 	saved bigint;
 BEGIN
 	SELECT * INTO r FROM appguard.grants pr
@@ -1224,14 +1283,18 @@ BEGIN
 		PERFORM appguard.grant_track(p_tbl, p_key, p_client_id, p_active);
 		RETURN;
 	END IF;
+	r := appguard.grant_effective(r);
 	IF p_active AND r.state <> 'active' THEN
 		-- A row the host (re)activates keeps its baseline if it has one:
 		-- if its app still drifts from it, the next snapshot suspends it
-		-- again; only re-approval takes a new baseline.
+		-- again; only re-approval takes a new baseline.  The suspension
+		-- holding that baseline (appguard.baseline_hold) no longer holds
+		-- this grant: its suspension_id records the one the host overrode.
 		UPDATE appguard.grants pr
 		SET state = 'active',
 			baseline_snapshot_id = coalesce(pr.baseline_snapshot_id, appguard.grant_baseline(pr.client_id)),
-			suspension_id = NULL, suspended_at = NULL, error_uri = NULL
+			suspension_id = appguard.baseline_hold(pr.client_id, pr.baseline_snapshot_id),
+			suspended_at = NULL, error_uri = NULL
 		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
 		IF r.state = 'suspended' THEN
 			saved := appguard.saved_lastval();
@@ -1241,7 +1304,12 @@ BEGIN
 			PERFORM appguard.restore_lastval(saved);
 		END IF;
 	ELSIF NOT p_active AND r.state <> 'inactive' THEN
-		UPDATE appguard.grants pr SET state = 'inactive'
+		-- (a suspended grant keeps its suspension: revoked while suspended)
+		UPDATE appguard.grants pr
+		SET state = 'inactive',
+			suspension_id = CASE WHEN r.state = 'suspended' THEN r.suspension_id END,
+			suspended_at = CASE WHEN r.state = 'suspended' THEN r.suspended_at END,
+			error_uri = CASE WHEN r.state = 'suspended' THEN r.error_uri END
 		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
 		IF r.state = 'suspended' THEN
 			saved := appguard.saved_lastval();
@@ -1270,7 +1338,7 @@ REVOKE ALL ON FUNCTION appguard.protected_table_columns(regclass), appguard.prin
 	@extschema@.appguard_protect(regclass, name, name, name, text, text, name, name),
 	appguard.consent_grant(regclass, text, text, text, text),
 	appguard.suspend_consent_rows(regclass, text, text, bigint, bigint),
-	appguard.write_host_suspensions_or_record(regclass, text[], text),
+	appguard.write_host_suspensions_or_record(regclass, text[], text, boolean, bigint[]),
 	@extschema@.appguard_consent_info(text, text)
 FROM PUBLIC;
 REVOKE ALL ON appguard.consents FROM PUBLIC;
@@ -1581,7 +1649,7 @@ BEGIN
 	page_state := CASE
 		WHEN su.state IN ('pending', 'held') THEN 'checking'
 		WHEN su.state IN ('discarded', 'superseded') THEN 'not_applied'
-		WHEN NOT EXISTS (SELECT FROM appguard.grants g
+		WHEN NOT EXISTS (SELECT FROM appguard.grant_states g
 						 WHERE g.client_id = p_client_id AND g.suspension_id = su.id AND g.state = 'suspended')
 			 AND EXISTS (SELECT FROM appguard.events e WHERE e.suspension_id = su.id AND e.kind = 'reapproved')
 			THEN 'restored'
@@ -2326,6 +2394,11 @@ BEGIN
 		WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
 		  AND (p_baselines IS NULL OR r.baseline_snapshot_id = ANY (p_baselines))
 		ORDER BY 1);
+	IF p_baselines IS NULL THEN
+		-- (a statement of its own: once per baseline, not per grant)
+		baselines := ARRAY(SELECT b FROM pg_catalog.unnest(baselines) b
+						   WHERE appguard.baseline_unheld(p_client_id, b) ORDER BY b);
+	END IF;
 	IF pg_catalog.cardinality(baselines) = 0 THEN
 		RETURN false;
 	END IF;
@@ -2690,7 +2763,7 @@ BEGIN
 		RETURN QUERY
 		WITH b AS (
 			SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
-			FROM appguard.grants r
+			FROM appguard.grant_states r
 			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
 			  AND r.baseline_snapshot_id <> latest
 			GROUP BY r.baseline_snapshot_id
@@ -2704,7 +2777,7 @@ BEGIN
 	RETURN QUERY
 	WITH b AS (
 		SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
-		FROM appguard.grants r
+		FROM appguard.grant_states r
 		WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
 		GROUP BY r.baseline_snapshot_id
 	)
@@ -3051,50 +3124,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uri text)
-RETURNS text[]
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	cfg record;
-BEGIN
-	IF coalesce(pg_catalog.cardinality(p_keys), 0) = 0 THEN
-		RETURN '{}';
-	END IF;
-	SELECT * INTO cfg FROM appguard.protected_table_columns(p_tbl);
-	IF cfg.table_name IS NULL THEN
-		RAISE EXCEPTION 'the columns appguard writes in table % are gone', p_tbl
-			USING ERRCODE = '42703';
-	END IF;
-	-- A partitioned table: a key found through the primary key is looked up
-	-- in every partition (appguard does not know which holds it), so the
-	-- keys are joined with the table instead, and the planner chooses
-	-- between those look-ups and one read of the table.
-	RETURN coalesce(appguard.as_table_owner_keys(p_tbl, pg_catalog.format(
-		CASE WHEN (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p_tbl) = 'p' THEN $sql$
-		WITH w AS (
-			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-			FROM pg_catalog.unnest($1::%7$s[]) AS k(k)
-			WHERE h.%6$I = k.k AND h.%2$I = %8$L::%4$s
-			RETURNING h.%6$I)
-		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
-		$sql$ ELSE $sql$
-		WITH w AS (
-			UPDATE %1$s h SET %2$I = %3$L::%4$s %5$s
-			WHERE h.%6$I = ANY ($1::%7$s[]) AND h.%2$I = %8$L::%4$s
-			RETURNING h.%6$I)
-		SELECT pg_catalog.array_agg(w.%6$I::pg_catalog.text) FROM w
-		$sql$ END,
-		pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name),
-		cfg.status_name, cfg.suspended_value, cfg.status_type,
-		CASE WHEN cfg.error_uri_name IS NOT NULL
-			 THEN pg_catalog.format(', %I = $2[1]', cfg.error_uri_name) ELSE '' END,
-		cfg.key_name, cfg.key_type, cfg.active_value),
-		p_keys, ARRAY[p_uri]), '{}');
-END
-$$;
-
 CREATE OR REPLACE FUNCTION appguard.protection_problem(p_tbl regclass)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -3218,7 +3247,7 @@ BEGIN
 		'table', tbl::text,
 		'rows_forgotten', (SELECT pg_catalog.count(*) FROM appguard.grants pr
 						   WHERE pr.token_table = appguard_unprotect.tbl),
-		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.grants pr
+		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.grant_states pr
 								WHERE pr.token_table = appguard_unprotect.tbl AND pr.state = 'suspended'));
 	-- forgotten before its triggers go, which the DDL check would report
 	DELETE FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl;
@@ -3854,7 +3883,10 @@ REVOKE ALL ON FUNCTION appguard.keyread_contract() FROM PUBLIC;
 -- baselines of applied suspensions are held; an active grant on one (the
 -- host re-enabled it) records the suspension it was let go from; a grant
 -- suspended on a held baseline is active in appguard.grants, its
--- suspension read from the hold.
+-- suspension read from the hold.  (The functions this change rewrote that
+-- the script makes further up are made there in their final form; here:
+-- what is new, the functions it had not touched before, and the views,
+-- which read appguard.grant_states.)
 ALTER TABLE appguard.clients ADD COLUMN held_baselines bigint[] NOT NULL DEFAULT '{}';
 
 CREATE FUNCTION appguard.baseline_hold(p_client_id text, p_baseline bigint)
@@ -3956,7 +3988,6 @@ UPDATE appguard.grants g SET state = 'active', suspension_id = NULL, suspended_a
 FROM appguard.clients c
 WHERE g.state = 'suspended' AND c.client_id = g.client_id AND g.baseline_snapshot_id = ANY (c.held_baselines);
 
-DROP FUNCTION appguard.write_host_suspensions_or_record(regclass, text[], text);
 DROP FUNCTION appguard.write_host_suspensions(regclass, text[], text);
 
 CREATE FUNCTION appguard.write_host_suspensions(p_tbl regclass, p_keys text[], p_uri text,
@@ -4042,25 +4073,7 @@ $$;
 
 REVOKE ALL ON FUNCTION appguard.write_host_suspensions(regclass, text[], text, boolean, bigint[]) FROM PUBLIC;
 
-CREATE FUNCTION appguard.write_host_suspensions_or_record(p_tbl regclass, p_keys text[], p_uri text,
-														   p_count_only boolean DEFAULT false,
-														   p_held_again bigint[] DEFAULT '{}')
-RETURNS text[]
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	RETURN appguard.write_host_suspensions(p_tbl, p_keys, p_uri, p_count_only, p_held_again);
-EXCEPTION WHEN OTHERS THEN
-	IF SQLSTATE IN ('40P01', '40001', '55P03', '57014') THEN
-		RAISE;
-	END IF;
-	PERFORM appguard.record_table_problem(p_tbl, SQLERRM, SQLSTATE, 'suspension');
-	RETURN CASE WHEN p_count_only THEN '{0}' ELSE '{}' END::text[];
-END
-$$;
 
-REVOKE ALL ON FUNCTION appguard.write_host_suspensions_or_record(regclass, text[], text, boolean, bigint[]) FROM PUBLIC;
 
 CREATE FUNCTION appguard.host_row_active(p_tbl regclass, p_row_key text)
 RETURNS boolean
@@ -4103,301 +4116,6 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION appguard.write_host_active(regclass, text) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION appguard.suspend_consent_rows(p_tbl regclass, p_client_id text, p_subject text,
-											  p_baseline bigint, p_suspension_id bigint)
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	keys text[];
-	written text[];
-	uri text;
-	n bigint;
-	saved bigint;
-BEGIN
-	SELECT pg_catalog.array_agg(g.token_key) INTO keys FROM appguard.grant_states g
-	WHERE g.token_table = p_tbl AND g.client_id = p_client_id AND g.subject = p_subject
-	  AND g.baseline_snapshot_id = p_baseline AND g.state = 'suspended'
-	  AND g.suspension_id = p_suspension_id;
-	SELECT s.error_uri INTO uri FROM appguard.suspensions s
-	WHERE s.id = p_suspension_id AND s.state = 'applied';
-	IF keys IS NULL OR uri IS NULL THEN
-		RETURN 0;
-	END IF;
-	PERFORM appguard.set_applying(true);
-	written := appguard.write_host_suspensions_or_record(p_tbl, keys, uri);
-	PERFORM appguard.set_applying(false);
-	n := pg_catalog.cardinality(written);
-	IF n = 0 THEN
-		RETURN 0;
-	END IF;
-	UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
-	WHERE s.id = p_suspension_id;
-	saved := appguard.saved_lastval();
-	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
-		pg_catalog.jsonb_build_object('detail', 'tokens of a consent whose suspension was applied as they were issued',
-									  'tokens', n, 'token_keys', pg_catalog.to_jsonb(written)),
-		snapshot_id => p_baseline, suspension_id => p_suspension_id, token_table => p_tbl::text);
-	PERFORM appguard.restore_lastval(saved);
-	RETURN n;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION appguard.consent_grant(p_tbl regclass, p_key text, p_client_id text,
-									   p_subject text, p_grant_key text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	c record;
-	baseline bigint;
-	holding_id bigint;
-	holding_uri text;
-	released bigint;
-	held boolean := false;
-	saved bigint;
-BEGIN
-	IF EXISTS (SELECT FROM appguard.clients cl WHERE cl.client_id = p_client_id) THEN
-		-- (statements on appguard.consents are planned at each call: a
-		-- plan kept from when the table was small would scan it whole, and
-		-- a statement inserting many first consents would be quadratic)
-		EXECUTE 'SELECT * FROM appguard.consents k WHERE k.client_id = $1 AND k.subject = $2 FOR UPDATE'
-			INTO c USING p_client_id, p_subject;
-		IF c.client_id IS NOT NULL AND c.shown_snapshot_id IS NOT NULL
-		   AND c.shown_at >= pg_catalog.clock_timestamp()
-							 - appguard.setting('appguard.consent_window')::interval
-		   AND c.shown_at > c.approved_at THEN
-			-- (a screen shown before the consent's last approval -- an
-			-- earlier token of this flow, a re-approval -- is spent)
-			baseline := c.shown_snapshot_id;
-			EXECUTE 'UPDATE appguard.consents k SET baseline_snapshot_id = $3, '
-					'approved_at = pg_catalog.clock_timestamp() WHERE k.client_id = $1 AND k.subject = $2'
-				USING p_client_id, p_subject, baseline;
-			-- a patient whose consent was suspended approved the app again
-			-- on a fresh consent screen: a re-approval, as appguard_reapprove
-			SELECT s.id INTO released FROM appguard.suspensions s
-			WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = c.baseline_snapshot_id
-			  AND s.state = 'applied' AND c.baseline_snapshot_id IS DISTINCT FROM baseline
-			ORDER BY s.id DESC LIMIT 1;
-			IF released IS NOT NULL THEN
-				saved := appguard.saved_lastval();
-				PERFORM appguard.log_event('reapproved', p_client_id,
-					pg_catalog.jsonb_build_object('old_baseline_snapshot_id', c.baseline_snapshot_id,
-												  'baseline_snapshot_id', baseline,
-												  'detail', 'the patient approved the app again on a consent screen',
-												  'subject_given', true),
-					snapshot_id => baseline, suspension_id => released,
-					token_table => p_tbl::text, token_key => p_key);
-				PERFORM appguard.restore_lastval(saved);
-			END IF;
-		ELSIF c.client_id IS NOT NULL AND c.baseline_snapshot_id IS NOT NULL THEN
-			baseline := c.baseline_snapshot_id;
-		ELSIF c.client_id IS NOT NULL THEN
-			-- a consent screen shown long ago and never followed, or a
-			-- consent still pending: the baseline a grant issued now takes
-			baseline := appguard.grant_baseline(p_client_id);
-			EXECUTE 'UPDATE appguard.consents k SET baseline_snapshot_id = $3, '
-					'approved_at = pg_catalog.clock_timestamp() WHERE k.client_id = $1 AND k.subject = $2'
-				USING p_client_id, p_subject, baseline;
-		ELSE
-			baseline := appguard.grant_baseline(p_client_id);
-			INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)
-			VALUES (p_client_id, p_subject, baseline, pg_catalog.clock_timestamp())
-			ON CONFLICT (client_id, subject) DO NOTHING;
-			IF NOT FOUND THEN		-- a concurrent first grant of the consent won
-				EXECUTE 'SELECT k.baseline_snapshot_id FROM appguard.consents k '
-						'WHERE k.client_id = $1 AND k.subject = $2'
-					INTO baseline USING p_client_id, p_subject;
-			END IF;
-		END IF;
-		IF baseline IS NOT NULL THEN
-			-- (applied once, a suspension holds the consent until the
-			-- patient approves again, even if the facts come back or a
-			-- later verdict of the baseline is pending or discarded)
-			SELECT s.id, s.error_uri INTO holding_id, holding_uri
-			FROM appguard.suspensions s
-			WHERE s.client_id = p_client_id AND s.baseline_snapshot_id = baseline AND s.state = 'applied'
-			ORDER BY s.id DESC LIMIT 1;
-			held := holding_id IS NOT NULL;
-		END IF;
-	END IF;
-
-	-- (a held baseline's suspension holds the grant: appguard.grant_states)
-	INSERT INTO appguard.grants AS r
-		(token_table, token_key, client_id, state, baseline_snapshot_id, subject, grant_key,
-		 suspension_id, suspended_at, error_uri)
-	VALUES (p_tbl, p_key, p_client_id, 'active', baseline, p_subject, p_grant_key, NULL, NULL, NULL)
-	ON CONFLICT (token_table, token_key) DO UPDATE
-	SET client_id = EXCLUDED.client_id, state = EXCLUDED.state,
-		baseline_snapshot_id = EXCLUDED.baseline_snapshot_id,
-		subject = EXCLUDED.subject, grant_key = EXCLUDED.grant_key,
-		suspension_id = EXCLUDED.suspension_id, suspended_at = EXCLUDED.suspended_at,
-		error_uri = EXCLUDED.error_uri, created_at = pg_catalog.now(), reapproved_at = NULL;
-	IF NOT held THEN
-		RETURN;
-	END IF;
-
-	-- The suspension of the consent's baseline holds this row too
-	PERFORM appguard.set_applying(true);
-	PERFORM appguard.write_host_suspensions_or_record(p_tbl, ARRAY[p_key], holding_uri);
-	PERFORM appguard.set_applying(false);
-	-- (not counted in the suspension's tokens_suspended, the fan-out's
-	-- count: updating that one row at every token a statement inserts
-	-- would leave a version of it per token, each found again by the next
-	-- update -- quadratic in a bulk insert; the event counts it)
-	saved := appguard.saved_lastval();
-	PERFORM appguard.log_event('grant_joined_suspension', p_client_id,
-		pg_catalog.jsonb_build_object('detail', 'a new token of a consent whose baseline is suspended',
-									  'subject_given', true, 'grant_key_given', p_grant_key IS NOT NULL),
-		snapshot_id => baseline, suspension_id => holding_id,
-		token_table => p_tbl::text, token_key => p_key);
-	PERFORM appguard.restore_lastval(saved);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION appguard.grant_status(p_tbl regclass, p_key text, p_client_id text,
-											  p_active boolean)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	r appguard.grants;
-	saved bigint;
-BEGIN
-	SELECT * INTO r FROM appguard.grants pr
-	WHERE pr.token_table = p_tbl AND pr.token_key = p_key FOR UPDATE;
-	IF NOT FOUND THEN
-		PERFORM appguard.grant_track(p_tbl, p_key, p_client_id, p_active);
-		RETURN;
-	END IF;
-	r := appguard.grant_effective(r);
-	IF p_active AND r.state <> 'active' THEN
-		-- A row the host (re)activates keeps its baseline if it has one:
-		-- if its app still drifts from it, the next snapshot suspends it
-		-- again; only re-approval takes a new baseline.  The suspension
-		-- holding that baseline (appguard.baseline_hold) no longer holds
-		-- this grant: its suspension_id records the one the host overrode.
-		UPDATE appguard.grants pr
-		SET state = 'active',
-			baseline_snapshot_id = coalesce(pr.baseline_snapshot_id, appguard.grant_baseline(pr.client_id)),
-			suspension_id = appguard.baseline_hold(pr.client_id, pr.baseline_snapshot_id),
-			suspended_at = NULL, error_uri = NULL
-		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
-		IF r.state = 'suspended' THEN
-			saved := appguard.saved_lastval();
-			PERFORM appguard.log_event('host_reactivated', r.client_id,
-				pg_catalog.jsonb_build_object('detail', 'the host re-enabled a row appguard had suspended'),
-				suspension_id => r.suspension_id, token_table => p_tbl::text, token_key => p_key);
-			PERFORM appguard.restore_lastval(saved);
-		END IF;
-	ELSIF NOT p_active AND r.state <> 'inactive' THEN
-		-- (a suspended grant keeps its suspension: revoked while suspended)
-		UPDATE appguard.grants pr
-		SET state = 'inactive',
-			suspension_id = CASE WHEN r.state = 'suspended' THEN r.suspension_id END,
-			suspended_at = CASE WHEN r.state = 'suspended' THEN r.suspended_at END,
-			error_uri = CASE WHEN r.state = 'suspended' THEN r.error_uri END
-		WHERE pr.token_table = p_tbl AND pr.token_key = p_key;
-		IF r.state = 'suspended' THEN
-			saved := appguard.saved_lastval();
-			PERFORM appguard.log_event('host_took_over', r.client_id,
-				pg_catalog.jsonb_build_object('detail', 'the host set the status of a row appguard had suspended; re-approval will not re-enable it'),
-				suspension_id => r.suspension_id, token_table => p_tbl::text, token_key => p_key);
-			PERFORM appguard.restore_lastval(saved);
-			-- A host that disables a suspended token as it rotates it has
-			-- just inserted the successor, which may have joined the
-			-- consent before the suspension committed: the suspension
-			-- holds the consent's other active rows on that baseline too.
-			IF r.subject IS NOT NULL AND r.suspension_id IS NOT NULL THEN
-				PERFORM appguard.suspend_consent_rows(p_tbl, r.client_id, r.subject,
-													  r.baseline_snapshot_id, r.suspension_id);
-			END IF;
-		END IF;
-	END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION appguard.grant_sync_sql()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	cfg record;
-	root regclass;			-- the protected table (TG_RELID, or its partitioned root)
-	attnums smallint[];
-	new_row text[];			-- key, client, status
-	old_row text[];
-	keys text[];
-	g appguard.grants;
-BEGIN
-	-- appguard's own suspension or re-approval (see appguard.set_applying:
-	-- a flag no host role can raise, unlike a setting)
-	IF TG_OP = 'UPDATE' AND appguard.applying() THEN
-		RETURN NULL;
-	END IF;
-	root := appguard.protected_root(TG_RELID);
-	IF root IS NULL THEN
-		RETURN NULL;
-	END IF;
-	SELECT * INTO cfg FROM appguard.protected_table_columns(root);
-	IF TG_ARGV[0] = 'truncate' THEN
-		IF root = TG_RELID THEN
-			DELETE FROM appguard.grants pr WHERE pr.token_table = root;
-		ELSIF cfg.key_name IS NOT NULL THEN
-			-- a partition's own (BEFORE) TRUNCATE trigger: its rows' keys
-			keys := appguard.as_table_owner(TG_RELID, pg_catalog.format(
-				'SELECT %s FROM %s h', appguard.printed_column(cfg.key_name), TG_RELID::regclass));
-			DELETE FROM appguard.grants pr WHERE pr.token_table = root AND pr.token_key = ANY (keys);
-		END IF;
-		RETURN NULL;
-	END IF;
-	IF cfg.key_name IS NULL THEN
-		RETURN NULL;
-	END IF;
-	attnums := cfg.attnums;
-	IF root <> TG_RELID THEN
-		-- a partition: the same columns, perhaps numbered otherwise
-		attnums := appguard.partition_attnums(TG_RELID,
-			ARRAY[cfg.key_name, cfg.client_name, cfg.status_name]);
-	END IF;
-	IF TG_OP IN ('INSERT', 'UPDATE') THEN
-		new_row := appguard.row_texts(NEW, attnums);
-	END IF;
-	IF TG_OP IN ('DELETE', 'UPDATE') THEN
-		old_row := appguard.row_texts(OLD, attnums);
-	END IF;
-	IF TG_ARGV[0] = 'delete' THEN
-		DELETE FROM appguard.grants pr
-		WHERE pr.token_table = root AND pr.token_key = old_row[1];
-	ELSIF TG_ARGV[0] = 'key' THEN
-		IF old_row[1] IS DISTINCT FROM new_row[1] OR old_row[2] IS DISTINCT FROM new_row[2] THEN
-			-- a row moved to another client needs a baseline of that client;
-			-- a suspended one stays suspended (its suspension written into
-			-- the grant: the baseline that held it is the old client's)
-			SELECT * INTO g FROM appguard.grants pr
-			WHERE pr.token_table = root AND pr.token_key = old_row[1] FOR UPDATE;
-			g := appguard.grant_effective(g);
-			UPDATE appguard.grants pr
-			SET token_key = new_row[1],
-				client_id = new_row[2],
-				baseline_snapshot_id = CASE WHEN pr.client_id IS NOT DISTINCT FROM new_row[2]
-										THEN pr.baseline_snapshot_id END,
-				state = g.state, suspension_id = g.suspension_id,
-				suspended_at = g.suspended_at, error_uri = g.error_uri
-			WHERE pr.token_table = root AND pr.token_key = old_row[1];
-		END IF;
-	ELSIF TG_ARGV[0] = 'status' THEN
-		PERFORM appguard.grant_status(root, new_row[1], new_row[2],
-											  new_row[3] IS NOT DISTINCT FROM cfg.active_value);
-	END IF;
-	RETURN NULL;
-END
-$$;
 
 CREATE OR REPLACE FUNCTION appguard.recheck_table(p_tbl regclass, p_context text)
 RETURNS text
@@ -4446,676 +4164,6 @@ BEGIN
 												'rows_written', written),
 		token_table => p_tbl::text);
 	RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION appguard.protect_table(tbl regclass, client_id_column name, status_column name,
-									   error_uri_column name, active_value text, suspended_value text,
-									   subject_column name DEFAULT NULL, grant_column name DEFAULT NULL)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	rel record;
-	key_attnums smallint[];
-	part_attnums smallint[];
-	problem_rel regclass;
-	key_attnum smallint;
-	client_attnum smallint;
-	status_attnum smallint;
-	error_uri_attnum smallint;
-	subject_attnum smallint;
-	grant_attnum smallint;
-	active_value_printed text;
-	suspended_value_printed text;
-	problem text;
-	cfg record;
-	qualified text;
-	trigger_name text;
-	adopted bigint;
-	result jsonb;
-BEGIN
-	IF tbl IS NULL THEN
-		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
-	END IF;
-	SELECT c.relkind, c.relpersistence, c.relispartition, n.nspname, c.relname INTO rel
-	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-	WHERE c.oid = tbl;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01';
-	END IF;
-	IF rel.relkind NOT IN ('r', 'p') THEN
-		RAISE EXCEPTION '% is not a table', tbl
-			USING ERRCODE = '0A000',
-				  DETAIL = 'appguard protects ordinary and partitioned tables (not views, materialized views or foreign tables).';
-	END IF;
-	-- A partitioned table is protected as one table, at its root: its
-	-- partitions are guarded with it (see "Partitioned token tables" above).
-	IF rel.relispartition THEN
-		RAISE EXCEPTION '% is a partition of %', tbl, pg_catalog.pg_partition_root(tbl)
-			USING ERRCODE = '0A000',
-				  DETAIL = 'appguard protects a partitioned table as one table, with all its partitions.',
-				  HINT = pg_catalog.format('Protect the partitioned table %s instead.', pg_catalog.pg_partition_root(tbl));
-	END IF;
-	IF rel.relkind = 'p' THEN
-		SELECT l.relid INTO problem_rel FROM pg_catalog.pg_partition_tree(tbl) l
-			 JOIN appguard.protected_tables pt ON pt.tbl = l.relid
-		WHERE l.relid <> protect_table.tbl LIMIT 1;
-		IF FOUND THEN
-			RAISE EXCEPTION 'partition % of % is protected on its own', problem_rel, tbl
-				USING ERRCODE = '0A000',
-					  DETAIL = 'A partitioned table is protected as one table, with all its partitions.',
-					  HINT = pg_catalog.format('Call appguard_unprotect(%L) first.', problem_rel::text);
-		END IF;
-		SELECT l.relid INTO problem_rel FROM pg_catalog.pg_partition_tree(tbl) l
-			 JOIN pg_catalog.pg_class c ON c.oid = l.relid
-		WHERE l.isleaf AND c.relkind <> 'r' LIMIT 1;
-		IF FOUND THEN
-			RAISE EXCEPTION 'partition % of % is not an ordinary table', problem_rel, tbl
-				USING ERRCODE = '0A000',
-					  DETAIL = 'appguard writes the status of rows in every partition; foreign partitions are not supported.';
-		END IF;
-	END IF;
-	IF rel.relpersistence = 't' THEN
-		RAISE EXCEPTION '% is a temporary table', tbl USING ERRCODE = '0A000';
-	END IF;
-	IF appguard.citus_table(tbl) THEN
-		RAISE EXCEPTION '% is a Citus table', tbl
-			USING ERRCODE = '0A000',
-				  DETAIL = 'Its rows live in shards, where appguard''s triggers would guard nothing: appguard does not guard distributed, reference or Citus local tables yet.',
-				  HINT = 'See docs/citus.md.';
-	END IF;
-	IF rel.nspname = 'appguard' AND rel.relname <> 'refresh_tokens' THEN
-		RAISE EXCEPTION 'appguard''s own tables cannot be protected'
-			USING ERRCODE = '22023',
-				  HINT = 'appguard.refresh_tokens is guarded already.';
-	END IF;
-	IF EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = protect_table.tbl) THEN
-		RAISE EXCEPTION 'table % is already protected', tbl
-			USING ERRCODE = '23505',
-				  HINT = 'Call appguard_unprotect first to change how it is protected.';
-	END IF;
-
-	SELECT i.indkey::smallint[] INTO key_attnums
-	FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisprimary;
-	IF key_attnums IS NULL THEN
-		RAISE EXCEPTION 'table % has no primary key', tbl
-			USING ERRCODE = '0A000',
-				  DETAIL = 'appguard keeps its state of each row keyed by the row''s primary key.';
-	END IF;
-	key_attnum := key_attnums[pg_catalog.array_lower(key_attnums, 1)];	-- int2vector counts from 0
-	IF rel.relkind = 'p' THEN
-		-- A partitioned table's primary key must include its partition
-		-- key: the key column leads it, the partition key columns follow,
-		-- and key values are unique across the whole table (as random
-		-- token ids are; appguard keys its state by them alone).
-		-- (the partition keys of every level of the tree, as the root
-		-- numbers their columns)
-		SELECT pg_catalog.array_agg(DISTINCT ra.attnum) INTO part_attnums
-		FROM pg_catalog.pg_partition_tree(tbl) l
-			 JOIN pg_catalog.pg_partitioned_table p ON p.partrelid = l.relid
-			 CROSS JOIN LATERAL pg_catalog.unnest(p.partattrs::smallint[]) AS k(attnum)
-			 JOIN pg_catalog.pg_attribute pa ON pa.attrelid = l.relid AND pa.attnum = k.attnum
-			 JOIN pg_catalog.pg_attribute ra ON ra.attrelid = tbl AND ra.attname = pa.attname;
-		IF pg_catalog.cardinality(key_attnums) > 1
-		   AND (key_attnum = ANY (part_attnums)
-				OR NOT (key_attnums[pg_catalog.array_lower(key_attnums, 1) + 1:] <@ part_attnums)) THEN
-			RAISE EXCEPTION 'the primary key of partitioned table % is not its key column followed by its partition key', tbl
-				USING ERRCODE = '0A000',
-					  DETAIL = 'appguard keys a row by the first column of the primary key; the other columns must be the partition key, and key values must be unique across the whole table.',
-					  HINT = 'Declare the primary key as (token_id, <partition key columns>).';
-		END IF;
-	ELSIF pg_catalog.cardinality(key_attnums) <> 1 THEN
-		RAISE EXCEPTION 'the primary key of table % has more than one column', tbl
-			USING ERRCODE = '0A000',
-				  DETAIL = 'appguard supports single-column primary keys (a partitioned table''s may add its partition key).';
-	END IF;
-	IF NOT appguard.key_type_supported((SELECT a.atttypid FROM pg_catalog.pg_attribute a
-										WHERE a.attrelid = tbl AND a.attnum = key_attnum)) THEN
-		RAISE EXCEPTION 'the primary key of table % has an unsupported type', tbl
-			USING ERRCODE = '0A000',
-				  DETAIL = 'Supported key types: smallint, integer, bigint, numeric, text, varchar, uuid.';
-	END IF;
-
-	client_attnum := appguard.column_attnum(tbl, client_id_column, 'client_id_column');
-	status_attnum := appguard.column_attnum(tbl, status_column, 'status_column');
-	IF error_uri_column IS NOT NULL THEN
-		error_uri_attnum := appguard.column_attnum(tbl, error_uri_column, 'error_uri_column');
-		IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-					   WHERE a.attrelid = tbl AND a.attnum = error_uri_attnum
-						 AND (t.oid IN ('text'::regtype, 'varchar'::regtype)
-							  OR t.typbasetype IN ('text'::regtype, 'varchar'::regtype))) THEN
-			RAISE EXCEPTION 'error_uri column "%" must be of type text or varchar', error_uri_column
-				USING ERRCODE = '22023';
-		END IF;
-	END IF;
-	IF status_attnum IN (key_attnum, client_attnum) OR client_attnum = key_attnum
-	   OR error_uri_attnum IN (key_attnum, client_attnum, status_attnum) THEN
-		RAISE EXCEPTION 'the key, client_id, status and error_uri columns must be distinct'
-			USING ERRCODE = '22023';
-	END IF;
-	IF grant_column IS NOT NULL AND subject_column IS NULL THEN
-		RAISE EXCEPTION 'grant_column needs subject_column'
-			USING ERRCODE = '22023',
-				  DETAIL = 'A grant belongs to the consent of its subject (the patient).';
-	END IF;
-	IF subject_column IS NOT NULL THEN
-		subject_attnum := appguard.column_attnum(tbl, subject_column, 'subject_column');
-		IF subject_attnum IN (key_attnum, client_attnum, status_attnum, error_uri_attnum) THEN
-			RAISE EXCEPTION 'subject_column must differ from the key, client_id, status and error_uri columns'
-				USING ERRCODE = '22023';
-		END IF;
-	END IF;
-	IF grant_column IS NOT NULL THEN
-		grant_attnum := appguard.column_attnum(tbl, grant_column, 'grant_column');
-		IF grant_attnum IN (key_attnum, client_attnum, status_attnum, error_uri_attnum, subject_attnum) THEN
-			RAISE EXCEPTION 'grant_column must differ from the key, client_id, status, error_uri and subject columns'
-				USING ERRCODE = '22023';
-		END IF;
-	END IF;
-	IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
-			   WHERE a.attrelid = tbl AND a.attnum = status_attnum AND a.attgenerated <> '') THEN
-		RAISE EXCEPTION 'status column "%" of table % is generated', status_column, tbl
-			USING ERRCODE = '0A000',
-				  DETAIL = 'appguard suspends a row by writing its status column.';
-	END IF;
-	active_value_printed := appguard.column_value(tbl, status_attnum, active_value, 'active_value');
-	suspended_value_printed := appguard.column_value(tbl, status_attnum, suspended_value, 'suspended_value');
-	IF active_value_printed = suspended_value_printed THEN
-		RAISE EXCEPTION 'active_value and suspended_value must differ' USING ERRCODE = '22023';
-	END IF;
-	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
-		SELECT t.tgrelid INTO problem_rel FROM pg_catalog.pg_trigger t
-		WHERE (t.tgrelid = protect_table.tbl
-			   OR t.tgrelid IN (SELECT l.relid FROM pg_catalog.pg_partition_tree(protect_table.tbl) l))
-		  AND t.tgname = trigger_name
-		LIMIT 1;
-		IF FOUND THEN
-			RAISE EXCEPTION 'table % already has a trigger named %', problem_rel, trigger_name
-				USING ERRCODE = '42710';
-		END IF;
-	END LOOP;
-
-	-- Wait for drift evaluations in flight (they update appguard.clients)
-	-- and keep new ones out until this commits, so that no evaluation
-	-- misses the rows adopted here.  Taken before any lock on the host
-	-- table: an evaluation locks clients, then the host table.
-	LOCK TABLE appguard.clients IN SHARE MODE;
-	INSERT INTO appguard.protected_tables (tbl, key_attnum, client_attnum, status_attnum,
-										   error_uri_attnum, subject_attnum, grant_attnum,
-										   active_value, suspended_value)
-	VALUES (tbl, key_attnum, client_attnum, status_attnum, error_uri_attnum,
-			subject_attnum, grant_attnum, active_value_printed, suspended_value_printed);
-	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
-	qualified := pg_catalog.format('%I.%I', cfg.schema_name, cfg.table_name);
-
-	EXECUTE pg_catalog.format(
-		'CREATE TRIGGER appguard_protect_insert AFTER INSERT ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_insert()', qualified);
-	EXECUTE pg_catalog.format(
-		'CREATE TRIGGER appguard_protect_key AFTER UPDATE OF %I, %I ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''key'')',
-		cfg.key_name, cfg.client_name, qualified);
-	-- No WHEN clause: PostgreSQL reads a trigger's WHEN expression again for
-	-- every statement, which cost a host's status UPDATE (every rotation)
-	-- more than the trigger's own work.  appguard's own writes (a fan-out,
-	-- a re-approval) fire it too, and grant_sync returns at once for them
-	-- (appguard.applying(), a flag in the backend's memory: src/applying.c).
-	EXECUTE pg_catalog.format(
-		'CREATE TRIGGER appguard_protect_status AFTER UPDATE OF %I ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''status'')',
-		cfg.status_name, qualified);
-	EXECUTE pg_catalog.format(
-		'CREATE TRIGGER appguard_protect_delete AFTER DELETE ON %s '
-		'FOR EACH ROW EXECUTE FUNCTION appguard.grant_sync(''delete'')', qualified);
-	EXECUTE pg_catalog.format(
-		'CREATE TRIGGER appguard_protect_truncate AFTER TRUNCATE ON %s '
-		'FOR EACH STATEMENT EXECUTE FUNCTION appguard.grant_sync(''truncate'')', qualified);
-
-	-- A partitioned table's partitions: their TRUNCATE triggers
-	IF rel.relkind = 'p' THEN
-		PERFORM appguard.cover_partitions(tbl);
-	END IF;
-
-	-- Fail closed from the start: a table appguard could not suspend rows
-	-- of is refused (the CHECK constraints are evaluated as its owner).
-	problem := appguard.protection_problem(tbl);
-	IF problem IS NOT NULL THEN
-		RAISE EXCEPTION 'appguard could not suspend rows of table %: %', tbl, problem
-			USING ERRCODE = '0A000',
-				  DETAIL = pg_catalog.format('appguard suspends a row by setting its status column to %L.',
-											 suspended_value_printed);
-	END IF;
-
-	-- The rows already there (appguard.adopt_rows)
-	adopted := appguard.adopt_rows(tbl, tbl);
-
-	result := pg_catalog.jsonb_build_object(
-		'table', tbl::text, 'key_column', cfg.key_name, 'client_id_column', cfg.client_name,
-		'status_column', cfg.status_name, 'status_type', cfg.status_type,
-		'error_uri_column', cfg.error_uri_name,
-		'active_value', active_value_printed, 'suspended_value', suspended_value_printed,
-		'rows', adopted,
-		'active_rows', (SELECT pg_catalog.count(*) FROM appguard.grant_states pr
-						WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'),
-		'pending_baselines', (SELECT pg_catalog.count(*) FROM appguard.grants pr
-							  JOIN appguard.clients c ON c.client_id = pr.client_id
-							  WHERE pr.token_table = protect_table.tbl AND pr.state = 'active'
-								AND pr.baseline_snapshot_id IS NULL))
-		-- (the subject and grant columns only when named)
-		|| pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-			'subject_column', cfg.subject_name, 'grant_column', cfg.grant_name));
-	RETURN result;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION @extschema@.appguard_unprotect(tbl regclass)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	qualified text;
-	trigger_name text;
-	part regclass;
-	result jsonb;
-BEGIN
-	IF tbl IS NULL THEN
-		RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = '22023';
-	END IF;
-	IF NOT EXISTS (SELECT FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl) THEN
-		RAISE EXCEPTION 'table % is not protected by appguard', tbl USING ERRCODE = '22023';
-	END IF;
-	IF tbl = 'appguard.refresh_tokens'::regclass THEN
-		RAISE EXCEPTION 'appguard.refresh_tokens is always protected' USING ERRCODE = '22023';
-	END IF;
-	-- (from the catalog: the columns appguard used may be gone)
-	SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO qualified
-	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-	WHERE c.oid = tbl;
-	-- the lock DROP TRIGGER takes, first: a fan-out in flight on the table
-	-- commits before the rows are counted
-	EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', qualified);
-	result := pg_catalog.jsonb_build_object(
-		'table', tbl::text,
-		'rows_forgotten', (SELECT pg_catalog.count(*) FROM appguard.grants pr
-						   WHERE pr.token_table = appguard_unprotect.tbl),
-		'rows_left_suspended', (SELECT pg_catalog.count(*) FROM appguard.grant_states pr
-								WHERE pr.token_table = appguard_unprotect.tbl AND pr.state = 'suspended'));
-	-- forgotten before its triggers go, which the DDL check would report
-	DELETE FROM appguard.protected_tables pt WHERE pt.tbl = appguard_unprotect.tbl;
-	DELETE FROM appguard.grants g WHERE g.token_table = appguard_unprotect.tbl;
-	FOREACH trigger_name IN ARRAY appguard.protect_trigger_names() LOOP
-		EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, qualified);
-	END LOOP;
-	-- (the row triggers' clones on partitions go with them; the partitions'
-	-- TRUNCATE triggers are appguard's own)
-	FOR part IN
-		SELECT t.tgrelid::regclass FROM pg_catalog.pg_partition_tree(tbl) l
-			 JOIN pg_catalog.pg_trigger t ON t.tgrelid = l.relid
-		WHERE l.relid <> tbl AND t.tgname = 'appguard_protect_truncate' AND t.tgparentid = 0
-		ORDER BY 1
-	LOOP
-		EXECUTE pg_catalog.format('DROP TRIGGER appguard_protect_truncate ON %s', part);
-	END LOOP;
-	PERFORM appguard.log_event('table_unprotected', detail => result, token_table => tbl::text);
-	IF (result ->> 'rows_left_suspended')::bigint > 0 THEN
-		RAISE NOTICE '% rows of % stay suspended', result ->> 'rows_left_suspended', tbl
-			USING DETAIL = 'appguard suspended them because their app''s facts drifted; unprotecting does not re-enable them.';
-	END IF;
-	RETURN result;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION appguard.apply_suspensions(p_ids bigint[])
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	total bigint := 0;
-	pt record;
-	rec record;
-	already bigint[];
-	keys text[];
-	done text[];
-	n bigint;
-	written bigint;
-	round integer;
-BEGIN
-	IF p_ids IS NULL OR pg_catalog.cardinality(p_ids) = 0 THEN
-		RETURN 0;
-	END IF;
-
-	SELECT coalesce(pg_catalog.array_agg(s.id), '{}') INTO already FROM appguard.suspensions s
-	WHERE s.id = ANY (p_ids) AND s.state = 'applied';
-	UPDATE appguard.suspensions s
-	SET state = 'applied', applied_at = coalesce(s.applied_at, pg_catalog.clock_timestamp()),
-		resolved_at = coalesce(s.resolved_at, pg_catalog.clock_timestamp())
-	WHERE s.id = ANY (p_ids);
-	UPDATE appguard.baseline_state bs SET suspension_applied = true
-	FROM appguard.suspensions s
-	WHERE s.id = ANY (p_ids) AND bs.client_id = s.client_id
-	  AND bs.baseline_snapshot_id = s.baseline_snapshot_id AND NOT bs.suspension_applied;
-	UPDATE appguard.clients c
-	SET held_baselines = ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(c.held_baselines || h.baselines) b
-							   ORDER BY b)
-	FROM (SELECT s.client_id, pg_catalog.array_agg(DISTINCT s.baseline_snapshot_id) AS baselines
-		  FROM appguard.suspensions s WHERE s.id = ANY (p_ids) GROUP BY s.client_id) h
-	WHERE c.client_id = h.client_id AND NOT c.held_baselines @> h.baselines;
-
-	PERFORM appguard.set_applying(true);
-	-- Per token table and suspension, the host rows of the grants its
-	-- baseline's hold suspends, as the table's owner
-	-- (write_host_suspensions: through the primary key, a row only if it
-	-- still has the active value).  Repeated in new statements for grants
-	-- not seen yet, until none is left: a rotation that committed while
-	-- the fan-out waited for its rows is seen and written too (its grant
-	-- is suspended already: its baseline is held).  A table appguard
-	-- cannot write (its CHECK rejects the suspended value, its status
-	-- column is gone, ...) keeps the failure to itself: it is recorded and
-	-- reported (record_table_problem), its grants are suspended in
-	-- appguard's state all the same, so that their refresh checks answer
-	-- not allowed, and the other tables and the caller (a sweep) go on.
-	-- Transient errors (a deadlock, a serialization failure, a lock not
-	-- available, a cancel) are not the table's: they are raised.
-	FOR pt IN
-		-- (the token tables that have an active grant on the baseline: one
-		-- probe of each protected table, not a read of every grant)
-		SELECT t.tbl, s.id AS sid, s.error_uri, s.client_id, s.baseline_snapshot_id AS baseline,
-			   appguard.baseline_hold(s.client_id, s.baseline_snapshot_id) AS hold
-		FROM appguard.suspensions s CROSS JOIN appguard.protected_tables t
-		WHERE s.id = ANY (p_ids)
-		  AND EXISTS (SELECT FROM appguard.grants r
-					  WHERE r.client_id = s.client_id AND r.baseline_snapshot_id = s.baseline_snapshot_id
-						AND r.state = 'active' AND r.token_table = t.tbl)
-		ORDER BY 1, 2
-	LOOP
-		done := '{}';
-		n := 0;
-		FOR round IN 1 .. 5 LOOP
-			IF pt.sid = ANY (already) THEN
-				-- Applied again (appguard.verify_grant): the suspension holds
-				-- again the grants the host re-enabled after it
-				-- (appguard.grant_status), at every round: one the host
-				-- re-enables as the rows are written is held at the next
-				-- (its write and ours serialise on its row)
-				UPDATE appguard.grants r SET suspension_id = NULL
-				WHERE r.client_id = pt.client_id AND r.baseline_snapshot_id = pt.baseline
-				  AND r.state = 'active' AND r.token_table = pt.tbl AND r.suspension_id = ANY (already);
-			END IF;
-			-- (executed with its arrays as values: the grants not seen yet
-			-- are found by hashing the keys seen, where a kept plan would
-			-- compare each grant with each of them)
-			EXECUTE 'SELECT pg_catalog.array_agg(r.token_key) FROM appguard.grants r '
-					'WHERE r.client_id = $1 AND r.baseline_snapshot_id = $2 AND r.state = ''active'' '
-					'AND r.token_table = $3 AND r.suspension_id IS DISTINCT FROM $4 '
-					'AND NOT (r.token_key = ANY ($5))'
-				INTO keys USING pt.client_id, pt.baseline, pt.tbl, pt.hold, done;
-			EXIT WHEN keys IS NULL;
-			written := (appguard.write_host_suspensions_or_record(pt.tbl, keys, pt.error_uri, true,
-																  already))[1]::bigint;
-			-- (counted: the grants it holds when first applied, whether or
-			-- not their table could be written; applied again, the host
-			-- rows it wrote -- the grants it held already are not counted
-			-- twice)
-			n := n + CASE WHEN pt.sid = ANY (already) THEN written
-						  ELSE pg_catalog.cardinality(keys) END;
-			done := done || keys;
-		END LOOP;
-		UPDATE appguard.suspensions s SET tokens_suspended = s.tokens_suspended + n
-		WHERE s.id = pt.sid;
-	END LOOP;
-	PERFORM appguard.set_applying(false);
-
-	FOR rec IN
-		SELECT s.id, s.client_id, s.tokens_suspended, s.reasons, s.snapshot_id, s.sweep_id, s.hold_id
-		FROM appguard.suspensions s WHERE s.id = ANY (p_ids) ORDER BY s.id
-	LOOP
-		total := total + rec.tokens_suspended;
-		PERFORM appguard.log_event(CASE WHEN rec.id = ANY (already) THEN 'suspension_extended'
-									   ELSE 'suspension_applied' END, rec.client_id,
-			pg_catalog.jsonb_build_object('reasons', pg_catalog.to_jsonb(rec.reasons),
-										  'tokens_suspended', rec.tokens_suspended),
-			snapshot_id => rec.snapshot_id, suspension_id => rec.id,
-			sweep_id => rec.sweep_id, hold_id => rec.hold_id);
-		PERFORM pg_catalog.pg_notify('appguard_suspension', rec.id::text);
-	END LOOP;
-	RETURN total;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION appguard.evaluate_client(p_client_id text, p_snapshot_id bigint,
-										 p_sweep_id bigint DEFAULT NULL,
-										 p_baselines bigint[] DEFAULT NULL)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	snap record;
-	cli record;
-	baselines bigint[];
-	filled bigint;
-	hold bigint;
-BEGIN
-	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
-	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
-	IF NOT FOUND THEN
-		RETURN false;
-	END IF;
-	-- An open hold takes this evaluation's suspensions.  Locked before the
-	-- client (the order of appguard_release_hold and of a sweep's end), so
-	-- that a hold being closed is not joined after its release.
-	IF p_sweep_id IS NULL THEN
-		SELECT h.id INTO hold FROM appguard.holds h WHERE h.state = 'open' FOR SHARE;
-	END IF;
-	SELECT * INTO cli FROM appguard.clients c WHERE c.client_id = p_client_id FOR NO KEY UPDATE;
-	IF NOT FOUND THEN
-		RETURN false;
-	END IF;
-	IF cli.host <> snap.host OR cli.port <> snap.port THEN
-		-- another watched host of the client, if it is one
-		RETURN appguard.evaluate_client_host(p_client_id, p_snapshot_id, p_sweep_id, p_baselines, hold);
-	END IF;
-
-	IF p_baselines IS NULL THEN
-		IF cli.last_snapshot_id IS NOT NULL AND cli.last_snapshot_id <> snap.id
-		   AND (cli.last_snapshot_at, cli.last_snapshot_id) > (snap.taken_at, snap.id) THEN
-			RETURN false;		-- older than what the client has seen: stored, not evaluated
-		END IF;
-		UPDATE appguard.clients c
-		SET last_snapshot_id = snap.id, last_snapshot_at = snap.taken_at, last_status = snap.status,
-			last_ok_snapshot_id = CASE WHEN snap.status = 'ok' THEN snap.id ELSE c.last_ok_snapshot_id END,
-			last_ok_at = CASE WHEN snap.status = 'ok' THEN snap.taken_at ELSE c.last_ok_at END,
-			registrable_domain = coalesce(c.registrable_domain,
-										  snap.facts -> 'dns' ->> 'registrable_domain')
-		WHERE c.client_id = p_client_id;
-
-		IF snap.status = 'ok' THEN
-			UPDATE appguard.consents k SET baseline_snapshot_id = snap.id
-			WHERE k.client_id = p_client_id AND k.baseline_snapshot_id IS NULL
-			  AND EXISTS (SELECT FROM appguard.grants r
-						  WHERE r.client_id = k.client_id AND r.subject = k.subject);
-			UPDATE appguard.grants r SET baseline_snapshot_id = snap.id
-			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NULL;
-			GET DIAGNOSTICS filled = ROW_COUNT;
-			IF filled > 0 THEN
-				PERFORM appguard.log_event('baselines_assigned', p_client_id,
-					pg_catalog.jsonb_build_object('grants', filled),
-					snapshot_id => snap.id, sweep_id => p_sweep_id);
-			END IF;
-		END IF;
-
-		baselines := ARRAY(
-			SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
-			WHERE r.client_id = p_client_id AND r.state = 'active'
-			  AND r.baseline_snapshot_id IS NOT NULL AND r.baseline_snapshot_id <> snap.id
-			  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = r.baseline_snapshot_id)
-			ORDER BY 1);
-		-- (a statement of its own: once per baseline, not per grant)
-		baselines := ARRAY(SELECT b FROM pg_catalog.unnest(baselines) b
-						   WHERE appguard.baseline_unheld(p_client_id, b) ORDER BY b);
-	ELSE
-		baselines := ARRAY(SELECT DISTINCT b FROM pg_catalog.unnest(p_baselines) b
-						   WHERE b IS NOT NULL AND b <> snap.id
-							 AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = b)
-						   ORDER BY b);
-	END IF;
-	-- (a baseline that names no snapshot -- written by hand, or restored
-	-- without its snapshot -- cannot be compared with anything: it is
-	-- skipped, so it cannot stop the evaluation of the client's others)
-	IF pg_catalog.cardinality(baselines) = 0 THEN
-		RETURN false;
-	END IF;
-
-	RETURN appguard.evaluate_baselines(p_client_id, snap.id, true, baselines, baselines, p_sweep_id, hold);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION appguard.evaluate_client_host(p_client_id text, p_snapshot_id bigint,
-											  p_sweep_id bigint, p_baselines bigint[], p_hold bigint)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	snap record;
-	ch record;
-	baselines bigint[];
-	compared bigint[];
-	max_age interval;
-	n bigint;
-	hows text;
-BEGIN
-	SELECT s.id, s.host, s.port, s.taken_at, s.status INTO snap
-	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
-	SELECT h.* INTO ch FROM appguard.client_hosts h
-	WHERE h.client_id = p_client_id AND h.host = snap.host AND h.port = snap.port AND NOT h.is_primary;
-	IF NOT FOUND THEN
-		RETURN false;
-	END IF;
-	IF p_baselines IS NULL AND EXISTS (
-		SELECT FROM appguard.snapshots s
-		WHERE s.host = snap.host AND s.port = snap.port AND (s.taken_at, s.id) > (snap.taken_at, snap.id)) THEN
-		RETURN false;		-- older than the host's latest snapshot: stored, not evaluated
-	END IF;
-	baselines := ARRAY(
-		SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
-		WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
-		  AND (p_baselines IS NULL OR r.baseline_snapshot_id = ANY (p_baselines))
-		ORDER BY 1);
-	IF p_baselines IS NULL THEN
-		-- (a statement of its own: once per baseline, not per grant)
-		baselines := ARRAY(SELECT b FROM pg_catalog.unnest(baselines) b
-						   WHERE appguard.baseline_unheld(p_client_id, b) ORDER BY b);
-	END IF;
-	IF pg_catalog.cardinality(baselines) = 0 THEN
-		RETURN false;
-	END IF;
-
-	-- Baselines with no facts of this host yet: its latest successful
-	-- snapshot when the baseline was taken (no older than
-	-- appguard.baseline_max_age then, nor than the host's watching), else
-	-- this snapshot if it succeeded.
-	max_age := appguard.setting('appguard.baseline_max_age')::interval;
-	WITH missing AS (
-		SELECT b, greatest(bs.taken_at,
-						   (SELECT pg_catalog.min(coalesce(g.reapproved_at, g.created_at)) FROM appguard.grants g
-							WHERE g.client_id = p_client_id AND g.baseline_snapshot_id = b)) AS anchor
-		FROM pg_catalog.unnest(baselines) b JOIN appguard.snapshots bs ON bs.id = b
-		WHERE NOT EXISTS (SELECT FROM appguard.baseline_hosts bh
-						  WHERE bh.client_id = p_client_id AND bh.baseline_snapshot_id = b
-							AND bh.host = snap.host AND bh.port = snap.port)
-	), pick AS (
-		SELECT m.b, coalesce(c.id, CASE WHEN snap.status = 'ok' THEN snap.id END) AS sid,
-			   CASE WHEN c.id IS NOT NULL THEN 'at_baseline' ELSE 'first_facts' END AS how
-		FROM missing m
-			 LEFT JOIN LATERAL (SELECT s.id FROM appguard.snapshots s
-								WHERE s.host = snap.host AND s.port = snap.port AND s.status = 'ok'
-								  AND s.taken_at <= m.anchor AND s.taken_at >= m.anchor - max_age
-								  AND s.taken_at >= ch.added_at - max_age
-								ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) c ON true
-	), ins AS (
-		INSERT INTO appguard.baseline_hosts (client_id, baseline_snapshot_id, host, port, snapshot_id, how)
-		SELECT p_client_id, pick.b, snap.host, snap.port, pick.sid, pick.how
-		FROM pick WHERE pick.sid IS NOT NULL
-		RETURNING how
-	)
-	SELECT pg_catalog.count(*), pg_catalog.string_agg(DISTINCT ins.how, ', ') INTO n, hows FROM ins;
-	IF n > 0 THEN
-		PERFORM appguard.log_event('host_baselines_taken', p_client_id,
-			pg_catalog.jsonb_build_object('host', snap.host, 'port', snap.port, 'how', hows, 'baselines', n),
-			snapshot_id => snap.id, sweep_id => p_sweep_id);
-	END IF;
-
-	-- each baseline with the host's own that can be compared
-	SELECT coalesce(pg_catalog.array_agg(bh.baseline_snapshot_id ORDER BY bh.baseline_snapshot_id), '{}'),
-		   coalesce(pg_catalog.array_agg(bh.snapshot_id ORDER BY bh.baseline_snapshot_id), '{}')
-	INTO baselines, compared
-	FROM appguard.baseline_hosts bh
-	WHERE bh.client_id = p_client_id AND bh.host = snap.host AND bh.port = snap.port
-	  AND bh.baseline_snapshot_id = ANY (baselines) AND bh.snapshot_id <> snap.id
-	  AND EXISTS (SELECT FROM appguard.snapshots s WHERE s.id = bh.snapshot_id);
-	RETURN appguard.evaluate_baselines(p_client_id, snap.id, false, baselines, compared, p_sweep_id, p_hold);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION @extschema@.appguard_drift(client_id text)
-RETURNS TABLE (baseline_snapshot_id bigint, snapshot_id bigint, active_grants bigint,
-			   reason text, severity text, field text, old_value jsonb, new_value jsonb, host text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	cli record;
-	latest bigint;
-BEGIN
-	PERFORM appguard.check_client_id(client_id);
-	SELECT c.client_id, c.host, c.port INTO cli FROM appguard.clients c
-	WHERE c.client_id = appguard_drift.client_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'client "%" is not registered', client_id USING ERRCODE = 'P0002';
-	END IF;
-	-- the primary host
-	SELECT s.id INTO latest FROM appguard.snapshots s
-	WHERE s.host = cli.host AND s.port = cli.port
-	ORDER BY s.taken_at DESC, s.id DESC LIMIT 1;
-	IF latest IS NOT NULL THEN
-		RETURN QUERY
-		WITH b AS (
-			SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
-			FROM appguard.grant_states r
-			WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
-			  AND r.baseline_snapshot_id <> latest
-			GROUP BY r.baseline_snapshot_id
-		)
-		SELECT b.baseline, latest, b.n, d.reason::text, d.severity::text, d.field::text,
-			   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), cli.host
-		FROM b, @extschema@.appguard_diff(b.baseline, latest, cli.client_id) d
-		WHERE d.severity <> 'ignore'
-		ORDER BY b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
-	END IF;
-	RETURN QUERY
-	WITH b AS (
-		SELECT r.baseline_snapshot_id AS baseline, pg_catalog.count(*) AS n
-		FROM appguard.grant_states r
-		WHERE r.client_id = cli.client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NOT NULL
-		GROUP BY r.baseline_snapshot_id
-	)
-	SELECT b.baseline, l.id, b.n, d.reason::text, d.severity::text, d.field::text,
-		   pg_catalog.to_jsonb(d.old_value), pg_catalog.to_jsonb(d.new_value), h.host
-	FROM appguard.client_hosts h
-		 CROSS JOIN LATERAL (SELECT s.id FROM appguard.snapshots s
-							 WHERE s.host = h.host AND s.port = h.port
-							 ORDER BY s.taken_at DESC, s.id DESC LIMIT 1) l
-		 JOIN appguard.baseline_hosts bh ON bh.client_id = h.client_id AND bh.host = h.host
-										AND bh.port = h.port AND bh.snapshot_id <> l.id
-		 JOIN b ON b.baseline = bh.baseline_snapshot_id
-		 CROSS JOIN LATERAL @extschema@.appguard_diff(bh.snapshot_id, l.id, cli.client_id) d
-	WHERE h.client_id = cli.client_id AND NOT h.is_primary AND d.severity <> 'ignore'
-	ORDER BY h.host, h.port, b.baseline, d.severity = 'suspend' DESC, d.reason, d.field;
 END
 $$;
 
@@ -5198,298 +4246,6 @@ BEGIN
 		RETURN appguard.refusal(true, r.error_uri);
 	END IF;
 	RETURN appguard.refusal(false, NULL);		-- the host's own decision
-END
-$$;
-
-CREATE OR REPLACE FUNCTION appguard.reapprove_row_full(tbl regclass, row_key text)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	r appguard.grants;
-	cfg record;
-	new_baseline bigint;
-	done boolean;
-	asked text := row_key;
-BEGIN
-	r := appguard.grant_of(tbl, row_key);
-	-- Locks: the client, then the patient's consent (a rotation inserting
-	-- a token of this consent holds it: wait for that token to commit),
-	-- then the newest row is picked, then the host's row and the grant
-	PERFORM FROM appguard.clients c WHERE c.client_id = r.client_id FOR NO KEY UPDATE;
-	IF r.subject IS NOT NULL THEN
-		PERFORM FROM appguard.consents k
-		WHERE k.client_id = r.client_id AND k.subject = r.subject FOR UPDATE;
-		r := appguard.grant_of(tbl, row_key);	-- as a rotation we waited for left it
-	END IF;
-	IF r.subject IS NOT NULL AND r.grant_key IS NOT NULL THEN
-		-- the grant's newest row: if the host disabled it (a chain broken
-		-- by a reused token), nothing of the grant is restored
-		SELECT g.token_key INTO row_key FROM appguard.grants g
-		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
-		  AND g.subject = r.subject AND g.grant_key = r.grant_key
-		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
-	ELSIF r.subject IS NOT NULL AND r.state = 'suspended' THEN
-		-- no grant column: the patient's newest row appguard suspended
-		-- (rows the host disabled, such as a broken chain's, stay as they are)
-		SELECT g.token_key INTO row_key FROM appguard.grant_states g
-		WHERE g.token_table = reapprove_row_full.tbl AND g.client_id = r.client_id
-		  AND g.subject = r.subject AND g.state = 'suspended'
-		ORDER BY g.created_at DESC, g.token_key DESC LIMIT 1;
-	END IF;
-	SELECT * INTO cfg FROM appguard.protected_table_columns(tbl);
-	-- the host's row, then appguard's: the order of the triggers
-	PERFORM appguard.as_table_owner(tbl,
-		pg_catalog.format('SELECT true FROM %I.%I h WHERE h.%I = $1::%s FOR UPDATE',
-						  cfg.schema_name, cfg.table_name, cfg.key_name, cfg.key_type),
-		ARRAY[row_key]);
-	SELECT * INTO r FROM appguard.grants g
-	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'no row with key "%" in protected table %', pg_catalog.left(row_key, 100), tbl
-			USING ERRCODE = 'P0002';
-	END IF;
-	r := appguard.grant_effective(r);
-	IF r.state = 'active' THEN
-		RETURN pg_catalog.jsonb_build_object('reapproved', false, 'status', 'active',
-											 'baseline_snapshot_id', r.baseline_snapshot_id);
-	END IF;
-	IF r.state <> 'suspended' AND row_key IS DISTINCT FROM asked THEN
-		RAISE EXCEPTION 'the newest row "%" of the grant of row "%" of % was disabled by the host, not suspended by appguard',
-			pg_catalog.left(row_key, 100), pg_catalog.left(asked, 100), tbl
-			USING ERRCODE = '55000',
-				  DETAIL = 'appguard re-enables only rows it suspended; the auth server disabled this grant''s newest token itself (for example a reused refresh token), and appguard keeps that decision.';
-	END IF;
-	IF r.state <> 'suspended' THEN
-		RAISE EXCEPTION 'row "%" of % was disabled by the host, not suspended by appguard',
-			pg_catalog.left(row_key, 100), tbl
-			USING ERRCODE = '55000',
-				  DETAIL = 'appguard re-enables only rows it suspended.';
-	END IF;
-	new_baseline := appguard.baseline_for(r.client_id);
-	PERFORM appguard.set_applying(true);
-	-- as the table's owner: its triggers never run as appguard's owner.
-	-- (A row the fan-out did not write -- it committed as the fan-out ran
-	-- -- still has the active value: its grant is re-approved all the same.)
-	done := pg_catalog.cardinality(appguard.as_table_owner(tbl, pg_catalog.format(
-		'UPDATE %I.%I h SET %I = %L::%s %s WHERE h.%I = $1::%s AND h.%I IN (%L::%s, %L::%s) RETURNING true',
-		cfg.schema_name, cfg.table_name, cfg.status_name, cfg.active_value, cfg.status_type,
-		CASE WHEN cfg.error_uri_name IS NOT NULL
-			 THEN pg_catalog.format(', %I = NULL', cfg.error_uri_name) ELSE '' END,
-		cfg.key_name, cfg.key_type, cfg.status_name, cfg.suspended_value, cfg.status_type,
-		cfg.active_value, cfg.status_type),
-		ARRAY[row_key])) > 0;
-	PERFORM appguard.set_applying(false);
-	IF NOT done THEN
-		RAISE EXCEPTION 'row "%" of % no longer has the suspended value', pg_catalog.left(row_key, 100), tbl
-			USING ERRCODE = '55000';
-	END IF;
-	-- (the app as it is now may be the baseline a suspension holds, when
-	-- another of its hosts changed: the patient approved it again, so that
-	-- suspension no longer holds this grant -- its suspension_id says so)
-	UPDATE appguard.grants g
-	SET state = 'active', baseline_snapshot_id = new_baseline,
-		suspension_id = appguard.baseline_hold(g.client_id, new_baseline),
-		suspended_at = NULL, error_uri = NULL, reapproved_at = pg_catalog.now()
-	WHERE g.token_table = reapprove_row_full.tbl AND g.token_key = reapprove_row_full.row_key;
-	IF r.subject IS NOT NULL THEN
-		-- the patient approved the app as it is now
-		UPDATE appguard.consents k
-		SET baseline_snapshot_id = new_baseline, approved_at = pg_catalog.clock_timestamp()
-		WHERE k.client_id = r.client_id AND k.subject = r.subject;
-	END IF;
-	-- the app's other hosts as they are now, too
-	PERFORM appguard.take_host_baselines(r.client_id, h.host, h.port, 'reapproved', NULL,
-										 ARRAY[new_baseline], true)
-	FROM appguard.client_hosts h
-	WHERE h.client_id = r.client_id AND NOT h.is_primary AND new_baseline IS NOT NULL
-	ORDER BY h.host, h.port;
-	PERFORM appguard.log_event('reapproved', r.client_id,
-		pg_catalog.jsonb_build_object('old_baseline_snapshot_id', r.baseline_snapshot_id,
-									  'baseline_snapshot_id', new_baseline),
-		snapshot_id => new_baseline, suspension_id => r.suspension_id,
-		token_table => tbl::text, token_key => row_key);
-	RETURN pg_catalog.jsonb_build_object('reapproved', true, 'status', 'active',
-										 'baseline_snapshot_id', new_baseline,
-										 'baseline_pending', new_baseline IS NULL,
-										 'suspension_id', r.suspension_id)
-		|| CASE WHEN row_key IS DISTINCT FROM asked
-				THEN pg_catalog.jsonb_build_object('row_key', row_key) ELSE '{}' END;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION @extschema@.appguard_prune(keep interval)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	cutoff timestamptz;
-	n_state bigint;
-	n_drifts bigint;
-	n_sweeps bigint;
-	n_suspensions bigint;
-	n_holds bigint;
-	n_events bigint;
-	n_snapshots bigint;
-	n_consents bigint;
-	n_gone bigint := 0;
-	t regclass;
-	result jsonb;
-BEGIN
-	IF keep IS NULL OR keep < interval '0' THEN
-		RAISE EXCEPTION 'keep must be an interval of zero or more' USING ERRCODE = '22023';
-	END IF;
-	cutoff := pg_catalog.now() - keep;
-
-	FOR t IN
-		SELECT pt.tbl FROM appguard.protected_tables pt JOIN pg_catalog.pg_class c ON c.oid = pt.tbl
-		WHERE c.relkind = 'p' ORDER BY pt.tbl
-	LOOP
-		PERFORM appguard.partitions_changed(t, 'appguard_prune');
-		n_gone := n_gone + appguard.forget_gone_rows(t);
-	END LOOP;
-
-	-- consents none of whose grants is left
-	DELETE FROM appguard.consents k
-	WHERE k.approved_at < cutoff AND (k.shown_at IS NULL OR k.shown_at < cutoff)
-	  AND NOT EXISTS (SELECT FROM appguard.grants gr
-					  WHERE gr.client_id = k.client_id AND gr.subject = k.subject);
-	GET DIAGNOSTICS n_consents = ROW_COUNT;
-
-	-- verdicts of baselines no grant uses any more
-	DELETE FROM appguard.baseline_state bs
-	WHERE bs.evaluated_at < cutoff
-	  AND NOT EXISTS (SELECT FROM appguard.grants gr
-					  WHERE gr.client_id = bs.client_id AND gr.baseline_snapshot_id = bs.baseline_snapshot_id)
-	  AND NOT EXISTS (SELECT FROM appguard.consents k
-					  WHERE k.client_id = bs.client_id AND k.baseline_snapshot_id = bs.baseline_snapshot_id)
-	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
-					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
-						AND s.state IN ('pending', 'held'));
-	GET DIAGNOSTICS n_state = ROW_COUNT;
-	-- the other hosts' baselines and verdicts of baselines no grant uses
-	DELETE FROM appguard.baseline_host_state bs
-	WHERE bs.evaluated_at < cutoff
-	  AND NOT EXISTS (SELECT FROM appguard.grants gr
-					  WHERE gr.client_id = bs.client_id AND gr.baseline_snapshot_id = bs.baseline_snapshot_id)
-	  AND NOT EXISTS (SELECT FROM appguard.consents k
-					  WHERE k.client_id = bs.client_id AND k.baseline_snapshot_id = bs.baseline_snapshot_id)
-	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
-					  WHERE s.client_id = bs.client_id AND s.baseline_snapshot_id = bs.baseline_snapshot_id
-						AND s.state IN ('pending', 'held'));
-	DELETE FROM appguard.baseline_hosts bh
-	WHERE bh.taken_at < cutoff
-	  AND NOT EXISTS (SELECT FROM appguard.grants gr
-					  WHERE gr.client_id = bh.client_id AND gr.baseline_snapshot_id = bh.baseline_snapshot_id)
-	  AND NOT EXISTS (SELECT FROM appguard.consents k
-					  WHERE k.client_id = bh.client_id AND k.baseline_snapshot_id = bh.baseline_snapshot_id)
-	  AND NOT EXISTS (SELECT FROM appguard.suspensions s
-					  WHERE s.client_id = bh.client_id AND s.baseline_snapshot_id = bh.baseline_snapshot_id
-						AND s.state IN ('pending', 'held'));
-	PERFORM appguard.note_hosts_drifted(c.client_id) FROM appguard.clients c WHERE c.hosts_drifted;
-	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
-	GET DIAGNOSTICS n_drifts = ROW_COUNT;
-	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
-	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
-	-- held baselines no active grant and no consent holds any more
-	-- (only the rows that change are written: a client's row is what its
-	-- evaluations and re-approvals lock)
-	UPDATE appguard.clients c SET held_baselines = n.kept
-	FROM (SELECT h.client_id, ARRAY(
-				 SELECT b FROM pg_catalog.unnest(h.held_baselines) b
-				 WHERE EXISTS (SELECT FROM appguard.grants gr
-							   WHERE gr.client_id = h.client_id AND gr.baseline_snapshot_id = b
-								 AND gr.state = 'active')
-					OR EXISTS (SELECT FROM appguard.consents k
-							   WHERE k.client_id = h.client_id AND k.baseline_snapshot_id = b)
-				 ORDER BY b) AS kept
-		  FROM appguard.clients h WHERE h.held_baselines <> '{}') n
-	WHERE c.client_id = n.client_id AND c.held_baselines IS DISTINCT FROM n.kept;
-	-- decided suspensions no grant points to any more, neither by its own
-	-- suspension_id nor as its baseline's hold
-	DELETE FROM appguard.suspensions s
-	WHERE s.created_at < cutoff AND s.state IN ('applied', 'discarded', 'superseded', 'failed')
-	  AND NOT EXISTS (SELECT FROM appguard.grants gr WHERE gr.suspension_id = s.id)
-	  AND NOT (s.state = 'applied'
-			   AND EXISTS (SELECT FROM appguard.clients c
-						   WHERE c.client_id = s.client_id AND s.baseline_snapshot_id = ANY (c.held_baselines)))
-	  -- (the suspension of a consent's baseline holds the consent's next tokens)
-	  AND NOT EXISTS (SELECT FROM appguard.consents k
-					  WHERE k.client_id = s.client_id AND k.baseline_snapshot_id = s.baseline_snapshot_id);
-	GET DIAGNOSTICS n_suspensions = ROW_COUNT;
-	DELETE FROM appguard.holds h
-	WHERE h.state <> 'open' AND h.closed_at < cutoff
-	  AND NOT EXISTS (SELECT FROM appguard.suspensions s WHERE s.hold_id = h.id);
-	GET DIAGNOSTICS n_holds = ROW_COUNT;
-	DELETE FROM appguard.events e WHERE e.at < cutoff;
-	GET DIAGNOSTICS n_events = ROW_COUNT;
-	DELETE FROM appguard.snapshots s
-	WHERE s.taken_at < cutoff
-	  AND NOT EXISTS (SELECT FROM appguard.grants r WHERE r.baseline_snapshot_id = s.id)
-	  AND NOT EXISTS (SELECT FROM appguard.consents k
-					  WHERE s.id IN (k.baseline_snapshot_id, k.shown_snapshot_id))
-	  AND NOT EXISTS (SELECT FROM appguard.suspensions u
-					  WHERE s.id IN (u.baseline_snapshot_id, u.snapshot_id, u.first_drift_snapshot_id,
-									 u.host_baseline_snapshot_id))
-	  AND NOT EXISTS (SELECT FROM appguard.baseline_hosts bh WHERE bh.snapshot_id = s.id)
-	  AND NOT EXISTS (SELECT FROM appguard.baseline_host_state bs
-					  WHERE s.id IN (bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
-	  AND NOT EXISTS (SELECT FROM appguard.baseline_state bs
-					  WHERE s.id IN (bs.baseline_snapshot_id, bs.evaluated_snapshot_id, bs.first_drift_snapshot_id))
-	  AND NOT EXISTS (SELECT FROM appguard.clients c
-					  WHERE s.id IN (c.last_snapshot_id, c.last_ok_snapshot_id))
-	  AND NOT EXISTS (SELECT FROM appguard.sweep_hosts sh WHERE sh.snapshot_id = s.id)
-	  AND NOT EXISTS (SELECT FROM appguard.drifts d
-					  WHERE s.id IN (d.baseline_snapshot_id, d.snapshot_id));
-	GET DIAGNOSTICS n_snapshots = ROW_COUNT;
-
-	result := pg_catalog.jsonb_build_object(
-		'keep', keep, 'snapshots', n_snapshots, 'drifts', n_drifts, 'baseline_states', n_state,
-		'suspensions', n_suspensions, 'holds', n_holds, 'sweeps', n_sweeps, 'events', n_events,
-		'consents', n_consents, 'grants_of_gone_rows', n_gone);
-	PERFORM appguard.log_event('pruned', detail => result);
-	RETURN result;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION @extschema@.appguard_explain_html(p_suspension_id bigint, p_client_id text,
-												  p_lang text DEFAULT 'en')
-RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	lang text;
-	su record;
-	page_state text;
-	x jsonb;
-BEGIN
-	IF p_suspension_id IS NULL OR p_suspension_id <= 0 THEN
-		RAISE EXCEPTION 'suspension_id must be a positive number' USING ERRCODE = '22023';
-	END IF;
-	PERFORM appguard.check_client_id(p_client_id);
-	lang := appguard.html_lang(p_lang);
-	-- another client's suspension is reported exactly as an unknown one
-	SELECT s.id, s.state INTO su FROM appguard.suspensions s
-	WHERE s.id = p_suspension_id AND s.client_id = p_client_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'suspension % of client "%" does not exist', p_suspension_id, pg_catalog.left(p_client_id, 100)
-			USING ERRCODE = 'P0002',
-				  DETAIL = 'It may have been pruned, or the error_uri was changed.';
-	END IF;
-	page_state := CASE
-		WHEN su.state IN ('pending', 'held') THEN 'checking'
-		WHEN su.state IN ('discarded', 'superseded') THEN 'not_applied'
-		WHEN NOT EXISTS (SELECT FROM appguard.grant_states g
-						 WHERE g.client_id = p_client_id AND g.suspension_id = su.id AND g.state = 'suspended')
-			 AND EXISTS (SELECT FROM appguard.events e WHERE e.suspension_id = su.id AND e.kind = 'reapproved')
-			THEN 'restored'
-		ELSE 'suspended' END;
-	x := @extschema@.appguard_explain(su.id);
-	RETURN appguard.html_document(lang, appguard.html_title(x, page_state),
-								  appguard.html_explain_body(x, page_state, appguard.reapprove_uri(su.id, p_client_id)));
 END
 $$;
 
