@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <openssl/err.h>
 
+#include "keydecode.h"
 #include "tls.h"
 
 /*
@@ -84,10 +85,12 @@ tls_trust_store(const char *ca_file)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a certificate store")));
+	keydecode_begin();			/* (the store's certificates: keydecode.c) */
 	if (ca_file != NULL && ca_file[0] != '\0')
 		loaded = X509_STORE_load_file(store, ca_file) == 1;
 	else
 		loaded = X509_STORE_set_default_paths(store) == 1;
+	keydecode_end();
 	if (!loaded)
 	{
 		unsigned long err = ERR_get_error();
@@ -168,7 +171,12 @@ tls_shared_context(const char *ca_file, SSL_CTX **ctx, X509_STORE **store)
 		cached_sources = now;
 	}
 	if (cached_ctx == NULL)
+	{
 		cached_ctx = tls_client_context();
+		elog(DEBUG1, "appguard: certificate keys are decoded by %s",
+			 keydecode_in_use() ? "OpenSSL's built-in RSA and EC methods (OpenSSL 3.0)"
+			 : "OpenSSL's decoders");
+	}
 	if (!SSL_CTX_up_ref(cached_ctx))
 		elog(ERROR, "could not take a reference to appguard's TLS context");
 	if (!X509_STORE_up_ref(cached_store))
@@ -222,8 +230,11 @@ tls_handshake_step(SSL *ssl, char **error)
 
 	ERR_clear_error();
 	errno = 0;
+	/* the server's certificates are parsed in here (keydecode.c) */
+	keydecode_begin();
 	rc = SSL_do_handshake(ssl);
 	saved_errno = errno;
+	keydecode_end();
 	if (rc == 1)
 		return TLS_STEP_DONE;
 	switch (SSL_get_error(ssl, rc))

@@ -43,6 +43,7 @@ harness() {		# harness NAME SOURCES...
 S=$ROOT/src
 harness dns   "$HERE/fuzz_dns.c" "$S/dnswire.c" "$S/dns.c" "$S/facts_dns.c" "$S/jsonw.c" \
 	"$HERE/shim.c" "$HERE/common.c"
-harness tls   "$HERE/fuzz_tls.c" "$S/facts_tls.c" "$S/chainverify.c" "$S/jsonw.c" "$HERE/shim.c" "$HERE/common.c"
+harness tls   "$HERE/fuzz_tls.c" "$S/facts_tls.c" "$S/chainverify.c" "$S/keydecode.c" "$S/jsonw.c" \
+	"$HERE/shim.c" "$HERE/common.c"
 harness host  "$HERE/fuzz_host.c" "$S/guard.c"
 harness drift "$HERE/fuzz_drift.c" "$S/drift_rules.c"

@@ -18,6 +18,12 @@
  * the TLS stack would refuse them); what follows the last one is the
  * stapled OCSP response.
  *
+ * Each certificate is read twice, as OpenSSL 3.0's decoder framework reads
+ * it and as a handshake does in a probe, with its key decoded by the
+ * library's built-in methods (keydecode.c): both must accept the same
+ * certificates and read the same key from them.  The facts are taken from
+ * the second, as a probe takes them.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,6 +33,7 @@
 
 #include "facts.h"
 #include "jsonw.h"
+#include "keydecode.h"
 #include "shim.h"
 #include "tls.h"
 
@@ -36,6 +43,48 @@ static bool
 same_text(const char *a, const char *b)
 {
 	return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/*
+ * The DER read as a probe's handshake reads it, after checking that the
+ * decoder framework reads the same certificate and key from it
+ */
+static X509 *
+read_certificate(const unsigned char *der, long len)
+{
+	const unsigned char *p = der;
+	X509	   *framework = d2i_X509(NULL, &p, len);
+	long		framework_used = (long) (p - der);
+	X509	   *builtin;
+	EVP_PKEY   *fk;
+	EVP_PKEY   *bk;
+
+	p = der;
+	keydecode_begin();
+	builtin = d2i_X509(NULL, &p, len);
+	keydecode_end();
+	if ((framework == NULL) != (builtin == NULL))
+		fuzz_fail("d2i_X509 %s the certificate with the decoder framework and %s it with the built-in key methods",
+				  framework ? "read" : "refused", builtin ? "read" : "refused");
+	if (builtin == NULL)
+		return NULL;
+	if ((long) (p - der) != framework_used)
+		fuzz_fail("d2i_X509 read %ld bytes with the decoder framework, %ld with the built-in key methods",
+				  framework_used, (long) (p - der));
+	fk = X509_get0_pubkey(framework);
+	bk = X509_get0_pubkey(builtin);
+	if ((fk == NULL) != (bk == NULL))
+		fuzz_fail("the certificate's key was %s by the decoder framework and %s by the built-in methods",
+				  fk ? "read" : "not read", bk ? "read" : "not read");
+	if (fk != NULL &&
+		(EVP_PKEY_get_base_id(fk) != EVP_PKEY_get_base_id(bk) ||
+		 EVP_PKEY_get_bits(fk) != EVP_PKEY_get_bits(bk) ||
+		 EVP_PKEY_eq(fk, bk) != 1))
+		fuzz_fail("the decoder framework and the built-in methods read different keys (types %d and %d, %d and %d bits)",
+				  EVP_PKEY_get_base_id(fk), EVP_PKEY_get_base_id(bk),
+				  EVP_PKEY_get_bits(fk), EVP_PKEY_get_bits(bk));
+	X509_free(framework);
+	return builtin;
 }
 
 static const char *const hosts[] = {
@@ -62,12 +111,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (sk_X509_num(chain) < MAX_CERTS && off + 3 <= size)
 	{
 		size_t		len = ((size_t) data[off] << 16) | (data[off + 1] << 8) | data[off + 2];
-		const unsigned char *p = data + off + 3;
 		X509	   *cert;
 
 		if (len > size - off - 3)
 			break;
-		cert = d2i_X509(NULL, &p, (long) len);
+		cert = read_certificate(data + off + 3, (long) len);
 		off += 3 + len;
 		if (cert != NULL)
 			sk_X509_push(chain, cert);

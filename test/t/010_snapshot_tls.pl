@@ -569,6 +569,21 @@ for my $host ('dv.example.test', 'reversed.example.test', 'leafonly.example.test
 	$s->quit;
 }
 
+# ---------------------------------------------------------------- key decoding
+# With OpenSSL 3.0 the certificates' keys are decoded by the library's
+# built-in RSA and EC methods during a handshake (src/keydecode.c); every
+# probe above ran so.  A new backend says which way at DEBUG1.
+{
+	my $openssl_3_0 = `openssl version` =~ /^OpenSSL 3\.0\./;
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"SET client_min_messages = debug1; SELECT appguard_probe('dv.example.test', $port)->'tls'->>'verified'");
+	is($out, 'true', 'key decoding: a new backend verifies the chain');
+	like($err, $openssl_3_0
+		? qr/certificate keys are decoded by OpenSSL's built-in RSA and EC methods \(OpenSSL 3\.0\)/
+		: qr/certificate keys are decoded by OpenSSL's decoders/,
+		'key decoding: ' . ($openssl_3_0 ? 'built-in methods with OpenSSL 3.0' : "the library's decoders"));
+}
+
 $node->stop;
 $env->stop;
 note sprintf 'total %.1f s', time - $t0;
