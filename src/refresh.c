@@ -294,8 +294,7 @@ client_verifies(Datum client_id, const Datum *cl, const bool *cl_null, Datum bas
 }
 
 static bool
-grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_null,
-			   bool joining)
+grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_null)
 {
 	Datum		cl[CL_NCOLUMNS];
 	bool		cl_null[CL_NCOLUMNS];
@@ -304,7 +303,7 @@ grant_verified(Datum client_id, bool client_null, Datum baseline, bool baseline_
 		return true;			/* baseline pending, or no client to watch */
 	if (!keyread_row(KT_CLIENTS, &client_id, GetActiveSnapshot(), cl, cl_null))
 		return true;			/* unregistered client: left alone */
-	return client_verifies(client_id, cl, cl_null, baseline, joining);
+	return client_verifies(client_id, cl, cl_null, baseline, false);
 }
 
 /* The grant keyed by key (token table, row key) is active and verified */
@@ -319,8 +318,7 @@ active_grant_verified(const Datum *key)
 	verified = keyread_row(KT_GRANTS, key, GetActiveSnapshot(), grant, grant_null)
 		&& !grant_null[GRANT_STATE] && text_equals(grant[GRANT_STATE], "active")
 		&& grant_verified(grant[GRANT_CLIENT_ID], grant_null[GRANT_CLIENT_ID],
-						  grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID],
-						  false);
+						  grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID]);
 	keyread_end_fresh();
 	return verified;
 }
@@ -473,9 +471,14 @@ typedef enum ConsentReading
  * names its subject.  CONSENT_SETTLED, with *baseline, when the consent
  * settles the row's baseline here: no consent screen was shown to the
  * subject within appguard.consent_window since the consent's last
- * approval (a screen shown before it is spent), and its baseline is
- * verified against the client's latest snapshot and no suspension of it
- * was ever applied (grant_verified, joining).  CONSENT_FRESH_SCREEN when
+ * approval (a screen shown before it is spent), and no applied suspension
+ * holds its baseline (the client's held_baselines: grant_baseline_held).
+ * That is all appguard.consent_grant would weigh for such a row: it gives
+ * the row the consent's baseline whatever the baseline's verdict, and
+ * writes the row suspended only when a suspension of it is applied (a
+ * verdict not applied yet reaches the row when it is, through the hold).
+ * So neither the baseline's verdict nor the client's other hosts are read
+ * here; the refresh check reads them.  CONSENT_FRESH_SCREEN when
  * such a screen was shown after the last approval: this row is the
  * patient's approval of it, with *shown the screen's snapshot and *old
  * (NULL: *old_null) the consent's baseline.  CONSENT_UNDECIDED for the
@@ -512,7 +515,7 @@ consent_reading(Datum client_id, Datum subject, Datum *baseline, Datum *shown,
 	}
 	else if ((!recent_screen || approved)	/* no screen, or a spent one */
 			 && !cs_null[CS_BASELINE_SNAPSHOT_ID]
-			 && grant_verified(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false, true))
+			 && !grant_baseline_held(client_id, false, cs[CS_BASELINE_SNAPSHOT_ID], false))
 	{
 		reading = CONSENT_SETTLED;
 		*baseline = cs[CS_BASELINE_SNAPSHOT_ID];

@@ -425,8 +425,8 @@ $$;
 -- A new active row of a table protected with a subject column, when the
 -- consent trigger could not settle it in C (src/refresh.c: it settles a
 -- row whose subject's consent exists, was not just shown a consent screen,
--- and whose baseline is pending or verified against the client's latest
--- snapshot).  The row joins its subject's consent (appguard.consents):
+-- and whose baseline no applied suspension holds).  The row joins its
+-- subject's consent (appguard.consents):
 --   * a consent screen shown to the subject within appguard.consent_window
 --     (appguard_consent_info(client_id, subject)): the patient approved what
 --     it showed, which becomes the consent's baseline;
