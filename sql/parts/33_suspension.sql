@@ -278,32 +278,24 @@ FROM appguard.grants g
 		WHERE x.id IS DISTINCT FROM g.suspension_id) h ON c.client_id IS NOT NULL;
 COMMENT ON VIEW appguard.grant_states IS 'Every grant as its state is: an active grant on a baseline held by an applied suspension is suspended';
 
--- One grant as appguard.grant_states shows it.
+-- One grant as appguard.grant_states shows it: g is a row of
+-- appguard.grants as stored (its caller has just read it, usually FOR
+-- UPDATE), read again through the view, so that the view alone says what
+-- a held baseline does to a grant.
 CREATE FUNCTION appguard.grant_effective(g appguard.grants)
 RETURNS appguard.grants
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	h record;
+	shown appguard.grants;
 BEGIN
-	IF g.state <> 'active' OR g.baseline_snapshot_id IS NULL
-	   OR NOT EXISTS (SELECT FROM appguard.clients c
-					  WHERE c.client_id = g.client_id AND g.baseline_snapshot_id = ANY (c.held_baselines)) THEN
-		RETURN g;
+	SELECT gs.* INTO shown FROM appguard.grant_states gs
+	WHERE gs.token_table = g.token_table AND gs.token_key = g.token_key;
+	IF NOT FOUND THEN
+		RETURN g;				-- (no row under the key: nothing to show)
 	END IF;
-	SELECT s.id, s.applied_at, s.error_uri INTO h FROM appguard.suspensions s
-	WHERE s.client_id = g.client_id AND s.baseline_snapshot_id = g.baseline_snapshot_id
-	  AND s.state = 'applied'
-	ORDER BY s.id DESC LIMIT 1;
-	IF h.id IS NULL OR h.id = g.suspension_id THEN
-		RETURN g;				-- not held, or re-enabled by the host after this suspension
-	END IF;
-	g.state := 'suspended';
-	g.suspension_id := h.id;
-	g.suspended_at := GREATEST(h.applied_at, g.created_at);
-	g.error_uri := h.error_uri;
-	RETURN g;
+	RETURN shown;
 END
 $$;
 
