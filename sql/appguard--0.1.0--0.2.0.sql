@@ -2801,48 +2801,6 @@ COMMENT ON FUNCTION @extschema@.appguard_drifted(text) IS
 	'True when a watched host''s latest snapshot drifts at suspend level from its baseline for any active grant';
 REVOKE ALL ON FUNCTION @extschema@.appguard_drift(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.appguard_drift(text) TO appguard_auth_server, appguard_operator;
--- the drift state of every watched host
-CREATE OR REPLACE VIEW appguard.client_status AS
-	SELECT c.client_id, c.name, c.host, c.port, c.registrable_domain,
-		   c.last_snapshot_id AS latest_snapshot_id, c.last_snapshot_at AS latest_snapshot_at,
-		   c.last_status AS latest_status,
-		   c.last_ok_snapshot_id AS latest_ok_snapshot_id, c.last_ok_at AS latest_ok_at,
-		   (o.facts -> 'tls' ->> 'verified')::boolean AS verified,
-		   (o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz AS certificate_expires_at,
-		   pg_catalog.floor(pg_catalog.date_part('epoch',
-				(o.facts -> 'tls' -> 'leaf' ->> 'not_after')::timestamptz - pg_catalog.now()) / 86400)::integer
-				AS days_until_expiry,
-		   CASE WHEN c.last_ok_snapshot_id IS NULL THEN 'unmeasured'
-				WHEN d.drifting THEN 'drifting'
-				WHEN d.warn THEN 'warn'
-				ELSE 'ok' END AS drift_state,
-		   coalesce(g.active, 0) AS active_grants,
-		   coalesce(g.suspended, 0) AS suspended_grants,
-		   coalesce(g.pending, 0) AS pending_baselines,
-		   (SELECT pg_catalog.count(*) FROM appguard.suspensions s
-			WHERE s.client_id = c.client_id AND s.state = 'held') AS held_suspensions
-	FROM appguard.clients c
-		 LEFT JOIN appguard.snapshots o ON o.id = c.last_ok_snapshot_id
-		 LEFT JOIN LATERAL (
-			-- (every watched host's verdicts)
-			SELECT pg_catalog.bool_or(bs.drifting) AS drifting,
-				   pg_catalog.bool_or(bs.last_diff @> '[{"severity": "warn"}]') AS warn
-			FROM (SELECT bs.client_id, bs.baseline_snapshot_id, bs.drifting, bs.last_diff
-				  FROM appguard.baseline_state bs
-				  UNION ALL
-				  SELECT bh.client_id, bh.baseline_snapshot_id, bh.drifting, bh.last_diff
-				  FROM appguard.baseline_host_state bh) bs
-			WHERE bs.client_id = c.client_id
-			  AND bs.baseline_snapshot_id IN (SELECT gr.baseline_snapshot_id FROM appguard.grants gr
-											  WHERE gr.client_id = c.client_id AND gr.state = 'active')
-		 ) d ON true
-		 LEFT JOIN LATERAL (
-			SELECT pg_catalog.count(*) FILTER (WHERE gr.state = 'active') AS active,
-				   pg_catalog.count(*) FILTER (WHERE gr.state = 'suspended') AS suspended,
-				   pg_catalog.count(*) FILTER (WHERE gr.state = 'active' AND gr.baseline_snapshot_id IS NULL) AS pending
-			FROM appguard.grants gr WHERE gr.client_id = c.client_id
-		 ) g ON true;
--- (end of client_status)
 -- the API's new functions
 CREATE FUNCTION @extschema@.appguard_register_client(client_id text, metadata jsonb)
 RETURNS jsonb
@@ -4238,6 +4196,7 @@ BEGIN
 END
 $$;
 
+-- the drift state of every watched host (its grants read in appguard.grant_states)
 CREATE OR REPLACE VIEW appguard.client_status AS
 	SELECT c.client_id, c.name, c.host, c.port, c.registrable_domain,
 		   c.last_snapshot_id AS latest_snapshot_id, c.last_snapshot_at AS latest_snapshot_at,
