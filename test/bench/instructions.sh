@@ -18,6 +18,8 @@
 #              'revoked', one statement a row, as a host consuming the old
 #              token of a rotation), in each table: the status trigger
 #              retires the grant
+#   first      then as many first consents (a subject with no consent yet:
+#              the trigger starts the consent in C), in each table
 # and prints the instructions a row of each and their ratio (plain /
 # guarded: the share of a guarded statement's instructions that a plain
 # one costs).  The loop runs PL/pgSQL's kept plan: no parsing or planning, so
@@ -43,6 +45,11 @@ loop() {
 	printf "DO \$\$ BEGIN FOR n IN 1..%d LOOP INSERT INTO %s (token_id, client_id, subject) VALUES ('cg-' || nextval('bench.token_seq'), 'client-' || (1 + (1 + n %% 10000) %% 100), 'patient-' || (1 + n %% 10000)); END LOOP; END \$\$;\n" "$ROWS" "$1"
 }
 
+# the same, each row a first consent: a subject with no consent yet
+first_loop() {
+	printf "DO \$\$ BEGIN FOR n IN 1..%d LOOP INSERT INTO %s (token_id, client_id, subject) VALUES ('fc-' || nextval('bench.token_seq'), 'client-' || (1 + n %% 100), 'first-' || n); END LOOP; END \$\$;\n" "$ROWS" "$1"
+}
+
 # each row the rotation loop inserted, revoked by a statement of its own
 revoke_loop() {
 	printf "DO \$\$ DECLARE t text; BEGIN FOR t IN SELECT token_id FROM %s WHERE token_id LIKE 'cg-%%' AND status = 'active' LOOP UPDATE %s SET status = 'revoked' WHERE token_id = t; END LOOP; END \$\$;\n" "$1" "$1"
@@ -65,10 +72,15 @@ rotation=$(count rotation appguard.refresh_tokens)
 plain=$(count plain bench.refresh_tokens_plain)
 retire=$(count retire appguard.refresh_tokens revoke_loop)
 retire_plain=$(count retire_plain bench.refresh_tokens_plain revoke_loop)
-awk -v r="$rotation" -v p="$plain" -v rr="$retire" -v rp="$retire_plain" -v n="$ROWS" 'BEGIN {
+first=$(count first appguard.refresh_tokens first_loop)
+first_plain=$(count first_plain bench.refresh_tokens_plain first_loop)
+awk -v r="$rotation" -v p="$plain" -v rr="$retire" -v rp="$retire_plain" \
+	-v f="$first" -v fp="$first_plain" -v n="$ROWS" 'BEGIN {
 	printf "instructions a row: rotation INSERT %.0f, plain INSERT %.0f, plain / rotation %.3f (%d rows each)\n",
 		r / n, p / n, p / r, n
 	printf "instructions a row: revoking UPDATE %.0f, plain UPDATE %.0f, plain / revoking %.3f (%d rows each)\n",
-		rr / n, rp / n, rp / rr, n }'
+		rr / n, rp / n, rp / rr, n
+	printf "instructions a row: first consent INSERT %.0f, plain INSERT %.0f, plain / first consent %.3f (%d rows each)\n",
+		f / n, fp / n, fp / f, n }'
 # (the cluster is started again only to be stopped and removed at exit)
 as_pg "$BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w start >/dev/null
