@@ -63,3 +63,13 @@ FROM pg_attribute a
 WHERE a.attrelid = 'appguard.grants'::regclass AND a.attnum > 0 AND NOT a.attisdropped
   AND (d.adbin IS NOT NULL OR a.attgenerated <> '' OR a.attidentity <> '')
 ORDER BY a.attnum;
+-- appguard.consents: a first consent is written directly too: the key
+-- columns, baseline_snapshot_id, created_at (defaulting to now()) and
+-- approved_at (written, as the SQL statement writes clock_timestamp());
+-- the other columns without a default
+SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS default_value, a.attgenerated, a.attidentity
+FROM pg_attribute a
+	 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = 'appguard.consents'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND (d.adbin IS NOT NULL OR a.attgenerated <> '' OR a.attidentity <> '')
+ORDER BY a.attnum;

@@ -394,6 +394,48 @@ SELECT token_key, client_id, state, baseline_snapshot_id, suspension_id, suspend
 	   created_at = now() AS created_now
 FROM grant_states WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 'c-active';
 COMMIT;
+-- A patient's first consent is started directly (src/grantwrite.c) as a
+-- rule; through its SQL INSERT where appguard.consents has a trigger (here
+-- one that says so).  Both write the same consent: created_at now(),
+-- approved_at the clock's time during the INSERT, the baseline the
+-- client's latest snapshot.
+CREATE TABLE public.gwc_tokens (id text PRIMARY KEY, client text, subject text, status text NOT NULL);
+SELECT appguard_protect('public.gwc_tokens', 'client', 'status', subject_column => 'subject') IS NOT NULL AS protected;
+CREATE FUNCTION public.gwc_via_sql() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'consent of % written by SQL', NEW.subject;
+	RETURN NEW;
+END
+$$;
+BEGIN;
+CREATE TRIGGER gwc_via_sql BEFORE INSERT ON appguard.consents
+	FOR EACH ROW EXECUTE FUNCTION public.gwc_via_sql();
+INSERT INTO public.gwc_tokens VALUES ('s-1', 'gw', 'sql-patient', 'active');
+DROP TRIGGER gwc_via_sql ON appguard.consents;
+SELECT clock_timestamp() AS before_direct \gset
+INSERT INTO public.gwc_tokens VALUES ('c-1', 'gw', 'c-patient', 'active');
+SELECT clock_timestamp() AS after_direct \gset
+SELECT to_jsonb(c) - ARRAY['subject', 'approved_at'] = to_jsonb(s) - ARRAY['subject', 'approved_at'] AS same_as_sql,
+	   c.baseline_snapshot_id = (SELECT last_ok_snapshot_id FROM clients WHERE client_id = 'gw') AS baseline_latest,
+	   c.created_at = now() AS created_now,
+	   c.approved_at BETWEEN :'before_direct' AND :'after_direct' AS approved_during_insert,
+	   c.shown_snapshot_id IS NULL AND c.shown_at IS NULL AS nothing_shown
+FROM consents c JOIN consents s ON s.client_id = c.client_id AND s.subject = 'sql-patient'
+WHERE c.client_id = 'gw' AND c.subject = 'c-patient';
+SELECT token_key, state, baseline_snapshot_id = (SELECT baseline_snapshot_id FROM consents
+												 WHERE client_id = 'gw' AND subject = 'c-patient') AS consents_baseline
+FROM grant_states WHERE token_table = 'public.gwc_tokens'::regclass ORDER BY 1;
+COMMIT;
+-- the direct insert keeps the primary key: a second consent is refused
+SELECT split_part(try($$INSERT INTO appguard.consents (client_id, subject) VALUES ('gw', 'c-patient')$$), ' (', 1) AS unique_violation;
+-- a second token of the patient joins the consent (nothing written to it)
+INSERT INTO public.gwc_tokens VALUES ('c-2', 'gw', 'c-patient', 'active');
+SELECT count(*) AS consents_of_patient FROM consents WHERE client_id = 'gw' AND subject = 'c-patient';
+SELECT appguard_unprotect('public.gwc_tokens') ->> 'rows_forgotten' AS forgotten;
+DROP TABLE public.gwc_tokens;
+DROP FUNCTION public.gwc_via_sql();
+DELETE FROM consents WHERE client_id = 'gw';
+
 -- the status trigger: a host retiring an active row (every rotation) is
 -- done in C; the rest by appguard.grant_sync_sql, counted here with
 -- track_functions: an untracked row, a reactivation

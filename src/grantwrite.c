@@ -1,11 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * grantwrite.c
- *	  Inserting a new grant into appguard.grants, and retiring one, the
- *	  way logical replication's apply worker writes a row: no parser,
- *	  planner or per-statement executor set-up.
+ *	  Inserting a new grant into appguard.grants, retiring one, and
+ *	  starting a patient's consent in appguard.consents, the way logical
+ *	  replication's apply worker writes a row: no parser, planner or
+ *	  per-statement executor set-up.
  *
- * The consent trigger (refresh.c) records every new token row as a grant.
+ * The consent trigger (refresh.c) records every new token row as a grant,
+ * and a patient's first token starts the patient's consent.
  * Through SPI, even with a kept plan, that INSERT cost about as much as
  * the auth server's own token INSERT.  Here the row is built in a virtual
  * slot and inserted with a minimal EState, as ExecSimpleRelationInsert
@@ -23,17 +25,24 @@
  * Through SPI, the kept UPDATE's executor start, and the CHECK constraint
  * read and planned again for each execution, cost as much as the update.
  *
+ * A consent is started the same way as a grant is inserted: the row of
+ * INSERT INTO appguard.consents ... ON CONFLICT (client_id, subject) DO
+ * NOTHING, speculatively; a consent already there (or being written)
+ * leaves the row to appguard.consent_grant.  Through SPI its kept plan's
+ * executor start alone cost about 39,000 instructions a first consent.
+ *
  * Only the plain case is done so: the table a regular one, without
  * triggers or row security, every column the code does not write without
  * a default, created_at defaulting to now(), the columns of the types
  * written, and the current user (the extension's owner: the consent
- * trigger is SECURITY DEFINER) holding INSERT, SELECT and UPDATE on it.
+ * trigger becomes it) holding INSERT, SELECT and UPDATE on it.
  * Anything else returns false and the caller runs its SQL statement,
  * which then does whatever the table asks.
  *
- * Column numbers come from the C<->SQL contract of keyread.c (KT_GRANTS),
- * which sql/c_contract.sql checks.  What is worked out from the catalog
- * is kept per backend until a relcache invalidation names the table.
+ * Column numbers come from the C<->SQL contract of keyread.c (KT_GRANTS,
+ * KT_CONSENTS), which sql/c_contract.sql checks.  What is worked out from
+ * the catalog is kept per backend, per table, until a relcache
+ * invalidation names the table.
  *
  * On an error, the relation, its indexes, the slot's tuple descriptor and
  * the EState's memory are released by the aborting (sub)transaction's
@@ -71,7 +80,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-/* The columns written, in this order */
+/* The columns written of appguard.grants, in this order */
 enum
 {
 	GW_TOKEN_TABLE, GW_TOKEN_KEY, GW_CLIENT_ID, GW_STATE, GW_BASELINE, GW_CREATED_AT,
@@ -79,9 +88,22 @@ enum
 	GW_NCOLUMNS
 };
 
-static const Oid written_types[GW_NCOLUMNS] = {
+static const Oid grant_types[GW_NCOLUMNS] = {
 	REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID
 };
+
+/* The columns written of appguard.consents, in this order */
+enum
+{
+	CW_CLIENT_ID, CW_SUBJECT, CW_BASELINE, CW_CREATED_AT, CW_APPROVED_AT,
+	CW_NCOLUMNS
+};
+
+static const Oid consent_types[CW_NCOLUMNS] = {
+	TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID
+};
+
+#define DT_MAX_COLUMNS GW_NCOLUMNS
 
 /*
  * What the executor would work out again for every row, kept: the CHECK
@@ -100,89 +122,132 @@ typedef struct ExecutorCache
 	IndexInfo **index_infos;
 } ExecutorCache;
 
-typedef struct GrantLayout
+struct DirectTable;
+typedef void (*MapColumns) (struct DirectTable *t, const AttrNumber *keyattnums,
+							const AttrNumber *attnums);
+
+/*
+ * A table written directly: which columns (by keyread.c's contract), of
+ * which types, and what is kept of it for the backend.
+ */
+typedef struct DirectTable
 {
+	KeyedTable	kt;
+	const char *cxt_name;
+	int			ncolumns;
+	const Oid  *types;			/* of each column written */
+	int			created_at;		/* the written column that defaults to now() */
+	MapColumns	map;			/* keyread_layout's numbers -> attnums */
 	Oid			relid;
-	AttrNumber	attnums[GW_NCOLUMNS];
+	AttrNumber	attnums[DT_MAX_COLUMNS];
+	bool		valid;			/* relid and attnums are current */
 	bool		checked;		/* plain is known (the table was open) */
 	bool		plain;			/* columns, types and defaults as expected */
 	MemoryContext cxt;			/* holds cache; reset when the layout is */
 	ExecutorCache *cache;		/* NULL: not built (or not possible) yet */
-} GrantLayout;
+} DirectTable;
 
-static GrantLayout layout;
-static bool layout_valid = false;
+static void
+map_grant_columns(struct DirectTable *t, const AttrNumber *keyattnums, const AttrNumber *attnums)
+{
+	t->attnums[GW_TOKEN_TABLE] = keyattnums[GRANT_KEY_TOKEN_TABLE];
+	t->attnums[GW_TOKEN_KEY] = keyattnums[GRANT_KEY_TOKEN_KEY];
+	t->attnums[GW_CLIENT_ID] = attnums[GRANT_CLIENT_ID];
+	t->attnums[GW_STATE] = attnums[GRANT_STATE];
+	t->attnums[GW_BASELINE] = attnums[GRANT_BASELINE_SNAPSHOT_ID];
+	t->attnums[GW_CREATED_AT] = attnums[GRANT_CREATED_AT];
+	t->attnums[GW_SUBJECT] = attnums[GRANT_SUBJECT];
+	t->attnums[GW_GRANT_KEY] = attnums[GRANT_GRANT_KEY];
+}
+
+static void
+map_consent_columns(struct DirectTable *t, const AttrNumber *keyattnums, const AttrNumber *attnums)
+{
+	t->attnums[CW_CLIENT_ID] = keyattnums[CONSENT_KEY_CLIENT_ID];
+	t->attnums[CW_SUBJECT] = keyattnums[CONSENT_KEY_SUBJECT];
+	t->attnums[CW_BASELINE] = attnums[CS_BASELINE_SNAPSHOT_ID];
+	t->attnums[CW_CREATED_AT] = attnums[CS_CREATED_AT];
+	t->attnums[CW_APPROVED_AT] = attnums[CS_APPROVED_AT];
+}
+
+static DirectTable grants_table = {
+	.kt = KT_GRANTS, .cxt_name = "appguard.grants", .ncolumns = GW_NCOLUMNS,
+	.types = grant_types, .created_at = GW_CREATED_AT, .map = map_grant_columns
+};
+static DirectTable consents_table = {
+	.kt = KT_CONSENTS, .cxt_name = "appguard.consents", .ncolumns = CW_NCOLUMNS,
+	.types = consent_types, .created_at = CW_CREATED_AT, .map = map_consent_columns
+};
+static DirectTable *const direct_tables[] = {&grants_table, &consents_table};
 static bool callback_registered = false;
 
 /*
  * Only marks the layout stale: the kept states may be in use by the insert
  * that took the lock whose invalidations run this, and stay valid for it
- * (no definition of appguard.grants changes while it holds the table).
- * resolve_layout frees them before the next insert.
+ * (no definition of the table changes while it holds the table).
+ * resolve_layout frees them before the next write.
  */
 static void
 forget_layout(Datum arg pg_attribute_unused(), Oid relid)
 {
-	if (relid == InvalidOid || relid == layout.relid)
-		layout_valid = false;
+	for (size_t i = 0; i < lengthof(direct_tables); i++)
+		if (relid == InvalidOid || relid == direct_tables[i]->relid)
+			direct_tables[i]->valid = false;
 }
 
 /* Table and column numbers from keyread.c's contract */
 static void
-resolve_layout(void)
+resolve_layout(DirectTable *t)
 {
-	AttrNumber	keyattnums[GRANT_NKEYS];
-	AttrNumber	attnums[GRANT_NCOLUMNS];
+	AttrNumber	keyattnums[KEYREAD_MAX_KEYS];
+	AttrNumber	attnums[KEYREAD_MAX_COLUMNS];
 
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(forget_layout, (Datum) 0);
 		callback_registered = true;
-		layout.cxt = AllocSetContextCreate(CacheMemoryContext, "appguard grant insert",
-										   ALLOCSET_SMALL_SIZES);
 	}
-	MemoryContextReset(layout.cxt);
-	layout.cache = NULL;
-	layout.relid = keyread_layout(KT_GRANTS, keyattnums, attnums);
-	layout.attnums[GW_TOKEN_TABLE] = keyattnums[GRANT_KEY_TOKEN_TABLE];
-	layout.attnums[GW_TOKEN_KEY] = keyattnums[GRANT_KEY_TOKEN_KEY];
-	layout.attnums[GW_CLIENT_ID] = attnums[GRANT_CLIENT_ID];
-	layout.attnums[GW_STATE] = attnums[GRANT_STATE];
-	layout.attnums[GW_BASELINE] = attnums[GRANT_BASELINE_SNAPSHOT_ID];
-	layout.attnums[GW_CREATED_AT] = attnums[GRANT_CREATED_AT];
-	layout.attnums[GW_SUBJECT] = attnums[GRANT_SUBJECT];
-	layout.attnums[GW_GRANT_KEY] = attnums[GRANT_GRANT_KEY];
-	layout.checked = false;
-	layout.plain = false;
-	layout_valid = true;
+	if (t->cxt == NULL)
+	{
+		t->cxt = AllocSetContextCreate(CacheMemoryContext, "appguard direct write",
+									   ALLOCSET_SMALL_SIZES);
+		MemoryContextSetIdentifier(t->cxt, t->cxt_name);
+	}
+	MemoryContextReset(t->cxt);
+	t->cache = NULL;
+	t->relid = keyread_layout(t->kt, keyattnums, attnums);
+	t->map(t, keyattnums, attnums);
+	t->checked = false;
+	t->plain = false;
+	t->valid = true;
 }
 
 /*
- * appguard.grants, RowExclusiveLock taken, as an INSERT opens it.  Taking
- * the lock processes pending invalidations, which may tell that the names
- * now point elsewhere: then resolve again, once (as keyread.c does).
+ * The table, RowExclusiveLock taken, as an INSERT opens it.  Taking the
+ * lock processes pending invalidations, which may tell that the names now
+ * point elsewhere: then resolve again, once (as keyread.c does).
  */
 static Relation
-open_grants(void)
+open_direct(DirectTable *t)
 {
 	Relation	rel;
 
-	if (!layout_valid)
-		resolve_layout();
-	rel = try_table_open(layout.relid, RowExclusiveLock);
-	if (rel != NULL && layout_valid)
+	if (!t->valid)
+		resolve_layout(t);
+	rel = try_table_open(t->relid, RowExclusiveLock);
+	if (rel != NULL && t->valid)
 		return rel;
 	if (rel != NULL)
 		table_close(rel, RowExclusiveLock);
-	resolve_layout();
-	return table_open(layout.relid, RowExclusiveLock);
+	resolve_layout(t);
+	return table_open(t->relid, RowExclusiveLock);
 }
 
 static bool
-is_written(AttrNumber attnum)
+is_written(DirectTable *t, AttrNumber attnum)
 {
-	for (int c = 0; c < GW_NCOLUMNS; c++)
-		if (layout.attnums[c] == attnum)
+	for (int c = 0; c < t->ncolumns; c++)
+		if (t->attnums[c] == attnum)
 			return true;
 	return false;
 }
@@ -193,41 +258,41 @@ is_written(AttrNumber attnum)
  * nothing generated.  Else the SQL statement must fill the row.
  */
 static bool
-columns_plain(Relation rel)
+columns_plain(DirectTable *t, Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	Node	   *created_default;
 
 	if (desc->constr && desc->constr->has_generated_stored)
 		return false;
-	for (int c = 0; c < GW_NCOLUMNS; c++)
+	for (int c = 0; c < t->ncolumns; c++)
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, layout.attnums[c] - 1);
+		Form_pg_attribute att = TupleDescAttr(desc, t->attnums[c] - 1);
 
-		if (att->attisdropped || att->atttypid != written_types[c])
+		if (att->attisdropped || att->atttypid != t->types[c])
 			return false;
 	}
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || is_written(att->attnum))
+		if (att->attisdropped || is_written(t, att->attnum))
 			continue;
 		if (att->attgenerated || build_column_default(rel, att->attnum) != NULL)
 			return false;
 	}
-	created_default = build_column_default(rel, layout.attnums[GW_CREATED_AT]);
+	created_default = build_column_default(rel, t->attnums[t->created_at]);
 	return created_default != NULL && IsA(created_default, FuncExpr)
 		&& ((FuncExpr *) created_default)->funcid == F_NOW;
 }
 
 /*
- * Build the executor cache for rel, in layout.cxt.  NULL when an index has
+ * Build the executor cache for rel, in t->cxt.  NULL when an index has
  * expressions (their states belong to an EState): ExecOpenIndices then
  * does the work every time.
  */
 static ExecutorCache *
-build_executor_cache(Relation rel)
+build_executor_cache(DirectTable *t, Relation rel)
 {
 	MemoryContext old;
 	ExecutorCache *cache;
@@ -236,8 +301,8 @@ build_executor_cache(Relation rel)
 	ListCell   *lc;
 	int			i = 0;
 
-	MemoryContextReset(layout.cxt);	/* what a build cut short by an error left */
-	old = MemoryContextSwitchTo(layout.cxt);
+	MemoryContextReset(t->cxt);	/* what a build cut short by an error left */
+	old = MemoryContextSwitchTo(t->cxt);
 	cache = palloc0(sizeof(ExecutorCache));
 	index_oids = RelationGetIndexList(rel);
 
@@ -259,7 +324,7 @@ build_executor_cache(Relation rel)
 		if (info->ii_Expressions != NIL)
 		{
 			MemoryContextSwitchTo(old);
-			MemoryContextReset(layout.cxt);
+			MemoryContextReset(t->cxt);
 			return NULL;
 		}
 		if (info->ii_Predicate != NIL)
@@ -277,9 +342,9 @@ build_executor_cache(Relation rel)
  * states for ExecConstraints.
  */
 static void
-prepare_result_rel(ResultRelInfo *rri)
+prepare_result_rel(DirectTable *t, ResultRelInfo *rri)
 {
-	ExecutorCache *cache = layout.cache;
+	ExecutorCache *cache = t->cache;
 
 	if (cache == NULL)
 	{
@@ -297,21 +362,21 @@ prepare_result_rel(ResultRelInfo *rri)
 
 /* The table, its privileges and columns allow a direct write (insert or retire) */
 static bool
-direct_write_allowed(Relation rel)
+direct_write_allowed(DirectTable *t, Relation rel)
 {
 	const AclMode needed = ACL_INSERT | ACL_SELECT | ACL_UPDATE;
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relispartition
 		|| rel->rd_rel->relrowsecurity || rel->trigdesc != NULL)
 		return false;
-	if (!layout.checked)
+	if (!t->checked)
 	{
-		layout.plain = columns_plain(rel);
-		layout.cache = layout.plain ? build_executor_cache(rel) : NULL;
-		layout.checked = true;
+		t->plain = columns_plain(t, rel);
+		t->cache = t->plain ? build_executor_cache(t, rel) : NULL;
+		t->checked = true;
 	}
-	return layout.plain
-		&& pg_class_aclmask(layout.relid, GetUserId(), needed, ACLMASK_ALL) == needed;
+	return t->plain
+		&& pg_class_aclmask(t->relid, GetUserId(), needed, ACLMASK_ALL) == needed;
 }
 
 /*
@@ -344,23 +409,25 @@ insert_unless_duplicate(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot
 /* A direct write: the relation, and a minimal EState with its result relation */
 typedef struct DirectWrite
 {
+	DirectTable *t;
 	Relation	rel;
 	EState	   *estate;
 	ResultRelInfo *rri;
 } DirectWrite;
 
 /*
- * Open appguard.grants for a direct write, with a one-relation range table
- * as the apply worker's.  False, the table closed again, where the SQL
+ * Open the table for a direct write, with a one-relation range table as
+ * the apply worker's.  False, the table closed again, where the SQL
  * statement must do the write (see direct_write_allowed).
  */
 static bool
-direct_write_begin(DirectWrite *w)
+direct_write_begin(DirectWrite *w, DirectTable *t)
 {
 	RangeTblEntry *rte;
 
-	w->rel = open_grants();
-	if (!direct_write_allowed(w->rel))
+	w->t = t;
+	w->rel = open_direct(t);
+	if (!direct_write_allowed(t, w->rel))
 	{
 		table_close(w->rel, NoLock);	/* the statement takes the same lock */
 		return false;
@@ -369,17 +436,17 @@ direct_write_begin(DirectWrite *w)
 	w->estate->es_output_cid = GetCurrentCommandId(true);
 	rte = makeNode(RangeTblEntry);
 	rte->rtekind = RTE_RELATION;
-	rte->relid = layout.relid;
+	rte->relid = t->relid;
 	rte->relkind = RELKIND_RELATION;
 	rte->rellockmode = RowExclusiveLock;
 	ExecInitRangeTable(w->estate, list_make1(rte));
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
-	prepare_result_rel(w->rri);
+	prepare_result_rel(t, w->rri);
 	return true;
 }
 
-/* A virtual slot of appguard.grants' row type, every column NULL */
+/* A virtual slot of the table's row type, every column NULL */
 static TupleTableSlot *
 null_row_slot(DirectWrite *w)
 {
@@ -390,12 +457,12 @@ null_row_slot(DirectWrite *w)
 	return slot;
 }
 
-/* Set written column c (GW_*) of a virtual slot being filled */
+/* Set written column c (GW_*, CW_*) of a virtual slot being filled */
 static inline void
-set_column(TupleTableSlot *slot, int c, Datum value, bool isnull)
+set_column(DirectWrite *w, TupleTableSlot *slot, int c, Datum value, bool isnull)
 {
-	slot->tts_values[layout.attnums[c] - 1] = value;
-	slot->tts_isnull[layout.attnums[c] - 1] = isnull;
+	slot->tts_values[w->t->attnums[c] - 1] = value;
+	slot->tts_isnull[w->t->attnums[c] - 1] = isnull;
 }
 
 static void
@@ -419,19 +486,19 @@ grantwrite_insert(Oid token_table, Datum token_key,
 	TupleTableSlot *slot;
 	bool		inserted;
 
-	if (!direct_write_begin(&w))
+	if (!direct_write_begin(&w, &grants_table))
 		return GW_NOT_DIRECT;
 
 	slot = null_row_slot(&w);
-	set_column(slot, GW_TOKEN_TABLE, ObjectIdGetDatum(token_table), false);
-	set_column(slot, GW_TOKEN_KEY, token_key, false);
-	set_column(slot, GW_CLIENT_ID, client_id, client_null);
-	set_column(slot, GW_STATE, state, false);
-	set_column(slot, GW_BASELINE, baseline, baseline_null);
-	set_column(slot, GW_SUBJECT, subject, subject_null);
-	set_column(slot, GW_GRANT_KEY, grant_key, grant_key_null);
+	set_column(&w, slot, GW_TOKEN_TABLE, ObjectIdGetDatum(token_table), false);
+	set_column(&w, slot, GW_TOKEN_KEY, token_key, false);
+	set_column(&w, slot, GW_CLIENT_ID, client_id, client_null);
+	set_column(&w, slot, GW_STATE, state, false);
+	set_column(&w, slot, GW_BASELINE, baseline, baseline_null);
+	set_column(&w, slot, GW_SUBJECT, subject, subject_null);
+	set_column(&w, slot, GW_GRANT_KEY, grant_key, grant_key_null);
 	/* now(): the transaction's start, as the column's default */
-	set_column(slot, GW_CREATED_AT, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
+	set_column(&w, slot, GW_CREATED_AT, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
 	ExecStoreVirtualTuple(slot);
 
 	inserted = insert_unless_duplicate(w.rri, w.estate, slot);
@@ -452,14 +519,14 @@ lock_active_grant(DirectWrite *w, Oid token_table, Datum token_key, TupleTableSl
 	bool		isnull;
 	Datum		state;
 
-	set_column(search, GW_TOKEN_TABLE, ObjectIdGetDatum(token_table), false);
-	set_column(search, GW_TOKEN_KEY, token_key, false);
+	set_column(w, search, GW_TOKEN_TABLE, ObjectIdGetDatum(token_table), false);
+	set_column(w, search, GW_TOKEN_KEY, token_key, false);
 	ExecStoreVirtualTuple(search);
 
 	if (!RelationFindReplTupleByIndex(w->rel, RelationGetPrimaryKeyIndex(w->rel),
 									  LockTupleExclusive, search, found))
 		return false;
-	state = slot_getattr(found, layout.attnums[GW_STATE], &isnull);
+	state = slot_getattr(found, w->t->attnums[GW_STATE], &isnull);
 	return !isnull && strcmp(TextDatumGetCString(state), "active") == 0;
 }
 
@@ -472,7 +539,7 @@ grantwrite_retire(Oid token_table, Datum token_key)
 	EPQState	epqstate;
 	bool		active;
 
-	if (!direct_write_begin(&w))
+	if (!direct_write_begin(&w, &grants_table))
 		return GW_NOT_DIRECT;
 
 	found = table_slot_create(w.rel, &w.estate->es_tupleTable);
@@ -486,7 +553,7 @@ grantwrite_retire(Oid token_table, Datum token_key)
 		slot_getallattrs(found);
 		memcpy(retired->tts_values, found->tts_values, natts * sizeof(Datum));
 		memcpy(retired->tts_isnull, found->tts_isnull, natts * sizeof(bool));
-		set_column(retired, GW_STATE, CStringGetTextDatum("inactive"), false);
+		set_column(&w, retired, GW_STATE, CStringGetTextDatum("inactive"), false);
 		ExecStoreVirtualTuple(retired);
 
 		EvalPlanQualInit(&epqstate, w.estate, NULL, NIL, -1);
@@ -495,4 +562,29 @@ grantwrite_retire(Oid token_table, Datum token_key)
 	}
 	direct_write_end(&w);
 	return active ? GW_RETIRED : GW_NOT_ACTIVE;
+}
+
+GrantWriteResult
+grantwrite_start_consent(Datum client_id, Datum subject, Datum baseline)
+{
+	DirectWrite w;
+	TupleTableSlot *slot;
+	bool		inserted;
+
+	if (!direct_write_begin(&w, &consents_table))
+		return GW_NOT_DIRECT;
+
+	slot = null_row_slot(&w);
+	set_column(&w, slot, CW_CLIENT_ID, client_id, false);
+	set_column(&w, slot, CW_SUBJECT, subject, false);
+	set_column(&w, slot, CW_BASELINE, baseline, false);
+	/* now() as the column's default; clock_timestamp() as the statement's */
+	set_column(&w, slot, CW_CREATED_AT, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
+	set_column(&w, slot, CW_APPROVED_AT, TimestampTzGetDatum(GetCurrentTimestamp()), false);
+	ExecStoreVirtualTuple(slot);
+
+	inserted = insert_unless_duplicate(w.rri, w.estate, slot);
+
+	direct_write_end(&w);
+	return inserted ? GW_INSERTED : GW_DUPLICATE;
 }

@@ -1,10 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * grantwrite.h
- *	  Writing a new grant into appguard.grants, and retiring one, without
- *	  the planner and the executor's per-statement work: the consent
- *	  trigger (refresh.c) inserts at every token INSERT of the auth server,
- *	  the status trigger retires at every rotation and revocation.
+ *	  Writing a new grant into appguard.grants, retiring one, and starting
+ *	  a consent in appguard.consents, without the planner and the
+ *	  executor's per-statement work: the consent trigger (refresh.c)
+ *	  inserts at every token INSERT of the auth server and starts a consent
+ *	  at a patient's first, the status trigger retires at every rotation
+ *	  and revocation.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,8 +17,8 @@
 
 typedef enum GrantWriteResult
 {
-	GW_INSERTED,				/* the grant is written */
-	GW_DUPLICATE,				/* the key has a grant already: nothing written */
+	GW_INSERTED,				/* the row is written */
+	GW_DUPLICATE,				/* the key has a row already: nothing written */
 	GW_RETIRED,					/* the grant went inactive */
 	GW_NOT_ACTIVE,				/* no active grant under the key: nothing written */
 	GW_NOT_DIRECT				/* not a plain case: nothing written */
@@ -56,5 +58,16 @@ extern GrantWriteResult grantwrite_insert(Oid token_table, Datum token_key,
  * or GW_NOT_DIRECT as for grantwrite_insert.
  */
 extern GrantWriteResult grantwrite_retire(Oid token_table, Datum token_key);
+
+/*
+ * Start a patient's consent: the row (client_id, subject,
+ * baseline_snapshot_id, approved_at = clock_timestamp(), created_at =
+ * now(), every other column NULL) into appguard.consents, as INSERT INTO
+ * appguard.consents (client_id, subject, baseline_snapshot_id,
+ * approved_at) VALUES (...) ON CONFLICT (client_id, subject) DO NOTHING
+ * would.  GW_INSERTED, GW_DUPLICATE (a consent is there already, committed
+ * or not: nothing written) or GW_NOT_DIRECT, as for grantwrite_insert.
+ */
+extern GrantWriteResult grantwrite_start_consent(Datum client_id, Datum subject, Datum baseline);
 
 #endif							/* APPGUARD_GRANTWRITE_H */

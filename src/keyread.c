@@ -88,7 +88,7 @@ static const KeyedTableDef table_defs[KT_COUNT] = {
 	[KT_CONSENTS] = {
 		"consents", "consents_pkey", true,
 		2, {"client_id", "subject"}, {F_TEXTEQ, F_TEXTEQ},
-		CS_NCOLUMNS, {"baseline_snapshot_id", "shown_snapshot_id", "shown_at", "approved_at"}
+		CS_NCOLUMNS, {"baseline_snapshot_id", "shown_snapshot_id", "shown_at", "approved_at", "created_at"}
 	},
 	/* the index the evaluation's join uses; only whether a row exists */
 	[KT_CLIENT_HOSTS] = {

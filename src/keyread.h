@@ -62,13 +62,20 @@ enum
 };
 enum
 {
-	CS_BASELINE_SNAPSHOT_ID, CS_SHOWN_SNAPSHOT_ID, CS_SHOWN_AT, CS_APPROVED_AT, CS_NCOLUMNS
+	CS_BASELINE_SNAPSHOT_ID, CS_SHOWN_SNAPSHOT_ID, CS_SHOWN_AT, CS_APPROVED_AT, CS_CREATED_AT,
+	CS_NCOLUMNS
 };
 
 /* The key columns of KT_GRANTS, in the order of keyread_layout's keyattnums */
 enum
 {
 	GRANT_KEY_TOKEN_TABLE, GRANT_KEY_TOKEN_KEY, GRANT_NKEYS
+};
+
+/* The key columns of KT_CONSENTS, in the order of keyread_layout's keyattnums */
+enum
+{
+	CONSENT_KEY_CLIENT_ID, CONSENT_KEY_SUBJECT, CONSENT_NKEYS
 };
 
 #define KEYREAD_MAX_COLUMNS 7

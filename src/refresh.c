@@ -628,13 +628,25 @@ consent_started(Datum client_id, Datum subject, Datum *baseline)
 
 	args[0] = client_id;
 	args[1] = subject;
-	nestlevel = identity_pin_search_path();
-	started = run_kept_plan(&start_consent_plan,
-							"INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)"
-							" VALUES ($1, $2, $3, pg_catalog.clock_timestamp())"
-							" ON CONFLICT (client_id, subject) DO NOTHING",
-							3, argtypes, args, NULL, SPI_OK_INSERT, "starting a consent") == 1;
-	identity_unpin(nestlevel);
+	switch (grantwrite_start_consent(client_id, subject, args[2]))
+	{
+		case GW_INSERTED:
+			started = true;
+			break;
+		case GW_DUPLICATE:
+			started = false;	/* another first grant of the consent: SQL decides */
+			break;
+		default:
+			/* not a plain case (grantwrite.c): the statement does it */
+			nestlevel = identity_pin_search_path();
+			started = run_kept_plan(&start_consent_plan,
+									"INSERT INTO appguard.consents (client_id, subject, baseline_snapshot_id, approved_at)"
+									" VALUES ($1, $2, $3, pg_catalog.clock_timestamp())"
+									" ON CONFLICT (client_id, subject) DO NOTHING",
+									3, argtypes, args, NULL, SPI_OK_INSERT, "starting a consent") == 1;
+			identity_unpin(nestlevel);
+			break;
+	}
 	if (started)
 		*baseline = args[2];
 	return started;

@@ -119,7 +119,9 @@ SELECT pg_catalog.pg_extension_config_dump('appguard.grants', '');
 -- removes the others).
 -- Read by C (src/keyread.c, KT_CONSENTS): index consents_pkey on
 -- (client_id, subject); columns baseline_snapshot_id, shown_snapshot_id,
--- shown_at, approved_at.
+-- shown_at, approved_at, created_at.  A first consent is inserted by C
+-- (src/grantwrite.c) when the table is as declared here: no trigger, no
+-- row security, no default but created_at's now() and approved_at's.
 CREATE TABLE appguard.consents (
 	client_id				text NOT NULL,
 	subject					text NOT NULL,
