@@ -52,24 +52,18 @@ FROM appguard.keyread_contract() k
 							 AND s.attname = c.column_name AND NOT s.attisdropped
 WHERE k.table_name = 'client_hosts'
 ORDER BY c.n;
--- appguard.grants: the consent trigger writes its rows directly
--- (src/grantwrite.c): the key columns and the columns listed above; of
--- the others none has a default (they are NULL in a new grant) and
--- created_at defaults to now() (the C code writes the transaction's start).
--- (The C code checks this too and writes through SQL otherwise.)
-SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS default_value, a.attgenerated, a.attidentity
+-- appguard.grants and appguard.consents: the consent trigger writes a
+-- grant and a first consent directly (src/grantwrite.c): the key columns
+-- and the columns listed above.  Of the others none has a default (they
+-- are NULL in a new row); created_at defaults to now() (the C code writes
+-- the transaction's start); a consent's approved_at is written, as the
+-- SQL statement writes clock_timestamp().  (The C code checks this too
+-- and writes through SQL otherwise.)
+SELECT a.attrelid::regclass AS tbl, a.attname, pg_get_expr(d.adbin, d.adrelid) AS default_value,
+	   a.attgenerated, a.attidentity
 FROM pg_attribute a
 	 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-WHERE a.attrelid = 'appguard.grants'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+WHERE a.attrelid IN ('appguard.grants'::regclass, 'appguard.consents'::regclass)
+  AND a.attnum > 0 AND NOT a.attisdropped
   AND (d.adbin IS NOT NULL OR a.attgenerated <> '' OR a.attidentity <> '')
-ORDER BY a.attnum;
--- appguard.consents: a first consent is written directly too: the key
--- columns, baseline_snapshot_id, created_at (defaulting to now()) and
--- approved_at (written, as the SQL statement writes clock_timestamp());
--- the other columns without a default
-SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS default_value, a.attgenerated, a.attidentity
-FROM pg_attribute a
-	 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-WHERE a.attrelid = 'appguard.consents'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-  AND (d.adbin IS NOT NULL OR a.attgenerated <> '' OR a.attidentity <> '')
-ORDER BY a.attnum;
+ORDER BY a.attrelid::regclass::text, a.attnum;

@@ -339,7 +339,8 @@ CREATE TABLE public.gw_tokens (id text PRIMARY KEY, client text, status text NOT
 SELECT appguard_protect('public.gw_tokens', 'client', 'status') IS NOT NULL AS protected;
 CREATE FUNCTION public.gw_via_sql() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	RAISE NOTICE 'grant % written by SQL', NEW.token_key;
+	RAISE NOTICE '% row of % written by SQL', TG_TABLE_NAME,
+		coalesce(to_jsonb(NEW) ->> 'token_key', to_jsonb(NEW) ->> 'subject');
 	RETURN NEW;
 END
 $$;
@@ -395,23 +396,17 @@ SELECT token_key, client_id, state, baseline_snapshot_id, suspension_id, suspend
 FROM grant_states WHERE token_table = 'public.gw_tokens'::regclass AND token_key = 'c-active';
 COMMIT;
 -- A patient's first consent is started directly (src/grantwrite.c) as a
--- rule; through its SQL INSERT where appguard.consents has a trigger (here
--- one that says so).  Both write the same consent: created_at now(),
+-- rule; through its SQL INSERT where appguard.consents has a trigger (the
+-- one above, which says so).  Both write the same consent: created_at now(),
 -- approved_at the clock's time during the INSERT, the baseline the
 -- client's latest snapshot.
 CREATE TABLE public.gwc_tokens (id text PRIMARY KEY, client text, subject text, status text NOT NULL);
 SELECT appguard_protect('public.gwc_tokens', 'client', 'status', subject_column => 'subject') IS NOT NULL AS protected;
-CREATE FUNCTION public.gwc_via_sql() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	RAISE NOTICE 'consent of % written by SQL', NEW.subject;
-	RETURN NEW;
-END
-$$;
 BEGIN;
-CREATE TRIGGER gwc_via_sql BEFORE INSERT ON appguard.consents
-	FOR EACH ROW EXECUTE FUNCTION public.gwc_via_sql();
+CREATE TRIGGER gw_via_sql BEFORE INSERT ON appguard.consents
+	FOR EACH ROW EXECUTE FUNCTION public.gw_via_sql();
 INSERT INTO public.gwc_tokens VALUES ('s-1', 'gw', 'sql-patient', 'active');
-DROP TRIGGER gwc_via_sql ON appguard.consents;
+DROP TRIGGER gw_via_sql ON appguard.consents;
 SELECT clock_timestamp() AS before_direct \gset
 INSERT INTO public.gwc_tokens VALUES ('c-1', 'gw', 'c-patient', 'active');
 SELECT clock_timestamp() AS after_direct \gset
@@ -433,7 +428,6 @@ INSERT INTO public.gwc_tokens VALUES ('c-2', 'gw', 'c-patient', 'active');
 SELECT count(*) AS consents_of_patient FROM consents WHERE client_id = 'gw' AND subject = 'c-patient';
 SELECT appguard_unprotect('public.gwc_tokens') ->> 'rows_forgotten' AS forgotten;
 DROP TABLE public.gwc_tokens;
-DROP FUNCTION public.gwc_via_sql();
 DELETE FROM consents WHERE client_id = 'gw';
 
 -- the status trigger: a host retiring an active row (every rotation) is
