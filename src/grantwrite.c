@@ -105,6 +105,14 @@ static const Oid consent_types[CW_NCOLUMNS] = {
 
 #define DT_MAX_COLUMNS GW_NCOLUMNS
 
+/* what resolve_layout's and DirectTable's arrays, sized for the widest, hold */
+StaticAssertDecl((int) CW_NCOLUMNS <= (int) DT_MAX_COLUMNS,
+				 "DirectTable.attnums holds every table's columns");
+StaticAssertDecl((int) GRANT_NKEYS <= KEYREAD_MAX_KEYS && (int) CONSENT_NKEYS <= KEYREAD_MAX_KEYS,
+				 "keyread_layout's key numbers fit");
+StaticAssertDecl((int) GRANT_NCOLUMNS <= KEYREAD_MAX_COLUMNS && (int) CS_NCOLUMNS <= KEYREAD_MAX_COLUMNS,
+				 "keyread_layout's column numbers fit");
+
 /*
  * What the executor would work out again for every row, kept: the CHECK
  * constraints' expression states and the indexes' IndexInfo (partial
