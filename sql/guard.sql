@@ -172,6 +172,24 @@ SET appguard.allowed_ports = '9000-8000';
 SET appguard.allowed_ports = 'https';
 RESET appguard.allowed_ports;
 
+-- The DNS server list is validated when set, and kept as c-ares reads it
+-- (c-ares itself would take port 99999 as 34463 and "127.1" as 127.1.0.0)
+SET appguard.dns_servers = '192.0.2.53, 192.0.2.54:5353 ,[2001:db8::53]:53, [2001:db8::54], 2001:db8::55';
+SHOW appguard.dns_servers;
+SET appguard.dns_servers = '';
+SHOW appguard.dns_servers;
+SET appguard.dns_servers = 'garbage';
+SET appguard.dns_servers = '192.0.2.53:99999';
+SET appguard.dns_servers = '192.0.2.53:0';
+SET appguard.dns_servers = '192.0.2.53:';
+SET appguard.dns_servers = '127.1';
+SET appguard.dns_servers = '192.0.2.53,,192.0.2.54';
+SET appguard.dns_servers = '[2001:db8::53';
+SET appguard.dns_servers = '[192.0.2.53]:53';
+SET appguard.dns_servers = '[fe80::1%lo]:53';
+SHOW appguard.dns_servers;
+RESET appguard.dns_servers;
+
 -- Settings that widen the guard are superuser-only
 CREATE ROLE appguard_regress_nobody;
 CREATE ROLE appguard_regress_operator IN ROLE appguard_operator;

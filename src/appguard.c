@@ -90,6 +90,39 @@ check_allowed_ports(char **newval,
 	return false;
 }
 
+/*
+ * appguard.dns_servers is checked here rather than at the first probe:
+ * c-ares would take a port past 65535 modulo 65536 and "127.1" as
+ * 127.1.0.0.  The value kept is the list as c-ares reads it (no spaces).
+ */
+static bool
+check_dns_servers(char **newval,
+				  void **extra pg_attribute_unused(),
+				  GucSource source pg_attribute_unused())
+{
+	size_t		size;
+	char	   *normal;
+
+	if (*newval == NULL)
+		return true;
+	size = strlen(*newval) + 1;
+	normal = malloc(size);		/* PostgreSQL 15 keeps string settings in malloc'd memory */
+	if (normal == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		return false;
+	}
+	if (!guard_dns_server_list_normalize(*newval, normal, size))
+	{
+		free(normal);
+		GUC_check_errdetail("Give a comma-separated list of ip, ip:port, [ipv6] or [ipv6]:port, ports from 1 to 65535, e.g. \"192.0.2.53, [2001:db8::53]:5353\".");
+		return false;
+	}
+	free(*newval);
+	*newval = normal;
+	return true;
+}
+
 static bool
 check_allowed_networks(char **newval,
 					   void **extra pg_attribute_unused(),
@@ -228,10 +261,10 @@ static void
 define_settings(void)
 {
 	DefineCustomStringVariable("appguard.dns_servers",
-							   "DNS servers appguard asks, as a comma-separated list of ip or ip:port.",
+							   "DNS servers appguard asks, as a comma-separated list of ip, ip:port, [ipv6] or [ipv6]:port.",
 							   "Empty means the servers of the system resolver configuration.",
 							   &appguard_dns_servers, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, 0, check_dns_servers, NULL, NULL);
 	DefineCustomIntVariable("appguard.timeout_ms",
 							"Deadline of a whole probe: DNS, connect and TLS handshake.",
 							NULL, &appguard_timeout_ms, 5000, 100, 600000,

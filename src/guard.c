@@ -603,3 +603,100 @@ guard_address_allowed(const struct sockaddr *sa, bool allow_private, const char 
 	return guard_class_allowed(*cls, true) && networks != NULL
 		&& scan_network_list(sa, networks) == 1;
 }
+
+/* ---- appguard.dns_servers ---- */
+
+/* Whether text[0..len) is a port from 1 to 65535, in decimal digits only */
+static bool
+parse_dns_port(const char *text, size_t len)
+{
+	long		port = 0;
+
+	if (len == 0 || len > 5)
+		return false;
+	for (size_t i = 0; i < len; i++)
+	{
+		if (!isdigit((unsigned char) text[i]))
+			return false;
+		port = port * 10 + (text[i] - '0');
+	}
+	return port >= 1 && port <= 65535;
+}
+
+/* Whether text[0..len) is an address of family af (inet_pton's spelling) */
+static bool
+is_address(int af, const char *text, size_t len)
+{
+	char		buf[INET6_ADDRSTRLEN + 1];
+	uint8_t		bytes[16];
+
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	return inet_pton(af, buf, bytes) == 1;
+}
+
+/*
+ * One DNS server, "ipv4", "ipv4:port", "ipv6", "[ipv6]" or "[ipv6]:port",
+ * appended to out as c-ares reads it (c-ares wants no brackets around an
+ * IPv6 address without a port).  c-ares itself would take a port past
+ * 65535 modulo 65536, port 0 as its default, and "127.1" as 127.1.0.0.
+ */
+static bool
+append_dns_server(const char *item, size_t len, char *out, size_t *used, size_t outsize)
+{
+	const char *copy = item;
+	size_t		copy_len = len;
+
+	if (item[0] == '[')
+	{
+		const char *close = memchr(item, ']', len);
+
+		if (close == NULL || !is_address(AF_INET6, item + 1, close - item - 1))
+			return false;
+		if (close == item + len - 1)
+		{
+			copy = item + 1;	/* "[ipv6]": the address alone */
+			copy_len = len - 2;
+		}
+		else if (close[1] != ':' || !parse_dns_port(close + 2, item + len - close - 2))
+			return false;
+	}
+	else if (!is_address(AF_INET6, item, len))
+	{
+		const char *colon = memchr(item, ':', len);
+		size_t		addr_len = colon != NULL ? (size_t) (colon - item) : len;
+
+		if (!is_address(AF_INET, item, addr_len))
+			return false;
+		if (colon != NULL && !parse_dns_port(colon + 1, len - addr_len - 1))
+			return false;
+	}
+	if (*used + (*used > 0) + copy_len + 1 > outsize)
+		return false;
+	if (*used > 0)
+		out[(*used)++] = ',';
+	memcpy(out + *used, copy, copy_len);
+	*used += copy_len;
+	out[*used] = '\0';
+	return true;
+}
+
+bool
+guard_dns_server_list_normalize(const char *list, char *out, size_t outsize)
+{
+	const char *p = list;
+	const char *item;
+	size_t		len;
+	size_t		used = 0;
+	int			more;
+
+	if (list == NULL || outsize == 0)
+		return false;
+	out[0] = '\0';
+	while ((more = next_list_item(&p, &item, &len)) == 1)
+		if (!append_dns_server(item, len, out, &used, outsize))
+			return false;
+	return more == 0;
+}

@@ -66,6 +66,15 @@ extern bool guard_address_allowed(const struct sockaddr *sa, bool allow_private,
 extern bool guard_network_list_valid(const char *list);
 
 /*
+ * appguard.dns_servers: a comma-separated list of "ipv4", "ipv4:port",
+ * "ipv6", "[ipv6]" or "[ipv6]:port" (ports 1 to 65535), spaces allowed
+ * around the commas.  Writes into out (outsize at least the list's length
+ * plus one) the list as c-ares reads it, and returns true; false for a
+ * malformed list.  An empty list stays empty (the system's resolvers).
+ */
+extern bool guard_dns_server_list_normalize(const char *list, char *out, size_t outsize);
+
+/*
  * Validate and normalise a host name into out (lower-case A-labels, no final
  * dot).  Returns NULL on success, else a static message saying what is wrong.
  * Pure function: no PostgreSQL calls, so the fuzzers can use it.

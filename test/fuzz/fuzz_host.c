@@ -183,6 +183,41 @@ check_network_list(const char *list, const uint8_t *data, size_t size)
 	}
 }
 
+/*
+ * appguard.dns_servers: a list taken is written as c-ares reads it (no
+ * spaces, no longer than the input), and that form is taken again
+ * unchanged; every port in it is from 1 to 65535.
+ */
+static void
+check_dns_server_list(const char *list, size_t size)
+{
+	size_t		cap = strlen(list) + 1;
+	char	   *out = malloc(cap);
+	char	   *again = malloc(cap);
+
+	if (guard_dns_server_list_normalize(list, out, cap))
+	{
+		if (strlen(out) >= cap || strpbrk(out, " \t") != NULL)
+			fail("a DNS server list kept with spaces or grown", list, size, NULL);
+		if (!guard_dns_server_list_normalize(out, again, cap) || strcmp(out, again) != 0)
+			fail("a normalised DNS server list is not taken unchanged", list, size, NULL);
+		for (char *entry = strtok(out, ","); entry != NULL; entry = strtok(NULL, ","))
+		{
+			const char *port = NULL;
+
+			if (entry[0] == '[')
+				port = strstr(entry, "]:") ? strstr(entry, "]:") + 2 : NULL;
+			else if (strchr(entry, '.') != NULL && strchr(entry, ':') != NULL
+					 && strchr(entry, ':') == strrchr(entry, ':'))
+				port = strchr(entry, ':') + 1;	/* ipv4:port */
+			if (port != NULL && (strtol(port, NULL, 10) < 1 || strtol(port, NULL, 10) > 65535))
+				fail("a DNS server port outside 1..65535 taken", list, size, NULL);
+		}
+	}
+	free(out);
+	free(again);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -211,6 +246,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else if (guard_port_in_list(443, text))
 		fail("malformed port list admits a port", text, size, NULL);
 	check_network_list(text, data, size);
+	check_dns_server_list(text, size);
 	free(text);
 
 	check_addresses(data, size);
