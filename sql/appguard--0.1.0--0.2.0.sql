@@ -25,6 +25,10 @@ CREATE TABLE appguard.consents (
 COMMENT ON TABLE appguard.consents IS 'A patient''s consent to a client: the baseline all the patient''s grants of that client are held to';
 SELECT pg_catalog.pg_extension_config_dump('appguard.consents', '');
 ALTER TABLE appguard.refresh_tokens ADD COLUMN grant_id text;
+-- an empty subject would make every such token of a client one consent (a
+-- 0.1.0 row with an empty token id or subject stops the update: 23514)
+ALTER TABLE appguard.refresh_tokens ADD CONSTRAINT refresh_tokens_ids_not_empty
+	CHECK (token_id <> '' AND subject <> '');
 -- a consent's applied suspension holds its new rows
 ALTER TABLE appguard.baseline_state ADD COLUMN suspension_applied boolean NOT NULL DEFAULT false;
 UPDATE appguard.baseline_state bs SET suspension_applied = true
@@ -919,8 +923,8 @@ DECLARE
 	t regclass;
 	result jsonb;
 BEGIN
-	IF keep IS NULL OR keep < interval '0' THEN
-		RAISE EXCEPTION 'keep must be an interval of zero or more' USING ERRCODE = '22023';
+	IF keep IS NULL OR keep < interval '0' OR keep > interval '10000 years' THEN
+		RAISE EXCEPTION 'keep must be an interval from zero to 10000 years' USING ERRCODE = '22023';
 	END IF;
 	cutoff := pg_catalog.now() - keep;
 
@@ -1394,8 +1398,12 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF lang IS NULL OR lang !~ '^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$' OR pg_catalog.length(lang) > 35 THEN
-		RAISE EXCEPTION 'invalid language "%"', pg_catalog.left(coalesce(lang, 'NULL'), 40)
+	IF lang IS NULL THEN
+		RAISE EXCEPTION 'the language must not be NULL' USING ERRCODE = '22004',
+			  HINT = 'Give a language tag such as en or en-US.';
+	END IF;
+	IF lang !~ '^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$' OR pg_catalog.length(lang) > 35 THEN
+		RAISE EXCEPTION 'invalid language "%"', pg_catalog.left(lang, 40)
 			USING ERRCODE = '22023',
 				  DETAIL = 'Give a language tag such as en or en-US; a language without a translation gets the English page.';
 	END IF;
@@ -2659,11 +2667,11 @@ DECLARE
 BEGIN
 	-- 55000 when this session's settings did not hold (src/appguard.c)
 	PERFORM appguard.setting('appguard.mass_drift_threshold');
-	IF max_age IS NULL OR max_age < interval '0' THEN
-		RAISE EXCEPTION 'max_age must be an interval of zero or more' USING ERRCODE = '22023';
+	IF max_age IS NULL OR max_age < interval '0' OR max_age > interval '10000 years' THEN
+		RAISE EXCEPTION 'max_age must be an interval from zero to 10000 years' USING ERRCODE = '22023';
 	END IF;
-	IF budget IS NULL OR budget <= interval '0' THEN
-		RAISE EXCEPTION 'budget must be a positive interval' USING ERRCODE = '22023';
+	IF budget IS NULL OR budget <= interval '0' OR budget > interval '10000 years' THEN
+		RAISE EXCEPTION 'budget must be a positive interval of at most 10000 years' USING ERRCODE = '22023';
 	END IF;
 	IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 1024 THEN
 		RAISE EXCEPTION 'batch_size must be between 1 and 1024' USING ERRCODE = '22023';
@@ -3747,8 +3755,8 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF within_days IS NULL OR within_days < 0 THEN
-		RAISE EXCEPTION 'within_days must be zero or more' USING ERRCODE = '22023';
+	IF within_days IS NULL OR within_days NOT BETWEEN 0 AND 3650000 THEN
+		RAISE EXCEPTION 'within_days must be from 0 to 3650000 (10000 years)' USING ERRCODE = '22023';
 	END IF;
 	RETURN QUERY
 	SELECT h.client_id, c.name, h.host, h.port, o.id, a.not_after,

@@ -209,6 +209,8 @@ SELECT try(sql) FROM (VALUES
 	($$CALL appguard_sweep(NULL, '1 minute')$$),
 	($$SELECT appguard_sweep_begin('-1 hour', '1 minute')$$),
 	($$SELECT appguard_sweep_begin('1 hour', '0')$$),
+	($$SELECT appguard_sweep_begin('178000000 years', '1 minute')$$),
+	($$SELECT appguard_sweep_begin('1 hour', '178000000 years')$$),
 	($$SELECT appguard_sweep_begin('1 hour', '1 minute', 0)$$),
 	($$SELECT appguard_sweep_step(NULL)$$),
 	($$SELECT appguard_sweep_step(-1)$$),
@@ -234,7 +236,8 @@ SELECT snap('two.exp.breaker.test', 443, jsonb_build_object('tls.leaf.not_after'
 SELECT client_id, host, port, days_left, verified FROM appguard_expiring_certificates(30)
 WHERE client_id = 'exp2';
 SELECT count(*) AS none FROM appguard_expiring_certificates(8) WHERE client_id = 'exp2';
-SELECT try($$SELECT appguard_expiring_certificates(-1)$$);
+SELECT try($$SELECT appguard_expiring_certificates(-1)$$), try($$SELECT appguard_expiring_certificates(2147483647)$$),
+	try($$SELECT appguard_expiring_certificates(NULL)$$);
 SELECT client_id, latest_status, verified,
 	   CASE WHEN days_until_expiry > 365 THEN 'years' ELSE days_until_expiry::text END AS expires_in,
 	   drift_state, active_grants, suspended_grants,
@@ -246,7 +249,8 @@ SELECT count(*) AS held FROM held_suspensions;
 -- ---------------------------------------------------------------------
 -- Retention
 -- ---------------------------------------------------------------------
-SELECT try($$SELECT appguard_prune(NULL)$$), try($$SELECT appguard_prune('-1 day')$$);
+SELECT try($$SELECT appguard_prune(NULL)$$), try($$SELECT appguard_prune('-1 day')$$),
+	try($$SELECT appguard_prune('1000000 years')$$);
 SELECT (appguard_prune('1 day') ->> 'snapshots')::int AS nothing_old_enough;
 SELECT (appguard_prune('0') ->> 'snapshots')::int > 0 AS pruned;
 -- every baseline, everything a suspension points to, every client's latest

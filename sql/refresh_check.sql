@@ -44,6 +44,9 @@ SELECT (tok('t-ghost')).*;
 -- bad input: a clear error, nothing stored
 SELECT count(*) AS tokens FROM public.tokens \gset before_
 SELECT try($$INSERT INTO refresh_tokens (token_id, client_id, subject, status) VALUES ('t-bad', 'fp', 'x', 'suspended')$$);
+-- an empty token id or subject (one consent for every such token of a client)
+SELECT try($$INSERT INTO refresh_tokens (token_id, client_id, subject, created_at) VALUES ('t-bad', 'fp', '', '2026-01-01')$$)
+UNION ALL SELECT try($$INSERT INTO refresh_tokens (token_id, client_id, subject, created_at) VALUES ('', 'fp', 'x', '2026-01-01')$$);
 SELECT count(*) = :before_tokens AS nothing_stored FROM public.tokens;
 -- the trigger function fired any other way
 CREATE TABLE public.not_tokens (x integer);

@@ -364,11 +364,11 @@ DECLARE
 BEGIN
 	-- 55000 when this session's settings did not hold (src/appguard.c)
 	PERFORM appguard.setting('appguard.mass_drift_threshold');
-	IF max_age IS NULL OR max_age < interval '0' THEN
-		RAISE EXCEPTION 'max_age must be an interval of zero or more' USING ERRCODE = '22023';
+	IF max_age IS NULL OR max_age < interval '0' OR max_age > interval '10000 years' THEN
+		RAISE EXCEPTION 'max_age must be an interval from zero to 10000 years' USING ERRCODE = '22023';
 	END IF;
-	IF budget IS NULL OR budget <= interval '0' THEN
-		RAISE EXCEPTION 'budget must be a positive interval' USING ERRCODE = '22023';
+	IF budget IS NULL OR budget <= interval '0' OR budget > interval '10000 years' THEN
+		RAISE EXCEPTION 'budget must be a positive interval of at most 10000 years' USING ERRCODE = '22023';
 	END IF;
 	IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 1024 THEN
 		RAISE EXCEPTION 'batch_size must be between 1 and 1024' USING ERRCODE = '22023';

@@ -62,8 +62,8 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF within_days IS NULL OR within_days < 0 THEN
-		RAISE EXCEPTION 'within_days must be zero or more' USING ERRCODE = '22023';
+	IF within_days IS NULL OR within_days NOT BETWEEN 0 AND 3650000 THEN
+		RAISE EXCEPTION 'within_days must be from 0 to 3650000 (10000 years)' USING ERRCODE = '22023';
 	END IF;
 	RETURN QUERY
 	SELECT h.client_id, c.name, h.host, h.port, o.id, a.not_after,
@@ -174,8 +174,8 @@ DECLARE
 	t regclass;
 	result jsonb;
 BEGIN
-	IF keep IS NULL OR keep < interval '0' THEN
-		RAISE EXCEPTION 'keep must be an interval of zero or more' USING ERRCODE = '22023';
+	IF keep IS NULL OR keep < interval '0' OR keep > interval '10000 years' THEN
+		RAISE EXCEPTION 'keep must be an interval from zero to 10000 years' USING ERRCODE = '22023';
 	END IF;
 	cutoff := pg_catalog.now() - keep;
 

@@ -43,8 +43,12 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF lang IS NULL OR lang !~ '^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$' OR pg_catalog.length(lang) > 35 THEN
-		RAISE EXCEPTION 'invalid language "%"', pg_catalog.left(coalesce(lang, 'NULL'), 40)
+	IF lang IS NULL THEN
+		RAISE EXCEPTION 'the language must not be NULL' USING ERRCODE = '22004',
+			  HINT = 'Give a language tag such as en or en-US.';
+	END IF;
+	IF lang !~ '^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$' OR pg_catalog.length(lang) > 35 THEN
+		RAISE EXCEPTION 'invalid language "%"', pg_catalog.left(lang, 40)
 			USING ERRCODE = '22023',
 				  DETAIL = 'Give a language tag such as en or en-US; a language without a translation gets the English page.';
 	END IF;
