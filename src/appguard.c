@@ -394,8 +394,8 @@ appguard_require_settings(void)
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("appguard refuses to measure or suspend in this session: superuser-only settings lost their configured values: %s",
 					names.data),
-			 errdetail("appguard was loaded after the session started, and PostgreSQL refused the values this session's connection options gave these settings, so they fell back to their built-in defaults."),
-			 errhint("Preload appguard (shared_preload_libraries = 'appguard'), and do not set superuser-only appguard settings in a non-superuser's connection options (PGOPTIONS); then reconnect.")));
+			 errdetail("PostgreSQL refused the values configured for these settings when appguard was loaded, so they fell back to their built-in defaults: an invalid value (the server log says which), or, appguard loaded after the session started, a value this session's connection options gave."),
+			 errhint("Fix the configured values, preload appguard (shared_preload_libraries = 'appguard'), and do not set superuser-only appguard settings in a non-superuser's connection options (PGOPTIONS); then reconnect.")));
 }
 
 void

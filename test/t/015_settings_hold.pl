@@ -92,7 +92,7 @@ for my $fn (sort keys %entry)
 {
 	my ($rc, $out, $err) = run_as($late, 'ag_ops', $hostile, $entry{$fn});
 	like($err, $lost, "late, PGOPTIONS session: $fn refused with 55000, naming the lost settings");
-	like($err, qr/HINT:  Preload appguard \(shared_preload_libraries = 'appguard'\)/,
+	like($err, qr/HINT:  Fix the configured values, preload appguard \(shared_preload_libraries = 'appguard'\)/,
 		"late, PGOPTIONS session: $fn error hints at preloading");
 }
 {
@@ -215,6 +215,21 @@ SQL
 	is(snapshots($early), $before + 1, 'early: ... measured live');
 	is($early->safe_psql('postgres', q{SELECT count(*) FROM appguard.events WHERE kind = 'live_snapshot_failed'}),
 		'0', 'early: ... without a failed live snapshot');
+}
+
+# An invalid value in the configuration file: the server starts, logs it,
+# and appguard refuses to measure with the built-in default in its place
+# (here the system's resolvers instead of the configured ones)
+$early->append_conf('postgresql.conf', "appguard.dns_servers = '127.0.0.1:99999'\n");
+$early->restart;
+like(slurp_file($early->logfile),
+	qr/WARNING:  invalid value for parameter "appguard.dns_servers": "127.0.0.1:99999"/,
+	'early: an invalid appguard.dns_servers in postgresql.conf is logged at start');
+{
+	my ($rc, $out, $err) = run_as($early, 'ag_ops', undef,
+		"SELECT f->>'status' FROM appguard_snapshot('app.hold.test', $port) f");
+	like($err, qr/ERROR:  55000: .*lost their configured values: appguard\.dns_servers$/m,
+		'early: ... and appguard refuses to measure without it (55000), naming the setting');
 }
 $early->stop;
 
