@@ -140,6 +140,18 @@ lowercase_copy(const char *s)
 	return copy;
 }
 
+/* The same for len bytes that may hold a NUL (a CAA tag off the wire) */
+static char *
+lowercase_copy_bytes(const char *s, int len)
+{
+	char	   *copy = palloc(len + 1);
+
+	for (int i = 0; i < len; i++)
+		copy[i] = pg_ascii_tolower((unsigned char) s[i]);
+	copy[len] = '\0';
+	return copy;
+}
+
 /* Called by the wire parser for each answer record: keep what we use */
 static void
 collect_record(const DnsRecord *rec, void *arg)
@@ -179,7 +191,8 @@ collect_record(const DnsRecord *rec, void *arg)
 			break;
 		case DNS_TYPE_CAA:
 			item->caa_flags = rec->caa_flags;
-			item->caa_tag = lowercase_copy(rec->caa_tag);
+			item->caa_tag = lowercase_copy_bytes(rec->caa_tag, rec->caa_tag_len);
+			item->caa_tag_len = rec->caa_tag_len;
 			item->bytes_len = rec->caa_value_len;
 			item->bytes = palloc(rec->caa_value_len + 1);
 			memcpy(item->bytes, rec->caa_value, rec->caa_value_len);

@@ -161,6 +161,7 @@ decode_rdata(const uint8_t *msg, size_t len, size_t rdstart, DnsRecord *rec)
 					return "CAA record with a bad tag length";
 				memcpy(rec->caa_tag, rec->rdata + 2, taglen);
 				rec->caa_tag[taglen] = '\0';
+				rec->caa_tag_len = taglen;
 				rec->caa_value = rec->rdata + 2 + taglen;
 				rec->caa_value_len = rec->rdlen - 2 - taglen;
 				break;

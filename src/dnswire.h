@@ -54,7 +54,8 @@ typedef struct DnsRecord
 	char		target[DNS_NAME_BUFSIZE];	/* CNAME and NS */
 	uint8_t		addr[16];		/* A (4 bytes) and AAAA (16 bytes) */
 	int			caa_flags;		/* CAA */
-	char		caa_tag[256];
+	char		caa_tag[256];	/* taglen bytes, NUL-terminated (a byte of it may be NUL) */
+	int			caa_tag_len;
 	const uint8_t *caa_value;
 	int			caa_value_len;
 } DnsRecord;

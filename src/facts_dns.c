@@ -87,29 +87,53 @@ host_rcode_name(Probe *probe)
 	return query_rcode_name(&probe->results[QUERY_A]);
 }
 
-static int
-cmp_cstring(const void *a, const void *b)
+/*
+ * A string off the wire: TXT strings and CAA tags and values may hold NUL
+ * bytes, so they are compared and written with their length (jw_string_bytes
+ * writes a NUL as U+FFFD), never cut at the first NUL.
+ */
+typedef struct ByteString
 {
-	return strcmp(*(char *const *) a, *(char *const *) b);
+	const char *data;
+	size_t		len;
+} ByteString;
+
+static int
+cmp_bytes(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int			c = memcmp(a, b, Min(alen, blen));
+
+	if (c != 0)
+		return c;
+	return (alen > blen) - (alen < blen);
+}
+
+static int
+cmp_byte_string(const void *a, const void *b)
+{
+	const ByteString *x = a;
+	const ByteString *y = b;
+
+	return cmp_bytes(x->data, x->len, y->data, y->len);
 }
 
 /* Sort, drop duplicates and write an array of strings */
 static void
-write_string_set(JsonWriter *jw, const char *key, char **values, int n)
+write_string_set(JsonWriter *jw, const char *key, ByteString *values, int n)
 {
-	qsort(values, n, sizeof(char *), cmp_cstring);
+	qsort(values, n, sizeof(ByteString), cmp_byte_string);
 	jw_begin_array(jw, key);
 	for (int i = 0; i < n; i++)
-		if (i == 0 || strcmp(values[i], values[i - 1]) != 0)
-			jw_string(jw, NULL, values[i]);
+		if (i == 0 || cmp_byte_string(&values[i], &values[i - 1]) != 0)
+			jw_string_bytes(jw, NULL, values[i].data, values[i].len);
 	jw_end_array(jw);
 }
 
 /* Items of one type in a result (NS or TXT), as strings */
-static char **
+static ByteString *
 item_strings(const QueryResult *r, uint16 type, int *count)
 {
-	char	  **out = palloc((r->nitems + 1) * sizeof(char *));
+	ByteString *out = palloc((r->nitems + 1) * sizeof(ByteString));
 	int			n = 0;
 
 	for (int i = 0; i < r->nitems; i++)
@@ -121,10 +145,12 @@ item_strings(const QueryResult *r, uint16 type, int *count)
 		switch (type)
 		{
 			case DNS_TYPE_NS:
-				out[n++] = item->target;
+				out[n].data = item->target;
+				out[n++].len = strlen(item->target);
 				break;
 			case DNS_TYPE_TXT:
-				out[n++] = item->bytes;
+				out[n].data = item->bytes;
+				out[n++].len = item->bytes_len;
 				break;
 		}
 	}
@@ -136,7 +162,7 @@ static void
 write_items(JsonWriter *jw, const char *key, const QueryResult *r, uint16 type)
 {
 	int			n;
-	char	  **values = item_strings(r, type, &n);
+	ByteString *values = item_strings(r, type, &n);
 
 	write_string_set(jw, key, values, n);
 }
@@ -248,10 +274,10 @@ cmp_caa(const void *a, const void *b)
 {
 	const DnsItem *x = *(DnsItem *const *) a;
 	const DnsItem *y = *(DnsItem *const *) b;
-	int			c = strcmp(x->caa_tag, y->caa_tag);
+	int			c = cmp_bytes(x->caa_tag, x->caa_tag_len, y->caa_tag, y->caa_tag_len);
 
 	if (c == 0)
-		c = strcmp(x->bytes, y->bytes);
+		c = cmp_bytes(x->bytes, x->bytes_len, y->bytes, y->bytes_len);
 	if (c == 0)
 		c = x->caa_flags - y->caa_flags;
 	return c;
@@ -275,7 +301,7 @@ write_caa(JsonWriter *jw, Probe *probe)
 			continue;
 		jw_begin_object(jw, NULL);
 		jw_int(jw, "flags", caa[i]->caa_flags);
-		jw_string(jw, "tag", caa[i]->caa_tag);
+		jw_string_bytes(jw, "tag", caa[i]->caa_tag, caa[i]->caa_tag_len);
 		jw_string_bytes(jw, "value", caa[i]->bytes, caa[i]->bytes_len);
 		jw_end_object(jw);
 	}
@@ -289,16 +315,20 @@ write_txt_and_ownership(JsonWriter *jw, Probe *probe)
 {
 	const QueryResult *r = &probe->results[QUERY_TXT];
 	int			n;
-	char	  **txt = item_strings(r, DNS_TYPE_TXT, &n);
-	char	  **ids = palloc((n + 1) * sizeof(char *));
+	ByteString *txt = item_strings(r, DNS_TYPE_TXT, &n);
+	ByteString *ids = palloc((n + 1) * sizeof(ByteString));
 	int			nids = 0;
 	char	   *prefix = psprintf("%s=", appguard_ownership_prefix);
 	size_t		prefix_len = strlen(prefix);
 
 	write_string_set(jw, "txt", txt, n);
+	/* the whole record is the claim: "id\0 more" claims "id\ufffd more" */
 	for (int i = 0; i < n; i++)
-		if (strncmp(txt[i], prefix, prefix_len) == 0 && txt[i][prefix_len] != '\0')
-			ids[nids++] = txt[i] + prefix_len;
+		if (txt[i].len > prefix_len && memcmp(txt[i].data, prefix, prefix_len) == 0)
+		{
+			ids[nids].data = txt[i].data + prefix_len;
+			ids[nids++].len = txt[i].len - prefix_len;
+		}
 	write_string_set(jw, "ownership_ids", ids, nids);
 }
 

@@ -115,8 +115,9 @@ typedef struct DnsItem
 	char	   *target;			/* CNAME, NS */
 	uint8		addr[16];		/* A, AAAA */
 	int			caa_flags;
-	char	   *caa_tag;
-	char	   *bytes;			/* TXT joined strings, CAA value */
+	char	   *caa_tag;		/* caa_tag_len bytes, NUL-terminated */
+	int			caa_tag_len;
+	char	   *bytes;			/* TXT joined strings, CAA value (may hold NUL bytes) */
 	int			bytes_len;
 } DnsItem;
 

@@ -18,6 +18,9 @@ a question gets depends on its case, the label before ".test"
   chain    A/AAAA: a chain of 30 CNAMEs, then A target
   many     A: 1,000 records (target first in order); over UDP truncated
   bigtxt   TXT: 200 strings of 255 bytes (51 KB, TCP only); else as ok
+  nul      TXT and CAA with NUL bytes: "appguard-client-id=fault-app\0 (not really)",
+           "\0hidden" and "appguard-client-id=nul-app"; CAA tag "issue\0x" and two issue
+           values that differ after a NUL; else as ok
 READY_FILE is created once both listeners are bound.
 """
 
@@ -27,7 +30,7 @@ import os
 import struct
 import sys
 
-from dnslib import AAAA, CNAME, NS, QTYPE, RR, TXT, A, DNSRecord
+from dnslib import AAAA, CAA, CNAME, NS, QTYPE, RR, TXT, A, DNSRecord
 
 MAX_UDP = 1232
 
@@ -83,6 +86,14 @@ def build(req, spec, tcp):
             prev = nxt
         if qtype == "A":
             reply.add_answer(RR(prev, QTYPE.A, rdata=A(spec["target"]), ttl=60))
+    elif case == "nul" and qtype in ("TXT", "CAA") and name.lower().rstrip(".") == "nul.test":
+        if qtype == "TXT":
+            for value in (b"appguard-client-id=fault-app\x00 (not really)", b"\x00hidden",
+                          b"appguard-client-id=nul-app"):
+                reply.add_answer(RR(name, QTYPE.TXT, rdata=TXT([value]), ttl=60))
+        else:
+            for tag, value in (("issue\x00x", "ca.test"), ("issue", "ca.test\x00a"), ("issue", "ca.test\x00b")):
+                reply.add_answer(RR(name, QTYPE.CAA, rdata=CAA(0, tag, value), ttl=60))
     elif case == "many" and qtype == "A":
         reply.add_answer(RR(name, QTYPE.A, rdata=A(spec["target"]), ttl=60))
         for i in range(999):

@@ -47,6 +47,9 @@ count_record(const DnsRecord *rec, void *arg)
 		fuzz_fail("unterminated name in a record of type %d", rec->type);
 	if (rec->rdlen < 0)
 		fuzz_fail("negative rdata length");
+	if (rec->type == DNS_TYPE_CAA &&
+		(rec->caa_tag_len != rec->rdata[1] || memcmp(rec->caa_tag, rec->rdata + 2, rec->caa_tag_len) != 0))
+		fuzz_fail("CAA tag not the record's %d bytes", rec->rdata[1]);
 	if (rec->type == DNS_TYPE_TXT &&
 		dns_txt_join(rec->rdata, rec->rdlen, NULL, 0) < 0)
 		fuzz_fail("TXT record delivered although malformed");

@@ -211,6 +211,17 @@ case('DNS oversized TXT (51 KB, TCP only)', 'www.bigtxt.test', 'ok', \%DNS, sub 
 	is(scalar @{ $_[0]{dns}{txt} }, 1, 'oversized TXT: one record') & is(length $_[0]{dns}{txt}[0], 200 * 255,
 		'oversized TXT: all 200 strings joined');
 });
+case('DNS NUL bytes in TXT and CAA', 'www.nul.test', 'ok', \%DNS, sub {
+	my $d = $_[0]{dns};
+	is_deeply($d->{txt}, [ "\x{fffd}hidden", "appguard-client-id=fault-app\x{fffd} (not really)",
+			'appguard-client-id=nul-app' ],
+		'NUL bytes: TXT records kept whole, each NUL written as U+FFFD')
+	  & is_deeply($d->{ownership_ids}, [ "fault-app\x{fffd} (not really)", 'nul-app' ],
+		'NUL bytes: a record cut at a NUL does not claim its prefix (fault-app)')
+	  & is_deeply([ map { "$_->{tag} $_->{value}" } @{ $d->{caa} } ],
+		[ "issue ca.test\x{fffd}a", "issue ca.test\x{fffd}b", "issue\x{fffd}x ca.test" ],
+		'NUL bytes: CAA tags and values whole: issue\\0x is no issue tag, values differing after a NUL are two');
+});
 case('DNS NXDOMAIN on the CAA tree walk', 'gone.walk.test', 'dns_failed', { dns_servers => $knot }, sub {
 	is($_[0]{dns}{rcode}, 'NXDOMAIN', 'walk: the host is NXDOMAIN')
 	  & is($_[0]{dns}{caa_domain}, 'walk.test', 'walk: climbed past NXDOMAIN to the CAA set')
