@@ -6,6 +6,20 @@
 -- schema and rows of a fresh install of 0.2.0.
 \echo Use "ALTER EXTENSION appguard UPDATE TO '0.2.0'" to load this file. \quit
 
+-- appguard stores certificate names, DNS records and the texts patients
+-- read as UTF-8, which a database of another encoding would store as other
+-- characters.  (As in the install script, sql/parts/00_roles.sql.)
+DO $$
+BEGIN
+	IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+		RAISE EXCEPTION 'appguard needs a UTF8 database; this one is %', pg_catalog.getdatabaseencoding()
+			USING ERRCODE = '0A000',
+				  DETAIL = 'appguard stores certificate names, DNS records and the texts patients read as UTF-8.',
+				  HINT = 'Create the auth server''s database with ENCODING ''UTF8'' (TEMPLATE template0).';
+	END IF;
+END
+$$;
+
 -- ---- tables ----
 ALTER TABLE appguard.protected_tables ADD COLUMN subject_attnum smallint, ADD COLUMN grant_attnum smallint;
 COMMENT ON TABLE appguard.protected_tables IS 'Token tables of an auth server guarded by appguard_protect';
@@ -1085,7 +1099,7 @@ BEGIN
 			   'description', p.description,
 			   'old', e -> 'old',
 			   'new', e -> 'new',
-			   'text', pg_catalog.format('%s (%s): %s → %s',
+			   'text', pg_catalog.format('%s (%s): %s ' || pg_catalog.chr(8594) || ' %s',	-- a right arrow (the script is ASCII)
 										 coalesce(p.description, 'Something changed'),
 										 appguard.field_label(e ->> 'field'),
 										 appguard.value_text(e -> 'old', e ->> 'field'),
@@ -1487,7 +1501,7 @@ AS $$
 				 '<li><p class="reason">'
 				 || appguard.html_escape(coalesce(pg_catalog.max(c ->> 'description'), 'Something changed')) || '</p>'
 				 || pg_catalog.string_agg(pg_catalog.format(
-						'<p>%s: <span class="old">%s</span> → <span class="new">%s</span></p>',
+						'<p>%s: <span class="old">%s</span> ' || pg_catalog.chr(8594) || ' <span class="new">%s</span></p>',
 						appguard.html_escape(pg_catalog.upper(pg_catalog.left(c ->> 'what', 1))
 											 || pg_catalog.substr(c ->> 'what', 2)),
 						appguard.html_escape(appguard.value_text(c -> 'old', c ->> 'field')),
@@ -3806,7 +3820,7 @@ BEGIN
 	level := CASE WHEN consent_label.organization IS NOT NULL THEN 'organization'
 				  WHEN consent_label.ownership_verified THEN 'domain'
 				  ELSE 'unverified' END;
-	label := consent_label.app_name || ' — ' || CASE level
+	label := consent_label.app_name || ' ' || pg_catalog.chr(8212) || ' ' || CASE level	-- an em dash
 		WHEN 'organization' THEN consent_label.organization || coalesce(', ' || consent_label.location, '')
 								 || ' (' || consent_label.domain
 								 || CASE WHEN consent_label.ownership_verified

@@ -31,6 +31,7 @@
 #include "fmgr.h"
 #include "guard.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/guc.h"
 #include "utils/guc_tables.h"
 #include "utils/timestamp.h"
@@ -385,6 +386,12 @@ appguard_require_settings(void)
 {
 	StringInfoData names;
 
+	/* the install script refuses such a database; an older one may hold it */
+	if (GetDatabaseEncoding() != PG_UTF8)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("appguard needs a UTF8 database; this one is %s", GetDatabaseEncodingName()),
+				 errdetail("appguard stores certificate names, DNS records and the texts patients read as UTF-8.")));
 	if (nlost_settings == 0)
 		return;
 	initStringInfo(&names);

@@ -1,4 +1,4 @@
--- appguard 0.1.0
+-- appguard: the install script.
 --
 -- The install script is sql/parts/NN_topic.sql concatenated in name order
 -- (Makefile).  The tens are the layers: 0 the schema and the roles, 1
@@ -23,6 +23,21 @@
 --     appguard's roles is in one place: 99_privileges.
 --   * appguard's code names every object schema-qualified (appguard.x,
 --     appguard_x) and pins search_path = pg_catalog, pg_temp.
+-- appguard stores certificate names, DNS records and the texts patients
+-- read as UTF-8, which a database of another encoding would store as other
+-- characters.  (This script is ASCII only, so that this check runs in any
+-- database: test/t/005_install.pl checks both.)
+DO $$
+BEGIN
+	IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+		RAISE EXCEPTION 'appguard needs a UTF8 database; this one is %', pg_catalog.getdatabaseencoding()
+			USING ERRCODE = '0A000',
+				  DETAIL = 'appguard stores certificate names, DNS records and the texts patients read as UTF-8.',
+				  HINT = 'Create the auth server''s database with ENCODING ''UTF8'' (TEMPLATE template0).';
+	END IF;
+END
+$$;
+
 CREATE SCHEMA appguard;
 COMMENT ON SCHEMA appguard IS 'appguard''s tables, views and internal functions; the API is in the extension''s schema';
 

@@ -499,7 +499,7 @@ BEGIN
 			   'description', p.description,
 			   'old', e -> 'old',
 			   'new', e -> 'new',
-			   'text', pg_catalog.format('%s (%s): %s → %s',
+			   'text', pg_catalog.format('%s (%s): %s ' || pg_catalog.chr(8594) || ' %s',	-- a right arrow (the script is ASCII)
 										 coalesce(p.description, 'Something changed'),
 										 appguard.field_label(e ->> 'field'),
 										 appguard.value_text(e -> 'old', e ->> 'field'),

@@ -34,14 +34,14 @@ CREATE INDEX consent_shown_snapshot ON appguard.consent_shown (snapshot_id);
 SELECT pg_catalog.pg_extension_config_dump('appguard.consent_shown', '');
 
 -- The label and level of what is shown; the label changes whenever any
--- shown field does.  level and label:
+-- shown field does.  level and label ("--" is an em dash, U+2014):
 --   organization  a trusted OV or EV certificate names the organization:
---                 "<app> — <organization>[, <location>] (<domain>[, domain ownership verified])"
+--                 "<app> -- <organization>[, <location>] (<domain>[, domain ownership verified])"
 --   domain        no verified organization, but the ownership TXT record
 --                 ties the domain to this client_id:
---                 "<app> — <domain> (domain ownership verified; organization not verified)"
+--                 "<app> -- <domain> (domain ownership verified; organization not verified)"
 --   unverified    neither:
---                 "<app> — <domain> (organization and domain ownership not verified)"
+--                 "<app> -- <domain> (organization and domain ownership not verified)"
 -- (PL/pgSQL, not SQL: a SQL function with a SET clause is not inlined,
 -- and its body was parsed and planned again at every consent screen)
 CREATE FUNCTION appguard.consent_label(app_name text, domain text, organization text,
@@ -54,7 +54,7 @@ BEGIN
 	level := CASE WHEN consent_label.organization IS NOT NULL THEN 'organization'
 				  WHEN consent_label.ownership_verified THEN 'domain'
 				  ELSE 'unverified' END;
-	label := consent_label.app_name || ' — ' || CASE level
+	label := consent_label.app_name || ' ' || pg_catalog.chr(8212) || ' ' || CASE level	-- an em dash
 		WHEN 'organization' THEN consent_label.organization || coalesce(', ' || consent_label.location, '')
 								 || ' (' || consent_label.domain
 								 || CASE WHEN consent_label.ownership_verified

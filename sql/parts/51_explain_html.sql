@@ -132,7 +132,7 @@ AS $$
 				 '<li><p class="reason">'
 				 || appguard.html_escape(coalesce(pg_catalog.max(c ->> 'description'), 'Something changed')) || '</p>'
 				 || pg_catalog.string_agg(pg_catalog.format(
-						'<p>%s: <span class="old">%s</span> → <span class="new">%s</span></p>',
+						'<p>%s: <span class="old">%s</span> ' || pg_catalog.chr(8594) || ' <span class="new">%s</span></p>',
 						appguard.html_escape(pg_catalog.upper(pg_catalog.left(c ->> 'what', 1))
 											 || pg_catalog.substr(c ->> 'what', 2)),
 						appguard.html_escape(appguard.value_text(c -> 'old', c ->> 'field')),

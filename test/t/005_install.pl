@@ -93,5 +93,28 @@ is(run('chosen', q{DROP EXTENSION appguard;
 				   SELECT count(*) FROM pg_roles WHERE rolname IN ('appguard_operator', 'appguard_auth_server')}),
 	"0\n0\n2", 'DROP EXTENSION: schema appguard and the API gone, the roles kept');
 
+# ---- a database that is not UTF8: refused before anything is created
+# (the scripts are ASCII, so PostgreSQL reads them in any encoding, and the
+# check at their top runs)
+for my $enc (qw(LATIN1 SQL_ASCII EUC_JP))
+{
+	my $db = lc "enc_$enc";
+	$node->safe_psql('postgres',
+		"CREATE DATABASE $db ENCODING '$enc' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+	my ($rc, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\nCREATE EXTENSION appguard");
+	like($err, qr/ERROR:  0A000: appguard needs a UTF8 database; this one is $enc/,
+		"a $enc database: CREATE EXTENSION refused with 0A000");
+	is(run($db, q{SELECT count(*) FROM pg_namespace WHERE nspname = 'appguard'}), '0',
+		"a $enc database: ... and nothing created");
+}
+my $top = $node->config_data('--sharedir') . '/extension';
+for my $script (glob("$top/appguard--*.sql"))
+{
+	next if $script =~ /appguard--0\.1\.0\.sql$/;	# as released
+	my $text = slurp_file($script);
+	ok($text !~ /[^\x00-\x7f]/, "$script is ASCII")
+	  or diag join(', ', map { sprintf 'line %d', $_ } grep { (split /\n/, $text)[$_ - 1] =~ /[^\x00-\x7f]/ } 1 .. (() = $text =~ /\n/g));
+}
+
 $node->stop;
 done_testing();
