@@ -380,6 +380,8 @@ start_probe(Engine *engine, const ProbeTarget *target, int index)
 	Probe	   *probe;
 
 	cxt = AllocSetContextCreate(engine->cxt, "appguard probe", ALLOCSET_SMALL_SIZES);
+	/* before the descriptor: nothing may raise between taking it and the flight holding it */
+	flight = MemoryContextAllocZero(cxt, sizeof(Flight));
 	/* one socket per probe; stay within what fd.c lets extensions hold */
 	if (!AcquireExternalFD())
 	{
@@ -393,7 +395,6 @@ start_probe(Engine *engine, const ProbeTarget *target, int index)
 					 errhint("Raise max_files_per_process or the open-files limit.")));
 		return false;
 	}
-	flight = MemoryContextAllocZero(cxt, sizeof(Flight));
 	probe = &flight->probe;
 	probe->cxt = cxt;
 	probe->holds_fd = true;
@@ -515,6 +516,8 @@ hand_over_one(Engine *engine, EngineRun *run, Flight *flight)
 	}
 	PG_CATCH();
 	{
+		/* the error may have left us in the context released here */
+		MemoryContextSwitchTo(old);
 		release_flight(engine, flight);
 		PG_RE_THROW();
 	}
@@ -610,6 +613,7 @@ wait_for_events(Engine *engine, EngineRun *run, TimestampTz turn_due)
 void
 engine_run(EngineRun *run)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
 											  "appguard engine",
 											  ALLOCSET_DEFAULT_SIZES);
@@ -647,6 +651,8 @@ engine_run(EngineRun *run)
 	}
 	PG_FINALLY();
 	{
+		/* an error may have left us in a probe's context, deleted below */
+		MemoryContextSwitchTo(caller);
 		run->shared_sent = engine->shared_sent;
 		run->shared_joined = engine->shared_joined;
 		engine_close(engine);

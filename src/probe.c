@@ -431,15 +431,22 @@ keep_chain_der(Probe *probe, STACK_OF(X509) *chain)
 	probe->chain_der_len = palloc0((n + 1) * sizeof(int));
 	for (int i = 0; i < n; i++)
 	{
-		unsigned char *der = NULL;
-		int			len = i2d_X509(sk_X509_value(chain, i), &der);
+		X509	   *cert = sk_X509_value(chain, i);
+		int			len = i2d_X509(cert, NULL);
+		unsigned char *der;
 
 		if (len <= 0)
 			continue;
+		/* into palloc'd memory: nothing of OpenSSL's to free if palloc fails */
 		probe->chain_der[i] = palloc(len);
-		memcpy(probe->chain_der[i], der, len);
+		der = (unsigned char *) probe->chain_der[i];
+		if (i2d_X509(cert, &der) != len)
+		{
+			pfree(probe->chain_der[i]);
+			probe->chain_der[i] = NULL;
+			continue;
+		}
 		probe->chain_der_len[i] = len;
-		OPENSSL_free(der);
 	}
 }
 

@@ -796,7 +796,7 @@ refuse_suspended_token(Oid relid)
 {
 	if (relid == refresh_tokens_relid() && !appguard_applying_now())
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("a refresh token cannot be created suspended"),
 				 errdetail("Only appguard suspends tokens, when their app's facts drift.")));
 }
@@ -941,17 +941,20 @@ refuse_token_status(TriggerData *trigdata, Oid root, const Datum *pt, const char
 							   grant[GRANT_BASELINE_SNAPSHOT_ID], grant_null[GRANT_BASELINE_SNAPSHOT_ID]);
 	keyread_end_fresh();
 	if (held || held_by_baseline)
+	{
+		/* before ereport: baseline_hold_text runs SQL */
+		char	   *suspension = held_by_baseline
+			? baseline_hold_text(owner, grant[GRANT_CLIENT_ID], grant[GRANT_BASELINE_SNAPSHOT_ID])
+			: grant_null[GRANT_SUSPENSION_ID] ? ""
+			: psprintf(INT64_FORMAT, DatumGetInt64(grant[GRANT_SUSPENSION_ID]));
+
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("refresh token was suspended by appguard"),
 				 errdetail("It is %s under suspension %s; only appguard_reapprove makes it active again.",
-						   old_status ? old_status : "",
-						   held_by_baseline
-						   ? baseline_hold_text(owner, grant[GRANT_CLIENT_ID],
-												grant[GRANT_BASELINE_SNAPSHOT_ID])
-						   : grant_null[GRANT_SUSPENSION_ID] ? ""
-						   : psprintf(INT64_FORMAT, DatumGetInt64(grant[GRANT_SUSPENSION_ID]))),
+						   old_status ? old_status : "", suspension),
 				 errhint("Reactivate a suspended token with appguard_reapprove(token_id), which takes a new baseline; a token revoked while suspended stays revoked.")));
+	}
 }
 
 /*

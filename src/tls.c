@@ -214,8 +214,9 @@ tls_start(SSL_CTX *ctx, int sock, const char *sni, char **error)
 		SSL_set_tlsext_host_name(ssl, sni) != 1 ||
 		SSL_set_tlsext_status_type(ssl, TLSEXT_STATUSTYPE_ocsp) != 1)
 	{
-		*error = openssl_error_text("could not set up the TLS session");
+		/* freed first: the message is palloc'd, and palloc may raise */
 		SSL_free(ssl);
+		*error = openssl_error_text("could not set up the TLS session");
 		return NULL;
 	}
 	SSL_set_connect_state(ssl);
