@@ -108,7 +108,8 @@ SELECT explained(suspension_id) -> 'reasons' AS reasons,
 FROM public.tokens WHERE token_id = 't-ev';
 
 -- Retention: shown rows go with their client, and with their snapshots
--- (appguard_prune deletes snapshots no grant, suspension or client needs)
+-- (deleted here by hand: those appguard_prune would delete, which no
+-- grant, suspension or client needs)
 SELECT appguard_unregister_client('bad');
 SELECT count(*) AS bad_rows FROM consent_shown WHERE client_id = 'bad';
 SELECT count(*) AS shown_rows FROM consent_shown;

@@ -289,7 +289,12 @@ more=
 echo "sanitize: valgrind errors: $errors_ours in appguard frames, $((errors - errors_ours)) elsewhere$more"
 echo "sanitize: definitely lost: $leaks_ours blocks with an appguard frame, $((leaks - leaks_ours)) elsewhere"
 echo "sanitize: UBSan runtime errors: $ubsan; server processes crashed: $crashes"
-for check in "valgrind errors:$((errors + missed))" "definitely lost blocks:$leaks" "UBSan reports and server crashes:$((ubsan + crashes))"; do
+# a run in which valgrind checked no process (or backends of pg_regress or
+# TAP) checked nothing: that fails too
+checked_nothing=$((processes == 0 || regress_backends == 0))
+[ -z "$TAP" ] || checked_nothing=$((checked_nothing || tap_backends == 0))
+for check in "valgrind errors:$((errors + missed))" "definitely lost blocks:$leaks" "UBSan reports and server crashes:$((ubsan + crashes))" \
+	"runs with no backend under valgrind:$checked_nothing"; do
 	if [ "${check##*:}" = 0 ]; then
 		passed=$((passed + 1))
 	else

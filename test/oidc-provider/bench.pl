@@ -48,7 +48,8 @@ sub psql
 	return $out;
 }
 
-AppGuard::OidcProvider::npm_ci('/dev/stderr');
+AppGuard::OidcProvider::node_modules_current()
+  or die "test/oidc-provider/node_modules is missing or older than its package-lock.json: run test/install-deps.sh (npm ci)\n";
 
 my $env  = AppGuard::TestEnv->new;
 my $host = 'app.example.test';

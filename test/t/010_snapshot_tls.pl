@@ -556,7 +556,7 @@ for my $host ('dv.example.test', 'reversed.example.test', 'leafonly.example.test
 	};
 	$s->query_safe("SET appguard.ca_file = '$ca'");
 	is($verified->(), 'true', 'kept store: verified against a copy of the CA file');
-	is($verified->(), 'true', 'kept store: again, with the store kept');
+	is($verified->(), 'true', 'kept store: a second probe of the session verifies too');
 	# another CA's certificate in its place: the same session no longer trusts it
 	open my $fh, '>', $ca or die "$ca: $!";
 	print $fh PostgreSQL::Test::Utils::slurp_file(cert_file('self.example.test'));

@@ -297,8 +297,8 @@ sub check_dns_failed
 	my ($sent, $joined) = $err =~ /(\d+) shared DNS questions sent, (\d+) asks answered by them/
 	  or BAIL_OUT("no engine summary in: $err");
 	# seven hosts under example.test: NS and TXT asked once, six joins each
-	cmp_ok($joined, '>=', 12, "shared: $joined asks answered by a question of the call, $sent sent");
-	cmp_ok($sent + $joined, '>', $sent, 'shared: fewer questions sent than asked');
+	cmp_ok($joined, '>=', 12,
+		"shared: $joined asks answered by a question of the call (so that many fewer sent: $sent)");
 }
 
 $node->stop;

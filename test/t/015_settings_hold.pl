@@ -226,8 +226,10 @@ like(slurp_file($early->logfile),
 	qr/WARNING:  invalid value for parameter "appguard.dns_servers": "127.0.0.1:99999"/,
 	'early: an invalid appguard.dns_servers in postgresql.conf is logged at start');
 {
-	my ($rc, $out, $err) = run_as($early, 'ag_ops', undef,
-		"SELECT f->>'status' FROM appguard_snapshot('app.hold.test', $port) f");
+	# (no port allowed: were it not refused, the probe would stop before DNS,
+	# which would go to the machine's resolvers)
+	my ($rc, $out, $err) = run_as($early, 'postgres', undef,
+		"SET appguard.allowed_ports = '';\nSELECT f->>'status' FROM appguard_snapshot('app.hold.test', $port) f");
 	like($err, qr/ERROR:  55000: .*lost their configured values: appguard\.dns_servers$/m,
 		'early: ... and appguard refuses to measure without it (55000), naming the setting');
 }

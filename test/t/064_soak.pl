@@ -551,7 +551,6 @@ note sprintf('soak: %d s, %d refresh checks (%d allowed, %d refused as suspended
 	$h{wrong_other} + $h{refused_live} + $h{busy_wrong}, $h{busy_wrong},
 	$h{out_of_step}, $r{rotations}, $r{rotated}, $r{refused}, $r{busy},
 	$r{inserted_suspended}, $r{active_on_suspended}, $elapsed);
-cmp_ok($elapsed, '<', 120, 'the soak stays bounded');
 
 $node->stop;
 done_testing();

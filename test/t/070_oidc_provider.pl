@@ -43,6 +43,8 @@ my $NPM      = '/usr/bin/npm';
 my $CHROMIUM = '/usr/bin/chromium';
 plan skip_all => "node, npm or chromium is not installed (test/install-deps.sh installs them: apt-get install chromium nodejs npm)"
   unless -x $NODE && -x $NPM && -x $CHROMIUM;
+plan skip_all => "test/oidc-provider/node_modules is missing or older than its package-lock.json (test/install-deps.sh runs npm ci)"
+  unless AppGuard::OidcProvider::node_modules_current();
 
 my $t0   = time;
 my $json = JSON::PP->new->canonical;
@@ -50,11 +52,6 @@ my $dir  = $AppGuard::OidcProvider::DIR;
 my $out  = "$PostgreSQL::Test::Utils::tmp_check/oidc_provider";
 make_path($out);
 note "screenshots and net logs: $out";
-
-# ---------------------------------------------------------------- npm ci
-# From the lockfile, once: node_modules is kept in test/oidc-provider
-# (test/install-deps.sh fills it in the checkout).
-BAIL_OUT($@) unless eval { AppGuard::OidcProvider::npm_ci("$out/npm-ci.log") && note 'npm ci done'; 1 };
 
 # ---------------------------------------------------------------- the apps' servers
 my $env  = AppGuard::TestEnv->new;

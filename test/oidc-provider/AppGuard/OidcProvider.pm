@@ -5,7 +5,7 @@ package AppGuard::OidcProvider;
 # cluster, the server on a loopback address.  Used by
 # test/t/070_oidc_provider.pl and test/oidc-provider/bench.pl.
 #
-#   AppGuard::OidcProvider::npm_ci($log);          # node_modules from the lockfile, if stale
+#   AppGuard::OidcProvider::node_modules_current;   # node_modules from the lockfile?
 #   my $s = AppGuard::OidcProvider->new(env => $env, psql => sub { my ($db, $sql) = @_; ... },
 #       pghost => $dir, pgport => $port, db => 'oidc', role => 'oidc',
 #       addr => "$net.250.2", port => 4600, appguard => 1, clients => [...], accounts => {...});
@@ -29,7 +29,6 @@ use Time::HiRes qw(time sleep);
 
 our $DIR  = abs_path(dirname(__FILE__) . '/..');
 our $NODE = '/usr/bin/node';
-our $NPM  = '/usr/bin/npm';
 
 my $json = JSON::PP->new->canonical;
 
@@ -41,17 +40,12 @@ sub _slurp
 	return scalar <$fh>;
 }
 
-# npm ci from the lockfile when node_modules is missing or older than it;
-# no browser download (puppeteer-core drives Debian's chromium).
-sub npm_ci
+# Whether node_modules was installed from the current lockfile
+# (test/install-deps.sh runs npm ci; a test never reaches the registry).
+sub node_modules_current
 {
-	my ($log) = @_;
 	my $installed = "$DIR/node_modules/.package-lock.json";
-	return 0 if -e $installed && (stat "$DIR/package-lock.json")[9] <= (stat $installed)[9];
-	local $ENV{PUPPETEER_SKIP_DOWNLOAD} = 1;
-	system("cd '$DIR' && '$NPM' ci --no-audit --no-fund >'$log' 2>&1") == 0
-	  or croak "npm ci failed in $DIR: " . _slurp($log);
-	return 1;
+	return -e $installed && (stat "$DIR/package-lock.json")[9] <= (stat $installed)[9];
 }
 
 sub new
