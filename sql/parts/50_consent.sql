@@ -17,8 +17,9 @@
 -- appguard.consent_shown, so that appguard_explain can say "you were shown
 -- X, it is now Y" for a suspended grant whose baseline is that snapshot
 -- (appguard.consent_change).  A baseline nobody was shown (the auth server
--- does not call appguard_consent_info, or a newer snapshot arrived between
--- the consent screen and the token) is described from its snapshot.
+-- does not call appguard_consent_info, or, without the patient's own screen
+-- (appguard_consent_info(client_id, subject)), a newer snapshot arrived
+-- between the consent screen and the token) is described from its snapshot.
 ---------------------------------------------------------------------------
 
 CREATE TABLE appguard.consent_shown (

@@ -44,7 +44,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF lang IS NULL THEN
-		RAISE EXCEPTION 'the language must not be NULL' USING ERRCODE = '22004',
+		RAISE EXCEPTION 'the language must not be NULL' USING ERRCODE = '22023',
 			  HINT = 'Give a language tag such as en or en-US.';
 	END IF;
 	IF lang !~ '^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$' OR pg_catalog.length(lang) > 35 THEN
