@@ -725,6 +725,7 @@ DECLARE
 	baselines bigint[];
 	filled bigint;
 	hold bigint;
+	drifted boolean := false;
 BEGIN
 	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
 	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
@@ -759,21 +760,6 @@ BEGIN
 										  snap.facts -> 'dns' ->> 'registrable_domain')
 		WHERE c.client_id = p_client_id;
 
-		IF snap.status = 'ok' THEN
-			UPDATE appguard.consents k SET baseline_snapshot_id = snap.id
-			WHERE k.client_id = p_client_id AND k.baseline_snapshot_id IS NULL
-			  AND EXISTS (SELECT FROM appguard.grants r
-						  WHERE r.client_id = k.client_id AND r.subject = k.subject);
-			UPDATE appguard.grants r SET baseline_snapshot_id = snap.id
-			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NULL;
-			GET DIAGNOSTICS filled = ROW_COUNT;
-			IF filled > 0 THEN
-				PERFORM appguard.log_event('baselines_assigned', p_client_id,
-					pg_catalog.jsonb_build_object('grants', filled),
-					snapshot_id => snap.id, sweep_id => p_sweep_id);
-			END IF;
-		END IF;
-
 		baselines := ARRAY(
 			SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
 			WHERE r.client_id = p_client_id AND r.state = 'active'
@@ -792,11 +778,36 @@ BEGIN
 	-- (a baseline that names no snapshot -- written by hand, or restored
 	-- without its snapshot -- cannot be compared with anything: it is
 	-- skipped, so it cannot stop the evaluation of the client's others)
-	IF pg_catalog.cardinality(baselines) = 0 THEN
-		RETURN false;
+	IF pg_catalog.cardinality(baselines) > 0 THEN
+		drifted := appguard.evaluate_baselines(p_client_id, snap.id, true, baselines, baselines, p_sweep_id, hold);
 	END IF;
 
-	RETURN appguard.evaluate_baselines(p_client_id, snap.id, true, baselines, baselines, p_sweep_id, hold);
+	-- Pending consents and grants take this snapshot, the client's next
+	-- successful one, after the fan-out and without waiting: a row another
+	-- transaction holds stays pending until the next.  Locked before the
+	-- host's rows, or waited for while the fan-out holds some, they would
+	-- break the lock order (a host revoking two rows would deadlock with it).
+	IF p_baselines IS NULL AND snap.status = 'ok' THEN
+		UPDATE appguard.consents k SET baseline_snapshot_id = snap.id
+		WHERE (k.client_id, k.subject) IN (
+			SELECT p.client_id, p.subject FROM appguard.consents p
+			WHERE p.client_id = p_client_id AND p.baseline_snapshot_id IS NULL
+			  AND EXISTS (SELECT FROM appguard.grants r
+						  WHERE r.client_id = p.client_id AND r.subject = p.subject)
+			FOR UPDATE OF p SKIP LOCKED);
+		UPDATE appguard.grants r SET baseline_snapshot_id = snap.id
+		WHERE (r.token_table, r.token_key) IN (
+			SELECT p.token_table, p.token_key FROM appguard.grants p
+			WHERE p.client_id = p_client_id AND p.state = 'active' AND p.baseline_snapshot_id IS NULL
+			FOR UPDATE OF p SKIP LOCKED);
+		GET DIAGNOSTICS filled = ROW_COUNT;
+		IF filled > 0 THEN
+			PERFORM appguard.log_event('baselines_assigned', p_client_id,
+				pg_catalog.jsonb_build_object('grants', filled),
+				snapshot_id => snap.id, sweep_id => p_sweep_id);
+		END IF;
+	END IF;
+	RETURN drifted;
 END
 $$;
 
@@ -950,13 +961,10 @@ BEGIN
 		n_gone := n_gone + appguard.forget_gone_rows(t);
 	END LOOP;
 
-	-- consents none of whose grants is left
-	DELETE FROM appguard.consents k
-	WHERE k.approved_at < cutoff AND (k.shown_at IS NULL OR k.shown_at < cutoff)
-	  AND NOT EXISTS (SELECT FROM appguard.grants gr
-					  WHERE gr.client_id = k.client_id AND gr.subject = k.subject);
-	GET DIAGNOSTICS n_consents = ROW_COUNT;
-
+	-- Before the lock below, what writes clients' rows (a fan-out waiting
+	-- for that lock may hold one): a consent deleted under it keeps its
+	-- baseline's verdicts, other hosts' baselines and hold until the next
+	-- prune.
 	-- verdicts of baselines no grant uses any more
 	DELETE FROM appguard.baseline_state bs
 	WHERE bs.evaluated_at < cutoff
@@ -988,10 +996,6 @@ BEGIN
 					  WHERE s.client_id = bh.client_id AND s.baseline_snapshot_id = bh.baseline_snapshot_id
 						AND s.state IN ('pending', 'held'));
 	PERFORM appguard.note_hosts_drifted(c.client_id) FROM appguard.clients c WHERE c.hosts_drifted;
-	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
-	GET DIAGNOSTICS n_drifts = ROW_COUNT;
-	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
-	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
 	-- held baselines no active grant and no consent holds any more
 	-- (only the rows that change are written: a client's row is what its
 	-- evaluations and re-approvals lock)
@@ -1006,6 +1010,26 @@ BEGIN
 				 ORDER BY b) AS kept
 		  FROM appguard.clients h WHERE h.held_baselines <> '{}') n
 	WHERE c.client_id = n.client_id AND c.held_baselines IS DISTINCT FROM n.kept;
+	-- what no grant or consent refers to
+	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
+	GET DIAGNOSTICS n_drifts = ROW_COUNT;
+	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
+	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
+	DELETE FROM appguard.events e WHERE e.at < cutoff;
+	GET DIAGNOSTICS n_events = ROW_COUNT;
+
+	-- Token writes in flight commit first, and new ones wait until this
+	-- commits: a token joining a consent takes ROW EXCLUSIVE on
+	-- appguard.grants before it reads the consent (src/refresh.c), so no
+	-- consent, or baseline, a new grant joins is pruned under it.
+	LOCK TABLE appguard.grants IN SHARE MODE;
+	-- consents none of whose grants is left
+	DELETE FROM appguard.consents k
+	WHERE k.approved_at < cutoff AND (k.shown_at IS NULL OR k.shown_at < cutoff)
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = k.client_id AND gr.subject = k.subject);
+	GET DIAGNOSTICS n_consents = ROW_COUNT;
+
 	-- decided suspensions no grant points to any more, neither by its own
 	-- suspension_id nor as its baseline's hold
 	DELETE FROM appguard.suspensions s
@@ -1022,8 +1046,6 @@ BEGIN
 	WHERE h.state <> 'open' AND h.closed_at < cutoff
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions s WHERE s.hold_id = h.id);
 	GET DIAGNOSTICS n_holds = ROW_COUNT;
-	DELETE FROM appguard.events e WHERE e.at < cutoff;
-	GET DIAGNOSTICS n_events = ROW_COUNT;
 	DELETE FROM appguard.snapshots s
 	WHERE s.taken_at < cutoff
 	  AND NOT EXISTS (SELECT FROM appguard.grants r WHERE r.baseline_snapshot_id = s.id)
@@ -3220,8 +3242,12 @@ BEGIN
 	SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO qualified
 	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.oid = tbl;
-	-- the lock DROP TRIGGER takes, first: a fan-out in flight on the table
-	-- commits before the rows are counted
+	-- Wait for drift evaluations in flight and keep new ones out, before
+	-- any lock on the host table, as appguard_protect does: an evaluation
+	-- locks clients, then the host's rows and appguard's grants, which
+	-- this deletes.  Then the lock DROP TRIGGER takes: a fan-out in flight
+	-- on the table commits before the rows are counted.
+	LOCK TABLE appguard.clients IN SHARE MODE;
 	EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', qualified);
 	result := pg_catalog.jsonb_build_object(
 		'table', tbl::text,

@@ -53,6 +53,7 @@
 #include "protected.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -711,7 +712,16 @@ track_grant(Oid relid, const char *key, const char *client_id, bool active,
 		Datum		old = (Datum) 0;
 		bool		old_null = true;
 		bool		decided;
+		AttrNumber	keyattnums[KEYREAD_MAX_KEYS];
+		AttrNumber	attnums[KEYREAD_MAX_COLUMNS];
 
+		/*
+		 * The grants' table lock, before the consent is read: appguard_prune
+		 * deletes a consent none of whose grants is left under SHARE on it.
+		 * So this row's grant either commits before prune looks, or the
+		 * consent is read after prune committed (and may then be gone).
+		 */
+		LockRelationOid(keyread_layout(KT_GRANTS, keyattnums, attnums), RowExclusiveLock);
 		/* the subject's consent decides (see consent_reading), or begins here */
 		switch (consent_reading(args[2], args[5], &args[4], &shown, &old, &old_null))
 		{

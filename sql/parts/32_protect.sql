@@ -1688,8 +1688,12 @@ BEGIN
 	SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO qualified
 	FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.oid = tbl;
-	-- the lock DROP TRIGGER takes, first: a fan-out in flight on the table
-	-- commits before the rows are counted
+	-- Wait for drift evaluations in flight and keep new ones out, before
+	-- any lock on the host table, as appguard_protect does: an evaluation
+	-- locks clients, then the host's rows and appguard's grants, which
+	-- this deletes.  Then the lock DROP TRIGGER takes: a fan-out in flight
+	-- on the table commits before the rows are counted.
+	LOCK TABLE appguard.clients IN SHARE MODE;
 	EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', qualified);
 	result := pg_catalog.jsonb_build_object(
 		'table', tbl::text,

@@ -661,6 +661,7 @@ DECLARE
 	baselines bigint[];
 	filled bigint;
 	hold bigint;
+	drifted boolean := false;
 BEGIN
 	SELECT s.id, s.host, s.port, s.taken_at, s.status, s.facts INTO snap
 	FROM appguard.snapshots s WHERE s.id = p_snapshot_id;
@@ -695,21 +696,6 @@ BEGIN
 										  snap.facts -> 'dns' ->> 'registrable_domain')
 		WHERE c.client_id = p_client_id;
 
-		IF snap.status = 'ok' THEN
-			UPDATE appguard.consents k SET baseline_snapshot_id = snap.id
-			WHERE k.client_id = p_client_id AND k.baseline_snapshot_id IS NULL
-			  AND EXISTS (SELECT FROM appguard.grants r
-						  WHERE r.client_id = k.client_id AND r.subject = k.subject);
-			UPDATE appguard.grants r SET baseline_snapshot_id = snap.id
-			WHERE r.client_id = p_client_id AND r.state = 'active' AND r.baseline_snapshot_id IS NULL;
-			GET DIAGNOSTICS filled = ROW_COUNT;
-			IF filled > 0 THEN
-				PERFORM appguard.log_event('baselines_assigned', p_client_id,
-					pg_catalog.jsonb_build_object('grants', filled),
-					snapshot_id => snap.id, sweep_id => p_sweep_id);
-			END IF;
-		END IF;
-
 		baselines := ARRAY(
 			SELECT DISTINCT r.baseline_snapshot_id FROM appguard.grants r
 			WHERE r.client_id = p_client_id AND r.state = 'active'
@@ -728,11 +714,36 @@ BEGIN
 	-- (a baseline that names no snapshot -- written by hand, or restored
 	-- without its snapshot -- cannot be compared with anything: it is
 	-- skipped, so it cannot stop the evaluation of the client's others)
-	IF pg_catalog.cardinality(baselines) = 0 THEN
-		RETURN false;
+	IF pg_catalog.cardinality(baselines) > 0 THEN
+		drifted := appguard.evaluate_baselines(p_client_id, snap.id, true, baselines, baselines, p_sweep_id, hold);
 	END IF;
 
-	RETURN appguard.evaluate_baselines(p_client_id, snap.id, true, baselines, baselines, p_sweep_id, hold);
+	-- Pending consents and grants take this snapshot, the client's next
+	-- successful one, after the fan-out and without waiting: a row another
+	-- transaction holds stays pending until the next.  Locked before the
+	-- host's rows, or waited for while the fan-out holds some, they would
+	-- break the lock order (a host revoking two rows would deadlock with it).
+	IF p_baselines IS NULL AND snap.status = 'ok' THEN
+		UPDATE appguard.consents k SET baseline_snapshot_id = snap.id
+		WHERE (k.client_id, k.subject) IN (
+			SELECT p.client_id, p.subject FROM appguard.consents p
+			WHERE p.client_id = p_client_id AND p.baseline_snapshot_id IS NULL
+			  AND EXISTS (SELECT FROM appguard.grants r
+						  WHERE r.client_id = p.client_id AND r.subject = p.subject)
+			FOR UPDATE OF p SKIP LOCKED);
+		UPDATE appguard.grants r SET baseline_snapshot_id = snap.id
+		WHERE (r.token_table, r.token_key) IN (
+			SELECT p.token_table, p.token_key FROM appguard.grants p
+			WHERE p.client_id = p_client_id AND p.state = 'active' AND p.baseline_snapshot_id IS NULL
+			FOR UPDATE OF p SKIP LOCKED);
+		GET DIAGNOSTICS filled = ROW_COUNT;
+		IF filled > 0 THEN
+			PERFORM appguard.log_event('baselines_assigned', p_client_id,
+				pg_catalog.jsonb_build_object('grants', filled),
+				snapshot_id => snap.id, sweep_id => p_sweep_id);
+		END IF;
+	END IF;
+	RETURN drifted;
 END
 $$;
 

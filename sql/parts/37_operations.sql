@@ -187,13 +187,10 @@ BEGIN
 		n_gone := n_gone + appguard.forget_gone_rows(t);
 	END LOOP;
 
-	-- consents none of whose grants is left
-	DELETE FROM appguard.consents k
-	WHERE k.approved_at < cutoff AND (k.shown_at IS NULL OR k.shown_at < cutoff)
-	  AND NOT EXISTS (SELECT FROM appguard.grants gr
-					  WHERE gr.client_id = k.client_id AND gr.subject = k.subject);
-	GET DIAGNOSTICS n_consents = ROW_COUNT;
-
+	-- Before the lock below, what writes clients' rows (a fan-out waiting
+	-- for that lock may hold one): a consent deleted under it keeps its
+	-- baseline's verdicts, other hosts' baselines and hold until the next
+	-- prune.
 	-- verdicts of baselines no grant uses any more
 	DELETE FROM appguard.baseline_state bs
 	WHERE bs.evaluated_at < cutoff
@@ -225,10 +222,6 @@ BEGIN
 					  WHERE s.client_id = bh.client_id AND s.baseline_snapshot_id = bh.baseline_snapshot_id
 						AND s.state IN ('pending', 'held'));
 	PERFORM appguard.note_hosts_drifted(c.client_id) FROM appguard.clients c WHERE c.hosts_drifted;
-	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
-	GET DIAGNOSTICS n_drifts = ROW_COUNT;
-	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
-	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
 	-- held baselines no active grant and no consent holds any more
 	-- (only the rows that change are written: a client's row is what its
 	-- evaluations and re-approvals lock)
@@ -243,6 +236,26 @@ BEGIN
 				 ORDER BY b) AS kept
 		  FROM appguard.clients h WHERE h.held_baselines <> '{}') n
 	WHERE c.client_id = n.client_id AND c.held_baselines IS DISTINCT FROM n.kept;
+	-- what no grant or consent refers to
+	DELETE FROM appguard.drifts d WHERE d.detected_at < cutoff;
+	GET DIAGNOSTICS n_drifts = ROW_COUNT;
+	DELETE FROM appguard.sweeps w WHERE w.state <> 'running' AND w.finished_at < cutoff;
+	GET DIAGNOSTICS n_sweeps = ROW_COUNT;
+	DELETE FROM appguard.events e WHERE e.at < cutoff;
+	GET DIAGNOSTICS n_events = ROW_COUNT;
+
+	-- Token writes in flight commit first, and new ones wait until this
+	-- commits: a token joining a consent takes ROW EXCLUSIVE on
+	-- appguard.grants before it reads the consent (src/refresh.c), so no
+	-- consent, or baseline, a new grant joins is pruned under it.
+	LOCK TABLE appguard.grants IN SHARE MODE;
+	-- consents none of whose grants is left
+	DELETE FROM appguard.consents k
+	WHERE k.approved_at < cutoff AND (k.shown_at IS NULL OR k.shown_at < cutoff)
+	  AND NOT EXISTS (SELECT FROM appguard.grants gr
+					  WHERE gr.client_id = k.client_id AND gr.subject = k.subject);
+	GET DIAGNOSTICS n_consents = ROW_COUNT;
+
 	-- decided suspensions no grant points to any more, neither by its own
 	-- suspension_id nor as its baseline's hold
 	DELETE FROM appguard.suspensions s
@@ -259,8 +272,6 @@ BEGIN
 	WHERE h.state <> 'open' AND h.closed_at < cutoff
 	  AND NOT EXISTS (SELECT FROM appguard.suspensions s WHERE s.hold_id = h.id);
 	GET DIAGNOSTICS n_holds = ROW_COUNT;
-	DELETE FROM appguard.events e WHERE e.at < cutoff;
-	GET DIAGNOSTICS n_events = ROW_COUNT;
 	DELETE FROM appguard.snapshots s
 	WHERE s.taken_at < cutoff
 	  AND NOT EXISTS (SELECT FROM appguard.grants r WHERE r.baseline_snapshot_id = s.id)
