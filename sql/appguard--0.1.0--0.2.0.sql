@@ -39,10 +39,6 @@ CREATE TABLE appguard.consents (
 COMMENT ON TABLE appguard.consents IS 'A patient''s consent to a client: the baseline all the patient''s grants of that client are held to';
 SELECT pg_catalog.pg_extension_config_dump('appguard.consents', '');
 ALTER TABLE appguard.refresh_tokens ADD COLUMN grant_id text;
--- an empty subject would make every such token of a client one consent (a
--- 0.1.0 row with an empty token id or subject stops the update: 23514)
-ALTER TABLE appguard.refresh_tokens ADD CONSTRAINT refresh_tokens_ids_not_empty
-	CHECK (token_id <> '' AND subject <> '');
 -- a consent's applied suspension holds its new rows
 ALTER TABLE appguard.baseline_state ADD COLUMN suspension_applied boolean NOT NULL DEFAULT false;
 UPDATE appguard.baseline_state bs SET suspension_applied = true

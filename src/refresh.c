@@ -812,6 +812,23 @@ refuse_suspended_token(Oid relid)
 }
 
 /*
+ * appguard.refresh_tokens: an empty token id or subject (every token of a
+ * client with an empty subject would share one consent).  Checked here,
+ * where the row's key and subject are read anyway, rather than by a CHECK
+ * constraint, whose expression PostgreSQL reads again for every INSERT
+ * statement (about 28,000 instructions a token).
+ */
+static void
+refuse_empty_token_ids(Oid relid)
+{
+	if (relid == refresh_tokens_relid())
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("a refresh token needs a token_id and a subject that are not empty"),
+				 errdetail("Every token of a client with an empty subject would share one consent.")));
+}
+
+/*
  * AFTER INSERT on every protected table: track the new row as a grant
  * (appguard.grants).  Its key, client and status are read through their
  * types' output functions (hostrow.c), as the table's other triggers read
@@ -871,6 +888,8 @@ appguard_grant_insert(PG_FUNCTION_ARGS)
 		grant_key = hostrow_column_text(tuple, desc, DatumGetInt16(pt[PT_GRANT_ATTNUM]));
 	if (status != NULL && strcmp(status, "suspended") == 0)
 		refuse_suspended_token(relid);
+	if (key[0] == '\0' || (subject != NULL && subject[0] == '\0'))
+		refuse_empty_token_ids(relid);
 	/* the columns were read as the inserting role; appguard's state is written as its owner */
 	identity_become(routine_owner(fcinfo->flinfo->fn_oid), 0, false, &caller);
 	track_grant(relid, key, client_id, status != NULL && strcmp(status, active_value) == 0,

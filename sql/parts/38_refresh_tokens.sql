@@ -30,9 +30,7 @@ CREATE TABLE appguard.refresh_tokens (
 	error_uri				text,
 	created_at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	last_refreshed_at		timestamptz,
-	grant_id				text,
-	-- an empty subject would make every such token of a client one consent
-	CONSTRAINT refresh_tokens_ids_not_empty CHECK (token_id <> '' AND subject <> '')
+	grant_id				text
 );
 COMMENT ON TABLE appguard.refresh_tokens IS 'Refresh tokens guarded by appguard (a protected table: their state is in appguard.grants)';
 SELECT pg_catalog.pg_extension_config_dump('appguard.refresh_tokens', '');
