@@ -64,6 +64,52 @@ SELECT snap('owner.example.org', 443, '{"tls.leaf.subject.O": "Third Org Ltd"}')
 \set SHOW_CONTEXT errors
 SELECT rolsuper FROM pg_roles WHERE rolname = 'appguard_regress_tabowner';
 
+-- Nor one that changes settings for the rest of the session: a
+-- search_path that put the owner's operators before pg_catalog's would run
+-- them in appguard's own SQL, as appguard's owner (security audit).  Every
+-- setting the owner's code changes is rolled back when appguard takes its
+-- identity back: the fan-out, a re-approval, a recheck by DDL.
+SET ROLE appguard_regress_tabowner;
+DROP TRIGGER escalate ON tabowner.tokens;
+CREATE FUNCTION tabowner.keep_settings() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_catalog.set_config('search_path', 'tabowner, pg_catalog', false);
+	PERFORM pg_catalog.set_config('tabowner.left_behind', current_user, false);
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER keep_settings AFTER UPDATE ON tabowner.tokens
+	FOR EACH ROW EXECUTE FUNCTION tabowner.keep_settings();
+CREATE FUNCTION tabowner.check_status(s text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_catalog.set_config('search_path', 'tabowner, pg_catalog', false);
+	PERFORM pg_catalog.set_config('tabowner.left_behind', current_user, false);
+	RETURN true;
+END
+$$;
+SHOW search_path;
+SELECT appguard_reapprove('tabowner.tokens', '1') ->> 'reapproved' AS reapproved;
+SHOW search_path;
+SELECT current_setting('tabowner.left_behind', true) AS left_behind;
+RESET ROLE;
+-- row 1, re-approved, is suspended by the next drift: the owner's trigger
+-- runs in the fan-out
+SELECT snap('owner.example.org', 443, '{"tls.leaf.subject.O": "Fourth Org"}') IS NOT NULL AS drifted;
+SELECT id, status FROM tabowner.tokens ORDER BY id;
+SHOW search_path;
+SELECT current_setting('tabowner.left_behind', true) AS left_behind;
+SET ROLE appguard_regress_tabowner;
+-- DDL by the owner rechecks the table: appguard runs the new CHECK with
+-- the suspended value as the owner (NOT VALID: PostgreSQL itself, which
+-- would run it as the owner in the owner's own session, does not)
+ALTER TABLE tabowner.tokens ADD CONSTRAINT status_ok CHECK (tabowner.check_status(status)) NOT VALID;
+SHOW search_path;
+SELECT current_setting('tabowner.left_behind', true) AS left_behind;
+RESET ROLE;
+SELECT appguard_recheck_table('tabowner.tokens') ->> 'problem' AS problem;
+SHOW search_path;
+SELECT current_setting('tabowner.left_behind', true) AS left_behind;
+
 SELECT appguard_unprotect('tabowner.tokens') IS NOT NULL AS unprotected;
 DROP SCHEMA tabowner CASCADE;
 SELECT appguard_unregister_client('owner-app');

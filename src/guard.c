@@ -219,6 +219,8 @@ classify_ipv6(const uint8_t *b)
 		return ADDR_UNIQUE_LOCAL;
 	if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
 		return ADDR_DOCUMENTATION;
+	if (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xf0) == 0x00)
+		return ADDR_DOCUMENTATION;	/* 3fff::/20 (RFC 9637) */
 	/* 2001::/23 IETF protocol assignments, Teredo among them */
 	if (b[0] == 0x20 && b[1] == 0x01 && (b[2] & 0xfe) == 0x00)
 		return ADDR_RESERVED;

@@ -17,7 +17,12 @@
  *
  * The user id and the GUC nest level are what fmgr_security_definer
  * saves; an error needs no cleanup here, since aborting the (sub)
- * transaction restores both.
+ * transaction restores both.  After a security-restricted operation (a
+ * table owner's code) every setting changed inside is rolled back, as
+ * PostgreSQL does after index functions and REFRESH MATERIALIZED VIEW:
+ * the owner's code may call set_config(..., false), and a search_path it
+ * kept would put its operators before pg_catalog's in appguard's own SQL,
+ * run as appguard's owner, and in the caller's session.
  *
  *-------------------------------------------------------------------------
  */
@@ -65,14 +70,18 @@ identity_become(Oid role, int sec_flags, bool pin_search_path, SavedIdentity *sa
 {
 	GetUserIdAndSecContext(&saved->save_userid, &saved->save_sec_context);
 	SetUserIdAndSecContext(role, saved->save_sec_context | SECURITY_LOCAL_USERID_CHANGE | sec_flags);
+	saved->roll_back_settings = (sec_flags & SECURITY_RESTRICTED_OPERATION) != 0;
 	/* after the switch: code run as role must not see or keep the caller's path */
-	saved->save_nestlevel = pin_search_path ? identity_pin_search_path() : -1;
+	if (pin_search_path)
+		saved->save_nestlevel = identity_pin_search_path();
+	else
+		saved->save_nestlevel = saved->roll_back_settings ? NewGUCNestLevel() : -1;
 }
 
 void
 identity_restore(SavedIdentity *saved)
 {
 	if (saved->save_nestlevel >= 0)
-		identity_unpin(saved->save_nestlevel);
+		AtEOXact_GUC(!saved->roll_back_settings, saved->save_nestlevel);
 	SetUserIdAndSecContext(saved->save_userid, saved->save_sec_context);
 }

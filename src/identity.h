@@ -17,6 +17,8 @@ typedef struct SavedIdentity
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;	/* -1: no setting was changed */
+	bool		roll_back_settings;	/* a security-restricted operation: settings
+									 * its code changed are undone */
 } SavedIdentity;
 
 /* The owner of a function or procedure */
