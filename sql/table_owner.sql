@@ -71,22 +71,18 @@ SELECT rolsuper FROM pg_roles WHERE rolname = 'appguard_regress_tabowner';
 -- identity back: the fan-out, a re-approval, a recheck by DDL.
 SET ROLE appguard_regress_tabowner;
 DROP TRIGGER escalate ON tabowner.tokens;
+CREATE FUNCTION tabowner.leave_settings() RETURNS boolean LANGUAGE sql AS $$
+	SELECT pg_catalog.set_config('search_path', 'tabowner, pg_catalog', false) IS NOT NULL
+	   AND pg_catalog.set_config('tabowner.left_behind', current_user, false) IS NOT NULL
+$$;
 CREATE FUNCTION tabowner.keep_settings() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	PERFORM pg_catalog.set_config('search_path', 'tabowner, pg_catalog', false);
-	PERFORM pg_catalog.set_config('tabowner.left_behind', current_user, false);
+	PERFORM tabowner.leave_settings();
 	RETURN NULL;
 END
 $$;
 CREATE TRIGGER keep_settings AFTER UPDATE ON tabowner.tokens
 	FOR EACH ROW EXECUTE FUNCTION tabowner.keep_settings();
-CREATE FUNCTION tabowner.check_status(s text) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM pg_catalog.set_config('search_path', 'tabowner, pg_catalog', false);
-	PERFORM pg_catalog.set_config('tabowner.left_behind', current_user, false);
-	RETURN true;
-END
-$$;
 SHOW search_path;
 SELECT appguard_reapprove('tabowner.tokens', '1') ->> 'reapproved' AS reapproved;
 SHOW search_path;
@@ -102,7 +98,7 @@ SET ROLE appguard_regress_tabowner;
 -- DDL by the owner rechecks the table: appguard runs the new CHECK with
 -- the suspended value as the owner (NOT VALID: PostgreSQL itself, which
 -- would run it as the owner in the owner's own session, does not)
-ALTER TABLE tabowner.tokens ADD CONSTRAINT status_ok CHECK (tabowner.check_status(status)) NOT VALID;
+ALTER TABLE tabowner.tokens ADD CONSTRAINT status_ok CHECK (tabowner.leave_settings() AND status IS NOT NULL) NOT VALID;
 SHOW search_path;
 SELECT current_setting('tabowner.left_behind', true) AS left_behind;
 RESET ROLE;
